@@ -1,0 +1,5 @@
+import sys
+
+from blastscope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""The ``blastscope`` command: one sub-command per module in this package.
+
+Each module defines ``register(subparsers)``, which adds its parser and sets ``run`` to a function taking the parsed
+arguments. Heavy imports (torch) happen inside those functions so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from blastscope import __version__
+from blastscope.errors import BlastscopeError
+
+ORDER = ["synth", "data", "cache", "models", "train", "evaluate", "compare", "predict", "export", "serve"]
+
+
+def _add_version_everywhere(parser: argparse.ArgumentParser) -> None:
+    if not any("--version" in action.option_strings for action in parser._actions):
+        parser.add_argument("--version", action="version", version=f"blastscope {__version__}")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_version_everywhere(child)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blastscope",
+        description="Train, compare, explain and serve classifiers of leukemic blasts (ALL) vs normal cells (HEM).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    names = {module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")}
+    for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    _add_version_everywhere(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except BlastscopeError as error:
+        print(f"blastscope: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("blastscope: interrupted; `blastscope train --resume RUN_DIR` continues a training run.", file=sys.stderr)
+        return 130
