@@ -1,0 +1,245 @@
+"""The figures of a comparison report, drawn with matplotlib's Agg backend so they render headless.
+
+Every function takes plain numbers (no run directories, no models) and returns a :class:`~matplotlib.figure.Figure`;
+:func:`to_png` turns one into PNG bytes (and a file) and closes it. A model keeps one colour in every figure
+(:func:`model_colors`), and classes keep theirs (:func:`class_colors`), so figures can be read side by side.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# The registry's default order: each built-in model always gets the same colour, whatever subset is compared.
+KNOWN_MODELS = (
+    "cnn",
+    "vgg16",
+    "resnet50",
+    "inception_v3",
+    "xception",
+    "efficientnet_b0",
+    "efficientnet_b0_attention",
+    "efficientnet_lite0",
+)
+_MODEL_PALETTE = plt.get_cmap("tab10").colors
+_POSITIVE_COLOR = "#c0392b"
+_OTHER_CLASS_COLORS = ("#2e86c1", "#27ae60", "#8e44ad", "#d68910", "#5d6d7e")
+_DPI = 110
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One epoch of ``history.csv``; metrics that were not logged that epoch are NaN."""
+
+    epoch: int
+    phase: str
+    train_loss: float
+    val_loss: float
+    val_weighted_f1: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReliabilityCurve:
+    """Binned calibration: mean confidence, observed accuracy and cell count per non-empty bin, plus the ECE."""
+
+    confidence: Sequence[float]
+    accuracy: Sequence[float]
+    counts: Sequence[int]
+    ece: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectAccuracy:
+    """How well one subject's test cells were classified."""
+
+    subject: str
+    true_class: str
+    accuracy: float
+    n_cells: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankedScore:
+    """A model's score with the bounds of its error bar (a confidence interval or mean ± sd)."""
+
+    model: str
+    value: float
+    low: float
+    high: float
+
+
+def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """Colours fixed by registry order, so e.g. resnet50 looks the same in every report; unknown names follow."""
+    extra = [name for name in models if name not in KNOWN_MODELS]
+    order = list(KNOWN_MODELS) + extra
+    return {name: _MODEL_PALETTE[order.index(name) % len(_MODEL_PALETTE)] for name in models}
+
+
+def class_colors(classes: Sequence[str]) -> dict[str, str]:
+    """The positive class (last, ALL for C-NMC) is always red; the others take calm colours in order."""
+    colors = {name: _OTHER_CLASS_COLORS[i % len(_OTHER_CLASS_COLORS)] for i, name in enumerate(classes[:-1])}
+    colors[classes[-1]] = _POSITIVE_COLOR
+    return colors
+
+
+def to_png(figure: Figure, path: Path | None = None) -> bytes:
+    """Render and close ``figure``; also write the PNG to ``path`` when given."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    plt.close(figure)
+    data = buffer.getvalue()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return data
+
+
+def training_curves(history: Sequence[HistoryRow], model: str) -> Figure:
+    """Loss (train and validation) and validation weighted F1 per epoch, with each phase change marked."""
+    epochs = [row.epoch for row in history]
+    figure, (loss_axes, f1_axes) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    loss_axes.plot(epochs, [row.train_loss for row in history], "o-", color="#2e86c1", label="train loss")
+    loss_axes.plot(epochs, [row.val_loss for row in history], "s-", color="#d68910", label="validation loss")
+    loss_axes.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
+    f1_axes.plot(epochs, [row.val_weighted_f1 for row in history], "o-", color="#27ae60", label="validation weighted F1")
+    f1_axes.set(title="Validation weighted F1", xlabel="epoch", ylabel="weighted F1", ylim=(0, 1.02))
+    for axes in (loss_axes, f1_axes):
+        _mark_phase_changes(axes, history)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle(f"{model}: training curves")
+    return figure
+
+
+def _mark_phase_changes(axes: plt.Axes, history: Sequence[HistoryRow]) -> None:
+    for before, after in zip(history, history[1:]):
+        if after.phase != before.phase:
+            boundary = (before.epoch + after.epoch) / 2
+            axes.axvline(boundary, color="grey", linestyle="--", linewidth=1, label=f"{after.phase} phase starts")
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], model: str, threshold: float) -> Figure:
+    """Counts and row percentages (recall per true class); colour shows the row share so classes of any size compare."""
+    counts = np.asarray(matrix, dtype=int)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
+    size = 1.2 + 1.1 * len(classes)
+    figure, axes = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(counts):
+        color = "white" if shares[row, column] > 0.6 else "black"
+        text = f"{count}\n{100 * shares[row, column]:.1f}%"
+        axes.text(column, row, text, ha="center", va="center", color=color, fontsize=11)
+    ticks = range(len(classes))
+    axes.set_xticks(ticks, labels=classes)
+    axes.set_yticks(ticks, labels=classes)
+    axes.set(xlabel="predicted class", ylabel="true class", title=f"{model}\nthreshold {threshold:g}")
+    figure.colorbar(image, ax=axes, label="share of the true class's cells", fraction=0.046)
+    return figure
+
+
+def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], float]], positive_class: str) -> Figure:
+    """All models on one plot: ``curves`` maps model name -> (false positive rates, true positive rates, AUC)."""
+    colors = model_colors(list(curves))
+    figure, axes = plt.subplots(figsize=(6.4, 6), layout="constrained")
+    ranked = sorted(curves.items(), key=lambda item: -_sortable(item[1][2]))
+    for model, (fpr, tpr, auc) in ranked:
+        axes.plot(fpr, tpr, color=colors[model], linewidth=2, label=f"{model} (AUC {auc:.3f})")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance (AUC 0.500)")
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        aspect="equal",
+        xlabel="false positive rate (1 − specificity)",
+        ylabel="true positive rate (sensitivity)",
+        title=f"ROC curves on the test split (positive class: {positive_class})",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize="small")
+    return figure
+
+
+def reliability_diagram(before: ReliabilityCurve, after: ReliabilityCurve | None, model: str) -> Figure:
+    """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect calibration."""
+    figure, axes = plt.subplots(figsize=(5.6, 5.4), layout="constrained")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    _plot_reliability(axes, before, "#d68910", "before scaling")
+    title = f"{model}: reliability\nECE {before.ece:.3f}"
+    if after is not None:
+        _plot_reliability(axes, after, "#2e86c1", "after temperature scaling")
+        title += f" → {after.ece:.3f} after temperature scaling"
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        aspect="equal",
+        xlabel="mean predicted confidence in bin",
+        ylabel="observed accuracy in bin",
+        title=title,
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize="small")
+    return figure
+
+
+def _plot_reliability(axes: plt.Axes, curve: ReliabilityCurve, color: str, label: str) -> None:
+    counts = np.asarray(curve.counts, dtype=float)
+    sizes = 20 + 180 * counts / max(counts.max(initial=0), 1)
+    axes.plot(curve.confidence, curve.accuracy, color=color, linewidth=1.5)
+    axes.scatter(curve.confidence, curve.accuracy, s=sizes, color=color, alpha=0.8, label=f"{label} (dot size: cells)")
+
+
+def subject_accuracy(subjects: Sequence[SubjectAccuracy], classes: Sequence[str], model: str) -> Figure:
+    """One bar per test subject, grouped and coloured by true class, so a subject the model fails stands out."""
+    colors = class_colors(classes)
+    order = sorted(subjects, key=lambda s: (classes.index(s.true_class), s.accuracy, s.subject))
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.38 * len(order)), 4), layout="constrained")
+    positions = np.arange(len(order))
+    axes.bar(positions, [s.accuracy for s in order], color=[colors[s.true_class] for s in order], width=0.75)
+    for position, item in zip(positions, order):
+        axes.text(position, item.accuracy + 0.01, str(item.n_cells), ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(positions, labels=[s.subject for s in order], rotation=90 if len(order) > 12 else 0)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[name]) for name in classes]
+    labels = [f"true class {name}" for name in classes]
+    axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes.set(
+        ylim=(0, 1.08),
+        xlabel="subject (number above each bar: its test cells)",
+        ylabel="accuracy on the subject's cells",
+        title=f"{model}: accuracy per test subject",
+    )
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def ranking(scores: Sequence[RankedScore], metric: str, interval: str) -> Figure:
+    """Horizontal bars, best model on top, with error bars; ``interval`` names what the bars span (CI or ± sd)."""
+    ordered = sorted(scores, key=lambda s: _sortable(s.value))
+    colors = model_colors([s.model for s in ordered])
+    figure, axes = plt.subplots(figsize=(7.5, 1.2 + 0.5 * len(ordered)), layout="constrained")
+    positions = np.arange(len(ordered))
+    values = np.array([s.value for s in ordered])
+    errors = np.array([[s.value - s.low for s in ordered], [s.high - s.value for s in ordered]])
+    axes.barh(positions, values, color=[colors[s.model] for s in ordered], height=0.6)
+    axes.errorbar(values, positions, xerr=np.clip(errors, 0, None), fmt="none", ecolor="black", capsize=4, linewidth=1.2)
+    for position, score in zip(positions, ordered):
+        axes.text(min(score.high, 1.0) + 0.01, position, f"{score.value:.3f}", va="center", fontsize=9)
+    axes.set_yticks(positions, labels=[s.model for s in ordered])
+    axes.set(xlim=(0, 1.1), xlabel=f"{metric} (error bars: {interval})", title=f"Models ranked by {metric}")
+    axes.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def _sortable(value: float) -> float:
+    return -math.inf if value is None or math.isnan(value) else value
