@@ -1,0 +1,89 @@
+"""The metrics must be scikit-learn's numbers, keyed and typed so they can be written as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from blastscope.evaluation.metrics import classification_metrics, display_name, predict_labels
+
+CLASSES = ("hem", "all")
+
+
+@pytest.fixture
+def binary_case() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 2, size=200)
+    p_all = np.clip(0.35 * y_true + rng.uniform(0, 0.65, size=200), 0, 1)
+    return y_true, np.stack([1 - p_all, p_all], axis=1)
+
+
+def test_binary_metrics_agree_with_sklearn(binary_case: tuple[np.ndarray, np.ndarray]) -> None:
+    y_true, y_prob = binary_case
+    threshold = 0.4
+    y_pred = (y_prob[:, 1] >= threshold).astype(int)
+    result = classification_metrics(y_true, y_prob, CLASSES, threshold=threshold)
+
+    assert result["n"] == 200 and result["threshold"] == threshold and result["positive_class"] == "all"
+    assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert result["loss"] == pytest.approx(skm.log_loss(y_true, y_prob))
+    assert result["weighted_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="weighted"))
+    assert result["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert result["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert result["sensitivity"] == pytest.approx(skm.recall_score(y_true, y_pred, pos_label=1))
+    assert result["specificity"] == pytest.approx(skm.recall_score(y_true, y_pred, pos_label=0))
+    assert result["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, y_prob[:, 1]))
+    assert result["pr_auc"] == pytest.approx(skm.average_precision_score(y_true, y_prob[:, 1]))
+    assert result["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred).tolist()
+    assert result["per_class"]["all"]["precision"] == pytest.approx(skm.precision_score(y_true, y_pred))
+    assert result["per_class"]["hem"]["support"] == int((y_true == 0).sum())
+    assert "ALL" in result["report"] and "HEM" in result["report"]
+    json.dumps(result)  # plain types only
+
+
+def test_known_confusion_matrix_by_hand() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 1, 1])
+    p_all = np.array([0.1, 0.6, 0.2, 0.9, 0.8, 0.3, 0.5])
+    result = classification_metrics(y_true, np.stack([1 - p_all, p_all], 1), CLASSES)
+    # rows are the truth: 2 HEM cleared, 1 HEM flagged; 1 ALL missed, 3 ALL found (0.5 counts as ALL)
+    assert result["confusion_matrix"] == [[2, 1], [1, 3]]
+    assert result["sensitivity"] == pytest.approx(3 / 4)
+    assert result["specificity"] == pytest.approx(2 / 3)
+
+
+def test_single_class_labels_leave_undefined_metrics_empty() -> None:
+    y_prob = np.array([[0.2, 0.8], [0.7, 0.3]])
+    result = classification_metrics(np.array([1, 1]), y_prob, CLASSES)
+    assert result["roc_auc"] is None and result["specificity"] is None
+    assert result["sensitivity"] == pytest.approx(0.5)
+
+
+def test_multiclass_uses_argmax_and_one_vs_rest() -> None:
+    rng = np.random.default_rng(0)
+    y_true = np.repeat([0, 1, 2], 20)
+    logits = rng.normal(size=(60, 3)) + 1.5 * np.eye(3)[y_true]
+    y_prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    result = classification_metrics(y_true, y_prob, ("a", "b", "c"), threshold=0.9)
+
+    assert result["threshold"] is None and result["sensitivity"] is None
+    assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_prob.argmax(1)))
+    assert result["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, y_prob, multi_class="ovr"))
+    assert len(result["confusion_matrix"]) == 3
+
+
+def test_threshold_moves_binary_predictions() -> None:
+    y_prob = np.array([[0.7, 0.3], [0.4, 0.6]])
+    assert predict_labels(y_prob, 0.5).tolist() == [0, 1]
+    assert predict_labels(y_prob, 0.25).tolist() == [1, 1]
+
+
+def test_bad_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        classification_metrics(np.array([0, 1]), np.ones((3, 2)) / 2, CLASSES)
+
+
+def test_display_names() -> None:
+    assert display_name("all") == "ALL" and display_name("hem") == "HEM" and display_name("Tumour") == "Tumour"
