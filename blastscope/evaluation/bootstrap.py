@@ -1,0 +1,80 @@
+"""Percentile bootstrap confidence intervals that resample subjects, the unit a result should generalise over.
+
+Cells of one subject are correlated (same smear, same staining, same person), so resampling cells would give
+intervals that are too narrow. Each resample draws, per class, as many subjects as that class has, with replacement,
+so every resample holds both classes. Without subject ids cells are resampled instead and the result says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from blastscope.evaluation.metrics import SCALAR_METRICS
+from blastscope.evaluation.subjects import subject_units
+
+MetricFn = Callable[[np.ndarray, np.ndarray, float], float | None]
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    subjects: Sequence[str] | None,
+    metrics: Mapping[str, MetricFn] = SCALAR_METRICS,
+    threshold: float = 0.5,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Point estimate and ``level`` interval for each metric, deterministic for a given ``seed``.
+
+    A metric that is undefined on a resample (returns ``None``) skips that resample; ``n_valid`` counts the rest.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    unit = "subject" if subjects is not None and all(s is not None for s in subjects) else "cell"
+    members, strata = _units(y_true, subjects if unit == "subject" else None)
+    rng = np.random.default_rng(seed)
+    draws = [resample_indices(members, strata, rng) for _ in range(n_resamples)]
+    alpha = (1.0 - level) / 2.0
+    results = {}
+    for name, fn in metrics.items():
+        values = np.array([v for idx in draws if (v := fn(y_true[idx], y_prob[idx], threshold)) is not None])
+        estimate = fn(y_true, y_prob, threshold)
+        low, high = np.quantile(values, [alpha, 1.0 - alpha]).tolist() if len(values) else (None, None)
+        results[name] = {
+            "estimate": None if estimate is None else float(estimate),
+            "low": low,
+            "high": high,
+            "n_valid": int(len(values)),
+        }
+    return {
+        "unit": unit,
+        "n_units": len(members),
+        "n_resamples": n_resamples,
+        "level": level,
+        "seed": seed,
+        "threshold": threshold,
+        "metrics": results,
+    }
+
+
+def resample_indices(members: list[np.ndarray], strata: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Cell indices of one stratified resample: each stratum's units drawn with replacement, their cells joined."""
+    chosen = np.concatenate([rng.choice(stratum, size=len(stratum), replace=True) for stratum in strata])
+    return np.concatenate([members[unit] for unit in chosen])
+
+
+def _units(y_true: np.ndarray, subjects: Sequence[str] | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Cell indices per unit, and unit indices per class stratum."""
+    if subjects is None:
+        members = [np.array([i]) for i in range(len(y_true))]
+        labels = y_true
+    else:
+        units, unit_of_cell = subject_units(y_true, subjects)
+        members = [np.flatnonzero(unit_of_cell == i) for i in range(len(units))]
+        labels = np.array([label for _, label in units])
+    strata = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    return members, strata

@@ -1,0 +1,69 @@
+"""Bootstrap intervals resample subjects within each class and are reproducible by seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blastscope.evaluation.bootstrap import _units, bootstrap_ci, resample_indices
+from blastscope.evaluation.metrics import accuracy, roc_auc
+
+
+def _dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    subjects, labels = [], []
+    for s in range(10):
+        label = s % 2
+        subjects += [f"S{s}"] * 6
+        labels += [label] * 6
+    y_true = np.array(labels)
+    p_all = np.clip(0.3 * y_true + rng.uniform(0, 0.7, len(y_true)), 0, 1)
+    return y_true, np.stack([1 - p_all, p_all], 1), subjects
+
+
+def test_same_seed_same_interval_other_seed_other_interval() -> None:
+    y_true, y_prob, subjects = _dataset()
+    first = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=1)
+    again = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=1)
+    other = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=2)
+    assert first == again
+    assert first["metrics"]["weighted_f1"] != other["metrics"]["weighted_f1"]
+    assert first["unit"] == "subject" and first["n_units"] == 10
+    for name, ci in first["metrics"].items():
+        assert ci["low"] <= ci["estimate"] <= ci["high"], name
+        assert ci["n_valid"] == 100  # both classes in every resample: AUC, sensitivity, specificity always defined
+
+
+def test_every_resample_keeps_whole_subjects_and_both_classes() -> None:
+    y_true, _, subjects = _dataset()
+    members, strata = _units(y_true, subjects)
+    rng = np.random.default_rng(0)
+    subject_of = np.array(subjects)
+    for _ in range(50):
+        idx = resample_indices(members, strata, rng)
+        assert set(y_true[idx]) == {0, 1}
+        assert len(idx) == len(y_true)  # equal-sized subjects: same cell count
+        drawn, counts = np.unique(subject_of[idx], return_counts=True)
+        assert all(count % 6 == 0 for count in counts)  # a subject comes with all six of its cells, or not at all
+        assert (np.bincount(y_true[idx]) == 30).all()  # five subjects of each class each time
+
+
+def test_without_subjects_cells_are_resampled_and_flagged() -> None:
+    y_true, y_prob, _ = _dataset()
+    result = bootstrap_ci(y_true, y_prob, None, metrics={"accuracy": accuracy, "roc_auc": roc_auc}, n_resamples=100)
+    assert result["unit"] == "cell" and result["n_units"] == len(y_true)
+    assert result["metrics"]["roc_auc"]["estimate"] == pytest.approx(roc_auc(y_true, y_prob))
+
+
+def test_subject_intervals_are_wider_than_cell_intervals_when_subjects_differ() -> None:
+    # each subject is either easy or hard as a whole: cells are correlated, which cell resampling ignores
+    rng = np.random.default_rng(5)
+    subjects = [f"S{s}" for s in range(12) for _ in range(20)]
+    y_true = np.array([s % 2 for s in range(12) for _ in range(20)])
+    shift = np.repeat(rng.choice([-0.3, 0.3], 12), 20)
+    p_all = np.clip(0.5 + (2 * y_true - 1) * shift + rng.normal(0, 0.05, len(y_true)), 0, 1)
+    y_prob = np.stack([1 - p_all, p_all], 1)
+    by_subject = bootstrap_ci(y_true, y_prob, subjects, metrics={"accuracy": accuracy}, n_resamples=300)
+    by_cell = bootstrap_ci(y_true, y_prob, None, metrics={"accuracy": accuracy}, n_resamples=300)
+    width = lambda r: r["metrics"]["accuracy"]["high"] - r["metrics"]["accuracy"]["low"]  # noqa: E731
+    assert width(by_subject) > 2 * width(by_cell)

@@ -1,0 +1,27 @@
+"""Subject-level scores average each person's cells before deciding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blastscope.evaluation.subjects import subject_report
+
+CLASSES = ("hem", "all")
+
+
+def test_per_subject_accuracy_and_subject_level_prediction() -> None:
+    subjects = ["H1", "H1", "H1", "H2", "H2", "7", "7", "8", "8"]
+    y_true = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    p_all = np.array([0.2, 0.3, 0.9, 0.8, 0.7, 0.9, 0.4, 0.45, 0.3])
+    report = subject_report(y_true, np.stack([1 - p_all, p_all], 1), subjects, CLASSES)
+
+    rows = {row["subject"]: row for row in report["per_subject"]}
+    assert report["n_subjects"] == 4
+    assert rows["H1"]["accuracy"] == pytest.approx(2 / 3) and rows["H1"]["n_cells"] == 3
+    assert rows["H1"]["mean_probability"]["all"] == pytest.approx(np.mean([0.2, 0.3, 0.9]))
+    assert rows["H1"]["predicted_class"] == "hem" and rows["H2"]["predicted_class"] == "all"
+    level = report["subject_level"]
+    # subject means of p(all): H1 0.467, H2 0.75, 7 0.65, 8 0.375 -> predictions hem, all, all, hem
+    assert level["n"] == 4
+    assert level["confusion_matrix"] == [[1, 1], [1, 1]]
