@@ -19,6 +19,7 @@ from blastscope.models.base import Preprocessing
 
 Item = Cell | Image.Image | str | Path
 Precision = Literal["auto", "fp32", "bf16"]
+Transform = Callable[[np.ndarray], torch.Tensor]
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -38,15 +39,16 @@ def predict_proba(
     precision: Precision = "auto",
     return_logits: bool = False,
     progress: bool = False,
+    transform: Transform | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N, C), the softmax of the logits; with ``tta`` the mean over the 8 dihedral views.
 
     ``cache`` is a ``DecodedCache`` for Cells (a default one is opened when needed). ``precision="auto"`` runs bf16
     autocast where the hardware has native bf16 matrix units (CPUs with AMX, CUDA GPUs that support it), else fp32.
     With ``return_logits`` the result is ``(probabilities, logits)``, logits averaged over views, for temperature
-    scaling.
+    scaling. ``transform`` replaces the plain ``eval_transform(pre)``, e.g. to apply a run's stain normalisation.
     """
-    logits = predict_view_logits(model, pre, items, batch_size, tta, cache, precision, progress)
+    logits = predict_view_logits(model, pre, items, batch_size, tta, cache, precision, progress, transform)
     probabilities = torch.from_numpy(logits).softmax(dim=-1).mean(dim=1).numpy()
     if return_logits:
         return probabilities, logits.mean(axis=1)
@@ -62,6 +64,7 @@ def predict_view_logits(
     cache: object | None = None,
     precision: Precision = "auto",
     progress: bool = False,
+    transform: Transform | None = None,
 ) -> np.ndarray:
     """Raw logits of shape (N, V, C), V = 8 with TTA else 1, as float32."""
     if not items:
@@ -71,7 +74,7 @@ def predict_view_logits(
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     model.eval()
     model.to(memory_format=torch.channels_last)
-    load = _loader(pre, items, cache)
+    load = _loader(pre, items, cache, transform)
     batches = []
     starts = range(0, len(items), batch_size)
     with torch.inference_mode(), autocast:
@@ -102,12 +105,14 @@ def resize_image(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     return np.asarray(image.convert("RGB").resize((pre.input_size, pre.input_size), resample), dtype=np.uint8)
 
 
-def _loader(pre: Preprocessing, items: Sequence[Item], cache: object | None) -> Callable[[Item], torch.Tensor]:
+def _loader(
+    pre: Preprocessing, items: Sequence[Item], cache: object | None, transform: Transform | None
+) -> Callable[[Item], torch.Tensor]:
     """A function turning one item into the normalised CHW tensor the model takes."""
     from blastscope.data.images import read_rgb
     from blastscope.data.transforms import eval_transform
 
-    transform = eval_transform(pre)
+    transform = transform or eval_transform(pre)
     if cache is None and any(isinstance(item, Cell) for item in items):
         from blastscope.data.cache import DecodedCache
 
