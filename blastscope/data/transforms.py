@@ -1,0 +1,171 @@
+"""Image transforms: random augmentation for training, and preprocessing shared by training and evaluation.
+
+Both take a uint8 HxWx3 array already resized to the model's input size (the decoded cache does that once) and return
+the normalised float CHW tensor the model expects. Stain normalisation and denoising change what the model sees, so
+they run identically in ``train_transform`` and ``eval_transform``; everything random runs in training only. Randomness
+comes from torch's global generator, which the training data module seeds per (seed, epoch, sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from blastscope.data.stain import STAIN_METHODS, StainNormalizer, jitter_hed
+from blastscope.errors import BlastscopeError
+from blastscope.models.base import Preprocessing
+
+DENOISERS: tuple[str, ...] = ("median", "bilateral", "nl_means")
+
+Transform = Callable[[np.ndarray], torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class AugmentConfig:
+    """Switches and strengths of training augmentation, plus the stain/denoise preprocessing.
+
+    Geometric defaults assume single cells centred on black: any rotation and both flips are label-preserving (a
+    cell has no orientation), and shifts, shears and zooms stay small so the cell stays in frame.
+    """
+
+    rotation: bool = True
+    shift: bool = True
+    shear: bool = True
+    zoom: bool = True
+    hflip: bool = True
+    vflip: bool = True
+    color_jitter: bool = True
+    hed_jitter: bool = False
+    stain_norm: str | None = None
+    stain_reference: str | None = None
+    denoise: str | None = None
+    rotation_degrees: float = 180.0
+    shift_fraction: float = 0.1
+    shear_degrees: float = 10.0
+    zoom_range: tuple[float, float] = (0.9, 1.1)
+    brightness: float = 0.15
+    saturation: float = 0.15
+    hue: float = 0.03
+    hed_strength: float = 0.04
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zoom_range", tuple(float(v) for v in self.zoom_range))
+        if self.stain_norm is not None and self.stain_norm not in STAIN_METHODS:
+            raise BlastscopeError(f"unknown stain_norm {self.stain_norm!r}; use one of {', '.join(STAIN_METHODS)}")
+        if self.denoise is not None and self.denoise not in DENOISERS:
+            raise BlastscopeError(f"unknown denoise {self.denoise!r}; use one of {', '.join(DENOISERS)}")
+        if self.stain_reference is not None and self.stain_norm is None:
+            raise BlastscopeError("stain_reference is set but stain_norm is not; set stain_norm to macenko or reinhard")
+        if len(self.zoom_range) != 2 or not 0 < self.zoom_range[0] <= self.zoom_range[1]:
+            raise BlastscopeError(f"zoom_range {self.zoom_range} must be two positive factors, low <= high")
+        if not 0 <= self.shift_fraction < 0.5 or not 0 <= self.hue <= 0.5:
+            raise BlastscopeError("shift_fraction must lie in [0, 0.5) and hue in [0, 0.5]")
+
+    @classmethod
+    def off(cls, **preprocessing: Any) -> AugmentConfig:
+        """No random augmentation at all; keyword arguments may still switch on stain normalisation or denoising."""
+        switches = {"rotation", "shift", "shear", "zoom", "hflip", "vflip", "color_jitter", "hed_jitter"}
+        return cls(**{name: False for name in switches}, **preprocessing)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for config.yaml; ``AugmentConfig(**config.to_dict())`` rebuilds it."""
+        data = asdict(self)
+        data["zoom_range"] = list(self.zoom_range)
+        return data
+
+
+class Prepare:
+    """uint8 HxWx3 array -> uint8 CHW tensor, after the deterministic denoising and stain normalisation."""
+
+    def __init__(self, aug: AugmentConfig, input_size: int) -> None:
+        self.input_size = input_size
+        self.denoise = aug.denoise
+        self.normalizer = (
+            StainNormalizer.from_reference_file(aug.stain_norm, aug.stain_reference)  # type: ignore[arg-type]
+            if aug.stain_norm
+            else None
+        )
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        expected = (self.input_size, self.input_size, 3)
+        if pixels.dtype != np.uint8 or pixels.shape != expected:
+            raise ValueError(f"expected a uint8 array of shape {expected}, got {pixels.dtype} {pixels.shape}")
+        if self.denoise is not None:
+            pixels = denoise(pixels, self.denoise)
+        if self.normalizer is not None:
+            pixels = self.normalizer(pixels)
+        if not pixels.flags.writeable:
+            pixels = pixels.copy()  # torch must not share memory it believes it may write
+        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+
+
+class HedJitter(torch.nn.Module):
+    """Random per-stain scale and shift in HED space (Tellez et al. 2018), drawn from torch's global generator."""
+
+    def __init__(self, strength: float) -> None:
+        super().__init__()
+        self.strength = strength
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 + torch.empty(3).uniform_(-self.strength, self.strength).numpy()
+        shift = torch.empty(3).uniform_(-self.strength, self.strength).numpy()
+        jittered = jitter_hed(image.permute(1, 2, 0).numpy(), scale, shift)
+        return torch.from_numpy(jittered).permute(2, 0, 1)
+
+
+def denoise(pixels: np.ndarray, method: str) -> np.ndarray:
+    """Reduce sensor noise while keeping cell edges: 3x3 median, bilateral, or non-local means."""
+    from scipy.ndimage import median_filter
+    from skimage.restoration import denoise_bilateral, denoise_nl_means
+
+    if method == "median":
+        return median_filter(pixels, size=(3, 3, 1))
+    image = pixels / 255.0
+    if method == "bilateral":
+        smoothed = denoise_bilateral(image, sigma_color=0.05, sigma_spatial=1.5, channel_axis=-1)
+    elif method == "nl_means":
+        smoothed = denoise_nl_means(image, h=0.04, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=-1)
+    else:
+        raise BlastscopeError(f"unknown denoise {method!r}; use one of {', '.join(DENOISERS)}")
+    return np.clip(np.rint(smoothed * 255.0), 0, 255).astype(np.uint8)
+
+
+def train_transform(aug: AugmentConfig, pre: Preprocessing) -> Transform:
+    """Preprocessing, then the random augmentations switched on in ``aug``, then the model's normalisation."""
+    steps: list[Callable[[Any], Any]] = [Prepare(aug, pre.input_size)]
+    if aug.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if aug.vflip:
+        steps.append(v2.RandomVerticalFlip())
+    if aug.rotation or aug.shift or aug.shear or aug.zoom:
+        shear = aug.shear_degrees
+        steps.append(
+            v2.RandomAffine(
+                degrees=aug.rotation_degrees if aug.rotation else 0.0,
+                translate=(aug.shift_fraction, aug.shift_fraction) if aug.shift else None,
+                scale=aug.zoom_range if aug.zoom else None,
+                shear=(-shear, shear, -shear, shear) if aug.shear else None,
+                interpolation=v2.InterpolationMode.BILINEAR,
+                fill=0,
+            )
+        )
+    if aug.color_jitter:
+        # No contrast jitter: it blends towards mean grey and would lift the black background.
+        steps.append(v2.ColorJitter(brightness=aug.brightness, saturation=aug.saturation, hue=aug.hue))
+    if aug.hed_jitter:
+        steps.append(HedJitter(aug.hed_strength))
+    return v2.Compose([*steps, *_to_model_input(pre)])
+
+
+def eval_transform(pre: Preprocessing, aug: AugmentConfig | None = None) -> Transform:
+    """The preprocessing of ``aug`` (if given) and the model's normalisation; never random."""
+    return v2.Compose([Prepare(aug or AugmentConfig.off(), pre.input_size), *_to_model_input(pre)])
+
+
+def _to_model_input(pre: Preprocessing) -> list[Callable[[Any], Any]]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(pre.mean), std=list(pre.std))]
