@@ -1,0 +1,119 @@
+"""Each report figure carries the titles, axis labels, legend entries and class names a reader needs, and renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.container import ErrorbarContainer
+from matplotlib.figure import Figure
+
+from blastscope.evaluation import plots
+
+
+@pytest.fixture(autouse=True)
+def _no_open_figures() -> None:
+    yield
+    import matplotlib.pyplot as plt
+
+    assert not plt.get_fignums(), "a figure was left open"
+
+
+def legend_texts(figure: Figure) -> list[str]:
+    return [text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()]
+
+
+def rendered(figure: Figure, path: Path) -> bytes:
+    data = plots.to_png(figure, path)
+    assert data.startswith(b"\x89PNG") and len(data) > 5000
+    assert path.read_bytes() == data
+    return data
+
+
+def test_training_curves_mark_the_phase_change(tmp_path: Path) -> None:
+    history = [plots.HistoryRow(e, "frozen" if e < 2 else "finetune", 0.7 - 0.1 * e, 0.8 - 0.1 * e, 0.6 + 0.1 * e) for e in range(5)]
+    figure = plots.training_curves(history, "resnet50 (random init)")
+    loss_axes, f1_axes = figure.axes
+    assert (loss_axes.get_xlabel(), loss_axes.get_ylabel()) == ("epoch", "cross-entropy loss")
+    assert f1_axes.get_ylabel() == "weighted F1"
+    assert "resnet50 (random init)" in figure.get_suptitle()
+    boundaries = [line for line in loss_axes.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in boundaries] == [1.5]
+    assert {"train loss", "validation loss", "finetune phase starts", "validation weighted F1"} <= set(legend_texts(figure))
+    rendered(figure, tmp_path / "curves.png")
+
+
+def test_single_phase_history_draws_no_boundary(tmp_path: Path) -> None:
+    history = [plots.HistoryRow(e, "full", 0.7, 0.8, 0.6) for e in range(3)]
+    figure = plots.training_curves(history, "cnn")
+    assert not [line for line in figure.axes[0].get_lines() if line.get_linestyle() == "--"]
+    rendered(figure, tmp_path / "curves.png")
+
+
+def test_confusion_matrix_shows_counts_row_shares_and_class_names(tmp_path: Path) -> None:
+    figure = plots.confusion_matrix([[30, 10], [5, 55]], ["HEM", "ALL"], "cnn (random init)", 0.5)
+    axes = figure.axes[0]
+    cells = [text.get_text() for text in axes.texts]
+    assert cells == ["30\n75.0%", "10\n25.0%", "5\n8.3%", "55\n91.7%"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["HEM", "ALL"]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["HEM", "ALL"]
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("predicted class", "true class")
+    rendered(figure, tmp_path / "confusion.png")
+
+
+def test_roc_puts_every_model_with_its_auc_and_chance_on_one_plot(tmp_path: Path) -> None:
+    curves = {"cnn": ([0, 0.5, 1], [0, 0.7, 1], 0.6), "efficientnet_lite0": ([0, 0.1, 1], [0, 0.9, 1], 0.9)}
+    figure = plots.roc_curves(curves, "ALL")
+    assert legend_texts(figure) == ["efficientnet_lite0 (AUC 0.900)", "cnn (AUC 0.600)", "chance (AUC 0.500)"]
+    axes = figure.axes[0]
+    assert "sensitivity" in axes.get_ylabel() and "specificity" in axes.get_xlabel()
+    assert "positive class: ALL" in axes.get_title()
+    rendered(figure, tmp_path / "roc.png")
+
+
+def test_models_keep_their_colour_whatever_subset_is_shown() -> None:
+    alone = plots.model_colors(["resnet50"])
+    together = plots.model_colors(["efficientnet_lite0", "cnn", "resnet50", "my_net"])
+    assert alone["resnet50"] == together["resnet50"]
+    assert len(set(together.values())) == 4
+
+
+def test_reliability_diagram_titles_ece_before_and_after(tmp_path: Path) -> None:
+    before = plots.ReliabilityCurve([0.6, 0.9], [0.5, 0.7], [10, 30], 0.142)
+    after = plots.ReliabilityCurve([0.6, 0.9], [0.58, 0.88], [12, 28], 0.021)
+    figure = plots.reliability_diagram(before, after, "cnn")
+    axes = figure.axes[0]
+    assert "ECE 0.142 → 0.021 after temperature scaling" in axes.get_title()
+    assert legend_texts(figure) == [
+        "perfectly calibrated", "before scaling (dot size: cells)", "after temperature scaling (dot size: cells)"
+    ]
+    assert "confidence" in axes.get_xlabel() and "accuracy" in axes.get_ylabel()
+    rendered(figure, tmp_path / "reliability.png")
+
+
+def test_subject_accuracy_groups_subjects_by_true_class(tmp_path: Path) -> None:
+    subjects = [plots.SubjectAccuracy("7", "ALL", 0.9, 30), plots.SubjectAccuracy("H2", "HEM", 0.4, 12),
+                plots.SubjectAccuracy("3", "ALL", 0.6, 25)]
+    figure = plots.subject_accuracy(subjects, ["HEM", "ALL"], "cnn")
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["H2", "3", "7"]
+    bar_colors = [tuple(np.round(patch.get_facecolor()[:3], 3)) for patch in axes.patches]
+    assert bar_colors[0] != bar_colors[1] and bar_colors[1] == bar_colors[2]
+    assert legend_texts(figure) == ["true class HEM", "true class ALL"]
+    assert axes.get_xlabel().startswith("subject") and "accuracy" in axes.get_ylabel()
+    rendered(figure, tmp_path / "subjects.png")
+
+
+def test_ranking_puts_the_best_model_on_top_with_its_interval(tmp_path: Path) -> None:
+    scores = [plots.RankedScore("cnn", 0.7, 0.6, 0.8), plots.RankedScore("vgg16", 0.9, 0.85, 0.95)]
+    figure = plots.ranking(scores, "weighted F1", "95% bootstrap CI")
+    axes = figure.axes[0]
+    labels = [t.get_text() for t in axes.get_yticklabels()]
+    assert labels[-1] == "vgg16"  # barh draws bottom-up: the last tick is the top bar
+    assert axes.get_xlabel() == "weighted F1 (error bars: 95% bootstrap CI)"
+    assert [round(w, 3) for w in (patch.get_width() for patch in axes.patches)] == [0.7, 0.9]
+    (error_bars,) = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+    segments = error_bars.lines[2][0].get_segments()
+    assert [(round(s[0][0], 3), round(s[1][0], 3)) for s in segments] == [(0.6, 0.8), (0.85, 0.95)]
+    rendered(figure, tmp_path / "ranking.png")
