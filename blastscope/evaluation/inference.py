@@ -13,20 +13,16 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from blastscope.data.cache import RESAMPLING, DecodedCache
+from blastscope.data.images import read_rgb
 from blastscope.data.table import Cell
+from blastscope.data.transforms import eval_transform
 from blastscope.evaluation.tta import view_logits
 from blastscope.models.base import Preprocessing
 
 Item = Cell | Image.Image | str | Path
 Precision = Literal["auto", "fp32", "bf16"]
 Transform = Callable[[np.ndarray], torch.Tensor]
-
-_RESAMPLING = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 
 
 def predict_proba(
@@ -35,7 +31,7 @@ def predict_proba(
     items: Sequence[Item],
     batch_size: int = 32,
     tta: bool = False,
-    cache: object | None = None,
+    cache: DecodedCache | None = None,
     precision: Precision = "auto",
     return_logits: bool = False,
     progress: bool = False,
@@ -61,7 +57,7 @@ def predict_view_logits(
     items: Sequence[Item],
     batch_size: int = 32,
     tta: bool = False,
-    cache: object | None = None,
+    cache: DecodedCache | None = None,
     precision: Precision = "auto",
     progress: bool = False,
     transform: Transform | None = None,
@@ -100,22 +96,20 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
 
 
 def resize_image(image: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """An RGB image scaled to the model's square input, as uint8 HxWx3 (what the decoded cache stores for cells)."""
-    resample = _RESAMPLING.get(pre.interpolation, Image.Resampling.BILINEAR)
-    return np.asarray(image.convert("RGB").resize((pre.input_size, pre.input_size), resample), dtype=np.uint8)
+    """An RGB image scaled to the model's square input, as uint8 HxWx3: exactly what the decoded cache stores."""
+    image = image.convert("RGB")
+    size = (pre.input_size, pre.input_size)
+    if image.size != size:
+        image = image.resize(size, RESAMPLING[pre.interpolation])
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _loader(
-    pre: Preprocessing, items: Sequence[Item], cache: object | None, transform: Transform | None
+    pre: Preprocessing, items: Sequence[Item], cache: DecodedCache | None, transform: Transform | None
 ) -> Callable[[Item], torch.Tensor]:
     """A function turning one item into the normalised CHW tensor the model takes."""
-    from blastscope.data.images import read_rgb
-    from blastscope.data.transforms import eval_transform
-
     transform = transform or eval_transform(pre)
     if cache is None and any(isinstance(item, Cell) for item in items):
-        from blastscope.data.cache import DecodedCache
-
         cache = DecodedCache()
 
     def load(item: Item) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,24 @@ def test_probabilities_for_images_and_files_agree(images: list[Image.Image], tmp
     np.testing.assert_allclose(from_images.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(from_images, from_files, atol=1e-6)
     assert not model.training
+
+
+def test_cells_through_the_decoded_cache_match_their_files(images: list[Image.Image], tmp_path: Path) -> None:
+    from blastscope.data.cache import DecodedCache
+    from blastscope.data.table import Cell
+
+    cells = []
+    for i, image in enumerate(images):
+        path = tmp_path / f"cell{i}.png"
+        image.save(path)
+        cells.append(Cell(path, "all", "7", hashlib.sha256(path.read_bytes()).hexdigest()))
+    model = TinyNet()
+    cache = DecodedCache(tmp_path / "cache")
+    from_cells = predict_proba(model, PRE, cells, cache=cache, precision="fp32")
+    again = predict_proba(model, PRE, cells, cache=cache, precision="fp32")  # now read back from the cache
+    from_files = predict_proba(model, PRE, [cell.path for cell in cells], precision="fp32")
+    np.testing.assert_allclose(from_cells, from_files, atol=1e-6)
+    np.testing.assert_array_equal(from_cells, again)
 
 
 def test_logits_are_returned_for_temperature_scaling(images: list[Image.Image]) -> None:
