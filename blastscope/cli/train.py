@@ -1,0 +1,155 @@
+"""``blastscope train``: two-phase transfer learning into a run directory; ``--config`` re-runs, ``--resume`` continues."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from blastscope.errors import BlastscopeError
+
+# flag -> TrainConfig field; flags left out keep the config file's (or the default) value
+FIELDS = {
+    "data": "data",
+    "model": "model",
+    "pretrained": "pretrained",
+    "image_size": "image_size",
+    "epochs_frozen": "epochs_frozen",
+    "epochs_finetune": "epochs_finetune",
+    "lr_head": "lr_head",
+    "lr_finetune": "lr_finetune",
+    "unfreeze_stages": "unfreeze_stages",
+    "batch_size": "batch_size",
+    "weight_decay": "weight_decay",
+    "seed": "seed",
+    "precision": "precision",
+    "channels_last": "channels_last",
+    "num_workers": "num_workers",
+    "cached_features": "cached_features",
+    "monitor": "monitor",
+    "patience": "patience",
+    "checkpoint_minutes": "checkpoint_minutes",
+    "devices": "devices",
+    "num_nodes": "num_nodes",
+    "strategy": "strategy",
+    "accelerator": "accelerator",
+    "logger": "logger",
+    "out": "out",
+    "progress": "progress",
+}
+SPLIT_FIELDS = {"split_ratios": "ratios", "split_csv": "csv", "split_by": "by", "folds": "folds", "fold": "fold"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model (frozen-backbone phase, then fine-tuning) into runs/<time>-<model>/",
+        description="Train a classifier on a dataset. Pretrained models first train the head on a frozen backbone, "
+        "then fine-tune the last --unfreeze-stages stages at a lower learning rate; randomly initialised ones train "
+        "all layers for the same total epochs.",
+        argument_default=argparse.SUPPRESS,
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", type=Path, help="a config.yaml (e.g. runs/X/config.yaml) to re-run; flags override it")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--run-dir", type=Path, help="exact run directory (default: OUT/<YYYYmmdd-HHMMSS>-<model>)")
+    run.add_argument("--out", help="parent folder of run directories (default: runs)")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", help="dataset folder: C-NMC layout, class-per-folder tree or CSV manifest")
+    data.add_argument("--split-ratios", type=_ratios, metavar="TRAIN,VAL,TEST", help="default 0.6,0.2,0.2")
+    data.add_argument("--split-csv", help="use a saved split.csv instead of making one")
+    data.add_argument("--split-by", choices=["subject", "image"], help="keep each subject in one part (default) or not")
+    data.add_argument("--folds", type=int, help="k of k-fold cross-validation by subject")
+    data.add_argument("--fold", type=int, help="which fold (0..k-1) to train")
+    data.add_argument("--augment", action="append", metavar="KEY=VALUE", help="augmentation setting, repeatable")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", help="model name (see `blastscope models`; default efficientnet_lite0)")
+    model.add_argument("--pretrained", help="auto (default), hub, none, or a weights file PATH")
+    model.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
+
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument("--epochs-frozen", type=int, help="phase-1 epochs, head only (default 5)")
+    recipe.add_argument("--epochs-finetune", type=int, help="phase-2 epochs, last stages unfrozen (default 10)")
+    recipe.add_argument("--lr-head", type=float, help="phase-1 learning rate (default 1e-3)")
+    recipe.add_argument("--lr-finetune", type=float, help="phase-2 learning rate (default 1e-4)")
+    recipe.add_argument("--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default 2)")
+    recipe.add_argument("--batch-size", type=int, help="default 32")
+    recipe.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
+    recipe.add_argument("--seed", type=int, help="seeds split, sampling, augmentation and initialisation (default 0)")
+    recipe.add_argument("--monitor", choices=["val_loss", "val_weighted_f1"], help="picks best.ckpt, early stopping")
+    recipe.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 5)")
+    recipe.add_argument("--checkpoint-minutes", type=float, help="also save a mid-epoch checkpoint this often")
+
+    speed = parser.add_argument_group("speed and hardware")
+    speed.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="default auto")
+    speed.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    speed.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 2)")
+    speed.add_argument("--cached-features", action="store_true", help="phase 1 on frozen features computed once (no augmentation)")
+    speed.add_argument("--accelerator", help="auto, cpu or gpu")
+    speed.add_argument("--devices", type=_devices, help="devices per node (default 1)")
+    speed.add_argument("--num-nodes", type=int, help="machines (default 1)")
+    speed.add_argument("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
+    speed.add_argument("--logger", choices=["csv", "tensorboard", "mlflow"], help="default csv")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from blastscope.training.engine import resume, train
+
+    options = vars(args)
+    if "resume" in options:
+        run_dir = resume(options["resume"])
+    else:
+        run_dir = train(build_config(options), run_dir=options.get("run_dir"))
+    print(run_dir)
+    return 0
+
+
+def build_config(options: dict[str, Any]) -> Any:
+    """The config file's recipe (or the defaults) with every flag that was given on top."""
+    from blastscope.training.config import TrainConfig
+
+    config = TrainConfig.load(options["config"]) if "config" in options else TrainConfig()
+    for flag, field in FIELDS.items():
+        if flag in options:
+            setattr(config, field, options[flag])
+    for flag, field in SPLIT_FIELDS.items():
+        if flag in options:
+            setattr(config.split, field, options[flag])
+    if "augment" in options:
+        config.augmentation = {**config.augmentation, **dict(_setting(item) for item in options["augment"])}
+    return config
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    try:
+        ratios = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        ratios = ()
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three non-negative fractions summing to 1, e.g. 0.6,0.2,0.2")
+    return ratios  # type: ignore[return-value]
+
+
+def _stages(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: give a number of stages or 'all'")
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _setting(item: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise BlastscopeError(f"--augment {item!r}: write KEY=VALUE, e.g. --augment rotate=false")
+    return key.strip(), yaml.safe_load(value)

@@ -1,0 +1,179 @@
+"""Lightning DataModule over a split: epoch-reproducible sampling and augmentation, decoded cache, cached features.
+
+Every random choice of an epoch is a function of (seed, epoch, index): the sampler's permutation of (seed, epoch) and
+each sample's augmentation of (seed, epoch, index). A run resumed from an epoch-end checkpoint therefore sees exactly
+the batches an uninterrupted run would have seen, in any number of worker processes and DDP ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+from blastscope.data.table import Cell
+from blastscope.models.base import Preprocessing
+
+FeatureExtractor = Callable[[Dataset], TensorDataset]
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 32-bit seed from several integers (seed, epoch, index), stable across runs and platforms."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)``; the order is a function of (seed, epoch) and is sharded across DDP ranks.
+
+    Carrying the epoch inside each key lets persistent worker processes seed augmentation per epoch without being
+    told about epoch changes.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+        self.size = size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        padded = order + order[: len(self) * self.world_size - self.size]
+        for index in padded[self.rank :: self.world_size]:
+            yield self.epoch, index
+
+
+class EpochSeededDataset(Dataset):
+    """Seeds Python, NumPy and torch from (seed, epoch, index) before each sample, so augmentation is repeatable."""
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        sample_seed = derived_seed(self.seed, epoch, index)
+        random.seed(sample_seed)
+        np.random.seed(sample_seed)
+        torch.manual_seed(sample_seed)
+        return self.base[index]
+
+
+class CellDataModule(L.LightningDataModule):
+    """Train/val/test loaders for one split.
+
+    When the LightningModule reports that an epoch trains on cached features, that epoch's loaders serve the frozen
+    backbone's features (computed once, without augmentation) instead of images.
+    """
+
+    def __init__(
+        self,
+        parts: dict[str, list[Cell]],
+        classes: Sequence[str],
+        pre: Preprocessing,
+        augmentation: dict[str, Any],
+        *,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        from blastscope.data.cache import DecodedCache
+        from blastscope.data.transforms import AugmentConfig
+
+        self.parts = parts
+        self.classes = list(classes)
+        self.pre = pre
+        self.augment = AugmentConfig(**augmentation)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache = DecodedCache()
+        self.feature_extractor: FeatureExtractor | None = None
+        self._loaders: dict[str, DataLoader] = {}
+
+    def dataset(self, part: str, augment: bool) -> Dataset:
+        from blastscope.data.dataset import CellDataset
+        from blastscope.data.transforms import eval_transform, train_transform
+
+        transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre)
+        return CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
+
+    def train_dataloader(self) -> DataLoader:
+        if self._features_now():
+            return self._loader("train-features", lambda: self._feature_set("train"), shuffle=True, keyed=True)
+        return self._loader("train", lambda: EpochSeededDataset(self.dataset("train", True), self.seed), True, keyed=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self._features_now():
+            return self._loader("val-features", lambda: self._feature_set("val"), shuffle=False)
+        return self._loader("val", lambda: self.dataset("val", False), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", lambda: self.dataset("test", False), shuffle=False)
+
+    def _features_now(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.lightning_module.uses_cached_features(trainer.current_epoch)
+
+    def _feature_set(self, part: str) -> Dataset:
+        if self.feature_extractor is None:
+            raise RuntimeError("cached features were asked for but no feature extractor was attached")
+        features = self.feature_extractor(self.dataset(part, False))
+        return _KeyedTensors(features) if part == "train" else features
+
+    def _loader(self, name: str, build: Callable[[], Dataset], shuffle: bool, keyed: bool = False) -> DataLoader:
+        """One loader per part, built once, so persistent workers survive the per-epoch dataloader reload."""
+        if name not in self._loaders:
+            dataset = build()
+            features = name.endswith("-features")
+            workers = 0 if features else self.num_workers
+            sampler = self._sampler(len(dataset), shuffle) if keyed else None
+            self._loaders[name] = DataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                shuffle=False,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=torch.cuda.is_available(),
+            )
+        return self._loaders[name]
+
+    def _sampler(self, size: int, shuffle: bool) -> EpochSampler:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return EpochSampler(size, self.seed, shuffle, rank=rank, world_size=world)
+
+
+class _KeyedTensors(Dataset):
+    """Cached features addressed by the sampler's (epoch, index) keys; no augmentation, so the epoch is unused."""
+
+    def __init__(self, tensors: TensorDataset) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        return self.tensors[key[1]]

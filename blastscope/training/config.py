@@ -1,0 +1,151 @@
+"""The training recipe as one YAML-serialisable dataclass, so every run can be repeated from its config.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blastscope.errors import BlastscopeError, DataError
+
+MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+LOGGERS = ("csv", "tensorboard", "mlflow")
+SPLIT_BY = ("subject", "image")
+
+# Keys that a run adds to its config.yaml on top of the recipe; a re-run reads past them.
+RESOLVED_KEYS = (
+    "classes",
+    "preprocessing",
+    "weights_source",
+    "weights_pretrained",
+    "split_hash",
+    "split_subject_level",
+    "resolved_precision",
+    "versions",
+    "run_dir",
+)
+
+
+@dataclass
+class SplitConfig:
+    """How cells are divided into train/val/test: ratios, a saved split.csv, or one fold of k-fold CV."""
+
+    ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    csv: str | None = None
+    by: str = "subject"
+    folds: int | None = None
+    fold: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; defaults follow the two-phase transfer-learning recipe."""
+
+    data: str | None = None
+    model: str = "efficientnet_lite0"
+    pretrained: str = "auto"
+    image_size: int | None = None
+    epochs_frozen: int = 5
+    epochs_finetune: int = 10
+    lr_head: float = 1e-3
+    lr_finetune: float = 1e-4
+    unfreeze_stages: int | str = 2
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    seed: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"
+    channels_last: bool = True
+    num_workers: int = 2
+    cached_features: bool = False
+    monitor: str = "val_loss"
+    patience: int = 5
+    checkpoint_minutes: float = 10.0
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    accelerator: str = "auto"
+    logger: str = "csv"
+    out: str = "runs"
+    progress: bool = True
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs_frozen + self.epochs_finetune
+
+    def validate(self) -> TrainConfig:
+        """Reject a recipe that cannot run, before any data is read."""
+        if self.data is None:
+            raise DataError("no dataset given: pass --data DIR (or run `blastscope synth OUT` to make a synthetic one)")
+        if self.monitor not in MONITORS:
+            raise BlastscopeError(f"monitor {self.monitor!r} is unknown: use one of {', '.join(MONITORS)}")
+        if self.precision not in PRECISIONS:
+            raise BlastscopeError(f"precision {self.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+        if self.logger not in LOGGERS:
+            raise BlastscopeError(f"logger {self.logger!r} is unknown: use one of {', '.join(LOGGERS)}")
+        if self.split.by not in SPLIT_BY:
+            raise BlastscopeError(f"split by {self.split.by!r} is unknown: use subject or image")
+        if self.total_epochs < 1:
+            raise BlastscopeError("no epochs to train: set --epochs-frozen and/or --epochs-finetune to 1 or more")
+        if self.unfreeze_stages != "all" and (not isinstance(self.unfreeze_stages, int) or self.unfreeze_stages < 0):
+            raise BlastscopeError(f"unfreeze_stages {self.unfreeze_stages!r} is invalid: use a count >= 0 or 'all'")
+        if self.split.folds is not None and not 0 <= self.split.fold < self.split.folds:
+            raise BlastscopeError(f"fold {self.split.fold} does not exist: use 0..{self.split.folds - 1}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["split"]["ratios"] = list(self.split.ratios)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a config.yaml mapping; the keys a run added are read past, unknown ones are refused."""
+        data = {key: value for key, value in data.items() if key not in RESOLVED_KEYS}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BlastscopeError(f"unknown config keys {', '.join(unknown)}: remove them (known: {', '.join(sorted(known))})")
+        split = dict(data.pop("split", None) or {})
+        split_known = {f.name for f in dataclasses.fields(SplitConfig)}
+        if set(split) - split_known:
+            raise BlastscopeError(f"unknown split keys {', '.join(sorted(set(split) - split_known))}: use {', '.join(sorted(split_known))}")
+        if "ratios" in split:
+            split["ratios"] = tuple(float(r) for r in split["ratios"])
+        return cls(split=SplitConfig(**split), **data)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise BlastscopeError(f"{path}: cannot read the config ({error}); pass a config.yaml written by a run") from error
+        if not isinstance(data, dict):
+            raise BlastscopeError(f"{path}: not a mapping of settings; pass a config.yaml written by a run")
+        return cls.from_dict(data)
+
+
+def write_yaml(data: dict[str, Any], path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' picks the fastest precision the hardware runs natively: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA."""
+    if precision != "auto":
+        return precision
+    if accelerator == "gpu":
+        return "16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

@@ -1,0 +1,307 @@
+"""``train(config)``: scan, split, build, fit in two phases on Lightning, then score the test split."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from blastscope.data.datamodule import CellDataModule
+from blastscope.data.table import CellTable
+from blastscope.errors import BlastscopeError, DataError
+from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
+from blastscope.training.config import MONITORS, TrainConfig, resolve_precision, write_yaml
+from blastscope.training.features import extract_features
+from blastscope.training.module import CellClassifierModule
+from blastscope.training.run import RUN_DIR_ENV, checkpoint_path, load_network_weights, new_run_dir
+
+if TYPE_CHECKING:
+    from blastscope.data.split import Split
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("blastscope", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
+
+
+@dataclass
+class Prepared:
+    """Everything decided before fitting: data, split, network and where the run lives."""
+
+    config: TrainConfig
+    table: CellTable
+    split: Split
+    bundle: Any
+    run_dir: Path
+
+
+def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
+    """Train a new run from ``config``; returns the run directory."""
+    config.validate()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    table = _scan(config)
+    split = _split(config, table)
+    bundle = _create_model(config, table)
+    fresh = run_dir is None and RUN_DIR_ENV not in os.environ
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    prepared = Prepared(config, table, split, bundle, run_dir)
+    if fresh or not (run_dir / "config.yaml").exists():
+        _write_run_files(prepared)
+    return _fit(prepared, resume_from=None)
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue a run from its last epoch-end checkpoint (or from scratch if it never finished an epoch)."""
+    from blastscope.data.split import read_split_csv
+
+    run_dir = Path(run_dir)
+    config = TrainConfig.load(run_dir / "config.yaml").validate()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    table = _scan(config)
+    split = read_split_csv(run_dir / "split.csv", table)
+    bundle = _create_model(config, table)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return _fit(Prepared(config, table, split, bundle, run_dir), resume_from=last if last.is_file() else None)
+
+
+# -- preparation ----------------------------------------------------------------------------------------------
+
+
+def _scan(config: TrainConfig) -> CellTable:
+    from blastscope.data.discover import scan_dataset
+
+    table = scan_dataset(Path(config.data))
+    if table.skipped:
+        log.warning("%d unreadable files skipped in %s (see metrics.json)", len(table.skipped), config.data)
+    if config.split.by == "image":
+        log.warning("split by image: cells of one subject can land in train and test, which inflates test scores")
+        cells = [dataclasses.replace(cell, subject=None) for cell in table.cells]
+        table = dataclasses.replace(table, cells=cells)
+    return table
+
+
+def _split(config: TrainConfig, table: CellTable) -> Split:
+    from blastscope.data.split import check_leakage, kfold_splits, make_split, read_split_csv
+
+    if config.split.csv:
+        split = read_split_csv(Path(config.split.csv), table)
+    elif config.split.folds:
+        split = kfold_splits(table, config.split.folds, seed=config.seed)[config.split.fold]
+    else:
+        split = make_split(table, ratios=tuple(config.split.ratios), seed=config.seed)
+    check_leakage(split)
+    for part in ("train", "val"):
+        if not split.parts.get(part):
+            raise DataError(f"{config.data}: the split leaves no {part} cells; add cells or change --split-ratios")
+    return split
+
+
+def _create_model(config: TrainConfig, table: CellTable) -> Any:
+    from blastscope.models import create_model
+
+    return create_model(config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size)
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _write_run_files(prepared: Prepared) -> None:
+    """config.yaml holds the recipe (re-runnable with --config) plus what it resolved to on this machine."""
+    from blastscope.data.split import write_split_csv
+
+    config, bundle = prepared.config, prepared.bundle
+    recipe = config.to_dict()
+    recipe["image_size"] = bundle.preprocessing.input_size
+    resolved = {
+        "classes": list(prepared.table.classes),
+        "preprocessing": {**bundle.preprocessing.to_dict(), "mean": list(bundle.preprocessing.mean), "std": list(bundle.preprocessing.std)},
+        "weights_source": bundle.weights_source,
+        "weights_pretrained": bool(bundle.pretrained),
+        "split_hash": prepared.split.hash,
+        "split_subject_level": bool(prepared.split.subject_level),
+        "resolved_precision": resolve_precision(config.precision, _accelerator(config)),
+        "versions": _versions(),
+    }
+    write_yaml({**recipe, **resolved}, prepared.run_dir / "config.yaml")
+    write_split_csv(prepared.split, prepared.run_dir / "split.csv")
+
+
+# -- fitting ------------------------------------------------------------------------------------------------
+
+
+def _accelerator(config: TrainConfig) -> str:
+    if config.accelerator != "auto":
+        return config.accelerator
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _module(prepared: Prepared) -> CellClassifierModule:
+    config, bundle = prepared.config, prepared.bundle
+    counts = Counter(cell.label for cell in prepared.split.parts["train"])
+    pretrained = bool(bundle.pretrained)
+    return CellClassifierModule(
+        bundle.model,
+        classes=list(prepared.table.classes),
+        class_counts=[counts.get(label, 0) for label in prepared.table.classes],
+        frozen_epochs=config.epochs_frozen if pretrained else 0,
+        finetune_epochs=config.epochs_finetune if pretrained else config.total_epochs,
+        unfreeze_stages=config.unfreeze_stages,
+        lr_head=config.lr_head,
+        lr_backbone=config.lr_finetune,
+        weight_decay=config.weight_decay,
+        cached_features=config.cached_features and pretrained,
+        channels_last=config.channels_last,
+    )
+
+
+def _callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Callback]:
+    config, run_dir = prepared.config, prepared.run_dir
+    mode = MONITORS[config.monitor]
+    callbacks: list[Callback] = [
+        History(run_dir / "history.csv"),
+        Reseed(config.seed),
+        LastPhaseEarlyStopping(
+            first_epoch=module.hparams.frozen_epochs,
+            monitor=config.monitor,
+            mode=mode,
+            patience=config.patience,
+            check_on_train_epoch_end=True,
+        ),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=config.monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=True,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        ),
+    ]
+    if config.progress:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar())
+    return callbacks
+
+
+def _logger(config: TrainConfig, run_dir: Path) -> Any:
+    from lightning.pytorch import loggers
+
+    try:
+        if config.logger == "tensorboard":
+            return loggers.TensorBoardLogger(run_dir, name="logs", version="")
+        if config.logger == "mlflow":
+            return loggers.MLFlowLogger(experiment_name="blastscope", run_name=run_dir.name, tracking_uri=f"file:{run_dir / 'mlruns'}")
+    except ModuleNotFoundError as error:
+        raise BlastscopeError(f"the {config.logger} logger is not installed: pip install 'blastscope[loggers]'") from error
+    return loggers.CSVLogger(run_dir, name="logs", version="")
+
+
+def _trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
+    config = prepared.config
+    accelerator = _accelerator(config)
+    if accelerator == "gpu":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=resolve_precision(config.precision, accelerator),
+        max_epochs=config.total_epochs,
+        callbacks=_callbacks(prepared, module),
+        logger=_logger(config, prepared.run_dir),
+        deterministic=True if accelerator == "cpu" else "warn",
+        use_distributed_sampler=False,
+        reload_dataloaders_every_n_epochs=1 if module.hparams.cached_features else 0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        default_root_dir=prepared.run_dir,
+    )
+
+
+def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
+    config, run_dir = prepared.config, prepared.run_dir
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run the command and must join this run
+    module = _module(prepared)
+    datamodule = CellDataModule(
+        prepared.split.parts,
+        prepared.table.classes,
+        prepared.bundle.preprocessing,
+        config.augmentation,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        seed=config.seed,
+    )
+    trainer = _trainer(prepared, module)
+    datamodule.feature_extractor = lambda dataset: extract_features(
+        module.model,
+        dataset,
+        batch_size=config.batch_size,
+        autocast=trainer.precision_plugin.forward_context,
+        channels_last=config.channels_last,
+    )
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    if trainer.is_global_zero:
+        history = next(cb for cb in trainer.callbacks if isinstance(cb, History))
+        _write_metrics(prepared, datamodule, history, time.perf_counter() - started)
+    return run_dir
+
+
+def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: History, fit_seconds: float) -> None:
+    """Score the best checkpoint on the test split and record speed and data problems next to it."""
+    from blastscope.evaluation.inference import predict_proba
+    from blastscope.evaluation.metrics import classification_metrics
+
+    run_dir, table = prepared.run_dir, prepared.table
+    test_cells = prepared.split.parts.get("test", [])
+    model = load_network_weights(prepared.bundle.model, checkpoint_path(run_dir, "best")).eval()
+    metrics: dict[str, Any] = {"model": prepared.config.model, "checkpoint": "best"}
+    if test_cells:
+        probabilities = predict_proba(model, prepared.bundle.preprocessing, test_cells, batch_size=prepared.config.batch_size, cache=datamodule.cache)
+        labels = [table.class_index(cell.label) for cell in test_cells]
+        metrics["test"] = classification_metrics(labels, probabilities, table.classes)
+    else:
+        metrics["test"] = None
+    metrics["training"] = {
+        "epochs_run": len(history.rows),
+        "train_seconds": round(history.train_seconds, 3),
+        "fit_seconds_this_process": round(fit_seconds, 3),
+        "images_seen": history.images_seen,
+        "images_per_second": round(history.images_seen / history.train_seconds, 2) if history.train_seconds else None,
+    }
+    metrics["data"] = {
+        "cells": len(table.cells),
+        "parts": {part: len(cells) for part, cells in prepared.split.parts.items()},
+        "skipped_files": len(table.skipped),
+        "skipped": [[str(path), reason] for path, reason in table.skipped[:100]],
+        "duplicates": len(table.duplicates),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

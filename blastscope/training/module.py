@@ -1,0 +1,161 @@
+"""The LightningModule: two-phase transfer learning (frozen backbone, then partial fine-tuning) of a CellClassifier.
+
+The phase is a function of the epoch number alone, so a run resumed from any checkpoint lands in the right phase with
+the right trainable layers, and one optimizer (head and backbone parameter groups) plus one LambdaLR schedule carry
+the whole run, which Lightning checkpoints and restores as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from blastscope.models.base import CellClassifier
+
+FROZEN, FINETUNE, FULL = "frozen", "finetune", "full"
+
+
+def inverse_frequency_weights(class_counts: list[int]) -> torch.Tensor:
+    """Loss weights n / (k * n_c): each class contributes equally to the loss whatever its share of the cells."""
+    counts = torch.tensor(class_counts, dtype=torch.float32).clamp(min=1)
+    return counts.sum() / (len(counts) * counts)
+
+
+def cosine(step: int, length: int) -> float:
+    """Cosine decay from 1 towards 0 over ``length`` epochs (never exactly 0, so the last epoch still learns)."""
+    return 0.5 * (1 + math.cos(math.pi * step / max(length, 1)))
+
+
+class CellClassifierModule(L.LightningModule):
+    """Trains ``model`` with class-weighted cross-entropy, Adam(W) and a cosine schedule that restarts per phase.
+
+    ``frozen_epochs`` > 0 means the model is pretrained: those epochs train the head only while the backbone (batch-norm
+    statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``.
+    With ``frozen_epochs`` == 0 every layer trains from the first epoch at ``lr_head`` (random initialisation).
+    Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(
+        self,
+        model: CellClassifier,
+        *,
+        classes: list[str],
+        class_counts: list[int],
+        frozen_epochs: int,
+        finetune_epochs: int,
+        unfreeze_stages: int | str,
+        lr_head: float,
+        lr_backbone: float,
+        weight_decay: float,
+        cached_features: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        self.register_buffer("class_weights", inverse_frequency_weights(class_counts))
+        self.val_accuracy = MulticlassAccuracy(num_classes=len(classes), average="micro")
+        self.val_weighted_f1 = MulticlassF1Score(num_classes=len(classes), average="weighted")
+
+    # -- phases -------------------------------------------------------------------------------------------------
+
+    def phase(self, epoch: int) -> str:
+        if self.hparams.frozen_epochs == 0:
+            return FULL
+        return FROZEN if epoch < self.hparams.frozen_epochs else FINETUNE
+
+    def uses_cached_features(self, epoch: int) -> bool:
+        return bool(self.hparams.cached_features) and self.phase(epoch) == FROZEN
+
+    def trainable_backbone_modules(self, phase: str) -> list[nn.Module]:
+        if phase == FROZEN:
+            return []
+        if phase == FULL or self.hparams.unfreeze_stages == "all":
+            return [self.model.backbone]
+        stages = self.model.stages()
+        count = min(int(self.hparams.unfreeze_stages), len(stages))
+        return stages[len(stages) - count :] if count else []
+
+    def apply_phase(self, epoch: int) -> None:
+        """Freeze everything but the head and this phase's stages; frozen layers' batch-norm stays in eval mode."""
+        trainable = self.trainable_backbone_modules(self.phase(epoch))
+        self.model.backbone.requires_grad_(False)
+        self.model.backbone.eval()
+        for module in trainable:
+            module.requires_grad_(True)
+            module.train(self.training)
+        self.model.head.requires_grad_(True)
+        self.model.head.train(self.training)
+
+    def train(self, mode: bool = True) -> CellClassifierModule:
+        super().train(mode)
+        if mode and self._trainer is not None:
+            self.apply_phase(self.trainer.current_epoch)
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.apply_phase(self.current_epoch)
+
+    # -- steps --------------------------------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.uses_cached_features(self.current_epoch):
+            return self.model.forward_head(inputs)
+        return self(inputs)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), targets, weight=self.class_weights)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
+        inputs, targets = batch
+        loss = self._loss(self._logits(inputs), targets)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
+        inputs, targets = batch
+        logits = self._logits(inputs)
+        self.val_accuracy.update(logits, targets)
+        self.val_weighted_f1.update(logits, targets)
+        self.log("val_loss", self._loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets))
+        self.log("val_accuracy", self.val_accuracy, on_epoch=True)
+        self.log("val_weighted_f1", self.val_weighted_f1, on_epoch=True, prog_bar=True)
+
+    # -- optimisation -------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """One AdamW over head and backbone groups for the whole run; frozen parameters get no gradient, so no step."""
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": self.model.head.parameters(), "lr": hp.lr_head, "name": "head"},
+                {"params": self.model.backbone.parameters(), "lr": hp.lr_backbone, "name": "backbone"},
+            ],
+            weight_decay=hp.weight_decay,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, [self._head_factor, self._backbone_factor])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def _head_factor(self, epoch: int) -> float:
+        hp = self.hparams
+        if self.phase(epoch) == FROZEN:
+            return cosine(epoch, hp.frozen_epochs)
+        scale = 1.0 if self.phase(epoch) == FULL else hp.lr_backbone / hp.lr_head
+        return scale * cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
+
+    def _backbone_factor(self, epoch: int) -> float:
+        hp = self.hparams
+        if self.phase(epoch) == FROZEN:
+            return 0.0
+        scale = hp.lr_head / hp.lr_backbone if self.phase(epoch) == FULL else 1.0
+        return scale * cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)

@@ -1,0 +1,105 @@
+"""A run directory and how to load a trained model back from it.
+
+Layout of ``runs/<YYYYmmdd-HHMMSS>-<model>/``: ``config.yaml`` (the recipe plus what it resolved to), ``split.csv``,
+``history.csv``, ``checkpoints/{best,last}.ckpt``, ``metrics.json`` (test split) and ``logs/``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+
+from blastscope.errors import BlastscopeError
+from blastscope.models.base import CellClassifier, Preprocessing
+
+if TYPE_CHECKING:
+    from blastscope.data.split import Split
+
+CHECKPOINTS = ("best", "last")
+RUN_DIR_ENV = "BLASTSCOPE_RUN_DIR"
+
+
+@dataclass
+class TrainedRun:
+    """A finished (or interrupted) run with its network in eval mode, ready to predict."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    model: CellClassifier
+    preprocessing: Preprocessing
+    classes: tuple[str, ...]
+    split: Split
+    weights_source: str
+    pretrained: bool
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.config['model']} ({'pretrained' if self.pretrained else 'random init'})"
+
+
+def new_run_dir(out: Path, model: str) -> Path:
+    """``out/<UTC timestamp>-<model>``; DDP worker processes reuse the directory their launcher made."""
+    if inherited := os.environ.get(RUN_DIR_ENV):
+        return Path(inherited)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) / f"{stamp}-{model}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(out) / f"{stamp}-{model}-{suffix}"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    return run_dir
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise BlastscopeError(f"{run_dir}: no config.yaml, so not a training run; pass a directory made by `blastscope train`")
+    return yaml.safe_load(path.read_text())
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
+    """``best``/``last`` name a file in ``checkpoints/``; anything else is taken as a path to a .ckpt file."""
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in CHECKPOINTS else Path(checkpoint)
+    if not path.is_file():
+        raise BlastscopeError(f"{path}: checkpoint not found; train the run to at least one epoch end or resume it")
+    return path
+
+
+def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
+    """Copy the network of a Lightning checkpoint (keys ``model.*``) into ``model``, loading only plain tensors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as error:  # a truncated or foreign file: name it instead of a pickle traceback
+        raise BlastscopeError(f"{path}: cannot read the checkpoint ({error}); resume or retrain the run") from error
+    network = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+    model.load_state_dict(network)
+    return model
+
+
+def load_run(run_dir: Path | str, checkpoint: str = "best") -> TrainedRun:
+    """Rebuild the run's network (no weight download: architecture only) and load its ``best`` or ``last`` weights."""
+    from blastscope.data.split import read_split_csv
+    from blastscope.models import create_model
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    classes = tuple(config["classes"])
+    bundle = create_model(config["model"], num_classes=len(classes), pretrained="none", image_size=config["image_size"])
+    model = load_network_weights(bundle.model, checkpoint_path(run_dir, checkpoint)).eval()
+    return TrainedRun(
+        run_dir=run_dir,
+        config=config,
+        model=model,
+        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
+        classes=classes,
+        split=read_split_csv(run_dir / "split.csv"),
+        weights_source=str(config["weights_source"]),
+        pretrained=bool(config["weights_pretrained"]),
+    )

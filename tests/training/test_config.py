@@ -1,0 +1,61 @@
+"""TrainConfig: YAML round trip, refusal of unusable recipes, precision resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blastscope.errors import BlastscopeError, DataError
+from blastscope.training.config import SplitConfig, TrainConfig, resolve_precision, write_yaml
+
+
+def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    config = TrainConfig(
+        data="cells",
+        model="resnet50",
+        unfreeze_stages="all",
+        split=SplitConfig(ratios=(0.5, 0.25, 0.25), by="image", folds=5, fold=3),
+        augmentation={"rotation": False, "zoom_range": [0.8, 1.2]},
+        cached_features=True,
+    )
+    path = tmp_path / "config.yaml"
+    write_yaml(config.to_dict(), path)
+    assert TrainConfig.load(path) == config
+
+
+def test_run_keys_are_read_past_but_typos_refused(tmp_path: Path) -> None:
+    data = {**TrainConfig(data="x").to_dict(), "classes": ["hem", "all"], "split_hash": "abc", "versions": {}}
+    assert TrainConfig.from_dict(data).data == "x"
+    with pytest.raises(BlastscopeError, match="unknown config keys lr_haed"):
+        TrainConfig.from_dict({"lr_haed": 0.1})
+
+
+def test_missing_data_tells_how_to_get_some() -> None:
+    with pytest.raises(DataError, match="--data.*blastscope synth"):
+        TrainConfig().validate()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"monitor": "accuracy"}, "monitor"),
+        ({"epochs_frozen": 0, "epochs_finetune": 0}, "no epochs"),
+        ({"unfreeze_stages": -1}, "unfreeze_stages"),
+        ({"precision": "fp8"}, "precision"),
+    ],
+)
+def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:
+    with pytest.raises(BlastscopeError, match=message):
+        TrainConfig(data="x", **changes).validate()
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blastscope.training import config as module
+
+    assert resolve_precision("auto", "gpu") == "16-mixed"
+    assert resolve_precision("32-true", "gpu") == "32-true"
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true"
