@@ -1,0 +1,46 @@
+"""``blastscope export``: a trained run as ONNX files for ONNX Runtime, checked against PyTorch on its test cells."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained run to ONNX (optionally int8 / bf16 variants)",
+        description="Write RUN_DIR/export/model.onnx carrying its preprocessing and class names as metadata, check "
+        "its logits against PyTorch on the run's test cells, score every variant's weighted F1 on the test split and "
+        "record it all in RUN_DIR/export/export.json. `predict` and `serve` then use the fastest variant whose F1 "
+        "stays within 0.005 of fp32.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
+    parser.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="also build a static int8 (QDQ) model calibrated on training cells"
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also build a model with bfloat16-stored weights (half the size; ONNX Runtime CPU computes it in fp32)",
+    )
+    parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from blastscope.serving.onnx_export import EXPORT_DIR, RECORD_NAME, export_run
+    from blastscope.training.run import load_run
+
+    trained = load_run(args.run_dir, checkpoint=args.checkpoint)
+    record = export_run(trained, int8=args.quantize == "int8", bf16=args.bf16)
+    print(f"test split: {record['test_cells']} cells; weighted F1 per variant (tolerance {record['f1_tolerance']}):")
+    for variant, info in record["variants"].items():
+        mark = "default" if variant == record["default"] else ("ok" if info["within_tolerance"] else "too far")
+        print(
+            f"  {variant:5s} {info['weighted_f1']:.4f} ({info['f1_minus_fp32']:+.4f})  "
+            f"{info['bytes'] / 1e6:6.2f} MB  {info['file']}  [{mark}]"
+        )
+    print(f"wrote {Path(args.run_dir) / EXPORT_DIR / RECORD_NAME}")
+    return 0

@@ -1,0 +1,117 @@
+"""``blastscope predict``: classify image files or folders with a trained run, optionally with Grad-CAM overlays."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from blastscope.errors import BlastscopeError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify cell images with a trained run",
+        description="Print (or write) the class and per-class probabilities of each image. Unreadable files are "
+        "listed and skipped; the exit status is 1 when any file failed.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
+    parser.add_argument("--out", type=Path, help="write predictions to this .csv or .json file instead of stdout")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations of each image")
+    parser.add_argument("--gradcam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto (default): ONNX Runtime when RUN_DIR/export holds a model, else PyTorch",
+    )
+    parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from blastscope.api import load
+    from blastscope.data.images import read_rgb
+    from blastscope.errors import ImageError
+
+    if args.out and args.out.suffix.lower() not in (".csv", ".json"):
+        raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
+    paths = expand_inputs(args.inputs)
+    classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
+    print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
+    if args.gradcam:
+        args.gradcam.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict[str, object]] = []
+    failures = 0
+    for start in range(0, len(paths), args.batch_size):
+        readable = []
+        for path in paths[start : start + args.batch_size]:
+            try:
+                readable.append((path, read_rgb(path)))
+            except ImageError as error:
+                failures += 1
+                rows.append({"file": str(path), "label": None, "probabilities": None, "error": error.reason})
+                print(f"skipped {error}", file=sys.stderr)
+        if not readable:
+            continue
+        predictions = classifier.predict([image for _, image in readable], tta=args.tta, batch_size=args.batch_size)
+        for (path, image), prediction in zip(readable, predictions):
+            rows.append({**prediction.to_dict(), "file": str(path), "error": None})
+            if args.gradcam:
+                overlay = classifier.explain(image, target=prediction.label).overlay
+                overlay.save(args.gradcam / gradcam_name(path, paths))
+    write_rows(rows, classifier.classes, args.out)
+    if failures:
+        print(f"{failures} of {len(paths)} files could not be read (listed above)", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given (whatever their extension, so a bad one is reported), folders searched for image files."""
+    from blastscope.data.images import is_image_file
+
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            paths.extend(sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p)))
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise BlastscopeError(f"{item}: no such file or folder")
+    if not paths:
+        raise BlastscopeError(f"no image files in {', '.join(map(str, inputs))} (.png .jpg .bmp .tif .webp)")
+    return paths
+
+
+def gradcam_name(path: Path, all_paths: list[Path]) -> str:
+    """``<stem>_gradcam.png``, prefixed by the parent folder when two inputs share a stem."""
+    clash = sum(p.stem == path.stem for p in all_paths) > 1
+    return f"{path.parent.name}_{path.stem}_gradcam.png" if clash else f"{path.stem}_gradcam.png"
+
+
+def write_rows(rows: list[dict[str, object]], classes: tuple[str, ...], out: Path | None) -> None:
+    """JSON keeps the nested probabilities; CSV and stdout get one ``p_<class>`` column per class."""
+    if out is not None and out.suffix.lower() == ".json":
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+        return
+    header = ["file", "label", *(f"p_{label}" for label in classes), "error"]
+    flat = [
+        {
+            "file": row["file"],
+            "label": row["label"] or "",
+            **{f"p_{label}": f"{row['probabilities'][label]:.6f}" if row["probabilities"] else "" for label in classes},
+            "error": row["error"] or "",
+        }
+        for row in rows
+    ]
+    with out.open("w", newline="") if out is not None else nullcontext(sys.stdout) as handle:
+        writer = csv.DictWriter(handle, header)
+        writer.writeheader()
+        writer.writerows(flat)

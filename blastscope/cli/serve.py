@@ -1,0 +1,42 @@
+"""``blastscope serve``: the prediction API and drag-and-drop page for one trained run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a trained run over HTTP: JSON API, web page, OpenAPI docs",
+        description="POST /predict (multipart field `files`, `?explain=true` adds Grad-CAM overlays), GET /health, "
+        "GET / (drag-and-drop page), GET /docs (OpenAPI). Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument("--max-file-mb", type=float, default=20.0, help="largest accepted file in MB (default 20)")
+    parser.add_argument("--max-files", type=int, default=32, help="most files in one request (default 32)")
+    parser.add_argument(
+        "--max-pixels", type=float, default=50e6, help="largest accepted image in pixels (default 50e6)"
+    )
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from blastscope.api import load
+    from blastscope.errors import BlastscopeError
+    from blastscope.serving.app import Limits, create_app
+
+    if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
+        raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive")
+    classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
+    limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
+    print(f"serving {classifier.name} ({classifier.backend}) on http://{args.host}:{args.port}/  (docs: /docs)")
+    uvicorn.run(create_app(classifier, limits), host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,161 @@
+"""The web service: a JSON prediction API, a drag-and-drop page for people, and OpenAPI docs at /docs.
+
+Uploads are untrusted: each file's size, the number of files and each image's pixel count are limited, and content
+is identified by decoding it (never by its name). Every rejection is a 4xx JSON ``{"detail": ..., "file": ...}`` and
+the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+
+from blastscope import __version__
+from blastscope.data.images import DEFAULT_MAX_PIXELS, to_rgb
+from blastscope.errors import ImageError
+from blastscope.evaluation.metrics import display_name
+from blastscope.serving.predictor import Classifier
+
+STATIC_DIR = Path(__file__).with_name("static")
+ATTRIBUTION = (
+    "C-NMC 2019 cells: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA (doi:10.7937/tcia.2019.dc64i46r)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may carry; the defaults are those of ``blastscope serve``."""
+
+    max_file_mb: float = 20.0
+    max_files: int = 32
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Every file at its limit plus room for the multipart framing: anything larger is refused unread."""
+        return self.max_files * self.max_file_bytes + 1024 * 1024
+
+
+class UploadRejected(Exception):
+    """One upload the service refuses, with the HTTP status that says why."""
+
+    def __init__(self, status: int, detail: str, file: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.file = status, detail, file
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The RGB image in ``data``, judged by its content; the pixel count is checked from the header before decoding."""
+    if not data:
+        raise UploadRejected(400, f"{name}: empty file", name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = image.width * image.height
+                if pixels > max_pixels:
+                    raise UploadRejected(
+                        413, f"{name}: {image.width}x{image.height} = {pixels:,} pixels, over the limit of "
+                        f"{max_pixels:,}; send a smaller image", name
+                    )
+                image.load()
+                return to_rgb(image, name)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UploadRejected(413, f"{name}: rejected as a decompression bomb ({error})", name) from None
+    except UnidentifiedImageError:
+        raise UploadRejected(415, f"{name}: not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UploadRejected(415, f"{name}: corrupt or truncated image ({error})", name) from None
+    except ImageError as error:
+        raise UploadRejected(415, f"{name}: {error.reason}", name) from None
+
+
+def png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def create_app(classifier: Classifier, limits: Limits = Limits()) -> FastAPI:
+    """The FastAPI application serving ``classifier`` under ``limits``."""
+    app = FastAPI(
+        title="blastscope",
+        version=__version__,
+        description=(
+            "Classify single-cell microscopy images as leukemic blast (ALL) or normal cell (HEM), with Grad-CAM "
+            f"explanations. Research use only, not a diagnostic device. {ATTRIBUTION}."
+        ),
+    )
+    classes = [{"name": label, "display": display_name(label)} for label in classifier.classes]
+
+    @app.exception_handler(UploadRejected)
+    async def rejected(_: Request, error: UploadRejected) -> JSONResponse:
+        return JSONResponse({"detail": error.detail, "file": error.file}, status_code=error.status)
+
+    @app.middleware("http")
+    async def refuse_oversized_bodies(request: Request, call_next: Any) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_request_bytes:
+            detail = f"request of {int(declared):,} bytes is over the limit of {limits.max_request_bytes:,}"
+            return JSONResponse({"detail": detail, "file": None}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness, and what is being served: model, backend, classes and upload limits."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": classifier.name,
+            "backend": classifier.backend,
+            "classes": classes,
+            "limits": asdict(limits),
+            "attribution": ATTRIBUTION,
+        }
+
+    @app.post("/predict")
+    def predict(
+        files: Annotated[list[UploadFile], File(description="One or more cell images (multipart field `files`)")],
+        explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay as a base64 PNG")] = False,
+    ) -> dict[str, Any]:
+        """The class and per-class probabilities of every uploaded image, in upload order."""
+        if len(files) > limits.max_files:
+            raise UploadRejected(413, f"{len(files)} files in one request, over the limit of {limits.max_files}")
+        names = [upload.filename or f"file {i + 1}" for i, upload in enumerate(files)]
+        images = [decode_upload(_read_capped(upload, name, limits), name, limits.max_pixels) for upload, name in
+                  zip(files, names)]
+        entries = []
+        for name, image, prediction in zip(names, images, classifier.predict(images)):
+            entry = {**prediction.to_dict(), "file": name, "display_label": display_name(prediction.label)}
+            if explain:
+                entry["gradcam_png"] = png_base64(classifier.explain(image, target=prediction.label).overlay)
+            entries.append(entry)
+        return {"model": classifier.name, "backend": classifier.backend, "classes": classes, "predictions": entries}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
+    """The upload's bytes, refusing it as soon as it passes the per-file limit."""
+    data = upload.file.read(limits.max_file_bytes + 1)
+    if len(data) > limits.max_file_bytes:
+        raise UploadRejected(413, f"{name}: over the limit of {limits.max_file_mb:g} MB a file", name)
+    return data

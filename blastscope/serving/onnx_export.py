@@ -1,0 +1,223 @@
+"""ONNX export of a trained run: self-describing model files, checked against PyTorch on the run's own test cells.
+
+Every file carries what a consumer needs to feed it (input size, mean/std, interpolation) and to read its output
+(class names, positive class last) as ONNX ``metadata_props`` under ``blastscope.*`` keys. ``export/export.json``
+records the parity check, each variant's test-split weighted F1 beside fp32, and the variant ``predict`` and ``serve``
+use by default: the fastest one whose F1 stays within ``F1_TOLERANCE`` of fp32.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from blastscope import __version__
+from blastscope.errors import BlastscopeError, DataError
+from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.serving.predictor import Transform, cell_batches, probabilities, run_transform, torch_runner
+from blastscope.serving.quantize import bf16_weights, quantize_int8
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+EXPORT_DIR = "export"
+RECORD_NAME = "export.json"
+PARITY_TOLERANCE = 1e-4
+F1_TOLERANCE = 0.005
+PARITY_CELLS = 32
+CALIBRATION_CELLS = 64
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "bf16": "model_bf16.onnx"}
+DEFAULT_PREFERENCE = ("int8", "fp32")
+"""Fastest first; bf16 is never the default because ONNX Runtime's CPU provider computes it in fp32 anyway."""
+VARIANT_NOTES = {
+    "fp32": "float32 weights and compute",
+    "int8": "static QDQ quantisation: int8 per-channel weights, uint8 activations calibrated on training cells",
+    "bf16": "bfloat16-stored weights cast to float32 in the graph; ONNX Runtime CPU computes in fp32",
+}
+
+
+class OnnxModel:
+    """An exported model in an ONNX Runtime CPU session, with the preprocessing and classes its file carries."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime raises its own untyped errors for unreadable files
+            raise BlastscopeError(f"{self.path}: not a loadable ONNX model ({error}); re-run `blastscope export`") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if "blastscope.classes" not in metadata:
+            raise BlastscopeError(f"{self.path}: carries no blastscope metadata; export it with `blastscope export`")
+        self.classes: tuple[str, ...] = tuple(json.loads(metadata["blastscope.classes"]))
+        self.preprocessing = Preprocessing.from_dict(json.loads(metadata["blastscope.preprocessing"]))
+        self.variant = metadata.get("blastscope.variant", "fp32")
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(batch.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+
+
+def model_metadata(pre: Preprocessing, classes: Sequence[str], model_name: str, variant: str) -> dict[str, str]:
+    """The ``metadata_props`` of an exported file: everything needed to preprocess its input and name its output."""
+    return {
+        "blastscope.classes": json.dumps(list(classes)),
+        "blastscope.positive_class": classes[-1],
+        "blastscope.preprocessing": json.dumps(pre.to_dict()),
+        "blastscope.input": (
+            f"float32 NCHW RGB, {pre.input_size}x{pre.input_size} ({pre.interpolation} resize), "
+            "scaled to [0, 1], then (x - mean) / std per channel"
+        ),
+        "blastscope.output": "logits (N, C) in blastscope.classes order; softmax gives probabilities",
+        "blastscope.model": model_name,
+        "blastscope.variant": variant,
+        "blastscope.version": __version__,
+    }
+
+
+def set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+
+
+def export_onnx(model: CellClassifier, pre: Preprocessing, path: Path) -> Path:
+    """Traces ``model`` to ONNX with torch.export (dynamo), batch axis dynamic, weights inline."""
+    example = torch.zeros(2, 3, pre.input_size, pre.input_size)
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter prints progress lines and warns about internals; neither helps the user of `blastscope export`.
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            optimize=True,
+            external_data=False,
+            verbose=False,
+        )
+    return path
+
+
+def max_logit_difference(model: CellClassifier, exported: OnnxModel, batches: Iterator[torch.Tensor]) -> float:
+    """The largest absolute difference between PyTorch's and ONNX Runtime's logits over the given batches."""
+    run_torch = torch_runner(model)
+    return max(float((run_torch(batch) - exported(batch)).abs().max()) for batch in batches)
+
+
+def weighted_f1(
+    runner: Callable[[torch.Tensor], torch.Tensor],
+    cells: Sequence[Any],
+    pre: Preprocessing,
+    transform: Transform,
+    classes: Sequence[str],
+) -> float:
+    """The C-NMC challenge metric of ``runner`` on ``cells``, computed by ``classification_metrics``."""
+    from blastscope.evaluation.metrics import classification_metrics
+
+    y_prob = np.concatenate([probabilities(runner, batch) for batch in cell_batches(cells, pre, transform)])
+    y_true = np.array([classes.index(cell.label) for cell in cells])
+    return float(classification_metrics(y_true, y_prob, classes)["weighted_f1"])
+
+
+def export_run(
+    trained: Any, *, int8: bool = False, bf16: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Exports a loaded run (``load_run``) to RUN_DIR/export: fp32, optional int8/bf16, parity check, export.json."""
+    test_cells = list(trained.split.parts.get("test", []))
+    train_cells = list(trained.split.parts.get("train", []))
+    if not test_cells:
+        raise DataError(f"{trained.run_dir}: the run's split has no test cells to check the export against")
+    classes, pre = tuple(trained.classes), trained.preprocessing
+    transform = run_transform(pre, trained.config)
+    out = Path(trained.run_dir) / EXPORT_DIR
+    out.mkdir(exist_ok=True)
+    for stale in out.glob("model*.onnx"):
+        stale.unlink()
+
+    fp32_path = export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])
+    set_metadata(fp32_path, model_metadata(pre, classes, _model_name(trained), "fp32"))
+    fp32 = OnnxModel(fp32_path)
+    parity_cells = test_cells[:PARITY_CELLS]
+    difference = max_logit_difference(trained.model, fp32, cell_batches(parity_cells, pre, transform))
+    log(f"parity: max |logit(PyTorch) - logit(ONNX)| = {difference:.2e} on {len(parity_cells)} test cells")
+    if not difference < PARITY_TOLERANCE:
+        raise BlastscopeError(
+            f"{fp32_path}: ONNX logits differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
+            "the export is not faithful, keep using --backend torch"
+        )
+
+    built = {"fp32": fp32_path}
+    calibration = train_cells[:CALIBRATION_CELLS] or test_cells[:CALIBRATION_CELLS]
+    if int8:
+        batches = (batch.numpy() for batch in cell_batches(calibration, pre, transform, batch_size=16))
+        built["int8"] = quantize_int8(fp32_path, out / VARIANT_FILES["int8"], INPUT_NAME, batches)
+    if bf16:
+        built["bf16"] = bf16_weights(fp32_path, out / VARIANT_FILES["bf16"])
+    for variant, path in built.items():
+        if variant != "fp32":
+            set_metadata(path, model_metadata(pre, classes, _model_name(trained), variant))
+
+    scores = {variant: weighted_f1(OnnxModel(path), test_cells, pre, transform, classes) for variant, path in built.items()}
+    record = {
+        "model": _model_name(trained),
+        "display_name": getattr(trained, "display_name", _model_name(trained)),
+        "classes": list(classes),
+        "preprocessing": pre.to_dict(),
+        "parity": {"cells": len(parity_cells), "max_abs_logit_difference": difference, "tolerance": PARITY_TOLERANCE},
+        "test_cells": len(test_cells),
+        "calibration_cells": len(calibration) if int8 else 0,
+        "f1_tolerance": F1_TOLERANCE,
+        "variants": {
+            variant: {
+                "file": path.name,
+                "bytes": path.stat().st_size,
+                "weighted_f1": scores[variant],
+                "f1_minus_fp32": scores[variant] - scores["fp32"],
+                "within_tolerance": abs(scores[variant] - scores["fp32"]) <= F1_TOLERANCE,
+                "notes": VARIANT_NOTES[variant],
+            }
+            for variant, path in built.items()
+        },
+    }
+    record["default"] = next(
+        variant for variant in DEFAULT_PREFERENCE if variant in built and record["variants"][variant]["within_tolerance"]
+    )
+    (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def onnx_model_path(run_dir: Path, variant: str | None = None) -> Path | None:
+    """The exported file to predict with: ``variant``, else export.json's default; ``None`` when nothing is exported."""
+    out = Path(run_dir) / EXPORT_DIR
+    record_path = out / RECORD_NAME
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        chosen = variant or record["default"]
+        if chosen not in record["variants"]:
+            raise BlastscopeError(
+                f"{record_path}: no {chosen!r} variant (exported: {', '.join(record['variants'])}); "
+                f"run `blastscope export {run_dir} --format onnx` with the matching option"
+            )
+        return out / record["variants"][chosen]["file"]
+    if variant not in (None, "fp32"):
+        raise BlastscopeError(f"{out}: no export.json listing variants; run `blastscope export {run_dir} --format onnx`")
+    fp32 = out / VARIANT_FILES["fp32"]
+    return fp32 if fp32.is_file() else None
+
+
+def _model_name(trained: Any) -> str:
+    return str(trained.config.get("model", "unknown"))
+
