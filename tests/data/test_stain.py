@@ -1,0 +1,91 @@
+"""Stain normalisation and jitter: recover known stains, move an image onto a reference, never touch the background."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.color import rgb2lab
+
+from blastscope.data.stain import StainNormalizer, cell_pixels, fit_lab, fit_macenko, jitter_hed
+from blastscope.errors import BlastscopeError
+
+PURPLE = np.array([0.55, 0.75, 0.37])
+PINK = np.array([0.15, 0.90, 0.40])
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def two_stain_cell(first: np.ndarray, second: np.ndarray, size: int = 48, seed: int = 0) -> np.ndarray:
+    """A disc of pixels mixing two known stains in random amounts, on black."""
+    rng = np.random.default_rng(seed)
+    amounts = rng.uniform(0.05, 1.0, size=(size, size, 2))
+    density = amounts[..., :1] * _unit(first) + amounts[..., 1:] * _unit(second)
+    pixels = np.clip(np.rint(256 * np.exp(-density) - 1), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    pixels[np.hypot(yy, xx) > size * 0.4] = 0
+    return pixels
+
+
+def test_cell_pixels_exclude_the_black_background() -> None:
+    cell = two_stain_cell(PURPLE, PINK)
+    mask = cell_pixels(cell)
+    assert not mask[0, 0] and mask[24, 24]
+    assert 0.4 < mask.mean() < 0.6
+
+
+def test_macenko_recovers_the_stains_an_image_was_made_of() -> None:
+    stains = fit_macenko(two_stain_cell(PURPLE, PINK))
+    for truth in (PURPLE, PINK):
+        assert max(float(np.dot(_unit(truth), vector)) for vector in stains.vectors.T) > 0.99
+
+
+@pytest.mark.parametrize("method", ["macenko", "reinhard"])
+def test_normalising_moves_an_image_onto_the_reference_and_keeps_the_background(method: str) -> None:
+    reference = two_stain_cell(PURPLE, PINK, seed=1)
+    source = two_stain_cell(np.array([0.30, 0.80, 0.20]), np.array([0.05, 0.60, 0.80]), seed=2)
+    result = StainNormalizer(method, reference)(source)
+
+    def lab_mean(image: np.ndarray) -> np.ndarray:
+        return rgb2lab(image[cell_pixels(image)] / 255.0).mean(axis=0)
+
+    before = np.linalg.norm(lab_mean(source) - lab_mean(reference))
+    after = np.linalg.norm(lab_mean(result) - lab_mean(reference))
+    assert after < 0.35 * before
+    background = ~cell_pixels(source)
+    assert (result[background] == source[background]).all()
+
+
+def test_reinhard_matches_the_reference_statistics() -> None:
+    reference = two_stain_cell(PURPLE, PINK, seed=1)
+    result = StainNormalizer("reinhard", reference)(two_stain_cell(PINK, PURPLE, seed=3))
+    np.testing.assert_allclose(fit_lab(result).mean, fit_lab(reference).mean, atol=1.5)
+    np.testing.assert_allclose(fit_lab(result).std, fit_lab(reference).std, rtol=0.15)
+
+
+@pytest.mark.parametrize("method", ["macenko", "reinhard"])
+def test_default_reference_changes_cells_and_leaves_empty_images_alone(method: str) -> None:
+    normalise = StainNormalizer(method)
+    cell = two_stain_cell(PURPLE, PINK)
+    assert not np.array_equal(normalise(cell), cell)
+    nearly_empty = np.zeros((32, 32, 3), np.uint8)
+    nearly_empty[0, :5] = 200
+    assert np.array_equal(normalise(nearly_empty), nearly_empty)
+
+
+def test_unknown_method_and_blank_reference_are_user_errors() -> None:
+    with pytest.raises(BlastscopeError, match="macenko, reinhard"):
+        StainNormalizer("vahadane")  # type: ignore[arg-type]
+    with pytest.raises(BlastscopeError, match="cell pixels"):
+        StainNormalizer("macenko", np.zeros((32, 32, 3), np.uint8))
+
+
+def test_hed_jitter_is_identity_at_zero_and_changes_only_cell_pixels() -> None:
+    cell = two_stain_cell(PURPLE, PINK)
+    unchanged = jitter_hed(cell, scale=np.ones(3), shift=np.zeros(3))
+    assert np.abs(unchanged.astype(int) - cell).max() <= 1
+    jittered = jitter_hed(cell, scale=np.array([1.1, 0.9, 1.0]), shift=np.array([0.02, -0.02, 0.0]))
+    background = ~cell_pixels(cell)
+    assert (jittered[background] == 0).all()
+    assert np.abs(jittered.astype(int) - cell)[~background].mean() > 2
