@@ -1,0 +1,112 @@
+"""What the C-NMC 2019 (ISBI 2019, Kaggle "C-NMC Leukemia") download looks like, and how to read labels from it.
+
+Training cells are named ``UID_<subject>_<image>_<cell>_<all|hem>.<ext>`` and sit in a folder named after their class;
+the folders above (``training_data/fold_0``, ``train/fold_1``, ...) vary between copies and do not matter. HEM (normal)
+subject ids start with ``H``; ALL (blast) ones are plain numbers. The preliminary test images are renamed ``1.bmp``,
+``2.bmp``, ... and labelled by a CSV that keeps each original name; the final test images carry no labels at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from blastscope.errors import DataError
+
+CLASSES = ("hem", "all")  # positive class (ALL) last, as in the label files: 1 = ALL, 0 = HEM
+PRELIM_DIR = "C-NMC_test_prelim_phase_data"
+PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
+FINAL_DIR = "C-NMC_test_final_phase_data"
+PRELIM_LABEL_VALUES = {"1": "all", "0": "hem"}
+
+_NAME = re.compile(r"^UID_(?P<subject>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)$", re.IGNORECASE)
+_FOLD = re.compile(r"^fold_\d+$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class CnmcName:
+    """The parts of a C-NMC cell name; ``subject`` upper-cased (``h3`` and ``H3`` are one subject)."""
+
+    subject: str
+    image: int
+    cell: int
+    label: str
+
+
+def parse_name(filename: str) -> CnmcName | None:
+    """Parse ``UID_H3_12_4_hem.bmp`` (extension optional); None for any other name."""
+    match = _NAME.match(Path(filename).stem)
+    if match is None:
+        return None
+    return CnmcName(
+        subject=match["subject"].upper(),
+        image=int(match["image"]),
+        cell=int(match["cell"]),
+        label=match["label"].lower(),
+    )
+
+
+def training_cell(path: Path) -> CnmcName:
+    """The label and subject of a training cell, after checking that its name, folder and subject id agree."""
+    name = parse_name(path.name)
+    if name is None:
+        raise DataError(f"{path}: not a C-NMC cell name UID_<subject>_<image>_<cell>_<all|hem>; rename or remove it")
+    folder = path.parent.name.lower()
+    if folder not in CLASSES:
+        raise DataError(f"{path}: a C-NMC cell must sit in a folder named all/ or hem/; move it into {name.label}/")
+    if name.label != folder:
+        raise DataError(
+            f"{path}: its name says '{name.label}' but it sits in {path.parent.name}/; move it or fix its name"
+        )
+    check_subject(path, name)
+    return name
+
+
+def check_subject(path: Path, name: CnmcName) -> None:
+    """HEM subject ids start with H and ALL ones do not; a mismatch means a mislabelled or misnamed file."""
+    if (name.label == "hem") != name.subject.startswith("H"):
+        expected = "start with H" if name.label == "hem" else "not start with H"
+        raise DataError(
+            f"{path}: subject id {name.subject} contradicts its class '{name.label}' "
+            f"(C-NMC {name.label.upper()} subject ids {expected}); fix the name or the label"
+        )
+
+
+def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
+    """Map each preliminary test file name (``1.bmp``) to its original name's parts, label checked against the CSV."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise DataError(f"{csv_path}: cannot be read ({error.strerror or error})") from error
+    missing = {"Patient_ID", "new_names", "labels"} - set(rows[0] if rows else {})
+    if missing:
+        raise DataError(f"{csv_path}: needs the columns Patient_ID, new_names, labels; missing {', '.join(sorted(missing))}")
+    labels: dict[str, CnmcName] = {}
+    for line, row in enumerate(rows, start=2):
+        name = parse_name(row["Patient_ID"].strip())
+        label = PRELIM_LABEL_VALUES.get(row["labels"].strip())
+        if name is None or label is None:
+            raise DataError(f"{csv_path}, line {line}: expected Patient_ID like UID_57_29_1_all.bmp and labels 0 or 1")
+        if name.label != label:
+            raise DataError(
+                f"{csv_path}, line {line}: {row['Patient_ID']} is labelled {row['labels']} ({label.upper()}), "
+                f"but its name says {name.label.upper()}; fix the row"
+            )
+        check_subject(csv_path, name)
+        labels[row["new_names"].strip()] = name
+    return labels
+
+
+def within(path: Path, folder: str) -> bool:
+    """Whether ``path`` lies below a folder called ``folder`` (case-insensitive)."""
+    return folder.lower() in (part.lower() for part in path.parent.parts)
+
+
+def fold_of(path: Path) -> str | None:
+    """The original challenge fold (``fold_0``...) a cell was filed under, ``prelim`` for the preliminary test set."""
+    if within(path, PRELIM_DIR):
+        return "prelim"
+    return next((part.lower() for part in reversed(path.parent.parts) if _FOLD.match(part)), None)

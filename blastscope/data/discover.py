@@ -1,0 +1,354 @@
+"""Turn a folder or a CSV manifest into a CellTable: labels, subjects, hashes, duplicates and unreadable files.
+
+Three layouts are read, tried in this order:
+
+* **C-NMC 2019** (kind ``"cnmc"``): a folder holding any file named ``UID_<subject>_<image>_<cell>_<all|hem>.<ext>``.
+  See :mod:`blastscope.data.cnmc`; the preliminary test set joins the pool (``prelim="pool"``) or is pinned to the test
+  part (``prelim="test"``); the unlabelled final test set is left out with a note.
+* **class per folder** (kind ``"folders"``): the class of an image is the *top-level* folder under the root it sits in,
+  at any depth below (``root/blast/patient_7/img.png`` is class ``blast``). Such trees carry no subject ids.
+* **CSV manifest** (kind ``"manifest"``): only when the path given *is* a ``.csv`` file. Columns are found by header
+  name: ``path`` (relative to the CSV's folder, or absolute), ``label``, optional ``subject``; others are ignored.
+
+Every file's bytes are hashed (BLAKE2b, 128 bits): identical files count once, and subjects that share an identical
+file are linked so that a split keeps them on one side. Headers are checked without a full decode (see
+:func:`blastscope.data.images.probe_image`); unreadable files are counted skips, an unusable dataset is a DataError.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blastscope.data import cnmc
+from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, is_image_file, probe_image
+from blastscope.data.table import Cell, CellTable
+from blastscope.errors import DataError, ImageError
+
+log = logging.getLogger(__name__)
+
+PRELIM_CHOICES = ("pool", "test")
+
+
+@dataclass(slots=True)
+class ScannedTable(CellTable):
+    """A CellTable plus what only the scan sees: subjects linked by identical files, and the image sizes found.
+
+    ``subject_links`` pairs two subject ids whose cells include byte-identical files (in C-NMC, most likely one
+    person filed under two ids); :func:`subject_groups` merges them.
+    """
+
+    subject_links: list[tuple[str, str]] = field(default_factory=list)
+    image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledFile:
+    """A file the layout has given a label (and maybe a subject) before it is hashed and checked."""
+
+    path: Path
+    label: str
+    subject: str | None
+    fixed_split: str | None = None
+
+
+def scan_dataset(
+    path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ScannedTable:
+    """Read the dataset at ``path`` (folder or ``.csv`` manifest); raise DataError when it cannot be used."""
+    path = Path(path).expanduser().resolve()
+    if prelim not in PRELIM_CHOICES:
+        raise DataError(f"prelim must be one of {', '.join(PRELIM_CHOICES)}, not {prelim!r}")
+    if not path.exists():
+        raise DataError(f"{path} does not exist; give a dataset folder or a CSV manifest")
+    skipped: list[tuple[Path, str]] = []
+    notes: list[str] = []
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"{path} is a file but not a .csv manifest; give the dataset folder or the manifest")
+        kind, root, labelled = "manifest", path.parent, _from_manifest(path, notes)
+    else:
+        files = _image_files(path)
+        if not files:
+            extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+            raise DataError(f"{path} holds no images ({extensions}); point at the folder that contains the classes")
+        root = path
+        if any(cnmc.parse_name(file.name) or cnmc.within(file, cnmc.PRELIM_DIR) for file in files):
+            kind, labelled = "cnmc", _from_cnmc(files, prelim, skipped, notes)
+        else:
+            kind, labelled = "folders", _from_folders(root, files, skipped)
+    table = _hash_and_deduplicate(root, kind, labelled, max_pixels, skipped, notes)
+    _check_usable(path, table)
+    _note_subjects(table)
+    return table
+
+
+def subject_groups(table: CellTable) -> dict[str, str]:
+    """Map every subject id to its group id: subjects linked by identical files share one group (``51+75+78``)."""
+    parent = {cell.subject: cell.subject for cell in table.cells if cell.subject is not None}
+
+    def find(subject: str) -> str:
+        while parent[subject] != subject:
+            parent[subject] = parent[parent[subject]]
+            subject = parent[subject]
+        return subject
+
+    links = table.subject_links if isinstance(table, ScannedTable) else []
+    for first, second in links:
+        parent.setdefault(first, first)
+        parent.setdefault(second, second)
+        parent[find(first)] = find(second)
+    members: dict[str, list[str]] = defaultdict(list)
+    for subject in parent:
+        members[find(subject)].append(subject)
+    return {
+        subject: "+".join(sorted(group, key=natural_key)) for group in members.values() for subject in group
+    }
+
+
+def merged_groups(table: CellTable) -> list[str]:
+    """The group ids that join more than one subject, for reports."""
+    return sorted({group for group in subject_groups(table).values() if "+" in group}, key=natural_key)
+
+
+def natural_key(text: str) -> tuple[object, ...]:
+    """Sort ``H2 < H10`` and ``2 < 11``, as people read ids."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Image files below ``root``, skipping hidden files and folders (``.DS_Store``, ``__MACOSX`` copies)."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".") and name != "__MACOSX"]
+        found.extend(Path(folder, name) for name in names if not name.startswith(".") and is_image_file(Path(name)))
+    return sorted(found)
+
+
+def _from_cnmc(files: Sequence[Path], prelim: str, skipped: list, notes: list[str]) -> list[LabelledFile]:
+    final = [file for file in files if cnmc.within(file, cnmc.FINAL_DIR)]
+    if final:
+        notes.append(f"{len(final):,} unlabelled images in {cnmc.FINAL_DIR}/ (the final test set) left out")
+    prelim_files = [file for file in files if cnmc.within(file, cnmc.PRELIM_DIR)]
+    labelled = _prelim_cells(prelim_files, prelim, skipped, notes) if prelim_files else []
+    for file in files:
+        if cnmc.within(file, cnmc.FINAL_DIR) or cnmc.within(file, cnmc.PRELIM_DIR):
+            continue
+        if cnmc.parse_name(file.name) is None:
+            skipped.append((file, "not a C-NMC cell name UID_<subject>_<image>_<cell>_<all|hem>; rename or remove it"))
+            continue
+        name = cnmc.training_cell(file)
+        labelled.append(LabelledFile(file, name.label, name.subject))
+    return labelled
+
+
+def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list, notes: list[str]) -> list[LabelledFile]:
+    """Label the renamed preliminary test images from the CSV that sits next to their folder."""
+    folder = next(parent for parent in files[0].parents if parent.name.lower() == cnmc.PRELIM_DIR.lower())
+    labels_csv = next(
+        (path for path in folder.parent.iterdir() if path.name.lower() == cnmc.PRELIM_LABELS.lower()), None
+    )
+    if labels_csv is None:
+        notes.append(
+            f"{len(files):,} preliminary test images left out: {folder.parent / cnmc.PRELIM_LABELS} "
+            "(their labels) is missing"
+        )
+        return []
+    labels = cnmc.read_prelim_labels(labels_csv)
+    fixed_split = "test" if prelim == "test" else None
+    labelled = []
+    for file in files:
+        name = labels.get(file.name)
+        if name is None:
+            skipped.append((file, f"not listed in {labels_csv.name}; add its row or remove it"))
+        else:
+            labelled.append(LabelledFile(file, name.label, name.subject, fixed_split))
+    subjects = len({cell.subject for cell in labelled})
+    where = "pinned to the test part" if fixed_split else "added to the pool"
+    notes.append(f"{len(labelled):,} preliminary test cells of {subjects} subjects {where} (prelim={prelim})")
+    return labelled
+
+
+def _from_folders(root: Path, files: Sequence[Path], skipped: list) -> list[LabelledFile]:
+    labelled = []
+    for file in files:
+        relative = file.relative_to(root)
+        if len(relative.parts) < 2:
+            skipped.append((file, "not inside a class folder; move it into root/<class>/"))
+        else:
+            labelled.append(LabelledFile(file, relative.parts[0], None))
+    return labelled
+
+
+def _from_manifest(csv_path: Path, notes: list[str]) -> list[LabelledFile]:
+    rows = _manifest_rows(csv_path)
+    classes = {row["label"].strip().lower() for _, row in rows}
+    labelled = []
+    named_subjects = 0
+    for line, row in rows:
+        file = _manifest_path(csv_path, line, row["path"])
+        label = row["label"].strip()
+        subject = (row.get("subject") or "").strip().upper() or None
+        if not label:
+            raise DataError(f"{csv_path}, line {line}: empty label; fill it in or remove the row")
+        name = cnmc.parse_name(file.name)
+        if name is not None and label.lower() in cnmc.CLASSES:
+            _check_manifest_against_name(csv_path, line, file, label, subject, name)
+            if subject is None:
+                subject, named_subjects = name.subject, named_subjects + 1
+        folder = file.parent.name.lower()
+        if folder in classes and folder != label.lower():
+            raise DataError(
+                f"{csv_path}, line {line}: {file.name} is labelled '{label}' but sits in {file.parent.name}/; "
+                "fix the label or move the file"
+            )
+        labelled.append(LabelledFile(file, label, subject))
+    if named_subjects:
+        notes.append(f"subject ids of {named_subjects:,} cells taken from their C-NMC file names")
+    return labelled
+
+
+def _manifest_rows(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip().lower() for name in reader.fieldnames or []]
+            missing = {"path", "label"} - set(header)
+            if missing:
+                raise DataError(
+                    f"{csv_path}: a manifest needs the columns path and label (optional: subject); "
+                    f"missing {', '.join(sorted(missing))}"
+                )
+            reader.fieldnames = header
+            rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{csv_path}: cannot be read as a CSV manifest ({error})") from error
+    if not rows:
+        raise DataError(f"{csv_path}: the manifest lists no images; add rows path,label[,subject]")
+    return rows
+
+
+def _manifest_path(csv_path: Path, line: int, value: str | None) -> Path:
+    relative = Path((value or "").strip())
+    file = relative if relative.is_absolute() else csv_path.parent / relative
+    if not relative.parts or not file.is_file():
+        raise DataError(
+            f"{csv_path}, line {line}: {file} does not exist (paths are relative to the CSV's folder); "
+            "fix the path or remove the row"
+        )
+    return file.resolve()
+
+
+def _check_manifest_against_name(
+    csv_path: Path, line: int, file: Path, label: str, subject: str | None, name: cnmc.CnmcName
+) -> None:
+    if name.label != label.lower():
+        raise DataError(
+            f"{csv_path}, line {line}: {file.name} is labelled '{label}' but its name says '{name.label}'; "
+            "fix the label or the name"
+        )
+    if subject is not None and subject != name.subject:
+        raise DataError(
+            f"{csv_path}, line {line}: {file.name} has subject '{subject}' but its name says '{name.subject}'; "
+            "fix the subject column"
+        )
+
+
+def _read(entry: LabelledFile, max_pixels: int) -> tuple[str, ImageHeader] | ImageError:
+    """Hash the bytes and check the header from the same single read; an unreadable file comes back as its error."""
+    try:
+        data = entry.path.read_bytes()
+    except OSError as error:
+        return ImageError(entry.path, f"cannot be read ({error.strerror or error})")
+    try:
+        return hashlib.blake2b(data, digest_size=16).hexdigest(), probe_image(entry.path, data, max_pixels)
+    except ImageError as error:
+        return error
+
+
+def _hash_and_deduplicate(
+    root: Path,
+    kind: str,
+    labelled: Sequence[LabelledFile],
+    max_pixels: int,
+    skipped: list[tuple[Path, str]],
+    notes: list[str],
+) -> ScannedTable:
+    copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
+    for entry in labelled:
+        result = _read(entry, max_pixels)
+        if isinstance(result, ImageError):
+            skipped.append((entry.path, result.reason))
+        else:
+            copies[result[0]].append((entry, result[1]))
+    table = ScannedTable(root=root, cells=[], classes=(), kind=kind, skipped=skipped, notes=notes)
+    for digest, group in copies.items():
+        _keep_one(table, digest, group)
+    table.cells.sort(key=lambda cell: cell.path)
+    table.classes = class_order(cell.label for cell in table.cells)
+    return table
+
+
+def _keep_one(table: ScannedTable, digest: str, copies: list[tuple[LabelledFile, ImageHeader]]) -> None:
+    """Keep one of several identical files (a pinned copy first), linking the subjects of all of them."""
+    labels = sorted({entry.label for entry, _ in copies})
+    if len(labels) > 1:
+        paths = ", ".join(str(entry.path) for entry, _ in copies)
+        for entry, _ in copies:
+            table.skipped.append((entry.path, f"identical files labelled {' and '.join(labels)} ({paths}); remove the wrong copy"))
+        return
+    copies = sorted(copies, key=lambda copy: copy[0].fixed_split is None)
+    kept, header = copies[0]
+    table.cells.append(Cell(kept.path, kept.label, kept.subject, digest, kept.fixed_split))
+    table.image_sizes[(header.width, header.height)] += 1
+    for dropped, _ in copies[1:]:
+        table.duplicates.append((dropped.path, kept.path))
+        if dropped.subject is not None and kept.subject is not None and dropped.subject != kept.subject:
+            table.subject_links.append((dropped.subject, kept.subject))
+
+
+def class_order(labels: Iterable[str]) -> tuple[str, ...]:
+    """C-NMC's positive class ALL last (index 1, as in its label files); other class names sorted."""
+    present = set(labels)
+    if present == set(cnmc.CLASSES):
+        return cnmc.CLASSES
+    return tuple(sorted(present, key=natural_key))
+
+
+def _check_usable(path: Path, table: ScannedTable) -> None:
+    if not table.cells:
+        first = f" (first: {table.skipped[0][0]}: {table.skipped[0][1]})" if table.skipped else ""
+        raise DataError(f"{path}: no readable images; {len(table.skipped):,} files skipped{first}")
+    if len(table.classes) < 2:
+        raise DataError(
+            f"{path}: only one class ({table.classes[0]}) found; a classifier needs at least two class folders "
+            "or labels"
+        )
+
+
+def _note_subjects(table: ScannedTable) -> None:
+    """Say once, loudly, when splits cannot be by subject: cells of one person may then land in train and test."""
+    missing = sum(cell.subject is None for cell in table.cells)
+    if missing == len(table.cells):
+        message = (
+            "no subject ids in this dataset: splits will be by image, so cells of one person may sit in both "
+            "train and test and scores will be optimistic; give a manifest with a subject column to split by subject"
+        )
+    elif missing:
+        message = f"{missing:,} of {len(table.cells):,} cells have no subject id; fill them in to split by subject"
+    else:
+        groups = merged_groups(table)
+        if groups:
+            table.notes.append(
+                f"subjects sharing identical files are kept together as one group: {', '.join(groups)}"
+            )
+        return
+    table.notes.append(message)
+    log.warning(message)
