@@ -1,0 +1,68 @@
+"""``blastscope evaluate RUN_DIR``: score a trained run on its test split, another split, or a new dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a trained run: metrics with subject-bootstrap CIs, calibration, optional TTA",
+        description=(
+            "Predict a run's test split (or every cell of --data) and write evaluation.json and predictions.csv. "
+            "Thresholds and the calibration temperature are fitted on the run's validation split only."
+        ),
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory made by `blastscope train`")
+    parser.add_argument("--data", type=Path, help="evaluate on all of this dataset instead (same classes as the run)")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="which part of the run's split")
+    parser.add_argument(
+        "--threshold",
+        default="0.5",
+        help="decision threshold on p(positive class): a number, or 'val' to choose it on the validation split "
+        "(best weighted F1, or see --target-sensitivity); default 0.5",
+    )
+    parser.add_argument(
+        "--target-sensitivity",
+        type=float,
+        metavar="S",
+        help="choose the threshold on validation as the highest one reaching this sensitivity, e.g. 0.95",
+    )
+    parser.add_argument("--tta", action="store_true", help="also report test-time augmentation (8 flips/rotations)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples; 0 turns CIs off")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--checkpoint", default="best", help="best, last, or a path to a .ckpt file")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="inference precision")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/evaluation-<split or data name>)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from blastscope.errors import BlastscopeError
+    from blastscope.evaluation.evaluate import evaluate_run, format_summary, write_evaluation
+    from blastscope.evaluation.threshold import parse_threshold
+
+    if args.bootstrap < 0 or args.batch_size < 1:
+        raise BlastscopeError("--bootstrap must be 0 or more and --batch-size at least 1")
+    result = evaluate_run(
+        args.run_dir,
+        data=args.data,
+        split=args.split,
+        threshold=parse_threshold(args.threshold),
+        tta=args.tta,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        target_sensitivity=args.target_sensitivity,
+        checkpoint=args.checkpoint,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
+    path = write_evaluation(result, out)
+    print(format_summary(result))
+    print(f"\nwrote {path} and {path.with_name('predictions.csv')}")
+    return 0
