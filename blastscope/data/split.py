@@ -227,16 +227,21 @@ def read_split_csv(path: Path | str, table: CellTable | None = None) -> Split:
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned first column, right-aligned numbers: columns a person can scan."""
+    """Aligned columns a person can scan: numbers right-aligned, words left-aligned."""
     cells = [[str(value) for value in row] for row in [header, *rows]]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
-    lines = []
-    for row in cells:
-        first, *rest = row
-        lines.append(
-            "  ".join([first.ljust(widths[0]), *(value.rjust(width) for value, width in zip(rest, widths[1:]))])
-        )
-    return "\n".join(line.rstrip() for line in lines)
+    numeric = [
+        column > 0 and all(row[column][:1].isdigit() for row in cells[1:] if row[column])
+        for column in range(len(header))
+    ]
+    lines = [
+        "  ".join(
+            value.rjust(width) if right else value.ljust(width)
+            for value, width, right in zip(row, widths, numeric, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
+    return "\n".join(lines)
 
 
 def _iter(parts: Mapping[str, list[Cell]]) -> Iterator[tuple[str, Cell]]:
