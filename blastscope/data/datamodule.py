@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -18,7 +19,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from blastscope.data.table import Cell
+from blastscope.errors import BlastscopeError
 from blastscope.models.base import Preprocessing
+
+if TYPE_CHECKING:
+    from blastscope.data.dataset import CellDataset
 
 FeatureExtractor = Callable[[Dataset], TensorDataset]
 
@@ -42,9 +47,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Start the next pass of ``epoch`` at ``position`` in its order, as if the first part had just been served."""
+        self._resume_at = (epoch, position)
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world_size)
@@ -56,8 +66,33 @@ class EpochSampler(Sampler[tuple[int, int]]):
         else:
             order = list(range(self.size))
         padded = order + order[: len(self) * self.world_size - self.size]
-        for index in padded[self.rank :: self.world_size]:
+        shard = padded[self.rank :: self.world_size]
+        start = 0
+        if self._resume_at is not None:
+            epoch, start = self._resume_at
+            start = start if epoch == self.epoch else 0
+            self._resume_at = None
+        for index in shard[start:]:
             yield self.epoch, index
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning checkpoints mid-epoch: it records how many batches the loop has finished.
+
+    ``batches_done`` reads the training loop's progress (the loader itself runs ahead by its prefetching), and on
+    restore the sampler skips exactly those batches, so a run resumed from a mid-epoch checkpoint continues with the
+    same samples and augmentations.
+    """
+
+    def __init__(self, *args: Any, batches_done: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches_done": self.batches_done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches_done"] * self.batch_size)
 
 
 class EpochSeededDataset(Dataset):
@@ -104,20 +139,27 @@ class CellDataModule(L.LightningDataModule):
         self.parts = parts
         self.classes = list(classes)
         self.pre = pre
-        self.augment = AugmentConfig(**augmentation)
+        try:
+            self.augment = AugmentConfig(**augmentation)
+        except TypeError as error:
+            raise BlastscopeError(f"augmentation settings {sorted(augmentation)}: {error}; see AugmentConfig") from error
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.cache = DecodedCache()
         self.feature_extractor: FeatureExtractor | None = None
+        self.skipped: dict[str, list[tuple[Path, str]]] = {}
         self._loaders: dict[str, DataLoader] = {}
 
-    def dataset(self, part: str, augment: bool) -> Dataset:
+    def dataset(self, part: str, augment: bool) -> CellDataset:
+        """The part's readable cells; unreadable ones are left out and counted in ``skipped[part]``."""
         from blastscope.data.dataset import CellDataset
         from blastscope.data.transforms import eval_transform, train_transform
 
-        transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre)
-        return CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
+        transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre, self.augment)
+        dataset = CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
+        self.skipped[part] = dataset.skipped
+        return dataset
 
     def train_dataloader(self) -> DataLoader:
         if self._features_now():
@@ -148,17 +190,21 @@ class CellDataModule(L.LightningDataModule):
             dataset = build()
             features = name.endswith("-features")
             workers = 0 if features else self.num_workers
-            sampler = self._sampler(len(dataset), shuffle) if keyed else None
-            self._loaders[name] = DataLoader(
-                dataset,
-                batch_size=self.batch_size,
-                sampler=sampler,
-                shuffle=False,
-                num_workers=workers,
-                persistent_workers=workers > 0,
-                pin_memory=torch.cuda.is_available(),
-            )
+            options = {
+                "batch_size": self.batch_size,
+                "num_workers": workers,
+                "persistent_workers": workers > 0,
+                "pin_memory": torch.cuda.is_available(),
+            }
+            if keyed:
+                sampler = self._sampler(len(dataset), shuffle)
+                self._loaders[name] = ResumableLoader(dataset, sampler=sampler, batches_done=self._batches_done, **options)
+            else:
+                self._loaders[name] = DataLoader(dataset, shuffle=False, **options)
         return self._loaders[name]
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _sampler(self, size: int, shuffle: bool) -> EpochSampler:
         trainer = self.trainer

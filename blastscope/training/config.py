@@ -49,11 +49,11 @@ class TrainConfig:
     model: str = "efficientnet_lite0"
     pretrained: str = "auto"
     image_size: int | None = None
-    epochs_frozen: int = 5
-    epochs_finetune: int = 10
-    lr_head: float = 1e-3
-    lr_finetune: float = 1e-4
-    unfreeze_stages: int | str = 2
+    epochs_frozen: int | None = None
+    epochs_finetune: int | None = None
+    lr_head: float | None = None
+    lr_finetune: float | None = None
+    unfreeze_stages: int | str | None = None
     batch_size: int = 32
     weight_decay: float = 1e-4
     seed: int = 0
@@ -76,7 +76,12 @@ class TrainConfig:
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs_frozen + self.epochs_finetune
+        return (self.epochs_frozen or 0) + (self.epochs_finetune or 0)
+
+    def with_defaults(self, defaults: dict[str, Any]) -> TrainConfig:
+        """Fill the recipe fields left unset (None) from the model's own training defaults."""
+        unset = {key: value for key, value in defaults.items() if getattr(self, key, 0) is None}
+        return dataclasses.replace(self, **unset)
 
     def validate(self) -> TrainConfig:
         """Reject a recipe that cannot run, before any data is read."""
@@ -90,6 +95,8 @@ class TrainConfig:
             raise BlastscopeError(f"logger {self.logger!r} is unknown: use one of {', '.join(LOGGERS)}")
         if self.split.by not in SPLIT_BY:
             raise BlastscopeError(f"split by {self.split.by!r} is unknown: use subject or image")
+        if None in (self.epochs_frozen, self.epochs_finetune, self.lr_head, self.lr_finetune, self.unfreeze_stages):
+            raise BlastscopeError("recipe incomplete: fill it from the model's defaults (with_defaults) first")
         if self.total_epochs < 1:
             raise BlastscopeError("no epochs to train: set --epochs-frozen and/or --epochs-finetune to 1 or more")
         if self.unfreeze_stages != "all" and (not isinstance(self.unfreeze_stages, int) or self.unfreeze_stages < 0):

@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INTERVAL_CHECKPOINT = "interval"
 VERSIONED_PACKAGES = ("blastscope", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
 
 
@@ -49,7 +51,7 @@ class Prepared:
 
 def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
     """Train a new run from ``config``; returns the run directory."""
-    config.validate()
+    config = _complete(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = _scan(config)
     split = _split(config, table)
@@ -68,16 +70,36 @@ def resume(run_dir: Path) -> Path:
     from blastscope.data.split import read_split_csv
 
     run_dir = Path(run_dir)
-    config = TrainConfig.load(run_dir / "config.yaml").validate()
+    config = _complete(TrainConfig.load(run_dir / "config.yaml"))
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = _scan(config)
     split = read_split_csv(run_dir / "split.csv", table)
     bundle = _create_model(config, table)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return _fit(Prepared(config, table, split, bundle, run_dir), resume_from=last if last.is_file() else None)
+    return _fit(Prepared(config, table, split, bundle, run_dir), resume_from=latest_checkpoint(run_dir))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The furthest-trained of the epoch-end ``last.ckpt`` and the mid-epoch ``interval.ckpt``, if any exists."""
+    candidates = [run_dir / "checkpoints" / f"{name}.ckpt" for name in ("last", INTERVAL_CHECKPOINT)]
+    steps = {path: _global_step(path) for path in candidates if path.is_file()}
+    return max(steps, key=steps.__getitem__) if steps else None
+
+
+def _global_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as error:  # Lightning writes atomically, so this is a foreign or damaged file
+        raise BlastscopeError(f"{path}: unreadable checkpoint ({error}); delete it to resume from the other one") from error
 
 
 # -- preparation ----------------------------------------------------------------------------------------------
+
+
+def _complete(config: TrainConfig) -> TrainConfig:
+    """The recipe with the model's own defaults filled in, checked before any data is read."""
+    from blastscope.models import get_spec
+
+    return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 
 def _scan(config: TrainConfig) -> CellTable:
@@ -199,6 +221,16 @@ def _callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Callbac
             auto_insert_metric_name=False,
         ),
     ]
+    if config.checkpoint_minutes > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename=INTERVAL_CHECKPOINT,
+                train_time_interval=timedelta(minutes=config.checkpoint_minutes),
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     if config.progress:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -264,6 +296,7 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         autocast=trainer.precision_plugin.forward_context,
         channels_last=config.channels_last,
     )
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen batch-norm, on purpose
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -281,7 +314,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
     from blastscope.evaluation.metrics import classification_metrics
 
     run_dir, table = prepared.run_dir, prepared.table
-    test_cells = prepared.split.parts.get("test", [])
+    test_cells = datamodule.dataset("test", augment=False).cells if prepared.split.parts.get("test") else []
     model = load_network_weights(prepared.bundle.model, checkpoint_path(run_dir, "best")).eval()
     metrics: dict[str, Any] = {"model": prepared.config.model, "checkpoint": "best"}
     if test_cells:
@@ -300,8 +333,13 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
     metrics["data"] = {
         "cells": len(table.cells),
         "parts": {part: len(cells) for part, cells in prepared.split.parts.items()},
-        "skipped_files": len(table.skipped),
-        "skipped": [[str(path), reason] for path, reason in table.skipped[:100]],
+        "skipped_files": len(_all_skipped(table, datamodule)),
+        "skipped": [[str(path), reason] for path, reason in _all_skipped(table, datamodule)[:100]],
         "duplicates": len(table.duplicates),
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def _all_skipped(table: CellTable, datamodule: CellDataModule) -> list[tuple[Path, str]]:
+    """Files set aside while scanning plus cells that could not be decoded when their part was loaded."""
+    return [*table.skipped, *(item for found in datamodule.skipped.values() for item in found)]

@@ -36,7 +36,8 @@ class CellClassifierModule(L.LightningModule):
 
     ``frozen_epochs`` > 0 means the model is pretrained: those epochs train the head only while the backbone (batch-norm
     statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``.
-    With ``frozen_epochs`` == 0 every layer trains from the first epoch at ``lr_head`` (random initialisation).
+    With ``frozen_epochs`` == 0 every layer trains from the first epoch at ``lr_backbone`` (random initialisation).
+    The head keeps its Adam moments across the phase change; only its learning rate drops to ``lr_backbone``.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
     """
 
@@ -98,6 +99,9 @@ class CellClassifierModule(L.LightningModule):
             self.apply_phase(self.trainer.current_epoch)
         return self
 
+    def on_fit_start(self) -> None:
+        self.train()  # networks arrive in eval mode from create_model, and Lightning no longer switches them
+
     def on_train_epoch_start(self) -> None:
         self.apply_phase(self.current_epoch)
 
@@ -150,12 +154,10 @@ class CellClassifierModule(L.LightningModule):
         hp = self.hparams
         if self.phase(epoch) == FROZEN:
             return cosine(epoch, hp.frozen_epochs)
-        scale = 1.0 if self.phase(epoch) == FULL else hp.lr_backbone / hp.lr_head
-        return scale * cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
+        return hp.lr_backbone / hp.lr_head * cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
 
     def _backbone_factor(self, epoch: int) -> float:
         hp = self.hparams
         if self.phase(epoch) == FROZEN:
             return 0.0
-        scale = hp.lr_head / hp.lr_backbone if self.phase(epoch) == FULL else 1.0
-        return scale * cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
+        return cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)

@@ -47,7 +47,17 @@ def test_missing_data_tells_how_to_get_some() -> None:
 )
 def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:
     with pytest.raises(BlastscopeError, match=message):
-        TrainConfig(data="x", **changes).validate()
+        _complete(data="x", **changes).validate()
+
+
+def _complete(**changes: object) -> TrainConfig:
+    recipe = {"epochs_frozen": 1, "epochs_finetune": 1, "lr_head": 1e-3, "lr_finetune": 1e-4, "unfreeze_stages": 2}
+    return TrainConfig(**{**recipe, **changes})  # type: ignore[arg-type]
+
+
+def test_unset_recipe_fields_come_from_the_model_defaults() -> None:
+    config = TrainConfig(data="x", lr_head=0.5).with_defaults({"lr_head": 1e-3, "epochs_frozen": 7})
+    assert (config.lr_head, config.epochs_frozen) == (0.5, 7)
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:

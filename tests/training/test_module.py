@@ -106,7 +106,7 @@ def test_learning_rate_restarts_a_cosine_per_phase() -> None:
     assert [module.phase(e) for e in range(4)] == [FROZEN, FROZEN, FINETUNE, FINETUNE]
     head = [module._head_factor(e) * 1e-2 for e in range(4)]
     backbone = [module._backbone_factor(e) * 1e-3 for e in range(4)]
-    assert head == pytest.approx([1e-2, 5e-3, 1e-3, 5e-4])
+    assert head == pytest.approx([1e-2, 5e-3, 1e-3, 5e-4])  # the head drops to the fine-tuning rate
     assert backbone == pytest.approx([0, 0, 1e-3, 5e-4])
 
 
