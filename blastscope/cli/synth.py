@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "always give byte-identical files.",
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="folder to write the dataset into")
-    parser.add_argument("--subjects-per-class", type=int, default=12, metavar="N", help="subjects per class (default 12)")
+    parser.add_argument(
+        "--subjects-per-class", type=int, default=12, metavar="N", help="subjects per class (default 12)"
+    )
     parser.add_argument("--cells-per-subject", type=int, default=12, metavar="N", help="cells per subject (default 12)")
     parser.add_argument("--image-size", type=int, default=64, metavar="PX", help="image side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -78,7 +78,9 @@ class CellDataset(Dataset):
         skipped = [(cell.path, reason) for cell, reason in zip(cells, problems, strict=True) if reason is not None]
         if skipped:
             path, reason = skipped[0]
-            log.warning("skipped %d of %d images that cannot be read, e.g. %s: %s", len(skipped), len(cells), path, reason)
+            log.warning(
+                "skipped %d of %d images that cannot be read, e.g. %s: %s", len(skipped), len(cells), path, reason
+            )
         if cells and not readable:
             path, reason = skipped[0]
             raise DataError(f"none of the {len(cells)} images can be read, e.g. {path}: {reason}")

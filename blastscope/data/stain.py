@@ -99,9 +99,11 @@ class StainNormalizer:
             raise BlastscopeError(f"unknown stain normalisation {method!r}; choose one of {', '.join(STAIN_METHODS)}")
         self.method = method
         if method == "macenko":
-            self.target: MacenkoStains | LabStatistics = fit_macenko(reference) if reference is not None else DEFAULT_MACENKO
+            self.target: MacenkoStains | LabStatistics = (
+                DEFAULT_MACENKO if reference is None else fit_macenko(reference)
+            )
         else:
-            self.target = fit_lab(reference) if reference is not None else DEFAULT_LAB
+            self.target = DEFAULT_LAB if reference is None else fit_lab(reference)
 
     @classmethod
     def from_reference_file(cls, method: StainMethod, path: str | Path | None) -> StainNormalizer:

@@ -1,9 +1,9 @@
 """Synthetic stained single cells in the C-NMC 2019 layout: demo data the repository can ship.
 
 The cells carry the cues that tell lymphoblasts (ALL) from normal precursors (HEM) in C-NMC: blasts are larger, with
-rounder nuclei, finer chromatin, more visible nucleoli and a higher nucleus-to-cytoplasm ratio. Every trait is drawn from
-overlapping per-class distributions and shifted per subject, and each subject has its own stain and illumination, so no
-single feature separates the classes and a split that leaks subjects scores too well — as on the real data.
+rounder nuclei, finer chromatin, more visible nucleoli and a higher nucleus-to-cytoplasm ratio. Every trait is drawn
+from overlapping per-class distributions and shifted per subject, and each subject has its own stain and illumination,
+so no single feature separates the classes and a split that leaks subjects scores too well, as on the real data.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_concurrent_loads_of_one_entry_agree_and_leave_one_file(cache: DecodedCa
 def test_missing_files_unknown_interpolation_and_unwritable_cache_are_clear_errors(
     tmp_path: Path, cache: DecodedCache, image: Path
 ) -> None:
-    with pytest.raises(ImageError, match="gone.png"):
+    with pytest.raises(ImageError, match=r"gone\.png"):
         cache.load(tmp_path / "gone.png", DIGEST, 32, "bilinear")
     with pytest.raises(BlastscopeError, match="bilinear, bicubic"):
         cache.load(image, DIGEST, 32, "area")

@@ -119,7 +119,9 @@ def test_colour_jitters_change_colours_but_not_geometry_or_background(cell: np.n
     assert max(np.abs(output.astype(int) - cell)[inside].mean() for output in outputs) > 3
 
 
-@pytest.mark.parametrize("preprocessing", [{"stain_norm": "macenko"}, {"stain_norm": "reinhard"}, {"denoise": "median"}])
+@pytest.mark.parametrize(
+    "preprocessing", [{"stain_norm": "macenko"}, {"stain_norm": "reinhard"}, {"denoise": "median"}]
+)
 def test_preprocessing_runs_identically_in_training_and_evaluation(cell: np.ndarray, preprocessing: dict) -> None:
     aug = AugmentConfig.off(**preprocessing)
     evaluated = eval_transform(PRE, aug)(cell)
