@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from blastscope.errors import BlastscopeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,9 @@ class CellClassifier(nn.Module):
 
     ``forward_features`` returns exactly what the head consumes, so phase 1 can cache it once and train the head on
     the cached tensors.
+
+    A batch-norm layer of the backbone whose parameters are frozen also keeps its running statistics frozen: ``train()``
+    leaves it in eval mode, so a training step in phase 1 cannot shift the statistics the pretrained weights rely on.
     """
 
     backbone: nn.Module
@@ -60,3 +66,31 @@ class CellClassifier(nn.Module):
     def gradcam_layer(self) -> nn.Module:
         """The layer whose activations Grad-CAM weighs: the backbone's last spatial feature map."""
         raise NotImplementedError
+
+    def freeze_backbone(self) -> None:
+        """Phase 1: only the head learns; the backbone's weights and batch-norm statistics stay as pretrained."""
+        self.backbone.requires_grad_(False)
+        self.head.requires_grad_(True)
+        self.train(self.training)
+
+    def unfreeze_stages(self, count: int | Literal["all"]) -> None:
+        """Phase 2: the last ``count`` backbone stages (or all) learn too, earlier ones stay frozen."""
+        stages = self.stages()
+        wanted = len(stages) if count == "all" else count
+        if not 0 <= wanted <= len(stages):
+            raise BlastscopeError(
+                f"cannot unfreeze {count} stages: this model's backbone has {len(stages)}; "
+                f"pass a number from 0 to {len(stages)} or 'all'"
+            )
+        self.freeze_backbone()
+        for stage in stages[len(stages) - wanted :]:
+            stage.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> CellClassifier:
+        super().train(mode)
+        if mode:
+            for module in self.backbone.modules():
+                if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+                    module.eval()
+        return self
