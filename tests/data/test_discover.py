@@ -1,0 +1,298 @@
+"""scan_dataset on small fake trees of every layout, every kind of bad input, and the real C-NMC cells."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blastscope.data.discover import ScannedTable, merged_groups, scan_dataset, subject_groups
+from blastscope.errors import DataError
+
+PRELIM = "validation_data/C-NMC_test_prelim_phase_data"
+PRELIM_LABELS = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
+FINAL = "testing_data/C-NMC_test_final_phase_data"
+
+
+def _cell(path: Path, seed: int, size: int = 8) -> Path:
+    """A tiny image whose bytes differ for every seed, so that only deliberate copies are duplicates."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _cnmc_tree(root: Path, top: str = "training_data", suffix: str = ".bmp") -> Path:
+    """Two ALL and two HEM subjects in two folds, three cells each; subject ``h4`` written in lower case."""
+    seed = 0
+    for fold, subjects in (("fold_0", ("1", "H3")), ("fold_1", ("2", "h4"))):
+        for subject in subjects:
+            label = "hem" if subject.upper().startswith("H") else "all"
+            for cell in range(3):
+                seed += 1
+                _cell(root / top / fold / label / f"UID_{subject}_1_{cell}_{label}{suffix}", seed)
+    return root
+
+
+def _add_prelim(root: Path) -> None:
+    _cell(root / PRELIM / "1.bmp", 101)
+    _cell(root / PRELIM / "2.bmp", 102)
+    (root / PRELIM_LABELS).write_text("Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,1\nUID_H60_2_3_hem.bmp,2.bmp,0\n")
+    _cell(root / FINAL / "1.bmp", 103)
+    _cell(root / FINAL / "2.bmp", 104)
+
+
+@pytest.mark.parametrize(("top", "suffix"), [("training_data", ".bmp"), ("train", ".png"), ("C-NMC_Leukemia/x", ".webp")])
+def test_cnmc_layout_is_recognised_whatever_the_folders_above(tmp_path: Path, top: str, suffix: str) -> None:
+    table = scan_dataset(_cnmc_tree(tmp_path, top, suffix))
+
+    assert table.kind == "cnmc"
+    assert table.classes == ("hem", "all")
+    assert Counter(cell.label for cell in table.cells) == {"all": 6, "hem": 6}
+    assert {cell.subject for cell in table.cells} == {"1", "2", "H3", "H4"}
+    assert len({cell.digest for cell in table.cells}) == 12
+    assert table.image_sizes == {(8, 8): 12}
+
+
+def test_prelim_cells_join_the_pool_and_the_final_test_set_is_left_out(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    _add_prelim(tmp_path)
+
+    table = scan_dataset(tmp_path)
+
+    prelim = {cell.path.name: cell for cell in table.cells if "prelim" in str(cell.path)}
+    assert (prelim["1.bmp"].subject, prelim["1.bmp"].label, prelim["1.bmp"].fixed_split) == ("57", "all", None)
+    assert (prelim["2.bmp"].subject, prelim["2.bmp"].label) == ("H60", "hem")
+    assert len(table.cells) == 14
+    assert not any("final" in str(cell.path) for cell in table.cells)
+    assert any("2 unlabelled images in C-NMC_test_final_phase_data/" in note for note in table.notes)
+
+
+def test_prelim_cells_can_be_pinned_to_the_test_part(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    _add_prelim(tmp_path)
+
+    table = scan_dataset(tmp_path, prelim="test")
+
+    pinned = [cell for cell in table.cells if cell.fixed_split == "test"]
+    assert sorted(cell.path.name for cell in pinned) == ["1.bmp", "2.bmp"]
+    with pytest.raises(DataError, match="prelim must be one of pool, test"):
+        scan_dataset(tmp_path, prelim="train")
+
+
+def test_prelim_images_missing_from_the_label_file_are_skips(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    _add_prelim(tmp_path)
+    _cell(tmp_path / PRELIM / "3.bmp", 105)
+
+    table = scan_dataset(tmp_path)
+
+    assert [(path.name, "not listed" in reason) for path, reason in table.skipped] == [("3.bmp", True)]
+
+
+def test_identical_files_count_once_and_link_their_subjects(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    source = tmp_path / "training_data/fold_0/all/UID_1_1_0_all.bmp"
+    copy = tmp_path / "training_data/fold_1/all/UID_2_9_9_all.bmp"
+    shutil.copy(source, copy)
+
+    table = scan_dataset(tmp_path)
+
+    assert len(table.cells) == 12
+    assert [(dropped.name, kept.name) for dropped, kept in table.duplicates] == [(copy.name, source.name)]
+    assert subject_groups(table)["1"] == subject_groups(table)["2"] == "1+2"
+    assert merged_groups(table) == ["1+2"]
+    assert any("1+2" in note for note in table.notes)
+
+
+def test_identical_files_with_different_labels_are_both_skipped(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    source = tmp_path / "training_data/fold_0/all/UID_1_1_0_all.bmp"
+    shutil.copy(source, tmp_path / "training_data/fold_0/hem/UID_H3_9_9_hem.bmp")
+
+    table = scan_dataset(tmp_path)
+
+    assert len(table.skipped) == 2 and all("labelled all and hem" in reason for _, reason in table.skipped)
+    assert len(table.cells) == 11
+
+
+def test_a_name_contradicting_its_folder_stops_the_scan_naming_the_file(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    _cell(tmp_path / "training_data/fold_0/all/UID_H9_1_1_hem.bmp", 77)
+
+    with pytest.raises(DataError, match=r"UID_H9_1_1_hem\.bmp: its name says 'hem' but it sits in all/"):
+        scan_dataset(tmp_path)
+
+
+def test_class_per_folder_uses_the_top_level_folder_at_any_depth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for index in range(3):
+        _cell(tmp_path / "blast" / f"patient{index}" / "deep" / f"{index}.png", index)
+        _cell(tmp_path / "normal" / f"{index}.jpg", 10 + index)
+    _cell(tmp_path / "stray.png", 99)
+    (tmp_path / "readme.txt").write_text("not an image, ignored")
+
+    with caplog.at_level(logging.WARNING):
+        table = scan_dataset(tmp_path)
+
+    assert table.kind == "folders" and table.classes == ("blast", "normal")
+    assert Counter(cell.label for cell in table.cells) == {"blast": 3, "normal": 3}
+    assert not table.has_subjects and all(cell.subject is None for cell in table.cells)
+    assert [(path.name, "not inside a class folder" in reason) for path, reason in table.skipped] == [("stray.png", True)]
+    assert sum("no subject ids" in note for note in table.notes) == 1
+    assert sum("no subject ids" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_manifest_reads_columns_by_name_with_paths_relative_to_the_csv(tmp_path: Path) -> None:
+    _cell(tmp_path / "images" / "a.png", 1)
+    _cell(tmp_path / "images" / "b.png", 2)
+    _cell(tmp_path / "images" / "c.tif", 3)
+    manifest = tmp_path / "cells.csv"
+    manifest.write_text("stain,label,path,subject\nx,blast,images/a.png,p1\nx,normal,images/b.png,P2\ny,blast,images/c.tif,p1\n")
+
+    table = scan_dataset(manifest)
+
+    assert table.kind == "manifest" and table.root == tmp_path
+    assert [(cell.path.name, cell.label, cell.subject) for cell in table.cells] == [
+        ("a.png", "blast", "P1"),
+        ("b.png", "normal", "P2"),
+        ("c.tif", "blast", "P1"),
+    ]
+
+
+def test_manifest_takes_subjects_from_cnmc_names_when_it_has_no_subject_column(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    manifest = tmp_path / "MANIFEST.csv"
+    manifest.write_text(
+        "path,label\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,all\ntraining_data/fold_0/hem/UID_H3_1_0_hem.bmp,hem\n"
+    )
+
+    table = scan_dataset(manifest)
+
+    assert table.classes == ("hem", "all")
+    assert sorted(cell.subject for cell in table.cells) == ["1", "H3"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("path,label\nimages/gone.png,blast\n", r"cells\.csv, line 2: .*gone\.png does not exist"),
+        ("path,label\nimages/blast/a.png,normal\nimages/normal/b.png,blast\n", r"line 2: a\.png is labelled 'normal' but sits in blast/"),
+        ("path,label\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,hem\n", r"line 2: UID_1_1_0_all\.bmp is labelled 'hem' but its name says 'all'"),
+        ("path,label,subject\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,all,7\n", r"has subject '7' but its name says '1'"),
+        ("file,class\nimages/blast/a.png,blast\n", r"needs the columns path and label .* missing label, path"),
+        ("path,label\n", r"lists no images"),
+    ],
+)
+def test_bad_manifests_are_one_line_errors_naming_the_csv(tmp_path: Path, rows: str, message: str) -> None:
+    _cnmc_tree(tmp_path)
+    _cell(tmp_path / "images" / "blast" / "a.png", 1)
+    _cell(tmp_path / "images" / "normal" / "b.png", 2)
+    (tmp_path / "cells.csv").write_text(rows)
+
+    with pytest.raises(DataError, match=message) as error:
+        scan_dataset(tmp_path / "cells.csv")
+    assert "\n" not in str(error.value)
+
+
+def test_unreadable_files_are_counted_skips_with_reasons(tmp_path: Path) -> None:
+    for index in range(2):
+        _cell(tmp_path / "blast" / f"{index}.png", index)
+        _cell(tmp_path / "normal" / f"{index}.png", 10 + index)
+    (tmp_path / "blast" / "empty.png").write_bytes(b"")
+    (tmp_path / "blast" / "text.jpg").write_text("not an image")
+    whole = _cell(tmp_path / "normal" / "whole.png", 50, size=32).read_bytes()
+    (tmp_path / "normal" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    _cell(tmp_path / "normal" / "huge.png", 51, size=40)
+
+    table = scan_dataset(tmp_path, max_pixels=1024)
+
+    reasons = {path.name: reason for path, reason in table.skipped}
+    assert sorted(reasons) == ["cut.png", "empty.png", "huge.png", "text.jpg"]
+    assert "empty file" in reasons["empty.png"]
+    assert "not a BMP, PNG, JPEG, TIFF or WebP image" in reasons["text.jpg"]
+    assert "truncated" in reasons["cut.png"]
+    assert "--max-pixels" in reasons["huge.png"]
+    assert len(table.cells) == 5
+
+
+def _missing(root: Path) -> Path:
+    return root / "nowhere"
+
+
+def _one_class(root: Path) -> Path:
+    _cell(root / "blast" / "a.png", 1)
+    return root
+
+
+def _one_cnmc_class(root: Path) -> Path:
+    return _cnmc_tree(root) / "training_data" / "fold_0" / "all"
+
+
+def _only_unreadable(root: Path) -> Path:
+    for label in ("blast", "normal"):
+        (root / label).mkdir()
+        (root / label / "a.png").write_bytes(b"")
+    return root
+
+
+def _not_csv(root: Path) -> Path:
+    return _cell(root / "a.png", 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_missing, r"nowhere does not exist"),
+        (lambda root: root, r"holds no images"),
+        (_one_class, r"only one class \(blast\) found"),
+        (_one_cnmc_class, r"only one class \(all\) found"),
+        (_only_unreadable, r"no readable images; 2 files skipped \(first: .*a\.png: empty file"),
+        (_not_csv, r"a\.png is a file but not a \.csv manifest"),
+    ],
+)
+def test_unusable_datasets_stop_with_one_line_errors(tmp_path: Path, make, message: str) -> None:
+    path = make(tmp_path)
+
+    with pytest.raises(DataError, match=message) as error:
+        scan_dataset(path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def dev_table(cnmc_dev: Path) -> ScannedTable:
+    return scan_dataset(cnmc_dev)
+
+
+@pytest.mark.integration
+def test_cnmc_dev_has_6371_distinct_cells_41_subjects_and_three_merged_groups(dev_table: ScannedTable) -> None:
+    table = dev_table
+
+    assert table.kind == "cnmc" and table.classes == ("hem", "all")
+    assert len(table.cells) == 6371 and len(table.duplicates) == 32 and not table.skipped
+    assert Counter(cell.label for cell in table.cells) == {"all": 4227, "hem": 2144}
+    assert len({cell.subject for cell in table.cells}) == 41
+    assert merged_groups(table) == ["51+75+78", "H2+H4+H5", "H3+H10"]
+    assert len(set(subject_groups(table).values())) == 36
+
+
+@pytest.mark.integration
+def test_cnmc_dev_manifest_agrees_with_the_folder_scan(cnmc_dev: Path, dev_table: ScannedTable) -> None:
+    by_manifest = scan_dataset(cnmc_dev / "MANIFEST.csv")
+
+    assert by_manifest.kind == "manifest"
+    assert {(c.digest, c.label, c.subject) for c in by_manifest.cells} == {
+        (c.digest, c.label, c.subject) for c in dev_table.cells
+    }
+
+
+@pytest.mark.integration
+def test_cnmc_sample_has_52_cells_of_26_subjects(cnmc_sample: Path) -> None:
+    table = scan_dataset(cnmc_sample)
+
+    assert len(table.cells) == 52 and not table.duplicates and not table.skipped
+    assert Counter(cell.label for cell in table.cells) == {"all": 26, "hem": 26}
+    assert len({cell.subject for cell in table.cells}) == 26
