@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from blastscope.errors import BlastscopeError
 from blastscope.models.base import CellClassifier, Preprocessing
 
@@ -75,6 +77,16 @@ class ModelSpec:
                 f"pass --image-size {self.min_input_size} or more"
             )
         return Preprocessing(input_size=size, mean=base.mean, std=base.std, interpolation=base.interpolation)
+
+    def parameter_count(self, num_classes: int = 2, image_size: int | None = None) -> int:
+        """Parameters of the built network, counted on the meta device: no memory, no weights, no network."""
+        from blastscope.models.timm_backbone import create_backbone
+
+        size = self.preprocessing(image_size).input_size
+        with torch.device("meta"):
+            backbone = create_backbone(self.timm_name) if self.timm_name is not None else None
+            model = self.builder(backbone, num_classes, size)
+        return sum(parameter.numel() for parameter in model.parameters())
 
 
 @dataclass(slots=True)
