@@ -80,7 +80,9 @@ def run_split(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if args.cv:
         splits = kfold_splits(table, args.cv, args.seed, by=args.split_by)
-        outputs = [args.out.with_name(f"{args.out.stem}-fold{index}{args.out.suffix}") for index in range(1, args.cv + 1)]
+        outputs = [
+            args.out.with_name(f"{args.out.stem}-fold{index}{args.out.suffix}") for index in range(1, args.cv + 1)
+        ]
     else:
         splits, outputs = [make_split(table, args.ratios, args.seed, by=args.split_by)], [args.out]
     summaries = []
@@ -107,8 +109,10 @@ def describe(table: ScannedTable) -> str:
             [
                 f"dataset  {table.root}",
                 f"layout   {LAYOUTS.get(table.kind, table.kind)}",
-                f"files    {read:,} image files: {len(table.cells):,} distinct cells, "
-                f"{len(table.duplicates):,} exact duplicates, {len(table.skipped):,} skipped",
+                (
+                    f"files    {read:,} image files: {len(table.cells):,} distinct cells, "
+                    f"{len(table.duplicates):,} exact duplicates, {len(table.skipped):,} skipped"
+                ),
                 f"classes  {classes}",
             ]
         ),
@@ -208,7 +212,9 @@ def _indent(text: str) -> str:
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", type=Path, metavar="DIR", help="dataset folder, or a CSV manifest (path,label[,subject])")
+    parser.add_argument(
+        "dataset", type=Path, metavar="DIR", help="dataset folder, or a CSV manifest (path,label[,subject])"
+    )
     parser.add_argument(
         "--max-pixels",
         type=int,

@@ -83,7 +83,9 @@ def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
         raise DataError(f"{csv_path}: cannot be read ({error.strerror or error})") from error
     missing = {"Patient_ID", "new_names", "labels"} - set(rows[0] if rows else {})
     if missing:
-        raise DataError(f"{csv_path}: needs the columns Patient_ID, new_names, labels; missing {', '.join(sorted(missing))}")
+        raise DataError(
+            f"{csv_path}: needs the columns Patient_ID, new_names, labels; missing {', '.join(sorted(missing))}"
+        )
     labels: dict[str, CnmcName] = {}
     for line, row in enumerate(rows, start=2):
         name = parse_name(row["Patient_ID"].strip())

@@ -59,9 +59,7 @@ class LabelledFile:
     fixed_split: str | None = None
 
 
-def scan_dataset(
-    path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> ScannedTable:
+def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS) -> ScannedTable:
     """Read the dataset at ``path`` (folder or ``.csv`` manifest); raise DataError when it cannot be used."""
     path = Path(path).expanduser().resolve()
     if prelim not in PRELIM_CHOICES:
@@ -108,9 +106,7 @@ def subject_groups(table: CellTable) -> dict[str, str]:
     members: dict[str, list[str]] = defaultdict(list)
     for subject in parent:
         members[find(subject)].append(subject)
-    return {
-        subject: "+".join(sorted(group, key=natural_key)) for group in members.values() for subject in group
-    }
+    return {subject: "+".join(sorted(group, key=natural_key)) for group in members.values() for subject in group}
 
 
 def merged_groups(table: CellTable) -> list[str]:
@@ -302,7 +298,9 @@ def _keep_one(table: ScannedTable, digest: str, copies: list[tuple[LabelledFile,
     if len(labels) > 1:
         paths = ", ".join(str(entry.path) for entry, _ in copies)
         for entry, _ in copies:
-            table.skipped.append((entry.path, f"identical files labelled {' and '.join(labels)} ({paths}); remove the wrong copy"))
+            table.skipped.append(
+                (entry.path, f"identical files labelled {' and '.join(labels)} ({paths}); remove the wrong copy")
+            )
         return
     copies = sorted(copies, key=lambda copy: copy[0].fixed_split is None)
     kept, header = copies[0]
@@ -346,9 +344,7 @@ def _note_subjects(table: ScannedTable) -> None:
     else:
         groups = merged_groups(table)
         if groups:
-            table.notes.append(
-                f"subjects sharing identical files are kept together as one group: {', '.join(groups)}"
-            )
+            table.notes.append(f"subjects sharing identical files are kept together as one group: {', '.join(groups)}")
         return
     table.notes.append(message)
     log.warning(message)

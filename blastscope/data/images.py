@@ -115,7 +115,9 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(path, f"{_pixel_limit_reason(max_pixels)} ({error})") from error
     except UnidentifiedImageError as error:
-        raise ImageError(path, "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it") from error
+        raise ImageError(
+            path, "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it"
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(path, f"corrupt or truncated image ({error}); replace it") from error
     if image.width * image.height > max_pixels:

@@ -305,9 +305,7 @@ def _assign(units: Sequence[_Unit], ratios: Mapping[str, float], seed: int, subj
         if result is not None and (best is None or result[0] < best[0]):
             best = result
     if best is None:
-        raise DataError(
-            "no split found that puts every class in every part; add subjects or set a part's ratio to 0"
-        )
+        raise DataError("no split found that puts every class in every part; add subjects or set a part's ratio to 0")
     return placement | best[1]
 
 

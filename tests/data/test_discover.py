@@ -41,12 +41,16 @@ def _cnmc_tree(root: Path, top: str = "training_data", suffix: str = ".bmp") -> 
 def _add_prelim(root: Path) -> None:
     _cell(root / PRELIM / "1.bmp", 101)
     _cell(root / PRELIM / "2.bmp", 102)
-    (root / PRELIM_LABELS).write_text("Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,1\nUID_H60_2_3_hem.bmp,2.bmp,0\n")
+    (root / PRELIM_LABELS).write_text(
+        "Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,1\nUID_H60_2_3_hem.bmp,2.bmp,0\n"
+    )
     _cell(root / FINAL / "1.bmp", 103)
     _cell(root / FINAL / "2.bmp", 104)
 
 
-@pytest.mark.parametrize(("top", "suffix"), [("training_data", ".bmp"), ("train", ".png"), ("C-NMC_Leukemia/x", ".webp")])
+@pytest.mark.parametrize(
+    ("top", "suffix"), [("training_data", ".bmp"), ("train", ".png"), ("C-NMC_Leukemia/x", ".webp")]
+)
 def test_cnmc_layout_is_recognised_whatever_the_folders_above(tmp_path: Path, top: str, suffix: str) -> None:
     table = scan_dataset(_cnmc_tree(tmp_path, top, suffix))
 
@@ -128,7 +132,9 @@ def test_a_name_contradicting_its_folder_stops_the_scan_naming_the_file(tmp_path
         scan_dataset(tmp_path)
 
 
-def test_class_per_folder_uses_the_top_level_folder_at_any_depth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_class_per_folder_uses_the_top_level_folder_at_any_depth(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     for index in range(3):
         _cell(tmp_path / "blast" / f"patient{index}" / "deep" / f"{index}.png", index)
         _cell(tmp_path / "normal" / f"{index}.jpg", 10 + index)
@@ -141,7 +147,9 @@ def test_class_per_folder_uses_the_top_level_folder_at_any_depth(tmp_path: Path,
     assert table.kind == "folders" and table.classes == ("blast", "normal")
     assert Counter(cell.label for cell in table.cells) == {"blast": 3, "normal": 3}
     assert not table.has_subjects and all(cell.subject is None for cell in table.cells)
-    assert [(path.name, "not inside a class folder" in reason) for path, reason in table.skipped] == [("stray.png", True)]
+    assert [(path.name, "not inside a class folder" in reason) for path, reason in table.skipped] == [
+        ("stray.png", True)
+    ]
     assert sum("no subject ids" in note for note in table.notes) == 1
     assert sum("no subject ids" in record.getMessage() for record in caplog.records) == 1
 
@@ -151,7 +159,9 @@ def test_manifest_reads_columns_by_name_with_paths_relative_to_the_csv(tmp_path:
     _cell(tmp_path / "images" / "b.png", 2)
     _cell(tmp_path / "images" / "c.tif", 3)
     manifest = tmp_path / "cells.csv"
-    manifest.write_text("stain,label,path,subject\nx,blast,images/a.png,p1\nx,normal,images/b.png,P2\ny,blast,images/c.tif,p1\n")
+    manifest.write_text(
+        "stain,label,path,subject\nx,blast,images/a.png,p1\nx,normal,images/b.png,P2\ny,blast,images/c.tif,p1\n"
+    )
 
     table = scan_dataset(manifest)
 
@@ -180,9 +190,18 @@ def test_manifest_takes_subjects_from_cnmc_names_when_it_has_no_subject_column(t
     ("rows", "message"),
     [
         ("path,label\nimages/gone.png,blast\n", r"cells\.csv, line 2: .*gone\.png does not exist"),
-        ("path,label\nimages/blast/a.png,normal\nimages/normal/b.png,blast\n", r"line 2: a\.png is labelled 'normal' but sits in blast/"),
-        ("path,label\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,hem\n", r"line 2: UID_1_1_0_all\.bmp is labelled 'hem' but its name says 'all'"),
-        ("path,label,subject\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,all,7\n", r"has subject '7' but its name says '1'"),
+        (
+            "path,label\nimages/blast/a.png,normal\nimages/normal/b.png,blast\n",
+            r"line 2: a\.png is labelled 'normal' but sits in blast/",
+        ),
+        (
+            "path,label\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,hem\n",
+            r"line 2: UID_1_1_0_all\.bmp is labelled 'hem' but its name says 'all'",
+        ),
+        (
+            "path,label,subject\ntraining_data/fold_0/all/UID_1_1_0_all.bmp,all,7\n",
+            r"has subject '7' but its name says '1'",
+        ),
         ("file,class\nimages/blast/a.png,blast\n", r"needs the columns path and label .* missing label, path"),
         ("path,label\n", r"lists no images"),
     ],

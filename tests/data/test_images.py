@@ -14,7 +14,15 @@ from PIL import Image
 from blastscope.data.images import probe_image, read_rgb
 from blastscope.errors import ImageError
 
-FORMATS = {".bmp": "BMP", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+FORMATS = {
+    ".bmp": "BMP",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
 
 
 def _png(width: int, height: int, bit_depth: int, color_type: int, raw_rows: bytes) -> bytes:

@@ -43,9 +43,7 @@ def _table(
                         digest=f"{label}-{subject}-{cell}",
                     )
                 )
-    return ScannedTable(
-        root=root, cells=cells, classes=tuple(sizes), kind="folders", subject_links=list(links or [])
-    )
+    return ScannedTable(root=root, cells=cells, classes=tuple(sizes), kind="folders", subject_links=list(links or []))
 
 
 def _part_of(split: Split) -> dict[str, str]:
@@ -112,7 +110,9 @@ def test_bad_ratios_are_refused(ratios: tuple[float, ...]) -> None:
 def test_a_class_with_too_few_subject_groups_is_a_data_error_naming_it() -> None:
     table = _table({"normal": [30, 40], "blast": [10, 10, 10, 10]})
 
-    with pytest.raises(DataError, match=r"class 'normal' has only 2 subject groups, too few for 3 parts.*--split-by image"):
+    with pytest.raises(
+        DataError, match=r"class 'normal' has only 2 subject groups, too few for 3 parts.*--split-by image"
+    ):
         make_split(table)
     assert make_split(table, ratios=(0.5, 0.5, 0.0)).subject_level
 
@@ -173,7 +173,13 @@ def test_leakage_check_catches_a_group_or_a_file_in_two_parts() -> None:
     n0 = next(cell for cell in split.parts["train"] + split.parts["val"] + split.parts["test"] if cell.subject == "N0")
     n1_part = next(part for part, cell in split.cells() if cell.subject == "N1")
     other = next(part for part in ("train", "val", "test") if part != n1_part)
-    moved = Split({part: [c for c in cells if c != n0] for part, cells in split.parts.items()}, split.groups, True, 0, split.ratios)
+    moved = Split(
+        {part: [c for c in cells if c != n0] for part, cells in split.parts.items()},
+        split.groups,
+        True,
+        0,
+        split.ratios,
+    )
     moved.parts[other].append(n0)
 
     with pytest.raises(LeakageError, match=r"subject group N0\+N1 sits in"):
@@ -233,7 +239,12 @@ def test_reading_a_split_for_other_data_is_an_error_naming_the_row(tmp_path: Pat
     ("edit", "message"),
     [
         (lambda rows: rows[1].update(split="holdout"), r"line 3: split 'holdout' is not one of train, val, test"),
-        (lambda rows: rows[1].update(digest=rows[0]["digest"], split="test" if rows[0]["split"] != "test" else "val"), "identical files"),
+        (
+            lambda rows: rows[1].update(
+                digest=rows[0]["digest"], split="test" if rows[0]["split"] != "test" else "val"
+            ),
+            "identical files",
+        ),
         (lambda rows: rows.clear(), "has no rows"),
     ],
 )
