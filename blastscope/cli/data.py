@@ -10,6 +10,7 @@ from blastscope.data import cnmc
 from blastscope.data.discover import PRELIM_CHOICES, ScannedTable, natural_key, scan_dataset, subject_groups
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.data.split import DEFAULT_RATIOS, SPLIT_BY, kfold_splits, make_split, text_table, write_split_csv
+from blastscope.errors import BlastscopeError
 
 LAYOUTS = {
     "cnmc": "C-NMC 2019 (cells named UID_<subject>_<image>_<cell>_<all|hem>, class = the all/ or hem/ folder)",
@@ -46,9 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument(
         "--ratios",
         type=_ratios,
-        default=DEFAULT_RATIOS,
         metavar="TRAIN,VAL,TEST",
-        help="shares of each class's cells (default 0.6,0.2,0.2)",
+        help="shares of each class's cells (default 0.6,0.2,0.2; not with --cv)",
     )
     split.add_argument("--seed", type=int, default=0, help="seed of the assignment (default 0)")
     split.add_argument(
@@ -78,13 +78,16 @@ def run_split(args: argparse.Namespace) -> int:
     print(f"{table.root}: {len(table.cells):,} cells, classes {', '.join(table.classes)}")
     for note in table.notes:
         print(f"note: {note}")
+    if args.cv and args.ratios:
+        raise BlastscopeError("--ratios and --cv exclude each other: K folds give (K-2)/K train, 1/K val, 1/K test")
     if args.cv:
         splits = kfold_splits(table, args.cv, args.seed, by=args.split_by)
         outputs = [
             args.out.with_name(f"{args.out.stem}-fold{index}{args.out.suffix}") for index in range(1, args.cv + 1)
         ]
     else:
-        splits, outputs = [make_split(table, args.ratios, args.seed, by=args.split_by)], [args.out]
+        ratios = args.ratios or DEFAULT_RATIOS
+        splits, outputs = [make_split(table, ratios, args.seed, by=args.split_by)], [args.out]
     summaries = []
     for split, out in zip(splits, outputs, strict=True):
         write_split_csv(split, out)

@@ -71,6 +71,7 @@ def test_split_by_image_is_announced(synth_small: Path, tmp_path: Path, capsys: 
         (["inspect", "{tmp}/missing"], "missing does not exist"),
         (["split", "{synth}", "--out", "{tmp}/s.csv", "--ratios", "0.5,0.5,0.5"], "must be three numbers"),
         (["split", "{synth}", "--out", "{tmp}/s.csv", "--cv", "7"], "class 'all' has only 6 subject groups"),
+        (["split", "{synth}", "--out", "{tmp}/s.csv", "--cv", "3", "--ratios", "0.8,0.2,0"], "exclude each other"),
     ],
 )
 def test_user_errors_are_one_line_messages(
