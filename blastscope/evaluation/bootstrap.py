@@ -53,6 +53,7 @@ def bootstrap_ci(
     return {
         "unit": unit,
         "n_units": len(members),
+        "units_per_class": [len(stratum) for stratum in strata],
         "n_resamples": n_resamples,
         "level": level,
         "seed": seed,

@@ -29,8 +29,10 @@ from blastscope.evaluation.threshold import ThresholdChoice, resolve_threshold
 
 SPLITS = ("test", "val", "train")
 CNMC_ATTRIBUTION = (
-    "C-NMC 2019 cells: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA (doi:10.7937/tcia.2019.dc64i46r)"
+    "if these are C-NMC 2019 cells: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA "
+    "(doi:10.7937/tcia.2019.dc64i46r)"
 )
+FEW_UNITS = 5
 SUMMARY_ROWS = (
     ("weighted_f1", "weighted F1"),
     ("accuracy", "accuracy"),
@@ -216,6 +218,9 @@ def format_summary(result: EvaluationResult) -> str:
         rows.append([_metric_label(key, label, result.classes), f"{value:.4f}", _ci_text(boot, key)]
                     + ([_number(tta["metrics"][key])] if tta else []))
     lines += ["", *_aligned(rows)]
+    if boot and min(boot["units_per_class"]) < FEW_UNITS:
+        lines.append(f"(only {min(boot['units_per_class'])} {boot['unit']}s in the smallest class: the intervals "
+                     "understate the uncertainty)")
     lines += ["", _calibration_text(plain["calibration"])]
     if plain["subjects"]:
         level = plain["subjects"]["subject_level"]
@@ -228,7 +233,7 @@ def format_summary(result: EvaluationResult) -> str:
     matrix = plain["metrics"]["confusion_matrix"]
     lines += _aligned([["", *names]] + [[name, *map(str, row)] for name, row in zip(names, matrix, strict=True)])
     if result.attribution:
-        lines += ["", f"data: {result.attribution}"]
+        lines += ["", f"credit: {result.attribution}"]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Classification metrics as plain JSON-able dicts, computed by scikit-learn.
+"""Classification metrics as plain JSON-able dicts, computed by scikit-learn and torchmetrics.
 
 Class index order follows the cell table: for binary data the positive class (ALL for C-NMC) is the last one, so
 ``y_prob[:, -1]`` is p(positive). Binary predictions are ``p(positive) >= threshold``; with more than two classes the
@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+import torchmetrics.functional.classification as tmf
 from sklearn import metrics as skm
 
 DISPLAY_NAMES = {"all": "ALL", "hem": "HEM"}
-
-MetricFn = Callable[[np.ndarray, np.ndarray], float | None]
 
 
 def display_name(label: str) -> str:
@@ -34,39 +34,43 @@ def predict_labels(y_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def accuracy(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float:
-    return float(skm.accuracy_score(y_true, predict_labels(y_prob, threshold)))
+    return float(np.mean(predict_labels(y_prob, threshold) == np.asarray(y_true)))
 
 
 def weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float:
     """The C-NMC 2019 challenge metric: per-class F1 weighted by class support."""
-    labels = np.arange(np.asarray(y_prob).shape[1])
-    return float(
-        skm.f1_score(y_true, predict_labels(y_prob, threshold), labels=labels, average="weighted", zero_division=0)
-    )
+    num_classes = np.asarray(y_prob).shape[1]
+    predicted, target = _tensors(predict_labels(y_prob, threshold), y_true)
+    return float(tmf.multiclass_f1_score(predicted, target, num_classes, average="weighted", validate_args=False))
 
 
 def sensitivity(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
     """Recall of the positive class (blasts found among blasts); ``None`` without positives or for multi-class."""
-    return _binary_recall(y_true, y_prob, threshold, positive=1)
+    if np.asarray(y_prob).shape[1] != 2 or not (np.asarray(y_true) == 1).any():
+        return None
+    predicted, target = _tensors(predict_labels(y_prob, threshold), y_true)
+    return float(tmf.binary_recall(predicted, target, validate_args=False))
 
 
 def specificity(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
     """Recall of the negative class (normal cells cleared among normal cells)."""
-    return _binary_recall(y_true, y_prob, threshold, positive=0)
+    if np.asarray(y_prob).shape[1] != 2 or not (np.asarray(y_true) == 0).any():
+        return None
+    predicted, target = _tensors(predict_labels(y_prob, threshold), y_true)
+    return float(tmf.binary_specificity(predicted, target, validate_args=False))
 
 
 def roc_auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
-    """Threshold-free ranking quality; ``None`` when the labels hold a single class (undefined)."""
+    """Threshold-free ranking quality (one-vs-rest macro for multi-class); ``None`` when a class is missing."""
     del threshold  # accepted so every metric function has the same signature
-    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
     num_classes = y_prob.shape[1]
-    if len(np.unique(y_true)) < 2:
-        return None
-    if num_classes == 2:
-        return float(skm.roc_auc_score(y_true, y_prob[:, 1]))
     if len(np.unique(y_true)) < num_classes:
         return None
-    return float(skm.roc_auc_score(y_true, y_prob, multi_class="ovr", average="macro", labels=np.arange(num_classes)))
+    probabilities, target = _tensors(y_prob, y_true)
+    if num_classes == 2:
+        return float(tmf.binary_auroc(probabilities[:, 1], target, validate_args=False))
+    return float(tmf.multiclass_auroc(probabilities, target, num_classes, average="macro", validate_args=False))
 
 
 def pr_auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
@@ -89,7 +93,11 @@ SCALAR_METRICS: dict[str, Callable[..., float | None]] = {
     "sensitivity": sensitivity,
     "specificity": specificity,
 }
-"""The metrics that get bootstrap confidence intervals, each ``fn(y_true, y_prob, threshold) -> float | None``."""
+"""The metrics that get bootstrap confidence intervals, each ``fn(y_true, y_prob, threshold) -> float | None``.
+
+They call torchmetrics without argument validation: a thousand resamples then take a second, not minutes of
+scikit-learn's per-call input checks. The tests hold them equal to scikit-learn's values.
+"""
 
 
 def classification_metrics(
@@ -136,12 +144,8 @@ def classification_metrics(
     }
 
 
-def _binary_recall(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, positive: int) -> float | None:
-    y_true = np.asarray(y_true)
-    if np.asarray(y_prob).shape[1] != 2 or not (y_true == positive).any():
-        return None
-    y_pred = predict_labels(y_prob, threshold)
-    return float(skm.recall_score(y_true, y_pred, pos_label=positive, zero_division=0))
+def _tensors(values: np.ndarray, y_true: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.as_tensor(np.asarray(values)), torch.as_tensor(np.asarray(y_true, dtype=np.int64))
 
 
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

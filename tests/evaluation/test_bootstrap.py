@@ -28,7 +28,7 @@ def test_same_seed_same_interval_other_seed_other_interval() -> None:
     other = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=2)
     assert first == again
     assert first["metrics"]["weighted_f1"] != other["metrics"]["weighted_f1"]
-    assert first["unit"] == "subject" and first["n_units"] == 10
+    assert first["unit"] == "subject" and first["n_units"] == 10 and first["units_per_class"] == [5, 5]
     for name, ci in first["metrics"].items():
         assert ci["low"] <= ci["estimate"] <= ci["high"], name
         assert ci["n_valid"] == 100  # both classes in every resample: AUC, sensitivity, specificity always defined

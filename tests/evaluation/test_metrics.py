@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from blastscope.evaluation.metrics import classification_metrics, display_name, predict_labels
+from blastscope.evaluation.metrics import SCALAR_METRICS, classification_metrics, display_name, predict_labels
 
 CLASSES = ("hem", "all")
 
@@ -42,6 +42,30 @@ def test_binary_metrics_agree_with_sklearn(binary_case: tuple[np.ndarray, np.nda
     assert result["per_class"]["hem"]["support"] == int((y_true == 0).sum())
     assert "ALL" in result["report"] and "HEM" in result["report"]
     json.dumps(result)  # plain types only
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_bootstrap_metrics_agree_with_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 2, 300)
+    p_all = np.round(rng.uniform(0, 1, 300), 1)  # many ties, and values exactly at the threshold
+    y_prob = np.stack([1 - p_all, p_all], 1)
+    y_pred = (p_all >= 0.5).astype(int)
+    assert SCALAR_METRICS["accuracy"](y_true, y_prob, 0.5) == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert SCALAR_METRICS["weighted_f1"](y_true, y_prob, 0.5) == pytest.approx(
+        skm.f1_score(y_true, y_pred, average="weighted")
+    )
+    assert SCALAR_METRICS["sensitivity"](y_true, y_prob, 0.5) == pytest.approx(skm.recall_score(y_true, y_pred))
+    assert SCALAR_METRICS["specificity"](y_true, y_prob, 0.5) == pytest.approx(
+        skm.recall_score(y_true, y_pred, pos_label=0)
+    )
+    assert SCALAR_METRICS["roc_auc"](y_true, y_prob, 0.5) == pytest.approx(skm.roc_auc_score(y_true, p_all))
+
+
+def test_weighted_f1_when_one_class_is_never_predicted() -> None:
+    y_true, y_prob = np.array([0, 0, 1, 1, 1]), np.tile([0.2, 0.8], (5, 1))
+    expected = skm.f1_score(y_true, np.ones(5, dtype=int), average="weighted", zero_division=0)
+    assert SCALAR_METRICS["weighted_f1"](y_true, y_prob, 0.5) == pytest.approx(expected)
 
 
 def test_known_confusion_matrix_by_hand() -> None:
