@@ -35,6 +35,7 @@ from blastscope.errors import DataError, ImageError
 log = logging.getLogger(__name__)
 
 PRELIM_CHOICES = ("pool", "test")
+Skip = tuple[Path, str]  # a file set aside, and why
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DE
         raise DataError(f"prelim must be one of {', '.join(PRELIM_CHOICES)}, not {prelim!r}")
     if not path.exists():
         raise DataError(f"{path} does not exist; give a dataset folder or a CSV manifest")
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[Skip] = []
     notes: list[str] = []
     if path.is_file():
         if path.suffix.lower() != ".csv":
@@ -128,7 +129,7 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _from_cnmc(files: Sequence[Path], prelim: str, skipped: list, notes: list[str]) -> list[LabelledFile]:
+def _from_cnmc(files: Sequence[Path], prelim: str, skipped: list[Skip], notes: list[str]) -> list[LabelledFile]:
     final = [file for file in files if cnmc.within(file, cnmc.FINAL_DIR)]
     if final:
         notes.append(f"{len(final):,} unlabelled images in {cnmc.FINAL_DIR}/ (the final test set) left out")
@@ -145,7 +146,7 @@ def _from_cnmc(files: Sequence[Path], prelim: str, skipped: list, notes: list[st
     return labelled
 
 
-def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list, notes: list[str]) -> list[LabelledFile]:
+def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list[Skip], notes: list[str]) -> list[LabelledFile]:
     """Label the renamed preliminary test images from the CSV that sits next to their folder."""
     folder = next(parent for parent in files[0].parents if parent.name.lower() == cnmc.PRELIM_DIR.lower())
     labels_csv = next(
@@ -172,7 +173,7 @@ def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list, notes: list
     return labelled
 
 
-def _from_folders(root: Path, files: Sequence[Path], skipped: list) -> list[LabelledFile]:
+def _from_folders(root: Path, files: Sequence[Path], skipped: list[Skip]) -> list[LabelledFile]:
     labelled = []
     for file in files:
         relative = file.relative_to(root)
@@ -274,7 +275,7 @@ def _hash_and_deduplicate(
     kind: str,
     labelled: Sequence[LabelledFile],
     max_pixels: int,
-    skipped: list[tuple[Path, str]],
+    skipped: list[Skip],
     notes: list[str],
 ) -> ScannedTable:
     copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
