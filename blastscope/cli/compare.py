@@ -1,0 +1,80 @@
+"""``blastscope compare``: train every chosen model on one shared split and budget, then write one report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from blastscope.errors import BlastscopeError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train and compare models on one shared split; write report.html/.md and results.csv/.json",
+        description=(
+            "Train every chosen model on the same subject-level split with the same budget, evaluate each on the same "
+            "test cells (95%% bootstrap CIs over subjects), and write OUT/report.html (self-contained), OUT/report.md, "
+            "OUT/results.csv and OUT/results.json. Without --data it runs on built-in synthetic cells. Finished runs "
+            "under OUT/runs are reused, so an interrupted comparison continues where it stopped."
+        ),
+    )
+    parser.add_argument("--data", type=Path, help="dataset folder or CSV manifest (default: synthetic demo cells)")
+    parser.add_argument("--models", help="comma-separated model names (default: all 8, see `blastscope models`)")
+    parser.add_argument("--cv", type=int, metavar="K", help="K-fold subject-grouped cross-validation (mean ± sd)")
+    parser.add_argument("--out", type=Path, default=Path("blastscope-out"), help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--budget",
+        choices=("demo", "standard", "full"),
+        help="preset of image size, epochs, batch and bootstrap (default: demo without --data, standard with)",
+    )
+    parser.add_argument("--epochs-frozen", type=int, metavar="N", help="epochs with the backbone frozen (phase 1)")
+    parser.add_argument("--epochs-finetune", type=int, metavar="N", help="epochs fine-tuning the last stages (phase 2)")
+    parser.add_argument("--image-size", type=int, metavar="PX", help="shared input size (raised to a model's minimum)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
+    parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, training and synthetic data (default: 0)")
+    parser.add_argument(
+        "--pretrained",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: best weights reachable offline, else random init; none: random init for all (default: auto)",
+    )
+    parser.add_argument(
+        "--threshold",
+        default="0.5",
+        help="decision threshold on p(positive): a number, or 'val' to pick it on the validation split (default: 0.5)",
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from blastscope.evaluation.compare import DEFAULT_MODELS, CompareConfig, run_compare
+
+    models = tuple(name.strip() for name in args.models.split(",") if name.strip()) if args.models else DEFAULT_MODELS
+    for flag in ("epochs_frozen", "epochs_finetune", "image_size", "batch_size", "bootstrap"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise BlastscopeError(f"--{flag.replace('_', '-')} {value} is negative: give 0 or more")
+    config = CompareConfig(
+        data=args.data,
+        models=models,
+        out=args.out,
+        budget=args.budget,
+        cv=args.cv,
+        epochs_frozen=args.epochs_frozen,
+        epochs_finetune=args.epochs_finetune,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        pretrained=args.pretrained,
+        threshold=args.threshold,
+        progress=args.progress,
+    )
+    files = run_compare(config)
+    print(f"report: {files.html}")
+    print(f"        {files.markdown}")
+    print(f"results: {files.csv}, {files.json}")
+    return 0
