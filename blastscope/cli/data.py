@@ -7,9 +7,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from blastscope.data import cnmc
-from blastscope.data.discover import PRELIM_CHOICES, ScannedTable, natural_key, scan_dataset, subject_groups
+from blastscope.data.discover import PRELIM_CHOICES, natural_key, scan_dataset, subject_groups
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.data.split import DEFAULT_RATIOS, SPLIT_BY, kfold_splits, make_split, text_table, write_split_csv
+from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError
 
 LAYOUTS = {
@@ -99,7 +100,7 @@ def run_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(table: ScannedTable) -> str:
+def describe(table: CellTable) -> str:
     """The whole inspection report, one section per question a person asks before training."""
     read = len(table.cells) + len(table.duplicates) + len(table.skipped)
     positive = len(table.classes) == 2
@@ -130,7 +131,7 @@ def describe(table: ScannedTable) -> str:
     return "\n\n".join(section for section in sections if section)
 
 
-def _class_section(table: ScannedTable) -> str:
+def _class_section(table: CellTable) -> str:
     groups = subject_groups(table)
     rows = []
     for label in table.classes:
@@ -142,7 +143,7 @@ def _class_section(table: ScannedTable) -> str:
     return "Cells per class\n" + _indent(text_table(["class", "cells", "subject ids", "subject groups"], rows))
 
 
-def _fold_section(table: ScannedTable) -> str:
+def _fold_section(table: CellTable) -> str:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for cell in table.cells:
         fold = cnmc.fold_of(cell.path)
@@ -157,7 +158,7 @@ def _fold_section(table: ScannedTable) -> str:
     return "Cells per C-NMC fold\n" + _indent(text_table(["fold", *table.classes, "total"], rows))
 
 
-def _subject_section(table: ScannedTable) -> str:
+def _subject_section(table: CellTable) -> str:
     if not table.has_subjects:
         return ""
     groups = subject_groups(table)
@@ -176,7 +177,7 @@ def _subject_section(table: ScannedTable) -> str:
     return text
 
 
-def _duplicate_section(table: ScannedTable) -> str:
+def _duplicate_section(table: CellTable) -> str:
     if not table.duplicates:
         return ""
     lines = [
@@ -188,12 +189,12 @@ def _duplicate_section(table: ScannedTable) -> str:
     )
 
 
-def _size_section(table: ScannedTable) -> str:
+def _size_section(table: CellTable) -> str:
     rows = [[f"{width}x{height}", f"{count:,}"] for (width, height), count in table.image_sizes.most_common()]
     return "Image sizes\n" + _indent(text_table(["size", "cells"], rows))
 
 
-def _skipped_section(table: ScannedTable) -> str:
+def _skipped_section(table: CellTable) -> str:
     if not table.skipped:
         return "Skipped files: none"
     lines = [f"  {_relative(path, table.root)}: {reason}" for path, reason in table.skipped[:LISTED]]

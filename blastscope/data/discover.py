@@ -22,9 +22,9 @@ import hashlib
 import logging
 import os
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from blastscope.data import cnmc
@@ -38,18 +38,6 @@ PRELIM_CHOICES = ("pool", "test")
 Skip = tuple[Path, str]  # a file set aside, and why
 
 
-@dataclass(slots=True)
-class ScannedTable(CellTable):
-    """A CellTable plus what only the scan sees: subjects linked by identical files, and the image sizes found.
-
-    ``subject_links`` pairs two subject ids whose cells include byte-identical files (in C-NMC, most likely one
-    person filed under two ids); :func:`subject_groups` merges them.
-    """
-
-    subject_links: list[tuple[str, str]] = field(default_factory=list)
-    image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
-
-
 @dataclass(frozen=True, slots=True)
 class LabelledFile:
     """A file the layout has given a label (and maybe a subject) before it is hashed and checked."""
@@ -60,7 +48,7 @@ class LabelledFile:
     fixed_split: str | None = None
 
 
-def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS) -> ScannedTable:
+def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS) -> CellTable:
     """Read the dataset at ``path`` (folder or ``.csv`` manifest); raise DataError when it cannot be used."""
     path = Path(path).expanduser().resolve()
     if prelim not in PRELIM_CHOICES:
@@ -99,8 +87,7 @@ def subject_groups(table: CellTable) -> dict[str, str]:
             subject = parent[subject]
         return subject
 
-    links = table.subject_links if isinstance(table, ScannedTable) else []
-    for first, second in links:
+    for first, second in table.subject_links:
         parent.setdefault(first, first)
         parent.setdefault(second, second)
         parent[find(first)] = find(second)
@@ -277,7 +264,7 @@ def _hash_and_deduplicate(
     max_pixels: int,
     skipped: list[Skip],
     notes: list[str],
-) -> ScannedTable:
+) -> CellTable:
     copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
     for entry in labelled:
         result = _read(entry, max_pixels)
@@ -285,7 +272,7 @@ def _hash_and_deduplicate(
             skipped.append((entry.path, result.reason))
         else:
             copies[result[0]].append((entry, result[1]))
-    table = ScannedTable(root=root, cells=[], classes=(), kind=kind, skipped=skipped, notes=notes)
+    table = CellTable(root=root, cells=[], classes=(), kind=kind, skipped=skipped, notes=notes)
     for digest, group in copies.items():
         _keep_one(table, digest, group)
     table.cells.sort(key=lambda cell: cell.path)
@@ -293,7 +280,7 @@ def _hash_and_deduplicate(
     return table
 
 
-def _keep_one(table: ScannedTable, digest: str, copies: list[tuple[LabelledFile, ImageHeader]]) -> None:
+def _keep_one(table: CellTable, digest: str, copies: list[tuple[LabelledFile, ImageHeader]]) -> None:
     """Keep one of several identical files (a pinned copy first), linking the subjects of all of them."""
     labels = sorted({entry.label for entry, _ in copies})
     if len(labels) > 1:
@@ -321,7 +308,7 @@ def class_order(labels: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(present, key=natural_key))
 
 
-def _check_usable(path: Path, table: ScannedTable) -> None:
+def _check_usable(path: Path, table: CellTable) -> None:
     if not table.cells:
         first = f" (first: {table.skipped[0][0]}: {table.skipped[0][1]})" if table.skipped else ""
         raise DataError(f"{path}: no readable images; {len(table.skipped):,} files skipped{first}")
@@ -332,7 +319,7 @@ def _check_usable(path: Path, table: ScannedTable) -> None:
         )
 
 
-def _note_subjects(table: ScannedTable) -> None:
+def _note_subjects(table: CellTable) -> None:
     """Say once, loudly, when splits cannot be by subject: cells of one person may then land in train and test."""
     missing = sum(cell.subject is None for cell in table.cells)
     if missing == len(table.cells):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,9 @@ class CellTable:
     """A scanned dataset: distinct readable cells plus everything that was set aside and why.
 
     ``classes`` is the index order models use. For binary data the positive class (ALL for C-NMC) is last, so that
-    class index 1 is "positive", as in the C-NMC label files (1 = ALL, 0 = HEM).
+    class index 1 is "positive", as in the C-NMC label files (1 = ALL, 0 = HEM). ``subject_links`` pairs subject ids
+    whose cells include byte-identical files (in C-NMC most likely one person filed under two ids); splits keep each
+    linked set in one group.
     """
 
     root: Path
@@ -37,6 +40,8 @@ class CellTable:
     duplicates: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    subject_links: list[tuple[str, str]] = field(default_factory=list)
+    image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
 
     @property
     def positive_class(self) -> str:

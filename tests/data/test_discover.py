@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blastscope.data.discover import ScannedTable, merged_groups, scan_dataset, subject_groups
+from blastscope.data.discover import merged_groups, scan_dataset, subject_groups
+from blastscope.data.table import CellTable
 from blastscope.errors import DataError
 
 PRELIM = "validation_data/C-NMC_test_prelim_phase_data"
@@ -282,12 +283,12 @@ def test_unusable_datasets_stop_with_one_line_errors(tmp_path: Path, make, messa
 
 
 @pytest.fixture(scope="module")
-def dev_table(cnmc_dev: Path) -> ScannedTable:
+def dev_table(cnmc_dev: Path) -> CellTable:
     return scan_dataset(cnmc_dev)
 
 
 @pytest.mark.integration
-def test_cnmc_dev_has_6371_distinct_cells_41_subjects_and_three_merged_groups(dev_table: ScannedTable) -> None:
+def test_cnmc_dev_has_6371_distinct_cells_41_subjects_and_three_merged_groups(dev_table: CellTable) -> None:
     table = dev_table
 
     assert table.kind == "cnmc" and table.classes == ("hem", "all")
@@ -299,7 +300,7 @@ def test_cnmc_dev_has_6371_distinct_cells_41_subjects_and_three_merged_groups(de
 
 
 @pytest.mark.integration
-def test_cnmc_dev_manifest_agrees_with_the_folder_scan(cnmc_dev: Path, dev_table: ScannedTable) -> None:
+def test_cnmc_dev_manifest_agrees_with_the_folder_scan(cnmc_dev: Path, dev_table: CellTable) -> None:
     by_manifest = scan_dataset(cnmc_dev / "MANIFEST.csv")
 
     assert by_manifest.kind == "manifest"

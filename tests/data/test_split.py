@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from blastscope.data.discover import ScannedTable, scan_dataset
-from blastscope.data.split import (
-    Split,
-    check_leakage,
-    kfold_splits,
-    make_split,
-    read_split_csv,
-    write_split_csv,
-)
+from blastscope.data.discover import scan_dataset
+from blastscope.data.split import Split, check_leakage, kfold_splits, make_split, read_split_csv, write_split_csv
 from blastscope.data.table import Cell, CellTable
 from blastscope.errors import BlastscopeError, DataError, LeakageError
 
@@ -28,7 +21,7 @@ def _table(
     links: list[tuple[str, str]] | None = None,
     subjects: bool = True,
     root: Path = ROOT,
-) -> ScannedTable:
+) -> CellTable:
     """Cells of each class; ``sizes[label]`` lists how many cells each subject of that class has."""
     cells = []
     for label, counts in sizes.items():
@@ -43,7 +36,7 @@ def _table(
                         digest=f"{label}-{subject}-{cell}",
                     )
                 )
-    return ScannedTable(root=root, cells=cells, classes=tuple(sizes), kind="folders", subject_links=list(links or []))
+    return CellTable(root=root, cells=cells, classes=tuple(sizes), kind="folders", subject_links=list(links or []))
 
 
 def _part_of(split: Split) -> dict[str, str]:
