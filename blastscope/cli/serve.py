@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
+
+from blastscope.errors import BlastscopeError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,13 +33,24 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from blastscope.api import load
-    from blastscope.errors import BlastscopeError
     from blastscope.serving.app import Limits, create_app
 
     if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
         raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive")
+    check_port_free(args.host, args.port)
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
     print(f"serving {classifier.name} ({classifier.backend}) on http://{args.host}:{args.port}/  (docs: /docs)")
     uvicorn.run(create_app(classifier, limits), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a one-line fix before loading the model, rather than with uvicorn's traceback after."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        raise BlastscopeError(f"cannot listen on {host}:{port} ({error.strerror or error}); pass another --port") from None

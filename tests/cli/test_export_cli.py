@@ -1,0 +1,52 @@
+"""`blastscope export` on a real tiny run, then `blastscope predict` picking the exported default variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blastscope.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from blastscope.training import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(synth_small),
+        model="efficientnet_lite0",
+        pretrained="none",
+        image_size=32,
+        epochs_frozen=1,
+        epochs_finetune=0,
+        batch_size=16,
+        num_workers=0,
+        out=str(tmp_path_factory.mktemp("runs")),
+        progress=False,
+    )
+    return Path(train(config))
+
+
+def test_export_int8_then_predict_uses_default_variant(run_dir: Path, synth_small: Path, capsys) -> None:
+    assert main(["export", str(run_dir), "--format", "onnx", "--quantize", "int8"]) == 0
+    report = capsys.readouterr().out
+    assert "parity: max |logit(PyTorch) - logit(ONNX)|" in report
+    record = json.loads((run_dir / "export" / "export.json").read_text())
+    assert set(record["variants"]) == {"fp32", "int8"} and (run_dir / "export" / "model_int8.onnx").is_file()
+    assert record["parity"]["max_abs_logit_difference"] < 1e-4
+    for variant, info in record["variants"].items():
+        assert f"{variant:5s} {info['weighted_f1']:.4f}" in report
+    assert "[default]" in report
+
+    cell = sorted(synth_small.rglob("*.png"))[0]
+    assert main(["predict", str(run_dir), str(cell)]) == 0
+    assert f"backend onnx ({record['default']})" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), str(cell), "--variant", "bf16"]) == 2
+    assert "no 'bf16' variant" in capsys.readouterr().err
+
+
+def test_export_of_a_non_run_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["export", str(tmp_path)]) == 2
+    assert "not a training run" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""End to end in headless Chromium: `blastscope serve` on a free port, a person's upload, a prediction and a heat map."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+)
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(exported_run: Path) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "blastscope", "serve", str(exported_run), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            process.kill()
+            pytest.fail(f"`blastscope serve` did not come up: {process.communicate()[0][-2000:]}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "headless test needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def test_upload_shows_prediction_and_heatmap(server: str, browser, cell_images: list[Path], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model-backend").text.startswith("onnx"))
+    uploads = cell_images[:1] + cell_images[-1:]
+    browser.find_element(By.ID, "file-input").send_keys("\n".join(str(path.resolve()) for path in uploads))
+    WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == len(uploads))
+    rendered = lambda d: all(  # noqa: E731
+        d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
+        for image in d.find_elements(By.CSS_SELECTOR, ".card img")
+    )
+    WebDriverWait(browser, 20).until(rendered)
+
+    cards = browser.find_elements(By.CSS_SELECTOR, ".card")
+    names = {card.find_element(By.CSS_SELECTOR, ".file-name").text for card in cards}
+    assert names == {path.name for path in uploads}
+    for card in cards:
+        assert card.find_element(By.CSS_SELECTOR, ".label").text in {"ALL", "HEM"}
+        widths = [bar.value_of_css_property("width") for bar in card.find_elements(By.CSS_SELECTOR, ".bar span")]
+        assert len(widths) == 2
+        assert card.find_element(By.CSS_SELECTOR, "img.gradcam").get_attribute("src").startswith("data:image/png")
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+    screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page.png"
+    assert browser.save_screenshot(str(screenshot))
