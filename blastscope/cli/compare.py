@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train and compare models on one shared split; write report.html/.md and results.csv/.json",
         description=(
             "Train every chosen model on the same subject-level split with the same budget, evaluate each on the same "
-            "test cells (95%% bootstrap CIs over subjects), and write OUT/report.html (self-contained), OUT/report.md, "
+            "test cells (95% bootstrap CIs over subjects), and write OUT/report.html (self-contained), OUT/report.md, "
             "OUT/results.csv and OUT/results.json. Without --data it runs on built-in synthetic cells. Finished runs "
             "under OUT/runs are reused, so an interrupted comparison continues where it stopped."
         ),

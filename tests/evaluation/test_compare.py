@@ -1,0 +1,139 @@
+"""blastscope compare: one shared split for every model, finished runs reused, interrupted ones found, CV folds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blastscope.errors import BlastscopeError
+from blastscope.evaluation import compare
+from blastscope.evaluation.compare import BUDGETS, CompareConfig, find_run, run_compare
+from blastscope.training.config import SplitConfig, TrainConfig
+
+TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
+
+
+def tiny_config(data: Path, out: Path, **changes: object) -> CompareConfig:
+    settings = {"data": data, "models": ("cnn",), "out": out, "budget": "demo", "progress": False,
+                "train_overrides": {"num_workers": 0}, **TINY, **changes}
+    return CompareConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def compared(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compare")
+    run_compare(tiny_config(synth_small, out))
+    return out
+
+
+def test_a_finished_run_is_reused_and_nothing_trains_again(compared: Path, synth_small: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    first_runs = sorted(p.name for p in (compared / "runs").iterdir())
+    assert len(first_runs) == 1
+
+    def no_training(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a matching finished run exists: nothing should train")
+
+    monkeypatch.setattr("blastscope.training.train", no_training)
+    monkeypatch.setattr("blastscope.training.resume", no_training)
+    files = run_compare(tiny_config(synth_small, compared))
+    assert sorted(p.name for p in (compared / "runs").iterdir()) == first_runs
+    ranking = json.loads(files.json.read_text())["ranking"]
+    assert [row["model"] for row in ranking] == ["cnn"] and ranking[0]["run_dir"].endswith(first_runs[0])
+
+
+def test_every_model_trains_on_the_one_shared_split(compared: Path) -> None:
+    (run_dir,) = (compared / "runs").iterdir()
+    recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert Path(recipe["split"]["csv"]) == (compared / "splits" / "split.csv").resolve()
+    assert (run_dir / "split.csv").read_text() == (compared / "splits" / "split.csv").read_text()
+    assert (recipe["image_size"], recipe["epochs_frozen"], recipe["seed"]) == (32, 1, 0)
+
+
+def test_the_report_describes_the_real_run(compared: Path, synth_small: Path) -> None:
+    results = json.loads((compared / "results.json").read_text())
+    (row,) = results["ranking"]
+    assert 0.0 <= row["weighted_f1"] <= 1.0 and row["weights_source"].startswith("random init")
+    assert row["train_seconds"] > 0 and row["images_per_second"] > 0
+    assert results["subject_level"] is True
+    cells = sum(sum(part.values()) for part in results["dataset"]["cells_per_part"].values())
+    assert cells == len(list(synth_small.rglob("*.png")))
+    markdown = (compared / "report.md").read_text()
+    assert "## Dataset card" in markdown and "epochs (frozen backbone + fine-tuning) | 1 + 0" in markdown
+    assert "cnn 32 px" in markdown
+
+
+def test_cross_validation_trains_every_fold_and_reports_mean_and_sd(synth_small: Path, tmp_path: Path) -> None:
+    files = run_compare(tiny_config(synth_small, tmp_path, cv=3))
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [f"fold-{i}-of-3.csv" for i in (1, 2, 3)]
+    assert len(list((tmp_path / "runs").iterdir())) == 3
+    results = json.loads(files.json.read_text())
+    assert results["cv_folds"] == 3 and "weighted_f1_sd" in results["ranking"][0]
+    assert len(results["models"]["cnn"]["fold_metrics"]) == 3
+    assert "mean ± sd over 3 subject-grouped folds" in files.markdown.read_text()
+
+
+def write_fake_run(runs: Path, name: str, recipe: TrainConfig, split_hash: str, finished: bool) -> Path:
+    run_dir = runs / name
+    (run_dir / "checkpoints").mkdir(parents=True)
+    saved = {**recipe.to_dict(), "image_size": recipe.image_size or 48, "split_hash": split_hash, "classes": ["hem", "all"]}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    if finished:
+        (run_dir / "metrics.json").write_text("{}")
+        (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"")
+    return run_dir
+
+
+def recipe(**changes: object) -> TrainConfig:
+    base = TrainConfig(data="/data", model="cnn", image_size=32, epochs_frozen=1, epochs_finetune=0, lr_head=1e-3,
+                       lr_finetune=1e-4, unfreeze_stages=2, split=SplitConfig(csv="/out/splits/split.csv"))
+    return TrainConfig(**{**base.__dict__, **changes})
+
+
+def test_find_run_matches_recipe_and_split_and_prefers_finished(tmp_path: Path) -> None:
+    wanted = recipe()
+    write_fake_run(tmp_path, "20260101-000000-cnn", wanted, "abc", finished=True)
+    write_fake_run(tmp_path, "20260102-000000-cnn", wanted, "abc", finished=False)
+    write_fake_run(tmp_path, "20260103-000000-cnn", recipe(seed=1), "abc", finished=True)
+    write_fake_run(tmp_path, "20260104-000000-cnn", wanted, "other-split", finished=True)
+    assert find_run(tmp_path, wanted.to_dict(), "abc") == (tmp_path / "20260101-000000-cnn", True)
+    assert find_run(tmp_path, recipe(progress=False).to_dict(), "abc") == (tmp_path / "20260101-000000-cnn", True)
+    assert find_run(tmp_path, recipe(epochs_frozen=2).to_dict(), "abc") is None
+
+
+def test_find_run_returns_an_interrupted_run_to_resume(tmp_path: Path) -> None:
+    wanted = recipe(image_size=None)
+    write_fake_run(tmp_path, "20260102-000000-cnn", wanted, "abc", finished=False)
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "config.yaml").write_text(": not yaml : [")
+    assert find_run(tmp_path, wanted.to_dict(), "abc") == (tmp_path / "20260102-000000-cnn", False)
+
+
+def test_budget_defaults_follow_the_data_and_explicit_numbers_win() -> None:
+    assert CompareConfig().resolved_budget() == BUDGETS["demo"]
+    assert CompareConfig(data=Path("x")).resolved_budget().name == "standard"
+    custom = CompareConfig(budget="full", epochs_finetune=3, image_size=64).resolved_budget()
+    assert (custom.name, custom.epochs_frozen, custom.epochs_finetune, custom.image_size) == ("full", 10, 3, 64)
+    assert "image size 64 px" in custom.describe()
+    with pytest.raises(BlastscopeError, match="budget 'huge' is unknown"):
+        CompareConfig(budget="huge").resolved_budget()
+
+
+def test_inception_is_raised_to_its_minimum_size() -> None:
+    assert compare._image_size("inception_v3", 48) == 75
+    assert compare._image_size("cnn", 48) == 48
+    assert compare._image_size("cnn", None) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"models": ("cnn", "alexnet")}, "unknown model"), ({"models": ()}, "no models"), ({"cv": 1}, "--cv 1"),
+     ({"pretrained": "hub"}, "--pretrained 'hub'")],
+)
+def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(BlastscopeError, match=message):
+        run_compare(CompareConfig(data=tmp_path / "missing", out=tmp_path, **changes))
+    assert not (tmp_path / "runs").exists()
