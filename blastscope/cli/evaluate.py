@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         precision=args.precision,
         batch_size=args.batch_size,
-        progress=True,
+        progress=sys.stderr.isatty(),
     )
     out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
     path = write_evaluation(result, out)

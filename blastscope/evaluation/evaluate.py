@@ -25,7 +25,7 @@ from blastscope.evaluation.bootstrap import bootstrap_ci
 from blastscope.evaluation.calibration import calibration_report
 from blastscope.evaluation.metrics import classification_metrics, display_name
 from blastscope.evaluation.subjects import subject_report
-from blastscope.evaluation.threshold import ThresholdChoice, resolve_threshold
+from blastscope.evaluation.threshold import ThresholdChoice, check_target_sensitivity, resolve_threshold
 
 SPLITS = ("test", "val", "train")
 CNMC_ATTRIBUTION = (
@@ -129,6 +129,7 @@ def evaluate_run(
     """Load ``run_dir``, predict ``split`` of its own data (or every cell of ``data``) and evaluate the predictions."""
     from blastscope.training.run import load_run
 
+    check_target_sensitivity(target_sensitivity)
     if threshold == "val" and data is None and split == "val":
         raise BlastscopeError(
             "--threshold val with --split val would tune the threshold on the cells it scores; use --split test"

@@ -46,6 +46,11 @@ def parse_threshold(text: str | float | None) -> str | float:
     return value
 
 
+def check_target_sensitivity(target: float | None) -> None:
+    if target is not None and not 0.0 < target <= 1.0:
+        raise BlastscopeError(f"--target-sensitivity {target} is outside (0, 1]; use e.g. 0.95")
+
+
 def resolve_threshold(
     spec: str | float,
     val: tuple[np.ndarray, np.ndarray] | None = None,
@@ -83,8 +88,7 @@ def threshold_for_weighted_f1(y_true: np.ndarray, y_prob: np.ndarray) -> Thresho
 
 def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float) -> ThresholdChoice:
     """The highest threshold that still finds ``target`` of the positives, i.e. the best specificity at that recall."""
-    if not 0.0 < target <= 1.0:
-        raise BlastscopeError(f"--target-sensitivity {target} is outside (0, 1]; use e.g. 0.95")
+    check_target_sensitivity(target)
     _, tpr, thresholds = skm.roc_curve(y_true, y_prob[:, 1], drop_intermediate=False)
     reaching = np.flatnonzero((tpr >= target) & np.isfinite(thresholds))
     index = reaching[0]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from blastscope.evaluation.evaluate import evaluate_predictions
+from blastscope.errors import BlastscopeError, DataError
+from blastscope.evaluation.evaluate import evaluate_predictions, evaluate_run, format_summary
 from blastscope.evaluation.metrics import weighted_f1
 
 CLASSES = ("hem", "all")
@@ -79,3 +82,56 @@ def test_multiclass_has_no_threshold() -> None:
     probabilities = _softmax(rng.normal(size=(30, 3)) + 2 * np.eye(3)[y])
     result = evaluate_predictions(y, probabilities, None, ("a", "b", "c"), threshold="val", bootstrap=10)
     assert result["threshold"]["source"].startswith("argmax") and result["roc"] is None
+
+
+@pytest.fixture(scope="module")
+def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real one-epoch run of the small CNN on 32-pixel synthetic cells."""
+    from blastscope.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(data=str(synth_small), model="cnn", pretrained="none", image_size=32, epochs_frozen=0,
+                         epochs_finetune=1, num_workers=0, progress=False, out=str(out))
+    return train(config)
+
+
+def test_evaluate_run_on_the_test_split(small_run: Path) -> None:
+    from blastscope.training import load_run
+
+    result = evaluate_run(small_run, threshold="val", tta=True, bootstrap=30, precision="fp32")
+    test_cells = load_run(small_run).split.parts["test"]
+    assert result.n_cells == len(test_cells) == len(result.predictions)
+    assert result.subject_level and not any("image-level" in note for note in result.notes)
+    assert result.weights_source == "random init" and result.display_name == "cnn (random init)"
+    assert result.plain["threshold"]["source"] == "val:weighted_f1"
+    assert result.tta["threshold"] == result.plain["threshold"]  # TTA is scored at the same threshold
+    assert result.plain["calibration"]["temperature"] is not None
+    assert {"p_hem", "p_all", "p_hem_tta", "p_all_tta"} <= set(result.predictions[0])
+    data = json.loads(json.dumps(result.to_dict()))
+    assert "predictions" not in data and data["plain"]["metrics"]["n"] == len(test_cells)
+    assert "weighted F1" in format_summary(result) and "with TTA" in format_summary(result)
+
+
+def test_new_data_drops_cells_the_run_has_seen(small_run: Path, synth_small: Path) -> None:
+    from blastscope.training import load_run
+
+    split = load_run(small_run).split
+    result = evaluate_run(small_run, data=synth_small, bootstrap=0, precision="fp32")
+    assert result.n_cells == len(split.parts["test"])  # the training and validation cells are left out
+    assert result.split == "all" and any("left out" in note for note in result.notes)
+
+
+def test_new_data_with_other_classes_is_refused(small_run: Path, tmp_path: Path) -> None:
+    for label in ("tumour", "stroma"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * i + (label == "tumour") * 100, np.uint8)).save(
+                tmp_path / label / f"{i}.png"
+            )
+    with pytest.raises(DataError, match="differ from the run's"):
+        evaluate_run(small_run, data=tmp_path, bootstrap=0)
+
+
+def test_threshold_is_never_tuned_on_the_cells_scored(small_run: Path) -> None:
+    with pytest.raises(BlastscopeError, match="--split val"):
+        evaluate_run(small_run, split="val", threshold="val")
