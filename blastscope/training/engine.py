@@ -269,6 +269,7 @@ def _trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
         use_distributed_sampler=False,
         reload_dataloaders_every_n_epochs=1 if module.hparams.cached_features else 0,
         num_sanity_val_steps=0,
+        log_every_n_steps=1,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         default_root_dir=prepared.run_dir,

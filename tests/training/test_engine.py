@@ -1,0 +1,101 @@
+"""train(config) end to end on tiny synthetic cells: the run directory, load_run, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from blastscope.errors import DataError
+from blastscope.training import TrainConfig, load_run, train
+
+
+def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable[..., TrainConfig]) -> None:
+    run_dir = train(tiny_config())
+    assert run_dir.name.endswith("-efficientnet_lite0")
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} >= {"best.ckpt", "last.ckpt"}
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["classes"] == ["hem", "all"]
+    assert config["weights_pretrained"] is True and "ImageNet" in config["weights_source"]
+    assert config["preprocessing"]["input_size"] == 32 and len(config["split_hash"]) > 6
+    assert {"torch", "lightning", "timm", "blastscope"} <= set(config["versions"])
+    assert config["resolved_precision"] in ("bf16-mixed", "32-true")
+
+    with (run_dir / "history.csv").open() as handle:
+        history = list(csv.DictReader(handle))
+    assert list(history[0]) == ["epoch", "phase", "train_loss", "val_loss", "val_accuracy", "val_weighted_f1", "lr", "epoch_seconds"]
+    assert [(row["epoch"], row["phase"]) for row in history] == [("1", "frozen"), ("2", "finetune")]
+    assert float(history[0]["lr"]) == pytest.approx(1e-3) and float(history[1]["lr"]) == pytest.approx(1e-4)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["n"] == metrics["data"]["parts"]["test"] > 0
+    assert metrics["training"]["images_per_second"] > 0 and metrics["data"]["skipped_files"] == 0
+
+    for name in ("best", "last"):
+        checkpoint = torch.load(run_dir / "checkpoints" / f"{name}.ckpt", weights_only=True)
+        assert any(key.startswith("model.") for key in checkpoint["state_dict"])
+
+    trained = load_run(run_dir)
+    assert trained.display_name == "efficientnet_lite0 (pretrained)"
+    assert not trained.model.training and trained.classes == ("hem", "all")
+    assert trained.split.hash == config["split_hash"]
+    with torch.no_grad():
+        assert trained.model(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
+
+
+def test_random_init_trains_all_layers_in_one_phase(tiny_config: Callable[..., TrainConfig]) -> None:
+    run_dir = train(tiny_config(pretrained="none", epochs_frozen=1, epochs_finetune=1))
+    with (run_dir / "history.csv").open() as handle:
+        assert [row["phase"] for row in csv.DictReader(handle)] == ["full", "full"]
+    assert load_run(run_dir).display_name == "efficientnet_lite0 (random init)"
+
+
+def test_cached_features_feed_the_head_what_the_backbone_would(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    from blastscope.data.datamodule import CellDataModule
+    from blastscope.models import create_model
+    from blastscope.training.features import extract_features
+
+    run_dir = train(tiny_config(cached_features=True, epochs_finetune=0))
+    with (run_dir / "history.csv").open() as handle:
+        assert [row["phase"] for row in csv.DictReader(handle)] == ["frozen"]
+    split = load_run(run_dir).split
+    bundle = create_model("efficientnet_lite0", image_size=32)
+    datamodule = CellDataModule(split.parts, ["hem", "all"], bundle.preprocessing, {}, batch_size=4, num_workers=0, seed=0)
+    dataset = datamodule.dataset("train", augment=False)
+    cached = extract_features(bundle.model.train(), dataset, batch_size=4)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.no_grad():
+        direct = bundle.model.eval().forward_features(images)
+    torch.testing.assert_close(cached.tensors[0], direct)
+    assert cached.tensors[1].tolist() == [dataset[i][1] for i in range(len(dataset))]
+    assert bundle.model.training is False  # extraction ran in eval mode and restored the mode it found
+
+
+def test_an_unusable_dataset_stops_before_training(tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]) -> None:
+    one_class = tmp_path / "one-class"
+    shutil.copytree(tiny_cells, one_class)
+    for file in one_class.rglob("*"):
+        if file.is_file() and "hem" in file.parent.name:
+            file.unlink()
+    with pytest.raises(DataError):
+        train(tiny_config(data=str(one_class)))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_cells, damaged)
+    victims = sorted(p for p in damaged.rglob("*.png"))[:2]
+    for victim in victims:
+        victim.write_bytes(b"not an image")
+    run_dir = train(tiny_config(data=str(damaged), epochs_finetune=0))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["data"]["skipped_files"] == 2
+    assert {Path(path).name for path, _ in metrics["data"]["skipped"]} == {v.name for v in victims}
