@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import timm
 import torch
 from timm.data import resolve_data_config
@@ -46,9 +48,30 @@ def classifier_prefixes(timm_name: str) -> tuple[str, ...]:
 
 
 def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's layer groups from input to output, as timm defines them for layer-wise learning rates."""
+    """The backbone's layer groups from input to output, as timm defines them for layer-wise learning rates.
+
+    Each stage holds the largest modules lying wholly inside its group (``blocks.3``, not its convolutions one by
+    one), so that switching a stage to train mode also reaches its parameter-free layers such as dropout.
+    """
     groups = group_modules(backbone, backbone.group_matcher(coarse=True))
-    return [nn.ModuleList(backbone.get_submodule(name) for name in groups[key]) for key in sorted(groups)]
+    group_of = {leaf: key for key, leaves in groups.items() for leaf in leaves}
+    groups_under: dict[str, set[int]] = defaultdict(set)
+    for leaf, key in group_of.items():
+        parts = leaf.split(".")
+        for depth in range(1, len(parts) + 1):
+            groups_under[".".join(parts[:depth])].add(key)
+    stages = []
+    for key in sorted(groups):
+        names = dict.fromkeys(_outermost_within(leaf, key, groups_under) for leaf in groups[key])
+        stages.append(nn.ModuleList(backbone.get_submodule(name) for name in names))
+    return stages
+
+
+def _outermost_within(leaf: str, group: int, groups_under: dict[str, set[int]]) -> str:
+    parts = leaf.split(".")
+    return next(
+        ".".join(parts[:depth]) for depth in range(1, len(parts) + 1) if groups_under[".".join(parts[:depth])] == {group}
+    )
 
 
 class TimmClassifier(CellClassifier):
