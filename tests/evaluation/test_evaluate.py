@@ -135,3 +135,12 @@ def test_new_data_with_other_classes_is_refused(small_run: Path, tmp_path: Path)
 def test_threshold_is_never_tuned_on_the_cells_scored(small_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="--split val"):
         evaluate_run(small_run, split="val", threshold="val")
+
+
+@pytest.mark.integration
+def test_real_cnmc_cells_as_new_data(small_run: Path, cnmc_sample: Path) -> None:
+    """The 52 real C-NMC sample cells (CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA) read and scored."""
+    result = evaluate_run(small_run, data=cnmc_sample, bootstrap=20, precision="fp32")
+    assert result.n_cells == 52 and result.plain["subjects"]["n_subjects"] == 26
+    assert result.plain["metrics"]["confusion_matrix"][0][0] + result.plain["metrics"]["confusion_matrix"][0][1] == 26
+    assert result.attribution is not None and "TCIA" in result.attribution
