@@ -130,29 +130,19 @@ def evaluate_run(
     from blastscope.training.run import load_run
 
     check_target_sensitivity(target_sensitivity)
-    if threshold == "val" and data is None and split == "val":
+    if data is None and split == "val" and (threshold == "val" or target_sensitivity is not None):
         raise BlastscopeError(
-            "--threshold val with --split val would tune the threshold on the cells it scores; use --split test"
+            "a threshold chosen on validation cannot be scored on --split val (it would be tuned on the cells it "
+            "scores); use --split test or give --threshold a number"
         )
     run = load_run(run_dir, checkpoint)
     _move_to(run.model, device)
     classes = list(run.classes)
     notes: list[str] = []
-    if data is None:
-        cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
-        subject_level = bool(run.split.subject_level) and all(cell.subject for cell in cells)
-    else:
-        cells, source = _external_cells(run, Path(data), notes), str(data)
-        subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
-    if not subject_level:
-        notes.insert(0, "results are image-level: cells of one subject may be in both the training and the evaluated "
-                        "data, so these numbers can be optimistic and do not say how the model does on new people")
-
+    cells, source, subject_level = _cells_to_score(run, data, split, notes)
     predict = _predictor(run, precision, batch_size, progress)
     val_cells = run.split.parts.get("val", [])
     val = (_labels(val_cells, classes), predict(val_cells, False)[1]) if val_cells else None
-    if val is not None and data is None and split == "val":
-        notes.append("the temperature was fitted on the same validation cells it is scored on")
     y_true, subjects = _labels(cells, classes), [cell.subject for cell in cells]
     probabilities, logits = predict(cells, False)
     plain = evaluate_predictions(
@@ -206,7 +196,7 @@ def format_summary(result: EvaluationResult) -> str:
         f"model: {result.display_name}; weights: {result.weights_source}",
         f"data: {result.data}: {result.n_cells} cells"
         + (f" from {plain['subjects']['n_subjects']} subjects" if plain["subjects"] else ""),
-        f"threshold on p({display_name(result.classes[-1])}): {_threshold_text(plain['threshold'])}",
+        f"decision: {_threshold_text(plain['threshold'], result.classes)}",
     ]
     boot = plain["bootstrap"]
     ci_header = f"95% CI ({boot['n_resamples']} resamples of {boot['unit']}s)" if boot else ""
@@ -277,6 +267,23 @@ def _move_to(model: Any, device: str) -> None:
     model.to(device)
 
 
+def _cells_to_score(run: Any, data: Path | str | None, split: str, notes: list[str]) -> tuple[list[Cell], str, bool]:
+    """The cells to evaluate, a description of where they come from, and whether results are subject-level."""
+    if data is None:
+        cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
+        subject_level = bool(run.split.subject_level) and all(cell.subject for cell in cells)
+        if split != "test":
+            notes.append(f"the {split} split shaped this model (training or checkpoint/threshold/temperature choice), "
+                         "so its scores here are optimistic; the test split is the honest one")
+    else:
+        cells, source = _external_cells(run, Path(data), notes), str(data)
+        subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
+    if not subject_level:
+        notes.insert(0, "results are image-level: cells of one subject may be in both the training and the evaluated "
+                        "data, so these numbers can be optimistic and do not say how the model does on new people")
+    return cells, source, subject_level
+
+
 def _split_cells(run: Any, split: str) -> list[Cell]:
     if split not in SPLITS:
         raise BlastscopeError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
@@ -338,11 +345,17 @@ def _predictor(run: Any, precision: str, batch_size: int, progress: bool):
     return predict
 
 
-def _threshold_text(threshold: dict[str, Any]) -> str:
-    text = f"{threshold['value']:.4f} ({threshold['source']}"
-    if threshold["val_score"] is not None:
-        text += f", {threshold['val_score']:.4f} on validation"
-    return text + ")"
+def _threshold_text(threshold: dict[str, Any], classes: Sequence[str]) -> str:
+    if len(classes) != 2:
+        return "the most probable class (multi-class: no threshold)"
+    positive = display_name(classes[-1])
+    source, score = threshold["source"], threshold["val_score"]
+    if source.startswith("val:"):
+        goal = "best weighted F1" if source == "val:weighted_f1" else source.removeprefix("val:")
+        how = f"chosen on validation for {goal}, reaching {score:.4f} there"
+    else:
+        how = source
+    return f"{positive} when p({positive}) >= {threshold['value']:.4f} ({how})"
 
 
 def _metric_label(key: str, label: str, classes: Sequence[str]) -> str:

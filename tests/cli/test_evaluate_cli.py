@@ -41,6 +41,7 @@ def test_evaluate_writes_json_and_prints_an_aligned_summary(
     [
         (["--threshold", "high"], "--threshold 'high'"),
         (["--split", "val", "--threshold", "val"], "--split val"),
+        (["--split", "val", "--target-sensitivity", "0.9"], "--split val"),
         (["--target-sensitivity", "1.5"], "--target-sensitivity"),
     ],
 )
