@@ -20,9 +20,16 @@ def _one_thread() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never reach for the hub, even on a machine that could."""
+def _offline_with_empty_hub_caches(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Tests never reach for the hub, nor find weights a previous download left on this machine."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("BLASTSCOPE_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-cache")))
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path_factory.mktemp("torch-hub")))
+    yield
+    torch.hub.set_dir(previous)
 
 
 @pytest.fixture(scope="session")

