@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory made by `blastscope train`")
     parser.add_argument("--data", type=Path, help="evaluate on all of this dataset instead (same classes as the run)")
-    parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="which part of the run's split")
+    parser.add_argument(
+        "--split", choices=("test", "val", "train"), default="test", help="which part of the run's split"
+    )
     parser.add_argument(
         "--threshold",
         default="0.5",

@@ -206,12 +206,16 @@ def format_summary(result: EvaluationResult) -> str:
         value = plain["metrics"][key]
         if value is None:
             continue
-        rows.append([_metric_label(key, label, result.classes), f"{value:.4f}", _ci_text(boot, key)]
-                    + ([_number(tta["metrics"][key])] if tta else []))
+        rows.append(
+            [_metric_label(key, label, result.classes), f"{value:.4f}", _ci_text(boot, key)]
+            + ([_number(tta["metrics"][key])] if tta else [])
+        )
     lines += ["", *_aligned(rows)]
     if boot and min(boot["units_per_class"]) < FEW_UNITS:
-        lines.append(f"(only {min(boot['units_per_class'])} {boot['unit']}s in the smallest class: the intervals "
-                     "understate the uncertainty)")
+        lines.append(
+            f"(only {min(boot['units_per_class'])} {boot['unit']}s in the smallest class: the intervals "
+            "understate the uncertainty)"
+        )
     lines += ["", _calibration_text(plain["calibration"])]
     if plain["subjects"]:
         level = plain["subjects"]["subject_level"]
@@ -242,8 +246,12 @@ def prediction_rows(
     return rows
 
 
-def _threshold(spec: str | float | ThresholdChoice, target_sensitivity: float | None,
-               val: tuple[np.ndarray, np.ndarray] | None, binary: bool) -> ThresholdChoice:
+def _threshold(
+    spec: str | float | ThresholdChoice,
+    target_sensitivity: float | None,
+    val: tuple[np.ndarray, np.ndarray] | None,
+    binary: bool,
+) -> ThresholdChoice:
     if isinstance(spec, ThresholdChoice):
         return spec
     if not binary:
@@ -273,14 +281,19 @@ def _cells_to_score(run: Any, data: Path | str | None, split: str, notes: list[s
         cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
         subject_level = bool(run.split.subject_level) and all(cell.subject for cell in cells)
         if split != "test":
-            notes.append(f"the {split} split shaped this model (training or checkpoint/threshold/temperature choice), "
-                         "so its scores here are optimistic; the test split is the honest one")
+            notes.append(
+                f"the {split} split shaped this model (training or checkpoint/threshold/temperature choice), "
+                "so its scores here are optimistic; the test split is the honest one"
+            )
     else:
         cells, source = _external_cells(run, Path(data), notes), str(data)
         subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
     if not subject_level:
-        notes.insert(0, "results are image-level: cells of one subject may be in both the training and the evaluated "
-                        "data, so these numbers can be optimistic and do not say how the model does on new people")
+        notes.insert(
+            0,
+            "results are image-level: cells of one subject may be in both the training and the evaluated "
+            "data, so these numbers can be optimistic and do not say how the model does on new people",
+        )
     return cells, source, subject_level
 
 
@@ -306,8 +319,10 @@ def _external_cells(run: Any, data: Path, notes: list[str]) -> list[Cell]:
     seen = {cell.digest for part in ("train", "val") for cell in run.split.parts.get(part, [])}
     cells = [cell for cell in table.cells if cell.digest not in seen]
     if len(cells) < len(table.cells):
-        notes.append(f"{len(table.cells) - len(cells)} cells of {data} are identical to cells the run trained or "
-                     "validated on and were left out")
+        notes.append(
+            f"{len(table.cells) - len(cells)} cells of {data} are identical to cells the run trained or "
+            "validated on and were left out"
+        )
     if table.skipped:
         notes.append(f"{len(table.skipped)} files of {data} could not be read and were skipped")
     if not cells:
@@ -320,8 +335,10 @@ def _shared_subjects(run: Any, cells: Sequence[Cell], notes: list[str]) -> bool:
     seen = {cell.subject for part in ("train", "val") for cell in run.split.parts.get(part, []) if cell.subject}
     shared = sorted({cell.subject for cell in cells if cell.subject} & seen)
     if shared:
-        notes.append(f"{len(shared)} subjects of the evaluated data also gave cells to training or validation "
-                     f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})")
+        notes.append(
+            f"{len(shared)} subjects of the evaluated data also gave cells to training or validation "
+            f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})"
+        )
     return bool(shared)
 
 
@@ -339,8 +356,18 @@ def _predictor(run: Any, precision: str, batch_size: int, progress: bool):
     cache = DecodedCache()
 
     def predict(cells: Sequence[Cell], tta: bool) -> tuple[np.ndarray, np.ndarray]:
-        return predict_proba(run.model, run.preprocessing, cells, batch_size=batch_size, tta=tta, cache=cache,
-                             precision=precision, return_logits=True, progress=progress, transform=transform)
+        return predict_proba(
+            run.model,
+            run.preprocessing,
+            cells,
+            batch_size=batch_size,
+            tta=tta,
+            cache=cache,
+            precision=precision,
+            return_logits=True,
+            progress=progress,
+            transform=transform,
+        )
 
     return predict
 
@@ -380,8 +407,10 @@ def _number(value: float | None) -> str:
 def _calibration_text(calibration: dict[str, Any]) -> str:
     text = f"calibration: ECE {calibration['before']['ece']:.4f} ({calibration['before']['n_bins']} bins)"
     if calibration["after"] is not None:
-        text += (f" -> {calibration['after']['ece']:.4f} after temperature scaling "
-                 f"(T = {calibration['temperature']:.3f}, fitted on validation)")
+        text += (
+            f" -> {calibration['after']['ece']:.4f} after temperature scaling "
+            f"(T = {calibration['temperature']:.3f}, fitted on validation)"
+        )
     return text
 
 

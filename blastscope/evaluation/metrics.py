@@ -110,9 +110,7 @@ def classification_metrics(
     binary = len(classes) == 2
     labels = np.arange(len(classes))
     y_pred = predict_labels(y_prob, threshold)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     names = [display_name(label) for label in classes]
     return {
         "n": int(len(y_true)),

@@ -13,9 +13,28 @@ from blastscope.cli import main
 @pytest.fixture(scope="module")
 def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    code = main(["train", "--data", str(synth_small), "--model", "cnn", "--pretrained", "none", "--image-size", "32",
-                 "--epochs-frozen", "0", "--epochs-finetune", "1", "--num-workers", "0", "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(synth_small),
+            "--model",
+            "cnn",
+            "--pretrained",
+            "none",
+            "--image-size",
+            "32",
+            "--epochs-frozen",
+            "0",
+            "--epochs-finetune",
+            "1",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     (run_dir,) = out.iterdir()
     return run_dir
@@ -24,7 +43,9 @@ def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_evaluate_writes_json_and_prints_an_aligned_summary(
     small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["evaluate", str(small_run), "--bootstrap", "40", "--tta", "--threshold", "val", "--out", str(tmp_path)])
+    code = main(
+        ["evaluate", str(small_run), "--bootstrap", "40", "--tta", "--threshold", "val", "--out", str(tmp_path)]
+    )
     out = capsys.readouterr().out
     assert code == 0
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())

@@ -35,15 +35,26 @@ def cohort() -> dict[str, np.ndarray | list[str]]:
     y_test = np.repeat([0, 1], 30)
     p_test = np.where(y_test == 1, rng.uniform(0.32, 1.0, 60), rng.uniform(0.0, 0.3, 60))
     subjects = [f"{'H' if y == 0 else ''}{i // 6}" for i, y in enumerate(y_test)]
-    return {"y_val": y_val, "logits_val": _logits_for(p_val), "y_test": y_test, "logits_test": _logits_for(p_test),
-            "subjects": subjects}
+    return {
+        "y_val": y_val,
+        "logits_val": _logits_for(p_val),
+        "y_test": y_test,
+        "logits_test": _logits_for(p_test),
+        "subjects": subjects,
+    }
 
 
 def test_val_threshold_is_chosen_on_validation_not_test(cohort: dict) -> None:
     logits_test = cohort["logits_test"]
     result = evaluate_predictions(
-        cohort["y_test"], _softmax(logits_test), cohort["subjects"], CLASSES, threshold="val",
-        logits=logits_test, val=(cohort["y_val"], cohort["logits_val"]), bootstrap=50,
+        cohort["y_test"],
+        _softmax(logits_test),
+        cohort["subjects"],
+        CLASSES,
+        threshold="val",
+        logits=logits_test,
+        val=(cohort["y_val"], cohort["logits_val"]),
+        bootstrap=50,
     )
     chosen = result["threshold"]["value"]
     assert result["threshold"]["source"] == "val:weighted_f1"
@@ -57,8 +68,14 @@ def test_val_threshold_is_chosen_on_validation_not_test(cohort: dict) -> None:
 def test_everything_is_reported_as_plain_json(cohort: dict) -> None:
     logits_test = cohort["logits_test"]
     result = evaluate_predictions(
-        cohort["y_test"], _softmax(logits_test), cohort["subjects"], CLASSES,
-        logits=logits_test, val=(cohort["y_val"], cohort["logits_val"]), bootstrap=50, seed=3,
+        cohort["y_test"],
+        _softmax(logits_test),
+        cohort["subjects"],
+        CLASSES,
+        logits=logits_test,
+        val=(cohort["y_val"], cohort["logits_val"]),
+        bootstrap=50,
+        seed=3,
     )
     json.dumps(result)
     assert result["threshold"] == {"value": 0.5, "source": "default", "val_score": None}
@@ -90,8 +107,17 @@ def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from blastscope.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs")
-    config = TrainConfig(data=str(synth_small), model="cnn", pretrained="none", image_size=32, epochs_frozen=0,
-                         epochs_finetune=1, num_workers=0, progress=False, out=str(out))
+    config = TrainConfig(
+        data=str(synth_small),
+        model="cnn",
+        pretrained="none",
+        image_size=32,
+        epochs_frozen=0,
+        epochs_finetune=1,
+        num_workers=0,
+        progress=False,
+        out=str(out),
+    )
     return train(config)
 
 
