@@ -25,7 +25,12 @@ from blastscope.evaluation.bootstrap import bootstrap_ci
 from blastscope.evaluation.calibration import calibration_report
 from blastscope.evaluation.metrics import classification_metrics, display_name
 from blastscope.evaluation.subjects import subject_report
-from blastscope.evaluation.threshold import ThresholdChoice, check_target_sensitivity, resolve_threshold
+from blastscope.evaluation.threshold import (
+    ThresholdChoice,
+    check_target_sensitivity,
+    parse_threshold,
+    resolve_threshold,
+)
 
 SPLITS = ("test", "val", "train")
 CNMC_ATTRIBUTION = (
@@ -130,6 +135,7 @@ def evaluate_run(
     from blastscope.training.run import load_run
 
     check_target_sensitivity(target_sensitivity)
+    threshold = parse_threshold(threshold)
     if data is None and split == "val" and (threshold == "val" or target_sensitivity is not None):
         raise BlastscopeError(
             "a threshold chosen on validation cannot be scored on --split val (it would be tuned on the cells it "

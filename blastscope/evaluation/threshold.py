@@ -56,10 +56,11 @@ def resolve_threshold(
     val: tuple[np.ndarray, np.ndarray] | None = None,
     target_sensitivity: float | None = None,
 ) -> ThresholdChoice:
-    """Turn ``spec`` (a number or ``"val"``) into a threshold; ``val`` is (y_true, y_prob) of the validation split.
+    """Turn ``spec`` (a number, its text, or ``"val"``) into a threshold; ``val`` is the validation (y_true, y_prob).
 
     A target sensitivity implies choosing on validation, whatever ``spec`` says when it is the default.
     """
+    spec = parse_threshold(spec)
     if target_sensitivity is not None and spec == DEFAULT_THRESHOLD:
         spec = "val"
     if spec != "val":

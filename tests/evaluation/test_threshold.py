@@ -19,6 +19,7 @@ def test_default_and_given_thresholds() -> None:
     assert resolve_threshold(0.5).source == "default"
     choice = resolve_threshold(parse_threshold("0.3"))
     assert choice.value == pytest.approx(0.3) and choice.source == "given"
+    assert resolve_threshold("0.50").source == "default"
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", "-0.1"])
@@ -43,7 +44,8 @@ def test_target_sensitivity_picks_the_highest_threshold_reaching_it() -> None:
     prob_val = _probs([0.2, 0.4, 0.5, 0.3, 0.6, 0.7, 0.9])
     choice = resolve_threshold(0.5, val=(y_val, prob_val), target_sensitivity=0.75)
     assert choice.value == pytest.approx(0.6) and choice.val_score == pytest.approx(0.75)
-    full = resolve_threshold("val", val=(y_val, prob_val), target_sensitivity=1.0)
+    assert resolve_threshold("0.5", val=(y_val, prob_val), target_sensitivity=0.75) == choice  # text as from a CLI
+    full = resolve_threshold("VAL", val=(y_val, prob_val), target_sensitivity=1.0)
     assert full.value == pytest.approx(0.3)
 
 
