@@ -358,7 +358,7 @@ def _predictor(run: Any, precision: str, batch_size: int, progress: bool):
     from blastscope.data.transforms import AugmentConfig, eval_transform
     from blastscope.evaluation.inference import predict_proba
 
-    transform = eval_transform(run.preprocessing, AugmentConfig(**run.config.get("augmentation", {})))
+    transform = eval_transform(run.preprocessing, AugmentConfig(**(run.config.get("augmentation") or {})))
     cache = DecodedCache()
 
     def predict(cells: Sequence[Cell], tta: bool) -> tuple[np.ndarray, np.ndarray]:
