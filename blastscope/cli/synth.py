@@ -28,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--separation",
         type=float,
-        default=1.5,
+        default=2.0,
         metavar="SD",
-        help="distance between the classes per cell trait, in within-class SDs: 0 = indistinguishable (default 1.5)",
+        help="distance between the classes per cell trait, in within-class SDs: 0 = indistinguishable (default 2)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     parser.set_defaults(run=run)

@@ -51,7 +51,7 @@ def synthesize(
     cells_per_subject: int = 12,
     image_size: int = 64,
     seed: int = 0,
-    separation: float = 1.5,
+    separation: float = 2.0,
 ) -> Path:
     """Write a synthetic C-NMC-layout dataset under ``out`` and return ``out``.
 
