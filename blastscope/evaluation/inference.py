@@ -43,6 +43,7 @@ def predict_proba(
     autocast where the hardware has native bf16 matrix units (CPUs with AMX, CUDA GPUs that support it), else fp32.
     With ``return_logits`` the result is ``(probabilities, logits)``, logits averaged over views, for temperature
     scaling. ``transform`` replaces the plain ``eval_transform(pre)``, e.g. to apply a run's stain normalisation.
+    The model is left in eval mode and channels-last memory format (faster convolutions on CPU and GPU).
     """
     logits = predict_view_logits(model, pre, items, batch_size, tta, cache, precision, progress, transform)
     probabilities = torch.from_numpy(logits).softmax(dim=-1).mean(dim=1).numpy()
