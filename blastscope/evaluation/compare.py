@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -157,8 +158,10 @@ def _check_request(config: CompareConfig) -> None:
         raise BlastscopeError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(known)}")
     if not config.models:
         raise BlastscopeError("no models to compare: pass --models a,b (see `blastscope models`)")
-    if config.cv is not None and config.cv < 2:
-        raise BlastscopeError(f"--cv {config.cv} makes no folds: use 2 or more, or leave --cv out for one split")
+    if config.cv is not None and config.cv < 3:
+        raise BlastscopeError(
+            f"--cv {config.cv} is too few folds: use 3 or more (one tests, one validates), or leave --cv out"
+        )
     if config.pretrained not in ("auto", "none"):
         raise BlastscopeError(f"--pretrained {config.pretrained!r} is unknown: use auto or none")
 
@@ -170,9 +173,12 @@ def _dataset(config: CompareConfig, out: Path) -> tuple[Path, int | None]:
     from blastscope.data.synth import synthesize
 
     target = (out / "data" / f"synthetic-seed{config.seed}").resolve()
-    if not (target / "training_data").is_dir():
+    if not target.is_dir():
         print(f"no --data given: drawing synthetic cells (seed {config.seed}) into {target}", flush=True)
-        synthesize(target, seed=config.seed)
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        synthesize(staging, seed=config.seed)
+        staging.rename(target)  # all or nothing: a killed run never leaves half a dataset to reuse
     return target, config.seed
 
 

@@ -130,10 +130,19 @@ def test_inception_is_raised_to_its_minimum_size() -> None:
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"models": ("cnn", "alexnet")}, "unknown model"), ({"models": ()}, "no models"), ({"cv": 1}, "--cv 1"),
+    [({"models": ("cnn", "alexnet")}, "unknown model"), ({"models": ()}, "no models"), ({"cv": 2}, "--cv 2 is too few folds"),
      ({"pretrained": "hub"}, "--pretrained 'hub'")],
 )
 def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(BlastscopeError, match=message):
         run_compare(CompareConfig(data=tmp_path / "missing", out=tmp_path, **changes))
     assert not (tmp_path / "runs").exists()
+
+
+def test_without_data_synthetic_cells_are_drawn_once_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, seed = compare._dataset(CompareConfig(seed=3), tmp_path)
+    assert (root, seed) == ((tmp_path / "data" / "synthetic-seed3").resolve(), 3)
+    assert len(list(root.rglob("*_all.png"))) > 0 and len(list(root.rglob("*_hem.png"))) > 0
+    assert not list((tmp_path / "data").glob("*.partial"))
+    monkeypatch.setattr("blastscope.data.synth.synthesize", lambda *a, **k: pytest.fail("drawn twice"))
+    assert compare._dataset(CompareConfig(seed=3), tmp_path) == (root, 3)
