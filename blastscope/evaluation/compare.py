@@ -131,7 +131,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     table = scan_dataset(data_root)
     splits = _shared_splits(table, config, out / "splits")
     print(budget.describe(), flush=True)
-    print(f"{len(config.models)} models x {len(splits)} split(s) of {data_root}; runs under {out / 'runs'}", flush=True)
+    layout = f"{config.cv} subject-grouped folds" if config.cv else "one shared split"
+    print(f"{len(config.models)} model(s), {layout} of {data_root}; runs under {out / 'runs'}", flush=True)
     jobs = [_Job(model, fold, path, split.hash) for model in config.models for fold, (split, path) in enumerate(splits)]
     evaluations: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
     for job in tqdm(jobs, desc="compare", unit="run", disable=not config.progress):
