@@ -83,7 +83,7 @@ def _plan_cells(
     rng: np.random.Generator, subjects_per_class: int, cells_per_subject: int, separation: float
 ) -> dict[str, np.ndarray]:
     """Draw every cell's file path, traits and its subject's stain, one row per cell."""
-    rows: dict[str, list] = {"paths": [], "is_all": [], "stain_gain": [], "stain_tint": [], "illumination": []}
+    rows: dict[str, list] = {"paths": [], "stain_gain": [], "stain_tint": [], "illumination": []}
     rows.update({name: [] for name in TRAITS})
     for label in ("all", "hem"):
         is_all = label == "all"
@@ -100,7 +100,6 @@ def _plan_cells(
             for index in range(cells_per_subject):
                 image, cell = index // 2 + 1, index % 2 + 1
                 rows["paths"].append(f"training_data/{fold}/{label}/UID_{subject}_{image}_{cell}_{label}.png")
-                rows["is_all"].append(is_all)
                 rows["stain_gain"].append(stain_gain)
                 rows["stain_tint"].append(stain_tint)
                 rows["illumination"].append(illumination)
@@ -116,7 +115,7 @@ def _class_mean(trait: Trait, is_all: bool, separation: float) -> float:
 
 def _render(cells: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     """Draw a batch of cells as (n, size, size, 3) uint8 images on black, as C-NMC's segmented cells are."""
-    n = len(cells["is_all"])
+    n = len(cells["cell_radius"])
     grid = (np.arange(size) - (size - 1) / 2)[None, :, None]  # broadcasts to (n, y, x)
     centre = rng.normal(0.0, 0.025 * size, size=(n, 2))
     radius = np.clip(cells["cell_radius"], 0.12, 0.34) * size
