@@ -141,3 +141,11 @@ def test_real_cells_are_resized_whole(cnmc_sample: Path, cache: DecodedCache) ->
     pixels = cache.load(path, DIGEST, 64, "bicubic")
     assert pixels.shape == (64, 64, 3)
     assert pixels[0, 0].max() < 12 and pixels[32, 32].max() > 30, "black border kept, cell in the middle"
+
+
+@pytest.mark.integration
+def test_real_webp_cells_decode_through_the_cache(cnmc_dev: Path, cache: DecodedCache) -> None:
+    path = next(cnmc_dev.glob("training_data/fold_0/hem/*.webp"))
+    first = cache.load(path, DIGEST, 48, "bilinear")
+    np.testing.assert_array_equal(cache.load(path, DIGEST, 48, "bilinear"), first)
+    assert first.shape == (48, 48, 3) and first.max() > 30
