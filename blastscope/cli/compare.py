@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, metavar="PX", help="shared input size (raised to a model's minimum)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
     parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples for the 95%% CIs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, training and synthetic data (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, training and synthetic data (default: 0)"
+    )
     parser.add_argument(
         "--pretrained",
         choices=("auto", "none"),

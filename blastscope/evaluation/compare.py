@@ -14,7 +14,7 @@ import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,7 @@ def run_compare(config: CompareConfig) -> ReportFiles:
         dataset=_dataset_card(table, splits[0][0], synthetic_seed),
         models=results,
         budget=_budget_table(config, budget, results),
-        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         cv_folds=config.cv,
         bootstrap_unit=_bootstrap_unit(evaluations),
     )
@@ -194,9 +194,9 @@ def _shared_splits(table: CellTable, config: CompareConfig, directory: Path) -> 
     else:
         splits = [make_split(table, seed=config.seed)]
         paths = [directory / "split.csv"]
-    for split, path in zip(splits, paths):
+    for split, path in zip(splits, paths, strict=True):
         write_split_csv(split, path)
-    return list(zip(splits, paths))
+    return list(zip(splits, paths, strict=True))
 
 
 def _train_config(job: _Job, config: CompareConfig, budget: Budget, data_root: Path, runs: Path) -> Any:
@@ -270,7 +270,9 @@ def find_run(runs: Path, recipe: dict[str, Any], split_hash: str) -> tuple[Path,
             candidate["image_size"] = None
         if candidate == wanted:
             run_dir = config_path.parent
-            matches.append((run_dir, (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()))
+            matches.append(
+                (run_dir, (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file())
+            )
     finished = [match for match in matches if match[1]]
     return (finished or matches or [None])[0]
 
@@ -290,7 +292,9 @@ def _evaluate(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[str,
     return evaluation
 
 
-def _model_result(model: str, evaluations: dict[tuple[str, int], tuple[Path, dict[str, Any]]], folds: int) -> ModelResult:
+def _model_result(
+    model: str, evaluations: dict[tuple[str, int], tuple[Path, dict[str, Any]]], folds: int
+) -> ModelResult:
     """The report's view of one model: the first fold in detail, every fold's headline metrics under CV."""
     run_dir, evaluation = evaluations[model, 0]
     recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -320,7 +324,9 @@ def model_result_from_evaluation(
         pretrained=bool(evaluation["pretrained"]),
         classes=tuple(evaluation["classes"]),
         threshold=float(plain["threshold"]["value"]),
-        metrics={key: value for key, value in plain["metrics"].items() if isinstance(value, (int, float)) or value is None},
+        metrics={
+            key: value for key, value in plain["metrics"].items() if isinstance(value, (int, float)) or value is None
+        },
         intervals={
             name: (interval["low"], interval["high"])
             for name, interval in boot["metrics"].items()
@@ -431,7 +437,9 @@ def _budget_table(config: CompareConfig, budget: Budget, results: Sequence[Model
     return {
         "budget": f"{budget.name} ({budget.purpose})",
         "models": ", ".join(config.models),
-        "split": f"{config.cv}-fold subject-grouped cross-validation" if config.cv else "one shared train/val/test split",
+        "split": f"{config.cv}-fold subject-grouped cross-validation"
+        if config.cv
+        else "one shared train/val/test split",
         "seed": config.seed,
         "epochs (frozen backbone + fine-tuning)": f"{budget.epochs_frozen} + {budget.epochs_finetune}",
         "image size": ", ".join(f"{name} {size} px" for name, size in sizes.items()),

@@ -8,6 +8,7 @@ Every function takes plain numbers (no run directories, no models) and returns a
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 # The registry's default order: each built-in model always gets the same colour, whatever subset is compared.
 KNOWN_MODELS = (
@@ -112,7 +113,9 @@ def training_curves(history: Sequence[HistoryRow], model: str) -> Figure:
     loss_axes.plot(epochs, [row.train_loss for row in history], "o-", color="#2e86c1", label="train loss")
     loss_axes.plot(epochs, [row.val_loss for row in history], "s-", color="#d68910", label="validation loss")
     loss_axes.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
-    f1_axes.plot(epochs, [row.val_weighted_f1 for row in history], "o-", color="#27ae60", label="validation weighted F1")
+    f1_axes.plot(
+        epochs, [row.val_weighted_f1 for row in history], "o-", color="#27ae60", label="validation weighted F1"
+    )
     f1_axes.set(title="Validation weighted F1", xlabel="epoch", ylabel="weighted F1", ylim=(0, 1.02))
     for axes in (loss_axes, f1_axes):
         _mark_phase_changes(axes, history)
@@ -124,7 +127,7 @@ def training_curves(history: Sequence[HistoryRow], model: str) -> Figure:
 
 
 def _mark_phase_changes(axes: plt.Axes, history: Sequence[HistoryRow]) -> None:
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         if after.phase != before.phase:
             boundary = (before.epoch + after.epoch) / 2
             axes.axvline(boundary, color="grey", linestyle="--", linewidth=1, label=f"{after.phase} phase starts")
@@ -172,7 +175,7 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
 
 
 def reliability_diagram(before: ReliabilityCurve, after: ReliabilityCurve | None, model: str) -> Figure:
-    """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect calibration."""
+    """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect."""
     figure, axes = plt.subplots(figsize=(5.6, 5.4), layout="constrained")
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
     _plot_reliability(axes, before, "#d68910", "before scaling")
@@ -207,7 +210,7 @@ def subject_accuracy(subjects: Sequence[SubjectAccuracy], classes: Sequence[str]
     figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.38 * len(order)), 4), layout="constrained")
     positions = np.arange(len(order))
     axes.bar(positions, [s.accuracy for s in order], color=[colors[s.true_class] for s in order], width=0.75)
-    for position, item in zip(positions, order):
+    for position, item in zip(positions, order, strict=True):
         axes.text(position, item.accuracy + 0.01, str(item.n_cells), ha="center", va="bottom", fontsize=7)
     axes.set_xticks(positions, labels=[s.subject for s in order], rotation=90 if len(order) > 12 else 0)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[name]) for name in classes]
@@ -232,8 +235,10 @@ def ranking(scores: Sequence[RankedScore], metric: str, interval: str) -> Figure
     values = np.array([s.value for s in ordered])
     errors = np.array([[s.value - s.low for s in ordered], [s.high - s.value for s in ordered]])
     axes.barh(positions, values, color=[colors[s.model] for s in ordered], height=0.6)
-    axes.errorbar(values, positions, xerr=np.clip(errors, 0, None), fmt="none", ecolor="black", capsize=4, linewidth=1.2)
-    for position, score in zip(positions, ordered):
+    axes.errorbar(
+        values, positions, xerr=np.clip(errors, 0, None), fmt="none", ecolor="black", capsize=4, linewidth=1.2
+    )
+    for position, score in zip(positions, ordered, strict=True):
         axes.text(min(score.high, 1.0) + 0.01, position, f"{score.value:.3f}", va="center", fontsize=9)
     axes.set_yticks(positions, labels=[s.model for s in ordered])
     axes.set(xlim=(0, 1.1), xlabel=f"{metric} (error bars: {interval})", title=f"Models ranked by {metric}")

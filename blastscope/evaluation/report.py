@@ -1,4 +1,4 @@
-"""The comparison report: ``report.html`` (self-contained), ``report.md`` (+ PNGs), ``results.csv`` and ``results.json``.
+"""The comparison report: self-contained ``report.html``, ``report.md`` with PNGs, ``results.csv`` and ``results.json``.
 
 The report reads only :class:`Comparison` — plain numbers gathered by :mod:`blastscope.evaluation.compare` — so it can
 be written (and tested) without training anything. The HTML embeds every figure as a base64 data URI and carries its
@@ -223,7 +223,9 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[_Figure]:
     figures = []
     if model.history:
         caption = "Loss and validation weighted F1 per epoch; the dashed line marks the phase change."
-        figures.append(_Figure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label))))
+        figures.append(
+            _Figure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label)))
+        )
     caption = "Confusion matrix on the test split" + _fold_note(comparison) + ": counts and share of each true class."
     matrix = plots.confusion_matrix(model.confusion, names, label, model.threshold)
     figures.append(_Figure(f"confusion-{model.name}", caption, plots.to_png(matrix)))
@@ -252,7 +254,7 @@ def _fold_note(comparison: Comparison) -> str:
     return f" (fold 1 of {comparison.cv_folds})" if comparison.cv_folds else ""
 
 
-# --- tables shared by HTML and Markdown --------------------------------------------------------------------------------
+# --- tables shared by HTML and Markdown ------------------------------------------------------------------------------
 
 
 def _ranking_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -304,8 +306,11 @@ def _dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[s
     names = [display_name(name) for name in card.classes]
     parts = list(card.cells_per_part)
     per_part = [
-        [part, *(str(card.cells_per_part[part].get(name, 0)) for name in card.classes),
-         str(sum(card.cells_per_part[part].values()))]
+        [
+            part,
+            *(str(card.cells_per_part[part].get(name, 0)) for name in card.classes),
+            str(sum(card.cells_per_part[part].values())),
+        ]
         for part in parts
     ]
     totals = card.cells_per_class()
@@ -314,7 +319,11 @@ def _dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[s
     if card.subjects:
         subject_counts = card.subjects_per_class()
         tables.append(
-            ("Subjects per class", ["class", "subjects"], [[display_name(n), str(subject_counts[n])] for n in card.classes])
+            (
+                "Subjects per class",
+                ["class", "subjects"],
+                [[display_name(n), str(subject_counts[n])] for n in card.classes],
+            )
         )
         rows = [[subject, display_name(label), part, str(cells)] for subject, label, part, cells in card.subjects]
         tables.append(("Cells per subject", ["subject", "class", "part", "cells"], rows))
@@ -322,11 +331,13 @@ def _dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[s
 
 
 def _dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
+    names = [display_name(name) for name in card.classes]
     level = "subject-level (no person in two parts)" if card.subject_level else "image-level (persons may be shared)"
     facts = [
         f"Data: {card.root} ({card.kind})",
-        f"Classes: {', '.join(display_name(name) for name in card.classes)} (positive: {display_name(card.classes[-1])})",
-        f"Split: {level}" + (f"; {comparison.cv_folds}-fold cross-validation, counts of fold 1" if comparison.cv_folds else ""),
+        f"Classes: {', '.join(names)} (positive: {names[-1]})",
+        f"Split: {level}"
+        + (f"; {comparison.cv_folds}-fold cross-validation, counts of fold 1" if comparison.cv_folds else ""),
         f"Exact duplicate files counted once: {card.duplicates}; unreadable files skipped: {card.skipped}",
         f"Attribution: {card.attribution}",
     ]
@@ -339,10 +350,12 @@ def _model_card(model: ModelResult, card: DatasetCard) -> list[tuple[str, str]]:
     limitations = [
         f"Trained and tested on one dataset ({card.root}: {data_line} cells); accuracy on other laboratories, stains, "
         "microscopes or segmentation pipelines is unknown.",
-        "A small test split gives wide confidence intervals: compare models by their intervals, not their point values.",
+        "A small test split gives wide confidence intervals: compare models by their intervals, not point values.",
     ]
     if not model.pretrained:
-        limitations.append("Trained from random initialisation (no pretrained weights), which needs more data and epochs.")
+        limitations.append(
+            "Trained from random initialisation (no pretrained weights), which needs more data and epochs."
+        )
     if not card.subject_level:
         limitations.append("The split is image-level, so cells of a test person were seen in training: optimistic.")
     return [
@@ -359,7 +372,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return "; ".join(f"{key} {value}" for key, value in settings.items() if value not in (None, "", [], {}))
 
 
-# --- HTML --------------------------------------------------------------------------------------------------------------
+# --- HTML ------------------------------------------------------------------------------------------------------------
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
@@ -386,7 +399,9 @@ def _html(comparison: Comparison, figures: dict[str, _Figure]) -> str:
     body.append(f'<p class="muted">Created {_e(comparison.created)}. {_e(INTENDED_USE)}</p>')
     body.append(f'<p class="muted">Data: {_e(card.attribution)}.</p>')
     body.append("<h2>Ranking</h2>")
-    body.append(f"<p>Ranked by weighted F1 (the C-NMC 2019 challenge metric); brackets: {_e(comparison.interval_label)}.</p>")
+    body.append(
+        f"<p>Ranked by weighted F1 (the C-NMC 2019 challenge metric); brackets: {_e(comparison.interval_label)}.</p>"
+    )
     body.append(_html_table(*_ranking_table(comparison)))
     body.append(_html_figure(figures["ranking"]))
     body.append("<h2>Shared budget</h2>")
@@ -414,7 +429,11 @@ def _html_model(model: ModelResult, comparison: Comparison, figures: dict[str, _
     parts = [f'<section class="model" id="model-{_e(model.name)}">', f"<h3>{_e(model.display_name)}</h3>"]
     rows = [[METRIC_LABELS.get(key, key), _score_text(model, key, comparison)] for key in METRIC_LABELS]
     parts.append(_html_table(["metric", "value"], rows))
-    parts.append('<dl class="card">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _model_card(model, comparison.dataset)) + "</dl>")
+    parts.append(
+        '<dl class="card">'
+        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _model_card(model, comparison.dataset))
+        + "</dl>"
+    )
     grid = [_html_figure(figures[key]) for key in _model_figure_keys(model) if key in figures]
     parts.append('<div class="grid">' + "".join(grid) + "</div>")
     parts.append("</section>")
@@ -443,7 +462,7 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-# --- Markdown ----------------------------------------------------------------------------------------------------------
+# --- Markdown --------------------------------------------------------------------------------------------------------
 
 
 def _markdown(comparison: Comparison, figures: dict[str, _Figure], figure_dir: str) -> str:
@@ -462,12 +481,14 @@ def _markdown(comparison: Comparison, figures: dict[str, _Figure], figure_dir: s
     lines += ["", "## Models"]
     for model in comparison.ranked:
         lines += ["", f"### {model.display_name}", ""]
-        lines += _md_table(["metric", "value"], [[METRIC_LABELS[k], _score_text(model, k, comparison)] for k in METRIC_LABELS])
+        lines += _md_table(
+            ["metric", "value"], [[METRIC_LABELS[k], _score_text(model, k, comparison)] for k in METRIC_LABELS]
+        )
         lines += [""] + [f"- **{key}**: {value}" for key, value in _model_card(model, card)] + [""]
         lines += [image(figures[key]) for key in _model_figure_keys(model) if key in figures]
     lines += ["", "## Dataset card", ""] + [f"- {fact}" for fact in _dataset_facts(card, comparison)]
     for caption, header, rows in _dataset_tables(card):
-        lines += ["", f"### {caption}", ""] + _md_table(header, rows)
+        lines += ["", f"### {caption}", "", *_md_table(header, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -482,7 +503,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
     return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
 
 
-# --- CSV and JSON ------------------------------------------------------------------------------------------------------
+# --- CSV and JSON ----------------------------------------------------------------------------------------------------
 
 
 def _result_rows(comparison: Comparison) -> list[dict[str, Any]]:
@@ -558,7 +579,7 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-# --- small numeric helpers ---------------------------------------------------------------------------------------------
+# --- small numeric helpers -------------------------------------------------------------------------------------------
 
 
 def _present(values: Any) -> list[float]:

@@ -17,8 +17,16 @@ TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size"
 
 
 def tiny_config(data: Path, out: Path, **changes: object) -> CompareConfig:
-    settings = {"data": data, "models": ("cnn",), "out": out, "budget": "demo", "progress": False,
-                "train_overrides": {"num_workers": 0}, **TINY, **changes}
+    settings = {
+        "data": data,
+        "models": ("cnn",),
+        "out": out,
+        "budget": "demo",
+        "progress": False,
+        "train_overrides": {"num_workers": 0},
+        **TINY,
+        **changes,
+    }
     return CompareConfig(**settings)  # type: ignore[arg-type]
 
 
@@ -29,8 +37,9 @@ def compared(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def test_a_finished_run_is_reused_and_nothing_trains_again(compared: Path, synth_small: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_finished_run_is_reused_and_nothing_trains_again(
+    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first_runs = sorted(p.name for p in (compared / "runs").iterdir())
     assert len(first_runs) == 1
 
@@ -79,7 +88,12 @@ def test_cross_validation_trains_every_fold_and_reports_mean_and_sd(synth_small:
 def write_fake_run(runs: Path, name: str, recipe: TrainConfig, split_hash: str, finished: bool) -> Path:
     run_dir = runs / name
     (run_dir / "checkpoints").mkdir(parents=True)
-    saved = {**recipe.to_dict(), "image_size": recipe.image_size or 48, "split_hash": split_hash, "classes": ["hem", "all"]}
+    saved = {
+        **recipe.to_dict(),
+        "image_size": recipe.image_size or 48,
+        "split_hash": split_hash,
+        "classes": ["hem", "all"],
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     if finished:
         (run_dir / "metrics.json").write_text("{}")
@@ -88,8 +102,17 @@ def write_fake_run(runs: Path, name: str, recipe: TrainConfig, split_hash: str, 
 
 
 def recipe(**changes: object) -> TrainConfig:
-    base = TrainConfig(data="/data", model="cnn", image_size=32, epochs_frozen=1, epochs_finetune=0, lr_head=1e-3,
-                       lr_finetune=1e-4, unfreeze_stages=2, split=SplitConfig(csv="/out/splits/split.csv"))
+    base = TrainConfig(
+        data="/data",
+        model="cnn",
+        image_size=32,
+        epochs_frozen=1,
+        epochs_finetune=0,
+        lr_head=1e-3,
+        lr_finetune=1e-4,
+        unfreeze_stages=2,
+        split=SplitConfig(csv="/out/splits/split.csv"),
+    )
     return TrainConfig(**{**base.__dict__, **changes})
 
 
@@ -130,8 +153,12 @@ def test_inception_is_raised_to_its_minimum_size() -> None:
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"models": ("cnn", "alexnet")}, "unknown model"), ({"models": ()}, "no models"), ({"cv": 2}, "--cv 2 is too few folds"),
-     ({"pretrained": "hub"}, "--pretrained 'hub'")],
+    [
+        ({"models": ("cnn", "alexnet")}, "unknown model"),
+        ({"models": ()}, "no models"),
+        ({"cv": 2}, "--cv 2 is too few folds"),
+        ({"pretrained": "hub"}, "--pretrained 'hub'"),
+    ],
 )
 def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(BlastscopeError, match=message):

@@ -32,7 +32,10 @@ def rendered(figure: Figure, path: Path) -> bytes:
 
 
 def test_training_curves_mark_the_phase_change(tmp_path: Path) -> None:
-    history = [plots.HistoryRow(e, "frozen" if e < 2 else "finetune", 0.7 - 0.1 * e, 0.8 - 0.1 * e, 0.6 + 0.1 * e) for e in range(5)]
+    history = [
+        plots.HistoryRow(e, "frozen" if e < 2 else "finetune", 0.7 - 0.1 * e, 0.8 - 0.1 * e, 0.6 + 0.1 * e)
+        for e in range(5)
+    ]
     figure = plots.training_curves(history, "resnet50 (random init)")
     loss_axes, f1_axes = figure.axes
     assert (loss_axes.get_xlabel(), loss_axes.get_ylabel()) == ("epoch", "cross-entropy loss")
@@ -40,7 +43,9 @@ def test_training_curves_mark_the_phase_change(tmp_path: Path) -> None:
     assert "resnet50 (random init)" in figure.get_suptitle()
     boundaries = [line for line in loss_axes.get_lines() if line.get_linestyle() == "--"]
     assert [line.get_xdata()[0] for line in boundaries] == [1.5]
-    assert {"train loss", "validation loss", "finetune phase starts", "validation weighted F1"} <= set(legend_texts(figure))
+    assert {"train loss", "validation loss", "finetune phase starts", "validation weighted F1"} <= set(
+        legend_texts(figure)
+    )
     rendered(figure, tmp_path / "curves.png")
 
 
@@ -86,15 +91,20 @@ def test_reliability_diagram_titles_ece_before_and_after(tmp_path: Path) -> None
     axes = figure.axes[0]
     assert "ECE 0.142 → 0.021 after temperature scaling" in axes.get_title()
     assert legend_texts(figure) == [
-        "perfectly calibrated", "before scaling (dot size: cells)", "after temperature scaling (dot size: cells)"
+        "perfectly calibrated",
+        "before scaling (dot size: cells)",
+        "after temperature scaling (dot size: cells)",
     ]
     assert "confidence" in axes.get_xlabel() and "accuracy" in axes.get_ylabel()
     rendered(figure, tmp_path / "reliability.png")
 
 
 def test_subject_accuracy_groups_subjects_by_true_class(tmp_path: Path) -> None:
-    subjects = [plots.SubjectAccuracy("7", "ALL", 0.9, 30), plots.SubjectAccuracy("H2", "HEM", 0.4, 12),
-                plots.SubjectAccuracy("3", "ALL", 0.6, 25)]
+    subjects = [
+        plots.SubjectAccuracy("7", "ALL", 0.9, 30),
+        plots.SubjectAccuracy("H2", "HEM", 0.4, 12),
+        plots.SubjectAccuracy("3", "ALL", 0.6, 25),
+    ]
     figure = plots.subject_accuracy(subjects, ["HEM", "ALL"], "cnn")
     axes = figure.axes[0]
     assert [t.get_text() for t in axes.get_xticklabels()] == ["H2", "3", "7"]

