@@ -79,9 +79,10 @@ def build_backbone(spec: ModelSpec, choice: WeightsChoice) -> tuple[nn.Module | 
     if choice.mode == "hub":
         raise WeightsError(
             f"cannot get ImageNet weights for {spec.name} ({_hub_name(spec)}): not in the hub cache and the hub is "
-            f"unreachable or refused; go online once, or use {OPTIONS}"
+            "unreachable or refused; go online once (the download is cached), or use --pretrained auto (falls back "
+            "to random init), none, or the path of a weights file"
         )
-    log.warning("%s: no pretrained weights reachable offline; starting from random initialisation", spec.name)
+    log.warning("%s: no pretrained weights reachable (package, hub cache, hub); starting from random init", spec.name)
     return _random_backbone(spec), ResolvedWeights(False, RANDOM_FALLBACK)
 
 

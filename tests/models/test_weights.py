@@ -56,15 +56,15 @@ def test_backbone_file_with_imagenet_classifier_loads(tmp_path, suffix):
     assert _equal_states(bundle.model.backbone.state_dict(), expected)
 
 
-def test_vgg_file_drops_the_fully_connected_top(tmp_path):
-    """fc6/fc7 (``pre_logits``) and the classifier are not part of the transferred convolutional base."""
-    from blastscope.models.timm_backbone import create_backbone
+@pytest.mark.parametrize(
+    ("timm_name", "prefixes"),
+    [("vgg16", ("head.fc.", "pre_logits.")), ("resnet50", ("fc.",)), ("tf_efficientnet_lite0", ("classifier.",))],
+)
+def test_files_lose_the_imagenet_top_the_backbone_has_no_place_for(timm_name, prefixes):
+    """VGG's fc6/fc7 (``pre_logits``) are dropped with its classifier: only the convolutional base transfers."""
+    from blastscope.models.timm_backbone import classifier_prefixes
 
-    top = {"pre_logits.fc1.weight": torch.zeros(8, 512, 7, 7), "head.fc.weight": torch.zeros(1000, 8)}
-    state = {**create_backbone("vgg16").state_dict(), **top}
-    torch.save(state, tmp_path / "vgg.pth")
-    bundle = create_model("vgg16", pretrained=tmp_path / "vgg.pth", image_size=32)
-    torch.testing.assert_close(bundle.model.backbone.features[0].weight, state["features.0.weight"])
+    assert classifier_prefixes(timm_name) == prefixes
 
 
 def test_lightning_checkpoint_of_a_previous_run_restores_the_whole_classifier(tmp_path):
@@ -122,7 +122,7 @@ def test_auto_without_any_weights_falls_back_to_random_init_with_a_warning(caplo
     with caplog.at_level(logging.WARNING, logger="blastscope.models.weights"):
         bundle = create_model("xception", pretrained="auto", image_size=32)
     assert (bundle.pretrained, bundle.weights_source) == (False, "random init (no pretrained weights reachable)")
-    assert "xception: no pretrained weights reachable offline" in caplog.text
+    assert "xception: no pretrained weights reachable" in caplog.text
     assert bundle.display_name == "xception (random init)"
 
 
