@@ -92,7 +92,13 @@ class ResumableLoader(DataLoader):
         return {"epoch": self.sampler.epoch, "batches_done": self.batches_done()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(state["epoch"], state["batches_done"] * self.batch_size)
+        """Lightning builds the resumed iterator before it announces the epoch, and workers prefetch from it at once,
+        so the sampler learns its epoch here: the saved one if it was cut short, else the next."""
+        epoch, done = state["epoch"], state["batches_done"]
+        if done >= len(self):
+            epoch, done = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.sampler.resume_at(epoch, done * self.batch_size)
 
 
 class EpochSeededDataset(Dataset):

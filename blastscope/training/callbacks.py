@@ -46,8 +46,8 @@ class History(L.Callback):
         if trainer.is_global_zero:
             self._write()
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])  # the head's rate this epoch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.images_seen += len(batch[1]) * trainer.world_size

@@ -215,10 +215,17 @@ def _callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Callbac
             monitor=config.monitor,
             mode=mode,
             save_top_k=1,
-            save_last=True,
             save_on_train_epoch_end=True,
             enable_version_counter=False,
-            auto_insert_metric_name=False,
+        ),
+        # Lightning's save_last only writes when a top-k checkpoint was written, so "last" is its own callback.
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
         ),
     ]
     if config.checkpoint_minutes > 0:

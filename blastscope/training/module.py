@@ -99,8 +99,10 @@ class CellClassifierModule(L.LightningModule):
             self.apply_phase(self.trainer.current_epoch)
         return self
 
-    def on_fit_start(self) -> None:
-        self.train()  # networks arrive in eval mode from create_model, and Lightning no longer switches them
+    def on_train_start(self) -> None:
+        # After a checkpoint is restored (so the epoch is right) and also on a mid-epoch restart, where Lightning skips
+        # on_train_epoch_start. Networks arrive in eval mode from create_model and Lightning does not switch them.
+        self.train()
 
     def on_train_epoch_start(self) -> None:
         self.apply_phase(self.current_epoch)

@@ -70,12 +70,12 @@ def test_cached_features_feed_the_head_what_the_backbone_would(tiny_config: Call
     datamodule = CellDataModule(split.parts, ["hem", "all"], bundle.preprocessing, {}, batch_size=4, num_workers=0, seed=0)
     dataset = datamodule.dataset("train", augment=False)
     cached = extract_features(bundle.model.train(), dataset, batch_size=4)
+    assert bundle.model.training  # extraction ran in eval mode, then restored the mode it found
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     with torch.no_grad():
         direct = bundle.model.eval().forward_features(images)
     torch.testing.assert_close(cached.tensors[0], direct)
     assert cached.tensors[1].tolist() == [dataset[i][1] for i in range(len(dataset))]
-    assert bundle.model.training is False  # extraction ran in eval mode and restored the mode it found
 
 
 def test_an_unusable_dataset_stops_before_training(tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]) -> None:
