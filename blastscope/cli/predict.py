@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if not readable:
             continue
         predictions = classifier.predict([image for _, image in readable], tta=args.tta, batch_size=args.batch_size)
-        for (path, image), prediction in zip(readable, predictions):
+        for (path, image), prediction in zip(readable, predictions, strict=True):
             rows.append({**prediction.to_dict(), "file": str(path), "error": None})
             if args.gradcam:
                 overlay = classifier.explain(image, target=prediction.label).overlay

@@ -53,4 +53,6 @@ def check_port_free(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as error:
-        raise BlastscopeError(f"cannot listen on {host}:{port} ({error.strerror or error}); pass another --port") from None
+        raise BlastscopeError(
+            f"cannot listen on {host}:{port} ({error.strerror or error}); pass another --port"
+        ) from None

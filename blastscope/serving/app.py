@@ -67,10 +67,10 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
             with Image.open(io.BytesIO(data)) as image:
                 pixels = image.width * image.height
                 if pixels > max_pixels:
-                    raise UploadRejected(
-                        413, f"{name}: {image.width}x{image.height} = {pixels:,} pixels, over the limit of "
-                        f"{max_pixels:,}; send a smaller image", name
+                    detail = (
+                        f"{name}: {image.width}x{image.height} = {pixels:,} pixels, over the limit of {max_pixels:,}"
                     )
+                    raise UploadRejected(413, f"{detail}; send a smaller image", name)
                 image.load()
                 return to_rgb(image, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -139,10 +139,12 @@ def create_app(classifier: Classifier, limits: Limits = Limits()) -> FastAPI:
         if len(files) > limits.max_files:
             raise UploadRejected(413, f"{len(files)} files in one request, over the limit of {limits.max_files}")
         names = [upload.filename or f"file {i + 1}" for i, upload in enumerate(files)]
-        images = [decode_upload(_read_capped(upload, name, limits), name, limits.max_pixels) for upload, name in
-                  zip(files, names)]
+        images = [
+            decode_upload(_read_capped(upload, name, limits), name, limits.max_pixels)
+            for upload, name in zip(files, names, strict=True)
+        ]
         entries = []
-        for name, image, prediction in zip(names, images, classifier.predict(images)):
+        for name, image, prediction in zip(names, images, classifier.predict(images), strict=True):
             entry = {**prediction.to_dict(), "file": name, "display_label": display_name(prediction.label)}
             if explain:
                 entry["gradcam_png"] = png_base64(classifier.explain(image, target=prediction.label).overlay)

@@ -53,7 +53,9 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own untyped errors for unreadable files
-            raise BlastscopeError(f"{self.path}: not a loadable ONNX model ({error}); re-run `blastscope export`") from None
+            raise BlastscopeError(
+                f"{self.path}: not a loadable ONNX model ({error}); re-run `blastscope export`"
+            ) from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if "blastscope.classes" not in metadata:
             raise BlastscopeError(f"{self.path}: carries no blastscope metadata; export it with `blastscope export`")
@@ -170,7 +172,9 @@ def export_run(
         if variant != "fp32":
             set_metadata(path, model_metadata(pre, classes, _model_name(trained), variant))
 
-    scores = {variant: weighted_f1(OnnxModel(path), test_cells, pre, transform, classes) for variant, path in built.items()}
+    scores = {
+        variant: weighted_f1(OnnxModel(path), test_cells, pre, transform, classes) for variant, path in built.items()
+    }
     record = {
         "model": _model_name(trained),
         "display_name": getattr(trained, "display_name", _model_name(trained)),
@@ -193,7 +197,9 @@ def export_run(
         },
     }
     record["default"] = next(
-        variant for variant in DEFAULT_PREFERENCE if variant in built and record["variants"][variant]["within_tolerance"]
+        variant
+        for variant in DEFAULT_PREFERENCE
+        if variant in built and record["variants"][variant]["within_tolerance"]
     )
     (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -213,11 +219,12 @@ def onnx_model_path(run_dir: Path, variant: str | None = None) -> Path | None:
             )
         return out / record["variants"][chosen]["file"]
     if variant not in (None, "fp32"):
-        raise BlastscopeError(f"{out}: no export.json listing variants; run `blastscope export {run_dir} --format onnx`")
+        raise BlastscopeError(
+            f"{out}: no export.json listing variants; run `blastscope export {run_dir} --format onnx`"
+        )
     fp32 = out / VARIANT_FILES["fp32"]
     return fp32 if fp32.is_file() else None
 
 
 def _model_name(trained: Any) -> str:
     return str(trained.config.get("model", "unknown"))
-

@@ -53,7 +53,7 @@ def torch_runner(model: nn.Module) -> Runner:
 
 
 def probabilities(runner: Runner, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
-    """Softmax probabilities (N, C); with ``tta`` averaged over the 8 dihedral views, as ``blastscope evaluate`` does."""
+    """Softmax probabilities (N, C); with ``tta`` the mean over the 8 dihedral views, as in ``blastscope evaluate``."""
     logits = view_logits(runner, batch, tta)  # type: ignore[arg-type]  # any logits callable will do
     return logits.float().softmax(dim=-1).mean(dim=1).numpy()
 
@@ -118,10 +118,12 @@ class Classifier:
         """One Prediction per image (a path or a PIL image), in order; unreadable files raise ``ImageError``."""
         items = _as_list(images)
         rows = self.predict_proba(items, tta=tta, batch_size=batch_size)
-        labels = predict_labels(rows) if len(items) else []
+        labels = predict_labels(rows)
         return [
-            Prediction(_display_file(item, i), self.classes[label], dict(zip(self.classes, map(float, row))))
-            for i, (item, label, row) in enumerate(zip(items, labels, rows))
+            Prediction(
+                _display_file(item, i), self.classes[label], dict(zip(self.classes, map(float, row), strict=True))
+            )
+            for i, (item, label, row) in enumerate(zip(items, labels, rows, strict=True))
         ]
 
     def predict_proba(

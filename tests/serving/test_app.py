@@ -72,7 +72,7 @@ def test_predict_several_files_with_explanations(classifier, cell_images: list[P
     expected = classifier.predict(cell_images[:3])
     assert [e["file"] for e in entries] == [name for name, _ in files]
     size = classifier.preprocessing.input_size
-    for entry, prediction in zip(entries, expected):
+    for entry, prediction in zip(entries, expected, strict=True):
         assert entry["label"] == prediction.label
         assert entry["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
         overlay = Image.open(io.BytesIO(base64.b64decode(entry["gradcam_png"])))
@@ -88,7 +88,10 @@ def test_content_not_name_decides(classifier, good) -> None:
     api = client(classifier)
     response = api.post("/predict", files=upload(good, ("cell.png", b"%PDF-1.4 not an image at all")))
     assert response.status_code == 415
-    assert response.json() == {"detail": "cell.png: not an image (PNG, JPEG, BMP, TIFF or WebP expected)", "file": "cell.png"}
+    assert response.json() == {
+        "detail": "cell.png: not an image (PNG, JPEG, BMP, TIFF or WebP expected)",
+        "file": "cell.png",
+    }
     renamed = api.post("/predict", files=upload(("picture.txt", good[1])))
     assert renamed.status_code == 200  # a real image under a misleading name is still an image
     assert_still_serving(api, good)

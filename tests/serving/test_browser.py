@@ -1,4 +1,4 @@
-"""End to end in headless Chromium: `blastscope serve` on a free port, a person's upload, a prediction and a heat map."""
+"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def server(exported_run: Path) -> Iterator[str]:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = "headless test needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)"
+        message = (
+            "headless test needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

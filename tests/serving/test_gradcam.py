@@ -27,4 +27,3 @@ def test_heat_concentrates_on_the_cell(cnmc_sample: Path) -> None:
     assert explanation.heatmap[on_cell].mean() > 2 * explanation.heatmap[~on_cell].mean()
     overlay = np.asarray(explanation.overlay)
     assert overlay.shape == resized.shape and not np.array_equal(overlay, resized)
-

@@ -1,4 +1,4 @@
-"""ONNX export of a real tiny run: self-describing files, PyTorch parity on test cells, scored variants, auto backend."""
+"""ONNX export of a real tiny run: self-describing files, PyTorch parity on test cells, scored variants, backends."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def test_predict_paths_and_pil_images_alike(tiny_run: Path, cell_images: list[Pa
     by_path = classifier.predict(cell_images)
     by_image = classifier.predict([Image.open(path) for path in cell_images])
     assert [p.file for p in by_path] == [str(path) for path in cell_images]
-    for from_path, from_image in zip(by_path, by_image):
+    for from_path, from_image in zip(by_path, by_image, strict=True):
         assert from_path.label == from_image.label
         assert set(from_path.probabilities) == set(classifier.classes)
         assert sum(from_path.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
