@@ -60,7 +60,9 @@ class SimpleCNN(CellClassifier):
     description="3 conv + max-pool blocks, dense, dropout; trained from scratch (no pretrained weights)",
     min_input_size=8,
     own_preprocessing=Preprocessing(input_size=128, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-    defaults=TrainingDefaults(epochs_frozen=0, epochs_finetune=30, lr_head=1e-3, lr_finetune=1e-3, unfreeze_stages="all"),
+    defaults=TrainingDefaults(
+        epochs_frozen=0, epochs_finetune=30, lr_head=1e-3, lr_finetune=1e-3, unfreeze_stages="all"
+    ),
 )
 def cnn(backbone: None, num_classes: int, image_size: int) -> CellClassifier:
     return SimpleCNN(num_classes, image_size)

@@ -70,7 +70,9 @@ def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
 def _outermost_within(leaf: str, group: int, groups_under: dict[str, set[int]]) -> str:
     parts = leaf.split(".")
     return next(
-        ".".join(parts[:depth]) for depth in range(1, len(parts) + 1) if groups_under[".".join(parts[:depth])] == {group}
+        ".".join(parts[:depth])
+        for depth in range(1, len(parts) + 1)
+        if groups_under[".".join(parts[:depth])] == {group}
     )
 
 

@@ -111,7 +111,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             content: Any = load_file(str(path))
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
+    except Exception as error:  # any unreadable file is the same user error
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(
             f"{path}: not a readable weights file ({reason[:160]}); expected one of {', '.join(WEIGHT_SUFFIXES)}"
@@ -205,7 +205,9 @@ def package_state_dict(package: str, backbone: nn.Module) -> dict[str, torch.Ten
     ImageNet classifier ``_fc`` is dropped.
     """
     path = PACKAGE_FILES[package]()
-    source = {k: v for k, v in torch.load(path, map_location="cpu", weights_only=True).items() if not k.startswith("_fc.")}
+    source = {
+        k: v for k, v in torch.load(path, map_location="cpu", weights_only=True).items() if not k.startswith("_fc.")
+    }
     target = backbone.state_dict()
     pairs = list(zip(source.items(), target.items(), strict=False))
     mismatched = [f"{s} {tuple(a.shape)} -> {t} {tuple(b.shape)}" for (s, a), (t, b) in pairs if a.shape != b.shape]
@@ -310,7 +312,7 @@ def _timm_pretrained(timm_name: str, **overlay: Any) -> nn.Module | None:
     """timm's own loading (key filters, classifier removal, ``weights_only``); ``None`` with a warning on failure."""
     try:
         return create_backbone(timm_name, pretrained=True, **overlay)
-    except Exception as error:  # noqa: BLE001 - hub and file errors come in many types; all mean "not available"
+    except Exception as error:  # hub and file errors come in many types; all mean "not available"
         log.warning("%s: pretrained weights failed to load: %s", timm_name, _first_line(error))
         return None
 

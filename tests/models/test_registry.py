@@ -6,8 +6,7 @@ import pytest
 from torch import nn
 
 from blastscope.errors import BlastscopeError
-from blastscope.models import CellClassifier, ModelSpec, create_model, get_spec, list_models, register_model
-from blastscope.models import registry
+from blastscope.models import CellClassifier, ModelSpec, create_model, get_spec, list_models, register_model, registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 

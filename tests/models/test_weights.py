@@ -81,7 +81,9 @@ def test_lightning_checkpoint_of_a_previous_run_restores_the_whole_classifier(tm
 
 def test_file_for_another_model_names_the_mismatched_keys(tmp_path):
     torch.save(timm.create_model("resnet50", pretrained=False).state_dict(), tmp_path / "resnet.pth")
-    with pytest.raises(WeightsError, match=r"resnet\.pth.*efficientnet_b0 backbone; missing: conv_stem\.weight.*unexpected"):
+    with pytest.raises(
+        WeightsError, match=r"resnet\.pth.*efficientnet_b0 backbone; missing: conv_stem\.weight.*unexpected"
+    ):
         create_model("efficientnet_b0", pretrained=tmp_path / "resnet.pth", image_size=32)
 
 
