@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage.color import rgb2lab
@@ -89,3 +91,26 @@ def test_hed_jitter_is_identity_at_zero_and_changes_only_cell_pixels() -> None:
     background = ~cell_pixels(cell)
     assert (jittered[background] == 0).all()
     assert np.abs(jittered.astype(int) - cell)[~background].mean() > 2
+
+
+@pytest.mark.parametrize("method", ["macenko", "reinhard"])
+def test_an_image_normalised_to_itself_barely_changes(method: str) -> None:
+    cell = two_stain_cell(PURPLE, PINK, seed=4)
+    inside = cell_pixels(cell)
+    assert np.abs(StainNormalizer(method, cell)(cell).astype(int) - cell)[inside].mean() < 2.0
+
+
+@pytest.mark.integration
+def test_macenko_on_real_cells_keeps_their_colour_and_narrows_its_spread(cnmc_sample: Path) -> None:
+    from PIL import Image
+
+    normalise = StainNormalizer("macenko")
+    before, after = [], []
+    for path in sorted(cnmc_sample.glob("train/*/*/*.png"))[::4]:
+        cell = np.asarray(Image.open(path).convert("RGB").resize((96, 96)))
+        inside = cell_pixels(cell)
+        assert np.abs(StainNormalizer("macenko", cell)(cell).astype(int) - cell)[inside].mean() < 4, path.name
+        before.append(cell[inside].mean(axis=0))
+        after.append(normalise(cell)[inside].mean(axis=0))
+    np.testing.assert_allclose(np.mean(after, axis=0), np.mean(before, axis=0), atol=6)
+    assert (np.std(after, axis=0) < np.std(before, axis=0)).all()
