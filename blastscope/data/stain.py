@@ -53,7 +53,7 @@ DEFAULT_LAB = LabStatistics(mean=np.array([18.0, 27.7, -22.6]), std=np.array([4.
 
 def cell_pixels(rgb: np.ndarray) -> np.ndarray:
     """Boolean HxW mask of the pixels that belong to the cell rather than the black background."""
-    return rgb.max(axis=-1) >= BACKGROUND_LEVEL
+    return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) >= BACKGROUND_LEVEL
 
 
 def cell_interior(rgb: np.ndarray) -> np.ndarray:
@@ -86,7 +86,7 @@ def fit_macenko(rgb: np.ndarray, low_density: float = 0.15, percentile: float = 
     vectors /= np.linalg.norm(vectors, axis=0, keepdims=True)
     if vectors[0, 0] < vectors[0, 1]:
         vectors = vectors[:, ::-1]
-    concentrations = np.linalg.lstsq(vectors, density.T, rcond=None)[0]
+    concentrations = np.linalg.pinv(vectors) @ density.T
     return MacenkoStains(vectors, np.percentile(concentrations, 99, axis=1))
 
 
@@ -140,7 +140,7 @@ class StainNormalizer:
             return rgb[mask]
         target = self.target
         density = optical_density(rgb[mask])
-        concentrations = np.maximum(np.linalg.lstsq(source.vectors, density.T, rcond=None)[0], 0.0)
+        concentrations = np.maximum(np.linalg.pinv(source.vectors) @ density.T, 0.0)
         concentrations *= (target.max_concentrations / np.maximum(source.max_concentrations, 1e-6))[:, None]
         light = LIGHT * np.exp(-(target.vectors @ concentrations).T) - 1.0
         return np.clip(np.rint(light), 0, 255).astype(np.uint8)
