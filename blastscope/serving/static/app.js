@@ -63,7 +63,9 @@ async function classify(files) {
       const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
       throw new Error(detail);
     }
-    body.predictions.forEach((prediction, i) => results.prepend(card(files[i], prediction, body.classes)));
+    // Newest upload first, each upload's images in the order they were chosen.
+    const cards = body.predictions.map((prediction, i) => card(files[i], prediction, body.classes));
+    results.prepend(...cards);
     show(statusBox, "");
   } catch (error) {
     show(statusBox, "");
