@@ -258,6 +258,17 @@ def _logger(config: TrainConfig, run_dir: Path) -> Any:
     return loggers.CSVLogger(run_dir, name="logs", version="")
 
 
+def _strategy(config: TrainConfig) -> Any:
+    """DDP that tolerates parameters without gradients: the frozen ones of phase 1 (all are registered, so the
+    stages unfrozen in phase 2 are synchronised too)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    several = config.num_nodes > 1 or str(config.devices) not in ("1", "auto")
+    if config.strategy == "ddp" or (config.strategy == "auto" and several):
+        return DDPStrategy(find_unused_parameters=True)
+    return config.strategy
+
+
 def _trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
     config = prepared.config
     accelerator = _accelerator(config)
@@ -267,7 +278,7 @@ def _trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
         accelerator=accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
-        strategy=config.strategy,
+        strategy=_strategy(config),
         precision=resolve_precision(config.precision, accelerator),
         max_epochs=config.total_epochs,
         callbacks=_callbacks(prepared, module),

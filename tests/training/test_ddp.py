@@ -1,0 +1,31 @@
+"""Two-process DDP on CPU (gloo): both ranks train one run; rank 0 alone writes the results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_two_process_ddp_on_cpu_trains_one_run(tiny_cells: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    command = [
+        sys.executable, "-m", "blastscope", "train",
+        "--data", str(tiny_cells), "--model", "efficientnet_lite0", "--image-size", "32",
+        "--epochs-frozen", "1", "--epochs-finetune", "1", "--batch-size", "4", "--num-workers", "0",
+        "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = out.iterdir()  # the worker rank joined the launcher's run directory instead of making its own
+    assert result.stdout.split() == [str(run_dir)] * 2  # both ranks ran the command and trained the same run
+    with (run_dir / "history.csv").open() as handle:
+        assert [row["phase"] for row in csv.DictReader(handle)] == ["frozen", "finetune"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["n"] == metrics["data"]["parts"]["test"]
+    per_rank = math.ceil(metrics["data"]["parts"]["train"] / 2)  # each rank trains on its half of every epoch
+    assert metrics["training"]["images_seen"] == 2 * per_rank * 2
