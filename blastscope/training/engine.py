@@ -27,7 +27,7 @@ from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Resee
 from blastscope.training.config import MONITORS, TrainConfig, resolve_precision, write_yaml
 from blastscope.training.features import extract_features
 from blastscope.training.module import CellClassifierModule
-from blastscope.training.run import RUN_DIR_ENV, checkpoint_path, load_network_weights, new_run_dir
+from blastscope.training.run import RUN_DIR_ENV, checkpoint_path, load_network_weights, new_run_dir, read_config
 
 if TYPE_CHECKING:
     from blastscope.data.split import Split
@@ -70,7 +70,7 @@ def resume(run_dir: Path) -> Path:
     from blastscope.data.split import read_split_csv
 
     run_dir = Path(run_dir)
-    config = _complete(TrainConfig.load(run_dir / "config.yaml"))
+    config = _complete(TrainConfig.from_dict(read_config(run_dir)))
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = _scan(config)
     split = read_split_csv(run_dir / "split.csv", table)

@@ -1,0 +1,71 @@
+"""`blastscope train`: flags, --config re-runs, --resume and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from blastscope.cli import main
+from blastscope.cli.train import build_config
+
+TINY = ["--image-size", "32", "--epochs-frozen", "1", "--epochs-finetune", "1", "--batch-size", "4", "--num-workers", "0"]
+TINY += ["--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Two threads on the busy 2-core test machine spin against each other; one is several times faster."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from blastscope.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("cli-cells")
+    synthesize(out, subjects_per_class=5, cells_per_subject=4, image_size=32, seed=0)
+    return out
+
+
+def test_training_without_data_says_how_to_get_some(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--data" in error and "blastscope synth" in error and len(error.splitlines()) == 1
+
+
+def test_resuming_something_that_is_no_run_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_bad_split_ratios_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "x", "--split-ratios", "0.5,0.5,0.5"])
+    assert exit_info.value.code == 2 and "summing to 1" in capsys.readouterr().err
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"data": "a", "model": "cnn", "lr_head": 0.5, "split": {"by": "image"}}))
+    config = build_config({"config": path, "lr_head": 0.1, "split_ratios": (0.7, 0.2, 0.1), "augment": ["hue=0.0"]})
+    assert (config.data, config.model, config.lr_head) == ("a", "cnn", 0.1)
+    assert (config.split.by, config.split.ratios, config.augmentation) == ("image", (0.7, 0.2, 0.1), {"hue": 0.0})
+
+
+def test_a_run_repeats_from_its_config_yaml(cells: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--data", str(cells), "--model", "cnn", *TINY, "--run-dir", str(first)]) == 0
+    assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(second)]) == 0
+    assert capsys.readouterr().out.split() == [str(first), str(second)]
+
+    configs = [yaml.safe_load((run / "config.yaml").read_text()) for run in (first, second)]
+    assert configs[0]["split_hash"] == configs[1]["split_hash"]
+    assert configs[0]["epochs_finetune"] == configs[1]["epochs_finetune"] == 1
+    metrics = [json.loads((run / "metrics.json").read_text())["test"] for run in (first, second)]
+    assert metrics[0] == metrics[1]
+    weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
