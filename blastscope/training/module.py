@@ -83,13 +83,19 @@ class CellClassifierModule(L.LightningModule):
         return stages[len(stages) - count :] if count else []
 
     def apply_phase(self, epoch: int) -> None:
-        """Freeze everything but the head and this phase's stages; frozen layers' batch-norm stays in eval mode."""
-        trainable = self.trainable_backbone_modules(self.phase(epoch))
+        """Freeze everything but the head and this phase's stages.
+
+        A pretrained backbone's batch-norm layers stay in inference mode in both phases (their scale and shift still
+        train once unfrozen): re-estimating ImageNet statistics from small batches of cells undoes what phase 1
+        learned on top of them. Randomly initialised networks train their batch-norm normally.
+        """
+        phase = self.phase(epoch)
         self.model.backbone.requires_grad_(False)
         self.model.backbone.eval()
-        for module in trainable:
+        for module in self.trainable_backbone_modules(phase):
             module.requires_grad_(True)
-            module.train(self.training)
+            for layer in module.modules():  # flag by flag: Module.train() would recurse into the batch-norm layers
+                layer.training = self.training and (phase == FULL or not isinstance(layer, nn.modules.batchnorm._BatchNorm))
         self.model.head.requires_grad_(True)
         self.model.head.train(self.training)
 
