@@ -8,8 +8,16 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from blastscope.errors import BlastscopeError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from blastscope.serving.predictor import Classifier
+
+Row = dict[str, Any]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
-    from blastscope.data.images import read_rgb
-    from blastscope.errors import ImageError
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
@@ -47,30 +53,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
-
-    rows: list[dict[str, object]] = []
-    failures = 0
-    for start in range(0, len(paths), args.batch_size):
-        readable = []
-        for path in paths[start : start + args.batch_size]:
-            try:
-                readable.append((path, read_rgb(path)))
-            except ImageError as error:
-                failures += 1
-                rows.append({"file": str(path), "label": None, "probabilities": None, "error": error.reason})
-                print(f"skipped {error}", file=sys.stderr)
-        if not readable:
-            continue
-        predictions = classifier.predict([image for _, image in readable], tta=args.tta, batch_size=args.batch_size)
-        for (path, image), prediction in zip(readable, predictions, strict=True):
-            rows.append({**prediction.to_dict(), "file": str(path), "error": None})
-            if args.gradcam:
-                overlay = classifier.explain(image, target=prediction.label).overlay
-                overlay.save(args.gradcam / gradcam_name(path, paths))
+    rows = [
+        row
+        for start in range(0, len(paths), args.batch_size)
+        for row in predict_chunk(classifier, paths[start : start + args.batch_size], paths, args)
+    ]
     write_rows(rows, classifier.classes, args.out)
+    failures = sum(row["error"] is not None for row in rows)
     if failures:
         print(f"{failures} of {len(paths)} files could not be read (listed above)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def predict_chunk(
+    classifier: Classifier, chunk: list[Path], all_paths: list[Path], args: argparse.Namespace
+) -> list[Row]:
+    """One row per file of ``chunk``, in order: its prediction, or why it could not be read."""
+    from blastscope.data.images import read_rgb
+    from blastscope.errors import ImageError
+
+    images: dict[int, Image] = {}
+    errors: dict[int, str] = {}
+    for i, path in enumerate(chunk):
+        try:
+            images[i] = read_rgb(path)
+        except ImageError as error:
+            errors[i] = error.reason
+            print(f"skipped {error}", file=sys.stderr)
+    predictions = dict(zip(images, classifier.predict(list(images.values()), tta=args.tta), strict=True))
+    rows: list[Row] = []
+    for i, path in enumerate(chunk):
+        if i in errors:
+            rows.append({"file": str(path), "label": None, "probabilities": None, "error": errors[i]})
+            continue
+        rows.append({**predictions[i].to_dict(), "file": str(path), "error": None})
+        if args.gradcam:
+            overlay = classifier.explain(images[i], target=predictions[i].label).overlay
+            overlay.save(args.gradcam / gradcam_name(path, all_paths))
+    return rows
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
@@ -96,7 +116,7 @@ def gradcam_name(path: Path, all_paths: list[Path]) -> str:
     return f"{path.parent.name}_{path.stem}_gradcam.png" if clash else f"{path.stem}_gradcam.png"
 
 
-def write_rows(rows: list[dict[str, object]], classes: tuple[str, ...], out: Path | None) -> None:
+def write_rows(rows: list[Row], classes: tuple[str, ...], out: Path | None) -> None:
     """JSON keeps the nested probabilities; CSV and stdout get one ``p_<class>`` column per class."""
     if out is not None and out.suffix.lower() == ".json":
         out.write_text(json.dumps(rows, indent=2) + "\n")
