@@ -52,12 +52,14 @@ def torch_runner(model: torch.nn.Module, bf16: bool) -> Callable[[np.ndarray], o
     return run
 
 
-def onnx_runner(path: Path) -> Callable[[np.ndarray], object]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], object]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda batch: session.run(None, {INPUT_NAME: batch})
 
 
-def runners(name: str, image_size: int, workdir: Path) -> dict[str, Callable[[np.ndarray], object]]:
+def runners(name: str, image_size: int, workdir: Path, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
     bundle = create_model(name, pretrained="none", image_size=image_size)
     model, pre = bundle.model.eval(), bundle.preprocessing
     fp32 = export_onnx(model, pre, workdir / f"{name}.onnx")
@@ -67,8 +69,8 @@ def runners(name: str, image_size: int, workdir: Path) -> dict[str, Callable[[np
     return {
         "torch fp32": torch_runner(model, bf16=False),
         "torch bf16+channels_last": torch_runner(model, bf16=True),
-        "onnxruntime fp32": onnx_runner(fp32),
-        "onnxruntime int8": onnx_runner(int8),
+        "onnxruntime fp32": onnx_runner(fp32, threads),
+        "onnxruntime int8": onnx_runner(int8, threads),
     }
 
 
@@ -78,9 +80,16 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "efficientnet_b0"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell of the table")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="intra-op threads of both runtimes (default: all cores; on a CPU shared with other jobs, fewer threads "
+        "avoid PyTorch's OpenMP threads spinning against each other)",
+    )
     args = parser.parse_args()
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     print(f"CPU threads: {torch.get_num_threads()}, torch {torch.__version__}, onnxruntime {ort.__version__}")
     print(f"image size {args.image_size} px; images/s (higher is better)\n")
     header = f"{'model':20s} {'backend':26s}" + "".join(f"{f'batch {b}':>12s}" for b in args.batch_sizes)
@@ -88,7 +97,7 @@ def main() -> None:
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            for backend, run in runners(name, args.image_size, Path(tmp)).items():
+            for backend, run in runners(name, args.image_size, Path(tmp), args.threads).items():
                 rates = []
                 for size in args.batch_sizes:
                     batch = np.random.default_rng(1).normal(size=(size, 3, args.image_size, args.image_size))

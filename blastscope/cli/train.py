@@ -87,7 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="default auto")
     speed.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     speed.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 2)")
-    speed.add_argument("--cached-features", action="store_true", help="phase 1 on frozen features computed once (no augmentation)")
+    speed.add_argument(
+        "--no-cached-features",
+        dest="cached_features",
+        action="store_false",
+        help="phase 1 re-runs the frozen backbone on augmented images every epoch (default: its features are computed "
+        "once, without augmentation, and the head trains on them)",
+    )
     speed.add_argument("--accelerator", help="auto, cpu or gpu")
     speed.add_argument("--devices", type=_devices, help="devices per node (default 1)")
     speed.add_argument("--num-nodes", type=int, help="machines (default 1)")

@@ -62,7 +62,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     num_workers: int = 2
-    cached_features: bool = False
+    cached_features: bool = True
     monitor: str = "val_loss"
     patience: int = 5
     checkpoint_minutes: float = 10.0

@@ -1,7 +1,9 @@
 """Phase-1 feature caching: run the frozen backbone once, then train the head on the stored outputs.
 
 While the backbone is frozen (eval mode, no gradients) its output for an un-augmented image never changes, so
-recomputing it every epoch is pure waste; the price is that phase 1 sees no augmentation, which is why it is opt-in.
+recomputing it every epoch is pure waste. The price is that phase 1 sees no augmentation. That is the default all the
+same: phase 1 fits a linear head, which is how linear probes are trained anyway, and the augmentation that guards
+against overfitting matters in phase 2, where convolutional stages learn; ``--no-cached-features`` restores it.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ def test_two_process_ddp_on_cpu_trains_one_run(tiny_cells: Path, tmp_path: Path)
         "--data", str(tiny_cells), "--model", "efficientnet_lite0", "--image-size", "32",
         "--epochs-frozen", "1", "--epochs-finetune", "1", "--batch-size", "4", "--num-workers", "0",
         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out), "--no-progress",
+        "--no-cached-features",  # phase 1 on sharded, augmented images through the frozen backbone
     ]  # fmt: skip
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

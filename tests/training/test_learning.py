@@ -11,9 +11,7 @@ from blastscope.training import TrainConfig, train
 
 
 def test_efficientnet_lite0_learns_synthetic_cells(synth_small: Path, tiny_config: Callable[..., TrainConfig]) -> None:
-    config = tiny_config(data=str(synth_small), image_size=64, batch_size=8, epochs_frozen=4, epochs_finetune=0)
-    config.cached_features = True
-    run_dir = train(config)
+    run_dir = train(tiny_config(data=str(synth_small), image_size=64, batch_size=8, epochs_frozen=4, epochs_finetune=0))
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     with (run_dir / "history.csv").open() as handle:
         best_f1 = max(float(row["val_weighted_f1"]) for row in csv.DictReader(handle))
