@@ -49,8 +49,11 @@ def main() -> int:
         scratch_dir = Path(scratch)
         os.environ["BLASTSCOPE_CACHE"] = str(scratch_dir / "cache-default")
         manifest = limited_manifest(args.data, args.limit, args.seed, scratch_dir / "cells.csv")
-        print(f"{args.limit} cells of {args.data}, {args.image_size} px, {args.epochs}+{args.epochs} epochs, "
-              f"batch {args.batch_size}, {torch.get_num_threads()} torch threads", flush=True)
+        print(
+            f"{args.limit} cells of {args.data}, {args.image_size} px, {args.epochs}+{args.epochs} epochs, "
+            f"batch {args.batch_size}, {torch.get_num_threads()} torch threads",
+            flush=True,
+        )
         results = {"default": blastscope_run(args, manifest, scratch_dir, cached=True)}
         os.environ["BLASTSCOPE_CACHE"] = str(scratch_dir / "cache-uncached")
         results["uncached"] = blastscope_run(args, manifest, scratch_dir, cached=False)
@@ -128,9 +131,14 @@ def plain_run(args: argparse.Namespace, runs: Path) -> dict[str, float]:
         for start in range(0, len(order), args.batch_size):
             chosen = [cells[i] for i in order[start : start + args.batch_size]]
             images = [np.asarray(read_rgb(c.path).resize((pre.input_size, pre.input_size))) for c in chosen]
-            yield torch.stack([transform(image) for image in images]), torch.tensor([classes.index(c.label) for c in chosen])
+            yield (
+                torch.stack([transform(image) for image in images]),
+                torch.tensor([classes.index(c.label) for c in chosen]),
+            )
 
-    counts = torch.tensor([sum(c.label == label for c in trained.split.parts["train"]) for label in classes], dtype=torch.float32)
+    counts = torch.tensor(
+        [sum(c.label == label for c in trained.split.parts["train"]) for label in classes], dtype=torch.float32
+    )
     loss_fn = nn.CrossEntropyLoss(weight=counts.sum() / (len(counts) * counts.clamp(min=1)))
 
     def epoch(optimizer: torch.optim.Optimizer, frozen: bool) -> None:
@@ -167,19 +175,26 @@ def plain_run(args: argparse.Namespace, runs: Path) -> dict[str, float]:
 def report(results: dict[str, dict[str, float]], epochs: int) -> None:
     plain, default, uncached = results["plain"], results["default"], results["uncached"]
     print()
-    print(f"{'seconds':<22}{'(a) plain fp32':>16}{'(b) blastscope':>16}{'(c) --no-cached-features':>26}{'a/b':>7}{'a/c':>7}")
+    print(
+        f"{'seconds':<22}{'(a) plain fp32':>16}{'(b) blastscope':>16}{'(c) --no-cached-features':>26}"
+        f"{'a/b':>7}{'a/c':>7}"
+    )
     for key, label in (("frozen", "phase 1 (frozen)"), ("finetune", "phase 2 (fine-tune)"), ("total", "total")):
         print(
             f"{label:<22}{plain[key]:>16.1f}{default[key]:>16.1f}{uncached[key]:>26.1f}"
             f"{plain[key] / default[key]:>6.1f}x{plain[key] / uncached[key]:>6.1f}x"
         )
-    print(f"\nphase-1 epoch, re-running the backbone vs cached features (both blastscope, last frozen epoch): "
-          f"{uncached['last_frozen']:.2f} s vs {default['last_frozen']:.2f} s = "
-          f"{uncached['last_frozen'] / default['last_frozen']:.1f}x; over all {epochs} phase-1 epochs, the one "
-          f"feature pass included: {uncached['frozen'] / default['frozen']:.1f}x")
-    print("(b)/(c) totals include scanning/hashing the files, split, model build and test-set scoring; phases are "
-          "sums of history.csv epoch_seconds. C-NMC 2019 data: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, "
-          "via TCIA (doi:10.7937/tcia.2019.dc64i46r).")
+    print(
+        f"\nphase-1 epoch, re-running the backbone vs cached features (both blastscope, last frozen epoch): "
+        f"{uncached['last_frozen']:.2f} s vs {default['last_frozen']:.2f} s = "
+        f"{uncached['last_frozen'] / default['last_frozen']:.1f}x; over all {epochs} phase-1 epochs, the one "
+        f"feature pass included: {uncached['frozen'] / default['frozen']:.1f}x"
+    )
+    print(
+        "(b)/(c) totals include scanning/hashing the files, split, model build and test-set scoring; phases are "
+        "sums of history.csv epoch_seconds. C-NMC 2019 data: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, "
+        "via TCIA (doi:10.7937/tcia.2019.dc64i46r)."
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``blastscope train``: two-phase transfer learning into a run directory; ``--config`` re-runs, ``--resume`` continues."""
+"""``blastscope train``: two-phase transfer learning into a run directory; --config re-runs, --resume continues."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run = parser.add_argument_group("run")
     run.add_argument("--config", type=Path, help="a config.yaml (e.g. runs/X/config.yaml) to re-run; flags override it")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
+    )
     run.add_argument("--run-dir", type=Path, help="exact run directory (default: OUT/<YYYYmmdd-HHMMSS>-<model>)")
     run.add_argument("--out", help="parent folder of run directories (default: runs)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -75,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recipe.add_argument("--epochs-finetune", type=int, help="phase-2 epochs, last stages unfrozen (default 10)")
     recipe.add_argument("--lr-head", type=float, help="phase-1 learning rate (default 1e-3)")
     recipe.add_argument("--lr-finetune", type=float, help="phase-2 learning rate (default 1e-4)")
-    recipe.add_argument("--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default 2)")
+    recipe.add_argument(
+        "--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default 2)"
+    )
     recipe.add_argument("--batch-size", type=int, help="default 32")
     recipe.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
     recipe.add_argument("--seed", type=int, help="seeds split, sampling, augmentation and initialisation (default 0)")

@@ -148,7 +148,9 @@ class CellDataModule(L.LightningDataModule):
         try:
             self.augment = AugmentConfig(**augmentation)
         except TypeError as error:
-            raise BlastscopeError(f"augmentation settings {sorted(augmentation)}: {error}; see AugmentConfig") from error
+            raise BlastscopeError(
+                f"augmentation settings {sorted(augmentation)}: {error}; see AugmentConfig"
+            ) from error
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -170,7 +172,9 @@ class CellDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._features_now():
             return self._loader("train-features", lambda: self._feature_set("train"), shuffle=True, keyed=True)
-        return self._loader("train", lambda: EpochSeededDataset(self.dataset("train", True), self.seed), True, keyed=True)
+        return self._loader(
+            "train", lambda: EpochSeededDataset(self.dataset("train", True), self.seed), True, keyed=True
+        )
 
     def val_dataloader(self) -> DataLoader:
         if self._features_now():
@@ -204,7 +208,9 @@ class CellDataModule(L.LightningDataModule):
             }
             if keyed:
                 sampler = self._sampler(len(dataset), shuffle)
-                self._loaders[name] = ResumableLoader(dataset, sampler=sampler, batches_done=self._batches_done, **options)
+                self._loaders[name] = ResumableLoader(
+                    dataset, sampler=sampler, batches_done=self._batches_done, **options
+                )
             else:
                 self._loaders[name] = DataLoader(dataset, shuffle=False, **options)
         return self._loaders[name]

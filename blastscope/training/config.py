@@ -117,11 +117,16 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise BlastscopeError(f"unknown config keys {', '.join(unknown)}: remove them (known: {', '.join(sorted(known))})")
+            raise BlastscopeError(
+                f"unknown config keys {', '.join(unknown)}: remove them (known: {', '.join(sorted(known))})"
+            )
         split = dict(data.pop("split", None) or {})
         split_known = {f.name for f in dataclasses.fields(SplitConfig)}
         if set(split) - split_known:
-            raise BlastscopeError(f"unknown split keys {', '.join(sorted(set(split) - split_known))}: use {', '.join(sorted(split_known))}")
+            raise BlastscopeError(
+                f"unknown split keys {', '.join(sorted(set(split) - split_known))}: "
+                f"use {', '.join(sorted(split_known))}"
+            )
         if "ratios" in split:
             split["ratios"] = tuple(float(r) for r in split["ratios"])
         return cls(split=SplitConfig(**split), **data)
@@ -131,7 +136,9 @@ class TrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as error:
-            raise BlastscopeError(f"{path}: cannot read the config ({error}); pass a config.yaml written by a run") from error
+            raise BlastscopeError(
+                f"{path}: cannot read the config ({error}); pass a config.yaml written by a run"
+            ) from error
         if not isinstance(data, dict):
             raise BlastscopeError(f"{path}: not a mapping of settings; pass a config.yaml written by a run")
         return cls.from_dict(data)
@@ -142,7 +149,7 @@ def write_yaml(data: dict[str, Any], path: Path) -> None:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """'auto' picks the fastest precision the hardware runs natively: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA."""
+    """'auto' is the fastest precision the hardware runs natively: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA."""
     if precision != "auto":
         return precision
     if accelerator == "gpu":

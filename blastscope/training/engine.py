@@ -35,7 +35,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERVAL_CHECKPOINT = "interval"
-VERSIONED_PACKAGES = ("blastscope", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
+VERSIONED_PACKAGES = (
+    "blastscope",
+    "torch",
+    "torchvision",
+    "timm",
+    "lightning",
+    "torchmetrics",
+    "numpy",
+    "scikit-learn",
+)
 
 
 @dataclass
@@ -89,7 +98,9 @@ def _global_step(path: Path) -> int:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
     except Exception as error:  # Lightning writes atomically, so this is a foreign or damaged file
-        raise BlastscopeError(f"{path}: unreadable checkpoint ({error}); delete it to resume from the other one") from error
+        raise BlastscopeError(
+            f"{path}: unreadable checkpoint ({error}); delete it to resume from the other one"
+        ) from error
 
 
 # -- preparation ----------------------------------------------------------------------------------------------
@@ -134,7 +145,9 @@ def _split(config: TrainConfig, table: CellTable) -> Split:
 def _create_model(config: TrainConfig, table: CellTable) -> Any:
     from blastscope.models import create_model
 
-    return create_model(config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size)
+    return create_model(
+        config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -156,7 +169,11 @@ def _write_run_files(prepared: Prepared) -> None:
     recipe["image_size"] = bundle.preprocessing.input_size
     resolved = {
         "classes": list(prepared.table.classes),
-        "preprocessing": {**bundle.preprocessing.to_dict(), "mean": list(bundle.preprocessing.mean), "std": list(bundle.preprocessing.std)},
+        "preprocessing": {
+            **bundle.preprocessing.to_dict(),
+            "mean": list(bundle.preprocessing.mean),
+            "std": list(bundle.preprocessing.std),
+        },
         "weights_source": bundle.weights_source,
         "weights_pretrained": bool(bundle.pretrained),
         "split_hash": prepared.split.hash,
@@ -252,9 +269,13 @@ def _logger(config: TrainConfig, run_dir: Path) -> Any:
         if config.logger == "tensorboard":
             return loggers.TensorBoardLogger(run_dir, name="logs", version="")
         if config.logger == "mlflow":
-            return loggers.MLFlowLogger(experiment_name="blastscope", run_name=run_dir.name, tracking_uri=f"file:{run_dir / 'mlruns'}")
+            return loggers.MLFlowLogger(
+                experiment_name="blastscope", run_name=run_dir.name, tracking_uri=f"file:{run_dir / 'mlruns'}"
+            )
     except ModuleNotFoundError as error:
-        raise BlastscopeError(f"the {config.logger} logger is not installed: pip install 'blastscope[loggers]'") from error
+        raise BlastscopeError(
+            f"the {config.logger} logger is not installed: pip install 'blastscope[loggers]'"
+        ) from error
     return loggers.CSVLogger(run_dir, name="logs", version="")
 
 
@@ -337,7 +358,13 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
     model = load_network_weights(prepared.bundle.model, checkpoint_path(run_dir, "best")).eval()
     metrics: dict[str, Any] = {"model": prepared.config.model, "checkpoint": "best"}
     if test_cells:
-        probabilities = predict_proba(model, prepared.bundle.preprocessing, test_cells, batch_size=prepared.config.batch_size, cache=datamodule.cache)
+        probabilities = predict_proba(
+            model,
+            prepared.bundle.preprocessing,
+            test_cells,
+            batch_size=prepared.config.batch_size,
+            cache=datamodule.cache,
+        )
         labels = [table.class_index(cell.label) for cell in test_cells]
         metrics["test"] = classification_metrics(labels, probabilities, table.classes)
     else:

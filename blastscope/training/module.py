@@ -95,7 +95,9 @@ class CellClassifierModule(L.LightningModule):
         for module in self.trainable_backbone_modules(phase):
             module.requires_grad_(True)
             for layer in module.modules():  # flag by flag: Module.train() would recurse into the batch-norm layers
-                layer.training = self.training and (phase == FULL or not isinstance(layer, nn.modules.batchnorm._BatchNorm))
+                layer.training = self.training and (
+                    phase == FULL or not isinstance(layer, nn.modules.batchnorm._BatchNorm)
+                )
         self.model.head.requires_grad_(True)
         self.model.head.train(self.training)
 
@@ -131,7 +133,9 @@ class CellClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         inputs, targets = batch
         loss = self._loss(self._logits(inputs), targets)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets))
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets)
+        )
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
@@ -139,7 +143,14 @@ class CellClassifierModule(L.LightningModule):
         logits = self._logits(inputs)
         self.val_accuracy.update(logits, targets)
         self.val_weighted_f1.update(logits, targets)
-        self.log("val_loss", self._loss(logits, targets), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets))
+        self.log(
+            "val_loss",
+            self._loss(logits, targets),
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(targets),
+        )
         self.log("val_accuracy", self.val_accuracy, on_epoch=True)
         self.log("val_weighted_f1", self.val_weighted_f1, on_epoch=True, prog_bar=True)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ def new_run_dir(out: Path, model: str) -> Path:
     """``out/<UTC timestamp>-<model>``; DDP worker processes reuse the directory their launcher made."""
     if inherited := os.environ.get(RUN_DIR_ENV):
         return Path(inherited)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out) / f"{stamp}-{model}"
     suffix = 1
     while run_dir.exists():
@@ -60,7 +60,9 @@ def new_run_dir(out: Path, model: str) -> Path:
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise BlastscopeError(f"{run_dir}: no config.yaml, so not a training run; pass a directory made by `blastscope train`")
+        raise BlastscopeError(
+            f"{run_dir}: no config.yaml, so not a training run; pass a directory made by `blastscope train`"
+        )
     return yaml.safe_load(path.read_text())
 
 

@@ -12,7 +12,18 @@ import yaml
 from blastscope.cli import main
 from blastscope.cli.train import build_config
 
-TINY = ["--image-size", "32", "--epochs-frozen", "1", "--epochs-finetune", "1", "--batch-size", "4", "--num-workers", "0"]
+TINY = [
+    "--image-size",
+    "32",
+    "--epochs-frozen",
+    "1",
+    "--epochs-finetune",
+    "1",
+    "--batch-size",
+    "4",
+    "--num-workers",
+    "0",
+]
 TINY += ["--no-progress"]
 
 
@@ -37,7 +48,9 @@ def test_training_without_data_says_how_to_get_some(capsys: pytest.CaptureFixtur
     assert "--data" in error and "blastscope synth" in error and len(error.splitlines()) == 1
 
 
-def test_resuming_something_that_is_no_run_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resuming_something_that_is_no_run_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml" in capsys.readouterr().err
 
@@ -67,5 +80,7 @@ def test_a_run_repeats_from_its_config_yaml(cells: Path, tmp_path: Path, capsys:
     assert configs[0]["epochs_finetune"] == configs[1]["epochs_finetune"] == 1
     metrics = [json.loads((run / "metrics.json").read_text())["test"] for run in (first, second)]
     assert metrics[0] == metrics[1]
-    weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)]
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)
+    ]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

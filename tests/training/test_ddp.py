@@ -20,7 +20,9 @@ def test_two_process_ddp_on_cpu_trains_one_run(tiny_cells: Path, tmp_path: Path)
         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out), "--no-progress",
         "--no-cached-features",  # phase 1 on sharded, augmented images through the frozen backbone
     ]  # fmt: skip
-    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = out.iterdir()  # the worker rank joined the launcher's run directory instead of making its own
     assert result.stdout.split() == [str(run_dir)] * 2  # both ranks ran the command and trained the same run

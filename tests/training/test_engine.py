@@ -30,7 +30,16 @@ def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable
 
     with (run_dir / "history.csv").open() as handle:
         history = list(csv.DictReader(handle))
-    assert list(history[0]) == ["epoch", "phase", "train_loss", "val_loss", "val_accuracy", "val_weighted_f1", "lr", "epoch_seconds"]
+    assert list(history[0]) == [
+        "epoch",
+        "phase",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_weighted_f1",
+        "lr",
+        "epoch_seconds",
+    ]
     assert [(row["epoch"], row["phase"]) for row in history] == [("1", "frozen"), ("2", "finetune")]
     assert float(history[0]["lr"]) == pytest.approx(1e-3) and float(history[1]["lr"]) == pytest.approx(1e-4)
 
@@ -57,7 +66,9 @@ def test_random_init_trains_all_layers_in_one_phase(tiny_config: Callable[..., T
     assert load_run(run_dir).display_name == "efficientnet_lite0 (random init)"
 
 
-def test_cached_features_feed_the_head_what_the_backbone_would(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+def test_cached_features_feed_the_head_what_the_backbone_would(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
     from blastscope.data.datamodule import CellDataModule
     from blastscope.models import create_model
     from blastscope.training.features import extract_features
@@ -67,7 +78,9 @@ def test_cached_features_feed_the_head_what_the_backbone_would(tiny_config: Call
         assert [row["phase"] for row in csv.DictReader(handle)] == ["frozen"]
     split = load_run(run_dir).split
     bundle = create_model("efficientnet_lite0", image_size=32)
-    datamodule = CellDataModule(split.parts, ["hem", "all"], bundle.preprocessing, {}, batch_size=4, num_workers=0, seed=0)
+    datamodule = CellDataModule(
+        split.parts, ["hem", "all"], bundle.preprocessing, {}, batch_size=4, num_workers=0, seed=0
+    )
     dataset = datamodule.dataset("train", augment=False)
     cached = extract_features(bundle.model.train(), dataset, batch_size=4)
     assert bundle.model.training  # extraction ran in eval mode, then restored the mode it found
@@ -78,7 +91,9 @@ def test_cached_features_feed_the_head_what_the_backbone_would(tiny_config: Call
     assert cached.tensors[1].tolist() == [dataset[i][1] for i in range(len(dataset))]
 
 
-def test_an_unusable_dataset_stops_before_training(tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]) -> None:
+def test_an_unusable_dataset_stops_before_training(
+    tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
     one_class = tmp_path / "one-class"
     shutil.copytree(tiny_cells, one_class)
     for file in one_class.rglob("*"):
@@ -89,7 +104,9 @@ def test_an_unusable_dataset_stops_before_training(tmp_path: Path, tiny_cells: P
     assert not (tmp_path / "runs").exists()
 
 
-def test_corrupt_images_are_skipped_and_counted(tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]) -> None:
+def test_corrupt_images_are_skipped_and_counted(
+    tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_cells, damaged)
     victims = sorted(p for p in damaged.rglob("*.png"))[:2]

@@ -32,7 +32,9 @@ def test_every_model_trains_a_tiny_epoch(name: str, tiny_config: Callable[..., T
     pretrained = _weights_file(name, tmp_path) if has_backbone else "none"
     start = create_model(name, pretrained=pretrained, image_size=_size(name)).model.state_dict()
 
-    run_dir = train(tiny_config(model=name, pretrained=pretrained, image_size=_size(name), epochs_frozen=1, epochs_finetune=0))
+    run_dir = train(
+        tiny_config(model=name, pretrained=pretrained, image_size=_size(name), epochs_frozen=1, epochs_finetune=0)
+    )
 
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     trained = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}

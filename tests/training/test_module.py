@@ -75,7 +75,9 @@ def test_frozen_phase_trains_the_head_only_and_keeps_batchnorm_statistics(tmp_pa
     class Probe(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             seen["trainable"] = {name for name, p in pl_module.model.named_parameters() if p.requires_grad}
-            seen["bn_training"] = [m.training for m in pl_module.model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+            seen["bn_training"] = [
+                m.training for m in pl_module.model.backbone.modules() if isinstance(m, nn.BatchNorm2d)
+            ]
 
     _fit(module, 1, tmp_path, callbacks=[Probe()], enable_checkpointing=False)
     assert seen["trainable"] == {f"head.{name}" for name, _ in module.model.head.named_parameters()}

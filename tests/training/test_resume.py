@@ -41,7 +41,11 @@ def _kill_in_second_epoch(command: list[str], run_dir: Path) -> None:
     interval = run_dir / "checkpoints" / "interval.ckpt"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if _finished_epochs(run_dir) == 1 and interval.exists() and interval.stat().st_mtime > (run_dir / "history.csv").stat().st_mtime:
+        if (
+            _finished_epochs(run_dir) == 1
+            and interval.exists()
+            and interval.stat().st_mtime > (run_dir / "history.csv").stat().st_mtime
+        ):
             break
         time.sleep(0.02)
     assert process.poll() is None, f"training ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
@@ -65,7 +69,11 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tiny_cells: Path, tmp
 
     expected = json.loads((whole / "metrics.json").read_text())["test"]
     assert json.loads((killed / "metrics.json").read_text())["test"] == expected
-    assert [row["phase"] for row in csv.DictReader((killed / "history.csv").open())] == ["frozen", "finetune", "finetune"]
+    assert [row["phase"] for row in csv.DictReader((killed / "history.csv").open())] == [
+        "frozen",
+        "finetune",
+        "finetune",
+    ]
     for name in ("best", "last"):
         a = torch.load(whole / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
         b = torch.load(killed / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
