@@ -62,7 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--data", help="dataset folder: C-NMC layout, class-per-folder tree or CSV manifest")
     data.add_argument("--split-ratios", type=_ratios, metavar="TRAIN,VAL,TEST", help="default 0.6,0.2,0.2")
     data.add_argument("--split-csv", help="use a saved split.csv instead of making one")
-    data.add_argument("--split-by", choices=["subject", "image"], help="keep each subject in one part (default) or not")
+    data.add_argument(
+        "--split-by",
+        choices=["subject", "image"],
+        help="keep each subject in one part or not (default: by subject when every cell has one)",
+    )
     data.add_argument("--folds", type=int, help="k of k-fold cross-validation by subject")
     data.add_argument("--fold", type=int, help="which fold (0..k-1) to train")
     data.add_argument("--augment", action="append", metavar="KEY=VALUE", help="augmentation setting, repeatable")

@@ -32,11 +32,14 @@ RESOLVED_KEYS = (
 
 @dataclass
 class SplitConfig:
-    """How cells are divided into train/val/test: ratios, a saved split.csv, or one fold of k-fold CV."""
+    """How cells are divided into train/val/test: ratios, a saved split.csv, or one fold of k-fold CV.
+
+    ``by`` None splits by subject when every cell has one, else by image.
+    """
 
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     csv: str | None = None
-    by: str = "subject"
+    by: str | None = None
     folds: int | None = None
     fold: int = 0
 
@@ -93,7 +96,7 @@ class TrainConfig:
             raise BlastscopeError(f"precision {self.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
         if self.logger not in LOGGERS:
             raise BlastscopeError(f"logger {self.logger!r} is unknown: use one of {', '.join(LOGGERS)}")
-        if self.split.by not in SPLIT_BY:
+        if self.split.by not in (None, *SPLIT_BY):
             raise BlastscopeError(f"split by {self.split.by!r} is unknown: use subject or image")
         if None in (self.epochs_frozen, self.epochs_finetune, self.lr_head, self.lr_finetune, self.unfreeze_stages):
             raise BlastscopeError("recipe incomplete: fill it from the model's defaults (with_defaults) first")

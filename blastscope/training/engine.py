@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -119,10 +118,6 @@ def _scan(config: TrainConfig) -> CellTable:
     table = scan_dataset(Path(config.data))
     if table.skipped:
         log.warning("%d unreadable files skipped in %s (see metrics.json)", len(table.skipped), config.data)
-    if config.split.by == "image":
-        log.warning("split by image: cells of one subject can land in train and test, which inflates test scores")
-        cells = [dataclasses.replace(cell, subject=None) for cell in table.cells]
-        table = dataclasses.replace(table, cells=cells)
     return table
 
 
@@ -132,9 +127,11 @@ def _split(config: TrainConfig, table: CellTable) -> Split:
     if config.split.csv:
         split = read_split_csv(Path(config.split.csv), table)
     elif config.split.folds:
-        split = kfold_splits(table, config.split.folds, seed=config.seed)[config.split.fold]
+        split = kfold_splits(table, config.split.folds, seed=config.seed, by=config.split.by)[config.split.fold]
     else:
-        split = make_split(table, ratios=tuple(config.split.ratios), seed=config.seed)
+        split = make_split(table, ratios=tuple(config.split.ratios), seed=config.seed, by=config.split.by)
+    if not split.subject_level:
+        log.warning("split by image: cells of one subject can land in train and test, which inflates test scores")
     check_leakage(split)
     for part in ("train", "val"):
         if not split.parts.get(part):
