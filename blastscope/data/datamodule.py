@@ -24,6 +24,7 @@ from blastscope.models.base import Preprocessing
 
 if TYPE_CHECKING:
     from blastscope.data.dataset import CellDataset
+    from blastscope.data.transforms import AugmentConfig
 
 FeatureExtractor = Callable[[Dataset], TensorDataset]
 
@@ -31,6 +32,16 @@ FeatureExtractor = Callable[[Dataset], TensorDataset]
 def derived_seed(*parts: int) -> int:
     """A well-mixed 32-bit seed from several integers (seed, epoch, index), stable across runs and platforms."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def augment_config(settings: dict[str, Any]) -> AugmentConfig:
+    """The AugmentConfig of a config.yaml mapping, refusing unknown switches in one line."""
+    from blastscope.data.transforms import AugmentConfig
+
+    try:
+        return AugmentConfig(**settings)
+    except TypeError as error:
+        raise BlastscopeError(f"augmentation settings {sorted(settings)}: {error}; see AugmentConfig") from error
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -140,17 +151,11 @@ class CellDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         from blastscope.data.cache import DecodedCache
-        from blastscope.data.transforms import AugmentConfig
 
         self.parts = parts
         self.classes = list(classes)
         self.pre = pre
-        try:
-            self.augment = AugmentConfig(**augmentation)
-        except TypeError as error:
-            raise BlastscopeError(
-                f"augmentation settings {sorted(augmentation)}: {error}; see AugmentConfig"
-            ) from error
+        self.augment = augment_config(augmentation)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from blastscope.data.datamodule import CellDataModule
+from blastscope.data.datamodule import CellDataModule, augment_config
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
@@ -164,6 +164,7 @@ def _write_run_files(prepared: Prepared) -> None:
     config, bundle = prepared.config, prepared.bundle
     recipe = config.to_dict()
     recipe["image_size"] = bundle.preprocessing.input_size
+    recipe["augmentation"] = augment_config(config.augmentation).to_dict()  # every switch, so predictors can rebuild it
     resolved = {
         "classes": list(prepared.table.classes),
         "preprocessing": {

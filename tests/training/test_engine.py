@@ -27,6 +27,7 @@ def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable
     assert config["preprocessing"]["input_size"] == 32 and len(config["split_hash"]) > 6
     assert {"torch", "lightning", "timm", "blastscope"} <= set(config["versions"])
     assert config["resolved_precision"] in ("bf16-mixed", "32-true")
+    assert config["augmentation"]["rotation"] is True and "stain_norm" in config["augmentation"]  # every switch
 
     with (run_dir / "history.csv").open() as handle:
         history = list(csv.DictReader(handle))
