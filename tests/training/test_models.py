@@ -10,6 +10,7 @@ import torch
 
 from blastscope.models import create_model, list_models
 from blastscope.training import TrainConfig, train
+from blastscope.training.module import CellClassifierModule
 
 
 def _size(name: str) -> int:
@@ -30,7 +31,16 @@ def _weights_file(name: str, tmp_path: Path) -> str:
 def test_every_model_trains_a_tiny_epoch(name: str, tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
     has_backbone = create_model(name, pretrained="none", image_size=_size(name)).spec.timm_name is not None
     pretrained = _weights_file(name, tmp_path) if has_backbone else "none"
-    start = create_model(name, pretrained=pretrained, image_size=_size(name)).model.state_dict()
+    bundle = create_model(name, pretrained=pretrained, image_size=_size(name))
+    start = {key: value.clone() for key, value in bundle.model.state_dict().items()}
+    if has_backbone:
+        module = CellClassifierModule(
+            bundle.model, classes=["hem", "all"], class_counts=[1, 1], frozen_epochs=1, finetune_epochs=1,
+            unfreeze_stages=2, lr_head=1e-3, lr_backbone=1e-4, weight_decay=0.0,
+        )  # fmt: skip
+        module.apply_phase(0)
+        trainable = {key for key, p in bundle.model.named_parameters() if p.requires_grad}
+        assert trainable == {f"head.{key}" for key, _ in bundle.model.head.named_parameters()}
 
     run_dir = train(
         tiny_config(model=name, pretrained=pretrained, image_size=_size(name), epochs_frozen=1, epochs_finetune=0)
