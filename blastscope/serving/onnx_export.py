@@ -13,6 +13,7 @@ import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import redirect_stdout
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,70 +140,71 @@ def export_run(
 ) -> dict[str, Any]:
     """Exports a loaded run (``load_run``) to RUN_DIR/export: fp32, optional int8/bf16, parity check, export.json."""
     test_cells = list(trained.split.parts.get("test", []))
-    train_cells = list(trained.split.parts.get("train", []))
     if not test_cells:
         raise DataError(f"{trained.run_dir}: the run's split has no test cells to check the export against")
-    classes, pre = tuple(trained.classes), trained.preprocessing
-    transform = run_transform(pre, trained.config)
+    calibration = list(trained.split.parts.get("train", []))[:CALIBRATION_CELLS]
+    if int8 and not calibration:
+        raise DataError(f"{trained.run_dir}: the run's split has no training cells to calibrate int8 on")
+    pre, transform = trained.preprocessing, run_transform(trained.preprocessing, trained.config)
     out = Path(trained.run_dir) / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for stale in out.glob("model*.onnx"):
         stale.unlink()
 
-    fp32_path = export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])
-    set_metadata(fp32_path, model_metadata(pre, classes, _model_name(trained), "fp32"))
-    fp32 = OnnxModel(fp32_path)
+    metadata = partial(model_metadata, pre, trained.classes, _model_name(trained))
+    built = {"fp32": export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])}
+    set_metadata(built["fp32"], metadata("fp32"))
     parity_cells = test_cells[:PARITY_CELLS]
-    difference = max_logit_difference(trained.model, fp32, cell_batches(parity_cells, pre, transform))
+    batches = cell_batches(parity_cells, pre, transform)
+    difference = max_logit_difference(trained.model, OnnxModel(built["fp32"]), batches)
     log(f"parity: max |logit(PyTorch) - logit(ONNX)| = {difference:.2e} on {len(parity_cells)} test cells")
     if not difference < PARITY_TOLERANCE:
         raise BlastscopeError(
-            f"{fp32_path}: ONNX logits differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
+            f"{built['fp32']}: ONNX logits differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
             "the export is not faithful, keep using --backend torch"
         )
-
-    built = {"fp32": fp32_path}
-    calibration = train_cells[:CALIBRATION_CELLS] or test_cells[:CALIBRATION_CELLS]
     if int8:
         batches = (batch.numpy() for batch in cell_batches(calibration, pre, transform, batch_size=16))
-        built["int8"] = quantize_int8(fp32_path, out / VARIANT_FILES["int8"], INPUT_NAME, batches)
+        built["int8"] = quantize_int8(built["fp32"], out / VARIANT_FILES["int8"], INPUT_NAME, batches)
     if bf16:
-        built["bf16"] = bf16_weights(fp32_path, out / VARIANT_FILES["bf16"])
+        built["bf16"] = bf16_weights(built["fp32"], out / VARIANT_FILES["bf16"])
     for variant, path in built.items():
         if variant != "fp32":
-            set_metadata(path, model_metadata(pre, classes, _model_name(trained), variant))
+            set_metadata(path, metadata(variant))
 
     scores = {
-        variant: weighted_f1(OnnxModel(path), test_cells, pre, transform, classes) for variant, path in built.items()
+        variant: weighted_f1(OnnxModel(path), test_cells, pre, transform, trained.classes)
+        for variant, path in built.items()
     }
     record = {
         "model": _model_name(trained),
-        "display_name": getattr(trained, "display_name", _model_name(trained)),
-        "classes": list(classes),
+        "display_name": trained.display_name,
+        "classes": list(trained.classes),
         "preprocessing": pre.to_dict(),
         "parity": {"cells": len(parity_cells), "max_abs_logit_difference": difference, "tolerance": PARITY_TOLERANCE},
         "test_cells": len(test_cells),
         "calibration_cells": len(calibration) if int8 else 0,
         "f1_tolerance": F1_TOLERANCE,
         "variants": {
-            variant: {
-                "file": path.name,
-                "bytes": path.stat().st_size,
-                "weighted_f1": scores[variant],
-                "f1_minus_fp32": scores[variant] - scores["fp32"],
-                "within_tolerance": abs(scores[variant] - scores["fp32"]) <= F1_TOLERANCE,
-                "notes": VARIANT_NOTES[variant],
-            }
-            for variant, path in built.items()
+            variant: _variant_record(variant, path, scores[variant], scores["fp32"]) for variant, path in built.items()
         },
     }
     record["default"] = next(
-        variant
-        for variant in DEFAULT_PREFERENCE
-        if variant in built and record["variants"][variant]["within_tolerance"]
+        variant for variant in DEFAULT_PREFERENCE if record["variants"].get(variant, {}).get("within_tolerance")
     )
     (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _variant_record(variant: str, path: Path, f1: float, fp32_f1: float) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "weighted_f1": f1,
+        "f1_minus_fp32": f1 - fp32_f1,
+        "within_tolerance": abs(f1 - fp32_f1) <= F1_TOLERANCE,
+        "notes": VARIANT_NOTES[variant],
+    }
 
 
 def onnx_model_path(run_dir: Path, variant: str | None = None) -> Path | None:
