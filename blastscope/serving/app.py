@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 
 from blastscope import __version__
@@ -91,7 +92,7 @@ def png_base64(image: Image.Image) -> str:
 
 def create_app(classifier: Classifier, limits: Limits = Limits()) -> FastAPI:
     """The FastAPI application serving ``classifier`` under ``limits``."""
-    app = FastAPI(
+    app = FastAPIOffline(  # serves the /docs assets itself: the service runs offline
         title="blastscope",
         version=__version__,
         description=(
