@@ -30,6 +30,7 @@ from blastscope.training.run import RUN_DIR_ENV, checkpoint_path, load_network_w
 
 if TYPE_CHECKING:
     from blastscope.data.split import Split
+    from blastscope.models import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -53,28 +54,30 @@ class Prepared:
     config: TrainConfig
     table: CellTable
     split: Split
-    bundle: Any
+    bundle: ModelBundle
     run_dir: Path
 
 
 def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
     """Train a new run from ``config``; returns the run directory."""
     config = _complete(config)
+    worker = RUN_DIR_ENV in os.environ  # a DDP worker process: its launcher made the run directory
+    if run_dir is not None and not worker and (Path(run_dir) / "config.yaml").exists():
+        raise BlastscopeError(f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir")
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = _scan(config)
     split = _split(config, table)
     bundle = _create_model(config, table)
-    fresh = run_dir is None and RUN_DIR_ENV not in os.environ
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     prepared = Prepared(config, table, split, bundle, run_dir)
-    if fresh or not (run_dir / "config.yaml").exists():
+    if not worker:
         _write_run_files(prepared)
     return _fit(prepared, resume_from=None)
 
 
 def resume(run_dir: Path) -> Path:
-    """Continue a run from its last epoch-end checkpoint (or from scratch if it never finished an epoch)."""
+    """Continue a run from its latest checkpoint, epoch-end or mid-epoch (from scratch if none was written yet)."""
     from blastscope.data.split import read_split_csv
 
     run_dir = Path(run_dir)
@@ -139,7 +142,7 @@ def _split(config: TrainConfig, table: CellTable) -> Split:
     return split
 
 
-def _create_model(config: TrainConfig, table: CellTable) -> Any:
+def _create_model(config: TrainConfig, table: CellTable) -> ModelBundle:
     from blastscope.models import create_model
 
     return create_model(

@@ -74,6 +74,8 @@ def test_a_run_repeats_from_its_config_yaml(cells: Path, tmp_path: Path, capsys:
     assert main(["train", "--data", str(cells), "--model", "cnn", *TINY, "--run-dir", str(first)]) == 0
     assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(second)]) == 0
     assert capsys.readouterr().out.split() == [str(first), str(second)]
+    assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(first)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
 
     configs = [yaml.safe_load((run / "config.yaml").read_text()) for run in (first, second)]
     assert configs[0]["split_hash"] == configs[1]["split_hash"]
