@@ -100,6 +100,8 @@ class TrainConfig:
             raise BlastscopeError(f"split by {self.split.by!r} is unknown: use subject or image")
         if None in (self.epochs_frozen, self.epochs_finetune, self.lr_head, self.lr_finetune, self.unfreeze_stages):
             raise BlastscopeError("recipe incomplete: fill it from the model's defaults (with_defaults) first")
+        if self.lr_head <= 0 or self.lr_finetune <= 0:
+            raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
         if self.total_epochs < 1:
             raise BlastscopeError("no epochs to train: set --epochs-frozen and/or --epochs-finetune to 1 or more")
         if self.unfreeze_stages != "all" and (not isinstance(self.unfreeze_stages, int) or self.unfreeze_stages < 0):

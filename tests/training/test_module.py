@@ -127,3 +127,13 @@ def test_checkpoints_load_with_weights_only(tmp_path: Path) -> None:
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["hyper_parameters"]["unfreeze_stages"] == 1
     assert all(key.startswith(("model.", "class_weights", "val_")) for key in checkpoint["state_dict"])
+
+
+def test_early_stopping_watches_the_last_phase_only(tmp_path: Path) -> None:
+    from blastscope.training.callbacks import LastPhaseEarlyStopping
+
+    module = _module(frozen=2, finetune=4)
+    module.hparams.lr_head = module.hparams.lr_backbone = 1e-30  # nothing learns: val_loss never improves
+    stopper = LastPhaseEarlyStopping(first_epoch=2, monitor="val_loss", patience=1, check_on_train_epoch_end=True)
+    trainer = _fit(module, 6, tmp_path, callbacks=[stopper], enable_checkpointing=False)
+    assert trainer.current_epoch == 4  # epochs 0-1 ignored, 2 sets the best, 3 fails to beat it: stop after 4 epochs
