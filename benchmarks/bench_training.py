@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--unfreeze-stages", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers of the blastscope runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", help="of the blastscope runs (default auto: bf16 on AMX CPUs)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as scratch:
@@ -51,7 +52,7 @@ def main() -> int:
         manifest = limited_manifest(args.data, args.limit, args.seed, scratch_dir / "cells.csv")
         print(
             f"{args.limit} cells of {args.data}, {args.image_size} px, {args.epochs}+{args.epochs} epochs, "
-            f"batch {args.batch_size}, {torch.get_num_threads()} torch threads",
+            f"batch {args.batch_size}, {torch.get_num_threads()} torch threads, blastscope precision {args.precision}",
             flush=True,
         )
         results = {"default": blastscope_run(args, manifest, scratch_dir, cached=True)}
@@ -90,6 +91,7 @@ def blastscope_run(args: argparse.Namespace, manifest: Path, scratch: Path, cach
         num_workers=args.num_workers,
         seed=args.seed,
         cached_features=cached,
+        precision=args.precision,
         patience=10**6,
         out=str(scratch / "runs"),
         progress=False,
