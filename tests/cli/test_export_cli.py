@@ -10,23 +10,9 @@ import pytest
 from blastscope.cli import main
 
 
-@pytest.fixture(scope="module")
-def run_dir(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from blastscope.training import TrainConfig, train
-
-    config = TrainConfig(
-        data=str(synth_small),
-        model="efficientnet_lite0",
-        pretrained="none",
-        image_size=32,
-        epochs_frozen=1,
-        epochs_finetune=0,
-        batch_size=16,
-        num_workers=0,
-        out=str(tmp_path_factory.mktemp("runs")),
-        progress=False,
-    )
-    return Path(train(config))
+@pytest.fixture
+def run_dir(tiny_run_copy: Path) -> Path:
+    return tiny_run_copy
 
 
 def test_export_int8_then_predict_uses_default_variant(run_dir: Path, synth_small: Path, capsys) -> None:
