@@ -77,12 +77,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
 
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs-frozen", type=int, help="phase-1 epochs, head only (default 5)")
-    recipe.add_argument("--epochs-finetune", type=int, help="phase-2 epochs, last stages unfrozen (default 10)")
-    recipe.add_argument("--lr-head", type=float, help="phase-1 learning rate (default 1e-3)")
-    recipe.add_argument("--lr-finetune", type=float, help="phase-2 learning rate (default 1e-4)")
+    recipe.add_argument("--epochs-frozen", type=int, help="phase-1 epochs, head only (default: the model's)")
     recipe.add_argument(
-        "--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default 2)"
+        "--epochs-finetune", type=int, help="phase-2 epochs, last stages unfrozen (default: the model's)"
+    )
+    recipe.add_argument("--lr-head", type=float, help="phase-1 learning rate of the head (default: the model's)")
+    recipe.add_argument(
+        "--lr-finetune", type=float, help="phase-2 (and random-init) learning rate (default: the model's)"
+    )
+    recipe.add_argument(
+        "--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default: the model's)"
     )
     recipe.add_argument("--batch-size", type=int, help="default 32")
     recipe.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
