@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from blastscope.errors import BlastscopeError
-from blastscope.serving.predictor import Classifier, run_transform
+from blastscope.serving.predictor import Classifier
 
 Backend = Literal["auto", "torch", "onnx"]
 
@@ -30,7 +30,7 @@ def load(
         preprocessing=trained.preprocessing,
         classes=trained.classes,
         name=trained.display_name,
-        transform=run_transform(trained.preprocessing, trained.config),
+        transform=trained.transform,
     )
     path = None if backend == "torch" else onnx_model_path(trained.run_dir, variant)
     if path is None:

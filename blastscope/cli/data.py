@@ -224,7 +224,8 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
-        help=f"skip images with more pixels than this (default {DEFAULT_MAX_PIXELS:,}; guards against decompression bombs)",
+        help=f"skip images with more pixels than this (default {DEFAULT_MAX_PIXELS:,}; guards against decompression "
+        "bombs)",
     )
     parser.add_argument(
         "--prelim",

@@ -122,7 +122,7 @@ def make_split(
     subject_level = _subject_level(table, by)
     units = _units(table, subject_level)
     pinned = {unit.fixed for unit in units if unit.fixed is not None}
-    free = {part: ratio for part, ratio in zip(PARTS, ratios) if part not in pinned}
+    free = {part: ratio for part, ratio in zip(PARTS, ratios, strict=True) if part not in pinned}
     weight = sum(free.values())
     if weight <= 0:
         raise DataError(f"{table.root}: every part with a ratio above 0 is already filled by pinned cells")

@@ -355,10 +355,9 @@ def _labels(cells: Sequence[Cell], classes: Sequence[str]) -> np.ndarray:
 def _predictor(run: Any, precision: str, batch_size: int, progress: bool):
     """``predict(cells, tta) -> (probabilities, logits)`` with the run's own preprocessing and one shared cache."""
     from blastscope.data.cache import DecodedCache
-    from blastscope.data.transforms import AugmentConfig, eval_transform
     from blastscope.evaluation.inference import predict_proba
 
-    transform = eval_transform(run.preprocessing, AugmentConfig(**(run.config.get("augmentation") or {})))
+    transform = run.transform
     cache = DecodedCache()
 
     def predict(cells: Sequence[Cell], tta: bool) -> tuple[np.ndarray, np.ndarray]:

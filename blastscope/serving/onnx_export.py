@@ -25,7 +25,7 @@ import torch
 from blastscope import __version__
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.models.base import CellClassifier, Preprocessing
-from blastscope.serving.predictor import Transform, cell_batches, probabilities, run_transform, torch_runner
+from blastscope.serving.predictor import Transform, cell_batches, probabilities, torch_runner
 from blastscope.serving.quantize import bf16_weights, quantize_int8
 
 INPUT_NAME = "image"
@@ -145,7 +145,7 @@ def export_run(
     calibration = list(trained.split.parts.get("train", []))[:CALIBRATION_CELLS]
     if int8 and not calibration:
         raise DataError(f"{trained.run_dir}: the run's split has no training cells to calibrate int8 on")
-    pre, transform = trained.preprocessing, run_transform(trained.preprocessing, trained.config)
+    pre, transform = trained.preprocessing, trained.transform
     out = Path(trained.run_dir) / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for stale in out.glob("model*.onnx"):

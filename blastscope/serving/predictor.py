@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -58,14 +57,6 @@ def probabilities(runner: Runner, batch: torch.Tensor, tta: bool = False) -> np.
     return logits.float().softmax(dim=-1).mean(dim=1).numpy()
 
 
-def run_transform(pre: Preprocessing, config: dict[str, Any]) -> Transform:
-    """The run's deterministic preprocessing (stain normalisation, denoising, if trained with them), then the model's
-    normalisation: uint8 HxWx3 at the input size -> float CHW tensor."""
-    from blastscope.data.transforms import AugmentConfig, eval_transform
-
-    return eval_transform(pre, AugmentConfig(**(config.get("augmentation") or {})))
-
-
 def cell_batches(
     cells: Sequence[Cell], pre: Preprocessing, transform: Transform, batch_size: int = 32
 ) -> Iterator[torch.Tensor]:
@@ -83,7 +74,8 @@ class Classifier:
     """A trained network ready to classify and explain cell images; ``blastscope.load(run_dir)`` returns one.
 
     ``transform`` turns a resized uint8 image into the model's input (default: plain normalisation; a run's own is
-    ``run_transform``). ``runner`` defaults to the PyTorch model; pass an ``OnnxModel`` to predict through ONNX Runtime.
+    ``TrainedRun.transform``). ``runner`` defaults to the PyTorch model; pass an ``OnnxModel`` to predict through ONNX
+    Runtime.
     Grad-CAM always uses the PyTorch model. Calls are serialised by a lock so one instance can serve many threads.
     """
 

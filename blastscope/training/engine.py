@@ -26,7 +26,14 @@ from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Resee
 from blastscope.training.config import MONITORS, TrainConfig, resolve_precision, write_yaml
 from blastscope.training.features import extract_features
 from blastscope.training.module import CellClassifierModule
-from blastscope.training.run import RUN_DIR_ENV, checkpoint_path, load_network_weights, new_run_dir, read_config
+from blastscope.training.run import (
+    RUN_DIR_ENV,
+    checkpoint_path,
+    load_network_weights,
+    new_run_dir,
+    read_config,
+    run_eval_transform,
+)
 
 if TYPE_CHECKING:
     from blastscope.data.split import Split
@@ -365,6 +372,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
             test_cells,
             batch_size=prepared.config.batch_size,
             cache=datamodule.cache,
+            transform=run_eval_transform(prepared.bundle.preprocessing, prepared.config.to_dict()),
         )
         labels = [table.class_index(cell.label) for cell in test_cells]
         metrics["test"] = classification_metrics(labels, probabilities, table.classes)

@@ -7,6 +7,7 @@ Layout of ``runs/<YYYYmmdd-HHMMSS>-<model>/``: ``config.yaml`` (the recipe plus 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,19 @@ class TrainedRun:
     @property
     def display_name(self) -> str:
         return f"{self.config['model']} ({'pretrained' if self.pretrained else 'random init'})"
+
+    @property
+    def transform(self) -> Callable[[Any], torch.Tensor]:
+        """The run's deterministic preprocessing (stain normalisation, denoising, if trained with them), then the
+        model's normalisation: uint8 HxWx3 at the input size -> float CHW tensor, exactly as validation saw it."""
+        return run_eval_transform(self.preprocessing, self.config)
+
+
+def run_eval_transform(pre: Preprocessing, config: dict[str, Any]) -> Callable[[Any], torch.Tensor]:
+    """The eval transform a run with this config was validated with."""
+    from blastscope.data.transforms import AugmentConfig, eval_transform
+
+    return eval_transform(pre, AugmentConfig(**(config.get("augmentation") or {})))
 
 
 def new_run_dir(out: Path, model: str) -> Path:

@@ -19,7 +19,7 @@ from blastscope.serving.onnx_export import (
     max_logit_difference,
     onnx_model_path,
 )
-from blastscope.serving.predictor import cell_batches, run_transform
+from blastscope.serving.predictor import cell_batches
 from blastscope.training import load_run
 
 
@@ -43,7 +43,7 @@ def test_files_carry_preprocessing_and_classes(exported_run: Path) -> None:
 def test_fp32_logits_match_pytorch_on_test_cells(exported_run: Path, record: dict) -> None:
     trained = load_run(exported_run)
     cells = trained.split.parts["test"]
-    batches = cell_batches(cells, trained.preprocessing, run_transform(trained.preprocessing, trained.config))
+    batches = cell_batches(cells, trained.preprocessing, trained.transform)
     difference = max_logit_difference(trained.model, OnnxModel(onnx_model_path(exported_run, "fp32")), batches)
     assert difference < 1e-4
     assert record["parity"]["max_abs_logit_difference"] < record["parity"]["tolerance"] == 1e-4
