@@ -169,5 +169,5 @@ def _setting(item: str) -> tuple[str, Any]:
 
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise BlastscopeError(f"--augment {item!r}: write KEY=VALUE, e.g. --augment rotate=false")
+        raise BlastscopeError(f"--augment {item!r}: write KEY=VALUE, e.g. --augment rotation=false")
     return key.strip(), yaml.safe_load(value)
