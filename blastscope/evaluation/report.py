@@ -375,7 +375,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
 # --- HTML ------------------------------------------------------------------------------------------------------------
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1320px; margin: 2em auto;
        padding: 0 1em; color: #1c2833; line-height: 1.45; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #d5d8dc; padding-bottom: 0.2em; margin-top: 2em; }
 .warning { background: #fdecea; border-left: 6px solid #c0392b; padding: 0.8em 1em; font-weight: 600; }
@@ -383,6 +383,7 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #d5d8dc; padding-bott
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #d5d8dc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f4f6f7; } tr:nth-child(even) td { background: #fbfcfc; }
+table.ranking td:nth-child(n+4) { white-space: nowrap; } table.ranking { font-size: 0.86em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eaeded; }
 figcaption { color: #5d6d7e; font-size: 0.9em; }
 .model { border: 1px solid #d5d8dc; border-radius: 6px; padding: 0 1.2em 1em; margin: 1.5em 0; }
@@ -402,7 +403,7 @@ def _html(comparison: Comparison, figures: dict[str, _Figure]) -> str:
     body.append(
         f"<p>Ranked by weighted F1 (the C-NMC 2019 challenge metric); brackets: {_e(comparison.interval_label)}.</p>"
     )
-    body.append(_html_table(*_ranking_table(comparison)))
+    body.append(_html_table(*_ranking_table(comparison), css_class="ranking"))
     body.append(_html_figure(figures["ranking"]))
     body.append("<h2>Shared budget</h2>")
     body.append(_html_table(["setting", "value"], [[key, str(value)] for key, value in comparison.budget.items()]))
@@ -444,10 +445,11 @@ def _model_figure_keys(model: ModelResult) -> list[str]:
     return [f"{kind}-{model.name}" for kind in ("curves", "confusion", "reliability", "subjects")]
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "") -> str:
     head = "".join(f"<th>{_e(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    opening = f'<table class="{css_class}">' if css_class else "<table>"
+    return f"{opening}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _html_figure(figure: _Figure) -> str:
