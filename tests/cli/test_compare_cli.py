@@ -82,7 +82,7 @@ def test_main_command_at_its_defaults_end_to_end(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "budget demo" in done.stdout
