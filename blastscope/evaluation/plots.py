@@ -176,7 +176,7 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
 
 def reliability_diagram(before: ReliabilityCurve, after: ReliabilityCurve | None, model: str) -> Figure:
     """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect."""
-    figure, axes = plt.subplots(figsize=(5.6, 5.4), layout="constrained")
+    figure, axes = plt.subplots(figsize=(5.6, 6.4), layout="constrained")
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
     _plot_reliability(axes, before, "#d68910", "before scaling")
     title = f"{model}: reliability\nECE {before.ece:.3f}"
@@ -192,7 +192,7 @@ def reliability_diagram(before: ReliabilityCurve, after: ReliabilityCurve | None
         title=title,
     )
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", fontsize="small")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", ncols=1, frameon=False)
     return figure
 
 
