@@ -157,7 +157,9 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """'auto' is the fastest precision the hardware runs natively: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA."""
     if precision != "auto":
         return precision
-    if accelerator == "gpu":
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 

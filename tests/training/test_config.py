@@ -69,3 +69,5 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
     assert resolve_precision("auto", "cpu") == "bf16-mixed"
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_precision("auto", "auto") == "16-mixed"  # Lightning's accelerator "auto" picks the GPU
