@@ -278,8 +278,12 @@ def find_run(runs: Path, recipe: dict[str, Any], split_hash: str) -> tuple[Path,
 
 
 def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe with YAML-unstable types normalised (tuples -> lists) and presentation-only fields dropped."""
-    plain = json.loads(json.dumps(recipe, default=str))
+    """The recipe as a run saves it: augmentation with every switch spelled out, tuples as lists, and without the
+    presentation-only fields."""
+    from blastscope.data.datamodule import augment_config
+
+    resolved = {**recipe, "augmentation": augment_config(recipe.get("augmentation") or {}).to_dict()}
+    plain = json.loads(json.dumps(resolved, default=str))
     return {key: value for key, value in plain.items() if key not in IGNORED_WHEN_REUSING}
 
 
