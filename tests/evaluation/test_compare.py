@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation import compare
 from blastscope.evaluation.compare import BUDGETS, CompareConfig, find_run, run_compare
+from blastscope.evaluation.report import CNMC_ATTRIBUTION
 from blastscope.training.config import SplitConfig, TrainConfig
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
@@ -173,3 +175,23 @@ def test_without_data_synthetic_cells_are_drawn_once_per_seed(tmp_path: Path, mo
     assert not list((tmp_path / "data").glob("*.partial"))
     monkeypatch.setattr("blastscope.data.synth.synthesize", lambda *a, **k: pytest.fail("drawn twice"))
     assert compare._dataset(CompareConfig(seed=3), tmp_path) == (root, 3)
+
+
+@pytest.mark.integration
+def test_real_cnmc_cells_are_credited_and_split_by_subject(cnmc_sample: Path, tmp_path: Path) -> None:
+    files = run_compare(tiny_config(cnmc_sample, tmp_path, bootstrap=10))
+    results = json.loads(files.json.read_text())
+    assert results["subject_level"] is True and results["warning"] is None
+    assert results["dataset"]["attribution"] == CNMC_ATTRIBUTION
+    assert CNMC_ATTRIBUTION in files.html.read_text()
+
+
+def test_data_without_subjects_is_reported_as_image_level_first(synth_small: Path, tmp_path: Path) -> None:
+    for index, source in enumerate(sorted(synth_small.rglob("*.png"))):
+        label = "all" if source.stem.endswith("_all") else "hem"
+        target = tmp_path / "folders" / label / f"cell{index}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    files = run_compare(tiny_config(tmp_path / "folders", tmp_path / "out"))
+    assert "image-level" in "\n".join(files.markdown.read_text().splitlines()[:3])
+    assert json.loads(files.json.read_text())["subject_level"] is False
