@@ -106,6 +106,7 @@ class EfficientNetAttention(CellClassifier):
 @register_model(
     "efficientnet_b0_attention",
     timm_name="efficientnet_b0",
+    cpu_bf16_training=False,
     description="EfficientNet-B0 feature map -> multi-head self-attention -> dense layers (BN, LeakyReLU, dropout)",
     min_input_size=32,
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2),

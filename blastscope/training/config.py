@@ -153,15 +153,16 @@ def write_yaml(data: dict[str, Any], path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """'auto' is the fastest precision the hardware runs natively: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA."""
+def resolve_precision(precision: str, accelerator: str, cpu_bf16: bool = True) -> str:
+    """'auto' is the fastest precision the hardware runs natively: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16
+    for models whose training it speeds up (``cpu_bf16``, from the model's registry entry), else fp32."""
     if precision != "auto":
         return precision
     import torch
 
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "16-mixed"
-    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    return "bf16-mixed" if cpu_bf16 and cpu_has_native_bf16() else "32-true"
 
 
 def cpu_has_native_bf16() -> bool:

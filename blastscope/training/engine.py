@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from blastscope.data.datamodule import CellDataModule, augment_config
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
+from blastscope.models import get_spec
 from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
 from blastscope.training.config import MONITORS, TrainConfig, resolve_precision, write_yaml
 from blastscope.training.features import extract_features
@@ -117,8 +118,6 @@ def _global_step(path: Path) -> int:
 
 def _complete(config: TrainConfig) -> TrainConfig:
     """The recipe with the model's own defaults filled in, checked before any data is read."""
-    from blastscope.models import get_spec
-
     return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 
@@ -186,7 +185,7 @@ def _write_run_files(prepared: Prepared) -> None:
         "weights_pretrained": bool(bundle.pretrained),
         "split_hash": prepared.split.hash,
         "split_subject_level": bool(prepared.split.subject_level),
-        "resolved_precision": resolve_precision(config.precision, _accelerator(config)),
+        "resolved_precision": _precision(config, _accelerator(config)),
         "versions": _versions(),
     }
     write_yaml({**recipe, **resolved}, prepared.run_dir / "config.yaml")
@@ -308,7 +307,7 @@ def _trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=_strategy(config),
-        precision=resolve_precision(config.precision, accelerator),
+        precision=_precision(config, accelerator),
         max_epochs=config.total_epochs,
         callbacks=_callbacks(prepared, module),
         logger=_logger(config, prepared.run_dir),
@@ -398,3 +397,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
 def _all_skipped(table: CellTable, datamodule: CellDataModule) -> list[tuple[Path, str]]:
     """Files set aside while scanning plus cells that could not be decoded when their part was loaded."""
     return [*table.skipped, *(item for found in datamodule.skipped.values() for item in found)]
+
+
+def _precision(config: TrainConfig, accelerator: str) -> str:
+    return resolve_precision(config.precision, accelerator, get_spec(config.model).cpu_bf16_training)

@@ -67,6 +67,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
     assert resolve_precision("32-true", "gpu") == "32-true"
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu", cpu_bf16=False) == "32-true"  # EfficientNets train faster in fp32 on CPU
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "32-true"
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
