@@ -33,17 +33,9 @@ from blastscope.evaluation.report import (
     attribution_for,
     write_report,
 )
+from blastscope.models import list_models
 
-DEFAULT_MODELS = (
-    "cnn",
-    "vgg16",
-    "resnet50",
-    "inception_v3",
-    "xception",
-    "efficientnet_b0",
-    "efficientnet_b0_attention",
-    "efficientnet_lite0",
-)
+DEFAULT_MODELS = tuple(list_models())  # every registered model: the seven users ask for, and efficientnet_lite0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +143,7 @@ def run_compare(config: CompareConfig) -> ReportFiles:
 
 
 def _check_request(config: CompareConfig) -> None:
-    from blastscope.models import list_models
-
-    known = list(list_models())
+    known = list_models()
     unknown = [name for name in config.models if name not in known]
     if unknown:
         raise BlastscopeError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(known)}")

@@ -22,17 +22,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-# The registry's default order: each built-in model always gets the same colour, whatever subset is compared.
-KNOWN_MODELS = (
-    "cnn",
-    "vgg16",
-    "resnet50",
-    "inception_v3",
-    "xception",
-    "efficientnet_b0",
-    "efficientnet_b0_attention",
-    "efficientnet_lite0",
-)
 _MODEL_PALETTE = plt.get_cmap("tab10").colors
 _POSITIVE_COLOR = "#c0392b"
 _OTHER_CLASS_COLORS = ("#2e86c1", "#27ae60", "#8e44ad", "#d68910", "#5d6d7e")
@@ -82,8 +71,10 @@ class RankedScore:
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     """Colours fixed by registry order, so e.g. resnet50 looks the same in every report; unknown names follow."""
-    extra = [name for name in models if name not in KNOWN_MODELS]
-    order = list(KNOWN_MODELS) + extra
+    from blastscope.models import list_models
+
+    known = list_models()
+    order = known + [name for name in models if name not in known]
     return {name: _MODEL_PALETTE[order.index(name) % len(_MODEL_PALETTE)] for name in models}
 
 

@@ -1,6 +1,7 @@
 """The model zoo: ``create_model(name, ...)`` builds any registered network with its preprocessing and weights."""
 
-from blastscope.models import attention, cnn, timm_backbone  # noqa: F401 - importing registers the models
+# Importing registers the models, in the order `blastscope models` lists them and `compare` trains them.
+from blastscope.models import cnn, timm_backbone, attention  # noqa: F401, I001
 from blastscope.models.base import CellClassifier, Preprocessing
 from blastscope.models.registry import (
     ModelBundle,
