@@ -213,7 +213,7 @@ def _module(prepared: Prepared) -> CellClassifierModule:
         finetune_epochs=config.epochs_finetune if pretrained else config.total_epochs,
         unfreeze_stages=config.unfreeze_stages,
         lr_head=config.lr_head,
-        lr_backbone=config.lr_finetune,
+        lr_backbone=config.lr_finetune if pretrained else config.lr_head,  # from scratch: no weights to protect
         weight_decay=config.weight_decay,
         cached_features=config.cached_features and pretrained,
         channels_last=config.channels_last,

@@ -36,7 +36,8 @@ class CellClassifierModule(L.LightningModule):
 
     ``frozen_epochs`` > 0 means the model is pretrained: those epochs train the head only while the backbone (batch-norm
     statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``.
-    With ``frozen_epochs`` == 0 every layer trains from the first epoch at ``lr_backbone`` (random initialisation).
+    With ``frozen_epochs`` == 0 every layer trains from the first epoch at ``lr_backbone`` (random initialisation;
+    the engine then passes the from-scratch rate, ``lr_head``).
     The head keeps its Adam moments across the phase change; only its learning rate drops to ``lr_backbone``.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
     """

@@ -117,3 +117,12 @@ def test_corrupt_images_are_skipped_and_counted(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["data"]["skipped_files"] == 2
     assert {Path(path).name for path, _ in metrics["data"]["skipped"]} == {v.name for v in victims}
+
+
+def test_random_init_trains_every_layer_at_the_head_learning_rate(tiny_run: Path) -> None:
+    """Fine-tuning rates protect pretrained weights; from scratch there are none, so the from-scratch rate applies."""
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert not config["weights_pretrained"] and config["lr_head"] > config["lr_finetune"]
+    with (tiny_run / "history.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    assert first["phase"] == "full" and float(first["lr"]) == pytest.approx(config["lr_head"])
