@@ -8,6 +8,7 @@ so no single feature separates the classes and a split that leaks subjects score
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from blastscope import __version__
+from blastscope.data.attribution import SYNTH_MARKER
 from blastscope.errors import DataError
 
 FOLDS = 3
@@ -76,6 +79,15 @@ def synthesize(
             path = out / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(path, format="PNG")
+    recipe = {
+        "generator": f"blastscope synth {__version__}",
+        "seed": seed,
+        "subjects_per_class": subjects_per_class,
+        "cells_per_subject": cells_per_subject,
+        "image_size": image_size,
+        "separation": separation,
+    }
+    (out / SYNTH_MARKER).write_text(json.dumps(recipe, indent=2))
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from blastscope.data.attribution import dataset_attribution
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation import plots
@@ -30,7 +31,6 @@ from blastscope.evaluation.report import (
     DatasetCard,
     ModelResult,
     ReportFiles,
-    attribution_for,
     write_report,
 )
 from blastscope.models import list_models
@@ -119,7 +119,7 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     budget = config.resolved_budget()
     _check_request(config)
     out = Path(config.out)
-    data_root, synthetic_seed = _dataset(config, out)
+    data_root = _dataset(config, out)
     table = scan_dataset(data_root)
     splits = _shared_splits(table, config, out / "splits")
     print(budget.describe(), flush=True)
@@ -132,7 +132,7 @@ def run_compare(config: CompareConfig) -> ReportFiles:
         evaluations[job.model, job.fold] = run_dir, _evaluate(run_dir, config, budget)
     results = [_model_result(model, evaluations, len(splits)) for model in config.models]
     comparison = Comparison(
-        dataset=_dataset_card(table, splits[0][0], synthetic_seed),
+        dataset=_dataset_card(table, splits[0][0]),
         models=results,
         budget=_budget_table(config, budget, results),
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -157,10 +157,10 @@ def _check_request(config: CompareConfig) -> None:
         raise BlastscopeError(f"--pretrained {config.pretrained!r} is unknown: use auto or none")
 
 
-def _dataset(config: CompareConfig, out: Path) -> tuple[Path, int | None]:
+def _dataset(config: CompareConfig, out: Path) -> Path:
     """The user's data, or the built-in synthetic cells (drawn once per seed into OUT/data)."""
     if config.data is not None:
-        return Path(config.data).resolve(), None
+        return Path(config.data).resolve()
     from blastscope.data.synth import synthesize
 
     target = (out / "data" / f"synthetic-seed{config.seed}").resolve()
@@ -170,7 +170,7 @@ def _dataset(config: CompareConfig, out: Path) -> tuple[Path, int | None]:
         shutil.rmtree(staging, ignore_errors=True)
         synthesize(staging, seed=config.seed)
         staging.rename(target)  # all or nothing: a killed run never leaves half a dataset to reuse
-    return target, config.seed
+    return target
 
 
 def _shared_splits(table: CellTable, config: CompareConfig, directory: Path) -> list[tuple[Any, Path]]:
@@ -402,7 +402,7 @@ def _training_settings(recipe: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _dataset_card(table: CellTable, split: Any, synthetic_seed: int | None) -> DatasetCard:
+def _dataset_card(table: CellTable, split: Any) -> DatasetCard:
     from blastscope.data.discover import natural_key
 
     cells_per_part = {part: dict(Counter(cell.label for cell in cells)) for part, cells in split.parts.items()}
@@ -419,7 +419,7 @@ def _dataset_card(table: CellTable, split: Any, synthetic_seed: int | None) -> D
         cells_per_part=cells_per_part,
         subjects=subjects,
         subject_level=bool(split.subject_level),
-        attribution=attribution_for(table.kind, table.root, synthetic_seed),
+        attribution=dataset_attribution(table),
         duplicates=len(table.duplicates),
         skipped=len(table.skipped),
         notes=list(table.notes),

@@ -33,10 +33,6 @@ from blastscope.evaluation.threshold import (
 )
 
 SPLITS = ("test", "val", "train")
-CNMC_ATTRIBUTION = (
-    "if these are C-NMC 2019 cells: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA "
-    "(doi:10.7937/tcia.2019.dc64i46r)"
-)
 FEW_UNITS = 5
 SUMMARY_ROWS = (
     ("weighted_f1", "weighted F1"),
@@ -145,7 +141,7 @@ def evaluate_run(
     _move_to(run.model, device)
     classes = list(run.classes)
     notes: list[str] = []
-    cells, source, subject_level = _cells_to_score(run, data, split, notes)
+    cells, source, subject_level, attribution = _cells_to_score(run, data, split, notes)
     predict = _predictor(run, precision, batch_size, progress)
     val_cells = run.split.parts.get("val", [])
     val = (_labels(val_cells, classes), predict(val_cells, False)[1]) if val_cells else None
@@ -176,7 +172,7 @@ def evaluate_run(
         plain=plain,
         tta=tta_result,
         notes=notes,
-        attribution=CNMC_ATTRIBUTION if {c.lower() for c in classes} == {"all", "hem"} else None,
+        attribution=attribution,
         predictions=prediction_rows(cells, probabilities, classes, tta_probabilities),
     )
 
@@ -281,10 +277,13 @@ def _move_to(model: Any, device: str) -> None:
     model.to(device)
 
 
-def _cells_to_score(run: Any, data: Path | str | None, split: str, notes: list[str]) -> tuple[list[Cell], str, bool]:
-    """The cells to evaluate, a description of where they come from, and whether results are subject-level."""
+def _cells_to_score(
+    run: Any, data: Path | str | None, split: str, notes: list[str]
+) -> tuple[list[Cell], str, bool, str | None]:
+    """The cells to evaluate, where they come from, whether results are subject-level, and whom to credit."""
     if data is None:
         cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
+        attribution = run.config.get("attribution")
         subject_level = bool(run.split.subject_level) and all(cell.subject for cell in cells)
         if split != "test":
             notes.append(
@@ -292,7 +291,7 @@ def _cells_to_score(run: Any, data: Path | str | None, split: str, notes: list[s
                 "so its scores here are optimistic; the test split is the honest one"
             )
     else:
-        cells, source = _external_cells(run, Path(data), notes), str(data)
+        (cells, attribution), source = _external_cells(run, Path(data), notes), str(data)
         subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
     if not subject_level:
         notes.insert(
@@ -300,7 +299,7 @@ def _cells_to_score(run: Any, data: Path | str | None, split: str, notes: list[s
             "results are image-level: cells of one subject may be in both the training and the evaluated "
             "data, so these numbers can be optimistic and do not say how the model does on new people",
         )
-    return cells, source, subject_level
+    return cells, source, subject_level, attribution
 
 
 def _split_cells(run: Any, split: str) -> list[Cell]:
@@ -312,8 +311,10 @@ def _split_cells(run: Any, split: str) -> list[Cell]:
     return list(cells)
 
 
-def _external_cells(run: Any, data: Path, notes: list[str]) -> list[Cell]:
-    """Every cell of a dataset the run was not trained on; cells identical to its training or validation cells go."""
+def _external_cells(run: Any, data: Path, notes: list[str]) -> tuple[list[Cell], str]:
+    """Every cell of a dataset the run was not trained on (cells identical to its training or validation cells go),
+    and the dataset's credit line."""
+    from blastscope.data.attribution import dataset_attribution
     from blastscope.data.discover import scan_dataset
 
     table = scan_dataset(data)
@@ -333,7 +334,7 @@ def _external_cells(run: Any, data: Path, notes: list[str]) -> list[Cell]:
         notes.append(f"{len(table.skipped)} files of {data} could not be read and were skipped")
     if not cells:
         raise DataError(f"{data}: every cell is one the run trained or validated on; evaluate on unseen cells")
-    return cells
+    return cells, dataset_attribution(table)
 
 
 def _shared_subjects(run: Any, cells: Sequence[Cell], notes: list[str]) -> bool:

@@ -19,6 +19,7 @@ SPLIT_BY = ("subject", "image")
 # Keys that a run adds to its config.yaml on top of the recipe; a re-run reads past them.
 RESOLVED_KEYS = (
     "classes",
+    "attribution",
     "preprocessing",
     "weights_source",
     "weights_pretrained",

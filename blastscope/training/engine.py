@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from blastscope.data.attribution import dataset_attribution
 from blastscope.data.datamodule import CellDataModule, augment_config
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
@@ -176,6 +177,7 @@ def _write_run_files(prepared: Prepared) -> None:
     recipe["augmentation"] = augment_config(config.augmentation).to_dict()  # every switch, so predictors can rebuild it
     resolved = {
         "classes": list(prepared.table.classes),
+        "attribution": dataset_attribution(prepared.table),
         "preprocessing": {
             **bundle.preprocessing.to_dict(),
             "mean": list(bundle.preprocessing.mean),

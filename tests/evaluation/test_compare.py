@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation import compare
 from blastscope.evaluation.compare import BUDGETS, CompareConfig, find_run, run_compare
-from blastscope.evaluation.report import CNMC_ATTRIBUTION
 from blastscope.training.config import SplitConfig, TrainConfig
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
@@ -169,12 +169,13 @@ def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path
 
 
 def test_without_data_synthetic_cells_are_drawn_once_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root, seed = compare._dataset(CompareConfig(seed=3), tmp_path)
-    assert (root, seed) == ((tmp_path / "data" / "synthetic-seed3").resolve(), 3)
+    root = compare._dataset(CompareConfig(seed=3), tmp_path)
+    assert root == (tmp_path / "data" / "synthetic-seed3").resolve()
+    assert json.loads((root / "blastscope-synth.json").read_text())["seed"] == 3
     assert len(list(root.rglob("*_all.png"))) > 0 and len(list(root.rglob("*_hem.png"))) > 0
     assert not list((tmp_path / "data").glob("*.partial"))
     monkeypatch.setattr("blastscope.data.synth.synthesize", lambda *a, **k: pytest.fail("drawn twice"))
-    assert compare._dataset(CompareConfig(seed=3), tmp_path) == (root, 3)
+    assert compare._dataset(CompareConfig(seed=3), tmp_path) == root
 
 
 @pytest.mark.integration
