@@ -20,17 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="folder to write the dataset into")
     parser.add_argument(
-        "--subjects-per-class", type=int, default=12, metavar="N", help="subjects per class (default 12)"
+        "--subjects-per-class", type=int, default=20, metavar="N", help="subjects per class (default %(default)s)"
     )
-    parser.add_argument("--cells-per-subject", type=int, default=12, metavar="N", help="cells per subject (default 12)")
+    parser.add_argument("--cells-per-subject", type=int, default=8, metavar="N", help="cells per subject (default %(default)s)")
     parser.add_argument("--image-size", type=int, default=64, metavar="PX", help="image side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--separation",
         type=float,
-        default=2.0,
+        default=1.6,
         metavar="SD",
-        help="distance between the classes per cell trait, in within-class SDs: 0 = indistinguishable (default 2)",
+        help="distance between the classes per cell trait, in within-class SDs: 0 = indistinguishable "
+        "(default %(default)s)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     parser.set_defaults(run=run)

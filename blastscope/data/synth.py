@@ -50,11 +50,11 @@ SUBJECT_SHIFT = 0.5  # per-subject trait offset, in within-class SDs
 
 def synthesize(
     out: str | Path,
-    subjects_per_class: int = 12,
-    cells_per_subject: int = 12,
+    subjects_per_class: int = 20,
+    cells_per_subject: int = 8,
     image_size: int = 64,
     seed: int = 0,
-    separation: float = 2.0,
+    separation: float = 1.6,
 ) -> Path:
     """Write a synthetic C-NMC-layout dataset under ``out`` and return ``out``.
 
