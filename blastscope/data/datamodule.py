@@ -87,6 +87,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield self.epoch, index
 
 
+def lone_last_sample(shard_size: int, batch_size: int) -> bool:
+    """Whether a rank's shard ends in a batch of one sample, which batch-norm in training mode cannot take.
+
+    Only that lone sample is dropped (``drop_last``); a shard smaller than one batch is kept whole.
+    """
+    return shard_size > batch_size and shard_size % batch_size == 1
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader that Lightning checkpoints mid-epoch: it records how many batches the loop has finished.
 
@@ -214,7 +222,11 @@ class CellDataModule(L.LightningDataModule):
             if keyed:
                 sampler = self._sampler(len(dataset), shuffle)
                 self._loaders[name] = ResumableLoader(
-                    dataset, sampler=sampler, batches_done=self._batches_done, **options
+                    dataset,
+                    sampler=sampler,
+                    batches_done=self._batches_done,
+                    drop_last=lone_last_sample(len(sampler), self.batch_size),
+                    **options,
                 )
             else:
                 self._loaders[name] = DataLoader(dataset, shuffle=False, **options)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from blastscope.data.datamodule import EpochSampler, EpochSeededDataset
+from blastscope.data.datamodule import (
+    EpochSampler,
+    EpochSeededDataset,
+    lone_last_sample,
+)
 
 
 def test_order_is_a_function_of_seed_and_epoch() -> None:
@@ -42,3 +46,14 @@ def test_augmentation_randomness_depends_on_seed_epoch_and_index_only() -> None:
     assert torch.equal(data[(2, 1)], sample)
     assert not torch.equal(data[(3, 1)], sample)
     assert not torch.equal(data[(2, 2)], sample)
+
+
+def test_a_lone_trailing_sample_is_dropped_per_rank_but_tiny_shards_are_kept() -> None:
+    assert lone_last_sample(9, 4)  # 4 + 4 + 1: the batch of one would break batch-norm
+    assert not lone_last_sample(10, 4)
+    assert not lone_last_sample(8, 4)
+    assert not lone_last_sample(1, 4)  # fewer cells than a batch: keep them
+    assert not lone_last_sample(5, 1)
+    shard = len(EpochSampler(17, 0, True, rank=0, world_size=2))  # 9 keys per rank
+    assert lone_last_sample(shard, 4)
+
