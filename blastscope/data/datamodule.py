@@ -29,8 +29,16 @@ if TYPE_CHECKING:
 FeatureExtractor = Callable[[Dataset], TensorDataset]
 
 
+# Leading tags that keep the seeds of different uses apart: SeedSequence pads its entropy with zeros, so without them
+# derived_seed(s, e, b, 0) == derived_seed(s, e, b) and the sampler, sample and batch seeds could collide.
+SHUFFLE_TAG, SAMPLE_TAG, BATCH_TAG = 1, 2, 3
+
+
 def derived_seed(*parts: int) -> int:
-    """A well-mixed 32-bit seed from several integers (seed, epoch, index), stable across runs and platforms."""
+    """A well-mixed 32-bit seed from several integers (tag, seed, epoch, index), stable across runs and platforms.
+
+    Callers lead with one of the ``*_TAG`` constants, so two uses never share a seed.
+    """
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
@@ -72,7 +80,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+            generator = torch.Generator().manual_seed(derived_seed(SHUFFLE_TAG, self.seed, self.epoch))
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
@@ -132,7 +140,7 @@ class EpochSeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
-        sample_seed = derived_seed(self.seed, epoch, index)
+        sample_seed = derived_seed(SAMPLE_TAG, self.seed, epoch, index)
         random.seed(sample_seed)
         np.random.seed(sample_seed)
         torch.manual_seed(sample_seed)

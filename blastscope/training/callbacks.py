@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from blastscope.data.datamodule import derived_seed
+from blastscope.data.datamodule import BATCH_TAG, derived_seed
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -103,7 +103,7 @@ class Reseed(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        torch.manual_seed(derived_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
+        torch.manual_seed(derived_seed(BATCH_TAG, self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
 
 
 class LastPhaseEarlyStopping(EarlyStopping):

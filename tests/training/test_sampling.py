@@ -6,8 +6,12 @@ import torch
 from torch.utils.data import Dataset
 
 from blastscope.data.datamodule import (
+    BATCH_TAG,
+    SAMPLE_TAG,
+    SHUFFLE_TAG,
     EpochSampler,
     EpochSeededDataset,
+    derived_seed,
     lone_last_sample,
 )
 
@@ -57,3 +61,12 @@ def test_a_lone_trailing_sample_is_dropped_per_rank_but_tiny_shards_are_kept() -
     shard = len(EpochSampler(17, 0, True, rank=0, world_size=2))  # 9 keys per rank
     assert lone_last_sample(shard, 4)
 
+
+def test_seed_uses_are_kept_apart_by_their_tags() -> None:
+    assert derived_seed(5, 1, 2, 0) == derived_seed(5, 1, 2)  # why the tags exist
+    seeds = {
+        derived_seed(SHUFFLE_TAG, 5, 1),
+        derived_seed(SAMPLE_TAG, 5, 1, 0),
+        derived_seed(BATCH_TAG, 5, 1, 0, 0),
+    }
+    assert len(seeds) == 3
