@@ -211,6 +211,7 @@ def _module(prepared: Prepared) -> CellClassifierModule:
         bundle.model,
         classes=list(prepared.table.classes),
         class_counts=[counts.get(label, 0) for label in prepared.table.classes],
+        pretrained=pretrained,
         frozen_epochs=config.epochs_frozen if pretrained else 0,
         finetune_epochs=config.epochs_finetune if pretrained else config.total_epochs,
         unfreeze_stages=config.unfreeze_stages,

@@ -34,10 +34,11 @@ def cosine(step: int, length: int) -> float:
 class CellClassifierModule(L.LightningModule):
     """Trains ``model`` with class-weighted cross-entropy, Adam(W) and a cosine schedule that restarts per phase.
 
-    ``frozen_epochs`` > 0 means the model is pretrained: those epochs train the head only while the backbone (batch-norm
-    statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``.
-    With ``frozen_epochs`` == 0 every layer trains from the first epoch at ``lr_backbone`` (random initialisation;
-    the engine then passes the from-scratch rate, ``lr_head``).
+    A ``pretrained`` model first trains the head only for ``frozen_epochs`` epochs while the backbone (batch-norm
+    statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``
+    with their batch-norm statistics still fixed; with ``frozen_epochs`` == 0 it goes straight to that fine-tuning.
+    A randomly initialised model (``pretrained`` false) trains every layer from the first epoch at ``lr_backbone``
+    (the engine then passes the from-scratch rate, ``lr_head``) and ``frozen_epochs`` must be 0.
     The head keeps its Adam moments across the phase change; only its learning rate drops to ``lr_backbone``.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
     """
@@ -48,6 +49,7 @@ class CellClassifierModule(L.LightningModule):
         *,
         classes: list[str],
         class_counts: list[int],
+        pretrained: bool,
         frozen_epochs: int,
         finetune_epochs: int,
         unfreeze_stages: int | str,
@@ -67,7 +69,9 @@ class CellClassifierModule(L.LightningModule):
     # -- phases -------------------------------------------------------------------------------------------------
 
     def phase(self, epoch: int) -> str:
-        if self.hparams.frozen_epochs == 0:
+        """FULL for a randomly initialised model; FROZEN then FINETUNE for a pretrained one (FINETUNE at once with no
+        frozen epochs)."""
+        if not self.hparams.pretrained:
             return FULL
         return FROZEN if epoch < self.hparams.frozen_epochs else FINETUNE
 

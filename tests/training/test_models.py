@@ -35,8 +35,8 @@ def test_every_model_trains_a_tiny_epoch(name: str, tiny_config: Callable[..., T
     start = {key: value.clone() for key, value in bundle.model.state_dict().items()}
     if has_backbone:
         module = CellClassifierModule(
-            bundle.model, classes=["hem", "all"], class_counts=[1, 1], frozen_epochs=1, finetune_epochs=1,
-            unfreeze_stages=2, lr_head=1e-3, lr_backbone=1e-4, weight_decay=0.0,
+            bundle.model, classes=["hem", "all"], class_counts=[1, 1], pretrained=True, frozen_epochs=1,
+            finetune_epochs=1, unfreeze_stages=2, lr_head=1e-3, lr_backbone=1e-4, weight_decay=0.0,
         )  # fmt: skip
         module.apply_phase(0)
         trainable = {key for key, p in bundle.model.named_parameters() if p.requires_grad}

@@ -31,12 +31,15 @@ class TinyNet(CellClassifier):
         return self.backbone[2]
 
 
-def _module(frozen: int = 1, finetune: int = 1, unfreeze: int | str = 1) -> CellClassifierModule:
+def _module(
+    frozen: int = 1, finetune: int = 1, unfreeze: int | str = 1, pretrained: bool | None = None
+) -> CellClassifierModule:
     torch.manual_seed(0)
     return CellClassifierModule(
         TinyNet(),
         classes=["hem", "all"],
         class_counts=[10, 30],
+        pretrained=frozen > 0 if pretrained is None else pretrained,
         frozen_epochs=frozen,
         finetune_epochs=finetune,
         unfreeze_stages=unfreeze,
@@ -104,6 +107,20 @@ def test_random_init_trains_every_layer_from_the_first_epoch() -> None:
     module.apply_phase(0)
     assert all(p.requires_grad for p in module.model.parameters())
     assert all(m.training for m in module.model.modules())  # batch-norm statistics are learnt from scratch
+
+
+def test_pretrained_without_frozen_epochs_fine_tunes_from_the_first_epoch(tmp_path: Path) -> None:
+    module = _module(frozen=0, finetune=2, unfreeze=1, pretrained=True)
+    assert module.phase(0) == FINETUNE and module.phase(1) == FINETUNE
+    assert not module.uses_cached_features(0)
+    assert module._head_factor(0) * 1e-2 == pytest.approx(1e-3)  # the head starts at the fine-tuning rate
+    assert module._backbone_factor(0) == pytest.approx(1.0)
+    before = _state(module.model.backbone)
+    _fit(module, 1, tmp_path, enable_checkpointing=False)
+    after = module.model.backbone.state_dict()
+    changed = {key for key in after if not torch.equal(after[key], before[key])}
+    assert {key.split(".")[0] for key in changed} == {"2"}  # the last stage only, as in fine-tuning
+    assert not {key for key in changed if "running" in key or "num_batches" in key}
 
 
 def test_learning_rate_restarts_a_cosine_per_phase() -> None:
