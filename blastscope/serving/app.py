@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -46,7 +46,11 @@ class Limits:
 
     @property
     def max_request_bytes(self) -> int:
-        """Every file at its limit plus room for the multipart framing: anything larger is refused unread."""
+        """Every file at its limit plus room for the multipart framing: a larger request is refused with 413.
+
+        A declared Content-Length over the limit is refused before the body is read; a body without one (chunked)
+        is counted as it arrives and refused as soon as it passes the limit, so nothing larger is ever buffered.
+        """
         return self.max_files * self.max_file_bytes + 1024 * 1024
 
 
@@ -56,6 +60,56 @@ class UploadRejected(Exception):
     def __init__(self, status: int, detail: str, file: str | None = None) -> None:
         super().__init__(detail)
         self.status, self.detail, self.file = status, detail, file
+
+
+class BodyTooLarge(HTTPException):
+    """The request body passed ``Limits.max_request_bytes`` while it was being read.
+
+    An HTTPException so that FastAPI passes it on instead of turning it into a 400 "error parsing the body".
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit:,} bytes")
+
+
+class RequestSizeLimit:
+    """ASGI middleware refusing request bodies over ``max_bytes``, whether declared by Content-Length or chunked."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            detail = f"request of {int(declared):,} bytes is over the limit of {self.max_bytes:,}"
+            await JSONResponse({"detail": detail, "file": None}, status_code=413)(scope, receive, send)
+            return
+        received, started = 0, False
+
+        async def counting_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge as error:
+            if started:
+                raise
+            await JSONResponse({"detail": error.detail, "file": None}, status_code=413)(scope, receive, send)
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
@@ -106,13 +160,11 @@ def create_app(classifier: Classifier, limits: Limits = Limits()) -> FastAPI:
     async def rejected(_: Request, error: UploadRejected) -> JSONResponse:
         return JSONResponse({"detail": error.detail, "file": error.file}, status_code=error.status)
 
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_request_bytes:
-            detail = f"request of {int(declared):,} bytes is over the limit of {limits.max_request_bytes:,}"
-            return JSONResponse({"detail": detail, "file": None}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, error: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": error.detail, "file": None}, status_code=413)
+
+    app.add_middleware(RequestSizeLimit, max_bytes=limits.max_request_bytes)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

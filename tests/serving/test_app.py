@@ -108,6 +108,23 @@ def test_oversized_file(classifier, good) -> None:
     assert api.get("/health").status_code == 200
 
 
+def test_chunked_body_is_counted(classifier, good) -> None:
+    """A body without Content-Length cannot slip past the request limit: it is counted as it arrives."""
+    api = client(classifier, max_file_mb=2, max_files=1)  # a request limit of 3 MiB
+
+    def chunks():
+        boundary = b"--x\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="files"; filename="huge.png"\r\n\r\n'
+        for _ in range(400):  # 400 x 64 KiB = 25 MiB if it were all read
+            yield b"\0" * 65536
+        yield b"\r\n--x--\r\n"
+
+    response = api.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413, response.text
+    assert response.json() == {"detail": "request body over the limit of 3,145,728 bytes", "file": None}
+    assert_still_serving(api, good)
+
+
 def test_too_many_files(classifier, good) -> None:
     api = client(classifier, max_files=2)
     response = api.post("/predict", files=upload(good, good, good))
