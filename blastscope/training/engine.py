@@ -9,7 +9,7 @@ import platform
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -90,12 +90,47 @@ def resume(run_dir: Path) -> Path:
     from blastscope.data.split import read_split_csv
 
     run_dir = Path(run_dir)
-    config = _complete(TrainConfig.from_dict(read_config(run_dir)))
+    recorded = read_config(run_dir)
+    config = _complete(TrainConfig.from_dict(recorded))
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = _scan(config)
+    if "classes" in recorded and list(table.classes) != list(recorded["classes"]):
+        raise DataError(
+            f"{run_dir}: the data at {config.data} now has classes {list(table.classes)}, the run was trained on "
+            f"{list(recorded['classes'])}; restore the data or start a new run"
+        )
     split = read_split_csv(run_dir / "split.csv", table)
-    bundle = _create_model(config, table)
-    return _fit(Prepared(config, table, split, bundle, run_dir), resume_from=latest_checkpoint(run_dir))
+    if "split_hash" in recorded and split.hash != recorded["split_hash"]:
+        raise DataError(
+            f"{run_dir}: split.csv no longer matches the split the run was trained on (hash {split.hash} != "
+            f"{recorded['split_hash']}); restore it or start a new run"
+        )
+    checkpoint = latest_checkpoint(run_dir)
+    bundle = _resumed_model(config, table, recorded, run_dir, from_checkpoint=checkpoint is not None)
+    return _fit(Prepared(config, table, split, bundle, run_dir), resume_from=checkpoint)
+
+
+def _resumed_model(
+    config: TrainConfig, table: CellTable, recorded: dict[str, Any], run_dir: Path, from_checkpoint: bool
+) -> ModelBundle:
+    """The run's network as recorded in config.yaml, not as its ``pretrained`` request would resolve today.
+
+    With a checkpoint the weights come from it, so the network is built without weights (no hub access, no weights
+    file needed) and its pretrained-ness, which sets the phase schedule, is taken from ``weights_pretrained``. Without
+    one the weights are fetched again and must resolve as they did.
+    """
+    if not from_checkpoint:
+        bundle = _create_model(config, table)
+        if "weights_pretrained" in recorded and bool(bundle.pretrained) != bool(recorded["weights_pretrained"]):
+            raise BlastscopeError(
+                f"{run_dir}: pretrained={config.pretrained} now gives {bundle.weights_source}, the run started from "
+                f"{recorded.get('weights_source')}; make those weights available again or start a new run"
+            )
+        return bundle
+    bundle = _create_model(replace(config, pretrained="none"), table)
+    bundle.pretrained = bool(recorded.get("weights_pretrained", bundle.pretrained))
+    bundle.weights_source = str(recorded.get("weights_source", bundle.weights_source))
+    return bundle
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -126,3 +126,33 @@ def test_random_init_trains_every_layer_at_the_head_learning_rate(tiny_run: Path
     with (tiny_run / "history.csv").open() as handle:
         first = next(csv.DictReader(handle))
     assert first["phase"] == "full" and float(first["lr"]) == pytest.approx(config["lr_head"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"), [("classes", ["x", "y"], "classes"), ("split_hash", "0" * 16, "split.csv")]
+)
+def test_resume_refuses_data_that_changed_since_the_run(
+    tiny_run_copy: Path, key: str, value: object, words: str
+) -> None:
+    from blastscope.training import resume
+
+    path = tiny_run_copy / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(DataError, match=words) as caught:
+        resume(tiny_run_copy)
+    assert str(tiny_run_copy) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_resume_takes_pretrainedness_from_the_run_not_the_request(tiny_run_copy: Path) -> None:
+    from blastscope.data.discover import scan_dataset
+    from blastscope.training.config import TrainConfig as Config
+    from blastscope.training.engine import _resumed_model
+
+    recorded = yaml.safe_load((tiny_run_copy / "config.yaml").read_text())
+    recorded.update(pretrained=str(tiny_run_copy / "deleted.pth"), weights_pretrained=True, weights_source="gone")
+    config = Config.from_dict(recorded)
+    table = scan_dataset(Path(recorded["data"]))
+    bundle = _resumed_model(config, table, recorded, tiny_run_copy, from_checkpoint=True)
+    assert bundle.pretrained and bundle.weights_source == "gone"
