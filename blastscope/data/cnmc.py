@@ -9,6 +9,7 @@ subject ids start with ``H``; ALL (blast) ones are plain numbers. The preliminar
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,18 +77,22 @@ def check_subject(path: Path, name: CnmcName) -> None:
 
 def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
     """Map each preliminary test file name (``1.bmp``) to its original name's parts, label checked against the CSV."""
+    rows: list[tuple[int, dict[str, str]]] = []
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise DataError(f"{csv_path}: cannot be read ({error.strerror or error})") from error
-    missing = {"Patient_ID", "new_names", "labels"} - set(rows[0] if rows else {})
+        reader = csv.DictReader(io.StringIO(utf8_text(csv_path), newline=""))
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as error:
+        raise DataError(f"{csv_path}: cannot be read as CSV ({error})") from error
+    missing = {"Patient_ID", "new_names", "labels"} - set(rows[0][1] if rows else {})
     if missing:
         raise DataError(
             f"{csv_path}: needs the columns Patient_ID, new_names, labels; missing {', '.join(sorted(missing))}"
         )
     labels: dict[str, CnmcName] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        short = [column for column in ("Patient_ID", "new_names", "labels") if row.get(column) is None]
+        if short:
+            raise DataError(f"{csv_path}, line {line}: no {', '.join(short)} in this row; complete or remove it")
         name = parse_name(row["Patient_ID"].strip())
         label = PRELIM_LABEL_VALUES.get(row["labels"].strip())
         if name is None or label is None:
@@ -100,6 +105,19 @@ def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
         check_subject(csv_path, name)
         labels[row["new_names"].strip()] = name
     return labels
+
+
+def utf8_text(path: Path) -> str:
+    """A CSV file's text (a leading byte-order mark dropped); unreadable or non-UTF-8 files are one-line DataErrors."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from error
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text ({error.reason}); save it as UTF-8 CSV") from error
 
 
 def within(path: Path, folder: str) -> bool:

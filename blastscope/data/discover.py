@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
@@ -201,7 +202,7 @@ def _from_manifest(csv_path: Path, notes: list[str]) -> list[LabelledFile]:
 
 def _manifest_rows(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        with io.StringIO(cnmc.utf8_text(csv_path), newline="") as handle:
             reader = csv.DictReader(handle)
             header = [name.strip().lower() for name in reader.fieldnames or []]
             missing = {"path", "label"} - set(header)
@@ -211,8 +212,16 @@ def _manifest_rows(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
                     f"missing {', '.join(sorted(missing))}"
                 )
             reader.fieldnames = header
-            rows = [(line, row) for line, row in enumerate(reader, start=2)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+            rows = []
+            for row in reader:
+                line = reader.line_num
+                short = [column for column in ("path", "label") if row.get(column) is None]
+                if short:
+                    raise DataError(
+                        f"{csv_path}, line {line}: no {' or '.join(short)} column in this row; complete or remove it"
+                    )
+                rows.append((line, row))
+    except (OSError, csv.Error) as error:
         raise DataError(f"{csv_path}: cannot be read as a CSV manifest ({error})") from error
     if not rows:
         raise DataError(f"{csv_path}: the manifest lists no images; add rows path,label[,subject]")

@@ -50,6 +50,7 @@ def test_prelim_labels_map_new_names_to_the_original_subject(tmp_path: Path) -> 
         ("Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,0\n", r"line 2: UID_57_29_1_all\.bmp is labelled 0"),
         ("Patient_ID,new_names,labels\nsomething.bmp,1.bmp,1\n", r"line 2: expected Patient_ID like"),
         ("Patient_ID,new_names\nUID_57_29_1_all.bmp,1.bmp\n", r"needs the columns .* missing labels"),
+        ("Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,1\nUID_57_29_2_all.bmp,2.bmp\n", r"line 3: no labels"),
     ],
 )
 def test_bad_prelim_label_files_are_errors_naming_the_line(tmp_path: Path, rows: str, message: str) -> None:
@@ -57,6 +58,13 @@ def test_bad_prelim_label_files_are_errors_naming_the_line(tmp_path: Path, rows:
     labels.write_text(rows)
 
     with pytest.raises(DataError, match=message):
+        read_prelim_labels(labels)
+
+
+def test_a_label_file_that_is_not_utf8_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,\xff.bmp,1\n")
+    with pytest.raises(DataError, match=r"labels\.csv, line 2: not UTF-8"):
         read_prelim_labels(labels)
 
 

@@ -205,6 +205,7 @@ def test_manifest_takes_subjects_from_cnmc_names_when_it_has_no_subject_column(t
         ),
         ("file,class\nimages/blast/a.png,blast\n", r"needs the columns path and label .* missing label, path"),
         ("path,label\n", r"lists no images"),
+        ("path,label\nimages/blast/a.png,blast\nimages/normal/b.png\n", r"cells\.csv, line 3: no label column"),
     ],
 )
 def test_bad_manifests_are_one_line_errors_naming_the_csv(tmp_path: Path, rows: str, message: str) -> None:
@@ -214,6 +215,14 @@ def test_bad_manifests_are_one_line_errors_naming_the_csv(tmp_path: Path, rows: 
     (tmp_path / "cells.csv").write_text(rows)
 
     with pytest.raises(DataError, match=message) as error:
+        scan_dataset(tmp_path / "cells.csv")
+    assert "\n" not in str(error.value)
+
+
+def test_a_manifest_that_is_not_utf8_is_a_one_line_error_naming_the_line(tmp_path: Path) -> None:
+    _cell(tmp_path / "images" / "blast" / "a.png", 1)
+    (tmp_path / "cells.csv").write_bytes(b"path,label\nimages/blast/a.png,blast\nimages/\xff\xfe.png,blast\n")
+    with pytest.raises(DataError, match=r"cells\.csv, line 3: not UTF-8") as error:
         scan_dataset(tmp_path / "cells.csv")
     assert "\n" not in str(error.value)
 
