@@ -101,6 +101,20 @@ class TrainConfig:
             raise BlastscopeError(f"split by {self.split.by!r} is unknown: use subject or image")
         if None in (self.epochs_frozen, self.epochs_finetune, self.lr_head, self.lr_finetune, self.unfreeze_stages):
             raise BlastscopeError("recipe incomplete: fill it from the model's defaults (with_defaults) first")
+        if self.seed < 0:
+            raise BlastscopeError(f"seed {self.seed} is invalid: use 0 or more")
+        if self.batch_size < 1:
+            raise BlastscopeError(f"batch size {self.batch_size} is invalid: use 1 or more")
+        if self.num_workers < 0:
+            raise BlastscopeError(f"num_workers {self.num_workers} is invalid: use 0 (the main process) or more")
+        if self.epochs_frozen < 0 or self.epochs_finetune < 0:
+            raise BlastscopeError(
+                f"epochs cannot be negative (frozen {self.epochs_frozen}, finetune {self.epochs_finetune}): "
+                "check --epochs-frozen and --epochs-finetune"
+            )
+        from blastscope.data.datamodule import augment_config
+
+        augment_config(self.augmentation)  # unknown or bad switches fail here, not after the data is scanned
         if self.lr_head <= 0 or self.lr_finetune <= 0:
             raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
         if self.total_epochs < 1:

@@ -43,11 +43,18 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"epochs_frozen": 0, "epochs_finetune": 0}, "no epochs"),
         ({"unfreeze_stages": -1}, "unfreeze_stages"),
         ({"precision": "fp8"}, "precision"),
+        ({"seed": -1}, "seed -1"),
+        ({"batch_size": 0}, "batch size 0"),
+        ({"num_workers": -1}, "num_workers -1"),
+        ({"epochs_frozen": -1}, "negative"),
+        ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
+        ({"augmentation": {"spin": True}}, "augmentation settings"),
     ],
 )
 def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:
-    with pytest.raises(BlastscopeError, match=message):
+    with pytest.raises(BlastscopeError, match=message) as caught:
         _complete(data="x", **changes).validate()
+    assert "\n" not in str(caught.value)
 
 
 def _complete(**changes: object) -> TrainConfig:
