@@ -129,3 +129,16 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
 
 def _pixel_limit_reason(max_pixels: int) -> str:
     return f"over the limit of {max_pixels:,} pixels; pass --max-pixels N to allow larger images"
+
+
+def decode_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an in-memory image (an upload named ``name``) into RGB, under the same format whitelist and pixel limit
+    as :func:`read_rgb`; an ImageError says why not."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    with _open(Path(name), io.BytesIO(data), max_pixels) as image:
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(name, f"corrupt or truncated {image.format} file ({error}); replace it") from error
+        return to_rgb(image, name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +20,7 @@ from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 
 from blastscope import __version__
-from blastscope.data.images import DEFAULT_MAX_PIXELS, to_rgb
+from blastscope.data.images import DEFAULT_MAX_PIXELS, _pixel_limit_reason, decode_image_bytes
 from blastscope.errors import ImageError
 from blastscope.evaluation.metrics import display_name
 from blastscope.serving.predictor import Classifier
@@ -113,29 +112,22 @@ class RequestSizeLimit:
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """The RGB image in ``data``, judged by its content; the pixel count is checked from the header before decoding."""
+    """The RGB image in ``data``, judged by its content (BMP, PNG, JPEG, TIFF or WebP only, as for files on disk); the
+    pixel count is checked from the header before decoding. Whatever goes wrong is a 4xx, never a 500."""
     if not data:
         raise UploadRejected(400, f"{name}: empty file", name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                pixels = image.width * image.height
-                if pixels > max_pixels:
-                    detail = (
-                        f"{name}: {image.width}x{image.height} = {pixels:,} pixels, over the limit of {max_pixels:,}"
-                    )
-                    raise UploadRejected(413, f"{detail}; send a smaller image", name)
-                image.load()
-                return to_rgb(image, name)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UploadRejected(413, f"{name}: rejected as a decompression bomb ({error})", name) from None
-    except UnidentifiedImageError:
-        raise UploadRejected(415, f"{name}: not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UploadRejected(415, f"{name}: corrupt or truncated image ({error})", name) from None
+        return decode_image_bytes(data, name, max_pixels)
     except ImageError as error:
+        cause = error.__cause__
+        if isinstance(cause, UnidentifiedImageError):
+            raise UploadRejected(415, f"{name}: not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
+        bomb = isinstance(cause, (Image.DecompressionBombError, Image.DecompressionBombWarning))
+        if bomb or _pixel_limit_reason(max_pixels) in error.reason:
+            raise UploadRejected(413, f"{name}: {error.reason}", name) from None
         raise UploadRejected(415, f"{name}: {error.reason}", name) from None
+    except Exception as error:  # an undecodable upload must never become a 500
+        raise UploadRejected(415, f"{name}: cannot be decoded ({type(error).__name__}: {error})", name) from None
 
 
 def png_base64(image: Image.Image) -> str:

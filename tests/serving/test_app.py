@@ -99,6 +99,25 @@ def test_content_not_name_decides(classifier, good) -> None:
     assert_still_serving(api, good)
 
 
+@pytest.mark.parametrize("kind", ["GIF", "ICO", "PPM"])
+def test_only_whitelisted_formats(classifier, good, kind: str) -> None:
+    """The server accepts exactly the formats that files on disk may have: BMP, PNG, JPEG, TIFF and WebP."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(buffer, format=kind)
+    api = client(classifier)
+    response = api.post("/predict", files=upload(("cell.png", buffer.getvalue())))
+    assert response.status_code == 415 and response.json()["file"] == "cell.png"
+
+
+def test_any_decoding_failure_is_415(classifier, good, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*_: object) -> None:
+        raise RuntimeError("decoder crashed")
+
+    monkeypatch.setattr("blastscope.serving.app.decode_image_bytes", explode)
+    response = client(classifier).post("/predict", files=upload(good))
+    assert response.status_code == 415 and "decoder crashed" in response.json()["detail"]
+
+
 def test_oversized_file(classifier, good) -> None:
     api = client(classifier, max_file_mb=0.001)
     response = api.post("/predict", files=upload(("big.png", good[1] + b"\0" * 2048)))
