@@ -77,7 +77,16 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise BlastscopeError(
             f"{run_dir}: no config.yaml, so not a training run; pass a directory made by `blastscope train`"
         )
-    return yaml.safe_load(path.read_text())
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise BlastscopeError(f"{path}: cannot be read as YAML ({reason}); restore the run's config.yaml") from error
+    if not isinstance(config, dict):
+        raise BlastscopeError(
+            f"{path}: holds a {type(config).__name__}, not a mapping of settings; restore the run's config.yaml"
+        )
+    return config
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
@@ -95,7 +104,19 @@ def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
     except Exception as error:  # a truncated or foreign file: name it instead of a pickle traceback
         raise BlastscopeError(f"{path}: cannot read the checkpoint ({error}); resume or retrain the run") from error
     network = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
-    model.load_state_dict(network)
+    try:
+        model.load_state_dict(network)
+    except RuntimeError as error:  # PyTorch lists every key over many lines; count them instead
+        expected = model.state_dict()
+        missing = len(set(expected) - set(network))
+        unexpected = len(set(network) - set(expected))
+        shapes = sum(
+            1 for key in set(expected) & set(network) if tuple(expected[key].shape) != tuple(network[key].shape)
+        )
+        raise BlastscopeError(
+            f"{path}: the checkpoint does not fit this network ({missing} missing, {unexpected} unexpected, "
+            f"{shapes} mis-shaped tensors); it belongs to another model, class count or image size"
+        ) from error
     return model
 
 

@@ -156,3 +156,26 @@ def test_resume_takes_pretrainedness_from_the_run_not_the_request(tiny_run_copy:
     table = scan_dataset(Path(recorded["data"]))
     bundle = _resumed_model(config, table, recorded, tiny_run_copy, from_checkpoint=True)
     assert bundle.pretrained and bundle.weights_source == "gone"
+
+
+@pytest.mark.parametrize("text", ["model: [unclosed\n", "- just\n- a list\n"])
+def test_a_damaged_config_yaml_is_a_one_line_error_naming_it(tiny_run_copy: Path, text: str) -> None:
+    from blastscope.errors import BlastscopeError
+
+    (tiny_run_copy / "config.yaml").write_text(text)
+    with pytest.raises(BlastscopeError, match="config.yaml") as caught:
+        load_run(tiny_run_copy)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_of_another_network_is_a_one_line_error_naming_it(tiny_run: Path) -> None:
+    from blastscope.errors import BlastscopeError
+    from blastscope.models import create_model
+    from blastscope.training.run import checkpoint_path, load_network_weights
+
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    other = create_model(config["model"], num_classes=len(config["classes"]) + 3, pretrained="none")
+    path = checkpoint_path(tiny_run, "best")
+    with pytest.raises(BlastscopeError, match="does not fit this network") as caught:
+        load_network_weights(other.model, path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
