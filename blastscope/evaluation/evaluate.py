@@ -144,6 +144,9 @@ def evaluate_run(
     cells, source, subject_level, attribution = _cells_to_score(run, data, split, notes)
     predict = _predictor(run, precision, batch_size, progress)
     val_cells = run.split.parts.get("val", [])
+    if data is None and split == "val":
+        val_cells = []  # a temperature fitted on the cells it is scored on would flatter its own calibration
+        notes.append("scoring the validation split: no temperature scaling (it is fitted on validation)")
     val = (_labels(val_cells, classes), predict(val_cells, False)[1]) if val_cells else None
     y_true, subjects = _labels(cells, classes), [cell.subject for cell in cells]
     probabilities, logits = predict(cells, False)

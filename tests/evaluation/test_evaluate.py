@@ -164,6 +164,13 @@ def test_threshold_is_never_tuned_on_the_cells_scored(small_run: Path) -> None:
         evaluate_run(small_run, split="val", threshold="val")
 
 
+def test_no_temperature_fitted_on_the_cells_scored(small_run: Path) -> None:
+    result = evaluate_run(small_run, split="val", threshold=0.5, bootstrap=0, precision="fp32")
+    calibration = result.plain["calibration"]
+    assert calibration["temperature"] is None and calibration["after"] is None
+    assert any("no temperature scaling" in note for note in result.notes)
+
+
 @pytest.mark.integration
 def test_real_cnmc_cells_as_new_data(small_run: Path, cnmc_sample: Path) -> None:
     """The 52 real C-NMC sample cells (CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA) read and scored."""
