@@ -83,7 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     recipe.add_argument("--lr-head", type=float, help="phase-1 learning rate of the head (default: the model's)")
     recipe.add_argument(
-        "--lr-finetune", type=float, help="phase-2 (and random-init) learning rate (default: the model's)"
+        "--lr-finetune",
+        type=float,
+        help="phase-2 learning rate of a pretrained model; random init trains at --lr-head (default: the model's)",
     )
     recipe.add_argument(
         "--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default: the model's)"

@@ -318,7 +318,8 @@ def _check_enough_units(
         if units < len(receiving):
             raise DataError(
                 f"class '{label}' has only {units} {unit_name}, too few for {len(receiving)} parts "
-                f"({', '.join(receiving)}): add subjects, set a part's ratio to 0 (e.g. --ratios 0.8,0.2,0)"
+                f"({', '.join(receiving)}): add subjects, set a part's ratio to 0 "
+                "(e.g. --ratios 0.8,0.2,0 (data split) / --split-ratios 0.8,0.2,0 (train))"
                 + (", or split by image (--split-by image)" if subject_level else "")
             )
 

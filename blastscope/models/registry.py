@@ -27,7 +27,7 @@ class TrainingDefaults:
 
     ``epochs_frozen`` trains the head on a frozen pretrained backbone; ``epochs_finetune`` then trains the last
     ``unfreeze_stages`` backbone stages at ``lr_finetune``. A randomly initialised model trains everything for the sum
-    of both at ``lr_finetune``.
+    of both at ``lr_head`` (there are no pretrained weights for the lower rate to protect).
     """
 
     epochs_frozen: int = 10
