@@ -23,7 +23,8 @@ def test_export_int8_then_predict_uses_default_variant(run_dir: Path, synth_smal
     assert set(record["variants"]) == {"fp32", "int8"} and (run_dir / "export" / "model_int8.onnx").is_file()
     assert record["parity"]["max_abs_logit_difference"] < 1e-4
     for variant, info in record["variants"].items():
-        assert f"{variant:5s} {info['weighted_f1']:.4f}" in report
+        assert f"{variant:5s} val {info['val_weighted_f1']:.4f}" in report
+        assert f"test {info['test_weighted_f1']:.4f}" in report
     assert "[default]" in report
 
     cell = sorted(synth_small.rglob("*.png"))[0]

@@ -59,12 +59,16 @@ def test_batch_axis_is_dynamic(exported_run: Path) -> None:
 def test_variants_scored_and_default_within_tolerance(exported_run: Path, record: dict) -> None:
     variants = record["variants"]
     assert set(variants) == {"fp32", "int8", "bf16"}
-    assert record["test_cells"] == len(load_run(exported_run).split.parts["test"])
+    split = load_run(exported_run).split
+    assert record["test_cells"] == len(split.parts["test"]) and record["val_cells"] == len(split.parts["val"])
     assert record["calibration_cells"] > 0
+    assert record["default_chosen_on"] == "val"  # the test split stays unseen by the choice
     for info in variants.values():
-        assert 0.0 <= info["weighted_f1"] <= 1.0
-        assert info["f1_minus_fp32"] == pytest.approx(info["weighted_f1"] - variants["fp32"]["weighted_f1"])
-        assert info["within_tolerance"] == (abs(info["f1_minus_fp32"]) <= F1_TOLERANCE)
+        for part in ("val", "test"):
+            assert 0.0 <= info[f"{part}_weighted_f1"] <= 1.0
+            fp32 = variants["fp32"][f"{part}_weighted_f1"]
+            assert info[f"{part}_f1_minus_fp32"] == pytest.approx(info[f"{part}_weighted_f1"] - fp32)
+        assert info["within_tolerance"] == (abs(info["val_f1_minus_fp32"]) <= F1_TOLERANCE)
     assert variants["int8"]["bytes"] < variants["fp32"]["bytes"]
     assert variants["bf16"]["bytes"] < variants["fp32"]["bytes"]
     expected_default = "int8" if variants["int8"]["within_tolerance"] else "fp32"
