@@ -202,9 +202,6 @@ class CellDataModule(L.LightningDataModule):
             return self._loader("val-features", lambda: self._feature_set("val"), shuffle=False)
         return self._loader("val", lambda: self.dataset("val", False), shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", lambda: self.dataset("test", False), shuffle=False)
-
     def _features_now(self) -> bool:
         trainer = self.trainer
         return trainer is not None and trainer.lightning_module.uses_cached_features(trainer.current_epoch)

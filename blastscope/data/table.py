@@ -44,10 +44,6 @@ class CellTable:
     image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
 
     @property
-    def positive_class(self) -> str:
-        return self.classes[-1]
-
-    @property
     def has_subjects(self) -> bool:
         return all(cell.subject is not None for cell in self.cells)
 

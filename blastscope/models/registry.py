@@ -61,10 +61,6 @@ class ModelSpec:
     own_preprocessing: Preprocessing | None = None
     cpu_bf16_training: bool = True
 
-    @property
-    def has_pretrained_source(self) -> bool:
-        return self.timm_name is not None
-
     def preprocessing(self, image_size: int | None = None) -> Preprocessing:
         """The backbone's own normalisation and interpolation, at ``image_size`` when given."""
         if self.own_preprocessing is not None:

@@ -23,7 +23,6 @@ def extract_features(
     dataset: Dataset,
     *,
     batch_size: int,
-    num_workers: int = 0,
     autocast: Callable[[], AbstractContextManager] | None = None,
     channels_last: bool = False,
 ) -> TensorDataset:
@@ -33,7 +32,7 @@ def extract_features(
     device = next(model.parameters()).device
     features, labels = [], []
     try:
-        for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        for images, targets in DataLoader(dataset, batch_size=batch_size):
             images = images.to(device)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)

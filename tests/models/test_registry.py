@@ -77,7 +77,7 @@ def test_training_defaults_are_usable(name):
     defaults = spec.defaults.to_dict()
     assert defaults["lr_finetune"] <= defaults["lr_head"]
     assert defaults["epochs_frozen"] + defaults["epochs_finetune"] > 0
-    assert spec.has_pretrained_source == (name != "cnn")
+    assert (spec.timm_name is not None) == (name != "cnn")
     assert (defaults["epochs_frozen"] == 0) == (name == "cnn"), "only the scratch model skips the frozen phase"
 
 
