@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError
+from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
 
 # flag -> TrainConfig field; flags left out keep the config file's (or the default) value
 FIELDS = {
@@ -64,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--split-csv", help="use a saved split.csv instead of making one")
     data.add_argument(
         "--split-by",
-        choices=["subject", "image"],
+        choices=SPLIT_BY,
         help="keep each subject in one part or not (default: by subject when every cell has one)",
     )
     data.add_argument("--folds", type=int, help="k of k-fold cross-validation by subject")
@@ -93,12 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recipe.add_argument("--batch-size", type=int, help="default 32")
     recipe.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
     recipe.add_argument("--seed", type=int, help="seeds split, sampling, augmentation and initialisation (default 0)")
-    recipe.add_argument("--monitor", choices=["val_loss", "val_weighted_f1"], help="picks best.ckpt, early stopping")
+    recipe.add_argument("--monitor", choices=list(MONITORS), help="picks best.ckpt, early stopping")
     recipe.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 5)")
     recipe.add_argument("--checkpoint-minutes", type=float, help="also save a mid-epoch checkpoint this often")
 
     speed = parser.add_argument_group("speed and hardware")
-    speed.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="default auto")
+    speed.add_argument("--precision", choices=PRECISIONS, help="default auto")
     speed.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     speed.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 2)")
     speed.add_argument(
@@ -112,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--devices", type=_devices, help="devices per node (default 1)")
     speed.add_argument("--num-nodes", type=int, help="machines (default 1)")
     speed.add_argument("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
-    speed.add_argument("--logger", choices=["csv", "tensorboard", "mlflow"], help="default csv")
+    speed.add_argument("--logger", choices=LOGGERS, help="default csv")
     parser.set_defaults(run=run_train)
 
 

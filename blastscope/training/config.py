@@ -9,12 +9,12 @@ from typing import Any
 
 import yaml
 
+from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
 
 MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow")
-SPLIT_BY = ("subject", "image")
 
 # Keys that a run adds to its config.yaml on top of the recipe; a re-run reads past them.
 RESOLVED_KEYS = (
