@@ -146,12 +146,32 @@ def export_run(
     calibration = list(trained.split.parts.get("train", []))[:CALIBRATION_CELLS]
     if int8 and not calibration:
         raise DataError(f"{trained.run_dir}: the run's split has no training cells to calibrate int8 on")
-    pre, transform = trained.preprocessing, trained.transform
     out = Path(trained.run_dir) / EXPORT_DIR
     out.mkdir(exist_ok=True)
-    for stale in out.glob("model*.onnx"):
-        stale.unlink()
+    for stale in (*out.glob("model*.onnx"), out / RECORD_NAME):
+        stale.unlink(missing_ok=True)  # export.json goes with the models: it must never point at deleted files
+    try:
+        record = _build(trained, out, test_cells, calibration, int8=int8, bf16=bf16, log=log)
+    except BaseException:
+        for built in out.glob("model*.onnx"):
+            built.unlink(missing_ok=True)  # nor may a half-built or unfaithful model be left for `predict` to find
+        raise
+    (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")  # last: it exists only for a whole export
+    return record
 
+
+def _build(
+    trained: Any,
+    out: Path,
+    test_cells: list[Any],
+    calibration: list[Any],
+    *,
+    int8: bool,
+    bf16: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Every variant's file in ``out``, checked and scored; the record that export.json will hold."""
+    pre, transform = trained.preprocessing, trained.transform
     metadata = partial(model_metadata, pre, trained.classes, _model_name(trained))
     built = {"fp32": export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])}
     set_metadata(built["fp32"], metadata("fp32"))
@@ -200,7 +220,6 @@ def export_run(
     record["default"] = next(
         variant for variant in DEFAULT_PREFERENCE if record["variants"].get(variant, {}).get("within_tolerance")
     )
-    (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 

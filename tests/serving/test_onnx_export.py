@@ -49,6 +49,25 @@ def test_fp32_logits_match_pytorch_on_test_cells(exported_run: Path, record: dic
     assert record["parity"]["max_abs_logit_difference"] < record["parity"]["tolerance"] == 1e-4
 
 
+def test_failed_export_leaves_no_record_nor_models(tiny_run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from blastscope.serving import onnx_export
+
+    out = tiny_run_copy / "export"
+    out.mkdir()
+    (out / "export.json").write_text('{"default": "int8", "variants": {"int8": {"file": "model_int8.onnx"}}}')
+    (out / "model_int8.onnx").write_bytes(b"stale")
+
+    def half_built(model: object, pre: object, path: Path) -> Path:
+        path.write_bytes(b"half")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", half_built)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        onnx_export.export_run(load_run(tiny_run_copy), log=lambda _: None)
+    assert list(out.iterdir()) == []
+    assert onnx_model_path(tiny_run_copy) is None
+
+
 def test_batch_axis_is_dynamic(exported_run: Path) -> None:
     exported = OnnxModel(onnx_model_path(exported_run, "fp32"))
     size = exported.preprocessing.input_size
