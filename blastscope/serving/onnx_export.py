@@ -61,8 +61,14 @@ class OnnxModel:
         metadata = self.session.get_modelmeta().custom_metadata_map
         if "blastscope.classes" not in metadata:
             raise BlastscopeError(f"{self.path}: carries no blastscope metadata; export it with `blastscope export`")
-        self.classes: tuple[str, ...] = tuple(json.loads(metadata["blastscope.classes"]))
-        self.preprocessing = Preprocessing.from_dict(json.loads(metadata["blastscope.preprocessing"]))
+        try:
+            self.classes: tuple[str, ...] = tuple(json.loads(metadata["blastscope.classes"]))
+            self.preprocessing = Preprocessing.from_dict(json.loads(metadata["blastscope.preprocessing"]))
+        except (KeyError, TypeError, ValueError) as error:  # JSONDecodeError is a ValueError
+            raise BlastscopeError(
+                f"{self.path}: incomplete or corrupt blastscope metadata ({type(error).__name__}: {error}); "
+                "re-run `blastscope export`"
+            ) from None
         self.variant = metadata.get("blastscope.variant", "fp32")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -239,14 +245,21 @@ def onnx_model_path(run_dir: Path, variant: str | None = None) -> Path | None:
     out = Path(run_dir) / EXPORT_DIR
     record_path = out / RECORD_NAME
     if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        chosen = variant or record["default"]
-        if chosen not in record["variants"]:
+        try:
+            record = json.loads(record_path.read_text())
+            chosen = variant or record["default"]
+            variants = record["variants"]
+            if chosen not in variants:
+                raise BlastscopeError(
+                    f"{record_path}: no {chosen!r} variant (exported: {', '.join(variants)}); "
+                    f"run `blastscope export {run_dir} --format onnx` with the matching option"
+                )
+            return out / variants[chosen]["file"]
+        except (OSError, KeyError, TypeError, ValueError) as error:  # JSONDecodeError and UnicodeError included
             raise BlastscopeError(
-                f"{record_path}: no {chosen!r} variant (exported: {', '.join(record['variants'])}); "
-                f"run `blastscope export {run_dir} --format onnx` with the matching option"
-            )
-        return out / record["variants"][chosen]["file"]
+                f"{record_path}: unreadable or corrupt ({type(error).__name__}: {error}); "
+                f"re-run `blastscope export {run_dir} --format onnx`"
+            ) from None
     if variant not in (None, "fp32"):
         raise BlastscopeError(
             f"{out}: no export.json listing variants; run `blastscope export {run_dir} --format onnx`"

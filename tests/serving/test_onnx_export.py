@@ -68,6 +68,24 @@ def test_failed_export_leaves_no_record_nor_models(tiny_run_copy: Path, monkeypa
     assert onnx_model_path(tiny_run_copy) is None
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"variants": {}}', '{"default": "fp32", "variants": {"fp32": {}}}'])
+def test_corrupt_record_is_a_one_line_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "export.json").write_text(text)
+    with pytest.raises(BlastscopeError, match="re-run `blastscope export"):
+        onnx_model_path(tmp_path)
+
+
+def test_missing_metadata_key_is_a_one_line_error(exported_run: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(onnx_model_path(exported_run, "fp32")))
+    kept = [p for p in model.metadata_props if p.key != "blastscope.preprocessing"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    with pytest.raises(BlastscopeError, match="re-run `blastscope export`"):
+        OnnxModel(tmp_path / "model.onnx")
+
+
 def test_batch_axis_is_dynamic(exported_run: Path) -> None:
     exported = OnnxModel(onnx_model_path(exported_run, "fp32"))
     size = exported.preprocessing.input_size
