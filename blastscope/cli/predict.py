@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
+    if args.out and not args.out.parent.is_dir():
+        raise BlastscopeError(f"{args.out}: folder {args.out.parent} does not exist; create it or choose another --out")
+    if args.batch_size < 1:
+        raise BlastscopeError(f"--batch-size must be at least 1 (got {args.batch_size})")
     paths = expand_inputs(args.inputs)
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
         raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive")
+    if not 0 <= args.port <= 65535:
+        raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
     check_port_free(args.host, args.port)
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))

@@ -71,5 +71,8 @@ def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys)
     assert main(["predict", str(run_dir), str(images), "--backend", "onnx"]) == 2
     assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "preds.xlsx")]) == 2
     assert main(["predict", str(tmp_path), str(images)]) == 2
+    assert main(["predict", str(run_dir), str(images), "--batch-size", "0"]) == 2
+    assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "no" / "preds.csv")]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 4 and all(line.startswith("blastscope: error: ") for line in errors)
+    assert "--batch-size must be at least 1" in errors[4] and "does not exist" in errors[5]
+    assert len(errors) == 6 and all(line.startswith("blastscope: error: ") for line in errors)

@@ -19,6 +19,12 @@ def test_bad_limits_exit_2(tmp_path: Path, capsys) -> None:
     assert "must be positive" in capsys.readouterr().err
 
 
+def test_port_out_of_range_exits_2(tmp_path: Path, capsys) -> None:
+    for port in ("70000", "-1"):
+        assert main(["serve", str(tmp_path), "--port", port]) == 2
+        assert "--port must be between 0 and 65535" in capsys.readouterr().err
+
+
 def test_busy_port_exits_2(tmp_path: Path, capsys) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
