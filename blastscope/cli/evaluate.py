@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threshold",
-        default="0.5",
+        default=None,
         help="decision threshold on p(positive class): a number, or 'val' to choose it on the validation split "
         "(best weighted F1, or see --target-sensitivity); default 0.5",
     )
@@ -46,15 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.errors import BlastscopeError
     from blastscope.evaluation.evaluate import evaluate_run, format_summary, write_evaluation
-    from blastscope.evaluation.threshold import parse_threshold
+    from blastscope.evaluation.threshold import conflicting_threshold_options, parse_threshold
 
     if args.bootstrap < 0 or args.batch_size < 1:
         raise BlastscopeError("--bootstrap must be 0 or more and --batch-size at least 1")
+    threshold = parse_threshold(args.threshold)
+    if args.target_sensitivity is not None and args.threshold is not None and threshold != "val":
+        raise BlastscopeError(conflicting_threshold_options(args.threshold))  # even --threshold 0.5, said explicitly
     result = evaluate_run(
         args.run_dir,
         data=args.data,
         split=args.split,
-        threshold=parse_threshold(args.threshold),
+        threshold=threshold,
         tta=args.tta,
         bootstrap=args.bootstrap,
         seed=args.seed,

@@ -51,6 +51,13 @@ def check_target_sensitivity(target: float | None) -> None:
         raise BlastscopeError(f"--target-sensitivity {target} is outside (0, 1]; use e.g. 0.95")
 
 
+def conflicting_threshold_options(threshold: str | float) -> str:
+    return (
+        f"--threshold {threshold} and --target-sensitivity conflict: the target chooses the threshold on validation; "
+        "drop one of them"
+    )
+
+
 def resolve_threshold(
     spec: str | float,
     val: tuple[np.ndarray, np.ndarray] | None = None,
@@ -61,6 +68,8 @@ def resolve_threshold(
     A target sensitivity implies choosing on validation, whatever ``spec`` says when it is the default.
     """
     spec = parse_threshold(spec)
+    if target_sensitivity is not None and spec not in ("val", DEFAULT_THRESHOLD):
+        raise BlastscopeError(conflicting_threshold_options(spec))
     if target_sensitivity is not None and spec == DEFAULT_THRESHOLD:
         spec = "val"
     if spec != "val":

@@ -64,6 +64,8 @@ def test_evaluate_writes_json_and_prints_an_aligned_summary(
         (["--split", "val", "--threshold", "val"], "--split val"),
         (["--split", "val", "--target-sensitivity", "0.9"], "--split val"),
         (["--target-sensitivity", "1.5"], "--target-sensitivity"),
+        (["--threshold", "0.3", "--target-sensitivity", "0.9"], "conflict"),
+        (["--threshold", "0.5", "--target-sensitivity", "0.9"], "conflict"),
     ],
 )
 def test_bad_options_are_one_line_errors(

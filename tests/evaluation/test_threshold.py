@@ -49,6 +49,12 @@ def test_target_sensitivity_picks_the_highest_threshold_reaching_it() -> None:
     assert full.value == pytest.approx(0.3)
 
 
+def test_a_given_threshold_and_a_target_sensitivity_conflict() -> None:
+    y_val, prob_val = np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]])
+    with pytest.raises(BlastscopeError, match="conflict"):
+        resolve_threshold(0.3, val=(y_val, prob_val), target_sensitivity=0.9)
+
+
 def test_val_threshold_without_validation_cells_is_a_user_error() -> None:
     with pytest.raises(BlastscopeError, match="validation"):
         resolve_threshold("val", val=None)
