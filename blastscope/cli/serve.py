@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from blastscope.errors import BlastscopeError
+from blastscope.serving.limits import Limits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +20,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="default 8000")
-    parser.add_argument("--max-file-mb", type=float, default=20.0, help="largest accepted file in MB (default 20)")
-    parser.add_argument("--max-files", type=int, default=32, help="most files in one request (default 32)")
+    limits = Limits()
     parser.add_argument(
-        "--max-pixels", type=float, default=50e6, help="largest accepted image in pixels (default 50e6)"
+        "--max-file-mb",
+        type=float,
+        default=limits.max_file_mb,
+        help=f"largest accepted file in MB (default {limits.max_file_mb:g})",
+    )
+    parser.add_argument(
+        "--max-files",
+        type=int,
+        default=limits.max_files,
+        help=f"most files in one request (default {limits.max_files})",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=float,
+        default=float(limits.max_pixels),
+        help=f"largest accepted image in pixels (default {limits.max_pixels:g})",
     )
     parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
@@ -33,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from blastscope.api import load
-    from blastscope.serving.app import Limits, create_app
+    from blastscope.serving.app import create_app
 
     if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
         raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive")

@@ -1,56 +1,37 @@
 """The web service: a JSON prediction API, a drag-and-drop page for people, and OpenAPI docs at /docs.
 
 Uploads are untrusted: each file's size, the number of files and each image's pixel count are limited, and content
-is identified by decoding it (never by its name). Every rejection is a 4xx JSON ``{"detail": ..., "file": ...}`` and
-the server keeps serving.
+is identified by decoding it (never by its name). Every rejection of a request to /predict (an oversized body, a
+malformed request, a bad file) is a 4xx JSON ``{"detail": ..., "file": ...}``, ``file`` being null when no single file
+is at fault, and the server keeps serving.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 
 from blastscope import __version__
-from blastscope.data.images import DEFAULT_MAX_PIXELS, _pixel_limit_reason, decode_image_bytes
+from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
 from blastscope.errors import ImageError
 from blastscope.evaluation.metrics import display_name
+from blastscope.serving.limits import Limits
 from blastscope.serving.predictor import Classifier
 
 STATIC_DIR = Path(__file__).with_name("static")
 ATTRIBUTION = (
     "C-NMC 2019 cells: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA (doi:10.7937/tcia.2019.dc64i46r)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one request may carry; the defaults are those of ``blastscope serve``."""
-
-    max_file_mb: float = 20.0
-    max_files: int = 32
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    @property
-    def max_file_bytes(self) -> int:
-        return int(self.max_file_mb * 1024 * 1024)
-
-    @property
-    def max_request_bytes(self) -> int:
-        """Every file at its limit plus room for the multipart framing: a larger request is refused with 413.
-
-        A declared Content-Length over the limit is refused before the body is read; a body without one (chunked)
-        is counted as it arrives and refused as soon as it passes the limit, so nothing larger is ever buffered.
-        """
-        return self.max_files * self.max_file_bytes + 1024 * 1024
 
 
 class UploadRejected(Exception):
@@ -136,8 +117,9 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(classifier: Classifier, limits: Limits = Limits()) -> FastAPI:
-    """The FastAPI application serving ``classifier`` under ``limits``."""
+def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving ``classifier`` under ``limits`` (default: ``Limits()``)."""
+    limits = limits or Limits()
     app = FastAPIOffline(  # serves the /docs assets itself: the service runs offline
         title="blastscope",
         version=__version__,
@@ -151,6 +133,14 @@ def create_app(classifier: Classifier, limits: Limits = Limits()) -> FastAPI:
     @app.exception_handler(UploadRejected)
     async def rejected(_: Request, error: UploadRejected) -> JSONResponse:
         return JSONResponse({"detail": error.detail, "file": error.file}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem.get('loc', ()))}: {problem.get('msg', 'invalid')}"
+            for problem in error.errors()
+        )
+        return JSONResponse({"detail": f"invalid request: {problems}", "file": None}, status_code=422)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, error: BodyTooLarge) -> JSONResponse:

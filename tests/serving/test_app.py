@@ -144,6 +144,13 @@ def test_chunked_body_is_counted(classifier, good) -> None:
     assert_still_serving(api, good)
 
 
+def test_validation_errors_have_the_same_shape(classifier) -> None:
+    response = client(classifier).post("/predict")  # no `files` field at all
+    assert response.status_code == 422
+    body = response.json()
+    assert set(body) == {"detail", "file"} and body["file"] is None and "files" in body["detail"]
+
+
 def test_too_many_files(classifier, good) -> None:
     api = client(classifier, max_files=2)
     response = api.post("/predict", files=upload(good, good, good))
