@@ -41,11 +41,11 @@ def cnmc_sample() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic C-NMC-layout dataset: 6 subjects per class, 8 cells each, 64x64 pixels."""
+    """A small synthetic C-NMC-layout dataset: 6 subjects per class, 8 cells each, 64x64 pixels, classes 2 SDs apart."""
     from blastscope.data.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth-small")
-    synthesize(out, subjects_per_class=6, cells_per_subject=8, image_size=64, seed=0)
+    synthesize(out, subjects_per_class=6, cells_per_subject=8, image_size=64, seed=0, separation=2.0)
     return out
 
 
