@@ -28,6 +28,7 @@ FIELDS = {
     "channels_last": "channels_last",
     "num_workers": "num_workers",
     "cached_features": "cached_features",
+    "bf16_frozen_stages": "bf16_frozen_stages",
     "monitor": "monitor",
     "patience": "patience",
     "checkpoint_minutes": "checkpoint_minutes",
@@ -109,6 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="phase 1 re-runs the frozen backbone on augmented images every epoch (default: its features are computed "
         "once, without augmentation, and the head trains on them)",
+    )
+    speed.add_argument(
+        "--no-bf16-frozen-stages",
+        dest="bf16_frozen_stages",
+        action="store_false",
+        help="run frozen backbone stages in the run's precision (default: as bf16 copies on CPUs with AMX/AVX512-BF16)",
     )
     speed.add_argument("--accelerator", help="auto, cpu or gpu")
     speed.add_argument("--devices", type=_devices, help="devices per node (default 1)")

@@ -65,6 +65,7 @@ class TrainConfig:
     augmentation: dict[str, Any] = field(default_factory=dict)
     precision: str = "auto"
     channels_last: bool = True
+    bf16_frozen_stages: bool = True
     num_workers: int = 2
     cached_features: bool = True
     monitor: str = "val_loss"

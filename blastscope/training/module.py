@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from blastscope.models.base import CellClassifier
+from blastscope.training.frozen import FrozenStages
 
 FROZEN, FINETUNE, FULL = "frozen", "finetune", "full"
 
@@ -40,6 +41,8 @@ class CellClassifierModule(L.LightningModule):
     A randomly initialised model (``pretrained`` false) trains every layer from the first epoch at ``lr_backbone``
     (the engine then passes the from-scratch rate, ``lr_head``) and ``frozen_epochs`` must be 0.
     The head keeps its Adam moments across the phase change; only its learning rate drops to ``lr_backbone``.
+    With ``bf16_frozen_stages`` the stages frozen in the current phase run as folded bf16 copies (see
+    :mod:`blastscope.training.frozen`) until ``teardown`` hands the network back unchanged.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
     """
 
@@ -58,10 +61,12 @@ class CellClassifierModule(L.LightningModule):
         weight_decay: float,
         cached_features: bool = False,
         channels_last: bool = False,
+        bf16_frozen_stages: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        self.frozen_stages = FrozenStages(channels_last) if bf16_frozen_stages else None
         self.register_buffer("class_weights", inverse_frequency_weights(class_counts))
         self.val_accuracy = MulticlassAccuracy(num_classes=len(classes), average="micro")
         self.val_weighted_f1 = MulticlassF1Score(num_classes=len(classes), average="weighted")
@@ -83,9 +88,20 @@ class CellClassifierModule(L.LightningModule):
             return []
         if phase == FULL or self.hparams.unfreeze_stages == "all":
             return [self.model.backbone]
+        return self._stages(phase)[1]
+
+    def frozen_backbone_modules(self, phase: str) -> list[nn.Module]:
+        """The stages' modules that stay frozen in ``phase``: all of them in phase 1, the early ones in phase 2."""
+        if phase == FULL or (phase == FINETUNE and self.hparams.unfreeze_stages == "all"):
+            return []
+        stages = self._stages(phase)[0]
+        return [module for stage in stages for module in (stage if isinstance(stage, nn.ModuleList) else [stage])]
+
+    def _stages(self, phase: str) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The backbone's (frozen, trainable) stages in a phase of a pretrained model."""
         stages = self.model.stages()
-        count = min(int(self.hparams.unfreeze_stages), len(stages))
-        return stages[len(stages) - count :] if count else []
+        count = 0 if phase == FROZEN else min(int(self.hparams.unfreeze_stages), len(stages))
+        return stages[: len(stages) - count], stages[len(stages) - count :]
 
     def apply_phase(self, epoch: int) -> None:
         """Freeze everything but the head and this phase's stages.
@@ -105,12 +121,25 @@ class CellClassifierModule(L.LightningModule):
                 )
         self.model.head.requires_grad_(True)
         self.model.head.train(self.training)
+        self._follow_frozen(phase)
+
+    def _follow_frozen(self, phase: str) -> None:
+        if self.frozen_stages is not None:
+            self.frozen_stages.follow(self.frozen_backbone_modules(phase))
 
     def train(self, mode: bool = True) -> CellClassifierModule:
         super().train(mode)
         if mode and self._trainer is not None:
             self.apply_phase(self.trainer.current_epoch)
         return self
+
+    def on_fit_start(self) -> None:
+        # Before the first loaders are built, so the phase-1 feature pass already runs the frozen stages in bf16.
+        self._follow_frozen(self.phase(self.current_epoch))
+
+    def teardown(self, stage: str) -> None:
+        if self.frozen_stages is not None:
+            self.frozen_stages.release()  # the network leaves fitting exactly as it came
 
     def on_train_start(self) -> None:
         # After a checkpoint is restored (so the epoch is right) and also on a mid-epoch restart, where Lightning skips

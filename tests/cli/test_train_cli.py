@@ -69,6 +69,16 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     assert (config.split.by, config.split.ratios, config.augmentation) == ("image", (0.7, 0.2, 0.1), {"hue": 0.0})
 
 
+def test_speed_switches_reach_the_recipe() -> None:
+    from blastscope.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--data", "a", "--no-bf16-frozen-stages", "--no-cached-features", "--no-channels-last"]
+    )
+    config = build_config(vars(args))
+    assert not (config.bf16_frozen_stages or config.cached_features or config.channels_last)
+
+
 def test_a_run_repeats_from_its_config_yaml(cells: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["train", "--data", str(cells), "--model", "cnn", *TINY, "--run-dir", str(first)]) == 0

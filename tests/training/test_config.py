@@ -18,6 +18,7 @@ def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
         split=SplitConfig(ratios=(0.5, 0.25, 0.25), by="image", folds=5, fold=3),
         augmentation={"rotation": False, "zoom_range": [0.8, 1.2]},
         cached_features=False,
+        bf16_frozen_stages=False,
     )
     path = tmp_path / "config.yaml"
     write_yaml(config.to_dict(), path)

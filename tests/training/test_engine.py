@@ -92,6 +92,23 @@ def test_cached_features_feed_the_head_what_the_backbone_would(
     assert cached.tensors[1].tolist() == [dataset[i][1] for i in range(len(dataset))]
 
 
+def test_frozen_stages_run_in_bf16_only_on_cpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blastscope.training import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert engine._bf16_frozen_stages(TrainConfig(accelerator="cpu"))
+    assert not engine._bf16_frozen_stages(TrainConfig(accelerator="cpu", bf16_frozen_stages=False))
+    assert not engine._bf16_frozen_stages(TrainConfig(accelerator="gpu"))
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert not engine._bf16_frozen_stages(TrainConfig(accelerator="cpu"))
+
+
+def test_fitting_restores_the_process_wide_settings_it_changes(tiny_config: Callable[..., TrainConfig]) -> None:
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    train(tiny_config(epochs_finetune=0))
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill
+
+
 def test_an_unusable_dataset_stops_before_training(
     tmp_path: Path, tiny_cells: Path, tiny_config: Callable[..., TrainConfig]
 ) -> None:
