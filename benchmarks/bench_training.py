@@ -2,9 +2,10 @@
 
 (a) plain: a straightforward fp32 eager PyTorch loop, one process, that decodes and resizes every image with PIL in
     every epoch and runs the frozen backbone on every batch of phase 1;
-(b) blastscope default: ``blastscope.training.train`` as ``blastscope train`` runs it (bf16 autocast where the CPU has
-    AMX/AVX512-BF16, channels_last, DataLoader workers, decoded-image cache filled during the run, phase 1 on backbone
-    features computed once without augmentation);
+(b) blastscope default: ``blastscope.training.train`` as ``blastscope train`` runs it (precision auto, which is fp32
+    for EfficientNets; frozen backbone stages as folded bf16 copies where the CPU has AMX/AVX512-BF16; channels_last,
+    DataLoader workers, decoded-image cache filled during the run, phase 1 on backbone features computed once without
+    augmentation);
 (c) blastscope --no-cached-features: (b), but phase 1 re-runs the frozen backbone on augmented images every epoch.
 All three use the same cells, split, augmentation, batch size, epochs, learning rates and unfrozen stages, and validate
 after every epoch. Times include image decoding; (b) and (c) start from an empty decoded cache.
