@@ -383,6 +383,7 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         batch_size=config.batch_size,
         autocast=trainer.precision_plugin.forward_context,
         channels_last=config.channels_last,
+        num_workers=config.num_workers,
     )
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen batch-norm, on purpose
     started = time.perf_counter()

@@ -25,14 +25,18 @@ def extract_features(
     batch_size: int,
     autocast: Callable[[], AbstractContextManager] | None = None,
     channels_last: bool = False,
+    num_workers: int = 0,
 ) -> TensorDataset:
-    """``(forward_features(image), label)`` for every sample, computed in eval mode and stored as float32 on the CPU."""
+    """``(forward_features(image), label)`` for every sample, computed in eval mode and stored as float32 on the CPU.
+
+    ``num_workers`` decode the images while the backbone runs: on a cold cache decoding is most of this pass.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     features, labels = [], []
     try:
-        for images, targets in DataLoader(dataset, batch_size=batch_size):
+        for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
             images = images.to(device)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
