@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from blastscope.data.transforms import AugmentConfig, denoise, eval_transform, train_transform
 from blastscope.errors import BlastscopeError
@@ -117,6 +118,18 @@ def test_colour_jitters_change_colours_but_not_geometry_or_background(cell: np.n
         assert (output[~inside] == 0).all(), "the black background stays black"
         assert np.array_equal(foreground(output), inside)
     assert max(np.abs(output.astype(int) - cell)[inside].mean() for output in outputs) > 3
+
+
+def test_colour_jitter_matches_torchvisions_tensor_kernels_within_two_grey_levels(cell: np.ndarray) -> None:
+    """Training jitters a PIL image for speed; the draws and the result are those of the tensor path."""
+    aug = only(color_jitter=True)
+    tensor_jitter = v2.ColorJitter(brightness=aug.brightness, saturation=aug.saturation, hue=aug.hue)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        via_pil = pixels_of(train_transform(aug, PRE)(cell))
+        torch.manual_seed(seed)
+        via_tensor = tensor_jitter(torch.from_numpy(cell).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        assert np.abs(via_pil.astype(int) - via_tensor).max() <= 2
 
 
 @pytest.mark.parametrize(
