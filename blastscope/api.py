@@ -31,6 +31,7 @@ def load(
         classes=trained.classes,
         name=trained.display_name,
         transform=trained.transform,
+        attribution=trained.config.get("attribution") or "",
     )
     path = None if backend == "torch" else onnx_model_path(trained.run_dir, variant)
     if path is None:

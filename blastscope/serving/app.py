@@ -29,9 +29,6 @@ from blastscope.serving.limits import Limits
 from blastscope.serving.predictor import Classifier
 
 STATIC_DIR = Path(__file__).with_name("static")
-ATTRIBUTION = (
-    "C-NMC 2019 cells: CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA (doi:10.7937/tcia.2019.dc64i46r)"
-)
 
 
 class UploadRejected(Exception):
@@ -125,7 +122,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
         version=__version__,
         description=(
             "Classify single-cell microscopy images as leukemic blast (ALL) or normal cell (HEM), with Grad-CAM "
-            f"explanations. Research use only, not a diagnostic device. {ATTRIBUTION}."
+            "explanations. Research use only, not a diagnostic device."
+            + (f" Trained on {classifier.attribution}." if classifier.attribution else "")
         ),
     )
     classes = [{"name": label, "display": display_name(label)} for label in classifier.classes]
@@ -162,7 +160,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
             "backend": classifier.backend,
             "classes": classes,
             "limits": asdict(limits),
-            "attribution": ATTRIBUTION,
+            "attribution": classifier.attribution or None,
         }
 
     @app.post("/predict")

@@ -75,7 +75,7 @@ class Classifier:
 
     ``transform`` turns a resized uint8 image into the model's input (default: plain normalisation; a run's own is
     ``TrainedRun.transform``). ``runner`` defaults to the PyTorch model; pass an ``OnnxModel`` to predict through ONNX
-    Runtime.
+    Runtime. ``attribution`` is the credit line the training data asks for, shown wherever the model is served.
     Grad-CAM always uses the PyTorch model. Calls are serialised by a lock so one instance can serve many threads.
     """
 
@@ -89,6 +89,7 @@ class Classifier:
         transform: Transform | None = None,
         runner: Runner | None = None,
         backend: str = "torch",
+        attribution: str = "",
     ) -> None:
         from blastscope.data.transforms import eval_transform
 
@@ -97,6 +98,7 @@ class Classifier:
         self.classes = tuple(classes)
         self.name = name
         self.backend = backend
+        self.attribution = attribution
         self._runner = runner or torch_runner(self.model)
         self._transform = transform or eval_transform(preprocessing)
         self._lock = threading.Lock()

@@ -107,6 +107,7 @@ def test_upload_shows_prediction_and_heatmap(server: str, browser, cell_images: 
         assert len(widths) == 2
         assert card.find_element(By.CSS_SELECTOR, "img.gradcam").get_attribute("src").startswith("data:image/png")
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+    assert browser.find_element(By.ID, "attribution").text.startswith("Trained on synthetic cells")
 
     screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page.png"
     assert browser.save_screenshot(str(screenshot))

@@ -21,6 +21,9 @@ async function loadHealth() {
     const limits = health.limits;
     document.getElementById("limits").textContent =
       `PNG, JPEG, BMP, TIFF, WebP · up to ${limits.max_files} files of ${limits.max_file_mb} MB`;
+    if (health.attribution) {
+      document.getElementById("attribution").textContent = `Trained on ${health.attribution}. `;
+    }
   } catch (error) {
     show(errorBox, `The server did not answer /health: ${error}`);
   }
