@@ -5,9 +5,10 @@ the normalised float CHW tensor the model expects. Stain normalisation and denoi
 they run identically in ``train_transform`` and ``eval_transform``; everything random runs in training only. Randomness
 comes from torch's global generator, which the training data module seeds per (seed, epoch, sample).
 
-Training augments a PIL image, through torchvision's Pillow kernels: on a 128-px cell they took 1.4 ms against 2.2 ms
-on a tensor, most of it hue (Pillow's 8-bit HSV against torch's float HSV; results within 2 grey levels). On a CPU the
-augmenting workers share cores with the training step, so this is time the step gets back.
+Training augments a PIL image, through torchvision's Pillow kernels: the whole training transform of a 128-px C-NMC
+cell took 1.6 ms against 2.6 ms on a tensor, the difference mostly hue (Pillow's 8-bit HSV against torch's float HSV;
+same random draws, results within 2 grey levels). On a CPU the augmenting workers share cores with the training step,
+so this is time the step gets back.
 """
 
 from __future__ import annotations
