@@ -29,7 +29,7 @@ def extract_features(
 ) -> TensorDataset:
     """``(forward_features(image), label)`` for every sample, computed in eval mode and stored as float32 on the CPU.
 
-    ``num_workers`` decode the images while the backbone runs: on a cold cache decoding is most of this pass.
+    ``num_workers`` read and transform the next batches while the backbone runs, as in every other pass.
     """
     was_training = model.training
     model.eval()
