@@ -5,8 +5,8 @@ batch norm in inference mode and inputs that need no gradient: whatever the phas
 run as an inference copy: each batch norm folded into the convolution before it (exact in real arithmetic), then cast
 to bf16. On this project's 2-core AMX CPU that ran EfficientNet-Lite0's frozen stages 3-4x faster than fp32 (2x
 faster than bf16 autocast), while bf16 autocast over the whole network slowed its training (the backward of depthwise
-convolutions). The stages that learn
-therefore stay in the run's precision; the frozen ones' outputs go back to their input's dtype.
+convolutions). The stages that learn therefore stay in the run's precision; the frozen ones' outputs go back to their
+input's dtype.
 
 A copy is rebuilt whenever the original's weights change (a checkpoint restore, a weight load), so it never serves
 stale weights, and ``release`` hands every module its own forward back.
