@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from blastscope.export.onnx import INPUT_NAME, export_onnx
+from blastscope.export.quantize import quantize_int8
 from blastscope.models import create_model
-from blastscope.serving.onnx_export import INPUT_NAME, export_onnx
-from blastscope.serving.quantize import quantize_int8
 
 
 def throughput(run: Callable[[np.ndarray], object], batch: np.ndarray, seconds: float) -> float:

@@ -1,6 +1,6 @@
 """blastscope: leukemic blast (ALL) vs normal cell (HEM) classification with subject-level honest evaluation.
 
-``blastscope.load(run_dir)`` returns a :class:`~blastscope.serving.predictor.Classifier`; it is imported on first use
+``blastscope.load(run_dir)`` returns a :class:`~blastscope.api.classifier.Classifier`; it is imported on first use
 so that the command line starts without loading PyTorch.
 """
 

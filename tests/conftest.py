@@ -82,8 +82,8 @@ def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def exported_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of ``tiny_run`` exported with every variant (fp32, int8, bf16), so ``tiny_run`` stays PyTorch-only."""
-    from blastscope.serving.onnx_export import export_run
-    from blastscope.training import load_run
+    from blastscope.export.onnx import export_run
+    from blastscope.runs import load_run
 
     run_dir = shutil.copytree(tiny_run, tmp_path_factory.mktemp("exported") / tiny_run.name)
     export_run(load_run(run_dir), int8=True, bf16=True, log=lambda _: None)

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from blastscope.evaluation.compare import DEFAULT_MODELS, CompareConfig, run_compare
+    from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig, run_compare
 
     models = tuple(name.strip() for name in args.models.split(",") if name.strip()) if args.models else DEFAULT_MODELS
     for flag in ("epochs_frozen", "epochs_finetune", "image_size", "batch_size", "bootstrap"):

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from blastscope.serving.onnx_export import EXPORT_DIR, RECORD_NAME, export_run
-    from blastscope.training.run import load_run
+    from blastscope.export.onnx import EXPORT_DIR, RECORD_NAME, export_run
+    from blastscope.runs.folder import load_run
 
     trained = load_run(args.run_dir, checkpoint=args.checkpoint)
     record = export_run(trained, int8=args.quantize == "int8", bf16=args.bf16)

@@ -15,7 +15,7 @@ from blastscope.errors import BlastscopeError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from blastscope.serving.predictor import Classifier
+    from blastscope.api.classifier import Classifier
 
 Row = dict[str, Any]
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
-from blastscope.models.base import Preprocessing
 
 if TYPE_CHECKING:
     from blastscope.data.dataset import CellDataset

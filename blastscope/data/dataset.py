@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import Dataset
 
 from blastscope.data.cache import DecodedCache, decode_resized
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.errors import DataError, ImageError
-from blastscope.models.base import Preprocessing
 
 log = logging.getLogger(__name__)
 

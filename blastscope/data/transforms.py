@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.stain import STAIN_METHODS, StainNormalizer, jitter_hed
 from blastscope.errors import BlastscopeError
-from blastscope.models.base import Preprocessing
 
 DENOISERS: tuple[str, ...] = ("median", "bilateral", "nl_means")
 

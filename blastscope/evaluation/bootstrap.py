@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from blastscope.evaluation.metrics import SCALAR_METRICS
 from blastscope.evaluation.subjects import subject_units
+from blastscope.metrics import SCALAR_METRICS
 
 MetricFn = Callable[[np.ndarray, np.ndarray, float], float | None]
 

@@ -23,7 +23,6 @@ from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.evaluation.bootstrap import bootstrap_ci
 from blastscope.evaluation.calibration import calibration_report
-from blastscope.evaluation.metrics import classification_metrics, display_name
 from blastscope.evaluation.subjects import subject_report
 from blastscope.evaluation.threshold import (
     ThresholdChoice,
@@ -31,6 +30,7 @@ from blastscope.evaluation.threshold import (
     parse_threshold,
     resolve_threshold,
 )
+from blastscope.metrics import classification_metrics, display_name
 
 SPLITS = ("test", "val", "train")
 FEW_UNITS = 5
@@ -128,7 +128,7 @@ def evaluate_run(
     progress: bool = False,
 ) -> EvaluationResult:
     """Load ``run_dir``, predict ``split`` of its own data (or every cell of ``data``) and evaluate the predictions."""
-    from blastscope.training.run import load_run
+    from blastscope.runs.folder import load_run
 
     check_target_sensitivity(target_sensitivity)
     threshold = parse_threshold(threshold)
@@ -359,7 +359,7 @@ def _labels(cells: Sequence[Cell], classes: Sequence[str]) -> np.ndarray:
 def _predictor(run: Any, precision: str, batch_size: int, progress: bool):
     """``predict(cells, tta) -> (probabilities, logits)`` with the run's own preprocessing and one shared cache."""
     from blastscope.data.cache import DecodedCache
-    from blastscope.evaluation.inference import predict_proba
+    from blastscope.inference.predict import predict_proba
 
     transform = run.transform
     cache = DecodedCache()

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from blastscope.evaluation.metrics import classification_metrics, predict_labels
+from blastscope.metrics import classification_metrics, predict_labels
 
 
 def subject_units(y_true: np.ndarray, subjects: Sequence[str]) -> tuple[list[tuple[str, int]], np.ndarray]:

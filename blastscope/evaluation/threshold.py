@@ -13,7 +13,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError
-from blastscope.evaluation.metrics import weighted_f1
+from blastscope.metrics import weighted_f1
 
 DEFAULT_THRESHOLD = 0.5
 MAX_CANDIDATES = 512

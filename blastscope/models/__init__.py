@@ -2,7 +2,7 @@
 
 # Importing registers the models, in the order `blastscope models` lists them and `compare` trains them.
 from blastscope.models import cnn, timm_backbone, attention  # noqa: F401, I001
-from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.models.base import CellClassifier
 from blastscope.models.registry import (
     ModelBundle,
     ModelSpec,
@@ -17,7 +17,6 @@ __all__ = [
     "CellClassifier",
     "ModelBundle",
     "ModelSpec",
-    "Preprocessing",
     "TrainingDefaults",
     "create_model",
     "get_spec",

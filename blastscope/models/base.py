@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from blastscope.errors import BlastscopeError
-
-
-@dataclass(frozen=True, slots=True)
-class Preprocessing:
-    """How images must be prepared for one model: its own input size, normalisation and interpolation.
-
-    Taken from the backbone's timm pretrained config so no model is fed another's normalisation.
-    """
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
-            input_size=int(data["input_size"]),
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-            interpolation=str(data.get("interpolation", "bilinear")),
-        )
 
 
 class CellClassifier(nn.Module):

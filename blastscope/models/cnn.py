@@ -7,7 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.data.preprocessing import Preprocessing
+from blastscope.models.base import CellClassifier
 from blastscope.models.registry import TrainingDefaults, register_model
 
 

@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 import torch
 
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.errors import BlastscopeError
-from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.models.base import CellClassifier
 
 #: ``builder(backbone, num_classes, image_size)``: the classifier around a ready timm backbone (``None`` for networks
 #: without one); ``image_size`` matters to heads whose shape depends on the feature-map grid.

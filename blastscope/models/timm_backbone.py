@@ -12,7 +12,8 @@ from timm.models import get_pretrained_cfg, group_modules
 from timm.models.vgg import VGG
 from torch import nn
 
-from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.data.preprocessing import Preprocessing
+from blastscope.models.base import CellClassifier
 from blastscope.models.registry import TrainingDefaults, register_model
 
 

@@ -22,11 +22,11 @@ from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 
 from blastscope import __version__
+from blastscope.api.classifier import Classifier
 from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
 from blastscope.errors import ImageError
-from blastscope.evaluation.metrics import display_name
+from blastscope.metrics import display_name
 from blastscope.serving.limits import Limits
-from blastscope.serving.predictor import Classifier
 
 STATIC_DIR = Path(__file__).with_name("static")
 

@@ -1,4 +1,4 @@
-"""Training: ``train(config) -> run_dir`` and ``load_run(run_dir)`` to get a trained network back.
+"""Training: ``train(config) -> run_dir`` and ``resume(run_dir)``; ``blastscope.runs.load_run`` loads the result.
 
 The engine (torch, Lightning) loads on first use, so the CLI can read the recipe's choices without it.
 """
@@ -12,11 +12,10 @@ from blastscope.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from blastscope.training.engine import resume, train
-    from blastscope.training.run import TrainedRun, load_run
 
-__all__ = ["TrainConfig", "TrainedRun", "load_run", "resume", "train"]
+__all__ = ["TrainConfig", "resume", "train"]
 
-_LAZY = {"resume": "engine", "train": "engine", "TrainedRun": "run", "load_run": "run"}
+_LAZY = {"resume": "engine", "train": "engine"}
 
 
 def __getattr__(name: str) -> Any:

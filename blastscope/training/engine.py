@@ -26,11 +26,7 @@ from blastscope.data.datamodule import CellDataModule, augment_config
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.models import get_spec
-from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
-from blastscope.training.config import MONITORS, TrainConfig, cpu_has_native_bf16, resolve_precision, write_yaml
-from blastscope.training.features import extract_features
-from blastscope.training.module import CellClassifierModule
-from blastscope.training.run import (
+from blastscope.runs.folder import (
     RUN_DIR_ENV,
     checkpoint_path,
     load_network_weights,
@@ -38,6 +34,10 @@ from blastscope.training.run import (
     read_config,
     run_eval_transform,
 )
+from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
+from blastscope.training.config import MONITORS, TrainConfig, cpu_has_native_bf16, resolve_precision, write_yaml
+from blastscope.training.features import extract_features
+from blastscope.training.module import CellClassifierModule
 
 if TYPE_CHECKING:
     from blastscope.data.split import Split
@@ -215,11 +215,7 @@ def _write_run_files(prepared: Prepared) -> None:
     resolved = {
         "classes": list(prepared.table.classes),
         "attribution": dataset_attribution(prepared.table),
-        "preprocessing": {
-            **bundle.preprocessing.to_dict(),
-            "mean": list(bundle.preprocessing.mean),
-            "std": list(bundle.preprocessing.std),
-        },
+        "preprocessing": bundle.preprocessing.to_dict(),
         "weights_source": bundle.weights_source,
         "weights_pretrained": bool(bundle.pretrained),
         "split_hash": prepared.split.hash,
@@ -419,8 +415,8 @@ def _fast_cpu_arithmetic() -> Iterator[None]:
 
 def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: History, fit_seconds: float) -> None:
     """Score the best checkpoint on the test split and record speed and data problems next to it."""
-    from blastscope.evaluation.inference import predict_proba
-    from blastscope.evaluation.metrics import classification_metrics
+    from blastscope.inference.predict import predict_proba
+    from blastscope.metrics import classification_metrics
 
     run_dir, table = prepared.run_dir, prepared.table
     test_cells = datamodule.dataset("test", augment=False).cells if prepared.split.parts.get("test") else []

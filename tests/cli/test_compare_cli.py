@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from blastscope.cli import main
-from blastscope.evaluation.compare import DEFAULT_MODELS, CompareConfig
+from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig
 
 
 def test_flags_reach_the_comparison(
@@ -22,13 +22,13 @@ def test_flags_reach_the_comparison(
 
     def fake_compare(config: CompareConfig):
         seen.append(config)
-        from blastscope.evaluation.report import ReportFiles
+        from blastscope.workflows.report import ReportFiles
 
         return ReportFiles(
             tmp_path / "report.html", tmp_path / "report.md", tmp_path / "results.csv", tmp_path / "results.json", []
         )
 
-    monkeypatch.setattr("blastscope.evaluation.compare.run_compare", fake_compare)
+    monkeypatch.setattr("blastscope.workflows.compare.run_compare", fake_compare)
     argv = [
         "compare",
         "--data",

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import AugmentConfig, denoise, eval_transform, train_transform
 from blastscope.errors import BlastscopeError
-from blastscope.models.base import Preprocessing
 
 SIZE = 40
 PRE = Preprocessing(SIZE, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), interpolation="bilinear")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blastscope.evaluation.bootstrap import _units, bootstrap_ci, resample_indices
-from blastscope.evaluation.metrics import accuracy, roc_auc
+from blastscope.metrics import accuracy, roc_auc
 
 
 def _dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:

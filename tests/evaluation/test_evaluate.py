@@ -11,7 +11,7 @@ from PIL import Image
 
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.evaluation.evaluate import evaluate_predictions, evaluate_run, format_summary
-from blastscope.evaluation.metrics import weighted_f1
+from blastscope.metrics import weighted_f1
 
 CLASSES = ("hem", "all")
 
@@ -122,7 +122,7 @@ def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_evaluate_run_on_the_test_split(small_run: Path) -> None:
-    from blastscope.training import load_run
+    from blastscope.runs import load_run
 
     result = evaluate_run(small_run, threshold="val", tta=True, bootstrap=30, precision="fp32")
     test_cells = load_run(small_run).split.parts["test"]
@@ -140,7 +140,7 @@ def test_evaluate_run_on_the_test_split(small_run: Path) -> None:
 
 
 def test_new_data_drops_cells_the_run_has_seen(small_run: Path, synth_small: Path) -> None:
-    from blastscope.training import load_run
+    from blastscope.runs import load_run
 
     split = load_run(small_run).split
     result = evaluate_run(small_run, data=synth_small, bootstrap=0, precision="fp32")

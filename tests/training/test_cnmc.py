@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blastscope.training import TrainConfig, load_run, train
+from blastscope.runs import load_run
+from blastscope.training import TrainConfig, train
 
 
 @pytest.mark.integration

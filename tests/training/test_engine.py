@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from blastscope.errors import DataError
-from blastscope.training import TrainConfig, load_run, train
+from blastscope.runs import load_run
+from blastscope.training import TrainConfig, train
 
 
 def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable[..., TrainConfig]) -> None:
@@ -188,7 +189,7 @@ def test_a_damaged_config_yaml_is_a_one_line_error_naming_it(tiny_run_copy: Path
 def test_a_checkpoint_of_another_network_is_a_one_line_error_naming_it(tiny_run: Path) -> None:
     from blastscope.errors import BlastscopeError
     from blastscope.models import create_model
-    from blastscope.training.run import checkpoint_path, load_network_weights
+    from blastscope.runs.folder import checkpoint_path, load_network_weights
 
     config = yaml.safe_load((tiny_run / "config.yaml").read_text())
     other = create_model(config["model"], num_classes=len(config["classes"]) + 3, pretrained="none")

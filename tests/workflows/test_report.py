@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.evaluation import plots
-from blastscope.evaluation.report import Comparison, DatasetCard, ModelResult, write_report
+from blastscope.workflows.report import Comparison, DatasetCard, ModelResult, write_report
 
 CLASSES = ("hem", "all")
 

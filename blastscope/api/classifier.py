@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
-from blastscope.evaluation.inference import resize_image
-from blastscope.evaluation.metrics import predict_labels
-from blastscope.evaluation.tta import view_logits
-from blastscope.models.base import CellClassifier, Preprocessing
-from blastscope.serving.gradcam import Explanation, grad_cam, overlay_heatmap
+from blastscope.inference.gradcam import Explanation, grad_cam, overlay_heatmap
+from blastscope.inference.predict import resize_image
+from blastscope.inference.tta import view_logits
+from blastscope.metrics import predict_labels
+from blastscope.models.base import CellClassifier
 
 ImageInput = str | Path | Image.Image
 Runner = Callable[[torch.Tensor], torch.Tensor]

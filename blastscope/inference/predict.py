@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 from blastscope.data.cache import RESAMPLING, DecodedCache
 from blastscope.data.images import read_rgb
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import eval_transform
-from blastscope.evaluation.tta import view_logits
-from blastscope.models.base import Preprocessing
+from blastscope.inference.tta import view_logits
 
 Item = Cell | Image.Image | str | Path
 Precision = Literal["auto", "fp32", "bf16"]

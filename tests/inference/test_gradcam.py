@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from blastscope.api.classifier import Classifier
 from blastscope.data.cnmc import parse_name
 from blastscope.data.images import read_rgb
 from blastscope.data.transforms import eval_transform
-from blastscope.evaluation.inference import resize_image
+from blastscope.inference.predict import resize_image
 from blastscope.models import create_model
-from blastscope.serving.predictor import Classifier
 
 
 @pytest.mark.integration

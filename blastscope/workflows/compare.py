@@ -25,7 +25,8 @@ from blastscope.data.attribution import dataset_attribution
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation import plots
-from blastscope.evaluation.report import (
+from blastscope.models import list_models
+from blastscope.workflows.report import (
     HEADLINE_METRICS,
     Comparison,
     DatasetCard,
@@ -33,7 +34,6 @@ from blastscope.evaluation.report import (
     ReportFiles,
     write_report,
 )
-from blastscope.models import list_models
 
 DEFAULT_MODELS = tuple(list_models())  # every registered model: the seven users ask for, and efficientnet_lite0
 

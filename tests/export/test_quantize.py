@@ -9,7 +9,7 @@ import onnx
 import torch
 from onnx import TensorProto
 
-from blastscope.serving.onnx_export import OnnxModel, onnx_model_path
+from blastscope.export.onnx import OnnxModel, onnx_model_path
 
 
 def test_int8_model_is_qdq_quantised(exported_run: Path) -> None:

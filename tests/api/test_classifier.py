@@ -11,7 +11,7 @@ from PIL import Image
 import blastscope
 from blastscope.api import load
 from blastscope.errors import BlastscopeError, ImageError
-from blastscope.evaluation.inference import predict_proba
+from blastscope.inference.predict import predict_proba
 
 
 def test_predict_paths_and_pil_images_alike(tiny_run: Path, cell_images: list[Path]) -> None:

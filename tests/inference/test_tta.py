@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blastscope.evaluation.tta import VIEW_NAMES, dihedral_views, view_logits
+from blastscope.inference.tta import VIEW_NAMES, dihedral_views, view_logits
 
 
 def test_eight_distinct_views_of_an_asymmetric_image() -> None:

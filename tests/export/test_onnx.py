@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from blastscope.api import load
+from blastscope.api.classifier import cell_batches
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.errors import BlastscopeError
-from blastscope.models.base import Preprocessing
-from blastscope.serving.onnx_export import (
+from blastscope.export.onnx import (
     F1_TOLERANCE,
     OnnxModel,
     max_logit_difference,
     onnx_model_path,
 )
-from blastscope.serving.predictor import cell_batches
-from blastscope.training import load_run
+from blastscope.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_fp32_logits_match_pytorch_on_test_cells(exported_run: Path, record: dic
 
 
 def test_failed_export_leaves_no_record_nor_models(tiny_run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from blastscope.serving import onnx_export
+    from blastscope.export import onnx as onnx_export
 
     out = tiny_run_copy / "export"
     out.mkdir()

@@ -24,10 +24,11 @@ import onnxruntime as ort
 import torch
 
 from blastscope import __version__
+from blastscope.api.classifier import Transform, cell_batches, probabilities, torch_runner
+from blastscope.data.preprocessing import Preprocessing
 from blastscope.errors import BlastscopeError, DataError
-from blastscope.models.base import CellClassifier, Preprocessing
-from blastscope.serving.predictor import Transform, cell_batches, probabilities, torch_runner
-from blastscope.serving.quantize import bf16_weights, quantize_int8
+from blastscope.export.quantize import bf16_weights, quantize_int8
+from blastscope.models.base import CellClassifier
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -135,7 +136,7 @@ def weighted_f1(
     classes: Sequence[str],
 ) -> float:
     """The C-NMC challenge metric of ``runner`` on ``cells`` (``metrics.weighted_f1``)."""
-    from blastscope.evaluation.metrics import weighted_f1 as score
+    from blastscope.metrics import weighted_f1 as score
 
     y_prob = np.concatenate([probabilities(runner, batch) for batch in cell_batches(cells, pre, transform)])
     y_true = np.array([classes.index(cell.label) for cell in cells])

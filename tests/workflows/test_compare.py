@@ -11,9 +11,9 @@ import yaml
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.errors import BlastscopeError
-from blastscope.evaluation import compare
-from blastscope.evaluation.compare import BUDGETS, CompareConfig, find_run, run_compare
 from blastscope.training.config import SplitConfig, TrainConfig
+from blastscope.workflows import compare
+from blastscope.workflows.compare import BUDGETS, CompareConfig, find_run, run_compare
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
 

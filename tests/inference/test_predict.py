@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from blastscope.evaluation.inference import predict_proba, resolve_precision
-from blastscope.evaluation.tta import dihedral_views
-from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.data.preprocessing import Preprocessing
+from blastscope.inference.predict import predict_proba, resolve_precision
+from blastscope.inference.tta import dihedral_views
+from blastscope.models.base import CellClassifier
 
 PRE = Preprocessing(input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -76,7 +77,7 @@ def test_logits_are_returned_for_temperature_scaling(images: list[Image.Image]) 
 
 def test_tta_is_the_mean_probability_over_the_eight_views(images: list[Image.Image]) -> None:
     from blastscope.data.transforms import eval_transform
-    from blastscope.evaluation.inference import resize_image
+    from blastscope.inference.predict import resize_image
 
     model = TinyNet().eval()
     batch = torch.stack([eval_transform(PRE)(resize_image(image, PRE)) for image in images])

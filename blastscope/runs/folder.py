@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from blastscope.errors import BlastscopeError
-from blastscope.models.base import CellClassifier, Preprocessing
+from blastscope.data.preprocessing import Preprocessing
+from blastscope.models.base import CellClassifier
 
 if TYPE_CHECKING:
     from blastscope.data.split import Split

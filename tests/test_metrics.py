@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from blastscope.evaluation.metrics import SCALAR_METRICS, classification_metrics, display_name, predict_labels
+from blastscope.metrics import SCALAR_METRICS, classification_metrics, display_name, predict_labels
 
 CLASSES = ("hem", "all")
 

@@ -1,6 +1,6 @@
 """The comparison report: self-contained ``report.html``, ``report.md`` with PNGs, ``results.csv`` and ``results.json``.
 
-The report reads only :class:`Comparison` — plain numbers gathered by :mod:`blastscope.evaluation.compare` — so it can
+The report reads only :class:`Comparison` — plain numbers gathered by :mod:`blastscope.workflows.compare` — so it can
 be written (and tested) without training anything. The HTML embeds every figure as a base64 data URI and carries its
 CSS inline, so it opens offline and can be mailed as one file.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from blastscope.evaluation import plots
-from blastscope.evaluation.metrics import display_name
+from blastscope.metrics import display_name
 
 HEADLINE_METRICS = ("weighted_f1", "accuracy", "roc_auc", "sensitivity", "specificity")
 """Metrics with a 95% CI (single split) or mean ± sd (cross-validation) in the ranking; weighted F1 ranks."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from blastscope.api.classifier import Classifier
 from blastscope.errors import BlastscopeError
-from blastscope.serving.predictor import Classifier
 
 Backend = Literal["auto", "torch", "onnx"]
 
@@ -19,8 +19,8 @@ def load(
     ``backend="auto"`` predicts with ONNX Runtime when the run has been exported (``blastscope export``), using the
     variant export.json chose as default (or ``variant``), else with PyTorch. Grad-CAM always uses PyTorch.
     """
-    from blastscope.serving.onnx_export import OnnxModel, onnx_model_path
-    from blastscope.training.run import load_run
+    from blastscope.export.onnx import OnnxModel, onnx_model_path
+    from blastscope.runs.folder import load_run
 
     if backend not in ("auto", "torch", "onnx"):
         raise BlastscopeError(f"unknown backend {backend!r}; use auto, torch or onnx")

@@ -1,0 +1,1 @@
+"""Pipelines over several runs: ``compare`` trains, evaluates and reports a set of models on one split."""
