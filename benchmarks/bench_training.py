@@ -119,8 +119,9 @@ def plain_run(args: argparse.Namespace, runs: Path) -> dict[str, float]:
 
     Like ``blastscope train``, its total includes building the model and scoring the test cells at the end.
     """
+    from blastscope.data.augment import AugmentConfig
     from blastscope.data.images import read_rgb
-    from blastscope.data.transforms import AugmentConfig, eval_transform, train_transform
+    from blastscope.data.transforms import eval_transform, train_transform
     from blastscope.models import create_model
     from blastscope.training import load_run
 
@@ -153,6 +154,9 @@ def plain_run(args: argparse.Namespace, runs: Path) -> dict[str, float]:
         model.train()
         if frozen:
             model.backbone.eval()
+        for layer in model.backbone.modules():  # as blastscope's recipe: pretrained batch-norm statistics stay fixed
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
         for images, labels in batches(trained.split.parts["train"], augment, shuffle=True):
             optimizer.zero_grad()
             loss_fn(model(images), labels).backward()

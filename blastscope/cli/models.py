@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 def model_rows() -> list[dict[str, Any]]:
     """One row per registered model, in registry order."""
-    from blastscope.models import get_spec, list_models
+    from blastscope.models import get_spec, list_models, parameter_count
     from blastscope.models.weights import describe_weights
 
     rows = []
@@ -36,7 +36,7 @@ def model_rows() -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
-                "parameters_millions": round(spec.parameter_count() / 1e6, 2),
+                "parameters_millions": round(parameter_count(name) / 1e6, 2),
                 **preprocessing.to_dict(),
                 "min_input_size": spec.min_input_size,
                 "weights": describe_weights(spec),

@@ -14,9 +14,10 @@ import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
+from blastscope.models.backbones import backbone_stages
 from blastscope.models.base import CellClassifier
-from blastscope.models.registry import TrainingDefaults, register_model
-from blastscope.models.timm_backbone import backbone_stages
+from blastscope.models.registry import TrainingDefaults
+from blastscope.models.timm_classifiers import register_timm_model
 
 
 def _dense_block(in_features: int, out_features: int, dropout: float) -> nn.Sequential:
@@ -78,7 +79,20 @@ class AttentionHead(nn.Module):
 class EfficientNetAttention(CellClassifier):
     """EfficientNet-B0 backbone whose final spatial feature map (after conv_head/bn2) feeds an :class:`AttentionHead`.
 
-    ``forward_features`` returns the map itself, not a pooled vector: the head attends over its positions.
+    ``forward_features`` returns the map itself, ``(batch, backbone.num_features, h, w)``, not a pooled vector: the
+    head attends over its positions.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A timm EfficientNet backbone from :func:`~blastscope.models.backbones.create_backbone`.
+    num_classes : int
+        Output logits.
+    image_size : int
+        Side of the square input in pixels the model is built for; sets the grid of the learned positions
+        (``ceil(image_size / 32)`` for EfficientNet-B0). Other sizes still work: the positions are resampled.
+    positional : {"learned", "none"}
+        Whether the tokens get a learned position embedding.
     """
 
     def __init__(
@@ -103,7 +117,7 @@ class EfficientNetAttention(CellClassifier):
         return self.backbone.bn2
 
 
-@register_model(
+@register_timm_model(
     "efficientnet_b0_attention",
     timm_name="efficientnet_b0",
     cpu_bf16_training=False,

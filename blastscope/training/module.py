@@ -3,6 +3,9 @@
 The phase is a function of the epoch number alone, so a run resumed from any checkpoint lands in the right phase with
 the right trainable layers, and one optimizer (head and backbone parameter groups) plus one LambdaLR schedule carry
 the whole run, which Lightning checkpoints and restores as they are.
+
+This module is the one place that decides what is frozen: :meth:`CellClassifierModule.apply_phase` sets every
+backbone parameter's ``requires_grad`` and every backbone module's training flag for the phase.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from blastscope.errors import BlastscopeError
 from blastscope.models.base import CellClassifier
 from blastscope.training.frozen import FrozenStages
 
@@ -32,6 +36,38 @@ def cosine(step: int, length: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * step / max(length, 1)))
 
 
+def unfrozen_stage_count(unfreeze_stages: int | str, stage_count: int) -> int:
+    """How many of a backbone's ``stage_count`` stages, counted from the output, learn in the fine-tuning phase.
+
+    Parameters
+    ----------
+    unfreeze_stages : int or "all"
+        The recipe's setting.
+    stage_count : int
+        Stages of the model's backbone (``len(model.stages())``).
+
+    Returns
+    -------
+    int
+        From 0 to ``stage_count``; ``stage_count`` for ``"all"``.
+
+    Raises
+    ------
+    BlastscopeError
+        If ``unfreeze_stages`` is neither ``"all"`` nor a count from 0 to ``stage_count``; the message names the
+        model's stage count.
+    """
+    if unfreeze_stages == "all":
+        return stage_count
+    if isinstance(unfreeze_stages, int) and not isinstance(unfreeze_stages, bool):
+        if 0 <= unfreeze_stages <= stage_count:
+            return unfreeze_stages
+    raise BlastscopeError(
+        f"cannot unfreeze {unfreeze_stages!r} stages: this model's backbone has {stage_count}; "
+        f"pass --unfreeze-stages from 0 to {stage_count} or 'all'"
+    )
+
+
 class CellClassifierModule(L.LightningModule):
     """Trains ``model`` with class-weighted cross-entropy, Adam(W) and a cosine schedule that restarts per phase.
 
@@ -44,6 +80,13 @@ class CellClassifierModule(L.LightningModule):
     With ``bf16_frozen_stages`` the stages frozen in the current phase run as folded bf16 copies (see
     :mod:`blastscope.training.frozen`) until ``teardown`` hands the network back unchanged.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    BlastscopeError
+        At construction, before any training, if ``unfreeze_stages`` is neither "all" nor a count from 0 to the
+        model's number of stages (:meth:`CellClassifier.stages`); checked whether or not the model is pretrained, so
+        that a recipe does not fail or pass depending on which weights could be had.
     """
 
     def __init__(
@@ -63,6 +106,7 @@ class CellClassifierModule(L.LightningModule):
         channels_last: bool = False,
         bf16_frozen_stages: bool = False,
     ) -> None:
+        unfrozen_stage_count(unfreeze_stages, len(model.stages()))
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
@@ -84,6 +128,7 @@ class CellClassifierModule(L.LightningModule):
         return bool(self.hparams.cached_features) and self.phase(epoch) == FROZEN
 
     def trainable_backbone_modules(self, phase: str) -> list[nn.Module]:
+        """The backbone's modules that learn in ``phase``: none in phase 1, the last stages (or all) in phase 2."""
         if phase == FROZEN:
             return []
         if phase == FULL or self.hparams.unfreeze_stages == "all":
@@ -100,15 +145,27 @@ class CellClassifierModule(L.LightningModule):
     def _stages(self, phase: str) -> tuple[list[nn.Module], list[nn.Module]]:
         """The backbone's (frozen, trainable) stages in a phase of a pretrained model."""
         stages = self.model.stages()
-        count = 0 if phase == FROZEN else min(int(self.hparams.unfreeze_stages), len(stages))
+        count = 0 if phase == FROZEN else unfrozen_stage_count(self.hparams.unfreeze_stages, len(stages))
         return stages[: len(stages) - count], stages[len(stages) - count :]
 
     def apply_phase(self, epoch: int) -> None:
-        """Freeze everything but the head and this phase's stages.
+        """Freeze everything but the head and the stages that learn in ``epoch``'s phase.
+
+        Sets ``requires_grad`` of every backbone and head parameter and the training flag of every backbone and head
+        module, so it can be called in any state: the head always learns (in train mode when this module is); the
+        backbone's parameters learn only in the phase's trainable modules (:meth:`trainable_backbone_modules`), and
+        its modules are in eval mode elsewhere. With a trainer attached, :meth:`train` calls it after switching
+        modes; without one, call it after ``train()``, which on its own puts every layer in train mode.
 
         A pretrained backbone's batch-norm layers stay in inference mode in both phases (their scale and shift still
-        train once unfrozen): re-estimating ImageNet statistics from small batches of cells undoes what phase 1
-        learned on top of them. Randomly initialised networks train their batch-norm normally.
+        train once unfrozen), so their running statistics never change: re-estimating ImageNet statistics from small
+        batches of cells undoes what phase 1 learned on top of them. Randomly initialised networks train their
+        batch-norm normally.
+
+        Parameters
+        ----------
+        epoch : int
+            The 0-based epoch whose phase (:meth:`phase`) to apply.
         """
         phase = self.phase(epoch)
         self.model.backbone.requires_grad_(False)

@@ -1,15 +1,18 @@
-"""Every registered network: shapes, the backbone/head split, stages, Grad-CAM layer, freezing."""
+"""Every registered network: shapes, the backbone/head split, stages, Grad-CAM layer.
+
+What is frozen in which phase is the training module's to decide: tests/training/test_module.py checks it for every
+network.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from blastscope.errors import BlastscopeError
-from blastscope.models import list_models
+from blastscope.models import get_spec, list_models
 from blastscope.models.attention import EfficientNetAttention
+from blastscope.training.module import CellClassifierModule
 
 ALL = list_models()
 
@@ -44,36 +47,10 @@ def test_stages_partition_the_backbone_in_order(name, bundle_of, images_for):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_freeze_backbone_trains_the_head_only_and_keeps_batchnorm_statistics(name, bundle_of, images_for):
-    model = bundle_of(name).model
-    model.freeze_backbone()
-    model.train()
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"head.{n}" for n, _ in model.head.named_parameters()}
-    before = {n: b.clone() for n, b in model.backbone.named_buffers() if "running" in n}
-    model(images_for(name, batch=2))
-    after = dict(model.backbone.named_buffers())
-    assert all(torch.equal(value, after[n]) for n, value in before.items())
-    assert not any(m.training for m in model.backbone.modules() if isinstance(m, _BatchNorm))
-    assert model.head.training
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_unfreeze_stages_unfreezes_exactly_the_last_n(name, bundle_of, images_for):
-    model = bundle_of(name).model
-    stages = model.stages()
-    for count in (1, 2):
-        model.unfreeze_stages(count)
-        model.train()
-        for index, stage in enumerate(stages):
-            unfrozen = index >= len(stages) - count
-            assert all(p.requires_grad == unfrozen for p in stage.parameters()), (count, index)
-            batchnorms = [m for m in stage.modules() if isinstance(m, _BatchNorm)]
-            assert all(m.training == unfrozen for m in batchnorms), (count, index)
-    model.unfreeze_stages("all")
-    assert all(p.requires_grad for p in model.parameters())
-    with pytest.raises(BlastscopeError, match=f"has {len(stages)}"):
-        model.unfreeze_stages(len(stages) + 1)
+def test_default_unfreeze_stages_fit_the_backbone(name, bundle_of):
+    """The training module refuses a count above the stage count, so every model's own default must fit."""
+    count = get_spec(name).defaults.unfreeze_stages
+    assert count == "all" or 1 <= count <= len(bundle_of(name).model.stages())
 
 
 def test_attention_head_resamples_positions_for_another_input_size(bundle_of):
@@ -87,8 +64,12 @@ def test_attention_head_runs_without_positions_and_trains_its_batchnorm(bundle_o
     backbone = bundle_of("efficientnet_b0_attention").model.backbone
     model = EfficientNetAttention(backbone, num_classes=3, image_size=64, positional="none")
     assert model.head.pos_embed is None
-    model.freeze_backbone()
-    model.train()
+    module = CellClassifierModule(
+        model, classes=["a", "b", "c"], class_counts=[1, 1, 1], pretrained=True, frozen_epochs=1, finetune_epochs=1,
+        unfreeze_stages=2, lr_head=1e-3, lr_backbone=1e-4, weight_decay=0.0,
+    )  # fmt: skip
+    module.train()
+    module.apply_phase(0)  # phase 1: the backbone is frozen, the head learns
     logits = model(torch.randn(2, 3, 64, 64))
     logits.sum().backward()
     assert logits.shape == (2, 3)

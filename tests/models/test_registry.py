@@ -6,7 +6,17 @@ import pytest
 from torch import nn
 
 from blastscope.errors import BlastscopeError
-from blastscope.models import CellClassifier, ModelSpec, create_model, get_spec, list_models, register_model, registry
+from blastscope.models import (
+    CellClassifier,
+    ModelSpec,
+    create_model,
+    get_spec,
+    list_models,
+    model_display_name,
+    parameter_count,
+    register_model,
+    registry,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -85,7 +95,7 @@ def test_parameter_count_on_meta_device_matches_the_built_model(bundle_of):
     for name in ("cnn", "efficientnet_b0_attention"):
         bundle = bundle_of(name)
         expected = sum(p.numel() for p in bundle.model.parameters())
-        assert get_spec(name).parameter_count(image_size=bundle.preprocessing.input_size) == expected
+        assert parameter_count(name, image_size=bundle.preprocessing.input_size) == expected
 
 
 def test_register_model_adds_a_spec_and_refuses_duplicates(monkeypatch):
@@ -101,7 +111,7 @@ def test_register_model_adds_a_spec_and_refuses_duplicates(monkeypatch):
             return self.backbone(images)
 
     decorate = register_model(
-        "tiny", description="test", min_input_size=8, own_preprocessing=get_spec("cnn").own_preprocessing
+        "tiny", description="test", min_input_size=8, preprocessing=get_spec("cnn").default_preprocessing
     )
     decorate(lambda backbone, num_classes, image_size: Tiny(num_classes))
     assert isinstance(get_spec("tiny"), ModelSpec) and "tiny" in list_models()
@@ -109,3 +119,10 @@ def test_register_model_adds_a_spec_and_refuses_duplicates(monkeypatch):
     assert bundle.model.head.out_features == 3 and bundle.weights_source == "random init"
     with pytest.raises(ValueError, match="registered twice"):
         decorate(lambda backbone, num_classes, image_size: Tiny(num_classes))
+
+
+def test_display_names_tell_pretrained_from_random_init(bundle_of):
+    assert model_display_name("resnet50", pretrained=False) == "resnet50 (random init)"
+    assert model_display_name("resnet50", pretrained=True) == "resnet50 (pretrained)"
+    bundle = bundle_of("cnn")
+    assert bundle.display_name == model_display_name("cnn", bundle.pretrained) == "cnn (random init)"

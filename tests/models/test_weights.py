@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from blastscope.errors import WeightsError
 from blastscope.models import create_model
 from blastscope.models import weights as weights_module
+from blastscope.models.backbones import classifier_prefixes
 from blastscope.models.weights import WeightsChoice, hub_reachable, parse_pretrained
 
 
@@ -62,8 +63,6 @@ def test_backbone_file_with_imagenet_classifier_loads(tmp_path, suffix):
 )
 def test_files_lose_the_imagenet_top_the_backbone_has_no_place_for(timm_name, prefixes):
     """VGG's fc6/fc7 (``pre_logits``) are dropped with its classifier: only the convolutional base transfers."""
-    from blastscope.models.timm_backbone import classifier_prefixes
-
     assert classifier_prefixes(timm_name) == prefixes
 
 

@@ -1,4 +1,5 @@
-"""The two-phase LightningModule on a tiny network: what trains in each phase, batch-norm, schedule, checkpoints."""
+"""The two-phase LightningModule: what trains in each phase (on a tiny network and on every registered one),
+batch-norm, the stage count, schedule, checkpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import lightning as L
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, TensorDataset
 
+from blastscope.errors import BlastscopeError
+from blastscope.models import create_model, get_spec, list_models
 from blastscope.models.base import CellClassifier
 from blastscope.training.module import FINETUNE, FROZEN, FULL, CellClassifierModule, inverse_frequency_weights
 
@@ -154,3 +158,110 @@ def test_early_stopping_watches_the_last_phase_only(tmp_path: Path) -> None:
     stopper = LastPhaseEarlyStopping(first_epoch=2, monitor="val_loss", patience=1, check_on_train_epoch_end=True)
     trainer = _fit(module, 6, tmp_path, callbacks=[stopper], enable_checkpointing=False)
     assert trainer.current_epoch == 4  # epochs 0-1 ignored, 2 sets the best, 3 fails to beat it: stop after 4 epochs
+
+
+# -- every registered network: the phases' trainable parameters and batch-norm modes ---------------------------------
+
+ALL = list_models()
+
+
+def _small_size(name: str) -> int:
+    return max(32, get_spec(name).min_input_size)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, CellClassifier]:
+    return {}
+
+
+@pytest.fixture
+def network(built: dict[str, CellClassifier]):
+    """``network(name)``: the module's random-init build of ``name`` (weights do not matter to what is frozen)."""
+
+    def get(name: str) -> CellClassifier:
+        if name not in built:
+            torch.manual_seed(0)
+            built[name] = create_model(name, pretrained="none", image_size=_small_size(name)).model
+        return built[name]
+
+    return get
+
+
+def _phases_of(model: CellClassifier, unfreeze: int | str, pretrained: bool = True) -> CellClassifierModule:
+    """A module training ``model`` one epoch per phase, in train mode as Lightning puts it."""
+    module = CellClassifierModule(
+        model, classes=["hem", "all"], class_counts=[1, 1], pretrained=pretrained, frozen_epochs=1 if pretrained else 0,
+        finetune_epochs=1, unfreeze_stages=unfreeze, lr_head=1e-3, lr_backbone=1e-4, weight_decay=0.0,
+    )  # fmt: skip
+    return module.train()
+
+
+def _batch_norm_statistics(model: CellClassifier) -> dict[str, torch.Tensor]:
+    return {name: buffer.clone() for name, buffer in model.backbone.named_buffers() if "running" in name}
+
+
+def _forward_keeps_statistics(name: str, model: CellClassifier) -> bool:
+    """Whether a training-mode forward leaves every backbone batch-norm statistic as it was."""
+    before = _batch_norm_statistics(model)
+    size = _small_size(name)
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    after = dict(model.backbone.named_buffers())
+    return all(torch.equal(value, after[key]) for key, value in before.items())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_phase_1_trains_the_head_only_and_keeps_batchnorm_statistics(name: str, network) -> None:
+    model = network(name)
+    module = _phases_of(model, unfreeze=1)
+    module.apply_phase(0)
+    trainable = {key for key, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"head.{key}" for key, _ in model.head.named_parameters()}
+    assert not any(m.training for m in model.backbone.modules())  # batch norm and dropout alike
+    assert model.head.training
+    assert _forward_keeps_statistics(name, model)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_phase_2_unfreezes_exactly_the_last_n_stages(name: str, network) -> None:
+    model = network(name)
+    stages = model.stages()
+    in_backbone = set(model.backbone.modules())  # not the ModuleList grouping a timm stage's modules
+    for count in (1, 2):
+        _phases_of(model, unfreeze=count).apply_phase(1)
+        for index, stage in enumerate(stages):
+            unfrozen = index >= len(stages) - count
+            assert all(p.requires_grad == unfrozen for p in stage.parameters()), (count, index)
+            # Pretrained batch norm learns its scale and shift, never its statistics; dropout and the rest train.
+            for layer in filter(in_backbone.__contains__, stage.modules()):
+                assert layer.training == (unfrozen and not isinstance(layer, _BatchNorm)), (count, index, layer)
+        assert all(p.requires_grad for p in model.head.parameters()) and model.head.training
+        assert _forward_keeps_statistics(name, model)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_all_stages_unfreeze_the_whole_network(name: str, network) -> None:
+    model = network(name)
+    _phases_of(model, unfreeze="all").apply_phase(1)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(m.training for m in model.backbone.modules() if isinstance(m, _BatchNorm))
+    assert _forward_keeps_statistics(name, model)
+    _phases_of(model, unfreeze=1, pretrained=False).apply_phase(0)  # random init: everything, statistics included
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_more_stages_than_the_backbone_has_are_refused_before_training(name: str, network) -> None:
+    model = network(name)
+    stages = len(model.stages())
+    _phases_of(model, unfreeze=stages)  # every stage is a valid count
+    for pretrained in (True, False):  # refused even where random init ignores it: weights must not decide
+        with pytest.raises(BlastscopeError, match=f"cannot unfreeze {stages + 1} stages: this model's backbone has "):
+            _phases_of(model, unfreeze=stages + 1, pretrained=pretrained)
+
+
+@pytest.mark.parametrize("unfreeze", [-1, "two", True, 1.5])
+def test_unfreeze_stages_must_be_a_count_or_all(unfreeze: object) -> None:
+    with pytest.raises(BlastscopeError, match="pass --unfreeze-stages from 0 to 3 or 'all'"):
+        _module(unfreeze=unfreeze)  # type: ignore[arg-type]
