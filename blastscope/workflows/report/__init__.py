@@ -1,0 +1,28 @@
+"""The comparison report: self-contained ``report.html``, ``report.md`` with PNGs, ``results.csv`` and ``results.json``.
+
+The report reads only :class:`Comparison` — plain numbers gathered by :mod:`blastscope.workflows.compare` — so it can
+be written (and tested) without training anything. The package is laid out by concern: the records in
+:mod:`~blastscope.workflows.report.model`, figures in :mod:`~blastscope.workflows.report.figures`, text and tables
+shared by every format in :mod:`~blastscope.workflows.report.content`, one module per output format
+(:mod:`~blastscope.workflows.report.html_page`, :mod:`~blastscope.workflows.report.markdown_page`,
+:mod:`~blastscope.workflows.report.results`), and :func:`write_report` in :mod:`~blastscope.workflows.report.writer`.
+Import from here; the submodules are the layout, not the interface.
+"""
+
+from __future__ import annotations
+
+from blastscope.workflows.report.content import IMAGE_LEVEL_WARNING, INTENDED_USE
+from blastscope.workflows.report.model import HEADLINE_METRICS, METRIC_LABELS, Comparison, DatasetCard, ModelResult
+from blastscope.workflows.report.writer import ReportFiles, write_report
+
+__all__ = [
+    "HEADLINE_METRICS",
+    "IMAGE_LEVEL_WARNING",
+    "INTENDED_USE",
+    "METRIC_LABELS",
+    "Comparison",
+    "DatasetCard",
+    "ModelResult",
+    "ReportFiles",
+    "write_report",
+]

@@ -1,0 +1,157 @@
+"""The words and tables every report format shares: ranking table, dataset facts and tables, and model cards.
+
+HTML, Markdown and JSON each lay these out in their own syntax but take the text from here, so the three never
+disagree on a number, a rounding, or the wording of the intended use and the image-level warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blastscope.metrics import display_name
+from blastscope.workflows.report.model import HEADLINE_METRICS, METRIC_LABELS, Comparison, DatasetCard, ModelResult
+
+IMAGE_LEVEL_WARNING = (
+    "Warning: this split is image-level, not subject-level: cells of one person may sit in both training and test "
+    "data, so these results are likely optimistic."
+)
+INTENDED_USE = (
+    "Research on classifying segmented single-cell microscopy images. Not a diagnostic device: not validated for "
+    "clinical use, and no result here may guide the care of a patient."
+)
+
+Table = tuple[list[str], list[list[str]]]
+"""A header and its rows, every cell already formatted as text."""
+
+
+def ranking_table(comparison: Comparison) -> Table:
+    """One row per model, best first: weights, headline metrics with their spread, calibration, time and speed."""
+    header = ["rank", "model", "weights"]
+    header += [METRIC_LABELS[m] for m in HEADLINE_METRICS]
+    header += ["ECE (→ after scaling)", "train time", "images/s"]
+    rows = []
+    for rank, model in enumerate(comparison.ranked, start=1):
+        row = [str(rank), model.name, model.weights_source]
+        row += [score_text(model, metric, comparison) for metric in HEADLINE_METRICS]
+        row += [_ece_text(model), _seconds_text(model.train_seconds), _speed_text(model.images_per_second)]
+        rows.append(row)
+    return header, rows
+
+
+def metric_table(model: ModelResult, comparison: Comparison) -> Table:
+    """Every metric in :data:`METRIC_LABELS` for one model's section."""
+    return ["metric", "value"], [[label, score_text(model, key, comparison)] for key, label in METRIC_LABELS.items()]
+
+
+def budget_table(comparison: Comparison) -> Table:
+    """The training and evaluation budget every model shared."""
+    return ["setting", "value"], [[key, str(value)] for key, value in comparison.budget.items()]
+
+
+def score_text(model: ModelResult, metric: str, comparison: Comparison) -> str:
+    """``0.912 ± 0.010`` under cross-validation, ``0.912 [0.880, 0.940]`` with a CI, ``n/a`` when not measured."""
+    value = model.score(metric)
+    if value is None:
+        return "n/a"
+    spread = model.spread(metric)
+    if comparison.cv_folds and spread is not None:
+        return f"{value:.3f} ± {(spread[1] - spread[0]) / 2:.3f}"
+    if spread is not None:
+        return f"{value:.3f} [{spread[0]:.3f}, {spread[1]:.3f}]"
+    return f"{value:.3f}"
+
+
+def dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Captioned tables of cells per part and class and, when the data has subject ids, subjects per class and part."""
+    names = [display_name(name) for name in card.classes]
+    per_part = [
+        [
+            part,
+            *(str(card.cells_per_part[part].get(name, 0)) for name in card.classes),
+            str(sum(card.cells_per_part[part].values())),
+        ]
+        for part in card.cells_per_part
+    ]
+    totals = card.cells_per_class()
+    per_part.append(["all parts", *(str(totals[name]) for name in card.classes), str(sum(totals.values()))])
+    tables = [("Cells per split part and class", ["part", *names, "total"], per_part)]
+    if card.subjects:
+        subject_counts = card.subjects_per_class()
+        tables.append(
+            (
+                "Subjects per class",
+                ["class", "subjects"],
+                [[display_name(n), str(subject_counts[n])] for n in card.classes],
+            )
+        )
+        rows = [[subject, display_name(label), part, str(cells)] for subject, label, part, cells in card.subjects]
+        tables.append(("Cells per subject", ["subject", "class", "part", "cells"], rows))
+    return tables
+
+
+def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
+    """One-line facts about the data: source, classes, split level, duplicates and skips, attribution, notes."""
+    names = [display_name(name) for name in card.classes]
+    level = "subject-level (no person in two parts)" if card.subject_level else "image-level (persons may be shared)"
+    facts = [
+        f"Data: {card.root} ({card.kind})",
+        f"Classes: {', '.join(names)} (positive: {names[-1]})",
+        f"Split: {level}"
+        + (f"; {comparison.cv_folds}-fold cross-validation, counts of fold 1" if comparison.cv_folds else ""),
+        f"Exact duplicate files counted once: {card.duplicates}; unreadable files skipped: {card.skipped}",
+        f"Attribution: {card.attribution}",
+    ]
+    return facts + [f"Note: {note}" for note in card.notes]
+
+
+def model_card(model: ModelResult, card: DatasetCard) -> list[tuple[str, str]]:
+    """(heading, text) pairs of a model card: intended use, weights, threshold, limitations, settings, run folder."""
+    totals = card.cells_per_class()
+    data_line = ", ".join(f"{totals[name]} {display_name(name)}" for name in card.classes)
+    limitations = [
+        f"Trained and tested on one dataset ({card.root}: {data_line} cells); accuracy on other laboratories, stains, "
+        "microscopes or segmentation pipelines is unknown.",
+        "A small test split gives wide confidence intervals: compare models by their intervals, not point values.",
+    ]
+    if not model.pretrained:
+        limitations.append(
+            "Trained from random initialisation (no pretrained weights), which needs more data and epochs."
+        )
+    if not card.subject_level:
+        limitations.append("The split is image-level, so cells of a test person were seen in training: optimistic.")
+    return [
+        ("Intended use", INTENDED_USE),
+        ("Weights", model.weights_source),
+        ("Decision threshold", f"p({display_name(model.classes[-1])}) ≥ {model.threshold:g}"),
+        ("Limitations", " ".join(limitations)),
+        ("Training settings", _settings_text(model.settings)),
+        ("Run directory", model.run_dir),
+    ]
+
+
+def _ece_text(model: ModelResult) -> str:
+    """Expected calibration error, and after temperature scaling when that was fitted."""
+    if model.reliability_before is None:
+        return "n/a"
+    text = f"{model.reliability_before.ece:.3f}"
+    if model.reliability_after is not None:
+        text += f" → {model.reliability_after.ece:.3f}"
+    return text
+
+
+def _seconds_text(seconds: float | None) -> str:
+    """``3 min 12 s`` from a minute on, ``42.5 s`` below."""
+    if seconds is None:
+        return "n/a"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)} min {rest:.0f} s" if minutes else f"{seconds:.1f} s"
+
+
+def _speed_text(images_per_second: float | None) -> str:
+    """Inference speed in images per second, one decimal."""
+    return "n/a" if images_per_second is None else f"{images_per_second:.1f}"
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    """The settings that were set, as ``key value`` pairs; empty values are left out."""
+    return "; ".join(f"{key} {value}" for key, value in settings.items() if value not in (None, "", [], {}))

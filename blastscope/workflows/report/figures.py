@@ -1,0 +1,98 @@
+"""The report's figures, drawn once as PNG bytes: embedded in the HTML and written beside the Markdown.
+
+Drawing lives apart from rendering so that both formats show exactly the same images under the same captions; the
+keys name each figure's file (``figures/<key>.png``) and let a renderer find a model's figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from blastscope.evaluation import plots
+from blastscope.metrics import display_name
+from blastscope.workflows.report.model import Comparison, ModelResult, value_or
+
+MODEL_FIGURE_KINDS = ("curves", "confusion", "reliability", "subjects")
+"""The figures a model can have, in the order its section shows them; each is drawn only when its data exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFigure:
+    """One drawn figure: its file key, the caption shown under it, and the PNG bytes."""
+
+    key: str
+    caption: str
+    png: bytes
+
+
+def draw_figures(comparison: Comparison) -> list[ReportFigure]:
+    """The ranking chart, the ROC curves of all models (when any has one), then each model's figures in rank order."""
+    figures = [
+        ReportFigure(
+            "ranking",
+            f"Ranking by weighted F1; error bars: {comparison.interval_label}.",
+            plots.to_png(
+                plots.ranking(
+                    [_ranked_score(model) for model in comparison.models], "weighted F1", comparison.interval_label
+                )
+            ),
+        )
+    ]
+    curves = {
+        model.name: (model.roc[0], model.roc[1], value_or(model.metrics.get("roc_auc"), -math.inf))
+        for model in comparison.models
+        if model.roc is not None
+    }
+    if curves:
+        positive = display_name(comparison.dataset.classes[-1])
+        caption = "ROC curves of all models on the same test split" + _fold_note(comparison) + "."
+        figures.append(ReportFigure("roc", caption, plots.to_png(plots.roc_curves(curves, positive))))
+    for model in comparison.ranked:
+        figures.extend(_model_figures(model, comparison))
+    return figures
+
+
+def model_figure_keys(model: ModelResult) -> list[str]:
+    """Keys of every figure ``model`` may have, in display order; look each up, as some may not have been drawn."""
+    return [f"{kind}-{model.name}" for kind in MODEL_FIGURE_KINDS]
+
+
+def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFigure]:
+    """Training curves, confusion matrix, reliability diagram and per-subject accuracy, each when its data exists."""
+    names = [display_name(name) for name in model.classes]
+    label = model.display_name
+    figures = []
+    if model.history:
+        caption = "Loss and validation weighted F1 per epoch; the dashed line marks the phase change."
+        figures.append(
+            ReportFigure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label)))
+        )
+    caption = "Confusion matrix on the test split" + _fold_note(comparison) + ": counts and share of each true class."
+    matrix = plots.confusion_matrix(model.confusion, names, label, model.threshold)
+    figures.append(ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix)))
+    if model.reliability_before is not None:
+        caption = "Reliability diagram before and after temperature scaling (fitted on the validation split)."
+        diagram = plots.reliability_diagram(model.reliability_before, model.reliability_after, label)
+        figures.append(ReportFigure(f"reliability-{model.name}", caption, plots.to_png(diagram)))
+    if model.subjects:
+        shown = [
+            plots.SubjectAccuracy(s.subject, display_name(s.true_class), s.accuracy, s.n_cells) for s in model.subjects
+        ]
+        caption = "Accuracy per test subject, coloured by the subject's true class."
+        figures.append(
+            ReportFigure(f"subjects-{model.name}", caption, plots.to_png(plots.subject_accuracy(shown, names, label)))
+        )
+    return figures
+
+
+def _ranked_score(model: ModelResult) -> plots.RankedScore:
+    """A model's bar in the ranking chart; a missing score is drawn as 0 without an error bar."""
+    value = value_or(model.score("weighted_f1"), 0.0)
+    low, high = model.spread("weighted_f1") or (value, value)
+    return plots.RankedScore(model.name, value, low, high)
+
+
+def _fold_note(comparison: Comparison) -> str:
+    """Caption suffix saying that, under cross-validation, per-split figures show the first fold."""
+    return f" (fold 1 of {comparison.cv_folds})" if comparison.cv_folds else ""

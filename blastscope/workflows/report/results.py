@@ -1,0 +1,96 @@
+"""The comparison as machine-readable files: ``results.csv`` (one row per model) and ``results.json`` (everything).
+
+These are what scripts and notebooks read after a comparison, so the columns are plain numbers, never formatted
+text: a CI column pair for a single split, an ``_sd`` column under cross-validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from blastscope.workflows.report.content import IMAGE_LEVEL_WARNING, INTENDED_USE, model_card
+from blastscope.workflows.report.model import HEADLINE_METRICS, Comparison, present_values, sample_sd
+
+
+def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """One flat record per model, best first: scores with their CI bounds or fold sd, calibration, speed, run folder."""
+    rows = []
+    for rank, model in enumerate(comparison.ranked, start=1):
+        row: dict[str, Any] = {
+            "rank": rank,
+            "model": model.name,
+            "display_name": model.display_name,
+            "weights_source": model.weights_source,
+            "pretrained": model.pretrained,
+        }
+        for metric in HEADLINE_METRICS:
+            row[metric] = model.score(metric)
+            if comparison.cv_folds:
+                values = present_values(fold.get(metric) for fold in model.fold_metrics)
+                row[f"{metric}_sd"] = sample_sd(values) if values else None
+            else:
+                low, high = model.intervals.get(metric, (None, None))
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
+        row["ece"] = model.reliability_before.ece if model.reliability_before else None
+        row["ece_after_scaling"] = model.reliability_after.ece if model.reliability_after else None
+        row["threshold"] = model.threshold
+        row["train_seconds"] = model.train_seconds
+        row["images_per_second"] = model.images_per_second
+        row["run_dir"] = model.run_dir
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(comparison: Comparison, path: Path) -> None:
+    """The rows of :func:`result_rows` as CSV; a comparison without models still gets a header."""
+    rows = result_rows(comparison)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["rank", "model"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_results_json(comparison: Comparison, path: Path) -> None:
+    """Everything the report shows as numbers and text, plus each model's full metrics, settings and model card."""
+    path.write_text(json.dumps(_results_document(comparison), indent=2, default=_json_fallback), encoding="utf-8")
+
+
+def _results_document(comparison: Comparison) -> dict[str, Any]:
+    return {
+        "title": comparison.title,
+        "created": comparison.created,
+        "subject_level": comparison.dataset.subject_level,
+        "warning": None if comparison.dataset.subject_level else IMAGE_LEVEL_WARNING,
+        "intended_use": INTENDED_USE,
+        "interval": comparison.interval_label,
+        "cv_folds": comparison.cv_folds,
+        "budget": comparison.budget,
+        "ranking": result_rows(comparison),
+        "dataset": asdict(comparison.dataset),
+        "models": {
+            model.name: {
+                "display_name": model.display_name,
+                "weights_source": model.weights_source,
+                "metrics": model.metrics,
+                "intervals": model.intervals,
+                "fold_metrics": model.fold_metrics,
+                "confusion_matrix": model.confusion,
+                "threshold": model.threshold,
+                "subjects": [asdict(s) for s in model.subjects],
+                "settings": model.settings,
+                "model_card": dict(model_card(model, comparison.dataset)),
+            }
+            for model in comparison.ranked
+        },
+    }
+
+
+def _json_fallback(value: object) -> object:
+    """JSON fallback for the few non-JSON types settings may hold (paths, tuples inside dataclasses, numpy scalars)."""
+    if hasattr(value, "item"):
+        return value.item()  # type: ignore[union-attr]
+    return str(value)
