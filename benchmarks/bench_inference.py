@@ -4,9 +4,9 @@
     python benchmarks/bench_inference.py --image-size 128 --seconds 2
 
 Backends: PyTorch eager fp32, PyTorch bf16 autocast + channels_last, ONNX Runtime fp32, ONNX Runtime int8 (static
-QDQ). `blastscope predict`/`serve` default to ONNX Runtime once a run is exported, int8 when its test-split weighted F1
-stays within 0.005 of fp32 (else fp32). Weights are random (no downloads): speed does not depend on their values. The
-int8 calibration here uses random inputs, which sets scales but not the speed.
+QDQ). `blastscope predict`/`serve` default to ONNX Runtime once a run is exported, int8 only where `blastscope export`'s
+rule on the validation split allows it (blastscope.export.choice; else fp32). Weights are random (no downloads): speed
+does not depend on their values. The int8 calibration here uses random inputs, which sets scales but not the speed.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from blastscope.export.onnx import INPUT_NAME, export_onnx
+from blastscope.export.onnx import export_onnx
 from blastscope.export.quantize import quantize_int8
+from blastscope.inference.runners import ONNX_INPUT
 from blastscope.models import create_model
 
 
@@ -56,7 +57,7 @@ def onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], object]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda batch: session.run(None, {INPUT_NAME: batch})
+    return lambda batch: session.run(None, {ONNX_INPUT: batch})
 
 
 def runners(name: str, image_size: int, workdir: Path, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
@@ -65,7 +66,7 @@ def runners(name: str, image_size: int, workdir: Path, threads: int) -> dict[str
     fp32 = export_onnx(model, pre, workdir / f"{name}.onnx")
     rng = np.random.default_rng(0)
     calibration = [rng.normal(size=(8, 3, pre.input_size, pre.input_size)).astype(np.float32) for _ in range(4)]
-    int8 = quantize_int8(fp32, workdir / f"{name}_int8.onnx", INPUT_NAME, calibration)
+    int8 = quantize_int8(fp32, workdir / f"{name}_int8.onnx", ONNX_INPUT, calibration)
     return {
         "torch fp32": torch_runner(model, bf16=False),
         "torch bf16+channels_last": torch_runner(model, bf16=True),

@@ -1,9 +1,9 @@
 """Classification metrics as plain JSON-able dicts, computed by scikit-learn and torchmetrics.
 
-Class index order follows the cell table: for binary data the positive class (ALL for C-NMC) is the last one, so
-``y_prob[:, -1]`` is p(positive). Binary predictions are ``p(positive) >= threshold``; with more than two classes the
-prediction is the argmax, the threshold is ignored (stored as ``None``), sensitivity and specificity are ``None``, and
-ROC-AUC / PR-AUC are one-vs-rest macro averages.
+Metrics score decisions already made (``y_pred``, from ``blastscope.inference.decision.decide``: nothing here turns
+probabilities into labels) and, for the ranking metrics and log loss, the probabilities behind them. For binary data
+sensitivity, ROC-AUC and PR-AUC are about the positive class; with more than two classes sensitivity and specificity
+are ``None`` and ROC-AUC / PR-AUC are one-vs-rest macro averages.
 """
 
 from __future__ import annotations
@@ -25,107 +25,131 @@ def display_name(label: str) -> str:
     return DISPLAY_NAMES.get(label.lower(), label)
 
 
-def predict_labels(y_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Class indices: positive when p(positive) >= threshold for binary data, else the most probable class."""
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    if y_prob.shape[1] == 2:
-        return (y_prob[:, 1] >= threshold).astype(np.int64)
-    return y_prob.argmax(axis=1).astype(np.int64)
+def accuracy(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float:
+    """Share of cells whose decided class is their true class."""
+    del y_prob, positive  # every scalar metric has the same signature (see ``SCALAR_METRICS``)
+    return float(np.mean(np.asarray(y_pred) == np.asarray(y_true)))
 
 
-def accuracy(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float:
-    return float(np.mean(predict_labels(y_prob, threshold) == np.asarray(y_true)))
-
-
-def weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float:
-    """The C-NMC 2019 challenge metric: per-class F1 weighted by class support."""
+def weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float:
+    """The C-NMC 2019 challenge metric: per-class F1 weighted by class support (Gupta & Gupta, ISBI 2019)."""
+    del positive
     num_classes = np.asarray(y_prob).shape[1]
-    predicted, target = _tensors(predict_labels(y_prob, threshold), y_true)
+    predicted, target = _tensors(y_pred, y_true)
     return float(tmf.multiclass_f1_score(predicted, target, num_classes, average="weighted", validate_args=False))
 
 
-def sensitivity(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
+def sensitivity(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
     """Recall of the positive class (blasts found among blasts); ``None`` without positives or for multi-class."""
-    if np.asarray(y_prob).shape[1] != 2 or not (np.asarray(y_true) == 1).any():
+    del y_prob
+    if positive is None or not (np.asarray(y_true) == positive).any():
         return None
-    predicted, target = _tensors(predict_labels(y_prob, threshold), y_true)
-    return float(tmf.binary_recall(predicted, target, validate_args=False))
+    return _recall(y_true, y_pred, positive)
 
 
-def specificity(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
-    """Recall of the negative class (normal cells cleared among normal cells)."""
-    if np.asarray(y_prob).shape[1] != 2 or not (np.asarray(y_true) == 0).any():
+def specificity(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
+    """Recall of the negative class (normal cells cleared among normal cells); ``None`` without negatives."""
+    del y_prob
+    if positive is None or not (np.asarray(y_true) == 1 - positive).any():
         return None
-    predicted, target = _tensors(predict_labels(y_prob, threshold), y_true)
-    return float(tmf.binary_specificity(predicted, target, validate_args=False))
+    return _recall(y_true, y_pred, 1 - positive)
 
 
-def roc_auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
-    """Threshold-free ranking quality (one-vs-rest macro for multi-class); ``None`` when a class is missing."""
-    del threshold  # accepted so every metric function has the same signature
+def roc_auc(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
+    """Threshold-free ranking quality of p(positive) (one-vs-rest macro for multi-class); ``None`` when a class is
+    missing."""
+    del y_pred
     y_prob = np.asarray(y_prob, dtype=np.float64)
     num_classes = y_prob.shape[1]
     if len(np.unique(y_true)) < num_classes:
         return None
     probabilities, target = _tensors(y_prob, y_true)
-    if num_classes == 2:
-        return float(tmf.binary_auroc(probabilities[:, 1], target, validate_args=False))
+    if positive is not None:
+        return float(tmf.binary_auroc(probabilities[:, positive], (target == positive).long(), validate_args=False))
     return float(tmf.multiclass_auroc(probabilities, target, num_classes, average="macro", validate_args=False))
 
 
-def pr_auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> float | None:
+def pr_auc(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
     """Average precision of the positive class (one-vs-rest macro for multi-class); ``None`` when undefined."""
-    del threshold
+    del y_pred
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
     num_classes = y_prob.shape[1]
-    if num_classes == 2:
-        return float(skm.average_precision_score(y_true, y_prob[:, 1])) if (y_true == 1).any() else None
+    if positive is not None:
+        hits = y_true == positive
+        return float(skm.average_precision_score(hits, y_prob[:, positive])) if hits.any() else None
     if len(np.unique(y_true)) < num_classes:
         return None
     one_hot = np.eye(num_classes, dtype=np.int64)[y_true]
     return float(skm.average_precision_score(one_hot, y_prob, average="macro"))
 
 
-SCALAR_METRICS: dict[str, Callable[..., float | None]] = {
+MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray, "int | None"], "float | None"]
+
+SCALAR_METRICS: dict[str, MetricFn] = {
     "weighted_f1": weighted_f1,
     "accuracy": accuracy,
     "roc_auc": roc_auc,
     "sensitivity": sensitivity,
     "specificity": specificity,
 }
-"""The metrics that get bootstrap confidence intervals, each ``fn(y_true, y_prob, threshold) -> float | None``.
+"""The metrics that get bootstrap confidence intervals, each ``fn(y_true, y_prob, y_pred, positive)``.
 
-They call torchmetrics without argument validation: a thousand resamples then take a second, not minutes of
-scikit-learn's per-call input checks. The tests hold them equal to scikit-learn's values.
+``y_true`` and ``y_pred`` are class indices (N,), ``y_prob`` probabilities (N, C), ``positive`` the positive class's
+index (``None`` for multi-class). They call torchmetrics without argument validation: a thousand resamples then take a
+second, not minutes of scikit-learn's per-call input checks. The tests hold them equal to scikit-learn's values.
 """
 
 
 def classification_metrics(
-    y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str], threshold: float = 0.5
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[str],
+    positive_class: str | None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Every headline metric of one set of predictions, as plain Python types ready for ``json.dump``."""
+    """Every headline metric of one set of decisions, as plain Python types ready for ``json.dump``.
+
+    Parameters
+    ----------
+    y_true, y_pred : arrays of int, shape (N,)
+        True and decided class indices into ``classes`` (decisions come from ``inference.decision.decide``).
+    y_prob : array of shape (N, C)
+        The probabilities the decisions were made from (for log loss, ROC-AUC and PR-AUC).
+    positive_class : str or None
+        The class sensitivity, ROC-AUC and PR-AUC are about; ``None`` for multi-class data.
+    threshold : float, optional
+        The threshold that decided, recorded with the numbers.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes, no predictions, or class indices outside ``classes``.
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
     y_prob = np.asarray(y_prob, dtype=np.float64)
     _check_shapes(y_true, y_prob, classes)
-    binary = len(classes) == 2
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_pred has shape {y_pred.shape}, expected {y_true.shape}")
+    positive = list(classes).index(positive_class) if positive_class is not None else None
     labels = np.arange(len(classes))
-    y_pred = predict_labels(y_prob, threshold)
     precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     names = [display_name(label) for label in classes]
     return {
         "n": int(len(y_true)),
-        "threshold": float(threshold) if binary else None,
+        "threshold": float(threshold) if positive is not None and threshold is not None else None,
         "classes": list(classes),
-        "positive_class": classes[-1] if binary else None,
-        "accuracy": accuracy(y_true, y_prob, threshold),
+        "positive_class": positive_class,
+        "accuracy": accuracy(y_true, y_prob, y_pred, positive),
         "loss": float(skm.log_loss(y_true, _normalised(y_prob), labels=labels)),
-        "weighted_f1": weighted_f1(y_true, y_prob, threshold),
+        "weighted_f1": weighted_f1(y_true, y_prob, y_pred, positive),
         "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
-        "sensitivity": sensitivity(y_true, y_prob, threshold),
-        "specificity": specificity(y_true, y_prob, threshold),
-        "roc_auc": roc_auc(y_true, y_prob),
-        "pr_auc": pr_auc(y_true, y_prob),
+        "sensitivity": sensitivity(y_true, y_prob, y_pred, positive),
+        "specificity": specificity(y_true, y_prob, y_pred, positive),
+        "roc_auc": roc_auc(y_true, y_prob, y_pred, positive),
+        "pr_auc": pr_auc(y_true, y_prob, y_pred, positive),
         "per_class": {
             label: {
                 "precision": float(precision[i]),
@@ -140,6 +164,11 @@ def classification_metrics(
             y_true, y_pred, labels=labels, target_names=names, digits=4, zero_division=0
         ),
     }
+
+
+def _recall(y_true: np.ndarray, y_pred: np.ndarray, label: int) -> float:
+    predicted, target = _tensors(np.asarray(y_pred) == label, np.asarray(y_true) == label)
+    return float(tmf.binary_recall(predicted.long(), target.long(), validate_args=False))
 
 
 def _tensors(values: np.ndarray, y_true: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

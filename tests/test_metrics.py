@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from blastscope.metrics import SCALAR_METRICS, classification_metrics, display_name, predict_labels
+from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.metrics import SCALAR_METRICS, classification_metrics, display_name
 
 CLASSES = ("hem", "all")
+POINT = OperatingPoint.default(CLASSES)  # positive class "all", threshold 0.5
+
+
+def _decided(y_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    return decide(y_prob, POINT.with_threshold(threshold, "test"))
 
 
 @pytest.fixture
@@ -24,8 +30,9 @@ def binary_case() -> tuple[np.ndarray, np.ndarray]:
 def test_binary_metrics_agree_with_sklearn(binary_case: tuple[np.ndarray, np.ndarray]) -> None:
     y_true, y_prob = binary_case
     threshold = 0.4
-    y_pred = (y_prob[:, 1] >= threshold).astype(int)
-    result = classification_metrics(y_true, y_prob, CLASSES, threshold=threshold)
+    y_pred = (y_prob[:, 1] >= threshold).astype(int)  # the rule by hand, independent of decide()
+    np.testing.assert_array_equal(_decided(y_prob, threshold), y_pred)
+    result = classification_metrics(y_true, y_prob, y_pred, CLASSES, "all", threshold=threshold)
 
     assert result["n"] == 200 and result["threshold"] == threshold and result["positive_class"] == "all"
     assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
@@ -51,27 +58,29 @@ def test_fast_bootstrap_metrics_agree_with_sklearn(seed: int) -> None:
     p_all = np.round(rng.uniform(0, 1, 300), 1)  # many ties, and values exactly at the threshold
     y_prob = np.stack([1 - p_all, p_all], 1)
     y_pred = (p_all >= 0.5).astype(int)
-    assert SCALAR_METRICS["accuracy"](y_true, y_prob, 0.5) == pytest.approx(skm.accuracy_score(y_true, y_pred))
-    assert SCALAR_METRICS["weighted_f1"](y_true, y_prob, 0.5) == pytest.approx(
+    np.testing.assert_array_equal(_decided(y_prob), y_pred)  # ties at 0.5 go to the positive class
+    assert SCALAR_METRICS["accuracy"](y_true, y_prob, y_pred, 1) == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert SCALAR_METRICS["weighted_f1"](y_true, y_prob, y_pred, 1) == pytest.approx(
         skm.f1_score(y_true, y_pred, average="weighted")
     )
-    assert SCALAR_METRICS["sensitivity"](y_true, y_prob, 0.5) == pytest.approx(skm.recall_score(y_true, y_pred))
-    assert SCALAR_METRICS["specificity"](y_true, y_prob, 0.5) == pytest.approx(
+    assert SCALAR_METRICS["sensitivity"](y_true, y_prob, y_pred, 1) == pytest.approx(skm.recall_score(y_true, y_pred))
+    assert SCALAR_METRICS["specificity"](y_true, y_prob, y_pred, 1) == pytest.approx(
         skm.recall_score(y_true, y_pred, pos_label=0)
     )
-    assert SCALAR_METRICS["roc_auc"](y_true, y_prob, 0.5) == pytest.approx(skm.roc_auc_score(y_true, p_all))
+    assert SCALAR_METRICS["roc_auc"](y_true, y_prob, y_pred, 1) == pytest.approx(skm.roc_auc_score(y_true, p_all))
 
 
 def test_weighted_f1_when_one_class_is_never_predicted() -> None:
     y_true, y_prob = np.array([0, 0, 1, 1, 1]), np.tile([0.2, 0.8], (5, 1))
     expected = skm.f1_score(y_true, np.ones(5, dtype=int), average="weighted", zero_division=0)
-    assert SCALAR_METRICS["weighted_f1"](y_true, y_prob, 0.5) == pytest.approx(expected)
+    assert SCALAR_METRICS["weighted_f1"](y_true, y_prob, _decided(y_prob), 1) == pytest.approx(expected)
 
 
 def test_known_confusion_matrix_by_hand() -> None:
     y_true = np.array([0, 0, 0, 1, 1, 1, 1])
     p_all = np.array([0.1, 0.6, 0.2, 0.9, 0.8, 0.3, 0.5])
-    result = classification_metrics(y_true, np.stack([1 - p_all, p_all], 1), CLASSES)
+    y_prob = np.stack([1 - p_all, p_all], 1)
+    result = classification_metrics(y_true, y_prob, _decided(y_prob), CLASSES, "all")
     # rows are the truth: 2 HEM cleared, 1 HEM flagged; 1 ALL missed, 3 ALL found (0.5 counts as ALL)
     assert result["confusion_matrix"] == [[2, 1], [1, 3]]
     assert result["sensitivity"] == pytest.approx(3 / 4)
@@ -80,7 +89,7 @@ def test_known_confusion_matrix_by_hand() -> None:
 
 def test_single_class_labels_leave_undefined_metrics_empty() -> None:
     y_prob = np.array([[0.2, 0.8], [0.7, 0.3]])
-    result = classification_metrics(np.array([1, 1]), y_prob, CLASSES)
+    result = classification_metrics(np.array([1, 1]), y_prob, _decided(y_prob), CLASSES, "all")
     assert result["roc_auc"] is None and result["specificity"] is None
     assert result["sensitivity"] == pytest.approx(0.5)
 
@@ -90,7 +99,9 @@ def test_multiclass_uses_argmax_and_one_vs_rest() -> None:
     y_true = np.repeat([0, 1, 2], 20)
     logits = rng.normal(size=(60, 3)) + 1.5 * np.eye(3)[y_true]
     y_prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    result = classification_metrics(y_true, y_prob, ("a", "b", "c"), threshold=0.9)
+    y_pred = decide(y_prob, OperatingPoint.default(("a", "b", "c")))
+    np.testing.assert_array_equal(y_pred, y_prob.argmax(1))
+    result = classification_metrics(y_true, y_prob, y_pred, ("a", "b", "c"), None, threshold=0.9)
 
     assert result["threshold"] is None and result["sensitivity"] is None
     assert result["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_prob.argmax(1)))
@@ -100,13 +111,17 @@ def test_multiclass_uses_argmax_and_one_vs_rest() -> None:
 
 def test_threshold_moves_binary_predictions() -> None:
     y_prob = np.array([[0.7, 0.3], [0.4, 0.6]])
-    assert predict_labels(y_prob, 0.5).tolist() == [0, 1]
-    assert predict_labels(y_prob, 0.25).tolist() == [1, 1]
+    assert _decided(y_prob, 0.5).tolist() == [0, 1]
+    assert _decided(y_prob, 0.25).tolist() == [1, 1]
+    y_true = np.array([0, 1])
+    assert classification_metrics(y_true, y_prob, _decided(y_prob, 0.25), CLASSES, "all", 0.25)["accuracy"] == 0.5
 
 
 def test_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="shape"):
-        classification_metrics(np.array([0, 1]), np.ones((3, 2)) / 2, CLASSES)
+        classification_metrics(np.array([0, 1]), np.ones((3, 2)) / 2, np.array([0, 1]), CLASSES, "all")
+    with pytest.raises(ValueError, match="y_pred"):
+        classification_metrics(np.array([0, 1]), np.ones((2, 2)) / 2, np.array([0, 1, 1]), CLASSES, "all")
 
 
 def test_display_names() -> None:

@@ -2,45 +2,84 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
-from blastscope.api.classifier import Classifier
+from blastscope.api.classifier import Classifier, Prediction
 from blastscope.errors import BlastscopeError
+from blastscope.export.onnx import onnx_model_path
+from blastscope.inference.precision import InferencePrecision
+from blastscope.inference.runners import OnnxRunner
+from blastscope.runs import load_run
+
+__all__ = ["Classifier", "Prediction", "load"]
 
 Backend = Literal["auto", "torch", "onnx"]
+log = logging.getLogger(__name__)
 
 
 def load(
-    run_dir: str | Path, *, backend: Backend = "auto", variant: str | None = None, checkpoint: str = "best"
+    run_dir: str | Path,
+    *,
+    backend: Backend = "auto",
+    variant: str | None = None,
+    checkpoint: str = "best",
+    threshold: float | None = None,
+    precision: InferencePrecision = "fp32",
 ) -> Classifier:
-    """A Classifier for a training run directory.
+    """A Classifier for a training run directory, deciding at the run's stored operating point.
 
-    ``backend="auto"`` predicts with ONNX Runtime when the run has been exported (``blastscope export``), using the
-    variant export.json chose as default (or ``variant``), else with PyTorch. Grad-CAM always uses PyTorch.
+    Parameters
+    ----------
+    run_dir : path
+        A folder made by ``blastscope train``.
+    backend : {"auto", "torch", "onnx"}
+        ``auto`` predicts with ONNX Runtime when the run has been exported (``blastscope export``), using the variant
+        export.json chose as default (or ``variant``), else with PyTorch. Grad-CAM always uses PyTorch.
+    checkpoint : str
+        ``best``, ``last`` or a path to a checkpoint file.
+    threshold : float, optional
+        Replaces the run's stored threshold for this classifier (``source: given``).
+    precision : {"fp32", "bf16", "auto"}
+        The PyTorch backend's precision; fp32 (the default) matches ``blastscope evaluate`` and the ONNX export.
+
+    Raises
+    ------
+    BlastscopeError
+        For an unknown backend, a run without an export when ``backend="onnx"``, or an export made for other classes
+        or preprocessing.
     """
-    from blastscope.export.onnx import OnnxModel, onnx_model_path
-    from blastscope.runs.folder import load_run
-
     if backend not in ("auto", "torch", "onnx"):
         raise BlastscopeError(f"unknown backend {backend!r}; use auto, torch or onnx")
     trained = load_run(Path(run_dir), checkpoint=checkpoint)
-    network = dict(
-        model=trained.model,
-        preprocessing=trained.preprocessing,
-        classes=trained.classes,
-        name=trained.display_name,
-        transform=trained.transform,
-        attribution=trained.config.get("attribution") or "",
-    )
+    point = trained.operating_point
+    if threshold is not None:
+        point = point.with_threshold(threshold, "load(threshold=...)")
+    runner = trained.runner(precision)
     path = None if backend == "torch" else onnx_model_path(trained.run_dir, variant)
-    if path is None:
-        if backend == "onnx":
-            raise BlastscopeError(f"{run_dir}: no ONNX export; run `blastscope export {run_dir} --format onnx` first")
-        return Classifier(**network)
-    exported = OnnxModel(path)
-    if exported.classes != tuple(trained.classes) or exported.preprocessing != trained.preprocessing:
-        raise BlastscopeError(
-            f"{path}: exported for other classes or preprocessing than the run; re-run `blastscope export {run_dir}`"
-        )
-    return Classifier(**network, runner=exported, backend=f"onnx ({exported.variant})")
+    if path is not None:
+        runner = OnnxRunner(path)
+        if runner.classes != trained.classes or runner.preprocessing != trained.preprocessing:
+            raise BlastscopeError(
+                f"{path}: exported for other classes or preprocessing than the run; "
+                f"re-run `blastscope export {run_dir}`"
+            )
+        if runner.operating_point is not None and runner.operating_point != trained.operating_point:
+            log.warning(
+                "%s: the file's metadata holds an older operating point; deciding at the run's current one (%s). "
+                "Re-run `blastscope export` to update the file.",
+                path,
+                trained.operating_point.describe(),
+            )
+    elif backend == "onnx":
+        raise BlastscopeError(f"{run_dir}: no ONNX export; run `blastscope export {run_dir} --format onnx` first")
+    return Classifier(
+        runner,
+        trained.model,
+        trained.preprocessing,
+        point,
+        transform=trained.transform,
+        name=trained.display_name,
+        attribution=trained.attribution,
+    )

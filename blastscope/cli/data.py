@@ -10,8 +10,8 @@ from blastscope.data import cnmc
 from blastscope.data.discover import PRELIM_CHOICES, natural_key, scan_dataset, subject_groups
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.data.split import DEFAULT_RATIOS, SPLIT_BY, kfold_splits, make_split, write_split_csv
-from blastscope.data.text_table import text_table
 from blastscope.data.table import CellTable
+from blastscope.data.text_table import text_table
 from blastscope.errors import BlastscopeError
 
 LAYOUTS = {

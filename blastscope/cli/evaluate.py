@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from blastscope.inference.precision import PRECISIONS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score a trained run: metrics with subject-bootstrap CIs, calibration, optional TTA",
         description=(
             "Predict a run's test split (or every cell of --data) and write evaluation.json and predictions.csv. "
-            "Thresholds and the calibration temperature are fitted on the run's validation split only."
+            "Without --threshold or --target-sensitivity the run is scored at its stored operating point (threshold "
+            "and temperature), the one predict, serve and the Python API use. With one, a new point is chosen "
+            "(temperature fitted on the run's validation split, threshold chosen there or given), scored, and "
+            "stored in the run."
         ),
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory made by `blastscope train`")
@@ -24,20 +29,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threshold",
         default=None,
-        help="decision threshold on p(positive class): a number, or 'val' to choose it on the validation split "
-        "(best weighted F1, or see --target-sensitivity); default 0.5",
+        help="choose and store a new operating point: a threshold on p(positive class), or 'val' to choose it on "
+        "the validation split (best weighted F1, or see --target-sensitivity); default: the run's stored point",
     )
     parser.add_argument(
         "--target-sensitivity",
         type=float,
         metavar="S",
-        help="choose the threshold on validation as the highest one reaching this sensitivity, e.g. 0.95",
+        help="choose and store a new operating point whose threshold is the highest reaching this validation "
+        "sensitivity, e.g. 0.95",
     )
     parser.add_argument("--tta", action="store_true", help="also report test-time augmentation (8 flips/rotations)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples; 0 turns CIs off")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--checkpoint", default="best", help="best, last, or a path to a .ckpt file")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="inference precision")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="inference precision; fp32 (default) gives the numbers predict, serve and the export give",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/evaluation-<split or data name>)")
     parser.set_defaults(run=run)
@@ -46,18 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.errors import BlastscopeError
     from blastscope.evaluation.evaluate import evaluate_run, format_summary, write_evaluation
-    from blastscope.evaluation.threshold import conflicting_threshold_options, parse_threshold
 
     if args.bootstrap < 0 or args.batch_size < 1:
         raise BlastscopeError("--bootstrap must be 0 or more and --batch-size at least 1")
-    threshold = parse_threshold(args.threshold)
-    if args.target_sensitivity is not None and args.threshold is not None and threshold != "val":
-        raise BlastscopeError(conflicting_threshold_options(args.threshold))  # even --threshold 0.5, said explicitly
     result = evaluate_run(
         args.run_dir,
         data=args.data,
         split=args.split,
-        threshold=threshold,
+        threshold=args.threshold,  # checked before the run loads: even --threshold 0.5 conflicts with a target
         tta=args.tta,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -71,4 +78,6 @@ def run(args: argparse.Namespace) -> int:
     path = write_evaluation(result, out)
     print(format_summary(result))
     print(f"\nwrote {path} and {path.with_name('predictions.csv')}")
+    if result.stored_to:
+        print(f"stored the operating point in {result.stored_to}: predict, serve and the Python API now decide there")
     return 0

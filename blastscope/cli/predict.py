@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="decide at p(positive) >= P for this call instead of the run's stored operating point",
+    )
     parser.set_defaults(run=run)
 
 
@@ -53,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise BlastscopeError(f"--batch-size must be at least 1 (got {args.batch_size})")
     paths = expand_inputs(args.inputs)
-    classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
+    classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
+    print(f"decision: {classifier.operating_point.describe()}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -88,7 +95,16 @@ def predict_chunk(
     rows: list[Row] = []
     for i, path in enumerate(chunk):
         if i in errors:
-            rows.append({"file": str(path), "label": None, "probabilities": None, "error": errors[i]})
+            rows.append(
+                {
+                    "file": str(path),
+                    "label": None,
+                    "probabilities": None,
+                    "threshold": None,
+                    "decided_by": None,
+                    "error": errors[i],
+                }
+            )
             continue
         rows.append({**predictions[i].to_dict(), "file": str(path), "error": None})
         if args.gradcam:
@@ -125,12 +141,14 @@ def write_rows(rows: list[Row], classes: tuple[str, ...], out: Path | None) -> N
     if out is not None and out.suffix.lower() == ".json":
         out.write_text(json.dumps(rows, indent=2) + "\n")
         return
-    header = ["file", "label", *(f"p_{label}" for label in classes), "error"]
+    header = ["file", "label", *(f"p_{label}" for label in classes), "threshold", "decided_by", "error"]
     flat = [
         {
             "file": row["file"],
             "label": row["label"] or "",
             **{f"p_{label}": f"{row['probabilities'][label]:.6f}" if row["probabilities"] else "" for label in classes},
+            "threshold": "" if row["threshold"] is None else f"{row['threshold']:.6f}",
+            "decided_by": row["decided_by"] or "",
             "error": row["error"] or "",
         }
         for row in rows

@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="decide at p(positive) >= P while this server runs instead of the run's stored operating point",
+    )
     parser.set_defaults(run=run)
 
 
@@ -55,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
     check_port_free(args.host, args.port)
-    classifier = load(args.run_dir, backend=args.backend, variant=args.variant)
+    classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
     print(f"serving {classifier.name} ({classifier.backend}) on http://{args.host}:{args.port}/  (docs: /docs)")
+    print(f"decision: {classifier.operating_point.describe()}")
     uvicorn.run(create_app(classifier, limits), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from blastscope.data.images import read_rgb
 from blastscope.errors import BlastscopeError, ImageError
 
 CACHE_ENV = "BLASTSCOPE_CACHE"
@@ -44,11 +45,17 @@ def cache_root() -> Path:
 
 def decode_resized(path: Path, size: int, interpolation: str) -> np.ndarray:
     """Decode ``path`` to RGB and resize the whole image (cells are centred on black: no crop) to size x size."""
-    from blastscope.data.images import read_rgb
+    return resize_rgb(read_rgb(path), size, interpolation)
 
+
+def resize_rgb(image: Image.Image, size: int, interpolation: str) -> np.ndarray:
+    """The whole image as RGB, resized to ``size`` x ``size`` pixels: uint8 array of shape (size, size, 3).
+
+    Raises ``BlastscopeError`` for an interpolation that is not one of ``RESAMPLING``.
+    """
     if interpolation not in RESAMPLING:
         raise BlastscopeError(f"unknown interpolation {interpolation!r}; use one of {', '.join(RESAMPLING)}")
-    image = read_rgb(path)
+    image = image.convert("RGB")
     if image.size != (size, size):
         image = image.resize((size, size), RESAMPLING[interpolation])
     return np.asarray(image, dtype=np.uint8)

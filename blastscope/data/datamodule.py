@@ -11,20 +11,19 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from blastscope.data.augment import augment_config
+from blastscope.data.cache import DecodedCache
+from blastscope.data.dataset import CellDataset
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
-from blastscope.errors import BlastscopeError
-
-if TYPE_CHECKING:
-    from blastscope.data.dataset import CellDataset
-    from blastscope.data.transforms import AugmentConfig
+from blastscope.data.transforms import eval_transform, train_transform
 
 FeatureExtractor = Callable[[Dataset], TensorDataset]
 
@@ -40,16 +39,6 @@ def derived_seed(*parts: int) -> int:
     Callers lead with one of the ``*_TAG`` constants, so two uses never share a seed.
     """
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def augment_config(settings: dict[str, Any]) -> AugmentConfig:
-    """The AugmentConfig of a config.yaml mapping, refusing unknown switches in one line."""
-    from blastscope.data.transforms import AugmentConfig
-
-    try:
-        return AugmentConfig(**settings)
-    except TypeError as error:
-        raise BlastscopeError(f"augmentation settings {sorted(settings)}: {error}; see AugmentConfig") from error
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -170,8 +159,6 @@ class CellDataModule(L.LightningDataModule):
         seed: int,
     ) -> None:
         super().__init__()
-        from blastscope.data.cache import DecodedCache
-
         self.parts = parts
         self.classes = list(classes)
         self.pre = pre
@@ -186,9 +173,6 @@ class CellDataModule(L.LightningDataModule):
 
     def dataset(self, part: str, augment: bool) -> CellDataset:
         """The part's readable cells; unreadable ones are left out and counted in ``skipped[part]``."""
-        from blastscope.data.dataset import CellDataset
-        from blastscope.data.transforms import eval_transform, train_transform
-
         transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre, self.augment)
         dataset = CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
         self.skipped[part] = dataset.skipped

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from scipy.ndimage import binary_erosion
 from skimage.color import hed2rgb, lab2rgb, rgb2hed, rgb2lab
 
+from blastscope.data.augment import STAIN_METHODS, StainMethod
+from blastscope.data.images import read_rgb
 from blastscope.errors import BlastscopeError
-
-StainMethod = Literal["macenko", "reinhard"]
-STAIN_METHODS: tuple[str, ...] = ("macenko", "reinhard")
 
 BACKGROUND_LEVEL = 12  # pixels whose brightest channel is below this are segmentation background
 MIN_CELL_PIXELS = 64  # fewer cell pixels than this give no usable stain statistics
@@ -119,8 +117,6 @@ class StainNormalizer:
     @classmethod
     def from_reference_file(cls, method: StainMethod, path: str | Path | None) -> StainNormalizer:
         """Fit to a reference image file, or use the C-NMC default reference when ``path`` is None."""
-        from blastscope.data.images import read_rgb
-
         reference = None if path is None else np.asarray(read_rgb(Path(path)))
         return cls(method, reference)
 

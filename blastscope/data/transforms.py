@@ -14,7 +14,6 @@ so this is time the step gets back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,67 +21,12 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from blastscope.data.augment import DENOISERS, AugmentConfig
 from blastscope.data.preprocessing import Preprocessing
-from blastscope.data.stain import STAIN_METHODS, StainNormalizer, jitter_hed
+from blastscope.data.stain import StainNormalizer, jitter_hed
 from blastscope.errors import BlastscopeError
 
-DENOISERS: tuple[str, ...] = ("median", "bilateral", "nl_means")
-
 Transform = Callable[[np.ndarray], torch.Tensor]
-
-
-@dataclass(frozen=True, slots=True)
-class AugmentConfig:
-    """Switches and strengths of training augmentation, plus the stain/denoise preprocessing.
-
-    Geometric defaults assume single cells centred on black: any rotation and both flips are label-preserving (a
-    cell has no orientation), and shifts, shears and zooms stay small so the cell stays in frame.
-    """
-
-    rotation: bool = True
-    shift: bool = True
-    shear: bool = True
-    zoom: bool = True
-    hflip: bool = True
-    vflip: bool = True
-    color_jitter: bool = True
-    hed_jitter: bool = False
-    stain_norm: str | None = None
-    stain_reference: str | None = None
-    denoise: str | None = None
-    rotation_degrees: float = 180.0
-    shift_fraction: float = 0.1
-    shear_degrees: float = 10.0
-    zoom_range: tuple[float, float] = (0.9, 1.1)
-    brightness: float = 0.15
-    saturation: float = 0.15
-    hue: float = 0.03
-    hed_strength: float = 0.04
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "zoom_range", tuple(float(v) for v in self.zoom_range))
-        if self.stain_norm is not None and self.stain_norm not in STAIN_METHODS:
-            raise BlastscopeError(f"unknown stain_norm {self.stain_norm!r}; use one of {', '.join(STAIN_METHODS)}")
-        if self.denoise is not None and self.denoise not in DENOISERS:
-            raise BlastscopeError(f"unknown denoise {self.denoise!r}; use one of {', '.join(DENOISERS)}")
-        if self.stain_reference is not None and self.stain_norm is None:
-            raise BlastscopeError("stain_reference is set but stain_norm is not; set stain_norm to macenko or reinhard")
-        if len(self.zoom_range) != 2 or not 0 < self.zoom_range[0] <= self.zoom_range[1]:
-            raise BlastscopeError(f"zoom_range {self.zoom_range} must be two positive factors, low <= high")
-        if not 0 <= self.shift_fraction < 0.5 or not 0 <= self.hue <= 0.5:
-            raise BlastscopeError("shift_fraction must lie in [0, 0.5) and hue in [0, 0.5]")
-
-    @classmethod
-    def off(cls, **preprocessing: Any) -> AugmentConfig:
-        """No random augmentation at all; keyword arguments may still switch on stain normalisation or denoising."""
-        switches = {"rotation", "shift", "shear", "zoom", "hflip", "vflip", "color_jitter", "hed_jitter"}
-        return cls(**{name: False for name in switches}, **preprocessing)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values for config.yaml; ``AugmentConfig(**config.to_dict())`` rebuilds it."""
-        data = asdict(self)
-        data["zoom_range"] = list(self.zoom_range)
-        return data
 
 
 class Prepare:

@@ -7,33 +7,64 @@ so every resample holds both classes. Without subject ids cells are resampled in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from blastscope.evaluation.subjects import subject_units
-from blastscope.metrics import SCALAR_METRICS
-
-MetricFn = Callable[[np.ndarray, np.ndarray, float], float | None]
+from blastscope.metrics import SCALAR_METRICS, MetricFn
 
 
 def bootstrap_ci(
     y_true: np.ndarray,
     y_prob: np.ndarray,
+    y_pred: np.ndarray,
     subjects: Sequence[str] | None,
     metrics: Mapping[str, MetricFn] = SCALAR_METRICS,
-    threshold: float = 0.5,
+    positive: int | None = 1,
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, Any]:
-    """Point estimate and ``level`` interval for each metric, deterministic for a given ``seed``.
+    """Point estimate and ``level`` percentile interval of each metric, deterministic for a given ``seed``.
 
-    A metric that is undefined on a resample (returns ``None``) skips that resample; ``n_valid`` counts the rest.
+    Each resample draws the same cells from ``y_true``, ``y_prob`` and ``y_pred`` together: the decisions were made
+    once, at the operating point, and are not remade per resample. A metric that is undefined on a resample (returns
+    ``None``) skips that resample; ``n_valid`` counts the rest.
+
+    Parameters
+    ----------
+    y_true, y_pred : arrays of int, shape (N,)
+        True and decided class indices (``y_pred`` from ``inference.decision.decide``).
+    y_prob : array of shape (N, C)
+        The probabilities the decisions were made from.
+    subjects : sequence of str, length N, or None
+        Subject ids; ``None`` (or any missing id) resamples cells instead, and ``unit`` says so.
+    metrics : mapping of name to ``fn(y_true, y_prob, y_pred, positive)``
+    positive : int or None
+        Index of the positive class; ``None`` for multi-class data.
+    n_resamples : int
+    seed : int
+    level : float
+        Coverage of the interval, in (0, 1).
+
+    Returns
+    -------
+    dict
+        ``unit``, ``n_units``, ``units_per_class``, ``n_resamples``, ``level``, ``seed`` and per metric ``estimate``,
+        ``low``, ``high`` and ``n_valid``.
+
+    Raises
+    ------
+    ValueError
+        For arrays of different lengths.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_prob = np.asarray(y_prob, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if not len(y_true) == len(y_prob) == len(y_pred):
+        raise ValueError(f"{len(y_true)} labels, {len(y_prob)} probability rows and {len(y_pred)} decisions differ")
     unit = "subject" if subjects is not None and all(s is not None for s in subjects) else "cell"
     members, strata = _units(y_true, subjects if unit == "subject" else None)
     rng = np.random.default_rng(seed)
@@ -41,8 +72,10 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     results = {}
     for name, fn in metrics.items():
-        values = np.array([v for idx in draws if (v := fn(y_true[idx], y_prob[idx], threshold)) is not None])
-        estimate = fn(y_true, y_prob, threshold)
+        values = np.array(
+            [v for idx in draws if (v := fn(y_true[idx], y_prob[idx], y_pred[idx], positive)) is not None]
+        )
+        estimate = fn(y_true, y_prob, y_pred, positive)
         low, high = np.quantile(values, [alpha, 1.0 - alpha]).tolist() if len(values) else (None, None)
         results[name] = {
             "estimate": None if estimate is None else float(estimate),
@@ -57,13 +90,26 @@ def bootstrap_ci(
         "n_resamples": n_resamples,
         "level": level,
         "seed": seed,
-        "threshold": threshold,
         "metrics": results,
     }
 
 
 def resample_indices(members: list[np.ndarray], strata: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """Cell indices of one stratified resample: each stratum's units drawn with replacement, their cells joined."""
+    """Cell indices of one stratified resample: each stratum's units drawn with replacement, their cells joined.
+
+    Parameters
+    ----------
+    members : list of int arrays
+        The cell indices of each unit.
+    strata : list of int arrays
+        The unit indices of each class.
+    rng : numpy Generator
+
+    Returns
+    -------
+    array of int
+        Cell indices; a unit drawn twice contributes its cells twice.
+    """
     chosen = np.concatenate([rng.choice(stratum, size=len(stratum), replace=True) for stratum in strata])
     return np.concatenate([members[unit] for unit in chosen])
 

@@ -3,8 +3,8 @@
 Calibration is measured on the top-label confidence (the largest class probability) against whether the argmax is
 right, in ``n_bins`` equal-width bins over [0, 1]: ECE is the count-weighted mean |accuracy - confidence| over the
 bins (torchmetrics' binned L1 calibration error; a confidence of exactly 1.0 falls in a bin of its own, as there).
-Temperature scaling divides the logits by one scalar T fitted on the validation split; it changes confidences but
-never the ranking of cells, so ROC-AUC stays the same.
+Temperature scaling divides the logits by one scalar T fitted on the validation split (it is part of a run's operating
+point); it changes confidences but never the ranking of cells, so ROC-AUC stays the same.
 """
 
 from __future__ import annotations
@@ -14,15 +14,30 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
+
+from blastscope.inference.predict import probabilities
 
 DEFAULT_BINS = 15
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
 
 
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
-    """Binned top-label ECE, in [0, 1]."""
+    """Binned top-label expected calibration error.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    y_prob : array of shape (N, C)
+    n_bins : int
+        Equal-width confidence bins over [0, 1].
+
+    Returns
+    -------
+    float
+        In [0, 1]: the count-weighted mean |accuracy - confidence| over the bins.
+    """
     y_prob = np.asarray(y_prob, dtype=np.float64)
     return float(
         multiclass_calibration_error(
@@ -36,7 +51,20 @@ def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: i
 
 
 def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """Mean confidence, accuracy and cell count of each non-empty bin, plus the ECE and the NLL, for the diagram."""
+    """The data of a reliability diagram: mean confidence, accuracy and cell count of each non-empty bin.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    y_prob : array of shape (N, C)
+    n_bins : int
+
+    Returns
+    -------
+    dict
+        ``n_bins``, per non-empty bin ``confidence``, ``accuracy`` and ``counts`` (lists), the ``ece`` and the mean
+        negative log-likelihood ``nll`` (nats per cell).
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_prob = np.asarray(y_prob, dtype=np.float64)
     confidence = y_prob.max(axis=1)
@@ -54,13 +82,34 @@ def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = DEFAULT_BI
 
 
 def negative_log_likelihood(y_true: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean cross-entropy of ``softmax(logits / T)``; log-probabilities are valid logits too."""
+    """Mean cross-entropy of ``softmax(logits / T)``, in nats per cell; log-probabilities are valid logits too.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    logits : array of shape (N, C)
+    temperature : float
+        > 0.
+    """
     log_prob = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
     return float(-log_prob[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)].mean())
 
 
 def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
-    """The T in [0.05, 20] minimising validation NLL (1-D bounded search on log T, so T stays positive)."""
+    """The temperature minimising the validation NLL (1-D bounded search on log T, so T stays positive).
+
+    Parameters
+    ----------
+    y_true : array of int, shape (M,)
+        Validation class indices.
+    logits : array of shape (M, C)
+        Validation logits, one view.
+
+    Returns
+    -------
+    float
+        T in [0.05, 20]; > 1 softens over-confident logits. Perfectly separated classes drive it to the lower bound.
+    """
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(y_true, logits, float(np.exp(log_t))),
         bounds=LOG_T_BOUNDS,
@@ -71,8 +120,12 @@ def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities ``softmax(logits / T)``."""
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    """Calibrated probabilities ``softmax(logits / T)`` (N, C) from logits (N, C) or views (N, V, C).
+
+    The same function every door uses (``inference.predict.probabilities``), so the probabilities scored here are the
+    ones :func:`~blastscope.inference.decision.decide` decided on.
+    """
+    return probabilities(logits, temperature)
 
 
 def calibration_report(
@@ -81,11 +134,36 @@ def calibration_report(
     logits: np.ndarray | None = None,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     n_bins: int = DEFAULT_BINS,
+    *,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
-    """Reliability before and, when validation ``(y_true, logits)`` and test ``logits`` are given, after scaling."""
+    """Reliability before temperature scaling and, when a temperature applies, after it.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    y_prob : array of shape (N, C)
+        Unscaled probabilities (T = 1).
+    logits : array of shape (N, C) or (N, V, C), optional
+        Logits of the same cells; needed for the after-scaling reliability.
+    val : tuple (y_true, logits (M, C)), optional
+        Validation predictions to fit the temperature on when ``temperature`` is not given.
+    n_bins : int
+    temperature : float, optional
+        A temperature already chosen (an operating point's); 1.0 means no scaling, so no "after".
+
+    Returns
+    -------
+    dict
+        ``before`` and ``after`` (see :func:`reliability`; ``after`` is ``None`` without a temperature) and
+        ``temperature`` (``None`` without one).
+    """
     report: dict[str, Any] = {"before": reliability(y_true, y_prob, n_bins), "temperature": None, "after": None}
-    if logits is not None and val is not None and len(val[0]) > 0:
+    if logits is None:
+        return report
+    if temperature is None and val is not None and len(val[0]) > 0:
         temperature = fit_temperature(*val)
-        report["temperature"] = temperature
+    if temperature is not None and temperature != 1.0:
+        report["temperature"] = float(temperature)
         report["after"] = reliability(y_true, apply_temperature(logits, temperature), n_bins)
     return report

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from blastscope.models import list_models
+
 _MODEL_PALETTE = plt.get_cmap("tab10").colors
 _POSITIVE_COLOR = "#c0392b"
 _OTHER_CLASS_COLORS = ("#2e86c1", "#27ae60", "#8e44ad", "#d68910", "#5d6d7e")
@@ -71,8 +73,6 @@ class RankedScore:
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     """Colours fixed by registry order, so e.g. resnet50 looks the same in every report; unknown names follow."""
-    from blastscope.models import list_models
-
     known = list_models()
     order = known + [name for name in models if name not in known]
     return {name: _MODEL_PALETTE[order.index(name) % len(_MODEL_PALETTE)] for name in models}

@@ -1,7 +1,8 @@
 """Per-subject accuracy and subject-level scores: a diagnosis is made per person, not per cell.
 
-A subject's score is the mean of its cells' class probabilities, thresholded like a single cell. The unit is the pair
-(subject, true class), so a subject whose cells carry two labels (which C-NMC does not have) counts once per label.
+A subject's score is the mean of its cells' class probabilities, decided at the same operating point as a single cell
+(:func:`~blastscope.inference.decision.decide`). The unit is the pair (subject, true class), so a subject whose cells
+carry two labels (which C-NMC does not have) counts once per label.
 """
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ from typing import Any
 
 import numpy as np
 
-from blastscope.metrics import classification_metrics, predict_labels
+from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.metrics import classification_metrics
 
 
 def subject_units(y_true: np.ndarray, subjects: Sequence[str]) -> tuple[list[tuple[str, int]], np.ndarray]:
-    """The distinct (subject, class) units in first-seen order and, per cell, the index of its unit."""
+    """The distinct (subject, class) units and, per cell, the index of its unit.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    subjects : sequence of str, length N
+
+    Returns
+    -------
+    units : list of (subject, class index)
+        In first-seen order.
+    unit_of_cell : array of int64, shape (N,)
+    """
     keys = list(zip((str(s) for s in subjects), (int(y) for y in y_true), strict=True))
     units = list(dict.fromkeys(keys))
     position = {unit: i for i, unit in enumerate(units)}
@@ -23,16 +37,46 @@ def subject_units(y_true: np.ndarray, subjects: Sequence[str]) -> tuple[list[tup
 
 
 def subject_report(
-    y_true: np.ndarray, y_prob: np.ndarray, subjects: Sequence[str], classes: Sequence[str], threshold: float = 0.5
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    y_pred: np.ndarray,
+    subjects: Sequence[str],
+    point: OperatingPoint,
 ) -> dict[str, Any]:
-    """Per-subject cell accuracy plus metrics of the subject-level predictions (mean probability per subject)."""
+    """Per-subject cell accuracy, plus metrics of the subject-level decisions (mean probability per subject).
+
+    Parameters
+    ----------
+    y_true, y_pred : arrays of int, shape (N,)
+        True and decided class indices of the cells (``y_pred`` from ``decide(y_prob, point)``).
+    y_prob : array of shape (N, C)
+        The probabilities the cells were decided on.
+    subjects : sequence of str, length N
+    point : OperatingPoint
+        Decides each subject's mean probability, as it decided the cells.
+
+    Returns
+    -------
+    dict
+        ``n_subjects``, ``per_subject`` rows (sorted by true class, then accuracy) and ``subject_level`` (the
+        ``classification_metrics`` of one decision per subject).
+
+    Raises
+    ------
+    ValueError
+        For arrays of different lengths.
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_prob = np.asarray(y_prob, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if not len(y_true) == len(y_prob) == len(y_pred):
+        raise ValueError(f"{len(y_true)} labels, {len(y_prob)} probability rows and {len(y_pred)} decisions differ")
+    classes = point.classes
     units, unit_of_cell = subject_units(y_true, subjects)
-    cell_correct = predict_labels(y_prob, threshold) == y_true
+    cell_correct = y_pred == y_true
     unit_prob = np.stack([y_prob[unit_of_cell == i].mean(axis=0) for i in range(len(units))])
     unit_true = np.array([label for _, label in units], dtype=np.int64)
-    unit_pred = predict_labels(unit_prob, threshold)
+    unit_pred = decide(unit_prob, point)
     per_subject = [
         {
             "subject": subject,
@@ -47,5 +91,7 @@ def subject_report(
     return {
         "n_subjects": len(units),
         "per_subject": sorted(per_subject, key=lambda row: (row["true_class"], row["accuracy"], row["subject"])),
-        "subject_level": classification_metrics(unit_true, unit_prob, classes, threshold),
+        "subject_level": classification_metrics(
+            unit_true, unit_prob, unit_pred, classes, point.positive_class, point.threshold
+        ),
     }

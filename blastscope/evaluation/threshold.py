@@ -1,40 +1,47 @@
-"""The decision threshold on p(positive): 0.5, a number given, or one chosen on the validation split.
+"""Choosing a run's operating point: the temperature fitted on validation, then the decision threshold.
 
-The functions here take validation predictions only, so a threshold can never be tuned on the test cells it is then
-scored on. Multi-class predictions are an argmax and have no threshold.
+``blastscope evaluate --threshold val|X`` (and ``compare``) call :func:`choose_point`: the temperature is fitted on the
+validation split's logits (Guo et al., 2017), and the threshold on p(positive) is then chosen on the temperature-scaled
+validation probabilities (best weighted F1, or the highest one reaching a target sensitivity) or taken as given. The
+functions take validation predictions only, so a point can never be tuned on the test cells it is then scored on
+(``OperatingPoint`` itself refuses ``split="test"``). Every candidate threshold is judged by the labels
+:func:`~blastscope.inference.decision.decide` gives at it; multi-class data is decided by argmax and has no threshold.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError
-from blastscope.metrics import weighted_f1
+from blastscope.evaluation.calibration import fit_temperature
+from blastscope.inference.decision import DEFAULT_THRESHOLD, OperatingPoint, decide
+from blastscope.inference.predict import probabilities
+from blastscope.metrics import sensitivity, weighted_f1
 
-DEFAULT_THRESHOLD = 0.5
 MAX_CANDIDATES = 512
 
-
-@dataclass(frozen=True, slots=True)
-class ThresholdChoice:
-    """A threshold and how it was obtained (``default``, ``given``, ``val:weighted_f1``, ``val:sensitivity>=S``)."""
-
-    value: float
-    source: str
-    val_score: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+ThresholdSpec = str | float | None
+"""``None`` (no threshold asked for), ``"val"`` (choose on validation) or a probability in [0, 1]."""
 
 
-def parse_threshold(text: str | float | None) -> str | float:
-    """``"val"`` or a probability in [0, 1]; anything else is a user error naming the fix."""
+def parse_threshold(text: str | float | None) -> ThresholdSpec:
+    """The ``--threshold`` option as ``None``, ``"val"`` or a probability.
+
+    Parameters
+    ----------
+    text : str, float or None
+        ``None`` (option not given), ``"val"`` in any case, or a number (or its text) in [0, 1].
+
+    Raises
+    ------
+    BlastscopeError
+        For text that is neither ``val`` nor a number, or a number outside [0, 1].
+    """
     if text is None:
-        return DEFAULT_THRESHOLD
+        return None
     if isinstance(text, str) and text.strip().lower() == "val":
         return "val"
     try:
@@ -47,62 +54,178 @@ def parse_threshold(text: str | float | None) -> str | float:
 
 
 def check_target_sensitivity(target: float | None) -> None:
+    """Raise ``BlastscopeError`` unless ``target`` is ``None`` or in (0, 1]."""
     if target is not None and not 0.0 < target <= 1.0:
         raise BlastscopeError(f"--target-sensitivity {target} is outside (0, 1]; use e.g. 0.95")
 
 
 def conflicting_threshold_options(threshold: str | float) -> str:
+    """The one-line message for a number given together with ``--target-sensitivity``."""
     return (
         f"--threshold {threshold} and --target-sensitivity conflict: the target chooses the threshold on validation; "
         "drop one of them"
     )
 
 
-def resolve_threshold(
-    spec: str | float,
+def choose_point(
+    base: OperatingPoint,
+    spec: ThresholdSpec,
+    val: tuple[np.ndarray, np.ndarray] | None,
+    target_sensitivity: float | None = None,
+    chosen_by: str = "evaluate",
+) -> OperatingPoint:
+    """A new operating point: temperature fitted on validation (1.0 without it), then the threshold.
+
+    Parameters
+    ----------
+    base : OperatingPoint
+        Gives the classes and the positive class (e.g. the run's stored point); its threshold and temperature are
+        replaced.
+    spec : {None, "val"} or float
+        ``"val"`` chooses the threshold on validation (best weighted F1, or see ``target_sensitivity``), a number is
+        taken as given, ``None`` keeps the default 0.5 (or chooses for ``target_sensitivity``).
+    val : tuple (y_true, logits) or None
+        The validation split's class indices (N,) and logits (N, C) or (N, 1, C): the only data fitted on. ``None``
+        or empty: no temperature scaling (T = 1) and no ``"val"`` threshold.
+    target_sensitivity : float, optional
+        Choose the highest threshold whose validation sensitivity reaches this, in (0, 1].
+    chosen_by : str
+        Recorded in the point (``evaluate``, ``compare``).
+
+    Returns
+    -------
+    OperatingPoint
+        ``split="val"`` and ``n_cells`` when validation was used, ``score`` the criterion's validation value.
+
+    Raises
+    ------
+    BlastscopeError
+        For a number together with ``target_sensitivity``, a bad target, or ``"val"`` without usable validation cells.
+    """
+    point = replace(
+        base,
+        threshold=DEFAULT_THRESHOLD,
+        temperature=1.0,
+        source="default",
+        split=None,
+        n_cells=None,
+        score=None,
+        chosen_by=chosen_by,
+    )
+    val_probabilities = None
+    if val is not None and len(val[0]) > 0:
+        y_val, logits = np.asarray(val[0], dtype=np.int64), _single_view(val[1])
+        point = replace(point, temperature=fit_temperature(y_val, logits), split="val", n_cells=len(y_val))
+        val_probabilities = (y_val, probabilities(logits, point.temperature))
+    return choose_threshold(point, spec, val_probabilities, target_sensitivity)
+
+
+def choose_threshold(
+    point: OperatingPoint,
+    spec: ThresholdSpec,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     target_sensitivity: float | None = None,
-) -> ThresholdChoice:
-    """Turn ``spec`` (a number, its text, or ``"val"``) into a threshold; ``val`` is the validation (y_true, y_prob).
+) -> OperatingPoint:
+    """``point`` with the threshold ``spec`` asks for; its temperature and provenance otherwise kept.
 
-    A target sensitivity implies choosing on validation, whatever ``spec`` says when it is the default.
+    Parameters
+    ----------
+    point : OperatingPoint
+        Carries the temperature ``val``'s probabilities were scaled with.
+    spec : {None, "val"} or float
+        As for :func:`choose_point`.
+    val : tuple (y_true, y_prob) or None
+        Validation class indices (N,) and temperature-scaled probabilities (N, C).
+    target_sensitivity : float, optional
+        Implies ``"val"`` when ``spec`` is ``None``.
+
+    Raises
+    ------
+    BlastscopeError
+        As for :func:`choose_point`.
     """
+    check_target_sensitivity(target_sensitivity)
     spec = parse_threshold(spec)
-    if target_sensitivity is not None and spec not in ("val", DEFAULT_THRESHOLD):
-        raise BlastscopeError(conflicting_threshold_options(spec))
-    if target_sensitivity is not None and spec == DEFAULT_THRESHOLD:
+    if target_sensitivity is not None and spec not in (None, "val"):
+        raise BlastscopeError(conflicting_threshold_options(spec))  # type: ignore[arg-type]
+    if target_sensitivity is not None:
         spec = "val"
+    if spec is None or not point.binary:  # multi-class data is decided by argmax: there is no threshold to choose
+        return replace(point, threshold=DEFAULT_THRESHOLD, source="default", score=None)
     if spec != "val":
-        value = float(spec)
-        return ThresholdChoice(value, "default" if value == DEFAULT_THRESHOLD else "given")
+        return replace(point, threshold=float(spec), source="given", score=None)
     if val is None or len(val[0]) == 0:
         raise BlastscopeError(
             "--threshold val needs the run's validation split, which is empty or missing; give a number instead"
         )
-    y_true, y_prob = np.asarray(val[0]), np.asarray(val[1], dtype=np.float64)
+    y_true, y_prob = np.asarray(val[0], dtype=np.int64), np.asarray(val[1], dtype=np.float64)
     if len(np.unique(y_true)) < 2:
         raise BlastscopeError("the validation split holds one class only, so no threshold can be chosen on it")
+    point = replace(point, split="val", n_cells=len(y_true))
     if target_sensitivity is not None:
-        return threshold_for_sensitivity(y_true, y_prob, target_sensitivity)
-    return threshold_for_weighted_f1(y_true, y_prob)
+        return threshold_for_sensitivity(y_true, y_prob, point, target_sensitivity)
+    return threshold_for_weighted_f1(y_true, y_prob, point)
 
 
-def threshold_for_weighted_f1(y_true: np.ndarray, y_prob: np.ndarray) -> ThresholdChoice:
-    """The candidate threshold with the best weighted F1; ties go to the one closest to 0.5."""
-    candidates = _candidates(y_prob[:, 1])
-    scores = np.array([weighted_f1(y_true, y_prob, t) for t in candidates])
+def threshold_for_weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPoint) -> OperatingPoint:
+    """The candidate threshold whose decisions have the best weighted F1; ties go to the one closest to 0.5.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    y_prob : array of shape (N, 2)
+        Validation probabilities, scaled with ``point.temperature``.
+    point : OperatingPoint
+        A binary point; the result is it with ``threshold``, ``source="val:weighted_f1"`` and ``score`` set.
+    """
+    positive = point.positive_index
+    candidates = _candidates(y_prob[:, positive])
+    scores = np.array(
+        [weighted_f1(y_true, y_prob, decide(y_prob, replace(point, threshold=t)), positive) for t in candidates]
+    )
     best = np.flatnonzero(scores == scores.max())
     chosen = best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]
-    return ThresholdChoice(float(candidates[chosen]), "val:weighted_f1", float(scores[chosen]))
+    return replace(point, threshold=float(candidates[chosen]), source="val:weighted_f1", score=float(scores[chosen]))
 
 
-def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float) -> ThresholdChoice:
-    """The highest threshold that still finds ``target`` of the positives, i.e. the best specificity at that recall."""
+def threshold_for_sensitivity(
+    y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPoint, target: float
+) -> OperatingPoint:
+    """The highest threshold that still finds ``target`` of the positives, i.e. the best specificity at that recall.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+        Must hold positives.
+    y_prob : array of shape (N, 2)
+        Validation probabilities, scaled with ``point.temperature``.
+    point : OperatingPoint
+        A binary point; the result has ``source="val:sensitivity>=S"`` and ``score`` the sensitivity reached.
+    target : float
+        In (0, 1].
+
+    Raises
+    ------
+    BlastscopeError
+        For a target outside (0, 1].
+    """
     check_target_sensitivity(target)
-    _, tpr, thresholds = skm.roc_curve(y_true, y_prob[:, 1], drop_intermediate=False)
-    reaching = np.flatnonzero((tpr >= target) & np.isfinite(thresholds))
-    index = reaching[0]
-    return ThresholdChoice(float(thresholds[index]), f"val:sensitivity>={target:g}", float(tpr[index]))
+    positive = point.positive_index
+    _, tpr, thresholds = skm.roc_curve(y_true == positive, y_prob[:, positive], drop_intermediate=False)
+    reaching = np.flatnonzero((tpr >= target) & np.isfinite(thresholds) & (thresholds <= 1.0))
+    chosen = replace(point, threshold=float(thresholds[reaching[0]]), source=f"val:sensitivity>={target:g}")
+    reached = sensitivity(y_true, y_prob, decide(y_prob, chosen), positive)
+    return replace(chosen, score=None if reached is None else float(reached))
+
+
+def _single_view(logits: np.ndarray) -> np.ndarray:
+    """Logits (N, C) from (N, C) or one view (N, 1, C); the temperature is fitted without test-time augmentation."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 3 and logits.shape[1] == 1:
+        logits = logits[:, 0, :]
+    if logits.ndim != 2:
+        raise ValueError(f"validation logits must have shape (N, C) or (N, 1, C), not {logits.shape}")
+    return logits
 
 
 def _candidates(p_positive: np.ndarray) -> np.ndarray:

@@ -1,10 +1,14 @@
 """ONNX export of a trained run: self-describing model files, checked against PyTorch on the run's own test cells.
 
-Every file carries what a consumer needs to feed it (input size, mean/std, interpolation) and to read its output
-(class names, positive class last) as ONNX ``metadata_props`` under ``blastscope.*`` keys. ``export/export.json``
-records the parity check, each variant's weighted F1 beside fp32 on the validation and test splits, and the variant
-``predict`` and ``serve`` use by default: the fastest one whose validation F1 stays within ``F1_TOLERANCE`` of fp32.
-The default is chosen on validation so that the test split stays unseen; its test F1 is recorded for information.
+Every file carries what a consumer needs to feed it (input size, mean/std, interpolation), to read its output (class
+names) and to decide (the run's operating point: positive class, threshold, temperature) as ONNX ``metadata_props``
+under ``blastscope.*`` keys, exactly the keys ``inference.runners.OnnxRunner`` reads back. ``export/export.json``
+records the parity check, each variant's weighted F1 and label agreement with fp32 on the validation and test splits,
+and the variant ``predict`` and ``serve`` use by default with the reason, chosen by the rule of
+``blastscope.export.choice`` on validation only.
+
+Every score goes through the one inference path: ``predict_logits`` with an ``OnnxRunner``, ``probabilities`` at the
+point's temperature, ``decide`` at its threshold, then ``metrics.weighted_f1``, as ``evaluate`` and ``predict`` do.
 """
 
 from __future__ import annotations
@@ -12,35 +16,39 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import redirect_stdout
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from blastscope import __version__
-from blastscope.api.classifier import Transform, cell_batches, probabilities, torch_runner
+from blastscope.data.cache import DecodedCache
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.table import Cell
+from blastscope.data.transforms import Transform
 from blastscope.errors import BlastscopeError, DataError
+from blastscope.export import choice
 from blastscope.export.quantize import bf16_weights, quantize_int8
+from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.inference.predict import batches, predict_logits, probabilities
+from blastscope.inference.runners import METADATA_PREFIX, ONNX_INPUT, ONNX_OUTPUT, OnnxRunner, Runner, TorchRunner
+from blastscope.metrics import weighted_f1
 from blastscope.models.base import CellClassifier
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 EXPORT_DIR = "export"
 RECORD_NAME = "export.json"
 PARITY_TOLERANCE = 1e-4
-F1_TOLERANCE = 0.005
+"""Largest absolute logit difference between PyTorch and ONNX Runtime (fp32) that counts as a faithful export."""
 PARITY_CELLS = 32
+"""Test cells the parity check runs on (the variants are then scored on every val and test cell)."""
 CALIBRATION_CELLS = 64
+"""Training cells the int8 activation ranges are calibrated on."""
+SCORE_BATCH_SIZE = 32
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "bf16": "model_bf16.onnx"}
-DEFAULT_PREFERENCE = ("int8", "fp32")
-"""Fastest first; bf16 is never the default because ONNX Runtime's CPU provider computes it in fp32 anyway."""
 VARIANT_NOTES = {
     "fp32": "float32 weights and compute",
     "int8": "static QDQ quantisation: int8 per-channel weights, uint8 activations calibrated on training cells",
@@ -48,60 +56,79 @@ VARIANT_NOTES = {
 }
 
 
-class OnnxModel:
-    """An exported model in an ONNX Runtime CPU session, with the preprocessing and classes its file carries."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        except Exception as error:  # ONNX Runtime raises its own untyped errors for unreadable files
-            raise BlastscopeError(
-                f"{self.path}: not a loadable ONNX model ({error}); re-run `blastscope export`"
-            ) from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if "blastscope.classes" not in metadata:
-            raise BlastscopeError(f"{self.path}: carries no blastscope metadata; export it with `blastscope export`")
-        try:
-            self.classes: tuple[str, ...] = tuple(json.loads(metadata["blastscope.classes"]))
-            self.preprocessing = Preprocessing.from_dict(json.loads(metadata["blastscope.preprocessing"]))
-        except (KeyError, TypeError, ValueError) as error:  # JSONDecodeError is a ValueError
-            raise BlastscopeError(
-                f"{self.path}: incomplete or corrupt blastscope metadata ({type(error).__name__}: {error}); "
-                "re-run `blastscope export`"
-            ) from None
-        self.variant = metadata.get("blastscope.variant", "fp32")
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(batch.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+def decision_text(point: OperatingPoint) -> str:
+    """How to turn the file's logits into a label at ``point``, in words (the ``blastscope.output`` metadata)."""
+    scaling = f"divide by the temperature {point.temperature:.6g}, " if point.temperature != 1.0 else ""
+    if point.binary:
+        others = [label for label in point.classes if label != point.positive_class]
+        rule = f"{point.positive_class} when p({point.positive_class}) >= {point.threshold:.6g}, else {others[0]}"
+    else:
+        rule = "the most probable class"
+    return (
+        f"logits (N, C) in blastscope.classes order; to decide as blastscope does: {scaling}softmax, then {rule} "
+        f"(blastscope.operating_point: {point.origin()})"
+    )
 
 
-def model_metadata(pre: Preprocessing, classes: Sequence[str], model_name: str, variant: str) -> dict[str, str]:
-    """The ``metadata_props`` of an exported file: everything needed to preprocess its input and name its output."""
-    return {
-        "blastscope.classes": json.dumps(list(classes)),
-        "blastscope.positive_class": classes[-1],
-        "blastscope.preprocessing": json.dumps(pre.to_dict()),
-        "blastscope.input": (
+def model_metadata(pre: Preprocessing, point: OperatingPoint, model_name: str, variant: str) -> dict[str, str]:
+    """The ``metadata_props`` of an exported file: how to preprocess its input, name its output and decide.
+
+    Parameters
+    ----------
+    pre : Preprocessing
+        The run's input size, normalisation and interpolation.
+    point : OperatingPoint
+        The run's operating point at export time; its classes name the output columns.
+    model_name, variant : str
+        The architecture (``config.yaml``'s ``model``) and ``fp32``, ``int8`` or ``bf16``.
+
+    Returns
+    -------
+    dict of str to str
+        Keys under ``blastscope.``; ``positive_class`` only for binary points.
+    """
+    key = METADATA_PREFIX
+    metadata = {
+        f"{key}classes": json.dumps(list(point.classes)),
+        f"{key}preprocessing": json.dumps(pre.to_dict()),
+        f"{key}operating_point": json.dumps(point.to_dict()),
+        f"{key}input": (
             f"float32 NCHW RGB, {pre.input_size}x{pre.input_size} ({pre.interpolation} resize), "
             "scaled to [0, 1], then (x - mean) / std per channel"
         ),
-        "blastscope.output": "logits (N, C) in blastscope.classes order; softmax gives probabilities",
-        "blastscope.model": model_name,
-        "blastscope.variant": variant,
-        "blastscope.version": __version__,
+        f"{key}output": decision_text(point),
+        f"{key}model": model_name,
+        f"{key}variant": variant,
+        f"{key}version": __version__,
     }
+    if point.positive_class is not None:
+        metadata[f"{key}positive_class"] = point.positive_class
+    return metadata
 
 
 def set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of the ONNX file at ``path`` with ``metadata``, in place."""
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, metadata)
     onnx.save(model, str(path))
 
 
 def export_onnx(model: CellClassifier, pre: Preprocessing, path: Path) -> Path:
-    """Traces ``model`` to ONNX with torch.export (dynamo), batch axis dynamic, weights inline."""
+    """Trace ``model`` to ONNX with torch.export (dynamo): batch axis dynamic, weights inline.
+
+    Parameters
+    ----------
+    model : CellClassifier
+        Maps a normalised (N, 3, S, S) float32 batch to logits (N, C); S = ``pre.input_size``.
+    pre : Preprocessing
+    path : Path
+        The file to write; input ``ONNX_INPUT`` (N, 3, S, S), output ``ONNX_OUTPUT`` (N, C).
+
+    Returns
+    -------
+    Path
+        ``path``, without metadata yet (see :func:`set_metadata`).
+    """
     example = torch.zeros(2, 3, pre.input_size, pre.input_size)
     batch = torch.export.Dim("batch", min=1)
     # The exporter prints progress lines and warns about internals; neither helps the user of `blastscope export`.
@@ -112,8 +139,8 @@ def export_onnx(model: CellClassifier, pre: Preprocessing, path: Path) -> Path:
             (example,),
             str(path),
             dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
             dynamic_shapes=({0: batch},),
             optimize=True,
             external_data=False,
@@ -122,37 +149,111 @@ def export_onnx(model: CellClassifier, pre: Preprocessing, path: Path) -> Path:
     return path
 
 
-def max_logit_difference(model: CellClassifier, exported: OnnxModel, batches: Iterator[torch.Tensor]) -> float:
-    """The largest absolute difference between PyTorch's and ONNX Runtime's logits over the given batches."""
-    run_torch = torch_runner(model)
-    return max(float((run_torch(batch) - exported(batch)).abs().max()) for batch in batches)
+def max_logit_difference(reference: Runner, candidate: Runner, images: Iterable[torch.Tensor]) -> float:
+    """The largest absolute logit difference between two runners over the given batches.
+
+    Parameters
+    ----------
+    reference, candidate : Runner
+        E.g. ``TorchRunner(trained.model)`` and ``OnnxRunner(path)``.
+    images : iterable of Tensor
+        Normalised float32 (B, 3, S, S) batches (``inference.predict.batches``).
+
+    Returns
+    -------
+    float
+        max |reference(x) - candidate(x)| over every logit, in logit units.
+
+    Raises
+    ------
+    ValueError
+        If ``images`` yields no batch.
+    """
+    differences = [float((reference(batch) - candidate(batch)).abs().max()) for batch in images]
+    if not differences:
+        raise ValueError("no batches to compare the runners on")
+    return max(differences)
 
 
-def weighted_f1(
-    runner: Callable[[torch.Tensor], torch.Tensor],
-    cells: Sequence[Any],
+def decided_labels(
+    runner: Runner,
+    cells: Sequence[Cell],
     pre: Preprocessing,
     transform: Transform,
-    classes: Sequence[str],
-) -> float:
-    """The C-NMC challenge metric of ``runner`` on ``cells`` (``metrics.weighted_f1``)."""
-    from blastscope.metrics import weighted_f1 as score
+    point: OperatingPoint,
+    cache: DecodedCache | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and decided labels of ``runner`` on ``cells`` at ``point``: the path predict and serve take.
 
-    y_prob = np.concatenate([probabilities(runner, batch) for batch in cell_batches(cells, pre, transform)])
-    y_true = np.array([classes.index(cell.label) for cell in cells])
-    return score(y_true, y_prob)
+    Parameters
+    ----------
+    runner : Runner
+    cells : sequence of Cell
+        Dataset cells, decoded through ``cache`` as training saw them.
+    pre : Preprocessing
+    transform : Transform
+        The run's eval transform (``TrainedRun.transform``).
+    point : OperatingPoint
+        Decides the labels; its temperature scales the logits.
+    cache : DecodedCache, optional
+
+    Returns
+    -------
+    probabilities : array of float32, shape (N, C)
+        Softmax of logits / ``point.temperature`` (no test-time augmentation, as ``predict`` by default).
+    labels : array of int64, shape (N,)
+        Indices into ``point.classes`` from ``decide``.
+
+    Raises
+    ------
+    ValueError
+        For no cells. ``ImageError`` for an unreadable cell image.
+    """
+    logits = predict_logits(runner, cells, pre, transform, batch_size=SCORE_BATCH_SIZE, cache=cache)
+    probs = probabilities(logits, point.temperature)
+    return probs, decide(probs, point)
 
 
 def export_run(
     trained: Any, *, int8: bool = False, bf16: bool = False, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Exports a loaded run (``load_run``) to RUN_DIR/export: fp32, optional int8/bf16, parity check, export.json."""
+    """Export a loaded run to RUN_DIR/export: fp32, optional int8/bf16, parity check, scores, export.json.
+
+    Parameters
+    ----------
+    trained : TrainedRun
+        From ``blastscope.runs.load_run``; its operating point is written into every file and decides every score.
+    int8, bf16 : bool
+        Also build the int8 (static QDQ, calibrated on training cells) and bf16-weight variants.
+    log : callable
+        Receives the parity line.
+
+    Returns
+    -------
+    dict
+        What export.json holds: parity, the operating point, the default rule, per-variant ``{val,test}_weighted_f1``,
+        ``{val,test}_f1_minus_fp32``, ``{val,test}_agreement`` (share of labels equal to fp32's), the rule's verdict,
+        and ``default`` with ``default_reason``.
+
+    Raises
+    ------
+    DataError
+        If the run's split has no test cells, or ``int8`` without training cells to calibrate on.
+    BlastscopeError
+        If the ONNX logits differ from PyTorch's by more than ``PARITY_TOLERANCE`` (nothing is left behind then).
+    """
     test_cells = list(trained.split.parts.get("test", []))
     if not test_cells:
         raise DataError(f"{trained.run_dir}: the run's split has no test cells to check the export against")
     calibration = list(trained.split.parts.get("train", []))[:CALIBRATION_CELLS]
     if int8 and not calibration:
         raise DataError(f"{trained.run_dir}: the run's split has no training cells to calibrate int8 on")
+    point: OperatingPoint = trained.operating_point
+    if point.classes != tuple(trained.classes):
+        raise BlastscopeError(
+            f"{trained.run_dir}: the operating point is for classes {', '.join(point.classes)}, the run has "
+            f"{', '.join(trained.classes)}; choose it again with `blastscope evaluate`"
+        )
     out = Path(trained.run_dir) / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for stale in (*out.glob("model*.onnx"), out / RECORD_NAME):
@@ -170,21 +271,23 @@ def export_run(
 def _build(
     trained: Any,
     out: Path,
-    test_cells: list[Any],
-    calibration: list[Any],
+    test_cells: list[Cell],
+    calibration: list[Cell],
     *,
     int8: bool,
     bf16: bool,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Every variant's file in ``out``, checked and scored; the record that export.json will hold."""
-    pre, transform = trained.preprocessing, trained.transform
-    metadata = partial(model_metadata, pre, trained.classes, _model_name(trained))
+    pre, transform, point = trained.preprocessing, trained.transform, trained.operating_point
+    model_name = str(trained.config.get("model", "unknown"))
+    cache = DecodedCache()
     built = {"fp32": export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])}
-    set_metadata(built["fp32"], metadata("fp32"))
+    set_metadata(built["fp32"], model_metadata(pre, point, model_name, "fp32"))
     parity_cells = test_cells[:PARITY_CELLS]
-    batches = cell_batches(parity_cells, pre, transform)
-    difference = max_logit_difference(trained.model, OnnxModel(built["fp32"]), batches)
+    difference = max_logit_difference(
+        TorchRunner(trained.model), OnnxRunner(built["fp32"]), batches(parity_cells, pre, transform, cache=cache)
+    )
     log(f"parity: max |logit(PyTorch) - logit(ONNX)| = {difference:.2e} on {len(parity_cells)} test cells")
     if not difference < PARITY_TOLERANCE:
         raise BlastscopeError(
@@ -192,57 +295,108 @@ def _build(
             "the export is not faithful, keep using --backend torch"
         )
     if int8:
-        batches = (batch.numpy() for batch in cell_batches(calibration, pre, transform, batch_size=16))
-        built["int8"] = quantize_int8(built["fp32"], out / VARIANT_FILES["int8"], INPUT_NAME, batches)
+        arrays = (batch.numpy() for batch in batches(calibration, pre, transform, batch_size=16, cache=cache))
+        built["int8"] = quantize_int8(built["fp32"], out / VARIANT_FILES["int8"], ONNX_INPUT, arrays)
     if bf16:
         built["bf16"] = bf16_weights(built["fp32"], out / VARIANT_FILES["bf16"])
     for variant, path in built.items():
         if variant != "fp32":
-            set_metadata(path, metadata(variant))
+            set_metadata(path, model_metadata(pre, point, model_name, variant))
 
     val_cells = list(trained.split.parts.get("val", []))
-    chosen_on = "val" if val_cells else "test"  # a run without validation cells can only be judged on test
-    sessions = {variant: OnnxModel(path) for variant, path in built.items()}
-    scores = {
-        split: {
-            variant: weighted_f1(session, cells, pre, transform, trained.classes)
-            for variant, session in sessions.items()
-        }
-        for split, cells in (("val", val_cells), ("test", test_cells))
-        if cells
+    splits = {name: cells for name, cells in (("val", val_cells), ("test", test_cells)) if cells}
+    runners = {variant: OnnxRunner(path) for variant, path in built.items()}
+    scores = {name: _score_split(runners, cells, trained, cache) for name, cells in splits.items()}
+    judgements = {
+        variant: choice.judge(
+            variant,
+            len(val_cells),
+            scores["val"][variant]["agreement"] if val_cells else None,
+            scores["val"][variant]["f1_minus_fp32"] if val_cells else None,
+        )
+        for variant in built
+        if variant != choice.REFERENCE
     }
-    record = {
-        "model": _model_name(trained),
+    default, reason = choice.choose_default(list(built), judgements)
+    return {
+        "model": model_name,
         "display_name": trained.display_name,
         "classes": list(trained.classes),
         "preprocessing": pre.to_dict(),
+        "operating_point": point.to_dict(),
         "parity": {"cells": len(parity_cells), "max_abs_logit_difference": difference, "tolerance": PARITY_TOLERANCE},
         "val_cells": len(val_cells),
         "test_cells": len(test_cells),
         "calibration_cells": len(calibration) if int8 else 0,
-        "f1_tolerance": F1_TOLERANCE,
-        "default_chosen_on": chosen_on,
-        "variants": {variant: _variant_record(variant, path, scores, chosen_on) for variant, path in built.items()},
+        "default_rule": choice.default_rule(),
+        "variants": {
+            variant: _variant_record(variant, path, scores, judgements.get(variant)) for variant, path in built.items()
+        },
+        "default": default,
+        "default_reason": reason,
     }
-    record["default"] = next(
-        variant for variant in DEFAULT_PREFERENCE if record["variants"].get(variant, {}).get("within_tolerance")
-    )
-    return record
 
 
-def _variant_record(variant: str, path: Path, scores: dict[str, dict[str, float]], chosen_on: str) -> dict[str, Any]:
+def _score_split(
+    runners: dict[str, OnnxRunner], cells: list[Cell], trained: Any, cache: DecodedCache
+) -> dict[str, dict[str, float]]:
+    """Each variant's weighted F1 on ``cells``, its difference from fp32's, and the share of labels equal to fp32's."""
+    point = trained.operating_point
+    y_true = np.array([trained.classes.index(cell.label) for cell in cells], dtype=np.int64)
+    decided = {
+        variant: decided_labels(runner, cells, trained.preprocessing, trained.transform, point, cache)
+        for variant, runner in runners.items()
+    }
+    f1 = {
+        variant: weighted_f1(y_true, probs, labels, point.positive_index)
+        for variant, (probs, labels) in decided.items()
+    }
+    reference = decided[choice.REFERENCE][1]
+    return {
+        variant: {
+            "weighted_f1": f1[variant],
+            "f1_minus_fp32": f1[variant] - f1[choice.REFERENCE],
+            "agreement": float(np.mean(labels == reference)),
+        }
+        for variant, (_, labels) in decided.items()
+    }
+
+
+def _variant_record(
+    variant: str, path: Path, scores: dict[str, dict[str, dict[str, float]]], judgement: choice.Judgement | None
+) -> dict[str, Any]:
     record: dict[str, Any] = {"file": path.name, "bytes": path.stat().st_size}
-    for split in ("val", "test"):
-        if split in scores:
-            record[f"{split}_weighted_f1"] = scores[split][variant]
-            record[f"{split}_f1_minus_fp32"] = scores[split][variant] - scores[split]["fp32"]
-    record["within_tolerance"] = abs(record[f"{chosen_on}_f1_minus_fp32"]) <= F1_TOLERANCE
+    for split, by_variant in scores.items():
+        record[f"{split}_weighted_f1"] = by_variant[variant]["weighted_f1"]
+        record[f"{split}_f1_minus_fp32"] = by_variant[variant]["f1_minus_fp32"]
+        record[f"{split}_agreement"] = by_variant[variant]["agreement"]
+    if judgement is not None:  # fp32 is the reference, not judged
+        record["meets_rule"] = judgement.meets_rule
+        record["rule_failures"] = list(judgement.failures)
     record["notes"] = VARIANT_NOTES[variant]
     return record
 
 
 def onnx_model_path(run_dir: Path, variant: str | None = None) -> Path | None:
-    """The exported file to predict with: ``variant``, else export.json's default; ``None`` when nothing is exported."""
+    """The exported file to predict with: ``variant``, else export.json's default.
+
+    Parameters
+    ----------
+    run_dir : Path
+        A training run directory.
+    variant : str, optional
+        ``fp32``, ``int8`` or ``bf16``; ``None`` for export.json's default.
+
+    Returns
+    -------
+    Path or None
+        ``None`` when nothing is exported (and no variant other than fp32 was asked for).
+
+    Raises
+    ------
+    BlastscopeError
+        If export.json is unreadable or lacks the variant, or a variant other than fp32 is asked for without it.
+    """
     out = Path(run_dir) / EXPORT_DIR
     record_path = out / RECORD_NAME
     if record_path.is_file():
@@ -267,7 +421,3 @@ def onnx_model_path(run_dir: Path, variant: str | None = None) -> Path | None:
         )
     fp32 = out / VARIANT_FILES["fp32"]
     return fp32 if fp32.is_file() else None
-
-
-def _model_name(trained: Any) -> str:
-    return str(trained.config.get("model", "unknown"))

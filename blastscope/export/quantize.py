@@ -40,7 +40,30 @@ class _Batches(CalibrationDataReader):
 
 
 def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iterable[np.ndarray]) -> Path:
-    """Static QDQ int8 quantisation of ``source``, with activation ranges from the ``calibration`` batches."""
+    """Static QDQ int8 quantisation of ``source``, with activation ranges from the ``calibration`` batches.
+
+    Parameters
+    ----------
+    source, target : Path
+        The fp32 ONNX file and the int8 file to write (``source``'s metadata is not carried over).
+    input_name : str
+        The graph input the batches feed (``inference.runners.ONNX_INPUT`` for blastscope's exports).
+    calibration : iterable of array
+        Normalised float32 batches of shape (B, 3, S, S), as the model takes them.
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    ValueError
+        If ``calibration`` yields no batch.
+    """
+    calibration = list(calibration)
+    if not calibration:
+        raise ValueError("int8 quantisation needs at least one calibration batch")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
@@ -58,7 +81,23 @@ def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iter
 
 
 def bf16_weights(source: Path, target: Path) -> Path:
-    """A copy of ``source`` whose float weights are stored as bfloat16, each cast back to float32 where it is used."""
+    """A copy of ``source`` whose float weights are stored as bfloat16, each cast back to float32 where it is used.
+
+    Parameters
+    ----------
+    source, target : Path
+        The fp32 ONNX file and the file to write (about half the size; logits carry bf16 weight rounding).
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    onnx.checker.ValidationError
+        If the rewritten graph is not valid ONNX.
+    """
     model = onnx.load(str(source))
     graph = model.graph
     kept, stored, casts = [], [], []

@@ -1,128 +1,100 @@
-"""Batched, no-grad prediction of class probabilities for cells, images or image files."""
+"""The one prediction path: items -> normalised batches -> runner -> logits per view -> probabilities.
+
+Every door to a model goes through :func:`predict_logits` and :func:`probabilities`: ``evaluate`` and the test score
+written at the end of training (dataset cells, through the decoded cache), the Python API, ``predict`` and ``serve``
+(files and uploaded images), and the export's parity and variant checks. Labels then come from
+``decision.decide`` alone.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
 
-from blastscope.data.cache import RESAMPLING, DecodedCache
+from blastscope.data.cache import DecodedCache, resize_rgb
 from blastscope.data.images import read_rgb
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
-from blastscope.data.transforms import eval_transform
+from blastscope.data.transforms import Transform
+from blastscope.inference.runners import Runner
 from blastscope.inference.tta import view_logits
 
 Item = Cell | Image.Image | str | Path
-Precision = Literal["auto", "fp32", "bf16"]
-Transform = Callable[[np.ndarray], torch.Tensor]
+"""A dataset cell (decoded once through the cache), a PIL image, or an image file's path."""
 
 
-def predict_proba(
-    model: nn.Module,
-    pre: Preprocessing,
-    items: Sequence[Item],
-    batch_size: int = 32,
-    tta: bool = False,
-    cache: DecodedCache | None = None,
-    precision: Precision = "auto",
-    return_logits: bool = False,
-    progress: bool = False,
-    transform: Transform | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, C), the softmax of the logits; with ``tta`` the mean over the 8 dihedral views.
+def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = None) -> np.ndarray:
+    """One item as the uint8 (S, S, 3) array the model's transform takes, S = ``pre.input_size``.
 
-    ``cache`` is a ``DecodedCache`` for Cells (a default one is opened when needed). ``precision="auto"`` runs bf16
-    autocast where the hardware has native bf16 matrix units (CPUs with AMX, CUDA GPUs that support it), else fp32.
-    With ``return_logits`` the result is ``(probabilities, logits)``, logits averaged over views, for temperature
-    scaling. ``transform`` replaces the plain ``eval_transform(pre)``, e.g. to apply a run's stain normalisation.
-    The model is left in eval mode and channels-last memory format (faster convolutions on CPU and GPU).
+    Cells are read through ``cache`` (exactly as training saw them); images and paths are decoded and resized the
+    same way. Raises ``ImageError`` for an unreadable file.
     """
-    logits = predict_view_logits(model, pre, items, batch_size, tta, cache, precision, progress, transform)
-    probabilities = torch.from_numpy(logits).softmax(dim=-1).mean(dim=1).numpy()
-    if return_logits:
-        return probabilities, logits.mean(axis=1)
-    return probabilities
+    if isinstance(item, Cell):
+        return (cache or DecodedCache()).load(item.path, item.digest, pre.input_size, pre.interpolation)
+    image = item if isinstance(item, Image.Image) else read_rgb(item)
+    return resize_rgb(image, pre.input_size, pre.interpolation)
 
 
-def predict_view_logits(
-    model: nn.Module,
-    pre: Preprocessing,
+def batches(
     items: Sequence[Item],
+    pre: Preprocessing,
+    transform: Transform,
     batch_size: int = 32,
-    tta: bool = False,
     cache: DecodedCache | None = None,
-    precision: Precision = "auto",
-    progress: bool = False,
-    transform: Transform | None = None,
-) -> np.ndarray:
-    """Raw logits of shape (N, V, C), V = 8 with TTA else 1, as float32."""
-    if not items:
-        raise ValueError("no images to predict")
-    device = next(model.parameters()).device
-    autocast_dtype = resolve_precision(precision, device)
-    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    model.eval()
-    model.to(memory_format=torch.channels_last)
-    load = _loader(pre, items, cache, transform)
-    batches = []
-    starts = range(0, len(items), batch_size)
-    with torch.inference_mode(), autocast:
-        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
-            images = torch.stack([load(item) for item in items[start : start + batch_size]]).to(device)
-            batches.append(view_logits(model, images, tta).float().cpu())
-    return torch.cat(batches).numpy()
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu" and _cpu_has_amx():
-        return torch.bfloat16
-    return None
-
-
-def resize_image(image: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """An RGB image scaled to the model's square input, as uint8 HxWx3: exactly what the decoded cache stores."""
-    image = image.convert("RGB")
-    size = (pre.input_size, pre.input_size)
-    if image.size != size:
-        image = image.resize(size, RESAMPLING[pre.interpolation])
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _loader(
-    pre: Preprocessing, items: Sequence[Item], cache: DecodedCache | None, transform: Transform | None
-) -> Callable[[Item], torch.Tensor]:
-    """A function turning one item into the normalised CHW tensor the model takes."""
-    transform = transform or eval_transform(pre)
+) -> Iterator[torch.Tensor]:
+    """Normalised float32 batches of shape (B, 3, S, S), B <= ``batch_size``, in item order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if cache is None and any(isinstance(item, Cell) for item in items):
         cache = DecodedCache()
-
-    def load(item: Item) -> torch.Tensor:
-        if isinstance(item, Cell):
-            array = cache.load(item.path, item.digest, pre.input_size, pre.interpolation)
-        else:
-            array = resize_image(item if isinstance(item, Image.Image) else read_rgb(item), pre)
-        return transform(array)
-
-    return load
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        yield torch.stack([transform(resized_pixels(item, pre, cache)) for item in chunk])
 
 
-def _cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
+def predict_logits(
+    runner: Runner,
+    items: Sequence[Item],
+    pre: Preprocessing,
+    transform: Transform,
+    *,
+    tta: bool = False,
+    batch_size: int = 32,
+    cache: DecodedCache | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Logits of every item in every view: float32 array of shape (N, V, C), V = 8 with ``tta`` else 1.
+
+    ``transform`` maps a resized uint8 image to the model's input (a run's own: ``TrainedRun.transform``).
+    Raises ``ValueError`` for no items and ``ImageError`` for an unreadable file.
+    """
+    if not len(items):
+        raise ValueError("no images to predict")
+    total = -(-len(items) // batch_size)
+    chunks = [
+        view_logits(runner, batch, tta).float().numpy()
+        for batch in tqdm(
+            batches(items, pre, transform, batch_size, cache),
+            total=total,
+            desc="predict",
+            unit="batch",
+            disable=not progress,
+        )
+    ]
+    return np.concatenate(chunks)
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities (N, C), float64: the softmax of ``logits / temperature``, averaged over views.
+
+    ``logits`` has shape (N, V, C) (views from :func:`predict_logits`) or (N, C).
+    """
+    logits = torch.as_tensor(np.asarray(logits, dtype=np.float64))  # float64: no p rounds to exactly 1 at small T
+    if logits.ndim == 2:
+        logits = logits.unsqueeze(1)
+    return (logits / float(temperature)).softmax(dim=-1).mean(dim=1).numpy()

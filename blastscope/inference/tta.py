@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import nn
 
 VIEW_NAMES = (
     "identity",
@@ -24,7 +25,7 @@ def dihedral_views(images: torch.Tensor) -> list[torch.Tensor]:
     return [torch.rot90(base, k, dims=(-2, -1)) for base in (images, images.flip(-1)) for k in range(4)]
 
 
-def view_logits(model: nn.Module, images: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Logits of shape (N, V, C): V = 8 dihedral views with TTA, else 1."""
+def view_logits(runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Logits of shape (N, V, C) for a normalised NCHW batch: V = 8 dihedral views with TTA, else 1."""
     views = dihedral_views(images) if tta else [images]
-    return torch.stack([model(view.contiguous(memory_format=torch.channels_last)) for view in views], dim=1)
+    return torch.stack([runner(view) for view in views], dim=1)

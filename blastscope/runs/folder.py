@@ -1,61 +1,29 @@
-"""A run directory and how to load a trained model back from it.
+"""The run folder: where ``blastscope train`` writes a run and how its files are read back.
 
 Layout of ``runs/<YYYYmmdd-HHMMSS>-<model>/``: ``config.yaml`` (the recipe plus what it resolved to), ``split.csv``,
-``history.csv``, ``checkpoints/{best,last}.ckpt``, ``metrics.json`` (test split) and ``logs/``.
+``history.csv``, ``checkpoints/{best,last}.ckpt``, ``metrics.json`` (test split), ``operating_point.json`` (where the
+classifier decides: written by ``train``, replaced by ``evaluate``/``compare`` when they choose a threshold) and
+``logs/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
 
 from blastscope.errors import BlastscopeError
-from blastscope.data.preprocessing import Preprocessing
+from blastscope.inference.decision import OperatingPoint
 from blastscope.models.base import CellClassifier
 
-if TYPE_CHECKING:
-    from blastscope.data.split import Split
-
 CHECKPOINTS = ("best", "last")
+OPERATING_POINT_FILE = "operating_point.json"
 RUN_DIR_ENV = "BLASTSCOPE_RUN_DIR"
-
-
-@dataclass
-class TrainedRun:
-    """A finished (or interrupted) run with its network in eval mode, ready to predict."""
-
-    run_dir: Path
-    config: dict[str, Any]
-    model: CellClassifier
-    preprocessing: Preprocessing
-    classes: tuple[str, ...]
-    split: Split
-    weights_source: str
-    pretrained: bool
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.config['model']} ({'pretrained' if self.pretrained else 'random init'})"
-
-    @property
-    def transform(self) -> Callable[[Any], torch.Tensor]:
-        """The run's deterministic preprocessing (stain normalisation, denoising, if trained with them), then the
-        model's normalisation: uint8 HxWx3 at the input size -> float CHW tensor, exactly as validation saw it."""
-        return run_eval_transform(self.preprocessing, self.config)
-
-
-def run_eval_transform(pre: Preprocessing, config: dict[str, Any]) -> Callable[[Any], torch.Tensor]:
-    """The eval transform a run with this config was validated with."""
-    from blastscope.data.transforms import AugmentConfig, eval_transform
-
-    return eval_transform(pre, AugmentConfig(**(config.get("augmentation") or {})))
 
 
 def new_run_dir(out: Path, model: str) -> Path:
@@ -121,23 +89,35 @@ def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
     return model
 
 
-def load_run(run_dir: Path | str, checkpoint: str = "best") -> TrainedRun:
-    """Rebuild the run's network (no weight download: architecture only) and load its ``best`` or ``last`` weights."""
-    from blastscope.data.split import read_split_csv
-    from blastscope.models import create_model
 
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    classes = tuple(config["classes"])
-    bundle = create_model(config["model"], num_classes=len(classes), pretrained="none", image_size=config["image_size"])
-    model = load_network_weights(bundle.model, checkpoint_path(run_dir, checkpoint)).eval()
-    return TrainedRun(
-        run_dir=run_dir,
-        config=config,
-        model=model,
-        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
-        classes=classes,
-        split=read_split_csv(run_dir / "split.csv"),
-        weights_source=str(config["weights_source"]),
-        pretrained=bool(config["weights_pretrained"]),
-    )
+
+def read_operating_point(run_dir: Path, classes: tuple[str, ...]) -> OperatingPoint:
+    """The run's stored operating point; a run trained before operating points were stored gets the default.
+
+    Raises ``BlastscopeError`` if the file is unreadable or was written for other classes.
+    """
+    path = Path(run_dir) / OPERATING_POINT_FILE
+    if not path.is_file():
+        return OperatingPoint.default(classes)
+    try:
+        point = OperatingPoint.from_dict(json.loads(path.read_text()))
+    except (OSError, KeyError, TypeError, ValueError, BlastscopeError) as error:
+        raise BlastscopeError(
+            f"{path}: unreadable operating point ({type(error).__name__}: {error}); delete it to go back to the "
+            "default threshold, or choose one again with `blastscope evaluate --threshold val`"
+        ) from None
+    if point.classes != tuple(classes):
+        raise BlastscopeError(
+            f"{path}: written for classes {', '.join(point.classes)}, the run has {', '.join(classes)}; delete it or "
+            "choose the threshold again with `blastscope evaluate`"
+        )
+    return point
+
+
+def write_operating_point(run_dir: Path, point: OperatingPoint) -> Path:
+    """Store ``point`` as the run's operating point, atomically (a temporary file renamed into place)."""
+    path = Path(run_dir) / OPERATING_POINT_FILE
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(point.to_dict(), indent=2) + "\n")
+    os.replace(temporary, path)
+    return path

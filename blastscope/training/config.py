@@ -9,8 +9,10 @@ from typing import Any
 
 import yaml
 
+from blastscope.data.augment import augment_config
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
+from blastscope.hardware import cpu_has_native_bf16
 
 MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -113,8 +115,6 @@ class TrainConfig:
                 f"epochs cannot be negative (frozen {self.epochs_frozen}, finetune {self.epochs_finetune}): "
                 "check --epochs-frozen and --epochs-finetune"
             )
-        from blastscope.data.datamodule import augment_config
-
         augment_config(self.augmentation)  # unknown or bad switches fail here, not after the data is scanned
         if self.lr_head <= 0 or self.lr_finetune <= 0:
             raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
@@ -169,9 +169,10 @@ def write_yaml(data: dict[str, Any], path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def resolve_precision(precision: str, accelerator: str, cpu_bf16: bool = True) -> str:
-    """'auto' is the fastest precision the hardware runs natively: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16
-    for models whose training it speeds up (``cpu_bf16``, from the model's registry entry), else fp32."""
+def lightning_precision(precision: str, accelerator: str, cpu_bf16: bool = True) -> str:
+    """Lightning's ``precision`` for training. 'auto' is the fastest precision the hardware runs natively: fp16 on
+    CUDA; bf16 on CPUs with AMX/AVX512-BF16 for models whose training it speeds up (``cpu_bf16``, from the model's
+    registry entry), else fp32."""
     if precision != "auto":
         return precision
     import torch
@@ -179,11 +180,3 @@ def resolve_precision(precision: str, accelerator: str, cpu_bf16: bool = True) -
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "16-mixed"
     return "bf16-mixed" if cpu_bf16 and cpu_has_native_bf16() else "32-true"
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags

@@ -1,60 +1,106 @@
-"""`blastscope evaluate`: a readable summary, evaluation.json, and one-line errors for bad input."""
+"""`blastscope evaluate`: a readable summary, evaluation.json, the run's operating point, and one-line errors."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn import metrics as skm
 
 from blastscope.cli import main
+from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.runs import load_run
 
 
-@pytest.fixture(scope="module")
-def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    code = main(
-        [
-            "train",
-            "--data",
-            str(synth_small),
-            "--model",
-            "cnn",
-            "--pretrained",
-            "none",
-            "--image-size",
-            "32",
-            "--epochs-frozen",
-            "0",
-            "--epochs-finetune",
-            "1",
-            "--num-workers",
-            "0",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
-    (run_dir,) = out.iterdir()
-    return run_dir
+def _evaluate(run_dir: Path, out: Path, *args: str) -> dict:
+    assert main(["evaluate", str(run_dir), "--bootstrap", "0", "--out", str(out), *args]) == 0
+    return json.loads((out / "evaluation.json").read_text())
+
+
+def _predictions(out: Path) -> list[dict[str, str]]:
+    with (out / "predictions.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def test_evaluate_writes_json_and_prints_an_aligned_summary(
-    small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        ["evaluate", str(small_run), "--bootstrap", "40", "--tta", "--threshold", "val", "--out", str(tmp_path)]
+        ["evaluate", str(tiny_run_copy), "--bootstrap", "40", "--tta", "--threshold", "val", "--out", str(tmp_path)]
     )
     out = capsys.readouterr().out
     assert code == 0
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
-    assert evaluation["plain"]["threshold"]["source"] == "val:weighted_f1"
+    assert evaluation["operating_point"]["source"] == "val:weighted_f1" and evaluation["precision"] == "fp32"
+    assert (
+        evaluation["plain"]["operating_point"] == evaluation["tta"]["operating_point"] == evaluation["operating_point"]
+    )
     assert evaluation["plain"]["bootstrap"]["n_resamples"] == 40 and evaluation["tta"] is not None
-    assert (tmp_path / "predictions.csv").read_text().startswith("path,subject,label,p_hem,p_all")
+    header = (tmp_path / "predictions.csv").read_text().splitlines()[0]
+    assert header.startswith("path,subject,label,p_hem,p_all,decided_label,threshold,decided_by")
     assert "weights: random init" in out and "95% CI (40 resamples of subjects)" in out and "with TTA" in out
     table = [line for line in out.splitlines() if line.startswith(("weighted F1", "accuracy", "ROC-AUC"))]
     assert len(table) == 3 and len({line.index("[") for line in table if "[" in line}) == 1  # CI column aligned
+
+
+def test_a_threshold_chosen_on_val_is_stored_and_used_by_the_next_evaluate(
+    tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tiny_run_copy / "operating_point.json"
+    first = _evaluate(tiny_run_copy, tmp_path / "first", "--threshold", "val")
+    out = capsys.readouterr().out
+    assert f"stored the operating point in {path}" in out and out.count("stored the operating point") == 1
+    chosen = OperatingPoint.from_dict(first["operating_point"])
+    assert chosen.source == "val:weighted_f1" and chosen.split == "val" and chosen.chosen_by == "evaluate"
+    stored = load_run(tiny_run_copy).operating_point
+    assert stored == chosen
+    assert (stored.threshold, stored.temperature) == (first["operating_point"]["threshold"], chosen.temperature)
+
+    second = _evaluate(tiny_run_copy, tmp_path / "second")
+    out = capsys.readouterr().out
+    assert "stored the operating point" not in out and f"operating point: the run's stored one ({path})" in out
+    assert f"decision: {chosen.describe()}" in out.splitlines()
+    assert second["point_source"] == "stored" and second["stored_to"] is None
+    assert second["operating_point"] == first["operating_point"]
+    assert second["plain"]["metrics"]["confusion_matrix"] == first["plain"]["metrics"]["confusion_matrix"]
+    assert second["plain"]["metrics"]["threshold"] == stored.threshold
+
+
+def test_a_given_threshold_is_stored_as_given(tiny_run_copy: Path, tmp_path: Path) -> None:
+    evaluation = _evaluate(tiny_run_copy, tmp_path, "--threshold", "0.3")
+    stored = load_run(tiny_run_copy).operating_point
+    assert (stored.threshold, stored.source, stored.chosen_by, stored.score) == (0.3, "given", "evaluate", None)
+    assert stored.split == "val" and stored.n_cells == len(load_run(tiny_run_copy).split.parts["val"])  # temperature
+    assert stored.to_dict() == evaluation["operating_point"]
+    assert evaluation["stored_to"] == str(tiny_run_copy / "operating_point.json")
+    rows = _predictions(tmp_path)
+    assert {row["threshold"] for row in rows} == {"0.3"} and {row["decided_by"] for row in rows} == {stored.origin()}
+
+
+def test_the_confusion_matrix_is_decide_on_the_written_probabilities(tiny_run_copy: Path, tmp_path: Path) -> None:
+    _evaluate(tiny_run_copy, tmp_path / "choose", "--target-sensitivity", "0.9")
+    evaluation = _evaluate(tiny_run_copy, tmp_path / "stored")
+    point = load_run(tiny_run_copy).operating_point
+    assert evaluation["point_source"] == "stored" and point.source == "val:sensitivity>=0.9"
+    rows = _predictions(tmp_path / "stored")
+    y_prob = np.array([[float(row[f"p_{name}"]) for name in point.classes] for row in rows])
+    y_true = [point.classes.index(row["label"]) for row in rows]
+    y_pred = decide(y_prob, point)
+    assert [point.classes[i] for i in y_pred] == [row["decided_label"] for row in rows]
+    expected = skm.confusion_matrix(y_true, y_pred, labels=range(len(point.classes))).tolist()
+    assert evaluation["plain"]["metrics"]["confusion_matrix"] == expected
+
+
+def test_precision_choices_are_the_inference_cores_and_fp32_by_default() -> None:
+    from blastscope.cli import build_parser
+    from blastscope.inference.precision import PRECISIONS
+
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    option = next(action for action in evaluate._actions if "--precision" in action.option_strings)
+    assert tuple(option.choices) == PRECISIONS and option.default == "fp32"
 
 
 @pytest.mark.parametrize(
@@ -69,11 +115,12 @@ def test_evaluate_writes_json_and_prints_an_aligned_summary(
     ],
 )
 def test_bad_options_are_one_line_errors(
-    small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    code = main(["evaluate", str(small_run), "--bootstrap", "0", "--out", str(tmp_path), *args])
+    code = main(["evaluate", str(tiny_run), "--bootstrap", "0", "--out", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tiny_run / "operating_point.json").exists() or load_run(tiny_run).operating_point.chosen_by == "train"
 
 
 def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from blastscope.cli import main
+from blastscope.export.choice import MIN_DECISION_CELLS
 
 
 @pytest.fixture
@@ -23,17 +24,28 @@ def test_export_int8_then_predict_uses_default_variant(run_dir: Path, synth_smal
     assert set(record["variants"]) == {"fp32", "int8"} and (run_dir / "export" / "model_int8.onnx").is_file()
     assert record["parity"]["max_abs_logit_difference"] < 1e-4
     for variant, info in record["variants"].items():
-        assert f"{variant:5s} val {info['val_weighted_f1']:.4f}" in report
+        assert f"{variant:5s} val {info['val_weighted_f1']:.4f} ({info['val_f1_minus_fp32']:+.4f}, agree" in report
         assert f"test {info['test_weighted_f1']:.4f}" in report
-    assert "[default]" in report
+    assert "[default]" in report and "decision in every file and score: all when p(all) >= 0.5000" in report
+
+    # The tiny run's validation split is too small to decide: fp32 stays the default, in one printed line.
+    assert record["val_cells"] < MIN_DECISION_CELLS and record["default"] == "fp32"
+    lines = report.splitlines()
+    assert record["default_reason"] in lines
+    assert record["default_reason"].startswith(
+        f"int8 not made the default: only {record['val_cells']} validation cells (needs >= {MIN_DECISION_CELLS})"
+    )
 
     cell = sorted(synth_small.rglob("*.png"))[0]
     assert main(["predict", str(run_dir), str(cell)]) == 0
     assert f"backend onnx ({record['default']})" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), str(cell), "--variant", "int8"]) == 0
+    assert "backend onnx (int8)" in capsys.readouterr().err
     assert main(["predict", str(run_dir), str(cell), "--variant", "bf16"]) == 2
     assert "no 'bf16' variant" in capsys.readouterr().err
 
 
 def test_export_of_a_non_run_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["export", str(tmp_path)]) == 2
-    assert "not a training run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a training run" in err and len(err.strip().splitlines()) == 1

@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from blastscope.data.augment import AugmentConfig
 from blastscope.data.cache import DecodedCache
 from blastscope.data.dataset import CellDataset
 from blastscope.data.discover import scan_dataset
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell, CellTable
-from blastscope.data.transforms import AugmentConfig, eval_transform, train_transform
+from blastscope.data.transforms import eval_transform, train_transform
 from blastscope.errors import DataError
 
 PRE = Preprocessing(32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), interpolation="bilinear")

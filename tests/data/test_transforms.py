@@ -10,8 +10,9 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from blastscope.data.augment import AugmentConfig
 from blastscope.data.preprocessing import Preprocessing
-from blastscope.data.transforms import AugmentConfig, denoise, eval_transform, train_transform
+from blastscope.data.transforms import denoise, eval_transform, train_transform
 from blastscope.errors import BlastscopeError
 
 SIZE = 40

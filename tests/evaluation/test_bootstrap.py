@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from blastscope.evaluation.bootstrap import _units, bootstrap_ci, resample_indices
+from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.metrics import accuracy, roc_auc
+
+POINT = OperatingPoint.default(("hem", "all"))
+
+
+def _decided(y_prob: np.ndarray) -> np.ndarray:
+    return decide(y_prob, POINT)
 
 
 def _dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -23,9 +30,10 @@ def _dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def test_same_seed_same_interval_other_seed_other_interval() -> None:
     y_true, y_prob, subjects = _dataset()
-    first = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=1)
-    again = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=1)
-    other = bootstrap_ci(y_true, y_prob, subjects, n_resamples=100, seed=2)
+    y_pred = _decided(y_prob)
+    first = bootstrap_ci(y_true, y_prob, y_pred, subjects, n_resamples=100, seed=1)
+    again = bootstrap_ci(y_true, y_prob, y_pred, subjects, n_resamples=100, seed=1)
+    other = bootstrap_ci(y_true, y_prob, y_pred, subjects, n_resamples=100, seed=2)
     assert first == again
     assert first["metrics"]["weighted_f1"] != other["metrics"]["weighted_f1"]
     assert first["unit"] == "subject" and first["n_units"] == 10 and first["units_per_class"] == [5, 5]
@@ -50,9 +58,22 @@ def test_every_resample_keeps_whole_subjects_and_both_classes() -> None:
 
 def test_without_subjects_cells_are_resampled_and_flagged() -> None:
     y_true, y_prob, _ = _dataset()
-    result = bootstrap_ci(y_true, y_prob, None, metrics={"accuracy": accuracy, "roc_auc": roc_auc}, n_resamples=100)
+    y_pred = _decided(y_prob)
+    metrics = {"accuracy": accuracy, "roc_auc": roc_auc}
+    result = bootstrap_ci(y_true, y_prob, y_pred, None, metrics=metrics, n_resamples=100)
     assert result["unit"] == "cell" and result["n_units"] == len(y_true)
-    assert result["metrics"]["roc_auc"]["estimate"] == pytest.approx(roc_auc(y_true, y_prob))
+    assert result["metrics"]["roc_auc"]["estimate"] == pytest.approx(roc_auc(y_true, y_prob, y_pred, 1))
+    assert result["metrics"]["accuracy"]["estimate"] == pytest.approx(np.mean(y_pred == y_true))
+
+
+def test_decisions_are_resampled_with_their_cells_not_remade() -> None:
+    """The decisions given are the ones scored: deciding every cell wrongly gives accuracy 0 in every resample."""
+    y_true, y_prob, subjects = _dataset()
+    wrong = 1 - y_true
+    result = bootstrap_ci(y_true, y_prob, wrong, subjects, metrics={"accuracy": accuracy}, n_resamples=50)
+    assert result["metrics"]["accuracy"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "n_valid": 50}
+    with pytest.raises(ValueError, match="differ"):
+        bootstrap_ci(y_true, y_prob, wrong[:-1], subjects, n_resamples=5)
 
 
 def test_subject_intervals_are_wider_than_cell_intervals_when_subjects_differ() -> None:
@@ -63,7 +84,8 @@ def test_subject_intervals_are_wider_than_cell_intervals_when_subjects_differ() 
     shift = np.repeat(rng.choice([-0.3, 0.3], 12), 20)
     p_all = np.clip(0.5 + (2 * y_true - 1) * shift + rng.normal(0, 0.05, len(y_true)), 0, 1)
     y_prob = np.stack([1 - p_all, p_all], 1)
-    by_subject = bootstrap_ci(y_true, y_prob, subjects, metrics={"accuracy": accuracy}, n_resamples=300)
-    by_cell = bootstrap_ci(y_true, y_prob, None, metrics={"accuracy": accuracy}, n_resamples=300)
+    y_pred = _decided(y_prob)
+    by_subject = bootstrap_ci(y_true, y_prob, y_pred, subjects, metrics={"accuracy": accuracy}, n_resamples=300)
+    by_cell = bootstrap_ci(y_true, y_prob, y_pred, None, metrics={"accuracy": accuracy}, n_resamples=300)
     width = lambda r: r["metrics"]["accuracy"]["high"] - r["metrics"]["accuracy"]["low"]  # noqa: E731
     assert width(by_subject) > 2 * width(by_cell)

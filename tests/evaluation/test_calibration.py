@@ -14,6 +14,7 @@ from blastscope.evaluation.calibration import (
     negative_log_likelihood,
     reliability,
 )
+from blastscope.inference.predict import probabilities
 
 
 def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,3 +61,17 @@ def test_without_validation_logits_only_before_is_reported() -> None:
     y, logits = _overconfident(50, 4)
     report = calibration_report(y, softmax(logits, 1))
     assert report["after"] is None and report["temperature"] is None
+
+
+def test_a_given_temperature_is_applied_not_refitted() -> None:
+    """An operating point's temperature is the one reported; views (N, V, C) are averaged after scaling."""
+    y_val, logits_val = _overconfident(200, 5)
+    y, logits = _overconfident(100, 6)
+    views = np.stack([logits, logits * 0.8], axis=1)
+    report = calibration_report(y, probabilities(views, 1.0), views, val=(y_val, logits_val), temperature=2.5)
+    assert report["temperature"] == 2.5 != pytest.approx(fit_temperature(y_val, logits_val))
+    scaled = np.stack([softmax(logits / 2.5, 1), softmax(logits * 0.8 / 2.5, 1)], axis=1).mean(axis=1)
+    assert report["after"] == reliability(y, probabilities(views, 2.5))
+    assert report["after"]["ece"] == pytest.approx(expected_calibration_error(y, scaled), abs=1e-6)
+    unscaled = calibration_report(y, softmax(logits, 1), logits, val=(y_val, logits_val), temperature=1.0)
+    assert unscaled["temperature"] is None and unscaled["after"] is None

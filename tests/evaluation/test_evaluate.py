@@ -1,29 +1,31 @@
-"""evaluate_predictions (the pure core) and evaluate_run on a small stand-in run."""
+"""evaluate_predictions (the pure core) and evaluate_run on the suite's tiny trained run."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError, DataError
-from blastscope.evaluation.evaluate import evaluate_predictions, evaluate_run, format_summary
+from blastscope.evaluation.evaluate import decisions, evaluate_predictions, evaluate_run, format_summary
+from blastscope.evaluation.threshold import choose_point
+from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.inference.predict import probabilities
 from blastscope.metrics import weighted_f1
+from blastscope.runs import load_run
 
 CLASSES = ("hem", "all")
+BASE = OperatingPoint.default(CLASSES)
 
 
 def _logits_for(p_all: np.ndarray) -> np.ndarray:
     p_all = np.clip(p_all, 1e-4, 1 - 1e-4)
     return np.stack([np.zeros_like(p_all), np.log(p_all / (1 - p_all))], axis=1)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 @pytest.fixture
@@ -46,109 +48,118 @@ def cohort() -> dict[str, np.ndarray | list[str]]:
 
 def test_val_threshold_is_chosen_on_validation_not_test(cohort: dict) -> None:
     logits_test = cohort["logits_test"]
-    result = evaluate_predictions(
-        cohort["y_test"],
-        _softmax(logits_test),
-        cohort["subjects"],
-        CLASSES,
-        threshold="val",
-        logits=logits_test,
-        val=(cohort["y_val"], cohort["logits_val"]),
-        bootstrap=50,
-    )
-    chosen = result["threshold"]["value"]
-    assert result["threshold"]["source"] == "val:weighted_f1"
-    p_val = _softmax(cohort["logits_val"])[:, 1]
-    # perfect on validation (above every HEM, at most the lowest ALL); the test cells would want (0.3, 0.32]
+    point = choose_point(BASE, "val", (cohort["y_val"], cohort["logits_val"]))
+    result = evaluate_predictions(cohort["y_test"], logits_test, cohort["subjects"], point, bootstrap=50)
+    chosen = result["operating_point"]["threshold"]
+    assert result["operating_point"] == point.to_dict() and point.source == "val:weighted_f1"
+    assert point.split == "val" and point.n_cells == 80 and point.temperature != 1.0
+    p_val = probabilities(cohort["logits_val"], point.temperature)[:, 1]
+    # perfect on the temperature-scaled validation probabilities (above every HEM, at most the lowest ALL); the test
+    # cells would want a lower one
     assert p_val[cohort["y_val"] == 0].max() < chosen <= p_val[cohort["y_val"] == 1].min()
-    test_score_at_chosen = weighted_f1(cohort["y_test"], _softmax(logits_test), chosen)
+    test_prob = probabilities(logits_test, point.temperature)
+    test_score_at_chosen = weighted_f1(cohort["y_test"], test_prob, decide(test_prob, point), 1)
     assert result["metrics"]["weighted_f1"] == pytest.approx(test_score_at_chosen) and test_score_at_chosen < 1.0
+    assert result["metrics"]["threshold"] == chosen
 
 
 def test_everything_is_reported_as_plain_json(cohort: dict) -> None:
     logits_test = cohort["logits_test"]
-    result = evaluate_predictions(
-        cohort["y_test"],
-        _softmax(logits_test),
-        cohort["subjects"],
-        CLASSES,
-        logits=logits_test,
-        val=(cohort["y_val"], cohort["logits_val"]),
-        bootstrap=50,
-        seed=3,
-    )
+    point = choose_point(BASE, None, (cohort["y_val"], cohort["logits_val"]))
+    result = evaluate_predictions(cohort["y_test"], logits_test, cohort["subjects"], point, bootstrap=50, seed=3)
     json.dumps(result)
-    assert result["threshold"] == {"value": 0.5, "source": "default", "val_score": None}
+    assert result["operating_point"]["threshold"] == 0.5 and result["operating_point"]["source"] == "default"
+    assert result["operating_point"]["score"] is None
     assert result["bootstrap"]["unit"] == "subject" and result["bootstrap"]["n_units"] == 10
     assert result["subjects"]["n_subjects"] == 10
-    assert result["calibration"]["temperature"] is not None and result["calibration"]["after"] is not None
+    assert result["calibration"]["temperature"] == pytest.approx(point.temperature)
+    assert result["calibration"]["after"] is not None
     assert result["roc"]["fpr"][0] == 0.0 and result["roc"]["tpr"][-1] == 1.0
 
 
+def test_metrics_are_the_decisions_of_the_point(cohort: dict) -> None:
+    """Probabilities at the point's temperature, labels from decide(): views are averaged before deciding."""
+    rng = np.random.default_rng(4)
+    views = cohort["logits_test"][:, None, :] + rng.normal(0, 0.3, (60, 8, 2))
+    point = replace(BASE, threshold=0.42, temperature=1.7, source="given", chosen_by="test")
+    result = evaluate_predictions(cohort["y_test"], views, cohort["subjects"], point, bootstrap=20)
+    scaled = np.exp(views / 1.7)
+    y_prob = (scaled / scaled.sum(axis=-1, keepdims=True)).mean(axis=1)
+    y_pred = (y_prob[:, 1] >= 0.42).astype(int)
+    np.testing.assert_array_equal(decisions(views, point)[1], y_pred)
+    np.testing.assert_allclose(decisions(views, point)[0], y_prob, atol=1e-6)
+    assert result["metrics"]["confusion_matrix"] == skm.confusion_matrix(cohort["y_test"], y_pred).tolist()
+    assert result["bootstrap"]["metrics"]["accuracy"]["estimate"] == pytest.approx(np.mean(y_pred == cohort["y_test"]))
+    assert result["calibration"]["temperature"] == 1.7
+
+
 def test_without_subjects_or_validation(cohort: dict) -> None:
-    probabilities = _softmax(cohort["logits_test"])
-    result = evaluate_predictions(cohort["y_test"], probabilities, None, CLASSES, bootstrap=20)
+    logits = cohort["logits_test"]
+    result = evaluate_predictions(cohort["y_test"], logits, None, BASE, bootstrap=20)
     assert result["subjects"] is None and result["bootstrap"]["unit"] == "cell"
-    assert result["calibration"]["after"] is None
-    assert evaluate_predictions(cohort["y_test"], probabilities, None, CLASSES, bootstrap=0)["bootstrap"] is None
+    assert result["calibration"]["after"] is None and result["calibration"]["temperature"] is None
+    assert evaluate_predictions(cohort["y_test"], logits, None, BASE, bootstrap=0)["bootstrap"] is None
+    with pytest.raises(ValueError, match="classes"):
+        evaluate_predictions(cohort["y_test"], logits, None, OperatingPoint.default(("a", "b", "c")), bootstrap=0)
 
 
 def test_multiclass_has_no_threshold() -> None:
     rng = np.random.default_rng(1)
     y = np.repeat([0, 1, 2], 10)
-    probabilities = _softmax(rng.normal(size=(30, 3)) + 2 * np.eye(3)[y])
-    result = evaluate_predictions(y, probabilities, None, ("a", "b", "c"), threshold="val", bootstrap=10)
-    assert result["threshold"]["source"].startswith("argmax") and result["roc"] is None
+    logits = rng.normal(size=(30, 3)) + 2 * np.eye(3)[y]
+    point = choose_point(OperatingPoint.default(("a", "b", "c")), "val", None)
+    result = evaluate_predictions(y, logits, None, point, bootstrap=10)
+    assert result["operating_point"]["positive_class"] is None and result["roc"] is None
+    assert result["metrics"]["threshold"] is None
+    assert result["metrics"]["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == y))
 
 
-@pytest.fixture(scope="module")
-def small_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real one-epoch run of the small CNN on 32-pixel synthetic cells."""
-    from blastscope.training import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("runs")
-    config = TrainConfig(
-        data=str(synth_small),
-        model="cnn",
-        pretrained="none",
-        image_size=32,
-        epochs_frozen=0,
-        epochs_finetune=1,
-        num_workers=0,
-        progress=False,
-        out=str(out),
-    )
-    return train(config)
-
-
-def test_evaluate_run_on_the_test_split(small_run: Path) -> None:
-    from blastscope.runs import load_run
-
-    result = evaluate_run(small_run, threshold="val", tta=True, bootstrap=30, precision="fp32")
-    test_cells = load_run(small_run).split.parts["test"]
+def test_evaluate_run_on_the_test_split(tiny_run_copy: Path) -> None:
+    run = load_run(tiny_run_copy)
+    result = evaluate_run(tiny_run_copy, threshold="val", tta=True, bootstrap=30)
+    test_cells = run.split.parts["test"]
     assert result.n_cells == len(test_cells) == len(result.predictions)
     assert result.subject_level and not any("image-level" in note for note in result.notes)
-    assert result.weights_source == "random init" and result.display_name == "cnn (random init)"
+    assert result.weights_source == "random init" and result.display_name == run.display_name
+    assert result.display_name.endswith("(random init)") and result.precision == "fp32"
     assert result.attribution == "synthetic cells generated by blastscope synth, seed 0"
-    assert result.plain["threshold"]["source"] == "val:weighted_f1"
-    assert result.tta["threshold"] == result.plain["threshold"]  # TTA is scored at the same threshold
-    assert result.plain["calibration"]["temperature"] is not None
-    assert {"p_hem", "p_all", "p_hem_tta", "p_all_tta"} <= set(result.predictions[0])
+    point = result.point
+    assert point.source == "val:weighted_f1" and point.split == "val" and point.chosen_by == "evaluate"
+    assert point.n_cells == len(run.split.parts["val"])
+    assert result.plain["operating_point"] == result.operating_point == point.to_dict()
+    assert result.tta["operating_point"] == result.plain["operating_point"]  # TTA is scored at the same point
+    assert result.point_source == "chosen" and result.stored_to == str(tiny_run_copy / "operating_point.json")
+    assert result.plain["calibration"]["temperature"] == (None if point.temperature == 1.0 else point.temperature)
+    columns = {"p_hem", "p_all", "decided_label", "threshold", "decided_by", "p_hem_tta", "p_all_tta"}
+    assert columns <= set(result.predictions[0])
+    assert {row["decided_by"] for row in result.predictions} == {point.origin()}
     data = json.loads(json.dumps(result.to_dict()))
     assert "predictions" not in data and data["plain"]["metrics"]["n"] == len(test_cells)
-    assert "weighted F1" in format_summary(result) and "with TTA" in format_summary(result)
+    assert data["operating_point"] == point.to_dict()
+    summary = format_summary(result)
+    assert "weighted F1" in summary and "with TTA" in summary
+    assert f"decision: {point.describe()}" in summary.splitlines()
+    assert f"stored in {tiny_run_copy / 'operating_point.json'}" in summary
 
 
-def test_new_data_drops_cells_the_run_has_seen(small_run: Path, synth_small: Path) -> None:
-    from blastscope.runs import load_run
+def test_a_point_chosen_with_another_checkpoint_is_not_stored(tiny_run_copy: Path) -> None:
+    before = load_run(tiny_run_copy).operating_point
+    result = evaluate_run(tiny_run_copy, threshold=0.3, checkpoint="last", bootstrap=0)
+    assert result.point.threshold == 0.3 and result.point.source == "given"
+    assert result.stored_to is None and any("not stored" in note for note in result.notes)
+    assert load_run(tiny_run_copy).operating_point == before
+    assert "chosen by this evaluation, not stored" in format_summary(result)
 
-    split = load_run(small_run).split
-    result = evaluate_run(small_run, data=synth_small, bootstrap=0, precision="fp32")
+
+def test_new_data_drops_cells_the_run_has_seen(tiny_run: Path, synth_small: Path) -> None:
+    split = load_run(tiny_run).split
+    result = evaluate_run(tiny_run, data=synth_small, bootstrap=0)
     assert result.n_cells == len(split.parts["test"])  # the training and validation cells are left out
     assert result.split == "all" and any("left out" in note for note in result.notes)
+    assert result.point_source == "stored" and result.stored_to is None
 
 
-def test_new_data_with_other_classes_is_refused(small_run: Path, tmp_path: Path) -> None:
+def test_new_data_with_other_classes_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     for label in ("tumour", "stroma"):
         (tmp_path / label).mkdir()
         for i in range(2):
@@ -156,25 +167,30 @@ def test_new_data_with_other_classes_is_refused(small_run: Path, tmp_path: Path)
                 tmp_path / label / f"{i}.png"
             )
     with pytest.raises(DataError, match="differ from the run's"):
-        evaluate_run(small_run, data=tmp_path, bootstrap=0)
+        evaluate_run(tiny_run, data=tmp_path, bootstrap=0)
 
 
-def test_threshold_is_never_tuned_on_the_cells_scored(small_run: Path) -> None:
+def test_threshold_is_never_tuned_on_the_cells_scored(tiny_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="--split val"):
-        evaluate_run(small_run, split="val", threshold="val")
+        evaluate_run(tiny_run, split="val", threshold="val")
+    with pytest.raises(BlastscopeError, match="--split val"):
+        evaluate_run(tiny_run, split="val", target_sensitivity=0.9)
 
 
-def test_no_temperature_fitted_on_the_cells_scored(small_run: Path) -> None:
-    result = evaluate_run(small_run, split="val", threshold=0.5, bootstrap=0, precision="fp32")
+def test_no_temperature_fitted_on_the_cells_scored(tiny_run_copy: Path) -> None:
+    result = evaluate_run(tiny_run_copy, split="val", threshold=0.5, bootstrap=0)
     calibration = result.plain["calibration"]
     assert calibration["temperature"] is None and calibration["after"] is None
     assert any("no temperature scaling" in note for note in result.notes)
+    stored = load_run(tiny_run_copy).operating_point
+    assert stored == result.point and stored.temperature == 1.0 and stored.split is None
+    assert (stored.threshold, stored.source) == (0.5, "given")
 
 
 @pytest.mark.integration
-def test_real_cnmc_cells_as_new_data(small_run: Path, cnmc_sample: Path) -> None:
+def test_real_cnmc_cells_as_new_data(tiny_run: Path, cnmc_sample: Path) -> None:
     """The 52 real C-NMC sample cells (CC BY 3.0, SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA) read and scored."""
-    result = evaluate_run(small_run, data=cnmc_sample, bootstrap=20, precision="fp32")
+    result = evaluate_run(tiny_run, data=cnmc_sample, bootstrap=20)
     assert result.n_cells == 52 and result.plain["subjects"]["n_subjects"] == 26
     assert result.plain["metrics"]["confusion_matrix"][0][0] + result.plain["metrics"]["confusion_matrix"][0][1] == 26
     assert result.attribution is not None and "TCIA" in result.attribution

@@ -1,4 +1,4 @@
-"""Thresholds come from a number or from the validation split, never from the test cells."""
+"""Operating points come from a number or from the validation split, never from the test cells."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import pytest
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError
-from blastscope.evaluation.threshold import parse_threshold, resolve_threshold
+from blastscope.evaluation.calibration import fit_temperature
+from blastscope.evaluation.threshold import choose_point, choose_threshold, parse_threshold
+from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.inference.predict import probabilities
+
+CLASSES = ("hem", "all")
+BASE = OperatingPoint.default(CLASSES)
 
 
 def _probs(p_all: list[float]) -> np.ndarray:
@@ -15,11 +21,19 @@ def _probs(p_all: list[float]) -> np.ndarray:
     return np.stack([1 - p, p], axis=1)
 
 
+def _logits(p_all: list[float] | np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p_all, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.stack([np.zeros_like(p), np.log(p / (1 - p))], axis=1)
+
+
 def test_default_and_given_thresholds() -> None:
-    assert resolve_threshold(0.5).source == "default"
-    choice = resolve_threshold(parse_threshold("0.3"))
-    assert choice.value == pytest.approx(0.3) and choice.source == "given"
-    assert resolve_threshold("0.50").source == "default"
+    assert parse_threshold(None) is None and parse_threshold(" VAL ") == "val"
+    default = choose_threshold(BASE, None)
+    assert default.source == "default" and default.threshold == 0.5
+    point = choose_threshold(BASE, parse_threshold("0.3"))
+    assert point.threshold == pytest.approx(0.3) and point.source == "given"
+    explicit = choose_threshold(BASE, "0.50")  # a number the user typed is theirs, even the default's value
+    assert explicit.threshold == 0.5 and explicit.source == "given"
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", "-0.1"])
@@ -32,31 +46,72 @@ def test_val_threshold_maximises_weighted_f1_on_validation() -> None:
     # validation positives all sit above 0.7 and negatives below 0.65: only a threshold in (0.6, 0.7] is perfect
     y_val = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     prob_val = _probs([0.1, 0.3, 0.6, 0.65, 0.7, 0.8, 0.9, 0.95])
-    choice = resolve_threshold("val", val=(y_val, prob_val))
-    assert choice.source == "val:weighted_f1" and choice.val_score == pytest.approx(1.0)
-    assert 0.65 < choice.value <= 0.7
-    y_pred = (prob_val[:, 1] >= choice.value).astype(int)
+    point = choose_threshold(BASE, "val", val=(y_val, prob_val))
+    assert point.source == "val:weighted_f1" and point.score == pytest.approx(1.0)
+    assert (point.split, point.n_cells) == ("val", 8)
+    assert 0.65 < point.threshold <= 0.7
+    y_pred = (prob_val[:, 1] >= point.threshold).astype(int)
+    np.testing.assert_array_equal(decide(prob_val, point), y_pred)
     assert skm.f1_score(y_val, y_pred, average="weighted") == pytest.approx(1.0)
 
 
 def test_target_sensitivity_picks_the_highest_threshold_reaching_it() -> None:
     y_val = np.array([0, 0, 0, 1, 1, 1, 1])
     prob_val = _probs([0.2, 0.4, 0.5, 0.3, 0.6, 0.7, 0.9])
-    choice = resolve_threshold(0.5, val=(y_val, prob_val), target_sensitivity=0.75)
-    assert choice.value == pytest.approx(0.6) and choice.val_score == pytest.approx(0.75)
-    assert resolve_threshold("0.5", val=(y_val, prob_val), target_sensitivity=0.75) == choice  # text as from a CLI
-    full = resolve_threshold("VAL", val=(y_val, prob_val), target_sensitivity=1.0)
-    assert full.value == pytest.approx(0.3)
+    point = choose_threshold(BASE, None, val=(y_val, prob_val), target_sensitivity=0.75)
+    assert point.threshold == pytest.approx(0.6) and point.score == pytest.approx(0.75)
+    assert point.source == "val:sensitivity>=0.75"
+    assert choose_threshold(BASE, "val", val=(y_val, prob_val), target_sensitivity=0.75) == point
+    full = choose_threshold(BASE, "VAL", val=(y_val, prob_val), target_sensitivity=1.0)
+    assert full.threshold == pytest.approx(0.3) and full.score == 1.0
+    assert (decide(prob_val, full)[y_val == 1] == 1).all()
 
 
 def test_a_given_threshold_and_a_target_sensitivity_conflict() -> None:
     y_val, prob_val = np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]])
-    with pytest.raises(BlastscopeError, match="conflict"):
-        resolve_threshold(0.3, val=(y_val, prob_val), target_sensitivity=0.9)
+    for given in (0.3, 0.5, "0.5"):
+        with pytest.raises(BlastscopeError, match="conflict"):
+            choose_threshold(BASE, given, val=(y_val, prob_val), target_sensitivity=0.9)
 
 
 def test_val_threshold_without_validation_cells_is_a_user_error() -> None:
     with pytest.raises(BlastscopeError, match="validation"):
-        resolve_threshold("val", val=None)
+        choose_threshold(BASE, "val", val=None)
+    with pytest.raises(BlastscopeError, match="validation"):
+        choose_point(BASE, "val", val=None)
     with pytest.raises(BlastscopeError, match="one class"):
-        resolve_threshold("val", val=(np.array([1, 1]), _probs([0.4, 0.9])))
+        choose_threshold(BASE, "val", val=(np.array([1, 1]), _probs([0.4, 0.9])))
+
+
+def test_choose_point_fits_the_temperature_then_the_threshold_on_scaled_validation() -> None:
+    rng = np.random.default_rng(0)
+    y_val = np.repeat([0, 1], 60)
+    margin = rng.normal(1.0, 1.2, 120) * np.where(y_val == 1, 1, -1)
+    logits_val = 5.0 * np.stack([-margin / 2, margin / 2], 1)  # over-confident, and the classes overlap
+    point = choose_point(BASE, "val", (y_val, logits_val[:, None, :]), chosen_by="evaluate")
+    assert point.temperature == pytest.approx(fit_temperature(y_val, logits_val)) and point.temperature > 1.5
+    assert (point.source, point.split, point.n_cells, point.chosen_by) == ("val:weighted_f1", "val", 120, "evaluate")
+    scaled = probabilities(logits_val, point.temperature)
+    expected = choose_threshold(point, "val", (y_val, scaled))
+    assert point == expected
+    assert point.score == pytest.approx(skm.f1_score(y_val, decide(scaled, point), average="weighted"))
+
+
+def test_choose_point_with_a_given_threshold_still_fits_the_temperature() -> None:
+    y_val = np.array([0, 0, 1, 1, 0, 1])
+    logits_val = _logits([0.1, 0.7, 0.8, 0.4, 0.2, 0.9])
+    point = choose_point(BASE, 0.3, (y_val, logits_val), chosen_by="compare")
+    assert (point.threshold, point.source, point.score, point.chosen_by) == (0.3, "given", None, "compare")
+    assert point.temperature == pytest.approx(fit_temperature(y_val, logits_val))
+    assert (point.split, point.n_cells) == ("val", 6)
+    unscaled = choose_point(BASE, 0.3, None)
+    assert (unscaled.temperature, unscaled.split, unscaled.n_cells, unscaled.source) == (1.0, None, None, "given")
+
+
+def test_multiclass_points_have_no_threshold() -> None:
+    base = OperatingPoint.default(("a", "b", "c"))
+    y_val = np.repeat([0, 1, 2], 4)
+    logits_val = np.random.default_rng(1).normal(size=(12, 3)) + 2 * np.eye(3)[y_val]
+    point = choose_point(base, "val", (y_val, logits_val))
+    assert point.positive_class is None and point.source == "default" and point.threshold == 0.5
+    assert point.temperature == pytest.approx(fit_temperature(y_val, logits_val)) and point.split == "val"

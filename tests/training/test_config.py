@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blastscope.errors import BlastscopeError, DataError
-from blastscope.training.config import SplitConfig, TrainConfig, resolve_precision, write_yaml
+from blastscope.training.config import SplitConfig, TrainConfig, lightning_precision, write_yaml
 
 
 def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
@@ -71,12 +71,12 @@ def test_unset_recipe_fields_come_from_the_model_defaults() -> None:
 def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     from blastscope.training import config as module
 
-    assert resolve_precision("auto", "gpu") == "16-mixed"
-    assert resolve_precision("32-true", "gpu") == "32-true"
+    assert lightning_precision("auto", "gpu") == "16-mixed"
+    assert lightning_precision("32-true", "gpu") == "32-true"
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
-    assert resolve_precision("auto", "cpu", cpu_bf16=False) == "32-true"  # EfficientNets train faster in fp32 on CPU
+    assert lightning_precision("auto", "cpu") == "bf16-mixed"
+    assert lightning_precision("auto", "cpu", cpu_bf16=False) == "32-true"  # EfficientNets train faster in fp32 on CPU
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") == "32-true"
+    assert lightning_precision("auto", "cpu") == "32-true"
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    assert resolve_precision("auto", "auto") == "16-mixed"  # Lightning's accelerator "auto" picks the GPU
+    assert lightning_precision("auto", "auto") == "16-mixed"  # Lightning's accelerator "auto" picks the GPU

@@ -94,14 +94,14 @@ def test_cached_features_feed_the_head_what_the_backbone_would(
 
 
 def test_frozen_stages_run_in_bf16_only_on_cpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from blastscope.training import engine
+    from blastscope.training import trainer
 
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
-    assert engine._bf16_frozen_stages(TrainConfig(accelerator="cpu"))
-    assert not engine._bf16_frozen_stages(TrainConfig(accelerator="cpu", bf16_frozen_stages=False))
-    assert not engine._bf16_frozen_stages(TrainConfig(accelerator="gpu"))
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
-    assert not engine._bf16_frozen_stages(TrainConfig(accelerator="cpu"))
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu"))
+    assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu", bf16_frozen_stages=False))
+    assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="gpu"))
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu"))
 
 
 def test_fitting_restores_the_process_wide_settings_it_changes(tiny_config: Callable[..., TrainConfig]) -> None:

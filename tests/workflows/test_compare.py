@@ -11,6 +11,7 @@ import yaml
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.errors import BlastscopeError
+from blastscope.runs import load_run
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows import compare
 from blastscope.workflows.compare import BUDGETS, CompareConfig, find_run, run_compare
@@ -75,6 +76,36 @@ def test_the_report_describes_the_real_run(compared: Path, synth_small: Path) ->
     markdown = (compared / "report.md").read_text()
     assert "## Dataset card" in markdown and "epochs (frozen backbone + fine-tuning) | 1 + 0" in markdown
     assert "cnn 32 px" in markdown
+
+
+def test_compare_stores_the_operating_point_it_evaluated_in_the_run(compared: Path) -> None:
+    (run_dir,) = (compared / "runs").iterdir()
+    evaluation = json.loads((run_dir / "compare-evaluation.json").read_text())
+    stored = load_run(run_dir).operating_point
+    assert (stored.threshold, stored.source, stored.chosen_by, stored.split) == (0.5, "given", "compare", "val")
+    assert stored.to_dict() == evaluation["operating_point"] == evaluation["plain"]["operating_point"]
+    assert evaluation["stored_to"] == str(run_dir / "operating_point.json")
+    expected_temperature = None if stored.temperature == 1.0 else stored.temperature
+    assert evaluation["plain"]["calibration"]["temperature"] == expected_temperature
+    fields = compare.decision_fields(evaluation)
+    assert fields == {"threshold": 0.5, "threshold_origin": stored.origin(), "operating_point": stored.to_dict()}
+    assert fields["threshold_origin"].startswith("threshold given, by compare")
+    (row,) = json.loads((compared / "results.json").read_text())["ranking"]
+    assert row["threshold"] == 0.5
+
+
+def test_a_val_threshold_is_chosen_per_run_and_stored_there(
+    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("blastscope.training.train", lambda *_a, **_k: pytest.fail("the finished run is reused"))
+    files = run_compare(tiny_config(synth_small, compared, threshold="val"))
+    (run_dir,) = (compared / "runs").iterdir()
+    stored = load_run(run_dir).operating_point
+    assert stored.source == "val:weighted_f1" and stored.chosen_by == "compare" and stored.split == "val"
+    assert json.loads((run_dir / "compare-evaluation.json").read_text())["operating_point"] == stored.to_dict()
+    results = json.loads(files.json.read_text())
+    assert results["ranking"][0]["threshold"] == stored.threshold
+    assert results["budget"]["decision threshold"].startswith("chosen on each run's validation split")
 
 
 def test_cross_validation_trains_every_fold_and_reports_mean_and_sd(synth_small: Path, tmp_path: Path) -> None:
@@ -145,6 +176,12 @@ def test_budget_defaults_follow_the_data_and_explicit_numbers_win() -> None:
     assert "image size 64 px" in custom.describe()
     with pytest.raises(BlastscopeError, match="budget 'huge' is unknown"):
         CompareConfig(budget="huge").resolved_budget()
+
+
+def test_the_budget_table_says_where_thresholds_come_from() -> None:
+    assert compare._threshold_text(None) == "each run's stored operating point"
+    assert compare._threshold_text("0.3").startswith("0.3, with a temperature fitted on the validation split")
+    assert compare._threshold_text("val").endswith("stored in each run")
 
 
 def test_inception_is_raised_to_its_minimum_size() -> None:

@@ -1,0 +1,122 @@
+"""Which cells an evaluation scores: a part of the run's own split, or the unseen cells of another dataset.
+
+Cells the run trained or validated on never count as new data, and whether the result may be read at subject level
+(no person in both training and the evaluated data) is decided here, with a note for the reader when it may not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from blastscope.data.attribution import dataset_attribution
+from blastscope.data.discover import scan_dataset
+from blastscope.data.table import Cell
+from blastscope.errors import BlastscopeError, DataError
+from blastscope.runs import TrainedRun
+
+SPLITS = ("test", "val", "train")
+
+
+def cells_to_score(
+    run: TrainedRun, data: Path | str | None, split: str, notes: list[str]
+) -> tuple[list[Cell], str, bool, str | None]:
+    """The cells to evaluate, where they come from, whether results are subject-level, and whom to credit.
+
+    Parameters
+    ----------
+    run : TrainedRun
+    data : path or None
+        A dataset folder to score every unseen cell of, instead of a part of the run's split.
+    split : {"test", "val", "train"}
+        The part of the run's own split (when ``data`` is ``None``).
+    notes : list of str
+        Appended to (and, for image-level results, prepended to) with what a reader must know.
+
+    Returns
+    -------
+    cells : list of Cell
+    source : str
+        What was scored, for the summary.
+    subject_level : bool
+        Whether every cell has a subject and no evaluated subject gave cells to training or validation.
+    attribution : str or None
+        The data's credit line.
+
+    Raises
+    ------
+    BlastscopeError
+        For an unknown split.
+    DataError
+        For an empty split, a dataset with other classes, or one whose every cell the run has seen.
+    """
+    if data is None:
+        cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
+        attribution = run.config.get("attribution")
+        subject_level = bool(run.split.subject_level) and all(cell.subject for cell in cells)
+        if split != "test":
+            notes.append(
+                f"the {split} split shaped this model (training or checkpoint/threshold/temperature choice), "
+                "so its scores here are optimistic; the test split is the honest one"
+            )
+    else:
+        (cells, attribution), source = _external_cells(run, Path(data), notes), str(data)
+        subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
+    if not subject_level:
+        notes.insert(
+            0,
+            "results are image-level: cells of one subject may be in both the training and the evaluated "
+            "data, so these numbers can be optimistic and do not say how the model does on new people",
+        )
+    return cells, source, subject_level, attribution
+
+
+def _split_cells(run: TrainedRun, split: str) -> list[Cell]:
+    if split not in SPLITS:
+        raise BlastscopeError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    cells = run.split.parts.get(split, [])
+    if not cells:
+        raise DataError(f"{run.run_dir}: the run's {split} split is empty; evaluate another split or pass --data DIR")
+    return list(cells)
+
+
+def _external_cells(run: TrainedRun, data: Path, notes: list[str]) -> tuple[list[Cell], str]:
+    """Every cell of a dataset the run was not trained on (cells identical to its training or validation cells go),
+    and the dataset's credit line."""
+    table = scan_dataset(data)
+    if set(table.classes) != set(run.classes):
+        raise DataError(
+            f"{data}: classes {', '.join(table.classes)} differ from the run's {', '.join(run.classes)}; "
+            "evaluate on a dataset with the same class folders"
+        )
+    seen = {cell.digest for part in ("train", "val") for cell in run.split.parts.get(part, [])}
+    cells = [cell for cell in table.cells if cell.digest not in seen]
+    if len(cells) < len(table.cells):
+        notes.append(
+            f"{len(table.cells) - len(cells)} cells of {data} are identical to cells the run trained or "
+            "validated on and were left out"
+        )
+    if table.skipped:
+        notes.append(f"{len(table.skipped)} files of {data} could not be read and were skipped")
+    if not cells:
+        raise DataError(f"{data}: every cell is one the run trained or validated on; evaluate on unseen cells")
+    return cells, dataset_attribution(table)
+
+
+def _shared_subjects(run: TrainedRun, cells: Sequence[Cell], notes: list[str]) -> bool:
+    """Whether subjects of the evaluated cells also gave cells to the run's training or validation split."""
+    seen = {cell.subject for part in ("train", "val") for cell in run.split.parts.get(part, []) if cell.subject}
+    shared = sorted({cell.subject for cell in cells if cell.subject} & seen)
+    if shared:
+        notes.append(
+            f"{len(shared)} subjects of the evaluated data also gave cells to training or validation "
+            f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})"
+        )
+    return bool(shared)
+
+
+def class_indices(cells: Sequence[Cell], classes: Sequence[str]) -> np.ndarray:
+    """The class index (into ``classes``) of each cell's label: int64 array of shape (N,)."""
+    return np.array([classes.index(cell.label) for cell in cells], dtype=np.int64)

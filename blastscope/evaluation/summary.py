@@ -1,0 +1,134 @@
+"""What ``blastscope evaluate`` prints: an aligned table of the metrics with their intervals, and what they rest on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from blastscope.evaluation.run_evaluation import EvaluationResult
+from blastscope.inference.decision import OperatingPoint
+from blastscope.metrics import display_name
+from blastscope.runs.folder import OPERATING_POINT_FILE
+
+FEW_UNITS = 5
+SUMMARY_ROWS = (
+    ("weighted_f1", "weighted F1"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("macro_f1", "macro F1"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("loss", "log loss"),
+)
+
+
+def format_summary(result: EvaluationResult) -> str:
+    """An aligned, human-readable report of ``result``.
+
+    Notes first, then the model, the data, ``decision: <OperatingPoint.describe()>`` and where that point came from,
+    a table of metric, value, 95% CI (and the TTA value when run), calibration, subject-level scores and the confusion
+    matrix.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+
+    Returns
+    -------
+    str
+        Lines joined by newlines, without a trailing one.
+    """
+    plain, tta = result.plain, result.tta
+    point = result.point
+    lines = [f"note: {note}" for note in result.notes]
+    lines += [
+        f"model: {result.display_name}; weights: {result.weights_source}",
+        f"data: {result.data}: {result.n_cells} cells"
+        + (f" from {plain['subjects']['n_subjects']} subjects" if plain["subjects"] else ""),
+        f"decision: {point.describe()}",
+        f"operating point: {_point_source(result)}",
+    ]
+    boot = plain["bootstrap"]
+    ci_header = f"95% CI ({boot['n_resamples']} resamples of {boot['unit']}s)" if boot else ""
+    header = ["metric", "value", ci_header] + (["with TTA"] if tta else [])
+    rows = [header]
+    for key, label in SUMMARY_ROWS:
+        value = plain["metrics"][key]
+        if value is None:
+            continue
+        rows.append(
+            [_metric_label(key, label, point), f"{value:.4f}", _ci_text(boot, key)]
+            + ([_number(tta["metrics"][key])] if tta else [])
+        )
+    lines += ["", *_aligned(rows)]
+    if boot and min(boot["units_per_class"]) < FEW_UNITS:
+        lines.append(
+            f"(only {min(boot['units_per_class'])} {boot['unit']}s in the smallest class: the intervals "
+            "understate the uncertainty)"
+        )
+    lines += ["", _calibration_text(plain["calibration"], point)]
+    if plain["subjects"]:
+        level = plain["subjects"]["subject_level"]
+        lines.append(
+            f"subject level (mean probability per subject): accuracy {level['accuracy']:.4f}, "
+            f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
+        )
+    lines += ["", "confusion matrix (rows = true class, columns = predicted):"]
+    names = [display_name(c) for c in result.classes]
+    matrix = plain["metrics"]["confusion_matrix"]
+    lines += _aligned([["", *names]] + [[name, *map(str, row)] for name, row in zip(names, matrix, strict=True)])
+    if result.attribution:
+        lines += ["", f"credit: {result.attribution}"]
+    return "\n".join(lines)
+
+
+def _point_source(result: EvaluationResult) -> str:
+    if result.point_source == "stored":
+        path = Path(result.run_dir) / OPERATING_POINT_FILE
+        where = str(path) if path.is_file() else f"none stored in {result.run_dir}: the default"
+        return f"the run's stored one ({where})"
+    if result.stored_to:
+        return f"chosen by this evaluation and stored in {result.stored_to}"
+    return "chosen by this evaluation, not stored"
+
+
+def _metric_label(key: str, label: str, point: OperatingPoint) -> str:
+    if not point.binary:
+        return label
+    positive = point.positive_class
+    negative = point.classes[1 - point.positive_index]  # type: ignore[operator]
+    if key == "sensitivity":
+        return f"{label} ({display_name(positive)})"  # type: ignore[arg-type]
+    if key == "specificity":
+        return f"{label} ({display_name(negative)})"
+    return label
+
+
+def _ci_text(boot: dict[str, Any] | None, key: str) -> str:
+    interval = boot["metrics"].get(key) if boot else None
+    if not interval or interval["low"] is None:
+        return ""
+    return f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _calibration_text(calibration: dict[str, Any], point: OperatingPoint) -> str:
+    text = f"calibration: ECE {calibration['before']['ece']:.4f} ({calibration['before']['n_bins']} bins)"
+    if calibration["after"] is None:
+        return text + "; the operating point has no temperature scaling"
+    fitted = f"fitted on {point.split} ({point.n_cells} cells)" if point.split else "the operating point's"
+    return text + (
+        f" -> {calibration['after']['ece']:.4f} after temperature scaling (T = {calibration['temperature']:.3f}, "
+        f"{fitted})"
+    )
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -1,0 +1,154 @@
+"""The operating point of a classifier and the one rule that turns probabilities into labels.
+
+Like scikit-learn's ``TunedThresholdClassifierCV`` keeps ``best_threshold_``, a trained run keeps its
+:class:`OperatingPoint`: the positive class, the decision threshold on its probability, the temperature that scales the
+logits, and how and on which split they were chosen. Every door to a model (evaluate, predict, serve, the Python API,
+the ONNX file's metadata) reads the same point and calls :func:`decide`, so they give the same label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from blastscope.errors import BlastscopeError
+from blastscope.metrics import display_name
+
+DEFAULT_THRESHOLD = 0.5
+SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
+"""How a threshold can come about; ``val:sensitivity`` is followed by ``>=S``, the target."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """Where a classifier decides, and where that choice came from.
+
+    Attributes
+    ----------
+    classes : tuple of str
+        Class names in the model's output order.
+    positive_class : str or None
+        The class whose probability is compared with ``threshold`` (binary data); ``None`` for multi-class data,
+        which is decided by the most probable class.
+    threshold : float
+        Decision threshold on p(positive) after temperature scaling, in [0, 1]; ignored for multi-class data.
+    temperature : float
+        Logits are divided by it before the softmax (> 0; 1 means uncalibrated). Fitted on validation by
+        ``blastscope evaluate`` (Guo et al., 2017, "On Calibration of Modern Neural Networks").
+    source : str
+        ``default`` (0.5), ``given`` (a number the user chose), ``val:weighted_f1`` or ``val:sensitivity>=S``.
+    split, n_cells : str or None, int or None
+        The split the threshold and temperature were chosen on, and its size; never ``test``.
+    score : float or None
+        The criterion's value on that split (weighted F1, or the sensitivity reached).
+    chosen_by : str
+        What set it: ``train``, ``evaluate``, ``compare``, or a one-call override such as ``predict --threshold``.
+    """
+
+    classes: tuple[str, ...]
+    positive_class: str | None
+    threshold: float = DEFAULT_THRESHOLD
+    temperature: float = 1.0
+    source: str = "default"
+    split: str | None = None
+    n_cells: int | None = None
+    score: float | None = None
+    chosen_by: str = "train"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise BlastscopeError(f"threshold {self.threshold} is outside [0, 1]; give a probability")
+        if not self.temperature > 0:
+            raise BlastscopeError(f"temperature {self.temperature} must be positive")
+        if self.split == "test":
+            raise BlastscopeError("an operating point is never chosen on the test split; choose it on validation")
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise BlastscopeError(f"positive class {self.positive_class!r} is not one of {', '.join(self.classes)}")
+
+    @classmethod
+    def default(
+        cls, classes: Sequence[str], positive_class: str | None = None, chosen_by: str = "train"
+    ) -> OperatingPoint:
+        """Threshold 0.5, no temperature scaling. The positive class of binary data defaults to the last class."""
+        classes = tuple(classes)
+        if positive_class is None and len(classes) == 2:
+            positive_class = classes[-1]
+        return cls(classes, positive_class if len(classes) == 2 else None, chosen_by=chosen_by)
+
+    @property
+    def binary(self) -> bool:
+        return self.positive_class is not None
+
+    @property
+    def positive_index(self) -> int | None:
+        return self.classes.index(self.positive_class) if self.positive_class is not None else None
+
+    def with_threshold(self, threshold: float, chosen_by: str) -> OperatingPoint:
+        """The same point with a threshold the user gave, e.g. ``predict --threshold 0.3`` for one call."""
+        return replace(
+            self, threshold=float(threshold), source="given", split=None, n_cells=None, score=None, chosen_by=chosen_by
+        )
+
+    def describe(self) -> str:
+        """One line a person reads: the rule, and where it came from."""
+        if not self.binary:
+            rule = "the most probable class (multi-class: no threshold)"
+        else:
+            name = display_name(self.positive_class)
+            rule = f"{name} when p({name}) >= {self.threshold:.4f}"
+        return f"{rule} ({self.origin()})"
+
+    def origin(self) -> str:
+        """Where the threshold and temperature came from, e.g. ``chosen on val (240 cells) for weighted F1 ...``."""
+        if self.source == "default":
+            how = "default threshold"
+        elif self.source == "given":
+            how = "threshold given"
+        else:
+            goal = "best weighted F1" if self.source == "val:weighted_f1" else self.source.removeprefix("val:")
+            reached = f", reaching {self.score:.4f} there" if self.score is not None else ""
+            how = f"chosen on {self.split} ({self.n_cells} cells) for {goal}{reached}"
+        scaling = f"; temperature {self.temperature:.3f}" if self.temperature != 1.0 else ""
+        return f"{how}, by {self.chosen_by}{scaling}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["classes"] = list(self.classes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OperatingPoint:
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        return cls(**{**known, "classes": tuple(data["classes"])})
+
+
+def decide(probabilities: np.ndarray, point: OperatingPoint) -> np.ndarray:
+    """Class indices for probabilities: the positive class where p(positive) >= threshold, else the other one.
+
+    Parameters
+    ----------
+    probabilities : array of shape (N, C)
+        Probabilities in ``point.classes`` order, already temperature-scaled (``inference.probabilities``).
+    point : OperatingPoint
+
+    Returns
+    -------
+    array of int64, shape (N,)
+        Indices into ``point.classes``. Multi-class data takes the most probable class.
+
+    Raises
+    ------
+    ValueError
+        If the number of columns differs from the number of classes.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(point.classes):
+        raise ValueError(f"probabilities of shape {probabilities.shape} do not fit {len(point.classes)} classes")
+    if not point.binary:
+        return probabilities.argmax(axis=1).astype(np.int64)
+    positive = point.positive_index
+    negative = 1 - positive  # type: ignore[operator]
+    return np.where(probabilities[:, positive] >= point.threshold, positive, negative).astype(np.int64)

@@ -1,0 +1,124 @@
+"""A trained run loaded back from its folder: the network, its preprocessing, its split and its operating point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blastscope.data.augment import AugmentConfig
+from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.split import Split, read_split_csv
+from blastscope.data.transforms import Transform, eval_transform
+from blastscope.inference.decision import OperatingPoint
+from blastscope.inference.precision import InferencePrecision
+from blastscope.inference.runners import TorchRunner
+from blastscope.models import create_model, model_display_name
+from blastscope.models.base import CellClassifier
+from blastscope.runs.folder import (
+    checkpoint_path,
+    load_network_weights,
+    read_config,
+    read_operating_point,
+    write_operating_point,
+)
+
+
+@dataclass
+class TrainedRun:
+    """A finished (or interrupted) run with its network in eval mode, ready to predict.
+
+    Attributes
+    ----------
+    run_dir : Path
+    config : dict
+        ``config.yaml`` as written: the recipe plus what it resolved to (classes, preprocessing, weights, versions).
+    model : CellClassifier
+        The network with the chosen checkpoint's weights, in eval mode.
+    preprocessing : Preprocessing
+        The one record of the input size, normalisation and interpolation.
+    classes : tuple of str
+        In the model's output order.
+    split : Split
+        The run's train/val/test cells.
+    weights_source, pretrained : str, bool
+        Which weights the network started from.
+    operating_point : OperatingPoint
+        Where the classifier decides (``operating_point.json``; the default for runs that have none).
+    """
+
+    run_dir: Path
+    config: dict[str, Any]
+    model: CellClassifier
+    preprocessing: Preprocessing
+    classes: tuple[str, ...]
+    split: Split
+    weights_source: str
+    pretrained: bool
+    operating_point: OperatingPoint
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config["model"])
+
+    @property
+    def image_size(self) -> int:
+        """The model's input side in pixels (``preprocessing.input_size``)."""
+        return self.preprocessing.input_size
+
+    @property
+    def display_name(self) -> str:
+        return model_display_name(self.model_name, self.pretrained)
+
+    @property
+    def attribution(self) -> str:
+        """The credit line of the data the run was trained on ("" when its data asked for none)."""
+        return str(self.config.get("attribution") or "")
+
+    @property
+    def transform(self) -> Transform:
+        """The run's deterministic preprocessing (stain normalisation, denoising, if trained with them), then the
+        model's normalisation: uint8 HxWx3 at the input size -> float CHW tensor, exactly as validation saw it."""
+        return run_eval_transform(self.preprocessing, self.config)
+
+    def runner(self, precision: InferencePrecision = "fp32") -> TorchRunner:
+        """The PyTorch runner of this run's network."""
+        return TorchRunner(self.model, precision)
+
+    def save_operating_point(self, point: OperatingPoint) -> Path:
+        """Store ``point`` as the run's operating point (every later ``predict``/``serve``/``load`` uses it)."""
+        path = write_operating_point(self.run_dir, point)
+        self.operating_point = point
+        return path
+
+
+def run_eval_transform(pre: Preprocessing, config: dict[str, Any]) -> Transform:
+    """The eval transform a run with this config was validated with."""
+    return eval_transform(pre, AugmentConfig(**(config.get("augmentation") or {})))
+
+
+def load_run(run_dir: Path | str, checkpoint: str = "best") -> TrainedRun:
+    """Rebuild the run's network (no weight download: architecture only) and load its ``best`` or ``last`` weights.
+
+    Raises ``BlastscopeError`` when the folder is not a run, its checkpoint is missing or does not fit, or its
+    operating point is unreadable.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    classes = tuple(config["classes"])
+    preprocessing = Preprocessing.from_dict(config["preprocessing"])
+    bundle = create_model(
+        config["model"], num_classes=len(classes), pretrained="none", image_size=preprocessing.input_size
+    )
+    model = load_network_weights(bundle.model, checkpoint_path(run_dir, checkpoint)).eval()
+    return TrainedRun(
+        run_dir=run_dir,
+        config=config,
+        model=model,
+        preprocessing=preprocessing,
+        classes=classes,
+        split=read_split_csv(run_dir / "split.csv"),
+        weights_source=str(config["weights_source"]),
+        pretrained=bool(config["weights_pretrained"]),
+        operating_point=read_operating_point(run_dir, classes),
+    )

@@ -1,0 +1,116 @@
+"""Everything decided before fitting: the recipe completed, the data scanned and split, the network built, the run
+folder written."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from blastscope.data.attribution import dataset_attribution
+from blastscope.data.augment import augment_config
+from blastscope.data.discover import scan_dataset
+from blastscope.data.split import Split, check_leakage, kfold_splits, make_split, read_split_csv, write_split_csv
+from blastscope.data.table import CellTable
+from blastscope.errors import DataError
+from blastscope.inference.decision import OperatingPoint
+from blastscope.models import ModelBundle, create_model, get_spec
+from blastscope.runs.folder import write_operating_point
+from blastscope.training.config import TrainConfig, write_yaml
+from blastscope.training.module import unfrozen_stage_count
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = (
+    "blastscope",
+    "torch",
+    "torchvision",
+    "timm",
+    "lightning",
+    "torchmetrics",
+    "numpy",
+    "scikit-learn",
+)
+
+
+@dataclass
+class Prepared:
+    """Everything decided before fitting: data, split, network and where the run lives."""
+
+    config: TrainConfig
+    table: CellTable
+    split: Split
+    bundle: ModelBundle
+    run_dir: Path
+
+
+def complete_recipe(config: TrainConfig) -> TrainConfig:
+    """The recipe with the model's own defaults filled in, checked before any data is read."""
+    return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
+
+
+def scan_data(config: TrainConfig) -> CellTable:
+    table = scan_dataset(Path(config.data))
+    if table.skipped:
+        log.warning("%d unreadable files skipped in %s (see metrics.json)", len(table.skipped), config.data)
+    return table
+
+
+def make_run_split(config: TrainConfig, table: CellTable) -> Split:
+    if config.split.csv:
+        split = read_split_csv(Path(config.split.csv), table)
+    elif config.split.folds:
+        split = kfold_splits(table, config.split.folds, seed=config.seed, by=config.split.by)[config.split.fold]
+    else:
+        split = make_split(table, ratios=tuple(config.split.ratios), seed=config.seed, by=config.split.by)
+    if not split.subject_level:
+        log.warning("split by image: cells of one subject can land in train and test, which inflates test scores")
+    check_leakage(split)
+    for part in ("train", "val"):
+        if not split.parts.get(part):
+            raise DataError(f"{config.data}: the split leaves no {part} cells; add cells or change --split-ratios")
+    return split
+
+
+def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:
+    """The recipe's network with its starting weights; a ``--unfreeze-stages`` it cannot honour fails here, before
+    the run folder exists."""
+    bundle = create_model(
+        config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size
+    )
+    unfrozen_stage_count(config.unfreeze_stages, len(bundle.model.stages()))
+    return bundle
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def write_run_files(prepared: Prepared, precision: str) -> None:
+    """config.yaml holds the recipe (re-runnable with --config) plus what it resolved to on this machine."""
+    config, bundle = prepared.config, prepared.bundle
+    recipe = config.to_dict()
+    recipe["image_size"] = bundle.preprocessing.input_size
+    recipe["augmentation"] = augment_config(config.augmentation).to_dict()  # every switch, so predictors can rebuild it
+    resolved = {
+        "classes": list(prepared.table.classes),
+        "attribution": dataset_attribution(prepared.table),
+        "preprocessing": bundle.preprocessing.to_dict(),
+        "weights_source": bundle.weights_source,
+        "weights_pretrained": bool(bundle.pretrained),
+        "split_hash": prepared.split.hash,
+        "split_subject_level": bool(prepared.split.subject_level),
+        "resolved_precision": precision,
+        "versions": package_versions(),
+    }
+    write_yaml({**recipe, **resolved}, prepared.run_dir / "config.yaml")
+    write_split_csv(prepared.split, prepared.run_dir / "split.csv")
+    write_operating_point(prepared.run_dir, OperatingPoint.default(prepared.table.classes))

@@ -1,0 +1,160 @@
+"""The Lightning side of a fit: module, callbacks, logger, strategy and Trainer for a prepared run."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from blastscope.errors import BlastscopeError
+from blastscope.hardware import cpu_has_native_bf16
+from blastscope.models import get_spec
+from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
+from blastscope.training.config import MONITORS, TrainConfig, lightning_precision
+from blastscope.training.module import CellClassifierModule
+from blastscope.training.prepare import Prepared
+
+INTERVAL_CHECKPOINT = "interval"
+
+
+def resolve_accelerator(config: TrainConfig) -> str:
+    if config.accelerator != "auto":
+        return config.accelerator
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def build_module(prepared: Prepared) -> CellClassifierModule:
+    config, bundle = prepared.config, prepared.bundle
+    counts = Counter(cell.label for cell in prepared.split.parts["train"])
+    pretrained = bool(bundle.pretrained)
+    return CellClassifierModule(
+        bundle.model,
+        classes=list(prepared.table.classes),
+        class_counts=[counts.get(label, 0) for label in prepared.table.classes],
+        pretrained=pretrained,
+        frozen_epochs=config.epochs_frozen if pretrained else 0,
+        finetune_epochs=config.epochs_finetune if pretrained else config.total_epochs,
+        unfreeze_stages=config.unfreeze_stages,
+        lr_head=config.lr_head,
+        lr_backbone=config.lr_finetune if pretrained else config.lr_head,  # from scratch: no weights to protect
+        weight_decay=config.weight_decay,
+        cached_features=config.cached_features and pretrained,
+        channels_last=config.channels_last,
+        bf16_frozen_stages=use_bf16_frozen_stages(config),
+    )
+
+
+def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Callback]:
+    config, run_dir = prepared.config, prepared.run_dir
+    mode = MONITORS[config.monitor]
+    callbacks: list[Callback] = [
+        History(run_dir / "history.csv"),
+        Reseed(config.seed),
+        LastPhaseEarlyStopping(
+            first_epoch=module.hparams.frozen_epochs,
+            monitor=config.monitor,
+            mode=mode,
+            patience=config.patience,
+            check_on_train_epoch_end=True,
+        ),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=config.monitor,
+            mode=mode,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+        # Lightning's save_last only writes when a top-k checkpoint was written, so "last" is its own callback.
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+    ]
+    if config.checkpoint_minutes > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename=INTERVAL_CHECKPOINT,
+                train_time_interval=timedelta(minutes=config.checkpoint_minutes),
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
+    if config.progress:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar())
+    return callbacks
+
+
+def build_logger(config: TrainConfig, run_dir: Path) -> Any:
+    from lightning.pytorch import loggers
+
+    try:
+        if config.logger == "tensorboard":
+            return loggers.TensorBoardLogger(run_dir, name="logs", version="")
+        if config.logger == "mlflow":
+            return loggers.MLFlowLogger(
+                experiment_name="blastscope", run_name=run_dir.name, tracking_uri=f"file:{run_dir / 'mlruns'}"
+            )
+    except ModuleNotFoundError as error:
+        raise BlastscopeError(
+            f"the {config.logger} logger is not installed: pip install 'blastscope[loggers]'"
+        ) from error
+    return loggers.CSVLogger(run_dir, name="logs", version="")
+
+
+def build_strategy(config: TrainConfig) -> Any:
+    """DDP that tolerates parameters without gradients: the frozen ones of phase 1 (all are registered, so the
+    stages unfrozen in phase 2 are synchronised too)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    several = config.num_nodes > 1 or str(config.devices) not in ("1", "auto")
+    if config.strategy == "ddp" or (config.strategy == "auto" and several):
+        return DDPStrategy(find_unused_parameters=True)
+    return config.strategy
+
+
+def build_trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
+    config = prepared.config
+    accelerator = resolve_accelerator(config)
+    if accelerator == "gpu":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=build_strategy(config),
+        precision=training_precision(config, accelerator),
+        max_epochs=config.total_epochs,
+        callbacks=build_callbacks(prepared, module),
+        logger=build_logger(config, prepared.run_dir),
+        deterministic=True if accelerator == "cpu" else "warn",
+        use_distributed_sampler=False,
+        reload_dataloaders_every_n_epochs=1 if module.hparams.cached_features else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        default_root_dir=prepared.run_dir,
+    )
+
+
+def use_bf16_frozen_stages(config: TrainConfig) -> bool:
+    return config.bf16_frozen_stages and resolve_accelerator(config) == "cpu" and cpu_has_native_bf16()
+
+
+def training_precision(config: TrainConfig, accelerator: str) -> str:
+    return lightning_precision(config.precision, accelerator, get_spec(config.model).cpu_bf16_training)
