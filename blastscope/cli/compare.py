@@ -9,6 +9,13 @@ from blastscope.errors import BlastscopeError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``compare`` command and its options.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``blastscope`` parser's subcommands.
+    """
     parser = subparsers.add_parser(
         "compare",
         help="train and compare models on one shared split; write report.html/.md and results.csv/.json",
@@ -16,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train every chosen model on the same subject-level split with the same budget, evaluate each on the same "
             "test cells (95% bootstrap CIs over subjects), and write OUT/report.html (self-contained), OUT/report.md, "
             "OUT/results.csv and OUT/results.json. Without --data it runs on built-in synthetic cells. Finished runs "
-            "under OUT/runs are reused, so an interrupted comparison continues where it stopped."
+            "under OUT/runs are reused, so an interrupted comparison continues where it stopped. Each run is scored "
+            "at the operating point stored in it unless --threshold chooses a new one, which is then stored there."
         ),
     )
     parser.add_argument("--data", type=Path, help="dataset folder or CSV manifest (default: synthetic demo cells)")
@@ -44,14 +52,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threshold",
-        default="0.5",
-        help="decision threshold on p(positive): a number, or 'val' to pick it on the validation split (default: 0.5)",
+        metavar="val|X",
+        help=(
+            "choose a new operating point in each run and store it there (as `blastscope evaluate --threshold` does, "
+            "recorded as chosen by compare): 'val' picks the threshold on p(positive) with the best weighted F1 on the "
+            "run's validation split, a number X in [0, 1] is taken as given; either way a temperature is fitted on "
+            "validation (default: score each run at the operating point stored in it, changing nothing)"
+        ),
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``blastscope compare`` with the parsed options and print where the report went.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options :func:`register` defines.
+
+    Returns
+    -------
+    int
+        0 on success.
+
+    Raises
+    ------
+    BlastscopeError
+        For a negative budget number or a bad request (unknown models, too few folds, a bad ``--threshold``, ...).
+    """
     from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig, run_compare
 
     models = tuple(name.strip() for name in args.models.split(",") if name.strip()) if args.models else DEFAULT_MODELS

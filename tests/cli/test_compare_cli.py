@@ -62,6 +62,16 @@ def test_flags_reach_the_comparison(
     assert (config.pretrained, config.threshold, config.budget, config.progress) == ("none", "val", "full", False)
     assert "report.html" in capsys.readouterr().out
     assert main(["compare"]) == 0 and seen[1].models == DEFAULT_MODELS and seen[1].data is None
+    assert seen[1].threshold is None, "by default every run is scored at its stored operating point"
+    assert main(["compare", "--threshold", "0.3"]) == 0 and seen[2].threshold == "0.3"
+
+
+def test_the_help_says_the_default_is_each_runs_stored_point(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--threshold val|X" in help_text and "chosen by compare" in help_text
+    assert "default: score each run at the operating point stored in it" in help_text
 
 
 def test_a_bad_request_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -70,6 +80,10 @@ def test_a_bad_request_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytes
     assert error.startswith("blastscope: error: unknown model(s) alexnet: choose from") and "\n" not in error
     assert main(["compare", "--epochs-frozen", "-1", "--out", str(tmp_path)]) == 2
     assert "--epochs-frozen -1 is negative" in capsys.readouterr().err
+    assert main(["compare", "--threshold", "best", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--threshold 'best' is neither 'val' nor a number" in error and "\n" not in error
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import field, make_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +17,8 @@ from blastscope.runs import load_run
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows import compare
 from blastscope.workflows.compare import BUDGETS, CompareConfig, find_run, run_compare
+from blastscope.workflows.compare.jobs import dataset_root
+from blastscope.workflows.report import ModelResult
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
 
@@ -57,6 +61,25 @@ def test_a_finished_run_is_reused_and_nothing_trains_again(
     assert [row["model"] for row in ranking] == ["cnn"] and ranking[0]["run_dir"].endswith(first_runs[0])
 
 
+def test_a_new_run_trains_through_the_training_package(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[TrainConfig] = []
+
+    class Stop(Exception):
+        """Stops the comparison at its first training call: only the call matters here."""
+
+    def fake_train(config: TrainConfig) -> None:
+        asked.append(config)
+        raise Stop
+
+    monkeypatch.setattr("blastscope.training.train", fake_train)
+    with pytest.raises(Stop):
+        run_compare(tiny_config(synth_small, tmp_path))
+    (config,) = asked
+    assert (config.model, config.image_size, config.split.csv) == ("cnn", 32, str(tmp_path / "splits" / "split.csv"))
+
+
 def test_every_model_trains_on_the_one_shared_split(compared: Path) -> None:
     (run_dir,) = (compared / "runs").iterdir()
     recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -78,7 +101,29 @@ def test_the_report_describes_the_real_run(compared: Path, synth_small: Path) ->
     assert "cnn 32 px" in markdown
 
 
-def test_compare_stores_the_operating_point_it_evaluated_in_the_run(compared: Path) -> None:
+def test_by_default_each_run_is_scored_at_its_stored_point_and_nothing_is_stored(
+    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    (run_dir,) = (compared / "runs").iterdir()
+    before = (run_dir / "operating_point.json").read_text()
+    monkeypatch.setattr("blastscope.training.train", lambda *_a, **_k: pytest.fail("the finished run is reused"))
+    files = run_compare(tiny_config(synth_small, compared))
+    assert "decision threshold: each run's stored operating point" in capsys.readouterr().out
+    assert (run_dir / "operating_point.json").read_text() == before
+    evaluation = json.loads((run_dir / "compare-evaluation.json").read_text())
+    assert evaluation["point_source"] == "stored" and evaluation["stored_to"] is None
+    stored = load_run(run_dir).operating_point
+    assert evaluation["operating_point"] == stored.to_dict() == evaluation["plain"]["operating_point"]
+    results = json.loads(files.json.read_text())
+    assert results["ranking"][0]["threshold"] == stored.threshold
+    assert results["budget"]["decision threshold"] == "each run's stored operating point"
+
+
+def test_compare_stores_the_operating_point_it_evaluated_in_the_run(
+    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("blastscope.training.train", lambda *_a, **_k: pytest.fail("the finished run is reused"))
+    run_compare(tiny_config(synth_small, compared, threshold="0.5"))
     (run_dir,) = (compared / "runs").iterdir()
     evaluation = json.loads((run_dir / "compare-evaluation.json").read_text())
     stored = load_run(run_dir).operating_point
@@ -94,11 +139,49 @@ def test_compare_stores_the_operating_point_it_evaluated_in_the_run(compared: Pa
     assert row["threshold"] == 0.5
 
 
+def test_the_test_split_detail_is_read_from_the_evaluation(compared: Path) -> None:
+    (run_dir,) = (compared / "runs").iterdir()
+    evaluation = json.loads((run_dir / "compare-evaluation.json").read_text())
+    metrics = evaluation["plain"]["metrics"]
+    fields = compare.score_fields(evaluation)
+    assert set(fields) == {"test_loss", "classification_report", "per_class", "predicted_counts"}
+    assert isinstance(fields["test_loss"], float) and fields["test_loss"] == metrics["loss"] > 0
+    assert fields["classification_report"] == metrics["report"] and "weighted avg" in fields["classification_report"]
+    assert list(fields["per_class"]) == evaluation["classes"] == ["hem", "all"]
+    assert all(isinstance(scores["support"], int) for scores in fields["per_class"].values())
+    counts = fields["predicted_counts"]
+    assert list(counts) == evaluation["classes"] and all(isinstance(count, int) for count in counts.values())
+    confusion = metrics["confusion_matrix"]
+    assert list(counts.values()) == [sum(row[column] for row in confusion) for column in range(len(confusion))]
+    assert sum(counts.values()) == metrics["n"] == sum(scores["support"] for scores in fields["per_class"].values())
+
+
+def test_the_report_record_gets_every_decision_and_score_field_it_declares(
+    compared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (run_dir,) = (compared / "runs").iterdir()
+    evaluation = json.loads((run_dir / "compare-evaluation.json").read_text())
+    recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = {**compare.decision_fields(evaluation), **compare.score_fields(evaluation)}
+    result = compare.model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
+    declared = [name for name in expected if name in ModelResult.__dataclass_fields__]
+    assert "threshold" in declared and {name: getattr(result, name) for name in declared} == {
+        name: expected[name] for name in declared
+    }
+    missing = [(name, Any, field(default=None)) for name in expected if name not in declared]
+    extended = make_dataclass("ExtendedResult", missing, bases=(ModelResult,), slots=True)
+    monkeypatch.setattr("blastscope.workflows.compare.results.ModelResult", extended)
+    result = compare.model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
+    assert {name: getattr(result, name) for name in expected} == expected
+
+
 def test_a_val_threshold_is_chosen_per_run_and_stored_there(
-    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch
+    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setattr("blastscope.training.train", lambda *_a, **_k: pytest.fail("the finished run is reused"))
     files = run_compare(tiny_config(synth_small, compared, threshold="val"))
+    assert "decision threshold: chosen on each run's validation split" in capsys.readouterr().out
     (run_dir,) = (compared / "runs").iterdir()
     stored = load_run(run_dir).operating_point
     assert stored.source == "val:weighted_f1" and stored.chosen_by == "compare" and stored.split == "val"
@@ -179,15 +262,16 @@ def test_budget_defaults_follow_the_data_and_explicit_numbers_win() -> None:
 
 
 def test_the_budget_table_says_where_thresholds_come_from() -> None:
-    assert compare._threshold_text(None) == "each run's stored operating point"
-    assert compare._threshold_text("0.3").startswith("0.3, with a temperature fitted on the validation split")
-    assert compare._threshold_text("val").endswith("stored in each run")
+    assert compare.threshold_text(None) == "each run's stored operating point"
+    assert compare.threshold_text("0.3").startswith("0.3, with a temperature fitted on the validation split")
+    assert compare.threshold_text("val").endswith("stored in each run")
+    assert compare.threshold_text("VAL").startswith("chosen on each run's validation split")
 
 
 def test_inception_is_raised_to_its_minimum_size() -> None:
-    assert compare._image_size("inception_v3", 48) == 75
-    assert compare._image_size("cnn", 48) == 48
-    assert compare._image_size("cnn", None) is None
+    assert compare.image_size_for("inception_v3", 48) == 75
+    assert compare.image_size_for("cnn", 48) == 48
+    assert compare.image_size_for("cnn", None) is None
 
 
 @pytest.mark.parametrize(
@@ -197,6 +281,8 @@ def test_inception_is_raised_to_its_minimum_size() -> None:
         ({"models": ()}, "no models"),
         ({"cv": 2}, "--cv 2 is too few folds"),
         ({"pretrained": "hub"}, "--pretrained 'hub'"),
+        ({"threshold": "best"}, "--threshold 'best' is neither 'val' nor a number"),
+        ({"threshold": "1.5"}, r"--threshold 1.5 is outside \[0, 1\]"),
     ],
 )
 def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path: Path) -> None:
@@ -206,13 +292,13 @@ def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path
 
 
 def test_without_data_synthetic_cells_are_drawn_once_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = compare._dataset(CompareConfig(seed=3), tmp_path)
+    root = dataset_root(CompareConfig(seed=3), tmp_path)
     assert root == (tmp_path / "data" / "synthetic-seed3").resolve()
     assert json.loads((root / "blastscope-synth.json").read_text())["seed"] == 3
     assert len(list(root.rglob("*_all.png"))) > 0 and len(list(root.rglob("*_hem.png"))) > 0
     assert not list((tmp_path / "data").glob("*.partial"))
     monkeypatch.setattr("blastscope.data.synth.synthesize", lambda *a, **k: pytest.fail("drawn twice"))
-    assert compare._dataset(CompareConfig(seed=3), tmp_path) == root
+    assert dataset_root(CompareConfig(seed=3), tmp_path) == root
 
 
 @pytest.mark.integration

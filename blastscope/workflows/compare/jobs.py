@@ -1,0 +1,267 @@
+"""The runs a comparison needs: the data, the shared split, and one trained (or reused, or resumed) run per job.
+
+A job is one model on one fold. :func:`trained_run` reuses a finished run of exactly the job's recipe and split
+(:func:`find_run`), else resumes an interrupted one, else trains a new one; :func:`evaluate_job` scores it on its test
+part. Training is looked up on :mod:`blastscope.training` and synthesis on :mod:`blastscope.data.synth` at call time,
+so a test can replace either there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from blastscope import training
+from blastscope.data import synth
+from blastscope.data.augment import augment_config
+from blastscope.data.split import Split, kfold_splits, make_split, write_split_csv
+from blastscope.data.table import CellTable
+from blastscope.errors import BlastscopeError
+from blastscope.evaluation.evaluate import evaluate_run
+from blastscope.models import get_spec
+from blastscope.training.config import SplitConfig, TrainConfig
+from blastscope.workflows.compare.config import Budget, CompareConfig
+
+IGNORED_WHEN_REUSING = ("progress",)
+"""Recipe fields that change how a run looks, not what it learns."""
+
+EVALUATION_FILE = "compare-evaluation.json"
+"""Where each run keeps the evaluation ``compare`` made of it (``EvaluationResult.to_dict()``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One model trained on one fold of the shared split."""
+
+    model: str
+    fold: int
+    split_csv: Path
+    split_hash: str
+
+
+def dataset_root(config: CompareConfig, out: Path) -> Path:
+    """The user's data, or the built-in synthetic cells, drawn once per seed into ``OUT/data``.
+
+    Parameters
+    ----------
+    config : CompareConfig
+        ``data`` (``None``: synthetic cells) and ``seed``.
+    out : path
+        The comparison's output folder.
+
+    Returns
+    -------
+    Path
+        The absolute dataset folder (or manifest) to scan.
+    """
+    if config.data is not None:
+        return Path(config.data).resolve()
+    target = (out / "data" / f"synthetic-seed{config.seed}").resolve()
+    if not target.is_dir():
+        print(f"no --data given: drawing synthetic cells (seed {config.seed}) into {target}", flush=True)
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        synth.synthesize(staging, seed=config.seed)
+        staging.rename(target)  # all or nothing: a killed run never leaves half a dataset to reuse
+    return target
+
+
+def shared_splits(table: CellTable, config: CompareConfig, directory: Path) -> list[tuple[Split, Path]]:
+    """One split (or ``config.cv`` folds) for all models, saved as the split CSV files every run reads.
+
+    Parameters
+    ----------
+    table : CellTable
+        The scanned dataset.
+    config : CompareConfig
+        ``cv`` and ``seed``.
+    directory : path
+        Where the CSV files go (``OUT/splits``): ``split.csv``, or ``fold-I-of-K.csv`` per fold.
+
+    Returns
+    -------
+    list of (Split, Path)
+        Every split with its CSV file, fold order.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if config.cv:
+        splits = kfold_splits(table, config.cv, seed=config.seed)
+        paths = [directory / f"fold-{index + 1}-of-{config.cv}.csv" for index in range(len(splits))]
+    else:
+        splits = [make_split(table, seed=config.seed)]
+        paths = [directory / "split.csv"]
+    for split, path in zip(splits, paths, strict=True):
+        write_split_csv(split, path)
+    return list(zip(splits, paths, strict=True))
+
+
+def train_config(job: Job, config: CompareConfig, budget: Budget, data_root: Path, runs: Path) -> TrainConfig:
+    """The recipe of one job: the shared budget, seed and split, and the job's model.
+
+    Parameters
+    ----------
+    job : Job
+    config : CompareConfig
+        ``pretrained``, ``seed``, ``progress`` and ``train_overrides``.
+    budget : Budget
+    data_root : path
+        The dataset every model reads.
+    runs : path
+        Where runs are written (``OUT/runs``).
+
+    Returns
+    -------
+    TrainConfig
+    """
+    return TrainConfig(
+        data=str(data_root),
+        model=job.model,
+        pretrained=config.pretrained,
+        image_size=image_size_for(job.model, budget.image_size),
+        epochs_frozen=budget.epochs_frozen,
+        epochs_finetune=budget.epochs_finetune,
+        batch_size=budget.batch_size,
+        seed=config.seed,
+        split=SplitConfig(csv=str(job.split_csv.resolve())),
+        out=str(runs.resolve()),
+        progress=config.progress,
+        **config.train_overrides,
+    )
+
+
+def image_size_for(model: str, wanted: int | None) -> int | None:
+    """The shared input size, raised to the architecture's minimum (inception_v3 needs 75 px).
+
+    Parameters
+    ----------
+    model : str
+        A registered model name.
+    wanted : int or None
+        The budget's size; ``None`` keeps the model's own.
+
+    Returns
+    -------
+    int or None
+    """
+    if wanted is None:
+        return None
+    return max(wanted, int(get_spec(model).min_input_size))
+
+
+def trained_run(recipe: TrainConfig, split_hash: str) -> Path:
+    """A finished run of exactly this recipe on exactly this split; else an interrupted one resumed; else a new one.
+
+    Parameters
+    ----------
+    recipe : TrainConfig
+        The job's recipe (:func:`train_config`); the model's defaults fill what it leaves unset.
+    split_hash : str
+        The hash of the split the run must have used.
+
+    Returns
+    -------
+    Path
+        The run folder.
+    """
+    resolved = recipe.with_defaults(get_spec(recipe.model).defaults.to_dict())
+    found = find_run(Path(recipe.out), resolved.to_dict(), split_hash)
+    if found is None:
+        return Path(training.train(recipe))
+    run_dir, finished = found
+    if finished:
+        tqdm.write(f"reusing finished run {run_dir}")
+        return run_dir
+    tqdm.write(f"resuming interrupted run {run_dir}")
+    return Path(training.resume(run_dir))
+
+
+def find_run(runs: Path, recipe: dict[str, Any], split_hash: str) -> tuple[Path, bool] | None:
+    """The newest run under ``runs`` with this recipe and split, and whether it finished.
+
+    Parameters
+    ----------
+    runs : path
+        A folder of runs (``OUT/runs``).
+    recipe : dict
+        ``TrainConfig.to_dict()`` with the model's defaults filled in. ``image_size=None`` (the model's own size)
+        matches whatever size the run resolved it to; :data:`IGNORED_WHEN_REUSING` fields are not compared.
+    split_hash : str
+        The split the run must have used.
+
+    Returns
+    -------
+    (Path, bool) or None
+        The run and whether it finished (``metrics.json`` and the best checkpoint exist); a finished run is preferred
+        to an interrupted one. ``None`` when no run matches; foreign or damaged runs never do.
+    """
+    wanted = comparable_recipe(recipe)
+    matches = []
+    for config_path in sorted(runs.glob("*/config.yaml"), reverse=True):
+        try:
+            saved = yaml.safe_load(config_path.read_text())
+            if saved.get("split_hash") != split_hash:
+                continue
+            candidate = comparable_recipe(TrainConfig.from_dict(saved).to_dict())
+        except (BlastscopeError, yaml.YAMLError, AttributeError, TypeError):
+            continue  # a foreign or damaged run is simply not reused
+        if wanted["image_size"] is None:
+            candidate["image_size"] = None
+        if candidate == wanted:
+            run_dir = config_path.parent
+            matches.append(
+                (run_dir, (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file())
+            )
+    finished = [match for match in matches if match[1]]
+    return (finished or matches or [None])[0]
+
+
+def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as a run saves it, so two recipes compare equal exactly when they train the same model.
+
+    Parameters
+    ----------
+    recipe : dict
+        ``TrainConfig.to_dict()``.
+
+    Returns
+    -------
+    dict
+        Augmentation with every switch spelled out, tuples as lists, and without :data:`IGNORED_WHEN_REUSING`.
+    """
+    resolved = {**recipe, "augmentation": augment_config(recipe.get("augmentation") or {}).to_dict()}
+    plain = json.loads(json.dumps(resolved, default=str))
+    return {key: value for key, value in plain.items() if key not in IGNORED_WHEN_REUSING}
+
+
+def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[str, Any]:
+    """Score a run's test part at its stored operating point, or at one chosen now and stored in it.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished run.
+    config : CompareConfig
+        ``threshold`` (``None``: the stored point; ``val`` or a number: choose and store one, by ``compare``) and
+        ``seed``.
+    budget : Budget
+        ``bootstrap`` resamples.
+
+    Returns
+    -------
+    dict
+        ``EvaluationResult.to_dict()``, also written to the run's :data:`EVALUATION_FILE`.
+    """
+    result = evaluate_run(
+        run_dir, threshold=config.threshold, bootstrap=budget.bootstrap, seed=config.seed, chosen_by="compare"
+    )
+    if result.stored_to:
+        tqdm.write(f"stored the operating point in {result.stored_to}: {result.point.describe()}")
+    evaluation = result.to_dict()
+    (run_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2, default=str))
+    return evaluation

@@ -1,0 +1,59 @@
+"""``run_compare``: every model on every fold, trained (or reused), evaluated alike, and one report written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from blastscope.data.discover import scan_dataset
+from blastscope.workflows.compare.cards import dataset_card
+from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
+from blastscope.workflows.compare.jobs import Job, dataset_root, evaluate_job, shared_splits, train_config, trained_run
+from blastscope.workflows.compare.results import Evaluations, bootstrap_unit, budget_table, model_result
+from blastscope.workflows.report import Comparison, ReportFiles, write_report
+
+
+def run_compare(config: CompareConfig) -> ReportFiles:
+    """Train (or reuse) every model on every fold, evaluate each on its test part, and write the report to ``out``.
+
+    Parameters
+    ----------
+    config : CompareConfig
+        The request; it is checked (:func:`~blastscope.workflows.compare.config.check_request`) before any work.
+
+    Returns
+    -------
+    ReportFiles
+        ``report.html``, ``report.md``, ``results.csv`` and ``results.json`` under ``config.out``.
+
+    Raises
+    ------
+    BlastscopeError
+        For a bad request, or data that cannot be split or trained on.
+    """
+    budget = config.resolved_budget()
+    check_request(config)
+    out = Path(config.out)
+    data_root = dataset_root(config, out)
+    table = scan_dataset(data_root)
+    splits = shared_splits(table, config, out / "splits")
+    print(f"{budget.describe()}; decision threshold: {threshold_text(config.threshold)}", flush=True)
+    layout = f"{config.cv} subject-grouped folds" if config.cv else "one shared split"
+    print(f"{len(config.models)} model(s), {layout} of {data_root}; runs under {out / 'runs'}", flush=True)
+    jobs = [Job(model, fold, path, split.hash) for model in config.models for fold, (split, path) in enumerate(splits)]
+    evaluations: Evaluations = {}
+    for job in tqdm(jobs, desc="compare", unit="run", disable=not config.progress):
+        run_dir = trained_run(train_config(job, config, budget, data_root, out / "runs"), job.split_hash)
+        evaluations[job.model, job.fold] = run_dir, evaluate_job(run_dir, config, budget)
+    results = [model_result(model, evaluations, len(splits)) for model in config.models]
+    comparison = Comparison(
+        dataset=dataset_card(table, splits[0][0]),
+        models=results,
+        budget=budget_table(config, budget, results),
+        created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        cv_folds=config.cv,
+        bootstrap_unit=bootstrap_unit(evaluations),
+    )
+    return write_report(comparison, out)

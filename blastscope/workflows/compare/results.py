@@ -1,0 +1,256 @@
+"""From evaluations to the report's records: one :class:`ModelResult` per model, and the shared budget table.
+
+:func:`model_result_from_evaluation` joins one evaluation (``EvaluationResult.to_dict()``) with its run's recipe,
+timings and history. Where the model decided comes from :func:`decision_fields` and the test split's detail (loss,
+classification report, per-class scores, how many cells went to each class) from :func:`score_fields`; each is
+passed on only once ``ModelResult`` declares it, so this side can run ahead of the report's records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blastscope.evaluation import plots
+from blastscope.inference.decision import OperatingPoint
+from blastscope.workflows.compare.cards import read_history
+from blastscope.workflows.compare.config import Budget, CompareConfig, threshold_text
+from blastscope.workflows.report import HEADLINE_METRICS, ModelResult
+
+Evaluations = dict[tuple[str, int], tuple[Path, dict[str, Any]]]
+"""(model, fold) -> (run folder, ``EvaluationResult.to_dict()``)."""
+
+TRAINING_SETTINGS = (
+    "image_size",
+    "epochs_frozen",
+    "epochs_finetune",
+    "lr_head",
+    "lr_finetune",
+    "unfreeze_stages",
+    "batch_size",
+    "weight_decay",
+    "seed",
+    "resolved_precision",
+    "cached_features",
+    "split_hash",
+)
+"""The recipe fields a model card lists, in order (``augmentation`` follows them)."""
+
+
+def model_result(model: str, evaluations: Evaluations, folds: int) -> ModelResult:
+    """The report's view of one model: the first fold in detail, every fold's headline metrics under CV.
+
+    Parameters
+    ----------
+    model : str
+    evaluations : dict
+        :data:`Evaluations` of every model and fold.
+    folds : int
+        1 for one shared split, K under cross-validation.
+
+    Returns
+    -------
+    ModelResult
+        From the first fold's run; ``fold_metrics`` holds every fold's :data:`HEADLINE_METRICS` when ``folds > 1``.
+    """
+    run_dir, evaluation = evaluations[model, 0]
+    recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    result = model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
+    if folds > 1:
+        result.fold_metrics = [
+            {name: evaluations[model, fold][1]["plain"]["metrics"].get(name) for name in HEADLINE_METRICS}
+            for fold in range(folds)
+        ]
+    return result
+
+
+def model_result_from_evaluation(
+    evaluation: dict[str, Any], recipe: dict[str, Any], metrics: dict[str, Any], run_dir: Path
+) -> ModelResult:
+    """Join an evaluation with the run's recipe, timings and training history.
+
+    Parameters
+    ----------
+    evaluation : dict
+        ``EvaluationResult.to_dict()`` of the run's test part.
+    recipe : dict
+        The run's ``config.yaml``.
+    metrics : dict
+        The run's ``metrics.json`` (``training``: train seconds and images per second).
+    run_dir : path
+        The run folder (its ``history.csv`` gives the training curves).
+
+    Returns
+    -------
+    ModelResult
+        With the fields of :func:`decision_fields` and :func:`score_fields` that ``ModelResult`` declares; the others
+        are left out until it does.
+    """
+    plain = evaluation["plain"]
+    boot = plain.get("bootstrap") or {"metrics": {}}
+    calibration = plain.get("calibration") or {}
+    training = metrics.get("training") or {}
+    roc = plain.get("roc")
+    return ModelResult(
+        **_declared({**decision_fields(evaluation), **score_fields(evaluation)}),
+        name=evaluation["model"],
+        display_name=evaluation["display_name"],
+        weights_source=evaluation["weights_source"],
+        pretrained=bool(evaluation["pretrained"]),
+        classes=tuple(evaluation["classes"]),
+        metrics={
+            key: value for key, value in plain["metrics"].items() if isinstance(value, (int, float)) or value is None
+        },
+        intervals={
+            name: (interval["low"], interval["high"])
+            for name, interval in boot["metrics"].items()
+            if interval.get("low") is not None
+        },
+        confusion=plain["metrics"]["confusion_matrix"],
+        roc=(roc["fpr"], roc["tpr"]) if roc else None,
+        reliability_before=_reliability(calibration.get("before")),
+        reliability_after=_reliability(calibration.get("after")),
+        subjects=[
+            plots.SubjectAccuracy(str(row["subject"]), row["true_class"], float(row["accuracy"]), int(row["n_cells"]))
+            for row in (plain.get("subjects") or {}).get("per_subject", [])
+        ],
+        history=read_history(run_dir / "history.csv"),
+        train_seconds=training.get("train_seconds"),
+        images_per_second=training.get("images_per_second"),
+        settings=training_settings(recipe),
+        run_dir=str(run_dir),
+    )
+
+
+def decision_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Where a model decided in an evaluation, for its ``ModelResult``.
+
+    Parameters
+    ----------
+    evaluation : dict
+        ``EvaluationResult.to_dict()``.
+
+    Returns
+    -------
+    dict
+        ``threshold`` (float: the threshold on p(positive); 0.5 and unused for multi-class data), ``threshold_origin``
+        (str, ``OperatingPoint.origin()``, e.g. "chosen on val (240 cells) for best weighted F1, reaching 0.9120
+        there, by compare; temperature 1.310") and ``operating_point`` (dict, the full ``OperatingPoint.to_dict()``).
+    """
+    point = OperatingPoint.from_dict(evaluation["operating_point"])
+    return {"threshold": point.threshold, "threshold_origin": point.origin(), "operating_point": point.to_dict()}
+
+
+def score_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The test split's detail beyond the headline metrics, for its ``ModelResult``.
+
+    Parameters
+    ----------
+    evaluation : dict
+        ``EvaluationResult.to_dict()``.
+
+    Returns
+    -------
+    dict
+        ``test_loss`` (float or None: log loss on the test cells at the point's temperature),
+        ``classification_report`` (str or None: scikit-learn's text report), ``per_class`` (dict: class ->
+        ``{"precision": float, "recall": float, "f1": float, "support": int}``) and ``predicted_counts`` (dict: class
+        -> cells decided as that class, the confusion matrix's column sums, in class order; a model that calls every
+        cell one class has a single non-zero count).
+    """
+    metrics = evaluation["plain"]["metrics"]
+    classes = list(metrics.get("classes") or evaluation["classes"])
+    confusion = metrics["confusion_matrix"]
+    loss = metrics.get("loss")
+    return {
+        "test_loss": float(loss) if loss is not None else None,
+        "classification_report": metrics.get("report"),
+        "per_class": {name: dict(scores) for name, scores in (metrics.get("per_class") or {}).items()},
+        "predicted_counts": {name: int(sum(row[index] for row in confusion)) for index, name in enumerate(classes)},
+    }
+
+
+def _declared(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields ``ModelResult`` declares: the report's records may lag behind what is computed here."""
+    return {key: value for key, value in fields.items() if key in ModelResult.__dataclass_fields__}
+
+
+def _reliability(data: dict[str, Any] | None) -> plots.ReliabilityCurve | None:
+    if not data:
+        return None
+    return plots.ReliabilityCurve(data["confidence"], data["accuracy"], data["counts"], float(data["ece"]))
+
+
+def bootstrap_unit(evaluations: Evaluations) -> str:
+    """What the bootstrap resampled, for the report's captions.
+
+    Parameters
+    ----------
+    evaluations : dict
+        :data:`Evaluations`.
+
+    Returns
+    -------
+    str
+        ``subjects`` when every evaluation resampled subjects, else ``cells``.
+    """
+    units = {(evaluation["plain"].get("bootstrap") or {}).get("unit") for _, evaluation in evaluations.values()}
+    return "subjects" if units == {"subject"} else "cells"
+
+
+def training_settings(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields a reader of a model card needs, with the input size the model really used.
+
+    Parameters
+    ----------
+    recipe : dict
+        The run's ``config.yaml``.
+
+    Returns
+    -------
+    dict
+        :data:`TRAINING_SETTINGS` (``image_size`` from the run's preprocessing when it has one) and ``augmentation``
+        (the switches that are on, or ``defaults``).
+    """
+    settings = {key: recipe.get(key) for key in TRAINING_SETTINGS}
+    settings["image_size"] = (recipe.get("preprocessing") or {}).get("input_size", recipe.get("image_size"))
+    switched_on = sorted(key for key, value in (recipe.get("augmentation") or {}).items() if value is True)
+    settings["augmentation"] = ", ".join(switched_on) if switched_on else "defaults"
+    return settings
+
+
+def budget_table(config: CompareConfig, budget: Budget, results: Sequence[ModelResult]) -> dict[str, Any]:
+    """The report's table of what every model shared.
+
+    Parameters
+    ----------
+    config : CompareConfig
+    budget : Budget
+    results : sequence of ModelResult
+        For the input size each model really used.
+
+    Returns
+    -------
+    dict
+        Row label -> value, in the order the report shows them.
+    """
+    sizes = {result.name: result.settings.get("image_size") for result in results}
+    return {
+        "budget": f"{budget.name} ({budget.purpose})",
+        "models": ", ".join(config.models),
+        "split": f"{config.cv}-fold subject-grouped cross-validation"
+        if config.cv
+        else "one shared train/val/test split",
+        "seed": config.seed,
+        "epochs (frozen backbone + fine-tuning)": f"{budget.epochs_frozen} + {budget.epochs_finetune}",
+        "image size": ", ".join(f"{name} {size} px" for name, size in sizes.items()),
+        "batch size": budget.batch_size,
+        "pretrained": config.pretrained,
+        "decision threshold": threshold_text(config.threshold),
+        "bootstrap resamples": budget.bootstrap,
+    }
