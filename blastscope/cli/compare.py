@@ -61,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.add_argument(
+        "--positive-class",
+        metavar="NAME",
+        help="the class sensitivity and thresholds are about (default: read from the class names, e.g. ALL)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         pretrained=args.pretrained,
         threshold=args.threshold,
+        positive_class=args.positive_class,
         progress=args.progress,
     )
     files = run_compare(config)

@@ -7,12 +7,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from blastscope.data import cnmc
+from blastscope.data.classes import positive_class
 from blastscope.data.discover import PRELIM_CHOICES, natural_key, scan_dataset, subject_groups
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.data.split import DEFAULT_RATIOS, SPLIT_BY, kfold_splits, make_split, write_split_csv
 from blastscope.data.table import CellTable
 from blastscope.data.text_table import text_table
-from blastscope.errors import BlastscopeError
+from blastscope.errors import BlastscopeError, DataError
 
 LAYOUTS = {
     "cnmc": "C-NMC 2019 (cells named UID_<subject>_<image>_<cell>_<all|hem>, class = the all/ or hem/ folder)",
@@ -104,11 +105,16 @@ def run_split(args: argparse.Namespace) -> int:
 def describe(table: CellTable) -> str:
     """The whole inspection report, one section per question a person asks before training."""
     read = len(table.cells) + len(table.duplicates) + len(table.skipped)
-    positive = len(table.classes) == 2
+    try:
+        positive = positive_class(table.classes)
+    except DataError:  # binary classes whose names do not say which is positive: train needs --positive-class
+        positive = None
     classes = ", ".join(
-        f"{label} (index {index}{', positive' if positive and index == 1 else ''})"
+        f"{label} (index {index}{', positive' if label == positive else ''})"
         for index, label in enumerate(table.classes)
     )
+    if positive is None and len(table.classes) == 2:
+        classes += " (which is positive is not clear from the names: train needs --positive-class NAME)"
     sections = [
         "\n".join(
             [

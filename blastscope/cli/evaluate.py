@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         progress=sys.stderr.isatty(),
+        announce=lambda line: print(line, file=sys.stderr, flush=True),
     )
     out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
     path = write_evaluation(result, out)

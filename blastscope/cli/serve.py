@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from blastscope.api import load
+    from blastscope.data.classes import positive_class_line
+    from blastscope.metrics import display_name
     from blastscope.serving.app import create_app
 
     if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
@@ -64,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
     print(f"serving {classifier.name} ({classifier.backend}) on http://{args.host}:{args.port}/  (docs: /docs)")
-    print(f"decision: {classifier.operating_point.describe()}")
+    point = classifier.operating_point
+    print(positive_class_line(point.positive_class, point.classes, "run", display_name))
+    print(f"decision: {point.describe()}")
     uvicorn.run(create_app(classifier, limits), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -13,6 +13,7 @@ from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
 # flag -> TrainConfig field; flags left out keep the config file's (or the default) value
 FIELDS = {
     "data": "data",
+    "positive_class": "positive_class",
     "model": "model",
     "pretrained": "pretrained",
     "image_size": "image_size",
@@ -63,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="dataset folder: C-NMC layout, class-per-folder tree or CSV manifest")
+    data.add_argument(
+        "--positive-class",
+        metavar="NAME",
+        help="the class whose sensitivity and threshold the run is about, any case (default: read from the class "
+        "names, e.g. ALL of ALL/HEM, blast of blast/normal; required when the names do not say)",
+    )
     data.add_argument("--split-ratios", type=_ratios, metavar="TRAIN,VAL,TEST", help="default 0.6,0.2,0.2")
     data.add_argument("--split-csv", help="use a saved split.csv instead of making one")
     data.add_argument(

@@ -7,11 +7,13 @@ Cells the run trained or validated on never count as new data, and whether the r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from blastscope.data.attribution import dataset_attribution
+from blastscope.data.classes import match_class_names
 from blastscope.data.discover import scan_dataset
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError, DataError
@@ -84,15 +86,20 @@ def _split_cells(run: TrainedRun, split: str) -> list[Cell]:
 
 def _external_cells(run: TrainedRun, data: Path, notes: list[str]) -> tuple[list[Cell], str]:
     """Every cell of a dataset the run was not trained on (cells identical to its training or validation cells go),
-    and the dataset's credit line."""
+    labelled with the run's class names, and the dataset's credit line.
+
+    Class names are matched ignoring case (a run trained on ``all/hem`` scores ``ALL/HEM``); only names that differ
+    otherwise are refused.
+    """
     table = scan_dataset(data)
-    if set(table.classes) != set(run.classes):
+    names = match_class_names(table.classes, run.classes)
+    if names is None:
         raise DataError(
             f"{data}: classes {', '.join(table.classes)} differ from the run's {', '.join(run.classes)}; "
-            "evaluate on a dataset with the same class folders"
+            "evaluate on a dataset with the same class folders (case does not matter)"
         )
     seen = {cell.digest for part in ("train", "val") for cell in run.split.parts.get(part, [])}
-    cells = [cell for cell in table.cells if cell.digest not in seen]
+    cells = [replace(cell, label=names[cell.label]) for cell in table.cells if cell.digest not in seen]
     if len(cells) < len(table.cells):
         notes.append(
             f"{len(table.cells) - len(cells)} cells of {data} are identical to cells the run trained or "

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from blastscope.data.cache import DecodedCache
+from blastscope.data.classes import positive_class_line
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.cells import cells_to_score, class_indices
@@ -35,6 +36,7 @@ from blastscope.evaluation.threshold import (
 )
 from blastscope.inference.decision import OperatingPoint
 from blastscope.inference.predict import predict_logits
+from blastscope.metrics import display_name
 from blastscope.runs import TrainedRun, load_run
 
 Predict = Callable[[Sequence[Cell], bool], np.ndarray]
@@ -106,6 +108,7 @@ def evaluate_run(
     progress: bool = False,
     chosen_by: str = "evaluate",
     store: bool = True,
+    announce: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Load ``run_dir``, predict ``split`` of its own data (or every unseen cell of ``data``) and evaluate it.
 
@@ -138,6 +141,8 @@ def evaluate_run(
         Recorded in a chosen point (``evaluate``, ``compare``).
     store : bool
         Store a chosen point in the run (``TrainedRun.save_operating_point``).
+    announce : callable, optional
+        Called with one line naming the run's positive class once the run is loaded, before any cell is read.
 
     Returns
     -------
@@ -162,6 +167,8 @@ def evaluate_run(
             "scores); use --split test or give --threshold a number"
         )
     run = load_run(run_dir, checkpoint)
+    if announce is not None:
+        announce(positive_class_line(run.operating_point.positive_class, run.classes, "run", display_name))
     _move_to(run.model, device)
     notes: list[str] = []
     cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)

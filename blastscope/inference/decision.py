@@ -72,11 +72,26 @@ class OperatingPoint:
     def default(
         cls, classes: Sequence[str], positive_class: str | None = None, chosen_by: str = "train"
     ) -> OperatingPoint:
-        """Threshold 0.5, no temperature scaling. The positive class of binary data defaults to the last class."""
+        """Threshold 0.5 on p(``positive_class``), no temperature scaling.
+
+        Pass the positive class of binary data: ``train`` resolves it from the class names or ``--positive-class``
+        (:func:`blastscope.data.classes.positive_class`) and records it. Multi-class data has none (argmax); giving
+        one for it is an error.
+
+        Binary data without one falls back to the *last* class. That fallback exists only for runs written before
+        the positive class was recorded (a run folder without ``operating_point.json`` and without
+        ``resolved_positive_class`` in its ``config.yaml``, read by
+        :func:`blastscope.runs.folder.read_operating_point`), which were trained and scored with it. New code must not
+        rely on it: with folders ``ALL/`` and ``HEM/`` the last class is HEM.
+        """
         classes = tuple(classes)
-        if positive_class is None and len(classes) == 2:
-            positive_class = classes[-1]
-        return cls(classes, positive_class if len(classes) == 2 else None, chosen_by=chosen_by)
+        if len(classes) != 2:
+            if positive_class is not None:
+                raise BlastscopeError(
+                    f"positive class {positive_class!r} given for {len(classes)} classes; only binary data has one"
+                )
+            return cls(classes, None, chosen_by=chosen_by)
+        return cls(classes, classes[-1] if positive_class is None else positive_class, chosen_by=chosen_by)
 
     @property
     def binary(self) -> bool:

@@ -89,16 +89,18 @@ def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
     return model
 
 
+def read_operating_point(run_dir: Path, classes: tuple[str, ...], positive_class: str | None = None) -> OperatingPoint:
+    """The run's stored operating point; without ``operating_point.json`` the default on ``positive_class``.
 
-
-def read_operating_point(run_dir: Path, classes: tuple[str, ...]) -> OperatingPoint:
-    """The run's stored operating point; a run trained before operating points were stored gets the default.
+    ``positive_class`` is the one recorded in the run's config.yaml as ``resolved_positive_class`` (every run trained
+    since it is recorded has one, and its operating_point.json). Only a run written before that, without either,
+    falls back to the last class, which is how it was trained and scored.
 
     Raises ``BlastscopeError`` if the file is unreadable or was written for other classes.
     """
     path = Path(run_dir) / OPERATING_POINT_FILE
     if not path.is_file():
-        return OperatingPoint.default(classes)
+        return OperatingPoint.default(classes, positive_class)
     try:
         point = OperatingPoint.from_dict(json.loads(path.read_text()))
     except (OSError, KeyError, TypeError, ValueError, BlastscopeError) as error:

@@ -120,5 +120,5 @@ def load_run(run_dir: Path | str, checkpoint: str = "best") -> TrainedRun:
         split=read_split_csv(run_dir / "split.csv"),
         weights_source=str(config["weights_source"]),
         pretrained=bool(config["weights_pretrained"]),
-        operating_point=read_operating_point(run_dir, classes),
+        operating_point=read_operating_point(run_dir, classes, config.get("resolved_positive_class")),
     )

@@ -28,6 +28,7 @@ RESOLVED_KEYS = (
     "split_hash",
     "split_subject_level",
     "resolved_precision",
+    "resolved_positive_class",
     "versions",
     "run_dir",
 )
@@ -49,9 +50,17 @@ class SplitConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run; defaults follow the two-phase transfer-learning recipe."""
+    """Everything that decides a training run; defaults follow the two-phase transfer-learning recipe.
+
+    ``positive_class`` names the class whose sensitivity and threshold the run is about (``--positive-class``, matched
+    ignoring case and saved in the class's own spelling). Left ``None``, training reads it from the class names (ALL
+    of ALL/HEM; see :func:`blastscope.data.classes.positive_class`). Either way the run records the class it resolved
+    to as ``resolved_positive_class`` in its config.yaml and in its operating point, and ``resume`` keeps it.
+    Multi-class data has none.
+    """
 
     data: str | None = None
+    positive_class: str | None = None
     model: str = "efficientnet_lite0"
     pretrained: str = "auto"
     image_size: int | None = None
@@ -94,6 +103,8 @@ class TrainConfig:
         """Reject a recipe that cannot run, before any data is read."""
         if self.data is None:
             raise DataError("no dataset given: pass --data DIR (or run `blastscope synth OUT` to make a synthetic one)")
+        if self.positive_class is not None and (not isinstance(self.positive_class, str) or not self.positive_class):
+            raise BlastscopeError(f"positive class {self.positive_class!r} is invalid: name one of the data's classes")
         if self.monitor not in MONITORS:
             raise BlastscopeError(f"monitor {self.monitor!r} is unknown: use one of {', '.join(MONITORS)}")
         if self.precision not in PRECISIONS:
@@ -150,6 +161,8 @@ class TrainConfig:
             )
         if "ratios" in split:
             split["ratios"] = tuple(float(r) for r in split["ratios"])
+        if data.get("positive_class") is not None:
+            data["positive_class"] = str(data["positive_class"])  # a class folder named 1 reads back as an int
         return cls(split=SplitConfig(**split), **data)
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.datamodule import CellDataModule
 from blastscope.data.split import read_split_csv
 from blastscope.data.table import CellTable
@@ -22,7 +24,7 @@ from blastscope.errors import BlastscopeError, DataError
 from blastscope.inference.decision import decide
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
-from blastscope.metrics import classification_metrics
+from blastscope.metrics import classification_metrics, display_name
 from blastscope.models import ModelBundle
 from blastscope.runs.folder import (
     RUN_DIR_ENV,
@@ -41,6 +43,7 @@ from blastscope.training.prepare import (
     build_model,
     complete_recipe,
     make_run_split,
+    resolve_positive_class,
     scan_data,
     write_run_files,
 )
@@ -61,11 +64,15 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
         raise BlastscopeError(f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir")
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = scan_data(config)
+    given = config.positive_class is not None
+    config, positive = resolve_positive_class(config, table)  # before anything is written: unclear names stop here
+    if not worker:
+        _announce(positive_class_line(positive, table.classes, "given" if given else "name", display_name))
     split = make_run_split(config, table)
     bundle = build_model(config, table)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    prepared = Prepared(config, table, split, bundle, run_dir)
+    prepared = Prepared(config, table, split, bundle, run_dir, positive)
     if not worker:
         write_run_files(prepared, training_precision(config, resolve_accelerator(config)))
     return _fit(prepared, resume_from=None)
@@ -83,6 +90,13 @@ def resume(run_dir: Path) -> Path:
             f"{run_dir}: the data at {config.data} now has classes {list(table.classes)}, the run was trained on "
             f"{list(recorded['classes'])}; restore the data or start a new run"
         )
+    if "resolved_positive_class" in recorded:
+        recorded_positive = recorded["resolved_positive_class"]
+    else:  # a run written before the positive class was recorded: the one its stored operating point decides on
+        recorded_positive = read_operating_point(run_dir, table.classes).positive_class
+    positive = positive_class(table.classes, recorded_positive)
+    if RUN_DIR_ENV not in os.environ:
+        _announce(positive_class_line(positive, table.classes, "recorded", display_name))
     split = read_split_csv(run_dir / "split.csv", table)
     if "split_hash" in recorded and split.hash != recorded["split_hash"]:
         raise DataError(
@@ -91,7 +105,12 @@ def resume(run_dir: Path) -> Path:
         )
     checkpoint = latest_checkpoint(run_dir)
     bundle = _resumed_model(config, table, recorded, run_dir, from_checkpoint=checkpoint is not None)
-    return _fit(Prepared(config, table, split, bundle, run_dir), resume_from=checkpoint)
+    return _fit(Prepared(config, table, split, bundle, run_dir, positive), resume_from=checkpoint)
+
+
+def _announce(line: str) -> None:
+    """A line for the person at the terminal, on stderr: stdout carries only the run directory at the end."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _resumed_model(
@@ -193,7 +212,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
     run_dir, table = prepared.run_dir, prepared.table
     test_cells = datamodule.dataset("test", augment=False).cells if prepared.split.parts.get("test") else []
     model = load_network_weights(prepared.bundle.model, checkpoint_path(run_dir, "best")).eval()
-    point = read_operating_point(run_dir, tuple(table.classes))
+    point = read_operating_point(run_dir, tuple(table.classes), prepared.positive_class)
     metrics: dict[str, Any] = {"model": prepared.config.model, "checkpoint": "best", "operating_point": point.to_dict()}
     if test_cells:
         pre = prepared.bundle.preprocessing

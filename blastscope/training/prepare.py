@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from blastscope.data.attribution import dataset_attribution
 from blastscope.data.augment import augment_config
+from blastscope.data.classes import positive_class
 from blastscope.data.discover import scan_dataset
 from blastscope.data.split import Split, check_leakage, kfold_splits, make_split, read_split_csv, write_split_csv
 from blastscope.data.table import CellTable
@@ -44,6 +45,8 @@ class Prepared:
     split: Split
     bundle: ModelBundle
     run_dir: Path
+    positive_class: str | None = None
+    """The resolved positive class (:func:`resolve_positive_class`); ``None`` for multi-class data."""
 
 
 def complete_recipe(config: TrainConfig) -> TrainConfig:
@@ -56,6 +59,17 @@ def scan_data(config: TrainConfig) -> CellTable:
     if table.skipped:
         log.warning("%d unreadable files skipped in %s (see metrics.json)", len(table.skipped), config.data)
     return table
+
+
+def resolve_positive_class(config: TrainConfig, table: CellTable) -> tuple[TrainConfig, str | None]:
+    """The positive class of the scanned classes: the one ``--positive-class`` names (any case), else the one the
+    class names mark as malignant (ALL of ALL/HEM); ``None`` for multi-class data.
+
+    Returns the recipe, whose ``positive_class`` (when given) is now spelled as the class is, and that class.
+    Raises ``DataError`` (one line naming ``--positive-class``) when binary class names do not say it.
+    """
+    positive = positive_class(table.classes, config.positive_class)
+    return (config if config.positive_class is None else replace(config, positive_class=positive)), positive
 
 
 def make_run_split(config: TrainConfig, table: CellTable) -> Split:
@@ -95,7 +109,8 @@ def package_versions() -> dict[str, str]:
 
 
 def write_run_files(prepared: Prepared, precision: str) -> None:
-    """config.yaml holds the recipe (re-runnable with --config) plus what it resolved to on this machine."""
+    """config.yaml holds the recipe (re-runnable with --config) plus what it resolved to on this machine, among it
+    ``resolved_positive_class``, on which the default operating point written here decides."""
     config, bundle = prepared.config, prepared.bundle
     recipe = config.to_dict()
     recipe["image_size"] = bundle.preprocessing.input_size
@@ -109,8 +124,10 @@ def write_run_files(prepared: Prepared, precision: str) -> None:
         "split_hash": prepared.split.hash,
         "split_subject_level": bool(prepared.split.subject_level),
         "resolved_precision": precision,
+        "resolved_positive_class": prepared.positive_class,
         "versions": package_versions(),
     }
     write_yaml({**recipe, **resolved}, prepared.run_dir / "config.yaml")
     write_split_csv(prepared.split, prepared.run_dir / "split.csv")
-    write_operating_point(prepared.run_dir, OperatingPoint.default(prepared.table.classes))
+    point = OperatingPoint.default(prepared.table.classes, prepared.positive_class)
+    write_operating_point(prepared.run_dir, point)

@@ -73,6 +73,8 @@ class CompareConfig:
     """``None`` scores each run at the operating point stored in it. ``val`` or a number chooses a new point in each
     run (temperature fitted on its validation split; threshold with the best validation weighted F1, or as given),
     scores it and stores it in the run with ``chosen_by="compare"``, as ``blastscope evaluate --threshold`` does."""
+    positive_class: str | None = None
+    """The class sensitivity and thresholds are about; ``None`` reads it from the class names (``--positive-class``)."""
     progress: bool = True
     train_overrides: dict[str, Any] = field(default_factory=dict)
     """Further TrainConfig fields shared by every model (e.g. num_workers), for callers that need them."""

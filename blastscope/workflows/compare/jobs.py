@@ -128,6 +128,7 @@ def train_config(job: Job, config: CompareConfig, budget: Budget, data_root: Pat
         epochs_finetune=budget.epochs_finetune,
         batch_size=budget.batch_size,
         seed=config.seed,
+        positive_class=config.positive_class,
         split=SplitConfig(csv=str(job.split_csv.resolve())),
         out=str(runs.resolve()),
         progress=config.progress,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.discover import scan_dataset
+from blastscope.metrics import display_name
 from blastscope.workflows.compare.cards import dataset_card
 from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
 from blastscope.workflows.compare.jobs import Job, dataset_root, evaluate_job, shared_splits, train_config, trained_run
@@ -38,6 +40,9 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     out = Path(config.out)
     data_root = dataset_root(config, out)
     table = scan_dataset(data_root)
+    positive = positive_class(table.classes, config.positive_class)
+    how = "given" if config.positive_class else "name"
+    print(positive_class_line(positive, table.classes, how, display_name), flush=True)
     splits = shared_splits(table, config, out / "splits")
     print(f"{budget.describe()}; decision threshold: {threshold_text(config.threshold)}", flush=True)
     layout = f"{config.cv} subject-grouped folds" if config.cv else "one shared split"
