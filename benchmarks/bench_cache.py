@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from blastscope.data.cache import RESAMPLING, DecodedCache, decode_resized
-from blastscope.data.images import is_image_file
+from blastscope.data.files import find_image_files
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, help="cache folder (default: a temporary one, deleted afterwards)")
     args = parser.parse_args(argv)
 
-    files = sorted(p for p in args.data.rglob("*") if p.is_file() and is_image_file(p))[: args.limit]
+    files = find_image_files(args.data).files[: args.limit]
     if not files:
         print(f"no images under {args.data}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from blastscope.data.cache import resize_rgb
-from blastscope.data.images import read_rgb
+from blastscope.data.images import decode_pil, read_rgb
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import Transform, eval_transform
 from blastscope.inference.decision import OperatingPoint, decide
@@ -170,7 +170,7 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
 
 def _rgb(item: ImageInput) -> Image.Image:
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return decode_pil(item).image
     if isinstance(item, (str, Path)):
         return read_rgb(Path(item))
     raise TypeError(f"expected an image path or a PIL image, got {type(item).__name__}")

@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
+    from blastscope.data.classes import positive_class_line
+    from blastscope.metrics import display_name
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
@@ -61,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
-    print(f"decision: {classifier.operating_point.describe()}", file=sys.stderr)
+    point = classifier.operating_point
+    print(positive_class_line(point.positive_class, point.classes, "run", display_name), file=sys.stderr)
+    print(f"decision: {point.describe()}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -114,13 +118,18 @@ def predict_chunk(
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given (whatever their extension, so a bad one is reported), folders searched for image files."""
-    from blastscope.data.images import is_image_file
+    """Files as given (whatever their extension, so a bad one is reported); folders searched for image files by the
+    dataset scan's own finder: symlinked folders followed once, OS litter (``__MACOSX/``, ``._*``, ``.DS_Store``)
+    ignored, and other hidden image files named on stderr and left out."""
+    from blastscope.data.files import find_image_files
 
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            paths.extend(sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p)))
+            found = find_image_files(item)
+            for path, reason in found.skipped:
+                print(f"ignored {path}: {reason}", file=sys.stderr)
+            paths.extend(found.files)
         elif item.exists():
             paths.append(item)
         else:

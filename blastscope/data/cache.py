@@ -1,7 +1,8 @@
 """On-disk cache of decoded, resized cells, so each image file is decoded once per size rather than once per epoch.
 
 An entry is one ``.npy`` file keyed by (content digest, size, interpolation) that also records the source file's byte
-size and modification time: a file edited after it was hashed no longer matches and is decoded again, never served
+size and modification time and the decoder's version: a file edited after it was hashed, or an entry written by an
+older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches and is decoded again, never served
 stale. Entries are written to a temporary file and renamed into place, so a killed run or two DataLoader workers
 filling the same entry leave either nothing or a complete entry.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blastscope.data.images import read_rgb
+from blastscope.data.images import DECODER_VERSION, read_rgb
 from blastscope.errors import BlastscopeError, ImageError
 
 CACHE_ENV = "BLASTSCOPE_CACHE"
@@ -108,10 +109,13 @@ class DecodedCache:
 
     @staticmethod
     def _read_fresh(entry: Path, stat: os.stat_result) -> np.ndarray | None:
-        """The entry's pixels if it exists, is intact and was made from a file of the same size and mtime."""
+        """The entry's pixels if it exists, is intact and was made from a file of the same size and mtime by this
+        decoder (an entry without a decoder field predates the field and is stale)."""
         try:
             record = np.load(entry, allow_pickle=False)
             if record["source_bytes"] != stat.st_size or record["source_mtime_ns"] != stat.st_mtime_ns:
+                return None
+            if record["decoder"] != DECODER_VERSION:
                 return None
             return np.array(record["pixels"])
         except (OSError, ValueError, KeyError, IndexError):
@@ -123,6 +127,7 @@ class DecodedCache:
         record = np.zeros((), dtype=_record_dtype(pixels.shape))
         record["source_bytes"] = stat.st_size
         record["source_mtime_ns"] = stat.st_mtime_ns
+        record["decoder"] = DECODER_VERSION
         record["pixels"] = pixels
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
@@ -142,5 +147,6 @@ class DecodedCache:
 
 
 def _record_dtype(shape: tuple[int, ...]) -> np.dtype:
-    """One record per entry: the source file's fingerprint next to its pixels, in a plain .npy file."""
-    return np.dtype([("source_bytes", "<i8"), ("source_mtime_ns", "<i8"), ("pixels", "u1", shape)])
+    """One record per entry: the source file's fingerprint and the decoder's version next to its pixels, in a plain
+    .npy file."""
+    return np.dtype([("source_bytes", "<i8"), ("source_mtime_ns", "<i8"), ("decoder", "<i4"), ("pixels", "u1", shape)])

@@ -3,11 +3,13 @@
 Training cells are named ``UID_<subject>_<image>_<cell>_<all|hem>.<ext>`` and sit in a folder named after their class;
 the folders above (``training_data/fold_0``, ``train/fold_1``, ...) vary between copies and do not matter. HEM (normal)
 subject ids start with ``H``; ALL (blast) ones are plain numbers. The preliminary test images are renamed ``1.bmp``,
-``2.bmp``, ... and labelled by a CSV that keeps each original name; the final test images carry no labels at all.
+``2.bmp``, ... and labelled by a CSV that keeps each original name (``Patient_ID``); users often rename the images back
+to those names, so a file is found in the CSV by either. The final test images carry no labels at all.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -76,10 +78,11 @@ def check_subject(path: Path, name: CnmcName) -> None:
 
 
 def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
-    """Map each preliminary test file name (``1.bmp``) to its original name's parts, label checked against the CSV."""
+    """Map each preliminary test file's name, as renamed (``1.bmp``) or as originally named (``UID_57_29_1_all.bmp``,
+    the ``Patient_ID`` column), lower-cased, to its original name's parts; the label is checked against the CSV."""
     rows: list[tuple[int, dict[str, str]]] = []
     try:
-        reader = csv.DictReader(io.StringIO(utf8_text(csv_path), newline=""))
+        reader = csv.DictReader(io.StringIO(csv_text(csv_path), newline=""))
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as error:
         raise DataError(f"{csv_path}: cannot be read as CSV ({error})") from error
@@ -89,6 +92,7 @@ def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
             f"{csv_path}: needs the columns Patient_ID, new_names, labels; missing {', '.join(sorted(missing))}"
         )
     labels: dict[str, CnmcName] = {}
+    listed_on: dict[str, int] = {}
     for line, row in rows:
         short = [column for column in ("Patient_ID", "new_names", "labels") if row.get(column) is None]
         if short:
@@ -103,16 +107,28 @@ def read_prelim_labels(csv_path: Path) -> dict[str, CnmcName]:
                 f"but its name says {name.label.upper()}; fix the row"
             )
         check_subject(csv_path, name)
-        labels[row["new_names"].strip()] = name
+        for key in (row["new_names"].strip().lower(), row["Patient_ID"].strip().lower()):
+            if key in labels and labels[key] != name:
+                raise DataError(
+                    f"{csv_path}, line {line}: {key} is already listed on line {listed_on[key]} with another cell; "
+                    "remove one of the rows"
+                )
+            labels[key], listed_on[key] = name, listed_on.get(key, line)
     return labels
 
 
-def utf8_text(path: Path) -> str:
-    """A CSV file's text (a leading byte-order mark dropped); unreadable or non-UTF-8 files are one-line DataErrors."""
+def csv_text(path: Path) -> str:
+    """A CSV file's text as spreadsheet programs save it: UTF-8 with or without a byte-order mark, or UTF-16 with one
+    (Excel's "Unicode text"). Unreadable or undecodable files are one-line DataErrors that say how to save them."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror or error})") from error
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: broken UTF-16 text ({error.reason}); save it as UTF-8 CSV") from error
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -6,9 +6,17 @@ Three layouts are read, tried in this order:
   See :mod:`blastscope.data.cnmc`; the preliminary test set joins the pool (``prelim="pool"``) or is pinned to the test
   part (``prelim="test"``); the unlabelled final test set is left out with a note.
 * **class per folder** (kind ``"folders"``): the class of an image is the *top-level* folder under the root it sits in,
-  at any depth below (``root/blast/patient_7/img.png`` is class ``blast``). Such trees carry no subject ids.
+  at any depth below (``root/blast/patient_7/img.png`` is class ``blast``). Such trees carry no subject ids. A root
+  whose top-level folders all hold the same class folders (``train/{a,b}`` and ``test/{a,b}``; two copies
+  ``v1/{all,hem}`` and ``v2/{all,hem}``) is refused: its top-level folders are splits or copies, not classes.
 * **CSV manifest** (kind ``"manifest"``): only when the path given *is* a ``.csv`` file. Columns are found by header
-  name: ``path`` (relative to the CSV's folder, or absolute), ``label``, optional ``subject``; others are ignored.
+  name: ``path`` (relative to the CSV's folder, or absolute; ``\\`` separators as Windows writes them are accepted),
+  ``label``, optional ``subject``; others are ignored. The delimiter (``,``, ``;`` or tab, as spreadsheet programs
+  write them by locale) is detected; UTF-8 with or without a byte-order mark, and UTF-16 with one, are read.
+
+Folders are searched by :func:`blastscope.data.files.find_image_files`, the finder ``predict`` uses too: symlinked
+folders are followed once each, operating-system litter (``__MACOSX/``, ``._*``, ``.DS_Store``...) is ignored, and
+other hidden image files are counted skips.
 
 Every file's bytes are hashed (BLAKE2b, 128 bits): identical files count once, and subjects that share an identical
 file are linked so that a split keeps them on one side. Headers are checked without a full decode (see
@@ -21,21 +29,23 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from blastscope.data import cnmc
-from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, is_image_file, probe_image
+from blastscope.data.files import find_image_files
+from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, probe_image
 from blastscope.data.table import Cell, CellTable
 from blastscope.errors import DataError, ImageError
 
 log = logging.getLogger(__name__)
 
 PRELIM_CHOICES = ("pool", "test")
+MANIFEST_DELIMITERS = ",;\t"
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 Skip = tuple[Path, str]  # a file set aside, and why
 
 
@@ -63,14 +73,27 @@ def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DE
             raise DataError(f"{path} is a file but not a .csv manifest; give the dataset folder or the manifest")
         kind, root, labelled = "manifest", path.parent, _from_manifest(path, notes)
     else:
-        files = _image_files(path)
+        found = find_image_files(path)
+        files = found.files
+        skipped.extend(found.skipped)
+        if found.litter:
+            notes.append(
+                f"{found.litter:,} operating-system files ignored (__MACOSX/, ._* AppleDouble files, .DS_Store, "
+                "Thumbs.db, desktop.ini)"
+            )
         if not files:
             extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-            raise DataError(f"{path} holds no images ({extensions}); point at the folder that contains the classes")
+            hidden = ""
+            if skipped:
+                hidden = f"; {len(skipped):,} hidden or unlistable files skipped (first: {skipped[0][0]})"
+            raise DataError(
+                f"{path} holds no images ({extensions}); point at the folder that contains the classes{hidden}"
+            )
         root = path
         if any(cnmc.parse_name(file.name) or cnmc.within(file, cnmc.PRELIM_DIR) for file in files):
             kind, labelled = "cnmc", _from_cnmc(files, prelim, skipped, notes)
         else:
+            _refuse_repeated_class_folders(root, files)
             kind, labelled = "folders", _from_folders(root, files, skipped)
     table = _hash_and_deduplicate(root, kind, labelled, max_pixels, skipped, notes)
     _check_usable(path, table)
@@ -108,15 +131,6 @@ def natural_key(text: str) -> tuple[object, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-def _image_files(root: Path) -> list[Path]:
-    """Image files below ``root``, skipping hidden files and folders (``.DS_Store``, ``__MACOSX`` copies)."""
-    found = []
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".") and name != "__MACOSX"]
-        found.extend(Path(folder, name) for name in names if not name.startswith(".") and is_image_file(Path(name)))
-    return sorted(found)
-
-
 def _from_cnmc(files: Sequence[Path], prelim: str, skipped: list[Skip], notes: list[str]) -> list[LabelledFile]:
     final = [file for file in files if cnmc.within(file, cnmc.FINAL_DIR)]
     if final:
@@ -140,25 +154,70 @@ def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list[Skip], notes
     labels_csv = next(
         (path for path in folder.parent.iterdir() if path.name.lower() == cnmc.PRELIM_LABELS.lower()), None
     )
-    if labels_csv is None:
-        notes.append(
-            f"{len(files):,} preliminary test images left out: {folder.parent / cnmc.PRELIM_LABELS} "
-            "(their labels) is missing"
-        )
-        return []
-    labels = cnmc.read_prelim_labels(labels_csv)
     fixed_split = "test" if prelim == "test" else None
     labelled = []
-    for file in files:
-        name = labels.get(file.name)
-        if name is None:
-            skipped.append((file, f"not listed in {labels_csv.name}; add its row or remove it"))
-        else:
+    if labels_csv is None:
+        # Files renamed back to their original names carry their label; the others cannot be labelled.
+        for file in files:
+            name = cnmc.parse_name(file.name)
+            if name is not None:
+                cnmc.check_subject(file, name)
+                labelled.append(LabelledFile(file, name.label, name.subject, fixed_split))
+        unnamed = len(files) - len(labelled)
+        if unnamed:
+            notes.append(
+                f"{unnamed:,} preliminary test images left out: {folder.parent / cnmc.PRELIM_LABELS} "
+                "(their labels) is missing"
+            )
+        if labelled:
+            notes.append(f"{len(labelled):,} preliminary test cells labelled by their original C-NMC file names")
+    else:
+        labels = cnmc.read_prelim_labels(labels_csv)
+        by_original = 0
+        for file in files:
+            name = labels.get(file.name.lower())
+            if name is None:
+                skipped.append(
+                    (file, f"not listed in {labels_csv.name} (new_names or Patient_ID); add its row or remove it")
+                )
+                continue
+            by_original += cnmc.parse_name(file.name) is not None
             labelled.append(LabelledFile(file, name.label, name.subject, fixed_split))
+        if by_original:
+            notes.append(
+                f"{by_original:,} preliminary test images renamed to their original names matched to "
+                f"{labels_csv.name} by its Patient_ID column"
+            )
+    if not labelled:
+        return []
     subjects = len({cell.subject for cell in labelled})
     where = "pinned to the test part" if fixed_split else "added to the pool"
     notes.append(f"{len(labelled):,} preliminary test cells of {subjects} subjects {where} (prelim={prelim})")
     return labelled
+
+
+def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
+    """Stop when every top-level folder holds the same set of two or more subfolders (``train/{a,b}``,
+    ``test/{a,b}``): those would be taken as the classes (train, test) while the real classes sit one level down."""
+    inner: dict[str, set[str]] = defaultdict(set)
+    for file in files:
+        parts = file.relative_to(root).parts
+        if len(parts) >= 2:
+            inner[parts[0]].add(parts[1].lower() if len(parts) >= 3 else "")  # "": an image right in the top folder
+    shapes = {frozenset(names) for names in inner.values()}
+    if len(inner) < 2 or len(shapes) != 1:
+        return
+    shared = next(iter(shapes))
+    if "" in shared or len(shared) < 2:
+        return
+    tops = sorted(inner, key=natural_key)
+    first = tops[0]
+    classes = sorted({file.relative_to(root).parts[1] for file in files if file.relative_to(root).parts[0] == first})
+    raise DataError(
+        f"{root}: every top-level folder ({', '.join(tops)}) holds the same class folders ({', '.join(classes)}), so "
+        f"they look like splits or copies, not classes; point at one of them, e.g. {root / first}, or list the files "
+        "and their classes in a CSV manifest (path,label) to use them all"
+    )
 
 
 def _from_folders(root: Path, files: Sequence[Path], skipped: list[Skip]) -> list[LabelledFile]:
@@ -202,19 +261,14 @@ def _from_manifest(csv_path: Path, notes: list[str]) -> list[LabelledFile]:
 
 def _manifest_rows(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
     try:
-        with io.StringIO(cnmc.utf8_text(csv_path), newline="") as handle:
-            reader = csv.DictReader(handle)
+        text, delimiter, removed = _manifest_dialect(csv_path, cnmc.csv_text(csv_path))
+        with io.StringIO(text, newline="") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter)
             header = [name.strip().lower() for name in reader.fieldnames or []]
-            missing = {"path", "label"} - set(header)
-            if missing:
-                raise DataError(
-                    f"{csv_path}: a manifest needs the columns path and label (optional: subject); "
-                    f"missing {', '.join(sorted(missing))}"
-                )
             reader.fieldnames = header
             rows = []
             for row in reader:
-                line = reader.line_num
+                line = reader.line_num + removed
                 short = [column for column in ("path", "label") if row.get(column) is None]
                 if short:
                     raise DataError(
@@ -228,8 +282,45 @@ def _manifest_rows(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
     return rows
 
 
+def _manifest_dialect(csv_path: Path, text: str) -> tuple[str, str, int]:
+    """The manifest's text without the ``sep=;`` line Excel may put first (and how many lines that removed), and its
+    delimiter: the one (``,``, ``;`` or tab) that makes the header name the columns path and label, trying the ``sep=``
+    line's and :class:`csv.Sniffer`'s choice first. Without one, a one-line DataError says what the header read as."""
+    first, _, rest = text.partition("\n")
+    declared, removed = None, 0
+    if re.fullmatch(r"sep=[,;\t]", first.rstrip("\r")):
+        declared, removed, text = first.rstrip("\r")[-1], 1, rest
+    header_line = text.partition("\n")[0].rstrip("\r")
+    try:
+        sniffed = csv.Sniffer().sniff(text[:65536], delimiters=MANIFEST_DELIMITERS).delimiter
+    except csv.Error:  # one column, or too little text to tell
+        sniffed = None
+    columns: dict[str, list[str]] = {}
+    for delimiter in dict.fromkeys(d for d in (declared, sniffed, *MANIFEST_DELIMITERS) if d is not None):
+        columns[delimiter] = [name.strip().lower() for name in next(csv.reader([header_line], delimiter=delimiter))]
+        if {"path", "label"} <= set(columns[delimiter]):
+            return text, delimiter, removed
+    guess = declared or sniffed or ","
+    missing = {"path", "label"} - set(columns[guess])
+    read_as = ", ".join(repr(name) for name in columns[guess] if name) or "nothing"
+    raise DataError(
+        f"{csv_path}: a manifest needs the columns path and label (optional: subject); missing "
+        f"{', '.join(sorted(missing))}: its first line reads as {read_as} (split at {_DELIMITER_NAMES[guess]}s; "
+        "comma, semicolon and tab are understood); name the columns path and label"
+    )
+
+
 def _manifest_path(csv_path: Path, line: int, value: str | None) -> Path:
-    relative = Path((value or "").strip())
+    written = (value or "").strip()
+    relative = Path(written)
+    if "\\" in written and not (csv_path.parent / relative).is_file():
+        windows = PureWindowsPath(written)
+        if windows.drive or windows.root:
+            raise DataError(
+                f"{csv_path}, line {line}: {written} is an absolute Windows path; write paths relative to the "
+                "CSV's folder (images\\a.png or images/a.png)"
+            )
+        relative = Path(*windows.parts)
     file = relative if relative.is_absolute() else csv_path.parent / relative
     if not relative.parts or not file.is_file():
         raise DataError(

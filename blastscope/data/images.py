@@ -1,28 +1,54 @@
-"""Reading cell images: any supported file becomes an 8-bit RGB picture, or an ImageError that says why not.
+"""Reading cell images: any supported file becomes an upright 8-bit RGB picture, or an ImageError that says why not.
 
-Cells are segmented on a black background, so transparency is composited on black; 16-bit pixels are scaled to 8 bits
-(65535 -> 255), never clipped. The pixel limit guards against decompression bombs: it is checked from the header,
-before any pixel is decoded.
+One decoder serves files (:func:`read_rgb`) and uploads (:func:`decode_image_bytes`), so every reader (training,
+``predict``, ``serve``, Grad-CAM overlays) sees the same pixels:
+
+* **Orientation**: the EXIF orientation a camera or phone writes is applied (:func:`PIL.ImageOps.exif_transpose`), so
+  a 64x96 JPEG tagged "rotate 90°" is read as the 96x64 picture every viewer shows.
+* **Bit depth**: 16-bit containers (grey ``I;16``/``I;16B``/``I``, and 48/64-bit RGB(A) PNG and TIFF, which Pillow
+  reads only as their high bytes and which are therefore decoded at full depth with OpenCV) are scaled to 8 bits by
+  their real range. Many microscope cameras store 10- or 12-bit values in 16-bit files: when the brightest value fits
+  in 10 or 12 bits the image is scaled by 1023 or 4095, not 65535 (which would make it nearly black), and the decoder
+  says so in one line (``x.tif: 16-bit container with values 0-4095: scaled as 12-bit``), as
+  :attr:`Decoded.note` and as a logging warning. Pixels are scaled, never clipped.
+* **Transparency** is composited on black, the background cells are segmented on.
+
+The pixel limit guards against decompression bombs: it is checked from the header, before any pixel is decoded.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from blastscope.errors import ImageError
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 50_000_000
+DECODER_VERSION = 2
+"""Bumped whenever decoding gives different pixels for the same bytes (2: EXIF orientation, 10/12-bit range), so the
+decoded-image cache re-decodes what an older decoder stored."""
 
 _FORMATS = ("PNG", "BMP", "JPEG", "TIFF", "WEBP")  # Pillow tries only these decoders, in this order
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_WIDE_CHANNELS = re.compile(r";16[BLN]?$")  # Pillow's raw modes for 16 bits per channel, which it cuts to 8 bits
+_CONTAINER_BITS = re.compile(r";(\d+)")
+_SCALES = {  # value -> 8 bits, for values in 10, 12 or 16 bits: lookup tables keep 16-bit decoding at one byte a sample
+    bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in (10, 12, 16)
+}
+_EMPTY = "empty file (0 bytes); delete it or replace it with the image"
+_reported: set[tuple[int, int]] = set()  # (container bits, scaled bits) already warned about in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +59,16 @@ class ImageHeader:
     height: int
     mode: str
     format: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An image as blastscope reads it: upright 8-bit RGB, and what was done to it that a user should know."""
+
+    image: Image.Image
+    note: str | None = None
+    scaling: tuple[int, int] | None = None
+    """(container bits, bits scaled by) when the range was read from the values, e.g. (16, 12); else None."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -65,28 +101,83 @@ def probe_image(path: Path, data: bytes | None = None, max_pixels: int = DEFAULT
 
 
 def read_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` fully into an 8-bit RGB image (grayscale, palette, alpha and 16-bit inputs included)."""
+    """Decode ``path`` fully into an upright 8-bit RGB image (grayscale, palette, alpha and 16-bit inputs included)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ImageError(path, f"cannot be read ({error.strerror or error})") from error
+    return _reported_image(decode_image(data, path, max_pixels))
+
+
+def decode_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an in-memory image (an upload named ``name``) exactly as :func:`read_rgb` decodes a file, under the same
+    format whitelist and pixel limit; an ImageError says why not."""
+    return _reported_image(decode_image(data, name, max_pixels))
+
+
+def decode_image(data: bytes, name: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """The one decoder: ``data`` (the bytes of the file or upload ``name``) as an upright 8-bit RGB image plus a note
+    when its bit depth was read from its values (see the module docstring). Logs nothing; an ImageError says why the
+    bytes are not a usable image."""
     if not data:
-        raise ImageError(path, "empty file (0 bytes); delete it or replace it with the image")
-    with _open(path, io.BytesIO(data), max_pixels) as image:
+        raise ImageError(name, _EMPTY)
+    with _open(name, io.BytesIO(data), max_pixels) as image:
+        return _decode_opened(image, name, data)
+
+
+def decode_pil(image: Image.Image, name: Path | str | None = None) -> Decoded:
+    """An image a caller opened with Pillow (``blastscope.load(...).predict([Image.open(f)])``), read as
+    :func:`decode_image` reads bytes: turned upright, 16-bit grey scaled by its range, transparency on black.
+
+    Pillow keeps only the high byte of 16-bit-per-channel colour; such an image not yet loaded is read again from its
+    file at full depth, and one without a file is an ImageError asking for the path or bytes instead. (An image
+    already loaded can no longer tell.)"""
+    name = name or getattr(image, "filename", "") or "<image>"
+    return _decode_opened(image, name, None)
+
+
+def _decode_opened(image: Image.Image, name: Path | str, data: bytes | None) -> Decoded:
+    stored_orientation = _orientation(image, name) if image.format == "TIFF" else None
+    rawmode = _rawmode(image)  # only while the pixels are not loaded yet
+    wide = (
+        image.format in ("PNG", "TIFF")
+        and image.mode not in _SIXTEEN_BIT_MODES
+        and bool(_WIDE_CHANNELS.search(rawmode))
+    )
+    if wide and data is None:
+        filename = getattr(image, "filename", "")
+        if not filename:
+            raise ImageError(
+                name, "16 bits per channel, of which Pillow keeps 8; pass the file's path or bytes instead of the image"
+            )
         try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageError(path, f"corrupt or truncated {image.format} file ({error}); replace it") from error
-        return to_rgb(image, path)
+            data = Path(filename).read_bytes()
+        except OSError as error:
+            raise ImageError(filename, f"cannot be read again at full depth ({error.strerror or error})") from error
+        return decode_image(data, filename, max(DEFAULT_MAX_PIXELS, image.width * image.height))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(name, f"corrupt or truncated {image.format} file ({error}); replace it") from error
+    orientation = _orientation(image, name)  # Pillow has already turned a TIFF upright and dropped its tag
+    if image.mode in _SIXTEEN_BIT_MODES:
+        decoded = _sixteen_bit_gray_to_rgb(image, rawmode, name)
+    elif wide and data is not None:
+        decoded = _wide_channels_to_rgb(image, data, name, stored_orientation or orientation)
+    else:
+        decoded = Decoded(to_rgb(image, name))
+    return Decoded(_upright(decoded.image, orientation), decoded.note, decoded.scaling)
 
 
 def to_rgb(image: Image.Image, path: Path | str = "<image>") -> Image.Image:
-    """Convert a decoded image of any mode to RGB uint8, compositing transparency on the black cell background."""
+    """Convert a decoded 8-bit image of any mode to RGB uint8, compositing transparency on the black cell background.
+
+    A 16-bit grey image is scaled by its real range as :func:`decode_image` does; orientation is left as it is."""
     if image.mode == "RGB":
         return image.copy()
     if image.mode in _SIXTEEN_BIT_MODES:
-        return _sixteen_bit_to_rgb(image)
+        return _reported_image(_sixteen_bit_gray_to_rgb(image, _rawmode(image), path))
     if image.mode == "F":
         raise ImageError(path, "32-bit float pixels are not supported; save the image as 8- or 16-bit")
     if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
@@ -97,11 +188,99 @@ def to_rgb(image: Image.Image, path: Path | str = "<image>") -> Image.Image:
     return image.convert("RGB")
 
 
-def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
-    """Scale 0..65535 to 0..255 (Pillow's own conversion clips everything above 255 to white)."""
-    pixels = np.asarray(image).astype(np.float64)
-    gray = np.clip(np.rint(np.clip(pixels, 0, 65535) / 257.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), mode="RGB")
+def _reported_image(decoded: Decoded) -> Image.Image:
+    """The image, after logging its note: a warning the first time each kind of scaling is met, then at debug level
+    (a 12-bit dataset would otherwise repeat one line per file)."""
+    if decoded.note is not None:
+        if decoded.scaling in _reported:
+            log.debug(decoded.note)
+        else:
+            _reported.add(decoded.scaling)
+            log.warning("%s (further files scaled the same way are logged at debug level)", decoded.note)
+    return decoded.image
+
+
+def _rawmode(image: Image.Image) -> str:
+    """How the file stores its pixels, as Pillow's raw mode (``I;16B``, ``RGB;16L``...); read before ``load()``."""
+    for tile in getattr(image, "tile", None) or ():  # a picture made in memory has no tiles
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        if isinstance(args, str):
+            return args
+        if isinstance(args, tuple) and args and isinstance(args[0], str):
+            return args[0]
+    return ""
+
+
+def _orientation(image: Image.Image, name: Path | str) -> int | None:
+    try:
+        return image.getexif().get(ExifTags.Base.Orientation)
+    except Exception as error:  # a broken EXIF block must not make a readable picture unreadable
+        log.warning("%s: EXIF block unreadable (%s); orientation not applied", name, error)
+        return None
+
+
+def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    """``image`` turned as EXIF ``orientation`` says, by Pillow's own ``exif_transpose``."""
+    if orientation in (None, 1):
+        return image
+    image.getexif()[ExifTags.Base.Orientation] = orientation
+    return ImageOps.exif_transpose(image)
+
+
+def _container_bits(rawmode: str, mode: str) -> int:
+    match = _CONTAINER_BITS.search(rawmode)
+    if match:
+        return int(match[1])
+    return 32 if mode == "I" else 16
+
+
+def _scaled(values: np.ndarray, name: Path | str, container: int) -> tuple[np.ndarray, str | None, tuple[int, int]]:
+    """``values`` scaled to uint8 by the smallest of 10, 12 or 16 bits that holds their maximum; the note says so
+    whenever that is less than the container's bits."""
+    low, high = int(values.min()), int(values.max())
+    if low < 0:
+        raise ImageError(
+            name, f"signed pixel values (down to {low}) are not supported; save the image as unsigned 16-bit"
+        )
+    if high > 65535:
+        raise ImageError(
+            name, f"{container}-bit pixel values up to {high:,} are not supported; save the image as 8- or 16-bit"
+        )
+    bits = next(bits for bits in (10, 12, 16) if high < 2**bits)
+    note = None
+    if bits < container:
+        note = f"{name}: {container}-bit container with values {low}-{high}: scaled as {bits}-bit (0-{2**bits - 1})"
+    return _SCALES[bits][values], note, (container, bits)
+
+
+def _sixteen_bit_gray_to_rgb(image: Image.Image, rawmode: str, name: Path | str) -> Decoded:
+    """Scale by the real range (Pillow's own conversion clips everything above 255 to white)."""
+    gray, note, scaling = _scaled(np.asarray(image), name, _container_bits(rawmode, image.mode))
+    return Decoded(Image.fromarray(gray).convert("RGB"), note, scaling if note else None)
+
+
+def _wide_channels_to_rgb(image: Image.Image, data: bytes, name: Path | str, stored_orientation: int | None) -> Decoded:
+    """A 48- or 64-bit PNG or TIFF at full depth: Pillow keeps only each sample's high byte (12-bit data comes out
+    0-15: black), so OpenCV decodes the samples, checked against Pillow's high bytes (same picture, same way up)."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    reference = np.asarray(image)
+    if pixels is not None and pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = np.concatenate([pixels[..., 2::-1], pixels[..., 3:]], axis=2)  # OpenCV's BGR(A) -> RGB(A)
+    if pixels is None or pixels.shape != reference.shape or pixels.dtype != np.uint16:
+        raise ImageError(
+            name, f"16-bit-per-channel {image.format} file cannot be decoded at full depth; save it uncompressed"
+        )
+    high_bytes = (pixels >> 8).astype(np.uint8)
+    unsure = stored_orientation not in (None, 1) and high_bytes.min() == high_bytes.max()
+    if unsure or not np.array_equal(high_bytes, reference):
+        raise ImageError(
+            name, f"16-bit-per-channel {image.format} file decoded differently by Pillow and OpenCV; save it again"
+        )
+    colour, note, scaling = _scaled(pixels[..., :3], name, 16)
+    if pixels.shape[2] == 4:
+        alpha = _SCALES[16][pixels[..., 3]]
+        return Decoded(to_rgb(Image.fromarray(np.dstack([colour, alpha])), name), note, scaling if note else None)
+    return Decoded(Image.fromarray(colour), note, scaling if note else None)
 
 
 def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
@@ -129,16 +308,3 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
 
 def _pixel_limit_reason(max_pixels: int) -> str:
     return f"over the limit of {max_pixels:,} pixels; pass --max-pixels N to allow larger images"
-
-
-def decode_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an in-memory image (an upload named ``name``) into RGB, under the same format whitelist and pixel limit
-    as :func:`read_rgb`; an ImageError says why not."""
-    if not data:
-        raise ImageError(name, "empty file (0 bytes)")
-    with _open(Path(name), io.BytesIO(data), max_pixels) as image:
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageError(name, f"corrupt or truncated {image.format} file ({error}); replace it") from error
-        return to_rgb(image, name)

@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from blastscope.data.cache import DecodedCache, resize_rgb
-from blastscope.data.images import read_rgb
+from blastscope.data.images import decode_pil, read_rgb
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
@@ -36,7 +36,7 @@ def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = 
     """
     if isinstance(item, Cell):
         return (cache or DecodedCache()).load(item.path, item.digest, pre.input_size, pre.interpolation)
-    image = item if isinstance(item, Image.Image) else read_rgb(item)
+    image = decode_pil(item).image if isinstance(item, Image.Image) else read_rgb(item)
     return resize_rgb(image, pre.input_size, pre.interpolation)
 
 

@@ -63,7 +63,7 @@ def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:
     first = sorted(images.glob("UID_*.png"))[0]
     assert main(["predict", str(run_dir), str(first), "--backend", "torch"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,label,p_hem,p_all,error" and lines[1].startswith(str(first))
+    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,error" and lines[1].startswith(str(first))
 
 
 def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blastscope.data.cnmc import CnmcName, fold_of, parse_name, read_prelim_labels, training_cell
+from blastscope.data.cnmc import CnmcName, csv_text, fold_of, parse_name, read_prelim_labels, training_cell
 from blastscope.errors import DataError
 
 
@@ -72,3 +72,28 @@ def test_fold_of_reads_the_challenge_fold_or_prelim() -> None:
     assert fold_of(Path("/d/training_data/fold_2/all/UID_1_1_1_all.bmp")) == "fold_2"
     assert fold_of(Path("/d/validation_data/C-NMC_test_prelim_phase_data/3.bmp")) == "prelim"
     assert fold_of(Path("/d/blast/x.png")) is None
+
+
+def test_prelim_labels_find_files_by_their_original_names_too(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,1\nUID_H60_2_3_hem.bmp,2.bmp,0\n")
+
+    parsed = read_prelim_labels(labels)
+
+    assert parsed["uid_57_29_1_all.bmp"] == parsed["1.bmp"] == CnmcName(subject="57", image=29, cell=1, label="all")
+    assert parsed["uid_h60_2_3_hem.bmp"].subject == "H60"
+
+
+def test_a_name_listed_for_two_different_cells_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Patient_ID,new_names,labels\nUID_57_29_1_all.bmp,1.bmp,1\nUID_H60_2_3_hem.bmp,1.bmp,0\n")
+
+    with pytest.raises(DataError, match=r"line 3: 1\.bmp is already listed on line 2"):
+        read_prelim_labels(labels)
+
+
+def test_csv_text_reads_utf8_with_or_without_bom_and_utf16(tmp_path: Path) -> None:
+    text = "path;label\nimages/é.png;blast\n"
+    for index, data in enumerate([text.encode(), b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16")]):
+        (tmp_path / f"{index}.csv").write_bytes(data)
+        assert csv_text(tmp_path / f"{index}.csv") == text

@@ -325,3 +325,125 @@ def test_cnmc_sample_has_52_cells_of_26_subjects(cnmc_sample: Path) -> None:
     assert len(table.cells) == 52 and not table.duplicates and not table.skipped
     assert Counter(cell.label for cell in table.cells) == {"all": 26, "hem": 26}
     assert len({cell.subject for cell in table.cells}) == 26
+
+
+@pytest.mark.parametrize(
+    ("tree", "first"),
+    [
+        ({"variantA": ("all", "hem"), "variantB": ("all", "hem")}, "variantA"),
+        ({"train": ("a", "b"), "test": ("A", "b"), "val": ("a", "B")}, "test"),
+    ],
+)
+def test_top_level_folders_that_repeat_the_class_folders_are_refused(
+    tmp_path: Path, tree: dict[str, tuple[str, ...]], first: str
+) -> None:
+    seed = 0
+    for top, classes in tree.items():
+        for label in classes:
+            for index in range(2):
+                seed += 1
+                _cell(tmp_path / top / label / f"cell{index}.png", seed)
+
+    with pytest.raises(DataError, match="holds the same class folders") as error:
+        scan_dataset(tmp_path)
+    assert f"point at one of them, e.g. {tmp_path / first}" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_class_folders_with_their_own_subfolders_are_still_classes(tmp_path: Path) -> None:
+    for label, seed in (("blast", 0), ("normal", 10)):
+        for patient in ("p1", f"{label}-p2"):
+            _cell(tmp_path / label / patient / "a.png", seed := seed + 1)
+
+    assert scan_dataset(tmp_path).classes == ("blast", "normal")
+
+
+def test_cnmc_folds_at_the_root_still_scan_as_classes_all_and_hem(tmp_path: Path) -> None:
+    table = scan_dataset(_cnmc_tree(tmp_path) / "training_data")  # top-level folders fold_0, fold_1, each {all,hem}
+
+    assert table.kind == "cnmc" and table.classes == ("hem", "all") and len(table.cells) == 12
+
+
+def _manifest_cells(root: Path) -> None:
+    _cell(root / "images" / "blast" / "a.png", 1)
+    _cell(root / "images" / "normal" / "b.png", 2)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"path;label;subject\nimages/blast/a.png;blast;p1\nimages/normal/b.png;normal;p2\n",
+        b"path\tlabel\tsubject\r\nimages/blast/a.png\tblast\tp1\r\nimages/normal/b.png\tnormal\tp2\r\n",
+        b"\xef\xbb\xbfpath,label,subject\r\nimages\\blast\\a.png,blast,p1\r\nimages\\normal\\b.png,normal,p2\r\n",
+        b'sep=;\r\npath;label;subject\r\n.\\images\\blast\\a.png;blast;p1\r\n"images/normal/b.png";normal;p2\r\n',
+        "path\tlabel\tsubject\r\nimages\\blast\\a.png\tblast\tp1\r\nimages\\normal\\b.png\tnormal\tp2\r\n".encode(
+            "utf-16"
+        ),
+    ],
+    ids=["semicolon", "tab", "bom-and-backslashes", "excel-sep-line", "utf16-tab"],
+)
+def test_manifests_from_spreadsheet_programs_read_like_plain_csv(tmp_path: Path, data: bytes) -> None:
+    _manifest_cells(tmp_path)
+    (tmp_path / "cells.csv").write_bytes(data)
+
+    table = scan_dataset(tmp_path / "cells.csv")
+
+    assert [(cell.path.relative_to(tmp_path).as_posix(), cell.label, cell.subject) for cell in table.cells] == [
+        ("images/blast/a.png", "blast", "P1"),
+        ("images/normal/b.png", "normal", "P2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"file;class\nimages/blast/a.png;blast\n",
+            r"missing label, path: its first line reads as 'file', 'class' \(split at semicolons",
+        ),
+        (b"path|label\nimages/blast/a.png|blast\n", r"missing label, path: its first line reads as 'path\|label'"),
+        (b"path;label\nC:\\cells\\a.png;blast\n", r"line 2: C:\\cells\\a\.png is an absolute Windows path"),
+        (
+            b"sep=;\npath;label\nimages/blast/a.png;blast\nimages/gone.png;normal\n",
+            r"line 4: .*gone\.png does not exist",
+        ),
+    ],
+)
+def test_manifest_errors_name_the_real_cause(tmp_path: Path, data: bytes, message: str) -> None:
+    _manifest_cells(tmp_path)
+    (tmp_path / "cells.csv").write_bytes(data)
+
+    with pytest.raises(DataError, match=message) as error:
+        scan_dataset(tmp_path / "cells.csv")
+    assert "\n" not in str(error.value)
+
+
+def test_prelim_images_renamed_back_to_their_original_names_are_matched_by_patient_id(tmp_path: Path) -> None:
+    _cnmc_tree(tmp_path)
+    _add_prelim(tmp_path)
+    (tmp_path / PRELIM / "1.bmp").rename(tmp_path / PRELIM / "UID_57_29_1_all.bmp")
+    (tmp_path / PRELIM / "2.bmp").rename(tmp_path / PRELIM / "uid_h60_2_3_HEM.BMP")
+
+    table = scan_dataset(tmp_path, prelim="test")
+
+    prelim = sorted(
+        (c.path.name, c.label, c.subject, c.fixed_split) for c in table.cells if PRELIM in c.path.as_posix()
+    )
+    assert prelim == [("UID_57_29_1_all.bmp", "all", "57", "test"), ("uid_h60_2_3_HEM.BMP", "hem", "H60", "test")]
+    assert not table.skipped
+    assert any("2 preliminary test images renamed to their original names" in note for note in table.notes)
+
+
+def test_prelim_images_with_original_names_are_labelled_by_name_when_the_label_file_is_missing(
+    tmp_path: Path,
+) -> None:
+    _cnmc_tree(tmp_path)
+    _add_prelim(tmp_path)
+    (tmp_path / PRELIM_LABELS).unlink()
+    (tmp_path / PRELIM / "1.bmp").rename(tmp_path / PRELIM / "UID_57_29_1_all.bmp")
+
+    table = scan_dataset(tmp_path)
+
+    prelim = [(c.path.name, c.label, c.subject) for c in table.cells if PRELIM in c.path.as_posix()]
+    assert prelim == [("UID_57_29_1_all.bmp", "all", "57")]
+    assert any("1 preliminary test images left out" in note for note in table.notes)

@@ -1,17 +1,20 @@
-"""Every supported image file becomes 8-bit RGB; broken, oversized and fake images are ImageErrors."""
+"""Every supported image file becomes upright 8-bit RGB, 10/12-bit data in 16-bit files scaled by its range; broken,
+oversized and fake images are ImageErrors."""
 
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+import tifffile
+from PIL import ExifTags, Image
 
-from blastscope.data.images import probe_image, read_rgb
+from blastscope.data.images import decode_image, decode_image_bytes, decode_pil, probe_image, read_rgb
 from blastscope.errors import ImageError
 
 FORMATS = {
@@ -139,3 +142,146 @@ def test_zero_byte_and_non_image_files_name_the_problem(tmp_path: Path) -> None:
         probe_image(text)
     with pytest.raises(ImageError, match="cannot be read"):
         read_rgb(tmp_path / "missing.png")
+
+
+def _cell_like(height: int = 24, width: int = 32) -> np.ndarray:
+    """An 8-bit RGB picture with a bright, uneven blob on black, as segmented cells are."""
+    y, x = np.mgrid[:height, :width]
+    blob = np.clip(1.2 - np.hypot((y - height / 2) / height, (x - width / 2) / width) * 3, 0, 1)
+    noise = np.random.default_rng(1).uniform(0.7, 1.0, (height, width, 3))
+    return np.rint(blob[..., None] * noise * (200, 150, 230)).astype(np.uint8)
+
+
+def _scaled_to(pixels8: np.ndarray, bits: int) -> np.ndarray:
+    return np.rint(pixels8.astype(np.float64) * (2**bits - 1) / 255).astype(np.uint16)
+
+
+def _rgb48_png(pixels: np.ndarray) -> bytes:
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[row].astype(">u2").tobytes() for row in range(height))
+    return _png(width, height, 16, 2, rows)
+
+
+def test_exif_orientation_is_applied_for_files_and_uploads(tmp_path: Path) -> None:
+    stored = _cell_like(96, 64)  # 64 wide, 96 tall, as the sensor wrote it
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # "rotate 90° clockwise to view"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, quality=100, subsampling=0, exif=exif)
+
+    from_file, from_upload = read_rgb(path), decode_image_bytes(path.read_bytes(), "phone.jpg")
+
+    assert from_file.size == from_upload.size == (96, 64)
+    viewed = np.asarray(Image.fromarray(stored).transpose(Image.Transpose.ROTATE_270)).astype(int)
+    assert np.abs(np.asarray(from_file).astype(int) - viewed).mean() < 1  # the other way round: about 5
+    assert np.array_equal(np.asarray(from_file), np.asarray(from_upload))
+
+
+@pytest.mark.parametrize("bits", [10, 12])
+@pytest.mark.parametrize("container", ["gray.png", "gray.tif", "rgb.png", "rgb.tif"])
+def test_10_and_12_bit_values_in_16_bit_files_are_scaled_by_their_range(
+    tmp_path: Path, bits: int, container: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    reference = _cell_like()
+    if container.startswith("gray"):
+        reference = np.repeat(reference[..., :1], 3, axis=2)
+    wide = _scaled_to(reference, bits)
+    path = tmp_path / container
+    if container == "rgb.png":
+        path.write_bytes(_rgb48_png(wide))
+    elif container == "rgb.tif":
+        tifffile.imwrite(path, wide, photometric="rgb")
+    else:
+        Image.fromarray(wide[..., 0]).save(path)
+
+    decoded = decode_image(path.read_bytes(), path)
+    with caplog.at_level(logging.DEBUG, logger="blastscope.data.images"):
+        image = read_rgb(path)
+
+    pixels = np.asarray(image).astype(int)
+    assert image.mode == "RGB" and np.abs(pixels - reference).max() <= 1
+    assert abs(pixels.max() - int(reference.max())) <= 1  # not 1/16 of it, as scaling by 65535 gives
+    assert decoded.scaling == (16, bits)
+    assert (
+        decoded.note == f"{path}: 16-bit container with values 0-{wide.max()}: scaled as {bits}-bit (0-{2**bits - 1})"
+    )
+    assert any(decoded.note in record.getMessage() for record in caplog.records)
+
+
+def test_full_range_16_bit_images_are_scaled_by_65535_without_a_note(tmp_path: Path) -> None:
+    reference = _cell_like()
+    wide = _scaled_to(reference, 16)
+    (tmp_path / "rgb.png").write_bytes(_rgb48_png(wide))
+
+    decoded = decode_image((tmp_path / "rgb.png").read_bytes(), "rgb.png")
+
+    assert decoded.note is None and decoded.scaling is None
+    assert np.abs(np.asarray(decoded.image).astype(int) - reference).max() <= 1
+
+
+def test_16_bit_rgba_is_scaled_and_composited_on_black(tmp_path: Path) -> None:
+    row = np.array([[[4095, 2048, 0, 65535], [4095, 4095, 4095, 0]]], dtype=">u2")
+    (tmp_path / "rgba.png").write_bytes(_png(2, 1, 16, 6, b"\x00" + row.tobytes()))
+
+    decoded = decode_image((tmp_path / "rgba.png").read_bytes(), "rgba.png")
+
+    assert np.asarray(decoded.image)[0].tolist() == [[255, 128, 0], [0, 0, 0]]
+    assert decoded.scaling == (16, 12)
+
+
+def test_a_16_bit_tiff_with_an_orientation_tag_is_turned_once(tmp_path: Path) -> None:
+    wide = _scaled_to(_cell_like(24, 32), 12)
+    tifffile.imwrite(tmp_path / "turned.tif", wide, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+    tifffile.imwrite(tmp_path / "gray.tif", wide[..., 0], extratags=[(274, "H", 1, 6, True)])
+
+    rgb, gray = read_rgb(tmp_path / "turned.tif"), read_rgb(tmp_path / "gray.tif")
+
+    expected = np.rot90(_scaled_to(_cell_like(24, 32), 8), k=-1)  # 90° clockwise: 24 wide, 32 tall
+    assert rgb.size == gray.size == (24, 32)
+    assert np.abs(np.asarray(rgb).astype(int) - expected).max() <= 1
+    assert np.abs(np.asarray(gray)[..., 0].astype(int) - expected[..., 0]).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.array([[-5, 100]], dtype=np.int16), "signed pixel values"),
+        (np.array([[0, 70000]], dtype=np.uint32), "32-bit pixel values up to 70,000"),
+    ],
+)
+def test_pixels_outside_16_bits_are_refused_not_clipped(tmp_path: Path, values: np.ndarray, message: str) -> None:
+    tifffile.imwrite(tmp_path / "odd.tif", values)
+
+    with pytest.raises(ImageError, match=message):
+        read_rgb(tmp_path / "odd.tif")
+
+
+def test_images_opened_by_the_caller_are_read_like_files(tmp_path: Path) -> None:
+    stored = _cell_like(96, 64)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=100, subsampling=0, exif=exif)
+    wide = _scaled_to(_cell_like(), 12)
+    (tmp_path / "rgb.png").write_bytes(_rgb48_png(wide))
+    Image.fromarray(wide[..., 0]).save(tmp_path / "gray.png")
+
+    for name in ("phone.jpg", "rgb.png", "gray.png"):
+        opened = decode_pil(Image.open(tmp_path / name))
+        assert np.array_equal(np.asarray(opened.image), np.asarray(read_rgb(tmp_path / name))), name
+    assert decode_pil(Image.open(tmp_path / "rgb.png")).scaling == (16, 12)
+    with pytest.raises(ImageError, match="pass the file's path or bytes"):
+        decode_pil(Image.open(io.BytesIO((tmp_path / "rgb.png").read_bytes())))
+
+
+def test_decoding_an_already_decoded_or_in_memory_image_changes_nothing(tmp_path: Path) -> None:
+    stored = _cell_like(96, 64)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=100, subsampling=0, exif=exif)
+    once = read_rgb(tmp_path / "phone.jpg")
+
+    twice = decode_pil(once).image  # not turned a second time
+    made = decode_pil(Image.fromarray(stored)).image
+
+    assert twice.size == (96, 64) and np.array_equal(np.asarray(twice), np.asarray(once))
+    assert np.array_equal(np.asarray(made), stored)
