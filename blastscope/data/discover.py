@@ -26,6 +26,7 @@ file are linked so that a split keeps them on one side. Headers are checked with
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import logging
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from blastscope.data import cnmc
+from blastscope.data.classes import canonical_spellings
 from blastscope.data.files import find_image_files
 from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, probe_image
 from blastscope.data.table import Cell, CellTable
@@ -365,6 +367,8 @@ def _hash_and_deduplicate(
     skipped: list[Skip],
     notes: list[str],
 ) -> CellTable:
+    spelling = canonical_spellings(entry.label for entry in labelled)  # `ALL` and `all` are one class, not two
+    labelled = [dataclasses.replace(entry, label=spelling[entry.label]) for entry in labelled]
     copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
     for entry in labelled:
         result = _read(entry, max_pixels)

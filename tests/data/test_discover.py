@@ -447,3 +447,19 @@ def test_prelim_images_with_original_names_are_labelled_by_name_when_the_label_f
     prelim = [(c.path.name, c.label, c.subject) for c in table.cells if PRELIM in c.path.as_posix()]
     assert prelim == [("UID_57_29_1_all.bmp", "all", "57")]
     assert any("1 preliminary test images left out" in note for note in table.notes)
+
+
+def test_one_class_however_its_folders_or_labels_are_spelled(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from blastscope.data.discover import scan_dataset
+
+    for folder, shade in (("ALL", 10), ("all", 20), ("ALL", 30), ("hem", 40)):
+        (tmp_path / "root" / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (shade, shade, shade)).save(tmp_path / "root" / folder / f"c{shade}.png")
+    (tmp_path / "root" / "Hem").mkdir()
+    Image.new("RGB", (8, 8), (50, 50, 50)).save(tmp_path / "root" / "Hem" / "c50.png")
+
+    table = scan_dataset(tmp_path / "root")
+    assert sorted(table.classes) == ["ALL", "Hem"]  # the most frequent spelling; a tie goes to the first sorted
+    assert len(table.cells) == 5 and sorted(cell.label for cell in table.cells) == ["ALL", "ALL", "ALL", "Hem", "Hem"]
