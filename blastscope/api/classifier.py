@@ -20,7 +20,8 @@ from blastscope.data.images import decode_pil, read_rgb
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import Transform, eval_transform
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.inference.gradcam import Explanation, grad_cam, overlay_heatmap
+from blastscope.inference.gradcam import Explanation
+from blastscope.inference.gradcam import explain as explain_gradcam
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import Runner
 from blastscope.models.base import CellClassifier
@@ -148,13 +149,16 @@ class Classifier:
         return probabilities(logits, self.operating_point.temperature)
 
     def explain(self, image: ImageInput, target: str | None = None) -> Explanation:
-        """Grad-CAM of ``target`` (default: the decided class) over the image resized to the model's input."""
+        """Grad-CAM of ``target`` (default: the decided class) over the image resized to the model's input.
+
+        The explained layer is the deepest whose feature map is at least 3x3 at the model's input size;
+        ``Explanation.usable`` is false (with a ``note`` saying why) when the map shows nothing."""
         rgb = _rgb(image)
         index = self._class_index(target) if target is not None else self.classes.index(self.predict(rgb)[0].label)
         resized = resize_rgb(rgb, self.preprocessing.input_size, self.preprocessing.interpolation)
+        batch = self._transform(resized).unsqueeze(0)
         with self._lock:
-            heatmap = grad_cam(self.model, self._transform(resized).unsqueeze(0), index)
-        return Explanation(self.classes[index], heatmap, overlay_heatmap(resized, heatmap))
+            return explain_gradcam(self.model, batch, resized, index, self.classes[index], name=self.name)
 
     def _class_index(self, label: str) -> int:
         if label not in self.classes:

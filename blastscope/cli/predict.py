@@ -112,8 +112,11 @@ def predict_chunk(
             continue
         rows.append({**predictions[i].to_dict(), "file": str(path), "error": None})
         if args.gradcam:
-            overlay = classifier.explain(images[i], target=predictions[i].label).overlay
-            overlay.save(args.gradcam / gradcam_name(path, all_paths))
+            explanation = classifier.explain(images[i], target=predictions[i].label)
+            if explanation.usable:
+                explanation.overlay.save(args.gradcam / gradcam_name(path, all_paths))
+            else:
+                print(f"no Grad-CAM overlay for {path}: {explanation.note}", file=sys.stderr)
     return rows
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from blastscope.models.backbones import backbone_stages
 from blastscope.models.base import CellClassifier
 from blastscope.models.registry import TrainingDefaults
-from blastscope.models.timm_classifiers import register_timm_model
+from blastscope.models.timm_classifiers import EFFICIENTNET_GRADCAM_LAYERS, register_timm_model
 
 
 def _dense_block(in_features: int, out_features: int, dropout: float) -> nn.Sequential:
@@ -115,6 +115,9 @@ class EfficientNetAttention(CellClassifier):
 
     def gradcam_layer(self) -> nn.Module:
         return self.backbone.bn2
+
+    def gradcam_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(name, self.backbone.get_submodule(name)) for name in EFFICIENTNET_GRADCAM_LAYERS]
 
 
 @register_timm_model(

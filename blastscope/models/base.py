@@ -62,6 +62,16 @@ class CellClassifier(nn.Module):
         raise NotImplementedError
 
     def gradcam_layer(self) -> nn.Module:
-        """The layer whose activations Grad-CAM weighs: the backbone's last spatial feature map
+        """The layer whose activations Grad-CAM weighs by preference: the backbone's last spatial feature map
         ``(batch, channels, h, w)``."""
         raise NotImplementedError
+
+    def gradcam_layers(self) -> list[tuple[str, nn.Module]]:
+        """Grad-CAM's candidate layers with their names, deepest first, the first being :meth:`gradcam_layer`.
+
+        A small input can shrink the deepest map to 1x1, where Grad-CAM cannot localise anything; the explainer
+        (``blastscope.inference.gradcam``) then takes the deepest candidate whose map is large enough at that input
+        size. Networks list a few shallower maps (e.g. stride 16 and 8) after their last one; the default offers only
+        :meth:`gradcam_layer`.
+        """
+        return [(type(self).__name__ + ".gradcam_layer", self.gradcam_layer())]

@@ -69,6 +69,9 @@ class SimpleCNN(CellClassifier):
     def gradcam_layer(self) -> nn.Module:
         return self.backbone.block3.act
 
+    def gradcam_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(f"{name}.act", getattr(self.backbone, name).act) for name in ("block3", "block2", "block1")]
+
 
 @register_model(
     "cnn",

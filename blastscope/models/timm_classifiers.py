@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,9 @@ from torch import nn
 from blastscope.models.backbones import backbone_stages, timm_preprocessing
 from blastscope.models.base import CellClassifier
 from blastscope.models.registry import Builder, TrainingDefaults, register_model
+
+EFFICIENTNET_GRADCAM_LAYERS = ("bn2", "blocks.4", "blocks.2")
+"""EfficientNet's last map (stride 32), then the ends of its stride-16 and stride-8 stages."""
 
 
 def register_timm_model(name: str, *, timm_name: str, **options: Any) -> Callable[[Builder], Builder]:
@@ -35,18 +38,23 @@ class TimmClassifier(CellClassifier):
         A timm backbone from :func:`~blastscope.models.backbones.create_backbone`.
     num_classes : int
         Output logits.
-    gradcam_layer : str
-        Name, within ``backbone``, of the module whose output map Grad-CAM weighs.
+    gradcam_layers : sequence of str
+        Names, within ``backbone``, of the modules whose output maps Grad-CAM may weigh, deepest first: the last
+        spatial map, then shallower ones for inputs too small for it (see :meth:`CellClassifier.gradcam_layers`).
     dropout : float
         Dropout probability before the linear classifier.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, gradcam_layer: str, dropout: float = 0.2) -> None:
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, gradcam_layers: Sequence[str], dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, num_classes))
-        self._gradcam_layer = gradcam_layer
+        if isinstance(gradcam_layers, str) or not gradcam_layers:
+            raise ValueError(f"gradcam_layers must be a non-empty sequence of layer names, got {gradcam_layers!r}")
+        self._gradcam_layers = tuple(gradcam_layers)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.backbone.forward_features(images))
@@ -55,7 +63,10 @@ class TimmClassifier(CellClassifier):
         return backbone_stages(self.backbone)
 
     def gradcam_layer(self) -> nn.Module:
-        return self.backbone.get_submodule(self._gradcam_layer)
+        return self.backbone.get_submodule(self._gradcam_layers[0])
+
+    def gradcam_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(name, self.backbone.get_submodule(name)) for name in self._gradcam_layers]
 
 
 @register_timm_model(
@@ -66,8 +77,9 @@ class TimmClassifier(CellClassifier):
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-5, unfreeze_stages=3),
 )
 def vgg16(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
-    # The last conv's activation: the final max-pool would halve Grad-CAM's already coarse grid.
-    return TimmClassifier(backbone, num_classes, gradcam_layer="features.29")
+    # The last conv's activation: the final max-pool would halve Grad-CAM's already coarse grid. Then conv4_3's and
+    # conv3_3's activations (stride 8 and 4) for small inputs.
+    return TimmClassifier(backbone, num_classes, gradcam_layers=("features.29", "features.22", "features.15"))
 
 
 @register_timm_model(
@@ -78,7 +90,7 @@ def vgg16(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassif
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-5, unfreeze_stages=1),
 )
 def resnet50(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
-    return TimmClassifier(backbone, num_classes, gradcam_layer="layer4")
+    return TimmClassifier(backbone, num_classes, gradcam_layers=("layer4", "layer3", "layer2"))
 
 
 @register_timm_model(
@@ -89,7 +101,7 @@ def resnet50(backbone: nn.Module, num_classes: int, image_size: int) -> CellClas
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-5, unfreeze_stages=2),
 )
 def inception_v3(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
-    return TimmClassifier(backbone, num_classes, gradcam_layer="Mixed_7c")
+    return TimmClassifier(backbone, num_classes, gradcam_layers=("Mixed_7c", "Mixed_6e", "Mixed_5d"))
 
 
 @register_timm_model(
@@ -100,7 +112,7 @@ def inception_v3(backbone: nn.Module, num_classes: int, image_size: int) -> Cell
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-5, unfreeze_stages=2),
 )
 def xception(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
-    return TimmClassifier(backbone, num_classes, gradcam_layer="act4")
+    return TimmClassifier(backbone, num_classes, gradcam_layers=("act4", "block11", "block2"))
 
 
 @register_timm_model(
@@ -112,7 +124,7 @@ def xception(backbone: nn.Module, num_classes: int, image_size: int) -> CellClas
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2),
 )
 def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
-    return TimmClassifier(backbone, num_classes, gradcam_layer="bn2")
+    return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)
 
 
 @register_timm_model(
@@ -125,4 +137,4 @@ def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> C
     defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2),
 )
 def efficientnet_lite0(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
-    return TimmClassifier(backbone, num_classes, gradcam_layer="bn2")
+    return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)

@@ -1,9 +1,11 @@
 """The web service: a JSON prediction API, a drag-and-drop page for people, and OpenAPI docs at /docs.
 
 Uploads are untrusted: each file's size, the number of files and each image's pixel count are limited, and content
-is identified by decoding it (never by its name). Every rejection of a request to /predict (an oversized body, a
-malformed request, a bad file) is a 4xx JSON ``{"detail": ..., "file": ...}``, ``file`` being null when no single file
-is at fault, and the server keeps serving.
+is identified by decoding it (never by its name). /predict answers per file: one bad file among good ones (an
+AppleDouble ``._x.png`` beside ``x.png``) gets its own entry ``{"file", "error", "status"}`` while the others are
+classified, and the request succeeds (200) when at least one file was. When none was, the status is the files' own
+(415, 413 or 400; 400 when they differ) with every file's entry. A rejection of the request as a whole (an oversized
+body, too many files, a malformed request) is a 4xx JSON ``{"detail": ..., "file": null}``. The server keeps serving.
 """
 
 from __future__ import annotations
@@ -30,13 +32,29 @@ from blastscope.serving.limits import Limits
 
 STATIC_DIR = Path(__file__).with_name("static")
 
+_FILE_ERRORS = "every file's entry is then {file, error, status}"
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "At least one file classified; a file that is not a usable image has an error entry"},
+    400: {"description": f"No file classified, for different reasons or because all were empty; {_FILE_ERRORS}"},
+    413: {"description": f"Too many files or body too large; or no file classified, all over a limit; {_FILE_ERRORS}"},
+    415: {"description": f"No file classified: none is a BMP, PNG, JPEG, TIFF or WebP image; {_FILE_ERRORS}"},
+}
+
 
 class UploadRejected(Exception):
-    """One upload the service refuses, with the HTTP status that says why."""
+    """An upload the service refuses, with the HTTP status that says why.
 
-    def __init__(self, status: int, detail: str, file: str | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.file = status, detail, file
+    ``reason`` is the why alone; ``detail`` names the file in front of it when one file is at fault.
+    """
+
+    def __init__(self, status: int, reason: str, file: str | None = None) -> None:
+        self.status, self.reason, self.file = status, reason, file
+        self.detail = f"{file}: {reason}" if file is not None else reason
+        super().__init__(self.detail)
+
+    def entry(self) -> dict[str, Any]:
+        """This file's entry among a request's results."""
+        return {"file": self.file, "error": self.reason, "status": self.status}
 
 
 class BodyTooLarge(HTTPException):
@@ -93,19 +111,19 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """The RGB image in ``data``, judged by its content (BMP, PNG, JPEG, TIFF or WebP only, as for files on disk); the
     pixel count is checked from the header before decoding. Whatever goes wrong is a 4xx, never a 500."""
     if not data:
-        raise UploadRejected(400, f"{name}: empty file", name)
+        raise UploadRejected(400, "empty file", name)
     try:
         return decode_image_bytes(data, name, max_pixels)
     except ImageError as error:
         cause = error.__cause__
         if isinstance(cause, UnidentifiedImageError):
-            raise UploadRejected(415, f"{name}: not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
+            raise UploadRejected(415, "not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
         bomb = isinstance(cause, (Image.DecompressionBombError, Image.DecompressionBombWarning))
         if bomb or _pixel_limit_reason(max_pixels) in error.reason:
-            raise UploadRejected(413, f"{name}: {error.reason}", name) from None
-        raise UploadRejected(415, f"{name}: {error.reason}", name) from None
+            raise UploadRejected(413, error.reason, name) from None
+        raise UploadRejected(415, error.reason, name) from None
     except Exception as error:  # an undecodable upload must never become a 500
-        raise UploadRejected(415, f"{name}: cannot be decoded ({type(error).__name__}: {error})", name) from None
+        raise UploadRejected(415, f"cannot be decoded ({type(error).__name__}: {error})", name) from None
 
 
 def png_base64(image: Image.Image) -> str:
@@ -127,6 +145,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
         ),
     )
     classes = [{"name": label, "display": display_name(label)} for label in classifier.classes]
+    point = classifier.operating_point
 
     @app.exception_handler(UploadRejected)
     async def rejected(_: Request, error: UploadRejected) -> JSONResponse:
@@ -152,7 +171,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Liveness, and what is being served: model, backend, classes and upload limits."""
+        """Liveness, and what is being served: model, backend, classes, operating point and upload limits."""
         return {
             "status": "ok",
             "version": __version__,
@@ -161,28 +180,54 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
             "classes": classes,
             "limits": asdict(limits),
             "attribution": classifier.attribution or None,
+            "operating_point": {**point.to_dict(), "description": point.describe()},
         }
 
-    @app.post("/predict")
+    @app.post("/predict", responses=PREDICT_RESPONSES)
     def predict(
         files: Annotated[list[UploadFile], File(description="One or more cell images (multipart field `files`)")],
         explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay as a base64 PNG")] = False,
-    ) -> dict[str, Any]:
-        """The class and per-class probabilities of every uploaded image, in upload order."""
+    ) -> Any:
+        """One entry per uploaded file, in upload order: the class and per-class probabilities of each image, with
+        the threshold that decided it and where that threshold came from, or, for a file that is not a usable image,
+        ``{"file", "error", "status"}``. 200 when at least one file was classified; otherwise the files' status."""
         if len(files) > limits.max_files:
             raise UploadRejected(413, f"{len(files)} files in one request, over the limit of {limits.max_files}")
         names = [upload.filename or f"file {i + 1}" for i, upload in enumerate(files)]
-        images = [
-            decode_upload(_read_capped(upload, name, limits), name, limits.max_pixels)
-            for upload, name in zip(files, names, strict=True)
-        ]
-        entries = []
-        for name, image, prediction in zip(names, images, classifier.predict(images), strict=True):
-            entry = {**prediction.to_dict(), "file": name, "display_label": display_name(prediction.label)}
+        entries: list[dict[str, Any]] = []
+        decoded: list[tuple[int, Image.Image]] = []
+        for upload, name in zip(files, names, strict=True):
+            try:
+                image = decode_upload(_read_capped(upload, name, limits), name, limits.max_pixels)
+            except UploadRejected as rejected_file:
+                entries.append(rejected_file.entry())
+                continue
+            decoded.append((len(entries), image))
+            entries.append({})
+        images = [image for _, image in decoded]
+        for (index, image), prediction in zip(decoded, classifier.predict(images) if images else [], strict=True):
+            entry = {**prediction.to_dict(), "file": names[index], "display_label": display_name(prediction.label)}
             if explain:
-                entry["gradcam_png"] = png_base64(classifier.explain(image, target=prediction.label).overlay)
-            entries.append(entry)
-        return {"model": classifier.name, "backend": classifier.backend, "classes": classes, "predictions": entries}
+                entry.update(_explanation_fields(classifier, image, prediction.label))
+            entries[index] = entry
+        body = {
+            "model": classifier.name,
+            "backend": classifier.backend,
+            "classes": classes,
+            "classified": len(decoded),
+            "failed": len(entries) - len(decoded),
+            "predictions": entries,
+        }
+        if decoded:
+            return body
+        statuses = {entry["status"] for entry in entries}
+        status = statuses.pop() if len(statuses) == 1 else 400
+        if len(entries) == 1:
+            detail, file = f"{entries[0]['file']}: {entries[0]['error']}", entries[0]["file"]
+        else:
+            listed = "; ".join(f"{entry['file']}: {entry['error']}" for entry in entries)
+            detail, file = f"none of the {len(entries)} files could be classified: {listed}", None
+        return JSONResponse({"detail": detail, "file": file, **body}, status_code=status)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -192,5 +237,18 @@ def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
     """The upload's bytes, refusing it as soon as it passes the per-file limit."""
     data = upload.file.read(limits.max_file_bytes + 1)
     if len(data) > limits.max_file_bytes:
-        raise UploadRejected(413, f"{name}: over the limit of {limits.max_file_mb:g} MB a file", name)
+        raise UploadRejected(413, f"over the limit of {limits.max_file_mb:g} MB a file", name)
     return data
+
+
+def _explanation_fields(classifier: Classifier, image: Image.Image, label: str) -> dict[str, Any]:
+    """``gradcam_png`` (null when the heat map shows nothing), ``gradcam_note`` (why, or null) and ``gradcam_layer``.
+
+    A constant heat map (e.g. all zero) is never sent as an overlay: a picture of nothing looks like an answer.
+    """
+    explanation = classifier.explain(image, target=label)
+    return {
+        "gradcam_png": png_base64(explanation.overlay) if explanation.usable else None,
+        "gradcam_note": explanation.note or None,
+        "gradcam_layer": explanation.layer or None,
+    }

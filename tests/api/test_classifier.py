@@ -11,12 +11,14 @@ from PIL import Image
 import blastscope
 from blastscope.api import load
 from blastscope.errors import BlastscopeError, ImageError
-from blastscope.inference.predict import predict_proba
+from blastscope.inference.predict import predict_logits, probabilities
+from blastscope.inference.runners import TorchRunner
+from blastscope.runs import load_run
 
 
 def test_predict_paths_and_pil_images_alike(tiny_run: Path, cell_images: list[Path]) -> None:
     classifier = load(tiny_run)
-    assert classifier.backend == "torch"  # nothing exported yet
+    assert classifier.backend.startswith("torch")  # nothing exported yet
     by_path = classifier.predict(cell_images)
     by_image = classifier.predict([Image.open(path) for path in cell_images])
     assert [p.file for p in by_path] == [str(path) for path in cell_images]
@@ -28,11 +30,20 @@ def test_predict_paths_and_pil_images_alike(tiny_run: Path, cell_images: list[Pa
         np.testing.assert_allclose(list(from_path.probabilities.values()), list(from_image.probabilities.values()))
 
 
-def test_probabilities_match_evaluation_inference(tiny_run: Path, cell_images: list[Path]) -> None:
-    classifier = load(tiny_run, backend="torch")
+def test_probabilities_are_the_inference_cores_at_the_runs_temperature(tiny_run_copy: Path, cell_images) -> None:
+    run = load_run(tiny_run_copy)
+    run.save_operating_point(run.operating_point.with_threshold(0.4, "test"))
+    classifier = load(tiny_run_copy, backend="torch")
+    assert classifier.operating_point == run.operating_point
     for tta in (False, True):
-        expected = predict_proba(classifier.model, classifier.preprocessing, cell_images, tta=tta, precision="fp32")
-        np.testing.assert_allclose(classifier.predict_proba(cell_images, tta=tta), expected, atol=1e-5)
+        logits = predict_logits(TorchRunner(run.model), cell_images, run.preprocessing, run.transform, tta=tta)
+        expected = probabilities(logits, run.operating_point.temperature)
+        np.testing.assert_allclose(classifier.predict_proba(cell_images, tta=tta), expected, atol=1e-6)
+        labels = [prediction.label for prediction in classifier.predict(cell_images, tta=tta)]
+        positive = run.classes.index(run.operating_point.positive_class)
+        assert labels == [
+            run.operating_point.positive_class if p[positive] >= 0.4 else run.classes[1 - positive] for p in expected
+        ]
 
 
 def test_single_image_and_package_level_load(tiny_run: Path, cell_images: list[Path]) -> None:

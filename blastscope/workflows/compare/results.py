@@ -19,7 +19,7 @@ from blastscope.evaluation import plots
 from blastscope.inference.decision import OperatingPoint
 from blastscope.workflows.compare.cards import read_history
 from blastscope.workflows.compare.config import Budget, CompareConfig, threshold_text
-from blastscope.workflows.report import HEADLINE_METRICS, ModelResult
+from blastscope.workflows.report import FOLD_METRICS, ModelResult
 
 Evaluations = dict[tuple[str, int], tuple[Path, dict[str, Any]]]
 """(model, fold) -> (run folder, ``EvaluationResult.to_dict()``)."""
@@ -55,7 +55,7 @@ def model_result(model: str, evaluations: Evaluations, folds: int) -> ModelResul
     Returns
     -------
     ModelResult
-        From the first fold's run; ``fold_metrics`` holds every fold's :data:`HEADLINE_METRICS` when ``folds > 1``.
+        From the first fold's run; ``fold_metrics`` holds every fold's :data:`FOLD_METRICS` when ``folds > 1``.
     """
     run_dir, evaluation = evaluations[model, 0]
     recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -63,7 +63,7 @@ def model_result(model: str, evaluations: Evaluations, folds: int) -> ModelResul
     result = model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
     if folds > 1:
         result.fold_metrics = [
-            {name: evaluations[model, fold][1]["plain"]["metrics"].get(name) for name in HEADLINE_METRICS}
+            {name: evaluations[model, fold][1]["plain"]["metrics"].get(name) for name in FOLD_METRICS}
             for fold in range(folds)
         ]
     return result

@@ -12,10 +12,18 @@ Import from here; the submodules are the layout, not the interface.
 from __future__ import annotations
 
 from blastscope.workflows.report.content import IMAGE_LEVEL_WARNING, INTENDED_USE
-from blastscope.workflows.report.model import HEADLINE_METRICS, METRIC_LABELS, Comparison, DatasetCard, ModelResult
+from blastscope.workflows.report.model import (
+    FOLD_METRICS,
+    HEADLINE_METRICS,
+    METRIC_LABELS,
+    Comparison,
+    DatasetCard,
+    ModelResult,
+)
 from blastscope.workflows.report.writer import ReportFiles, write_report
 
 __all__ = [
+    "FOLD_METRICS",
     "HEADLINE_METRICS",
     "IMAGE_LEVEL_WARNING",
     "INTENDED_USE",

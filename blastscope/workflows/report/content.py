@@ -6,10 +6,11 @@ disagree on a number, a rounding, or the wording of the intended use and the ima
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from blastscope.metrics import display_name
-from blastscope.workflows.report.model import HEADLINE_METRICS, METRIC_LABELS, Comparison, DatasetCard, ModelResult
+from blastscope.workflows.report.model import METRIC_LABELS, Comparison, DatasetCard, ModelResult
 
 IMAGE_LEVEL_WARNING = (
     "Warning: this split is image-level, not subject-level: cells of one person may sit in both training and test "
@@ -24,18 +25,116 @@ Table = tuple[list[str], list[list[str]]]
 """A header and its rows, every cell already formatted as text."""
 
 
+RANKING_METRICS = ("weighted_f1", "accuracy", "loss", "roc_auc", "sensitivity", "specificity")
+"""The ranking's score columns: the headline metrics, with the test log loss beside accuracy as papers show them."""
+
+
 def ranking_table(comparison: Comparison) -> Table:
-    """One row per model, best first: weights, headline metrics with their spread, calibration, time and speed."""
+    """One row per model, best first: weights, scores with their spread, the decision threshold, calibration, time
+    and speed. A model that called every test cell one class says so beside its name."""
     header = ["rank", "model", "weights"]
-    header += [METRIC_LABELS[m] for m in HEADLINE_METRICS]
-    header += ["ECE (→ after scaling)", "train time", "images/s"]
+    header += ["test " + METRIC_LABELS[m] if m == "loss" else METRIC_LABELS[m] for m in RANKING_METRICS]
+    header += ["threshold", "ECE (→ after scaling)", "train time", "images/s"]
     rows = []
     for rank, model in enumerate(comparison.ranked, start=1):
-        row = [str(rank), model.name, model.weights_source]
-        row += [score_text(model, metric, comparison) for metric in HEADLINE_METRICS]
+        name = model.name
+        if model.single_class is not None:
+            name += f" ({single_class_text(model, comparison.cv_folds)})"
+        row = [str(rank), name, model.weights_source]
+        row += [score_text(model, metric, comparison) for metric in RANKING_METRICS]
+        row += [threshold_short(model)]
         row += [_ece_text(model), _seconds_text(model.train_seconds), _speed_text(model.images_per_second)]
         rows.append(row)
     return header, rows
+
+
+def ranking_notes(comparison: Comparison) -> list[str]:
+    """Plain-word remarks under the ranking: models that called every test cell one class, and what the threshold
+    column means."""
+    notes = []
+    flat = [model for model in comparison.ranked if model.single_class is not None]
+    if flat:
+        who = "; ".join(f"{model.name} {single_class_text(model, comparison.cv_folds)}" for model in flat)
+        verb = "decides" if len(flat) == 1 else "decide"
+        notes.append(
+            f"{len(flat)} of {len(comparison.models)} models {verb} every test cell alike ({who}): their accuracy and "
+            "F1 only restate the test split's class balance, not anything learned about the cells. Their ROC-AUC, "
+            "which does not depend on the threshold, shows whether a better threshold could help."
+        )
+    if len(comparison.dataset.classes) == 2:
+        positive = display_name(comparison.dataset.classes[-1])
+        notes.append(
+            f"Threshold: each model calls a cell {positive} when p({positive}) ≥ its threshold; the column says where "
+            "the threshold came from (the model card has the details). A threshold is never chosen on the test split."
+        )
+    return notes
+
+
+def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
+    """``calls every test cell ALL`` (``... of fold 1 ...`` under cross-validation); empty when it does not."""
+    if model.single_class is None:
+        return ""
+    where = "every test cell of fold 1" if cv_folds else "every test cell"
+    return f"calls {where} {display_name(model.single_class)}"
+
+
+def threshold_text(model: ModelResult) -> str:
+    """The decision rule in words with where its threshold came from, for the model card."""
+    if len(model.classes) > 2:
+        return "the most probable class (multi-class: no threshold)"
+    if model.threshold is None:
+        return "not recorded"
+    positive = display_name(model.classes[-1])
+    rule = f"{positive} when p({positive}) ≥ {model.threshold:.3f}"
+    return f"{rule} ({model.threshold_origin})" if model.threshold_origin else f"{rule} (origin not recorded)"
+
+
+def threshold_short(model: ModelResult) -> str:
+    """The ranking's threshold cell: ``0.500 (default)``, ``0.312 (val)`` (chosen on val), ``0.300 (given)``."""
+    if len(model.classes) > 2:
+        return "argmax"
+    if model.threshold is None:
+        return "n/a"
+    origin = model.threshold_origin
+    chosen = re.match(r"chosen on (\S+)", origin)
+    if chosen:
+        how = chosen.group(1)
+    elif origin.startswith("default"):
+        how = "default"
+    elif origin.startswith("threshold given"):
+        how = "given"
+    else:
+        how = origin.split(",")[0]
+    return f"{model.threshold:.3f} ({how})" if how else f"{model.threshold:.3f}"
+
+
+def class_report_table(model: ModelResult) -> Table:
+    """scikit-learn's classification report as a table: precision, recall, F1 and support per class, then accuracy,
+    macro and weighted (by support) averages, all from the confusion matrix."""
+    scores = model.class_scores()
+    total = sum(score.support for score in scores)
+    rows = [
+        [display_name(s.name), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.support)] for s in scores
+    ]
+    if total:
+        hits = sum(model.confusion[i][i] for i in range(len(scores)))
+        rows.append(["accuracy", "", "", f"{hits / total:.3f}", str(total)])
+        for label, weights in (("macro avg", [1] * len(scores)), ("weighted avg", [s.support for s in scores])):
+            averages = [
+                _weighted_mean([getattr(s, key) for s in scores], weights) for key in ("precision", "recall", "f1")
+            ]
+            rows.append([label, *(f"{value:.3f}" for value in averages), str(total)])
+    return ["class", "precision", "recall", "F1", "support"], rows
+
+
+def _weighted_mean(values: list[float], weights: list[int]) -> float:
+    return sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+
+
+def class_report_caption(model: ModelResult, comparison: Comparison) -> str:
+    """What the classification report shows, and at which threshold."""
+    fold = f" (fold 1 of {comparison.cv_folds})" if comparison.cv_folds else ""
+    return f"Classification report on the test split{fold}, decided at {threshold_text(model)}."
 
 
 def metric_table(model: ModelResult, comparison: Comparison) -> Table:
@@ -104,7 +203,7 @@ def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
     return facts + [f"Note: {note}" for note in card.notes]
 
 
-def model_card(model: ModelResult, card: DatasetCard) -> list[tuple[str, str]]:
+def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = None) -> list[tuple[str, str]]:
     """(heading, text) pairs of a model card: intended use, weights, threshold, limitations, settings, run folder."""
     totals = card.cells_per_class()
     data_line = ", ".join(f"{totals[name]} {display_name(name)}" for name in card.classes)
@@ -119,10 +218,16 @@ def model_card(model: ModelResult, card: DatasetCard) -> list[tuple[str, str]]:
         )
     if not card.subject_level:
         limitations.append("The split is image-level, so cells of a test person were seen in training: optimistic.")
+    if model.single_class is not None:
+        limitations.insert(
+            0,
+            f"On this test split it {single_class_text(model, cv_folds)}: at this threshold it does not tell the "
+            "classes apart.",
+        )
     return [
         ("Intended use", INTENDED_USE),
         ("Weights", model.weights_source),
-        ("Decision threshold", f"p({display_name(model.classes[-1])}) ≥ {model.threshold:g}"),
+        ("Decision threshold", threshold_text(model)),
         ("Limitations", " ".join(limitations)),
         ("Training settings", _settings_text(model.settings)),
         ("Run directory", model.run_dir),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from matplotlib.figure import Figure
+
 from blastscope.evaluation import plots
 from blastscope.metrics import display_name
 from blastscope.workflows.report.model import Comparison, ModelResult, value_or
@@ -28,15 +30,13 @@ class ReportFigure:
 
 def draw_figures(comparison: Comparison) -> list[ReportFigure]:
     """The ranking chart, the ROC curves of all models (when any has one), then each model's figures in rank order."""
+    chart = plots.ranking(
+        [_ranked_score(model) for model in comparison.models], "weighted F1", comparison.interval_label
+    )
+    _mark_single_class_models(chart, comparison)
     figures = [
         ReportFigure(
-            "ranking",
-            f"Ranking by weighted F1; error bars: {comparison.interval_label}.",
-            plots.to_png(
-                plots.ranking(
-                    [_ranked_score(model) for model in comparison.models], "weighted F1", comparison.interval_label
-                )
-            ),
+            "ranking", f"Ranking by weighted F1; error bars: {comparison.interval_label}.", plots.to_png(chart)
         )
     ]
     curves = {
@@ -69,7 +69,9 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
             ReportFigure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label)))
         )
     caption = "Confusion matrix on the test split" + _fold_note(comparison) + ": counts and share of each true class."
-    matrix = plots.confusion_matrix(model.confusion, names, label, model.threshold)
+    matrix = plots.confusion_matrix(model.confusion, names, label, 0.5 if model.threshold is None else model.threshold)
+    if model.threshold is None or len(model.classes) > 2:  # the plot would name a threshold that did not decide
+        matrix.axes[0].set_title(f"{label}\n{'most probable class' if len(model.classes) > 2 else 'threshold n/a'}")
     figures.append(ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix)))
     if model.reliability_before is not None:
         caption = "Reliability diagram before and after temperature scaling (fitted on the validation split)."
@@ -84,6 +86,19 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
             ReportFigure(f"subjects-{model.name}", caption, plots.to_png(plots.subject_accuracy(shown, names, label)))
         )
     return figures
+
+
+def _mark_single_class_models(chart: Figure, comparison: Comparison) -> None:
+    """Relabel the ranking chart's bars of models that called every test cell one class, e.g. ``cnn (all ALL)``.
+
+    The bars keep their model names while drawn, so each model keeps its colour from every other figure.
+    """
+    marks = {m.name: f"{m.name}\n(all {display_name(m.single_class)})" for m in comparison.models if m.single_class}
+    if not marks:
+        return
+    axes = chart.axes[0]
+    labels = [marks.get(tick.get_text(), tick.get_text()) for tick in axes.get_yticklabels()]
+    axes.set_yticks(axes.get_yticks(), labels=labels)
 
 
 def _ranked_score(model: ModelResult) -> plots.RankedScore:

@@ -14,11 +14,15 @@ from blastscope.workflows.report.content import (
     IMAGE_LEVEL_WARNING,
     INTENDED_USE,
     budget_table,
+    class_report_caption,
+    class_report_table,
     dataset_facts,
     dataset_tables,
     metric_table,
     model_card,
+    ranking_notes,
     ranking_table,
+    single_class_text,
 )
 from blastscope.workflows.report.figures import ReportFigure, model_figure_keys
 from blastscope.workflows.report.model import Comparison, ModelResult
@@ -33,6 +37,11 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #d5d8dc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f4f6f7; } tr:nth-child(even) td { background: #fbfcfc; }
 table.ranking td:nth-child(n+4) { white-space: nowrap; } table.ranking { font-size: 0.86em; }
+td.flagged { color: #a93226; font-weight: 600; }
+.flag { background: #fdecea; border-left: 6px solid #c0392b; padding: 0.5em 1em; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.pair { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+.pair > div { flex: 1 1 22em; max-width: 40em; } .pair h4 { margin: 1em 0 0; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eaeded; }
 figcaption { color: #5d6d7e; font-size: 0.9em; }
 .model { border: 1px solid #d5d8dc; border-radius: 6px; padding: 0 1.2em 1em; margin: 1.5em 0; }
@@ -54,6 +63,9 @@ def render_html(comparison: Comparison, figures: Mapping[str, ReportFigure]) -> 
         f"brackets: {_escape(comparison.interval_label)}.</p>"
     )
     body.append(_table(*ranking_table(comparison), css_class="ranking"))
+    flagged = any(model.single_class is not None for model in comparison.models)
+    for index, note in enumerate(ranking_notes(comparison)):  # the one-class remark comes first, when there is one
+        body.append(f'<p class="{"flag" if flagged and index == 0 else "muted"}">{_escape(note)}</p>')
     body.append(_figure(figures["ranking"]))
     body.append("<h2>Shared budget</h2>")
     body.append(_table(*budget_table(comparison)))
@@ -77,25 +89,49 @@ def render_html(comparison: Comparison, figures: Mapping[str, ReportFigure]) -> 
 
 
 def _model_section(model: ModelResult, comparison: Comparison, figures: Mapping[str, ReportFigure]) -> str:
-    """One model's box: its metrics, its model card, and its figures side by side."""
+    """One model's box: its metrics, its confusion matrix beside its classification report, its model card, and its
+    other figures side by side."""
     parts = [f'<section class="model" id="model-{_escape(model.name)}">', f"<h3>{_escape(model.display_name)}</h3>"]
+    if model.single_class is not None:
+        text = f"{model.name} {single_class_text(model, comparison.cv_folds)}: at its threshold it does not tell the "
+        parts.append(f'<p class="flag">{_escape(text + "classes apart.")}</p>')
     parts.append(_table(*metric_table(model, comparison)))
-    parts.append(
-        '<dl class="card">'
-        + "".join(f"<dt>{_escape(k)}</dt><dd>{_escape(v)}</dd>" for k, v in model_card(model, comparison.dataset))
-        + "</dl>"
+    confusion = figures.get(f"confusion-{model.name}")
+    report = (
+        f"<div><h4>Classification report</h4>{_table(*class_report_table(model), numeric=True)}"
+        f'<p class="muted">{_escape(class_report_caption(model, comparison))}</p></div>'
     )
-    grid = [_figure(figures[key]) for key in model_figure_keys(model) if key in figures]
+    parts.append('<div class="pair">' + (_figure(confusion) if confusion else "") + report + "</div>")
+    card = model_card(model, comparison.dataset, comparison.cv_folds)
+    parts.append(
+        '<dl class="card">' + "".join(f"<dt>{_escape(k)}</dt><dd>{_escape(v)}</dd>" for k, v in card) + "</dl>"
+    )
+    grid = [
+        _figure(figures[key]) for key in model_figure_keys(model) if key in figures and not key.startswith("confusion-")
+    ]
     parts.append('<div class="grid">' + "".join(grid) + "</div>")
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "") -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "", numeric: bool = False) -> str:
+    """A table; with ``numeric`` every column after the first is right-aligned, as numbers are read."""
     head = "".join(f"<th>{_escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{_escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(_cell(cell, numeric and column > 0) for column, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
     opening = f'<table class="{css_class}">' if css_class else "<table>"
     return f"{opening}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(text: str, numeric: bool) -> str:
+    """One body cell; a model name flagged "calls every test cell ..." is set off in red."""
+    if numeric:
+        return f'<td class="num">{_escape(text)}</td>'
+    if " (calls every test cell" in text:
+        return f'<td class="flagged">{_escape(text)}</td>'
+    return f"<td>{_escape(text)}</td>"
 
 
 def _figure(figure: ReportFigure) -> str:

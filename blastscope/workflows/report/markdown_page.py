@@ -12,11 +12,15 @@ from blastscope.workflows.report.content import (
     IMAGE_LEVEL_WARNING,
     INTENDED_USE,
     budget_table,
+    class_report_caption,
+    class_report_table,
     dataset_facts,
     dataset_tables,
     metric_table,
     model_card,
+    ranking_notes,
     ranking_table,
+    single_class_text,
 )
 from blastscope.workflows.report.figures import ReportFigure, model_figure_keys
 from blastscope.workflows.report.model import Comparison
@@ -31,6 +35,9 @@ def render_markdown(comparison: Comparison, figures: Mapping[str, ReportFigure],
     lines += [f"Created {comparison.created}. {INTENDED_USE}", "", f"Data: {card.attribution}.", ""]
     lines += ["## Ranking", "", f"Ranked by weighted F1; brackets: {comparison.interval_label}.", ""]
     lines += _table(*ranking_table(comparison))
+    flagged = any(model.single_class is not None for model in comparison.models)
+    for index, note in enumerate(ranking_notes(comparison)):
+        lines += ["", f"> **{note}**" if flagged and index == 0 else note]
     lines += ["", _image(figures["ranking"], figure_dir), "", "## Shared budget", ""]
     lines += _table(*budget_table(comparison))
     if "roc" in figures:
@@ -38,9 +45,19 @@ def render_markdown(comparison: Comparison, figures: Mapping[str, ReportFigure],
     lines += ["", "## Models"]
     for model in comparison.ranked:
         lines += ["", f"### {model.display_name}", ""]
+        if model.single_class is not None:
+            text = single_class_text(model, comparison.cv_folds)
+            lines += [f"> **{model.name} {text}: at its threshold it does not tell the classes apart.**", ""]
         lines += _table(*metric_table(model, comparison))
-        lines += [""] + [f"- **{key}**: {value}" for key, value in model_card(model, card)] + [""]
-        lines += [_image(figures[key], figure_dir) for key in model_figure_keys(model) if key in figures]
+        confusion = f"confusion-{model.name}"
+        if confusion in figures:
+            lines += ["", _image(figures[confusion], figure_dir)]
+        lines += ["", "#### Classification report", "", *_table(*class_report_table(model))]
+        lines += ["", class_report_caption(model, comparison)]
+        lines += [""] + [f"- **{key}**: {value}" for key, value in model_card(model, card, comparison.cv_folds)] + [""]
+        lines += [
+            _image(figures[key], figure_dir) for key in model_figure_keys(model) if key in figures and key != confusion
+        ]
     lines += ["", "## Dataset card", ""] + [f"- {fact}" for fact in dataset_facts(card, comparison)]
     for caption, header, rows in dataset_tables(card):
         lines += ["", f"### {caption}", "", *_table(header, rows)]

@@ -18,9 +18,14 @@ from blastscope.evaluation import plots
 HEADLINE_METRICS = ("weighted_f1", "accuracy", "roc_auc", "sensitivity", "specificity")
 """Metrics with a 95% CI (single split) or mean ± sd (cross-validation) in the ranking; weighted F1 ranks."""
 
+FOLD_METRICS = (*HEADLINE_METRICS, "loss")
+"""What each fold of a cross-validation reports in ``ModelResult.fold_metrics``: the headline metrics and the test
+log loss, which the ranking shows beside accuracy (without an interval: the bootstrap does not resample it)."""
+
 METRIC_LABELS = {
     "weighted_f1": "weighted F1",
     "accuracy": "accuracy",
+    "loss": "log loss",
     "roc_auc": "ROC-AUC",
     "sensitivity": "sensitivity",
     "specificity": "specificity",
@@ -65,8 +70,8 @@ class ModelResult:
     weights_source: str
     pretrained: bool
     classes: tuple[str, ...]
-    threshold: float
     metrics: dict[str, float | None]
+    """The test split's numbers by name (``classification_metrics``' numeric entries, e.g. ``loss``: log loss)."""
     intervals: dict[str, tuple[float, float]]
     confusion: list[list[int]]
     roc: tuple[list[float], list[float]] | None
@@ -79,7 +84,44 @@ class ModelResult:
     settings: dict[str, Any]
     run_dir: str
     fold_metrics: list[dict[str, float | None]] = field(default_factory=list)
-    """Cross-validation only: the headline metrics of every fold (the fields above describe the first fold)."""
+    """Cross-validation only: the :data:`FOLD_METRICS` of every fold (the fields above describe the first fold)."""
+    threshold: float | None = None
+    """The threshold on p(positive class) the test cells were decided at; None when not recorded (or multi-class)."""
+    threshold_origin: str = ""
+    """Where that threshold came from (``OperatingPoint.origin()``), e.g. ``default threshold, by train``."""
+    operating_point: dict[str, Any] | None = None
+    """The whole operating point (``OperatingPoint.to_dict()``), for results.json."""
+
+    @property
+    def predicted_per_class(self) -> list[int]:
+        """How many test cells were decided as each class: the confusion matrix's column sums."""
+        return [sum(row[column] for row in self.confusion) for column in range(len(self.classes))]
+
+    @property
+    def single_class(self) -> str | None:
+        """The class this model called every test cell, when it decided all of them alike; else None.
+
+        Such a model learned nothing usable about the cells (at its threshold): its accuracy and F1 only restate
+        the test split's class balance.
+        """
+        counts = self.predicted_per_class
+        if len(counts) < 2 or sum(counts) == 0:
+            return None
+        used = [column for column, count in enumerate(counts) if count]
+        return self.classes[used[0]] if len(used) == 1 else None
+
+    def class_scores(self) -> list[ClassScore]:
+        """Precision, recall, F1 and support of each class, from the confusion matrix (zero where undefined)."""
+        scores = []
+        for index, name in enumerate(self.classes):
+            hits = self.confusion[index][index]
+            support = sum(self.confusion[index])
+            predicted = self.predicted_per_class[index]
+            precision = hits / predicted if predicted else 0.0
+            recall = hits / support if support else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            scores.append(ClassScore(name, precision, recall, f1, support))
+        return scores
 
     def score(self, metric: str) -> float | None:
         """The number a ranking shows: the fold mean under cross-validation, else the test split's value."""
@@ -97,6 +139,17 @@ class ModelResult:
             mean, sd = statistics.fmean(values), sample_sd(values)
             return mean - sd, mean + sd
         return self.intervals.get(metric)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassScore:
+    """One row of a classification report: how well one class was found on the test split."""
+
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
 
 
 @dataclass(slots=True)

@@ -17,7 +17,8 @@ from blastscope.workflows.report.model import HEADLINE_METRICS, Comparison, pres
 
 
 def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
-    """One flat record per model, best first: scores with their CI bounds or fold sd, calibration, speed, run folder."""
+    """One flat record per model, best first: scores with their CI bounds or fold sd, test log loss, the class it
+    called every test cell (None unless it did), calibration, threshold and its origin, speed, run folder."""
     rows = []
     for rank, model in enumerate(comparison.ranked, start=1):
         row: dict[str, Any] = {
@@ -35,9 +36,15 @@ def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
             else:
                 low, high = model.intervals.get(metric, (None, None))
                 row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
+        row["loss"] = model.score("loss")
+        if comparison.cv_folds:
+            values = present_values(fold.get("loss") for fold in model.fold_metrics)
+            row["loss_sd"] = sample_sd(values) if values else None
+        row["calls_every_cell"] = model.single_class
         row["ece"] = model.reliability_before.ece if model.reliability_before else None
         row["ece_after_scaling"] = model.reliability_after.ece if model.reliability_after else None
         row["threshold"] = model.threshold
+        row["threshold_origin"] = model.threshold_origin
         row["train_seconds"] = model.train_seconds
         row["images_per_second"] = model.images_per_second
         row["run_dir"] = model.run_dir
@@ -79,10 +86,14 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
                 "intervals": model.intervals,
                 "fold_metrics": model.fold_metrics,
                 "confusion_matrix": model.confusion,
+                "classification_report": [asdict(score) for score in model.class_scores()],
+                "calls_every_cell": model.single_class,
                 "threshold": model.threshold,
+                "threshold_origin": model.threshold_origin,
+                "operating_point": model.operating_point,
                 "subjects": [asdict(s) for s in model.subjects],
                 "settings": model.settings,
-                "model_card": dict(model_card(model, comparison.dataset)),
+                "model_card": dict(model_card(model, comparison.dataset, comparison.cv_folds)),
             }
             for model in comparison.ranked
         },
