@@ -160,10 +160,29 @@ def classification_metrics(
             for i, label in enumerate(classes)
         },
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "single_predicted_class": single_predicted_class(y_pred, classes),
         "report": skm.classification_report(
             y_true, y_pred, labels=labels, target_names=names, digits=4, zero_division=0
         ),
     }
+
+
+def single_predicted_class(y_pred: np.ndarray, classes: Sequence[str]) -> str | None:
+    """The class every cell was decided as, when all decisions are alike (with more than one class to choose from).
+
+    Such a model's accuracy and F1 only restate the class balance of the scored cells; reports must say so.
+    """
+    decided = np.unique(np.asarray(y_pred))
+    return classes[int(decided[0])] if len(classes) > 1 and len(decided) == 1 else None
+
+
+def one_class_warning(label: str, where: str = "cell") -> str:
+    """The plain words every report uses for a model that calls every cell one class."""
+    name = display_name(label)
+    return (
+        f"the model calls every {where} {name}: its accuracy and F1 only restate how many {where}s are {name}; "
+        "it does not tell the classes apart at this operating point"
+    )
 
 
 def _recall(y_true: np.ndarray, y_pred: np.ndarray, label: int) -> float:

@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.metrics import SCALAR_METRICS, classification_metrics, display_name
+from blastscope.metrics import SCALAR_METRICS, classification_metrics, display_name, one_class_warning
 
 CLASSES = ("hem", "all")
 POINT = OperatingPoint.default(CLASSES)  # positive class "all", threshold 0.5
@@ -126,3 +126,13 @@ def test_bad_shapes_are_refused() -> None:
 
 def test_display_names() -> None:
     assert display_name("all") == "ALL" and display_name("hem") == "HEM" and display_name("Tumour") == "Tumour"
+
+
+def test_a_model_that_calls_every_cell_one_class_is_named() -> None:
+    y_true = np.array([0, 1, 1, 0, 1])
+    y_prob = np.tile([0.3, 0.7], (5, 1))
+    result = classification_metrics(y_true, y_prob, np.ones(5, dtype=int), CLASSES, "all", 0.5)
+    assert result["single_predicted_class"] == "all"
+    mixed = classification_metrics(y_true, y_prob, np.array([0, 1, 1, 1, 1]), CLASSES, "all", 0.5)
+    assert mixed["single_predicted_class"] is None
+    assert "calls every cell ALL" in one_class_warning("all")

@@ -8,7 +8,7 @@ from typing import Any
 
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
-from blastscope.metrics import display_name
+from blastscope.metrics import display_name, one_class_warning
 from blastscope.runs.folder import OPERATING_POINT_FILE
 
 FEW_UNITS = 5
@@ -44,6 +44,8 @@ def format_summary(result: EvaluationResult) -> str:
     plain, tta = result.plain, result.tta
     point = result.point
     lines = [f"note: {note}" for note in result.notes]
+    if single := plain["metrics"].get("single_predicted_class"):
+        lines.insert(0, f"warning: {one_class_warning(single)}")
     lines += [
         f"model: {result.display_name}; weights: {result.weights_source}",
         f"data: {result.data}: {result.n_cells} cells"

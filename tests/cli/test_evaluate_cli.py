@@ -126,3 +126,9 @@ def test_bad_options_are_one_line_errors(
 def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_a_model_that_calls_every_cell_one_class_is_told_in_plain_words(tiny_run_copy: Path, capsys) -> None:
+    assert main(["evaluate", str(tiny_run_copy), "--threshold", "0", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("warning: the model calls every cell ALL")

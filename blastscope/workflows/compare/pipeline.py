@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.discover import scan_dataset
-from blastscope.metrics import display_name
+from blastscope.metrics import display_name, one_class_warning
 from blastscope.workflows.compare.cards import dataset_card
 from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
 from blastscope.workflows.compare.jobs import Job, dataset_root, evaluate_job, shared_splits, train_config, trained_run
@@ -52,6 +52,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     for job in tqdm(jobs, desc="compare", unit="run", disable=not config.progress):
         run_dir = trained_run(train_config(job, config, budget, data_root, out / "runs"), job.split_hash)
         evaluations[job.model, job.fold] = run_dir, evaluate_job(run_dir, config, budget)
+        if single := evaluations[job.model, job.fold][1]["plain"]["metrics"].get("single_predicted_class"):
+            print(f"warning: {job.model} (fold {job.fold + 1}): {one_class_warning(single, 'test cell')}", flush=True)
     results = [model_result(model, evaluations, len(splits)) for model in config.models]
     comparison = Comparison(
         dataset=dataset_card(table, splits[0][0]),
