@@ -1,14 +1,31 @@
-"""Fixtures shared by the whole suite: the real C-NMC cells in ../shared and small synthetic datasets."""
+"""Fixtures shared by the whole suite: one CPU thread, the real C-NMC cells in ../shared, the one small synthetic
+dataset and the one tiny trained run made from it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread for the whole session, restored at its end.
+
+    The test machine has 2 cores shared with other test runs: there two OpenMP threads spin against each other, which
+    makes tiny forwards and training steps several times slower, never faster. Subprocesses (DDP, resume, serve) do not
+    inherit it; they get ``OMP_NUM_THREADS=1`` from their tests.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,7 +58,9 @@ def cnmc_sample() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic C-NMC-layout dataset: 6 subjects per class, 8 cells each, 64x64 pixels, classes 2 SDs apart."""
+    """The suite's one synthetic C-NMC-layout dataset: 6 subjects per class, 8 cells each, 64x64 pixels, classes 2 SDs
+    apart (96 cells). Enough whole subjects for a 60/20/20 split with at least 16 test cells, 3-fold cross-validation
+    and a model that learns them; tests copy it before changing it."""
     from blastscope.data.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth-small")
@@ -49,12 +68,14 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def train_tiny_run(data: Path, out: Path) -> Path:
-    """One frozen-backbone epoch of efficientnet_lite0 at 32 px: seconds on a CPU, yet every file a real run has."""
+@pytest.fixture(scope="session")
+def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's one trained run, shared by the session: one epoch of random-init efficientnet_lite0 at 32 px on
+    ``synth_small`` (seconds on a CPU, yet every file a real run has). Tests that change a run use ``tiny_run_copy``."""
     from blastscope.training import TrainConfig, train
 
     config = TrainConfig(
-        data=str(data),
+        data=str(synth_small),
         model="efficientnet_lite0",
         pretrained="none",
         image_size=32,
@@ -62,20 +83,15 @@ def train_tiny_run(data: Path, out: Path) -> Path:
         epochs_finetune=0,
         batch_size=16,
         num_workers=0,
-        out=str(out),
+        out=str(tmp_path_factory.mktemp("runs")),
         progress=False,
     )
     return Path(train(config))
 
 
-@pytest.fixture(scope="session")
-def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real trained run shared by the session; tests that change a run directory use ``tiny_run_copy``."""
-    return train_tiny_run(synth_small, tmp_path_factory.mktemp("runs"))
-
-
 @pytest.fixture
 def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A private copy of ``tiny_run`` for a test that changes the run folder."""
     return Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
 
 

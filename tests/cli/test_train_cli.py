@@ -20,26 +20,11 @@ TINY = [
     "--epochs-finetune",
     "1",
     "--batch-size",
-    "4",
+    "8",
     "--num-workers",
     "0",
 ]
 TINY += ["--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """Two threads on the busy 2-core test machine spin against each other; one is several times faster."""
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from blastscope.data.synth import synthesize
-
-    out = tmp_path_factory.mktemp("cli-cells")
-    synthesize(out, subjects_per_class=5, cells_per_subject=4, image_size=32, seed=0)
-    return out
 
 
 def test_training_without_data_says_how_to_get_some(capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,9 +64,11 @@ def test_speed_switches_reach_the_recipe() -> None:
     assert not (config.bf16_frozen_stages or config.cached_features or config.channels_last)
 
 
-def test_a_run_repeats_from_its_config_yaml(cells: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_repeats_from_its_config_yaml(
+    synth_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    assert main(["train", "--data", str(cells), "--model", "cnn", *TINY, "--run-dir", str(first)]) == 0
+    assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(first)]) == 0
     assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(second)]) == 0
     assert capsys.readouterr().out.split() == [str(first), str(second)]
     assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(first)]) == 2

@@ -1,4 +1,5 @@
-"""predict_proba: same answer for images and files, any batch size, with or without TTA, fp32 or bf16."""
+"""The one prediction path: same answer for images, files and cached cells, any batch size, with or without TTA,
+fp32 or bf16; probabilities are the (temperature-scaled) softmax of the logits, averaged over views."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from PIL import Image
 from torch import nn
 
 from blastscope.data.preprocessing import Preprocessing
-from blastscope.inference.predict import predict_proba, resolve_precision
+from blastscope.data.transforms import eval_transform
+from blastscope.inference.predict import batches, predict_logits, probabilities, resized_pixels
+from blastscope.inference.runners import TorchRunner
 from blastscope.inference.tta import dihedral_views
 from blastscope.models.base import CellClassifier
 
 PRE = Preprocessing(input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+TRANSFORM = eval_transform(PRE)
 
 
 class TinyNet(CellClassifier):
@@ -32,6 +36,11 @@ class TinyNet(CellClassifier):
         return self.backbone(images)
 
 
+def predict_proba(model: nn.Module, items: list, **options: object) -> np.ndarray:
+    precision = options.pop("precision", "fp32")
+    return probabilities(predict_logits(TorchRunner(model, precision), items, PRE, TRANSFORM, **options))
+
+
 @pytest.fixture
 def images() -> list[Image.Image]:
     rng = np.random.default_rng(0)
@@ -43,13 +52,13 @@ def test_probabilities_for_images_and_files_agree(images: list[Image.Image], tmp
     for i, image in enumerate(images):
         paths.append(tmp_path / f"cell{i}.png")
         image.save(paths[-1])
-    model = TinyNet().train()  # predict_proba must switch to eval mode itself
-    from_images = predict_proba(model, PRE, images, batch_size=2, precision="fp32")
-    from_files = predict_proba(model, PRE, paths, batch_size=32, precision="fp32")
+    model = TinyNet().train()  # the runner must switch to eval mode itself
+    from_images = predict_proba(model, images, batch_size=2)
+    assert not model.training
+    from_files = predict_proba(model, paths, batch_size=32)
     assert from_images.shape == (5, 2)
     np.testing.assert_allclose(from_images.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(from_images, from_files, atol=1e-6)
-    assert not model.training
 
 
 def test_cells_through_the_decoded_cache_match_their_files(images: list[Image.Image], tmp_path: Path) -> None:
@@ -63,49 +72,53 @@ def test_cells_through_the_decoded_cache_match_their_files(images: list[Image.Im
         cells.append(Cell(path, "all", "7", hashlib.sha256(path.read_bytes()).hexdigest()))
     model = TinyNet()
     cache = DecodedCache(tmp_path / "cache")
-    from_cells = predict_proba(model, PRE, cells, cache=cache, precision="fp32")
-    again = predict_proba(model, PRE, cells, cache=cache, precision="fp32")  # now read back from the cache
-    from_files = predict_proba(model, PRE, [cell.path for cell in cells], precision="fp32")
+    from_cells = predict_proba(model, cells, cache=cache)
+    again = predict_proba(model, cells, cache=cache)  # now read back from the cache
+    from_files = predict_proba(model, [cell.path for cell in cells])
     np.testing.assert_allclose(from_cells, from_files, atol=1e-6)
     np.testing.assert_array_equal(from_cells, again)
 
 
-def test_logits_are_returned_for_temperature_scaling(images: list[Image.Image]) -> None:
-    probabilities, logits = predict_proba(TinyNet(), PRE, images, precision="fp32", return_logits=True)
-    np.testing.assert_allclose(torch.from_numpy(logits).softmax(-1).numpy(), probabilities, atol=1e-6)
+def test_batches_are_normalised_model_inputs_in_item_order(images: list[Image.Image]) -> None:
+    chunks = list(batches(images, PRE, TRANSFORM, batch_size=2))
+    assert [tuple(chunk.shape) for chunk in chunks] == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16)]
+    assert all(chunk.dtype == torch.float32 for chunk in chunks)
+    torch.testing.assert_close(chunks[2][0], TRANSFORM(resized_pixels(images[4], PRE)))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(batches(images, PRE, TRANSFORM, batch_size=0))
+
+
+def test_probabilities_are_the_temperature_scaled_softmax_of_the_logits(images: list[Image.Image]) -> None:
+    logits = predict_logits(TorchRunner(TinyNet()), images, PRE, TRANSFORM)
+    assert logits.shape == (5, 1, 2) and logits.dtype == np.float32
+    assert probabilities(logits).dtype == np.float64  # no probability rounds to exactly 1 at a small temperature
+    np.testing.assert_allclose(probabilities(logits), torch.from_numpy(logits[:, 0]).softmax(-1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(probabilities(logits), probabilities(logits[:, 0]), atol=1e-7)  # (N, C) alike
+    scaled = probabilities(logits, temperature=2.0)
+    np.testing.assert_allclose(scaled, torch.from_numpy(logits[:, 0] / 2).softmax(-1).numpy(), atol=1e-6)
+    assert np.abs(scaled - 0.5).max() < np.abs(probabilities(logits) - 0.5).max()  # a higher temperature softens
 
 
 def test_tta_is_the_mean_probability_over_the_eight_views(images: list[Image.Image]) -> None:
-    from blastscope.data.transforms import eval_transform
-    from blastscope.inference.predict import resize_image
-
     model = TinyNet().eval()
-    batch = torch.stack([eval_transform(PRE)(resize_image(image, PRE)) for image in images])
+    batch = torch.stack([TRANSFORM(resized_pixels(image, PRE)) for image in images])
     with torch.no_grad():
         expected = torch.stack([model(view).softmax(-1) for view in dihedral_views(batch)]).mean(0).numpy()
-    with_tta = predict_proba(model, PRE, images, tta=True, precision="fp32")
-    plain = predict_proba(model, PRE, images, tta=False, precision="fp32")
+    assert predict_logits(TorchRunner(model), images, PRE, TRANSFORM, tta=True).shape == (5, 8, 2)
+    with_tta = predict_proba(model, images, tta=True)
+    plain = predict_proba(model, images, tta=False)
     np.testing.assert_allclose(with_tta, expected, atol=1e-5)
     assert not np.allclose(with_tta, plain, atol=1e-4)  # the model is orientation-sensitive, so TTA changes it
 
 
 def test_bf16_autocast_stays_close_to_fp32(images: list[Image.Image]) -> None:
     model = TinyNet()
-    fp32 = predict_proba(model, PRE, images, precision="fp32")
-    bf16 = predict_proba(model, PRE, images, precision="bf16")
-    assert bf16.dtype == np.float32
+    assert predict_logits(TorchRunner(model, "bf16"), images, PRE, TRANSFORM).dtype == np.float32
+    fp32 = predict_proba(model, images, precision="fp32")
+    bf16 = predict_proba(model, images, precision="bf16")
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
-
-
-def test_precision_choices() -> None:
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) is None
-    assert resolve_precision("bf16", cpu) is torch.bfloat16
-    assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp8", cpu)  # type: ignore[arg-type]
 
 
 def test_nothing_to_predict_is_refused() -> None:
     with pytest.raises(ValueError, match="no images"):
-        predict_proba(TinyNet(), PRE, [])
+        predict_logits(TorchRunner(TinyNet()), [], PRE, TRANSFORM)

@@ -12,13 +12,6 @@ def small_size(name: str) -> int:
     return max(32, get_spec(name).min_input_size)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread() -> None:
-    """Tiny forwards gain nothing from threads, and on a busy 2-core machine OpenMP's spinning threads make them ~50x
-    slower."""
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(autouse=True)
 def _offline_with_empty_hub_caches(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     """Tests never reach for the hub, nor find weights a previous download left on this machine."""

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 
-def test_two_process_ddp_on_cpu_trains_one_run(tiny_cells: Path, tmp_path: Path) -> None:
+def test_two_process_ddp_on_cpu_trains_one_run(synth_small: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     command = [
         sys.executable, "-m", "blastscope", "train",
-        "--data", str(tiny_cells), "--model", "efficientnet_lite0", "--image-size", "32",
+        "--data", str(synth_small), "--model", "efficientnet_lite0", "--image-size", "32",
         "--epochs-frozen", "1", "--epochs-finetune", "1", "--batch-size", "4", "--num-workers", "0",
         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out), "--no-progress",
         "--no-cached-features",  # phase 1 on sharded, augmented images through the frozen backbone

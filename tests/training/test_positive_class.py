@@ -31,8 +31,8 @@ def _renamed(cells: Path, target: Path, names: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cats_dogs(tiny_cells: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _renamed(tiny_cells, tmp_path_factory.mktemp("pets"), {"all": "cats", "hem": "dogs"})
+def cats_dogs(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _renamed(synth_small, tmp_path_factory.mktemp("pets"), {"all": "cats", "hem": "dogs"})
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,9 @@ def cats_run(cats_dogs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
 )
 def test_the_positive_class_is_read_from_the_names_not_their_order(
-    tiny_cells: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig], names: dict[str, str], positive: str
+    synth_small: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig], names: dict[str, str], positive: str
 ) -> None:
-    data = _renamed(tiny_cells, tmp_path / "data", names)
+    data = _renamed(synth_small, tmp_path / "data", names)
     config = complete_recipe(tiny_config(data=str(data)))
     table = scan_data(config)
     recipe, resolved = resolve_positive_class(config, table)
@@ -94,9 +94,9 @@ def test_the_command_line_names_the_flag_in_one_line(
 
 
 def test_positive_class_with_multi_class_data_is_an_error(
-    tiny_cells: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+    synth_small: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
 ) -> None:
-    data = _renamed(tiny_cells, tmp_path / "data", {"all": "a", "hem": "b"})
+    data = _renamed(synth_small, tmp_path / "data", {"all": "a", "hem": "b"})
     shutil.copytree(data / "a", data / "c")
     for index, file in enumerate(sorted((data / "c").iterdir())):  # new bytes, so the copies are not duplicates
         file.write_bytes(file.read_bytes() + bytes([index % 256]) * 7)

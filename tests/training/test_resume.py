@@ -1,4 +1,5 @@
-"""Killing a training process with SIGKILL mid-epoch and resuming it gives the uninterrupted run's final metrics."""
+"""resume(run_dir): a run killed with SIGKILL mid-epoch resumes to the uninterrupted run's final metrics; a run whose
+data changed since is refused; the run, not the request, says where its weights came from."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
+
+from blastscope.errors import DataError
 
 
 def _train_command(data: Path, run_dir: Path, checkpoint_minutes: float) -> list[str]:
     return [
         sys.executable, "-m", "blastscope", "train",
         "--data", str(data), "--model", "efficientnet_lite0", "--image-size", "32",
-        "--epochs-frozen", "1", "--epochs-finetune", "2", "--batch-size", "2", "--num-workers", "1",
+        "--epochs-frozen", "1", "--epochs-finetune", "2", "--batch-size", "4", "--num-workers", "1",
         "--checkpoint-minutes", str(checkpoint_minutes), "--run-dir", str(run_dir), "--no-progress",
     ]  # fmt: skip
 
@@ -54,11 +59,11 @@ def _kill_in_second_epoch(command: list[str], run_dir: Path) -> None:
     assert _finished_epochs(run_dir) == 1 and not (run_dir / "metrics.json").exists()
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tiny_cells: Path, tmp_path: Path) -> None:
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(synth_small: Path, tmp_path: Path) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_train_command(tiny_cells, whole, 0), env=_environment(), check=True, capture_output=True)
+    subprocess.run(_train_command(synth_small, whole, 0), env=_environment(), check=True, capture_output=True)
 
-    _kill_in_second_epoch(_train_command(tiny_cells, killed, 0.002), killed)
+    _kill_in_second_epoch(_train_command(synth_small, killed, 0.002), killed)
     resumed = subprocess.run(
         [sys.executable, "-m", "blastscope", "train", "--resume", str(killed)],
         env=_environment(),
@@ -78,3 +83,33 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tiny_cells: Path, tmp
         a = torch.load(whole / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
         b = torch.load(killed / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
         assert all(torch.equal(a[key], b[key]) for key in a), name
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"), [("classes", ["x", "y"], "classes"), ("split_hash", "0" * 16, "split.csv")]
+)
+def test_resume_refuses_data_that_changed_since_the_run(
+    tiny_run_copy: Path, key: str, value: object, words: str
+) -> None:
+    from blastscope.training import resume
+
+    path = tiny_run_copy / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(DataError, match=words) as caught:
+        resume(tiny_run_copy)
+    assert str(tiny_run_copy) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_resume_takes_pretrainedness_from_the_run_not_the_request(tiny_run_copy: Path) -> None:
+    from blastscope.data.discover import scan_dataset
+    from blastscope.training.config import TrainConfig as Config
+    from blastscope.training.engine import _resumed_model
+
+    recorded = yaml.safe_load((tiny_run_copy / "config.yaml").read_text())
+    recorded.update(pretrained=str(tiny_run_copy / "deleted.pth"), weights_pretrained=True, weights_source="gone")
+    config = Config.from_dict(recorded)
+    table = scan_dataset(Path(recorded["data"]))
+    bundle = _resumed_model(config, table, recorded, tiny_run_copy, from_checkpoint=True)
+    assert bundle.pretrained and bundle.weights_source == "gone"

@@ -1,4 +1,4 @@
-"""Epoch-reproducible sampling and augmentation: the basis of exact resume."""
+"""The data module's epoch-reproducible sampling and augmentation seeds: the basis of exact resume."""
 
 from __future__ import annotations
 
