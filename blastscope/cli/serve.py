@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from blastscope.errors import BlastscopeError
-from blastscope.serving.limits import Limits
+from blastscope.serving.limits import DECODING_BYTES_PER_LIMIT_PIXEL, Capacity, Limits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a trained run over HTTP: JSON API, web page, OpenAPI docs",
         description="POST /predict (multipart field `files`, `?explain=true` adds Grad-CAM overlays), GET /health, "
-        "GET / (drag-and-drop page), GET /docs (OpenAPI). Binds 127.0.0.1 unless --host says otherwise.",
+        "GET / (drag-and-drop page), GET /docs (OpenAPI). Binds 127.0.0.1 unless --host says otherwise. "
+        "Decoding memory is shared by all requests under --max-decoding-mb; /health answers whatever the load; "
+        "slow and idle connections are closed after --request-timeout and --keep-alive seconds.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
@@ -39,6 +41,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=float(limits.max_pixels),
         help=f"largest accepted image in pixels (default {limits.max_pixels:g})",
     )
+    capacity = Capacity()
+    parser.add_argument(
+        "--max-decoding-mb",
+        type=float,
+        metavar="MB",
+        help="memory all requests together may use to decode images; an image's share is estimated from its header "
+        "before decoding, and an image larger than the whole budget decodes alone "
+        f"(default {DECODING_BYTES_PER_LIMIT_PIXEL} bytes per pixel of --max-pixels: "
+        f"{capacity.decoding_mb(limits):.0f} MB for {limits.max_pixels:g} pixels)",
+    )
+    parser.add_argument(
+        "--decode-wait",
+        type=float,
+        default=capacity.decode_wait_s,
+        metavar="S",
+        help="how long a request waits for decoding memory before its waiting files are answered 503 with "
+        f"Retry-After (default {capacity.decode_wait_s:g})",
+    )
+    parser.add_argument(
+        "--predict-threads",
+        type=int,
+        default=capacity.predict_threads,
+        metavar="N",
+        help=f"requests decoded and classified at once; others queue (default {capacity.predict_threads})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=capacity.request_timeout_s,
+        metavar="S",
+        help="a request's head and body must arrive within S seconds of its first byte, else 408 and the "
+        f"connection is closed (default {capacity.request_timeout_s:g})",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=float,
+        default=capacity.keep_alive_s,
+        metavar="S",
+        help=f"close a connection idle between requests after S seconds (default {capacity.keep_alive_s:g})",
+    )
     parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
     parser.add_argument(
@@ -51,25 +93,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from blastscope.api import load
     from blastscope.data.classes import positive_class_line
     from blastscope.metrics import display_name
     from blastscope.serving.app import create_app
+    from blastscope.serving.connections import serve
 
     if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
         raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive")
+    timings = (args.decode_wait, args.request_timeout, args.keep_alive)
+    if (args.max_decoding_mb is not None and args.max_decoding_mb <= 0) or args.predict_threads < 1:
+        raise BlastscopeError("--max-decoding-mb and --predict-threads must be positive")
+    if not all(0 < seconds < float("inf") for seconds in timings):
+        raise BlastscopeError("--decode-wait, --request-timeout and --keep-alive must be positive numbers of seconds")
     if not 0 <= args.port <= 65535:
         raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
     check_port_free(args.host, args.port)
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
+    capacity = Capacity(
+        max_decoding_mb=args.max_decoding_mb,
+        decode_wait_s=args.decode_wait,
+        predict_threads=args.predict_threads,
+        request_timeout_s=args.request_timeout,
+        keep_alive_s=args.keep_alive,
+    )
     print(f"serving {classifier.name} ({classifier.backend}) on http://{args.host}:{args.port}/  (docs: /docs)")
     point = classifier.operating_point
     print(positive_class_line(point.positive_class, point.classes, "run", display_name))
     print(f"decision: {point.describe()}")
-    uvicorn.run(create_app(classifier, limits), host=args.host, port=args.port, log_level="info")
+    print(
+        f"decoding memory: {capacity.decoding_mb(limits):.0f} MB shared by all requests (waits up to "
+        f"{capacity.decode_wait_s:g} s, then 503); requests must arrive within {capacity.request_timeout_s:g} s, "
+        f"idle connections close after {capacity.keep_alive_s:g} s"
+    )
+    serve(create_app(classifier, limits, capacity), args.host, args.port, capacity)
     return 0
 
 

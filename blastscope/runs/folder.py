@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,14 @@ def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
     """Copy the network of a Lightning checkpoint (keys ``model.*``) into ``model``, loading only plain tensors."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except pickle.UnpicklingError as error:  # refused by the safe loader: say so without PyTorch's advice to load it
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))  # with weights_only=False
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        held = f": it holds a Python object ({found[1]}), not only tensors and plain values" if found else ""
+        why = held or (f" ({reason[1].strip()})" if reason else "")
+        raise BlastscopeError(
+            f"{path}: not a blastscope checkpoint, or unsafe to load{why}; use the run's own checkpoint or retrain it"
+        ) from None
     except Exception as error:  # a truncated or foreign file: name it instead of a pickle traceback
         raise BlastscopeError(f"{path}: cannot read the checkpoint ({error}); resume or retrain the run") from error
     network = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
@@ -120,6 +130,10 @@ def write_operating_point(run_dir: Path, point: OperatingPoint) -> Path:
     """Store ``point`` as the run's operating point, atomically (a temporary file renamed into place)."""
     path = Path(run_dir) / OPERATING_POINT_FILE
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(point.to_dict(), indent=2) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(point.to_dict(), indent=2) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # the previous point stays as it was, and no half-written file remains
+        raise
     return path

@@ -4,18 +4,28 @@ Uploads are untrusted: each file's size, the number of files and each image's pi
 is identified by decoding it (never by its name). /predict answers per file: one bad file among good ones (an
 AppleDouble ``._x.png`` beside ``x.png``) gets its own entry ``{"file", "error", "status"}`` while the others are
 classified, and the request succeeds (200) when at least one file was. When none was, the status is the files' own
-(415, 413 or 400; 400 when they differ) with every file's entry. A rejection of the request as a whole (an oversized
-body, too many files, a malformed request) is a 4xx JSON ``{"detail": ..., "file": null}``. The server keeps serving.
+(415, 413 or 400; 400 when they differ; 503 when one found no room to decode) with every file's entry. A rejection
+of the request as a whole (an oversized body, too many files, a malformed request) is a 4xx JSON
+``{"detail": ..., "file": null}``. The server keeps serving.
+
+Under load (see :class:`~blastscope.serving.limits.Capacity`): decoding memory across all requests is bounded by a
+budget (:mod:`blastscope.serving.memory`); a file that finds no room in it within ``decode_wait_s`` is answered 503,
+and so is the request, with ``Retry-After``, when no file of it was classified. Predictions run on a bounded thread
+pool of their own, while /health runs on the event loop and touches no lock, so it answers at once whatever the load.
+Slow or idle connections are closed by the server's protocol (:mod:`blastscope.serving.connections`).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -28,7 +38,8 @@ from blastscope.api.classifier import Classifier
 from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
 from blastscope.errors import ImageError
 from blastscope.metrics import display_name
-from blastscope.serving.limits import Limits
+from blastscope.serving.limits import Capacity, Limits
+from blastscope.serving.memory import DecodingBudget, DecodingBusy, decoding_cost, model_sized
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -38,6 +49,10 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": f"No file classified, for different reasons or because all were empty; {_FILE_ERRORS}"},
     413: {"description": f"Too many files or body too large; or no file classified, all over a limit; {_FILE_ERRORS}"},
     415: {"description": f"No file classified: none is a BMP, PNG, JPEG, TIFF or WebP image; {_FILE_ERRORS}"},
+    503: {
+        "description": "No file classified and at least one found no room in the server's decoding memory in time: "
+        f"retry after the `Retry-After` seconds; {_FILE_ERRORS}",
+    },
 }
 
 
@@ -132,9 +147,12 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI application serving ``classifier`` under ``limits`` (default: ``Limits()``)."""
-    limits = limits or Limits()
+def create_app(classifier: Classifier, limits: Limits | None = None, capacity: Capacity | None = None) -> FastAPI:
+    """The FastAPI application serving ``classifier`` under ``limits`` and ``capacity`` (defaults: ``Limits()``,
+    ``Capacity()``). ``app.state.decoding_budget`` is the :class:`DecodingBudget` its requests share."""
+    limits, capacity = limits or Limits(), capacity or Capacity()
+    budget = DecodingBudget(capacity.decoding_bytes(limits))
+    predict_threads = anyio.CapacityLimiter(capacity.predict_threads)
     app = FastAPIOffline(  # serves the /docs assets itself: the service runs offline
         title="blastscope",
         version=__version__,
@@ -144,8 +162,20 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
             + (f" Trained on {classifier.attribution}." if classifier.attribution else "")
         ),
     )
+    app.state.decoding_budget = budget
     classes = [{"name": label, "display": display_name(label)} for label in classifier.classes]
     point = classifier.operating_point
+    served = {  # computed once: /health reads no shared state but the budget's counter
+        "status": "ok",
+        "version": __version__,
+        "model": classifier.name,
+        "backend": classifier.backend,
+        "classes": classes,
+        "limits": asdict(limits),
+        "capacity": {**asdict(capacity), "max_decoding_mb": round(capacity.decoding_mb(limits), 1)},
+        "attribution": classifier.attribution or None,
+        "operating_point": {**point.to_dict(), "description": point.describe()},
+    }
 
     @app.exception_handler(UploadRejected)
     async def rejected(_: Request, error: UploadRejected) -> JSONResponse:
@@ -166,39 +196,48 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimit, max_bytes=limits.max_request_bytes)
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        """Liveness, and what is being served: model, backend, classes, operating point and upload limits."""
-        return {
-            "status": "ok",
-            "version": __version__,
-            "model": classifier.name,
-            "backend": classifier.backend,
-            "classes": classes,
-            "limits": asdict(limits),
-            "attribution": classifier.attribution or None,
-            "operating_point": {**point.to_dict(), "description": point.describe()},
-        }
+    async def health() -> dict[str, Any]:
+        """Liveness, and what is being served: model, backend, classes, operating point, upload limits and capacity.
+
+        Runs on the event loop, never queued behind predictions; ``decoding_mb_reserved`` is the decoding memory
+        reserved by requests in flight."""
+        return {**served, "decoding_mb_reserved": round(budget.reserved / 2**20, 1)}
 
     @app.post("/predict", responses=PREDICT_RESPONSES)
-    def predict(
+    async def predict(
         files: Annotated[list[UploadFile], File(description="One or more cell images (multipart field `files`)")],
         explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay as a base64 PNG")] = False,
     ) -> Any:
         """One entry per uploaded file, in upload order: the class and per-class probabilities of each image, with
         the threshold that decided it and where that threshold came from, or, for a file that is not a usable image,
-        ``{"file", "error", "status"}``. 200 when at least one file was classified; otherwise the files' status."""
+        ``{"file", "error", "status"}``. 200 when at least one file was classified; otherwise the files' status
+        (503 with ``Retry-After`` when a file found no room in the server's decoding memory in time)."""
+        return await anyio.to_thread.run_sync(partial(classify, files, explain), limiter=predict_threads)
+
+    def decode_within_budget(data: bytes, name: str, deadline: float) -> Image.Image:
+        """The upload at the model's input size, decoded under a reservation of its peak decoding memory."""
+        if not data:
+            raise UploadRejected(400, "empty file", name)
+        try:
+            with budget.reserve(decoding_cost(data, limits.max_pixels), deadline):
+                return model_sized(decode_upload(data, name, limits.max_pixels), classifier.preprocessing)
+        except DecodingBusy as busy:
+            raise UploadRejected(503, str(busy), name) from None
+
+    def classify(files: list[UploadFile], explain: bool) -> Any:
         if len(files) > limits.max_files:
             raise UploadRejected(413, f"{len(files)} files in one request, over the limit of {limits.max_files}")
+        deadline = time.monotonic() + capacity.decode_wait_s  # for all the files of the request together
         names = [upload.filename or f"file {i + 1}" for i, upload in enumerate(files)]
         entries: list[dict[str, Any]] = []
         decoded: list[tuple[int, Image.Image]] = []
         for upload, name in zip(files, names, strict=True):
             try:
-                image = decode_upload(_read_capped(upload, name, limits), name, limits.max_pixels)
+                image = decode_within_budget(_read_capped(upload, name, limits), name, deadline)
             except UploadRejected as rejected_file:
                 entries.append(rejected_file.entry())
                 continue
@@ -221,13 +260,14 @@ def create_app(classifier: Classifier, limits: Limits | None = None) -> FastAPI:
         if decoded:
             return body
         statuses = {entry["status"] for entry in entries}
-        status = statuses.pop() if len(statuses) == 1 else 400
+        status = 503 if 503 in statuses else statuses.pop() if len(statuses) == 1 else 400
         if len(entries) == 1:
             detail, file = f"{entries[0]['file']}: {entries[0]['error']}", entries[0]["file"]
         else:
             listed = "; ".join(f"{entry['file']}: {entry['error']}" for entry in entries)
             detail, file = f"none of the {len(entries)} files could be classified: {listed}", None
-        return JSONResponse({"detail": detail, "file": file, **body}, status_code=status)
+        headers = {"Retry-After": str(capacity.retry_after_s)} if status == 503 else None
+        return JSONResponse({"detail": detail, "file": file, **body}, status_code=status, headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
