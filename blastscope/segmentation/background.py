@@ -1,0 +1,75 @@
+"""Is an image already a C-NMC-style cut-out (a cell on black), or a photograph with its natural background?
+
+C-NMC 2019 cells were segmented by the challenge organisers and pasted onto a black square: the border and most of
+the canvas are near-black. Images like that need no segmentation (``--segment auto`` skips them); photographs of
+smears, or crops of them, have a bright background and do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from blastscope.segmentation.stains import as_rgb
+
+BLACK_LEVEL = 24  # a pixel whose brightest channel is below this is near-black (JPEG noise on black stays below it)
+CELL_LEVEL = 12  # C-NMC cell pixels: brightest channel at or above this (as blastscope.data.stain reads them)
+BORDER_BAND = 0.02  # the border checked is this fraction of the shorter side wide (at least 1 px)
+
+
+def is_on_black(
+    image: np.ndarray, *, level: int = BLACK_LEVEL, border_fraction: float = 0.9, black_fraction: float = 0.4
+) -> bool:
+    """Tell whether ``image`` looks like a C-NMC cell: on a near-black background.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        HxWx3 (or HxWx4) uint8 RGB image.
+    level : int
+        A pixel is near-black when its brightest channel is below this (0-255).
+    border_fraction : float
+        At least this fraction of the border band (2% of the shorter side) must be near-black...
+    black_fraction : float
+        ...and at least this fraction of the whole image (C-NMC cells cover at most about a third of their canvas).
+
+    Returns
+    -------
+    bool
+        True for C-NMC-like cut-outs, False for bright-field photographs and crops with natural background.
+
+    Raises
+    ------
+    ImageError
+        When ``image`` is not an 8-bit RGB array of at least 16x16 px.
+    """
+    brightest = as_rgb(image).max(axis=2)
+    dark = brightest < level
+    band = max(1, int(round(BORDER_BAND * min(dark.shape))))
+    border = np.concatenate(
+        [dark[:band].ravel(), dark[-band:].ravel(), dark[band:-band, :band].ravel(), dark[band:-band, -band:].ravel()]
+    )
+    return bool(border.mean() >= border_fraction and dark.mean() >= black_fraction)
+
+
+def cell_on_black_mask(image: np.ndarray, level: int = CELL_LEVEL) -> np.ndarray:
+    """The cell of a cut-out on black: the largest bright component, holes filled.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        HxWx3 uint8 RGB image of a cell on black.
+    level : int
+        Pixels whose brightest channel is at least this belong to the cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        HxW bool mask; all False when no pixel reaches ``level``.
+    """
+    bright = as_rgb(image).max(axis=2) >= level
+    labels, count = ndi.label(bright)
+    if count == 0:
+        return bright
+    sizes = ndi.sum(bright, labels, index=np.arange(1, count + 1))
+    return ndi.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
