@@ -34,14 +34,21 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["BLASTSCOPE_CACHE"] = str(tmp_path_factory.mktemp("decoded-cache"))
 
 
-def _shared(name: str) -> Path:
-    path = SHARED_DATA / name
+def _shared(name: str, folder: Path = SHARED_DATA) -> Path:
+    """``folder/name`` in ../shared; a test needing it skips where it is missing, and fails instead when CI=true."""
+    path = folder / name
     if not path.is_dir():
-        message = f"{path} is missing: integration tests read the C-NMC cells from ../shared/data"
+        message = f"{path} is missing: integration tests read it from ../shared"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def cases() -> Path:
+    """../shared/cases: small inputs as real users' files arrive (its README says what each one is)."""
+    return _shared("cases", SHARED_DATA.parent)
 
 
 @pytest.fixture(scope="session")

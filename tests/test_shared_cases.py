@@ -8,10 +8,8 @@ fail instead when CI=true.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 import blastscope
@@ -19,18 +17,6 @@ from blastscope.cli import main
 from blastscope.data.classes import positive_class
 from blastscope.data.discover import scan_dataset
 from blastscope.serving.app import create_app
-
-SHARED_CASES = Path(__file__).resolve().parents[1].parent / "shared" / "cases"
-
-
-@pytest.fixture(scope="module")
-def cases() -> Path:
-    if not SHARED_CASES.is_dir():
-        message = f"{SHARED_CASES} is missing: these integration tests read the cases in ../shared/cases"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return SHARED_CASES
 
 
 def test_upper_case_class_folders_make_all_positive_and_a_run_on_all_hem_evaluates_them(

@@ -6,7 +6,6 @@ fail instead when CI=true.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -19,18 +18,6 @@ from blastscope.data.discover import scan_dataset
 from blastscope.data.files import is_litter
 from blastscope.data.images import decode_image, decode_image_bytes, read_rgb
 from blastscope.data.table import CellTable
-
-SHARED_CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases"
-
-
-@pytest.fixture(scope="module")
-def cases() -> Path:
-    if not SHARED_CASES.is_dir():
-        message = f"{SHARED_CASES} is missing: these integration tests read the cases in ../shared/cases"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return SHARED_CASES
 
 
 @pytest.fixture(scope="module")
