@@ -30,15 +30,6 @@ from blastscope.models import create_model
 from blastscope.models.base import CellClassifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> None:
-    """Tiny forwards on a busy 2-core machine: OpenMP's spinning threads only slow them down."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_cell(size: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
     """A uint8 (size, size, 3) image with a bright disc on black, and its normalised one-image batch."""
     rng = np.random.default_rng(seed)
