@@ -26,7 +26,7 @@ def test_export_int8_then_predict_uses_default_variant(run_dir: Path, synth_smal
     for variant, info in record["variants"].items():
         assert f"{variant:5s} val {info['val_weighted_f1']:.4f} ({info['val_f1_minus_fp32']:+.4f}, agree" in report
         assert f"test {info['test_weighted_f1']:.4f}" in report
-    assert "[default]" in report and "decision in every file and score: all when p(all) >= 0.5000" in report
+    assert "[default]" in report and "decision in every file and score: ALL when p(ALL) >= 0.5000" in report
 
     # The tiny run's validation split is too small to decide: fp32 stays the default, in one printed line.
     assert record["val_cells"] < MIN_DECISION_CELLS and record["default"] == "fp32"
