@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 DISPLAY_NAMES = {"all": "ALL", "hem": "HEM"}
 
 
-def display_name(label: str) -> str:
+def class_display_name(label: str) -> str:
     """The name a person reads: C-NMC's folder names are the upper-case cell types of the challenge."""
     return DISPLAY_NAMES.get(label.lower(), label)
 
@@ -135,7 +135,7 @@ def classification_metrics(
     positive = list(classes).index(positive_class) if positive_class is not None else None
     labels = np.arange(len(classes))
     precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    names = [display_name(label) for label in classes]
+    names = [class_display_name(label) for label in classes]
     return {
         "n": int(len(y_true)),
         "threshold": float(threshold) if positive is not None and threshold is not None else None,
@@ -178,7 +178,7 @@ def single_predicted_class(y_pred: np.ndarray, classes: Sequence[str]) -> str | 
 
 def one_class_warning(label: str, where: str = "cell") -> str:
     """The plain words every report uses for a model that calls every cell one class."""
-    name = display_name(label)
+    name = class_display_name(label)
     return (
         f"the model calls every {where} {name}: its accuracy and F1 only restate how many {where}s are {name}; "
         "it does not tell the classes apart at this operating point"

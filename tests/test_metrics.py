@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.metrics import SCALAR_METRICS, classification_metrics, display_name, one_class_warning
+from blastscope.metrics import SCALAR_METRICS, class_display_name, classification_metrics, one_class_warning
 
 CLASSES = ("hem", "all")
 POINT = OperatingPoint.default(CLASSES)  # positive class "all", threshold 0.5
@@ -125,7 +125,8 @@ def test_bad_shapes_are_refused() -> None:
 
 
 def test_display_names() -> None:
-    assert display_name("all") == "ALL" and display_name("hem") == "HEM" and display_name("Tumour") == "Tumour"
+    assert class_display_name("all") == "ALL" and class_display_name("hem") == "HEM"
+    assert class_display_name("Tumour") == "Tumour"
 
 
 def test_a_model_that_calls_every_cell_one_class_is_named() -> None:

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
     from blastscope.data.classes import positive_class_line
-    from blastscope.metrics import display_name
+    from blastscope.metrics import class_display_name
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
     point = classifier.operating_point
-    print(positive_class_line(point.positive_class, point.classes, "run", display_name), file=sys.stderr)
+    print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
     from blastscope.data.classes import positive_class_line
-    from blastscope.metrics import display_name
+    from blastscope.metrics import class_display_name
     from blastscope.serving.app import create_app
     from blastscope.serving.connections import serve
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"serving {classifier.name} ({classifier.backend}) on http://{args.host}:{args.port}/  (docs: /docs)")
     point = classifier.operating_point
-    print(positive_class_line(point.positive_class, point.classes, "run", display_name))
+    print(positive_class_line(point.positive_class, point.classes, "run", class_display_name))
     print(f"decision: {point.describe()}")
     print(
         f"decoding memory: {capacity.decoding_mb(limits):.0f} MB shared by all requests (waits up to "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,11 +15,11 @@ from torch.utils.data import Dataset
 from blastscope.data.cache import DecodedCache, decode_resized
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
+from blastscope.data.transforms import Transform
 from blastscope.errors import DataError, ImageError
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[np.ndarray], torch.Tensor]
 
 
 class CellDataset(Dataset):

@@ -36,7 +36,7 @@ from blastscope.evaluation.threshold import (
 )
 from blastscope.inference.decision import OperatingPoint
 from blastscope.inference.predict import predict_logits
-from blastscope.metrics import display_name
+from blastscope.metrics import class_display_name
 from blastscope.runs import TrainedRun, load_run
 
 Predict = Callable[[Sequence[Cell], bool], np.ndarray]
@@ -168,7 +168,7 @@ def evaluate_run(
         )
     run = load_run(run_dir, checkpoint)
     if announce is not None:
-        announce(positive_class_line(run.operating_point.positive_class, run.classes, "run", display_name))
+        announce(positive_class_line(run.operating_point.positive_class, run.classes, "run", class_display_name))
     _move_to(run.model, device)
     notes: list[str] = []
     cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)

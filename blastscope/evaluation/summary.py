@@ -8,7 +8,7 @@ from typing import Any
 
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
-from blastscope.metrics import display_name, one_class_warning
+from blastscope.metrics import class_display_name, one_class_warning
 from blastscope.runs.folder import OPERATING_POINT_FILE
 
 FEW_UNITS = 5
@@ -79,7 +79,7 @@ def format_summary(result: EvaluationResult) -> str:
             f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
         )
     lines += ["", "confusion matrix (rows = true class, columns = predicted):"]
-    names = [display_name(c) for c in result.classes]
+    names = [class_display_name(c) for c in result.classes]
     matrix = plain["metrics"]["confusion_matrix"]
     lines += _aligned([["", *names]] + [[name, *map(str, row)] for name, row in zip(names, matrix, strict=True)])
     if result.attribution:
@@ -103,9 +103,9 @@ def _metric_label(key: str, label: str, point: OperatingPoint) -> str:
     positive = point.positive_class
     negative = point.classes[1 - point.positive_index]  # type: ignore[operator]
     if key == "sensitivity":
-        return f"{label} ({display_name(positive)})"  # type: ignore[arg-type]
+        return f"{label} ({class_display_name(positive)})"  # type: ignore[arg-type]
     if key == "specificity":
-        return f"{label} ({display_name(negative)})"
+        return f"{label} ({class_display_name(negative)})"
     return label
 
 

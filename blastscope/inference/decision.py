@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from blastscope.errors import BlastscopeError
-from blastscope.metrics import display_name
+from blastscope.metrics import class_display_name
 
 DEFAULT_THRESHOLD = 0.5
 SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
@@ -112,7 +112,7 @@ class OperatingPoint:
         if not self.binary:
             rule = "the most probable class (multi-class: no threshold)"
         else:
-            name = display_name(self.positive_class)
+            name = class_display_name(self.positive_class)
             rule = f"{name} when p({name}) >= {self.threshold:.4f}"
         return f"{rule} ({self.origin()})"
 

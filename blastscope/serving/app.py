@@ -37,7 +37,7 @@ from blastscope import __version__
 from blastscope.api.classifier import Classifier
 from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
 from blastscope.errors import ImageError
-from blastscope.metrics import display_name
+from blastscope.metrics import class_display_name
 from blastscope.serving.limits import Capacity, Limits
 from blastscope.serving.memory import DecodingBudget, DecodingBusy, decoding_cost, model_sized
 
@@ -163,7 +163,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         ),
     )
     app.state.decoding_budget = budget
-    classes = [{"name": label, "display": display_name(label)} for label in classifier.classes]
+    classes = [{"name": label, "display": class_display_name(label)} for label in classifier.classes]
     point = classifier.operating_point
     served = {  # computed once: /health reads no shared state but the budget's counter
         "status": "ok",
@@ -245,7 +245,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
             entries.append({})
         images = [image for _, image in decoded]
         for (index, image), prediction in zip(decoded, classifier.predict(images) if images else [], strict=True):
-            entry = {**prediction.to_dict(), "file": names[index], "display_label": display_name(prediction.label)}
+            label = class_display_name(prediction.label)
+            entry = {**prediction.to_dict(), "file": names[index], "display_label": label}
             if explain:
                 entry.update(_explanation_fields(classifier, image, prediction.label))
             entries[index] = entry

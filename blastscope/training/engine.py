@@ -24,7 +24,7 @@ from blastscope.errors import BlastscopeError, DataError
 from blastscope.inference.decision import decide
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
-from blastscope.metrics import classification_metrics, display_name
+from blastscope.metrics import class_display_name, classification_metrics
 from blastscope.models import ModelBundle
 from blastscope.runs.folder import (
     RUN_DIR_ENV,
@@ -67,7 +67,7 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
     given = config.positive_class is not None
     config, positive = resolve_positive_class(config, table)  # before anything is written: unclear names stop here
     if not worker:
-        _announce(positive_class_line(positive, table.classes, "given" if given else "name", display_name))
+        _announce(positive_class_line(positive, table.classes, "given" if given else "name", class_display_name))
     split = make_run_split(config, table)
     bundle = build_model(config, table)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
@@ -96,7 +96,7 @@ def resume(run_dir: Path) -> Path:
         recorded_positive = read_operating_point(run_dir, table.classes).positive_class
     positive = positive_class(table.classes, recorded_positive)
     if RUN_DIR_ENV not in os.environ:
-        _announce(positive_class_line(positive, table.classes, "recorded", display_name))
+        _announce(positive_class_line(positive, table.classes, "recorded", class_display_name))
     split = read_split_csv(run_dir / "split.csv", table)
     if "split_hash" in recorded and split.hash != recorded["split_hash"]:
         raise DataError(

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.discover import scan_dataset
-from blastscope.metrics import display_name, one_class_warning
+from blastscope.metrics import class_display_name, one_class_warning
 from blastscope.workflows.compare.cards import dataset_card
 from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
 from blastscope.workflows.compare.jobs import Job, dataset_root, evaluate_job, shared_splits, train_config, trained_run
@@ -42,7 +42,7 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     table = scan_dataset(data_root)
     positive = positive_class(table.classes, config.positive_class)
     how = "given" if config.positive_class else "name"
-    print(positive_class_line(positive, table.classes, how, display_name), flush=True)
+    print(positive_class_line(positive, table.classes, how, class_display_name), flush=True)
     splits = shared_splits(table, config, out / "splits")
     print(f"{budget.describe()}; decision threshold: {threshold_text(config.threshold)}", flush=True)
     layout = f"{config.cv} subject-grouped folds" if config.cv else "one shared split"

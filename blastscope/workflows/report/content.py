@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from blastscope.metrics import display_name
+from blastscope.metrics import class_display_name
 from blastscope.workflows.report.model import METRIC_LABELS, Comparison, DatasetCard, ModelResult
 
 IMAGE_LEVEL_WARNING = (
@@ -62,7 +62,7 @@ def ranking_notes(comparison: Comparison) -> list[str]:
             "which does not depend on the threshold, shows whether a better threshold could help."
         )
     if len(comparison.dataset.classes) == 2:
-        positive = display_name(comparison.dataset.classes[-1])
+        positive = class_display_name(comparison.dataset.classes[-1])
         notes.append(
             f"Threshold: each model calls a cell {positive} when p({positive}) ≥ its threshold; the column says where "
             "the threshold came from (the model card has the details). A threshold is never chosen on the test split."
@@ -75,7 +75,7 @@ def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
     if model.single_class is None:
         return ""
     where = "every test cell of fold 1" if cv_folds else "every test cell"
-    return f"calls {where} {display_name(model.single_class)}"
+    return f"calls {where} {class_display_name(model.single_class)}"
 
 
 def threshold_text(model: ModelResult) -> str:
@@ -84,7 +84,7 @@ def threshold_text(model: ModelResult) -> str:
         return "the most probable class (multi-class: no threshold)"
     if model.threshold is None:
         return "not recorded"
-    positive = display_name(model.classes[-1])
+    positive = class_display_name(model.classes[-1])
     rule = f"{positive} when p({positive}) ≥ {model.threshold:.3f}"
     return f"{rule} ({model.threshold_origin})" if model.threshold_origin else f"{rule} (origin not recorded)"
 
@@ -114,7 +114,8 @@ def class_report_table(model: ModelResult) -> Table:
     scores = model.class_scores()
     total = sum(score.support for score in scores)
     rows = [
-        [display_name(s.name), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.support)] for s in scores
+        [class_display_name(s.name), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.support)]
+        for s in scores
     ]
     if total:
         hits = sum(model.confusion[i][i] for i in range(len(scores)))
@@ -162,7 +163,7 @@ def score_text(model: ModelResult, metric: str, comparison: Comparison) -> str:
 
 def dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[str]]]]:
     """Captioned tables of cells per part and class and, when the data has subject ids, subjects per class and part."""
-    names = [display_name(name) for name in card.classes]
+    names = [class_display_name(name) for name in card.classes]
     per_part = [
         [
             part,
@@ -180,17 +181,17 @@ def dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[st
             (
                 "Subjects per class",
                 ["class", "subjects"],
-                [[display_name(n), str(subject_counts[n])] for n in card.classes],
+                [[class_display_name(n), str(subject_counts[n])] for n in card.classes],
             )
         )
-        rows = [[subject, display_name(label), part, str(cells)] for subject, label, part, cells in card.subjects]
+        rows = [[subject, class_display_name(label), part, str(cells)] for subject, label, part, cells in card.subjects]
         tables.append(("Cells per subject", ["subject", "class", "part", "cells"], rows))
     return tables
 
 
 def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
     """One-line facts about the data: source, classes, split level, duplicates and skips, attribution, notes."""
-    names = [display_name(name) for name in card.classes]
+    names = [class_display_name(name) for name in card.classes]
     level = "subject-level (no person in two parts)" if card.subject_level else "image-level (persons may be shared)"
     facts = [
         f"Data: {card.root} ({card.kind})",
@@ -206,7 +207,7 @@ def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
 def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = None) -> list[tuple[str, str]]:
     """(heading, text) pairs of a model card: intended use, weights, threshold, limitations, settings, run folder."""
     totals = card.cells_per_class()
-    data_line = ", ".join(f"{totals[name]} {display_name(name)}" for name in card.classes)
+    data_line = ", ".join(f"{totals[name]} {class_display_name(name)}" for name in card.classes)
     limitations = [
         f"Trained and tested on one dataset ({card.root}: {data_line} cells); accuracy on other laboratories, stains, "
         "microscopes or segmentation pipelines is unknown.",

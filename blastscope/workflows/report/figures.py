@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from matplotlib.figure import Figure
 
 from blastscope.evaluation import plots
-from blastscope.metrics import display_name
+from blastscope.metrics import class_display_name
 from blastscope.workflows.report.model import Comparison, ModelResult, value_or
 
 MODEL_FIGURE_KINDS = ("curves", "confusion", "reliability", "subjects")
@@ -45,7 +45,7 @@ def draw_figures(comparison: Comparison) -> list[ReportFigure]:
         if model.roc is not None
     }
     if curves:
-        positive = display_name(comparison.dataset.classes[-1])
+        positive = class_display_name(comparison.dataset.classes[-1])
         caption = "ROC curves of all models on the same test split" + _fold_note(comparison) + "."
         figures.append(ReportFigure("roc", caption, plots.to_png(plots.roc_curves(curves, positive))))
     for model in comparison.ranked:
@@ -60,7 +60,7 @@ def model_figure_keys(model: ModelResult) -> list[str]:
 
 def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFigure]:
     """Training curves, confusion matrix, reliability diagram and per-subject accuracy, each when its data exists."""
-    names = [display_name(name) for name in model.classes]
+    names = [class_display_name(name) for name in model.classes]
     label = model.display_name
     figures = []
     if model.history:
@@ -79,7 +79,8 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
         figures.append(ReportFigure(f"reliability-{model.name}", caption, plots.to_png(diagram)))
     if model.subjects:
         shown = [
-            plots.SubjectAccuracy(s.subject, display_name(s.true_class), s.accuracy, s.n_cells) for s in model.subjects
+            plots.SubjectAccuracy(s.subject, class_display_name(s.true_class), s.accuracy, s.n_cells)
+            for s in model.subjects
         ]
         caption = "Accuracy per test subject, coloured by the subject's true class."
         figures.append(
@@ -93,7 +94,9 @@ def _mark_single_class_models(chart: Figure, comparison: Comparison) -> None:
 
     The bars keep their model names while drawn, so each model keeps its colour from every other figure.
     """
-    marks = {m.name: f"{m.name}\n(all {display_name(m.single_class)})" for m in comparison.models if m.single_class}
+    marks = {
+        m.name: f"{m.name}\n(all {class_display_name(m.single_class)})" for m in comparison.models if m.single_class
+    }
     if not marks:
         return
     axes = chart.axes[0]
