@@ -29,7 +29,6 @@ from blastscope.workflows.compare.results import (
     TRAINING_SETTINGS,
     decision_fields,
     model_result_from_evaluation,
-    score_fields,
     training_settings,
 )
 
@@ -48,7 +47,6 @@ __all__ = [
     "model_result_from_evaluation",
     "read_history",
     "run_compare",
-    "score_fields",
     "threshold_text",
     "training_settings",
 ]

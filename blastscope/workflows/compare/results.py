@@ -1,9 +1,7 @@
 """From evaluations to the report's records: one :class:`ModelResult` per model, and the shared budget table.
 
 :func:`model_result_from_evaluation` joins one evaluation (``EvaluationResult.to_dict()``) with its run's recipe,
-timings and history. Where the model decided comes from :func:`decision_fields` and the test split's detail (loss,
-classification report, per-class scores, how many cells went to each class) from :func:`score_fields`; each is
-passed on only once ``ModelResult`` declares it, so this side can run ahead of the report's records.
+timings and history; where the model decided comes from :func:`decision_fields`.
 """
 
 from __future__ import annotations
@@ -88,8 +86,8 @@ def model_result_from_evaluation(
     Returns
     -------
     ModelResult
-        With the fields of :func:`decision_fields` and :func:`score_fields` that ``ModelResult`` declares; the others
-        are left out until it does.
+        With the fields of :func:`decision_fields`; the report derives the test loss and the classification report
+        from ``metrics`` and the confusion matrix.
     """
     plain = evaluation["plain"]
     boot = plain.get("bootstrap") or {"metrics": {}}
@@ -97,7 +95,7 @@ def model_result_from_evaluation(
     training = metrics.get("training") or {}
     roc = plain.get("roc")
     return ModelResult(
-        **_declared({**decision_fields(evaluation), **score_fields(evaluation)}),
+        **decision_fields(evaluation),
         name=evaluation["model"],
         display_name=evaluation["display_name"],
         weights_source=evaluation["weights_source"],
@@ -144,40 +142,6 @@ def decision_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
     """
     point = OperatingPoint.from_dict(evaluation["operating_point"])
     return {"threshold": point.threshold, "threshold_origin": point.origin(), "operating_point": point.to_dict()}
-
-
-def score_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The test split's detail beyond the headline metrics, for its ``ModelResult``.
-
-    Parameters
-    ----------
-    evaluation : dict
-        ``EvaluationResult.to_dict()``.
-
-    Returns
-    -------
-    dict
-        ``test_loss`` (float or None: log loss on the test cells at the point's temperature),
-        ``classification_report`` (str or None: scikit-learn's text report), ``per_class`` (dict: class ->
-        ``{"precision": float, "recall": float, "f1": float, "support": int}``) and ``predicted_counts`` (dict: class
-        -> cells decided as that class, the confusion matrix's column sums, in class order; a model that calls every
-        cell one class has a single non-zero count).
-    """
-    metrics = evaluation["plain"]["metrics"]
-    classes = list(metrics.get("classes") or evaluation["classes"])
-    confusion = metrics["confusion_matrix"]
-    loss = metrics.get("loss")
-    return {
-        "test_loss": float(loss) if loss is not None else None,
-        "classification_report": metrics.get("report"),
-        "per_class": {name: dict(scores) for name, scores in (metrics.get("per_class") or {}).items()},
-        "predicted_counts": {name: int(sum(row[index] for row in confusion)) for index, name in enumerate(classes)},
-    }
-
-
-def _declared(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields ``ModelResult`` declares: the report's records may lag behind what is computed here."""
-    return {key: value for key, value in fields.items() if key in ModelResult.__dataclass_fields__}
 
 
 def _reliability(data: dict[str, Any] | None) -> plots.ReliabilityCurve | None:
