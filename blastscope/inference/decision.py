@@ -46,6 +46,10 @@ class OperatingPoint:
         The criterion's value on that split (weighted F1, or the sensitivity reached).
     chosen_by : str
         What set it: ``train``, ``evaluate``, ``compare``, or a one-call override such as ``predict --threshold``.
+    refer_band : tuple of 2 floats or None
+        ``(low, high)`` on p(positive) after temperature scaling: a cell with ``low < p < high`` is still labelled by
+        ``threshold`` but flagged "uncertain — refer" for a person to review (:func:`uncertain`). Chosen on
+        validation for a target error rate among the cells outside it; ``None``: no cell is referred.
     """
 
     classes: tuple[str, ...]
@@ -57,8 +61,16 @@ class OperatingPoint:
     n_cells: int | None = None
     score: float | None = None
     chosen_by: str = "train"
+    refer_band: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.refer_band is not None:
+            low, high = self.refer_band
+            if not (0.0 <= low <= self.threshold <= high <= 1.0) or not self.binary:
+                raise BlastscopeError(
+                    f"refer band {self.refer_band} must hold the threshold {self.threshold} within [0, 1] "
+                    "(binary models only)"
+                )
         if not 0.0 <= self.threshold <= 1.0:
             raise BlastscopeError(f"threshold {self.threshold} is outside [0, 1]; give a probability")
         if not self.temperature > 0:
@@ -102,9 +114,19 @@ class OperatingPoint:
         return self.classes.index(self.positive_class) if self.positive_class is not None else None
 
     def with_threshold(self, threshold: float, chosen_by: str) -> OperatingPoint:
-        """The same point with a threshold the user gave, e.g. ``predict --threshold 0.3`` for one call."""
+        """The same point with a threshold the user gave, e.g. ``predict --threshold 0.3`` for one call.
+
+        The refer band is dropped: it was chosen around the stored threshold, for that threshold's error rate.
+        """
         return replace(
-            self, threshold=float(threshold), source="given", split=None, n_cells=None, score=None, chosen_by=chosen_by
+            self,
+            threshold=float(threshold),
+            source="given",
+            split=None,
+            n_cells=None,
+            score=None,
+            chosen_by=chosen_by,
+            refer_band=None,
         )
 
     def describe(self) -> str:
@@ -132,12 +154,14 @@ class OperatingPoint:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["classes"] = list(self.classes)
+        data["refer_band"] = list(self.refer_band) if self.refer_band is not None else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OperatingPoint:
         known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
-        return cls(**{**known, "classes": tuple(data["classes"])})
+        band = known.get("refer_band")
+        return cls(**{**known, "classes": tuple(data["classes"]), "refer_band": tuple(band) if band else None})
 
 
 def decide(probabilities: np.ndarray, point: OperatingPoint) -> np.ndarray:
@@ -167,3 +191,25 @@ def decide(probabilities: np.ndarray, point: OperatingPoint) -> np.ndarray:
     positive = point.positive_index
     negative = 1 - positive  # type: ignore[operator]
     return np.where(probabilities[:, positive] >= point.threshold, positive, negative).astype(np.int64)
+
+
+def uncertain(probabilities: np.ndarray, point: OperatingPoint) -> np.ndarray:
+    """Which cells to refer to a person: p(positive) strictly inside ``point.refer_band``.
+
+    Parameters
+    ----------
+    probabilities : array of shape (N, C)
+        Temperature-scaled probabilities in ``point.classes`` order.
+    point : OperatingPoint
+
+    Returns
+    -------
+    array of bool, shape (N,)
+        All ``False`` when the point has no refer band (or is multi-class).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if point.refer_band is None or not point.binary:
+        return np.zeros(len(probabilities), dtype=bool)
+    low, high = point.refer_band
+    p = probabilities[:, point.positive_index]
+    return (p > low) & (p < high)
