@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data import cnmc
 from blastscope.data.classes import positive_class
 from blastscope.data.discover import PRELIM_CHOICES, natural_key, scan_dataset, subject_groups
@@ -77,10 +80,13 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_split(args: argparse.Namespace) -> int:
+    check_writable(args.out.parent, "--out")
     table = scan_dataset(args.dataset, prelim=args.prelim, max_pixels=args.max_pixels)
     print(f"{table.root}: {len(table.cells):,} cells, classes {', '.join(table.classes)}")
     for note in table.notes:
         print(f"note: {note}")
+    if table.skipped:
+        print(_skipped_section(table))
     if args.cv and args.ratios:
         raise BlastscopeError("--ratios and --cv exclude each other: K folds give (K-2)/K train, 1/K val, 1/K test")
     if args.cv:
@@ -91,13 +97,21 @@ def run_split(args: argparse.Namespace) -> int:
     else:
         ratios = args.ratios or DEFAULT_RATIOS
         splits, outputs = [make_split(table, ratios, args.seed, by=args.split_by)], [args.out]
-    summaries = []
-    for split, out in zip(splits, outputs, strict=True):
-        write_split_csv(split, out)
-        summaries.append(f"{out}\n{split.summary()}")
+    summaries = [f"{out}\n{split.summary()}" for split, out in zip(splits, outputs, strict=True)]
     text = "\n\n".join(summaries)
     summary_path = args.out.with_suffix(".summary.txt")
-    summary_path.write_text(text + "\n", encoding="utf-8")
+    writers: list[tuple[Path, Callable[[Path], None]]] = [
+        (out, partial(write_split_csv, split)) for split, out in zip(splits, outputs, strict=True)
+    ]
+    writers.append((summary_path, lambda path: path.write_text(text + "\n", encoding="utf-8")))
+    for out, write in writers:
+        try:
+            replace_whole(out, write)
+        except OSError as error:
+            raise BlastscopeError(
+                f"{out}: not written ({error.strerror or error}; no partial file left); free space or choose another "
+                "--out"
+            ) from error
     print(f"\n{text}\n\nleakage check passed; summary saved to {summary_path}")
     return 0
 

@@ -16,7 +16,8 @@ Three layouts are read, tried in this order:
 
 Folders are searched by :func:`blastscope.data.files.find_image_files`, the finder ``predict`` uses too: symlinked
 folders are followed once each, operating-system litter (``__MACOSX/``, ``._*``, ``.DS_Store``...) is ignored, and
-other hidden image files are counted skips.
+other hidden image files, folders that cannot be listed, special files (named pipes, devices) and files over the byte
+limit are counted skips. Manifest rows are read under the same rules (:func:`blastscope.data.reading.read_image_file`).
 
 Every file's bytes are hashed (BLAKE2b, 128 bits): identical files count once, and subjects that share an identical
 file are linked so that a split keeps them on one side. Headers are checked without a full decode (see
@@ -40,6 +41,7 @@ from blastscope.data import cnmc
 from blastscope.data.classes import canonical_spellings
 from blastscope.data.files import find_image_files
 from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, probe_image
+from blastscope.data.reading import read_image_file
 from blastscope.data.table import Cell, CellTable
 from blastscope.errors import DataError, ImageError
 
@@ -87,7 +89,7 @@ def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DE
             extensions = " ".join(sorted(IMAGE_EXTENSIONS))
             hidden = ""
             if skipped:
-                hidden = f"; {len(skipped):,} hidden or unlistable files skipped (first: {skipped[0][0]})"
+                hidden = f"; {len(skipped):,} files or folders skipped (first: {skipped[0][0]}: {skipped[0][1]})"
             raise DataError(
                 f"{path} holds no images ({extensions}); point at the folder that contains the classes{hidden}"
             )
@@ -324,12 +326,12 @@ def _manifest_path(csv_path: Path, line: int, value: str | None) -> Path:
             )
         relative = Path(*windows.parts)
     file = relative if relative.is_absolute() else csv_path.parent / relative
-    if not relative.parts or not file.is_file():
+    if not relative.parts or not file.exists():  # a pipe or device is a counted skip when read, not "missing"
         raise DataError(
             f"{csv_path}, line {line}: {file} does not exist (paths are relative to the CSV's folder); "
             "fix the path or remove the row"
         )
-    return file.resolve()
+    return file.resolve() if file.is_file() else file.absolute()  # a skip keeps the name the row gave it
 
 
 def _check_manifest_against_name(
@@ -350,10 +352,7 @@ def _check_manifest_against_name(
 def _read(entry: LabelledFile, max_pixels: int) -> tuple[str, ImageHeader] | ImageError:
     """Hash the bytes and check the header from the same single read; an unreadable file comes back as its error."""
     try:
-        data = entry.path.read_bytes()
-    except OSError as error:
-        return ImageError(entry.path, f"cannot be read ({error.strerror or error})")
-    try:
+        data = read_image_file(entry.path)
         return hashlib.blake2b(data, digest_size=16).hexdigest(), probe_image(entry.path, data, max_pixels)
     except ImageError as error:
         return error

@@ -7,8 +7,10 @@ would give them a second class) are not followed again, and each is listed as a 
 
 Operating-system litter is ignored without a word: ``__MACOSX/`` folders and ``._*`` AppleDouble files from zips made
 on a Mac, ``.DS_Store``, ``Thumbs.db``, ``desktop.ini`` and the like. Anything else set aside is listed with the reason
-(a hidden image file, an image inside a hidden folder, a folder that cannot be listed); files whose extension is not an
-image extension are not dataset files and are passed over, as before.
+(a hidden image file, an image inside a hidden folder, a folder that cannot be listed, an image name that is not a
+regular file, such as a named pipe or a link to a device, or a file over the byte limit of
+:func:`blastscope.data.reading.max_file_bytes`; these two are judged from metadata, without opening the file); files
+whose extension is not an image extension are not dataset files and are passed over, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blastscope.data.images import is_image_file
+from blastscope.data.reading import file_problem
 
 Skip = tuple[Path, str]  # a file or folder set aside, and why
 
@@ -85,13 +88,15 @@ def find_image_files(root: Path | str) -> ImageFiles:
             else:
                 kept.append(name)
         subfolders[:] = kept
-        for name in names:
+        for name in sorted(names):  # skips listed in a stable order
             if is_litter(name):
                 found.litter += 1
             elif not is_image_file(Path(name)):
                 continue
             elif is_hidden(name):
                 found.skipped.append((here / name, "hidden file (its name starts with '.'); rename it to include it"))
+            elif (problem := file_problem(here / name)) is not None:
+                found.skipped.append((here / name, problem))
             else:
                 found.files.append(here / name)
     found.files.sort()

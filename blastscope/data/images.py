@@ -13,7 +13,9 @@ One decoder serves files (:func:`read_rgb`) and uploads (:func:`decode_image_byt
   :attr:`Decoded.note` and as a logging warning. Pixels are scaled, never clipped.
 * **Transparency** is composited on black, the background cells are segmented on.
 
-The pixel limit guards against decompression bombs: it is checked from the header, before any pixel is decoded.
+The pixel limit guards against decompression bombs: it is checked from the header, before any pixel is decoded. Files
+are read by :func:`blastscope.data.reading.read_image_file`: regular files only, up to a byte limit checked before
+reading (a named pipe, ``/dev/zero`` or a huge sparse file is an ImageError, not a hang or a full memory).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from blastscope.data.reading import read_image_file
 from blastscope.errors import ImageError
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ def probe_image(path: Path, data: bytes | None = None, max_pixels: int = DEFAULT
     truncated file and is cheap (BMP, TIFF, JPEG at 1/8 scale); PNG is checked by its chunk checksums and WebP by its
     container. ``data`` lets a caller that already read the bytes (to hash them) avoid a second read.
     """
-    data = path.read_bytes() if data is None else data
+    data = read_image_file(path) if data is None else data
     if not data:
         raise ImageError(path, "empty file (0 bytes); delete it or replace it with the image")
     with _open(path, io.BytesIO(data), max_pixels) as image:
@@ -101,13 +104,11 @@ def probe_image(path: Path, data: bytes | None = None, max_pixels: int = DEFAULT
 
 
 def read_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` fully into an upright 8-bit RGB image (grayscale, palette, alpha and 16-bit inputs included)."""
+    """Decode ``path`` fully into an upright 8-bit RGB image (grayscale, palette, alpha and 16-bit inputs included).
+
+    A special file (pipe, device, socket, folder) or one over the byte limit is an ImageError before it is opened."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ImageError(path, f"cannot be read ({error.strerror or error})") from error
-    return _reported_image(decode_image(data, path, max_pixels))
+    return _reported_image(decode_image(read_image_file(path), path, max_pixels))
 
 
 def decode_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -151,10 +152,7 @@ def _decode_opened(image: Image.Image, name: Path | str, data: bytes | None) -> 
             raise ImageError(
                 name, "16 bits per channel, of which Pillow keeps 8; pass the file's path or bytes instead of the image"
             )
-        try:
-            data = Path(filename).read_bytes()
-        except OSError as error:
-            raise ImageError(filename, f"cannot be read again at full depth ({error.strerror or error})") from error
+        data = read_image_file(Path(filename))
         return decode_image(data, filename, max(DEFAULT_MAX_PIXELS, image.width * image.height))
     try:
         image.load()

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import faulthandler
+import os
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from blastscope.cli import data as data_cli
 from blastscope.cli import main
 from blastscope.data.discover import scan_dataset
-from blastscope.data.split import read_split_csv
+from blastscope.data.reading import MAX_FILE_BYTES_ENV
+from blastscope.data.split import Split, read_split_csv
 
 
 def test_inspect_reports_classes_subjects_folds_sizes_and_skips(
@@ -96,3 +104,97 @@ def test_inspect_cnmc_dev_reports_the_known_counts(cnmc_dev: Path, capsys: pytes
     assert "  total  6,371           41              36" in out
     for group in ("51+75+78", "H2+H4+H5", "H3+H10"):
         assert f"\n  {group}\n" in out or out.endswith(f"\n  {group}")
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """End the test process with a traceback, instead of hanging the suite, if a command blocks (on a named pipe)."""
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _special_files(folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A named pipe, a link to /dev/zero and a sparse file over a byte limit lowered to 4,096, with image names."""
+    monkeypatch.setenv(MAX_FILE_BYTES_ENV, "4096")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    with (folder / "sparse.png").open("wb") as handle:
+        handle.write(next(folder.glob("UID_*.png")).read_bytes())
+        handle.truncate(3 * 2**30)
+    return {
+        "pipe.png": "not a regular file (named pipe)",
+        "zero.png": "not a regular file (character device, reached by a link to /dev/zero)",
+        "sparse.png": "3,221,225,472 bytes, over the limit of 4,096 bytes",
+    }
+
+
+def test_inspect_and_split_list_pipes_device_links_and_huge_files_and_go_on(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_hang
+) -> None:
+    dataset = Path(shutil.copytree(synth_small, tmp_path / "cells"))
+    special = _special_files(next(dataset.glob("training_data/fold_*/all")), monkeypatch)
+
+    assert main(["data", "inspect", str(dataset)]) == 0
+    inspected = capsys.readouterr().out
+    assert main(["data", "split", str(dataset), "--out", str(tmp_path / "split.csv")]) == 0
+    split = capsys.readouterr().out
+
+    assert "99 image files: 96 distinct cells, 0 exact duplicates, 3 skipped" in inspected
+    for name, reason in special.items():
+        assert f"{name}: {reason}" in inspected and f"{name}: {reason}" in split
+    assert "Skipped files (3; fix or remove them)" in split
+    assert len(list(read_split_csv(tmp_path / "split.csv").cells())) == 96
+
+
+def _refuse_writes_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` read-only for the write probe, as a read-only mount is (the tests run as root)."""
+    mkstemp = tempfile.mkstemp
+
+    def refuse(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
+        if dir is not None and Path(os.fsdecode(dir)) == folder:
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def test_split_into_a_read_only_folder_stops_before_the_scan(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _refuse_writes_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(data_cli, "scan_dataset", lambda *args, **kwargs: pytest.fail("scanned before the check"))
+
+    assert main(["data", "split", str(synth_small), "--out", str(tmp_path / "new" / "split.csv")]) == 2
+
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"blastscope: error: {tmp_path}: cannot write there (Read-only file system); choose another --out or make "
+        "the folder writable\n"
+    )
+    assert captured.out == "" and not (tmp_path / "new").exists()
+
+
+def test_a_full_disk_while_writing_a_split_keeps_the_previous_file_whole(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "split.csv"
+    assert main(["data", "split", str(synth_small), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    def half_then_full(split: Split, path: Path) -> None:
+        path.write_text("path,split,label\n/x.png,tr")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(data_cli, "write_split_csv", half_then_full)
+    assert main(["data", "split", str(synth_small), "--out", str(out), "--seed", "3"]) == 2
+
+    error = capsys.readouterr().err
+    assert (
+        error.startswith(f"blastscope: error: {out}: not written (No space left on device;") and error.count("\n") == 1
+    )
+    assert out.read_bytes() == before and sorted(path.name for path in tmp_path.iterdir()) == [
+        "split.csv",
+        "split.summary.txt",
+    ]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,6 +249,54 @@ def test_unreadable_files_are_counted_skips_with_reasons(tmp_path: Path) -> None
     assert "truncated" in reasons["cut.png"]
     assert "--max-pixels" in reasons["huge.png"]
     assert len(table.cells) == 5
+
+
+def test_pipes_device_links_huge_files_and_unlistable_folders_are_listed_skips(
+    tmp_path: Path,
+    special_files: Callable[[Path], dict[Path, str]],
+    returns_within: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    good = [
+        _cell(tmp_path / label / f"{index}.png", seed)
+        for seed, (label, index) in enumerate([("blast", 0), ("blast", 1), ("normal", 0), ("normal", 1)])
+    ]
+    reasons = special_files(tmp_path / "blast")
+    locked = tmp_path / "normal" / "locked"
+    _cell(locked / "2.png", 9)
+    scandir = os.scandir
+
+    def refuse_locked(path: object = ".") -> object:  # as chmod 000 does for anyone but root
+        if Path(os.fsdecode(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    table = returns_within(20, scan_dataset, tmp_path)
+
+    assert [cell.path for cell in table.cells] == good
+    assert table.classes == ("blast", "normal")
+    skipped = dict(table.skipped)
+    assert sorted(skipped) == sorted([*reasons, locked])
+    assert all(skipped[path].startswith(reason) for path, reason in reasons.items())
+    assert "Permission denied" in skipped[locked]
+
+
+def test_a_manifest_row_naming_a_pipe_is_a_counted_skip_not_a_hang(
+    tmp_path: Path, special_files: Callable[[Path], dict[Path, str]], returns_within: Callable[..., Any]
+) -> None:
+    _cell(tmp_path / "images" / "a.png", 1)
+    _cell(tmp_path / "images" / "b.png", 2)
+    reasons = special_files(tmp_path / "images")
+    rows = ["images/a.png,blast", "images/b.png,normal", *(f"images/{path.name},blast" for path in reasons)]
+    (tmp_path / "cells.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+
+    table = returns_within(20, scan_dataset, tmp_path / "cells.csv")
+
+    assert len(table.cells) == 2
+    assert {path.name: reason.split(";")[0] for path, reason in table.skipped} == {
+        path.name: reason for path, reason in reasons.items()
+    }
 
 
 def _missing(root: Path) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,6 +124,45 @@ def test_a_folder_that_cannot_be_listed_is_a_skip(tmp_path: Path) -> None:
 
     assert found.files == [tmp_path / "ok" / "x.png"]
     assert [(path, "cannot be listed" in reason) for path, reason in found.skipped] == [(locked, True)]
+
+
+def test_a_folder_that_cannot_be_listed_is_a_skip_named_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cell(tmp_path / "ok" / "x.png", 1)
+    locked = tmp_path / "locked"
+    _cell(locked / "deep" / "y.png", 2)
+    scandir = os.scandir
+
+    def refuse_locked(path: object = ".") -> object:  # as chmod 000 does for anyone but root
+        if Path(os.fsdecode(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    found = find_image_files(tmp_path)
+
+    assert found.files == [tmp_path / "ok" / "x.png"]
+    assert found.skipped == [(locked, "folder cannot be listed (Permission denied); fix its permissions")]
+
+
+def test_pipes_device_links_and_files_over_the_limit_are_listed_skips(
+    tmp_path: Path,
+    special_files: Callable[[Path], dict[Path, str]],
+    returns_within: Callable[..., Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = [_cell(tmp_path / "blast" / "b.png", 1), _cell(tmp_path / "normal" / "n.png", 2)]
+    reasons = special_files(tmp_path / "blast")
+
+    found = returns_within(10, find_image_files, tmp_path)
+
+    assert found.files == good
+    assert [path for path, _ in found.skipped] == sorted(reasons)
+    assert all(reason.startswith(reasons[path]) for path, reason in found.skipped)
+    assert returns_within(10, expand_inputs, [tmp_path]) == good
+    ignored = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[0] for line in ignored] == [f"ignored {path}" for path in sorted(reasons)]
 
 
 def test_scan_and_predict_agree_on_a_folder_with_appledouble_twins(tmp_path: Path) -> None:

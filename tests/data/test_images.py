@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -285,3 +288,15 @@ def test_decoding_an_already_decoded_or_in_memory_image_changes_nothing(tmp_path
 
     assert twice.size == (96, 64) and np.array_equal(np.asarray(twice), np.asarray(once))
     assert np.array_equal(np.asarray(made), stored)
+
+
+@pytest.mark.parametrize("reader", [read_rgb, probe_image])
+def test_pipes_device_links_and_huge_files_are_refused_before_reading(
+    tmp_path: Path,
+    special_files: Callable[[Path], dict[Path, str]],
+    returns_within: Callable[..., Any],
+    reader: Callable[[Path], object],
+) -> None:
+    for path, reason in special_files(tmp_path).items():
+        with pytest.raises(ImageError, match=re.escape(f"{path}: {reason}")):
+            returns_within(10, reader, path)
