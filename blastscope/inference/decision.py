@@ -50,6 +50,8 @@ class OperatingPoint:
         ``(low, high)`` on p(positive) after temperature scaling: a cell with ``low < p < high`` is still labelled by
         ``threshold`` but flagged "uncertain — refer" for a person to review (:func:`uncertain`). Chosen on
         validation for a target error rate among the cells outside it; ``None``: no cell is referred.
+    refer_target : float or None
+        The error rate among called validation cells the band was chosen for (``evaluate --refer-error``).
     """
 
     classes: tuple[str, ...]
@@ -62,6 +64,7 @@ class OperatingPoint:
     score: float | None = None
     chosen_by: str = "train"
     refer_band: tuple[float, float] | None = None
+    refer_target: float | None = None
 
     def __post_init__(self) -> None:
         if self.refer_band is not None:
@@ -127,6 +130,7 @@ class OperatingPoint:
             score=None,
             chosen_by=chosen_by,
             refer_band=None,
+            refer_target=None,
         )
 
     def describe(self) -> str:
@@ -150,6 +154,19 @@ class OperatingPoint:
             how = f"chosen on {self.split} ({self.n_cells} cells) for {goal}{reached}"
         scaling = f"; temperature {self.temperature:.3f}" if self.temperature != 1.0 else ""
         return f"{how}, by {self.chosen_by}{scaling}"
+
+    def describe_referral(self) -> str:
+        """One line on which cells are referred to a person, e.g. ``refer when 0.31 < p(ALL) < 0.72 (...)``."""
+        if self.refer_band is None:
+            return "no refer band: every cell is called (choose one with `blastscope evaluate --refer-error 0.05`)"
+        name = class_display_name(self.positive_class)
+        low, high = self.refer_band
+        target = (
+            f" (chosen on validation for <= {self.refer_target:.1%} errors among called cells)"
+            if self.refer_target
+            else ""
+        )
+        return f"uncertain — refer when {low:.4f} < p({name}) < {high:.4f}{target}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

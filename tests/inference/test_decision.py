@@ -1,0 +1,42 @@
+"""The decision rule and the refer band: labels from the threshold, referral only a flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blastscope.errors import BlastscopeError
+from blastscope.inference.decision import OperatingPoint, decide, uncertain
+
+
+def _point(**kwargs: object) -> OperatingPoint:
+    return OperatingPoint(("ALL", "HEM"), "ALL", threshold=0.4, **kwargs)  # type: ignore[arg-type]
+
+
+def test_cells_strictly_inside_the_band_are_referred_and_keep_their_label() -> None:
+    point = _point(refer_band=(0.3, 0.6), refer_target=0.05)
+    p_all = np.array([0.1, 0.3, 0.35, 0.45, 0.6, 0.9])
+    probabilities = np.stack([p_all, 1 - p_all], axis=1)
+    assert uncertain(probabilities, point).tolist() == [False, False, True, True, False, False]
+    assert decide(probabilities, point).tolist() == [1, 1, 1, 0, 0, 0]
+    assert "0.3000 < p(ALL) < 0.6000" in point.describe_referral()
+    assert "5.0%" in point.describe_referral()
+
+
+def test_no_band_refers_nothing_and_says_how_to_choose_one() -> None:
+    probabilities = np.array([[0.5, 0.5], [0.41, 0.59]])
+    assert not uncertain(probabilities, _point()).any()
+    assert "--refer-error" in _point().describe_referral()
+
+
+@pytest.mark.parametrize("band", [(0.5, 0.7), (0.1, 0.3), (-0.1, 0.5)])
+def test_a_band_must_hold_the_threshold(band: tuple[float, float]) -> None:
+    with pytest.raises(BlastscopeError, match="refer band"):
+        _point(refer_band=band)
+
+
+def test_the_band_survives_its_record_and_a_given_threshold_drops_it() -> None:
+    point = _point(refer_band=(0.3, 0.6), refer_target=0.05)
+    assert OperatingPoint.from_dict(point.to_dict()) == point
+    overridden = point.with_threshold(0.7, "predict --threshold")
+    assert overridden.refer_band is None and overridden.refer_target is None
