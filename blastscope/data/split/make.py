@@ -65,36 +65,49 @@ def make_split(
     return _build(table, units, placement, subject_level, seed, ratios)
 
 
-def kfold_splits(table: CellTable, k: int, seed: int = 0, *, by: str | None = None) -> list[Split]:
+def kfold_splits(
+    table: CellTable, k: int, seed: int = 0, *, by: str | None = None, val_ratio: float | None = None
+) -> list[Split]:
     """Cross-validation splits over k balanced folds of whole subject groups (or cells).
 
-    Split i tests on fold i, validates on fold i+1 and trains on the other k-2, so every cell is tested exactly once.
+    Split i tests on fold i, so every cell is tested exactly once. By default it validates on fold i+1 and trains on
+    the other k-2. With ``val_ratio`` it validates on that share of every class's cells among the other k-1 folds,
+    drawn as whole units by the same search, and trains on the rest: training keeps ``(k-1)/k * (1-val_ratio)`` of
+    the cells instead of ``(k-2)/k`` (53% instead of 33% at k=3, val_ratio=0.2).
 
     Parameters
     ----------
     table : CellTable
         The cells to fold; none may be pinned to a part.
     k : int
-        Number of folds, at least 3.
+        Number of folds: at least 3, or 2 with ``val_ratio``.
     seed : int
-        Seeds the search; the same table, k and seed give the same folds.
+        Seeds the search; the same table, k, seed and val_ratio give the same folds.
     by : {"subject", "image"} or None
         What is kept whole, as for :func:`make_split`.
+    val_ratio : float, optional
+        In (0, 1): validate on this share of the training folds instead of on the next fold.
 
     Returns
     -------
     list of Split
-        k splits, each checked for leakage, with ratios ``((k-2)/k, 1/k, 1/k)``.
+        k splits, each checked for leakage, with ratios ``((k-2)/k, 1/k, 1/k)``, or with ``val_ratio`` v
+        ``((k-1)/k * (1-v), (k-1)/k * v, 1/k)``.
 
     Raises
     ------
     BlastscopeError
-        When ``k`` < 3 or ``by`` is unknown.
+        When ``k`` is too small, ``val_ratio`` is outside (0, 1) or ``by`` is unknown.
     DataError
-        When cells are pinned, some cells lack a subject in a subject-level split, or a class has fewer than k units.
+        When cells are pinned, some cells lack a subject in a subject-level split, a class has fewer than k units,
+        or (with ``val_ratio``) a class has too few units outside some test fold for both train and val.
     """
-    if k < 3:
+    if val_ratio is not None and not 0 < val_ratio < 1:
+        raise BlastscopeError(f"validation share {val_ratio:g} must lie between 0 and 1 (e.g. 0.2)")
+    if val_ratio is None and k < 3:
         raise BlastscopeError(f"cross-validation needs k >= 3 (one fold to test, one to validate), not {k}")
+    if k < 2:
+        raise BlastscopeError(f"cross-validation needs k >= 2 folds, not {k}")
     subject_level = _subject_level(table, by)
     units = units_of(table, subject_level)
     if any(unit.fixed for unit in units):
@@ -104,11 +117,19 @@ def kfold_splits(table: CellTable, k: int, seed: int = 0, *, by: str | None = No
         )
     folds = [f"fold {index + 1}" for index in range(k)]
     fold_of = assign(units, {fold: 1 / k for fold in folds}, seed, subject_level)
-    ratios = ((k - 2) / k, 1 / k, 1 / k)
+    if val_ratio is None:
+        ratios = ((k - 2) / k, 1 / k, 1 / k)
+    else:
+        ratios = ((k - 1) / k * (1 - val_ratio), (k - 1) / k * val_ratio, 1 / k)
     splits = []
     for index, fold in enumerate(folds):
-        roles = {fold: "test", folds[(index + 1) % k]: "val"}
-        placement = {key: roles.get(assigned, "train") for key, assigned in fold_of.items()}
+        if val_ratio is None:
+            roles = {fold: "test", folds[(index + 1) % k]: "val"}
+            placement = {key: roles.get(assigned, "train") for key, assigned in fold_of.items()}
+        else:
+            rest = [unit for unit in units if fold_of[unit.key] != fold]
+            inner = assign(rest, {"train": 1 - val_ratio, "val": val_ratio}, seed, subject_level)
+            placement = {key: "test" if assigned == fold else inner[key] for key, assigned in fold_of.items()}
         splits.append(_build(table, units, placement, subject_level, seed, ratios))
     return splits
 
