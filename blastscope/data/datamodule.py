@@ -1,8 +1,10 @@
 """Lightning DataModule over a split: epoch-reproducible sampling and augmentation, decoded cache, cached features.
 
 Every random choice of an epoch is a function of (seed, epoch, index): the sampler's permutation of (seed, epoch) and
-each sample's augmentation of (seed, epoch, index). A run resumed from an epoch-end checkpoint therefore sees exactly
-the batches an uninterrupted run would have seen, in any number of worker processes and DDP ranks.
+each sample's augmentation of (seed, epoch, index). The sampler reads the epoch from the trainer's loop when a pass
+starts, not from ``set_epoch``: worker processes prefetch as soon as Lightning creates the iterator, which on resume
+happens before Lightning announces the epoch. A run resumed from an epoch-end or mid-epoch checkpoint therefore sees
+exactly the batches an uninterrupted run would have seen, in any number of worker processes and DDP ranks.
 """
 
 from __future__ import annotations
@@ -45,43 +47,57 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(epoch, index)``; the order is a function of (seed, epoch) and is sharded across DDP ranks.
 
     Carrying the epoch inside each key lets persistent worker processes seed augmentation per epoch without being
-    told about epoch changes.
+    told about epoch changes. ``epoch_now``, when given, says which epoch a pass that starts now belongs to; it wins
+    over ``set_epoch``, whose call may come after the workers have prefetched the first batches.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_now: Callable[[], int] | None = None,
+    ) -> None:
         self.size = size
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.epoch_now = epoch_now
         self._resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def resume_at(self, epoch: int, position: int) -> None:
-        """Start the next pass of ``epoch`` at ``position`` in its order, as if the first part had just been served."""
+        """Make the next pass one of ``epoch`` starting at ``position`` in its order, as if the first part had just
+        been served."""
         self._resume_at = (epoch, position)
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        """One pass: its epoch is fixed when it starts, so a later ``set_epoch`` cannot mix two epochs' keys."""
+        start = 0
+        if self._resume_at is not None:
+            self.epoch, start = self._resume_at
+            self._resume_at = None
+        elif self.epoch_now is not None:
+            self.epoch = self.epoch_now()
+        epoch = self.epoch
         if self.shuffle:
-            generator = torch.Generator().manual_seed(derived_seed(SHUFFLE_TAG, self.seed, self.epoch))
+            generator = torch.Generator().manual_seed(derived_seed(SHUFFLE_TAG, self.seed, epoch))
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
         padded = order + order[: len(self) * self.world_size - self.size]
         shard = padded[self.rank :: self.world_size]
-        start = 0
-        if self._resume_at is not None:
-            epoch, start = self._resume_at
-            start = start if epoch == self.epoch else 0
-            self._resume_at = None
         for index in shard[start:]:
-            yield self.epoch, index
+            yield epoch, index
 
 
 def lone_last_sample(shard_size: int, batch_size: int) -> bool:
@@ -108,12 +124,11 @@ class ResumableLoader(DataLoader):
         return {"epoch": self.sampler.epoch, "batches_done": self.batches_done()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Lightning builds the resumed iterator before it announces the epoch, and workers prefetch from it at once,
-        so the sampler learns its epoch here: the saved one if it was cut short, else the next."""
+        """Lightning restores a mid-epoch checkpoint before it builds the resumed iterator: the next pass continues
+        the saved epoch where it was cut short, or starts the next one if it was complete."""
         epoch, done = state["epoch"], state["batches_done"]
         if done >= len(self):
             epoch, done = epoch + 1, 0
-        self.sampler.set_epoch(epoch)
         self.sampler.resume_at(epoch, done * self.batch_size)
 
 
@@ -169,13 +184,16 @@ class CellDataModule(L.LightningDataModule):
         self.cache = DecodedCache()
         self.feature_extractor: FeatureExtractor | None = None
         self.skipped: dict[str, list[tuple[Path, str]]] = {}
+        self.segmented: dict[str, tuple[int, int]] = {}
         self._loaders: dict[str, DataLoader] = {}
 
     def dataset(self, part: str, augment: bool) -> CellDataset:
-        """The part's readable cells; unreadable ones are left out and counted in ``skipped[part]``."""
+        """The part's readable cells; unreadable ones are left out and counted in ``skipped[part]``, and
+        ``segmented[part]`` is (cells cut out of their background, readable cells)."""
         transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre, self.augment)
         dataset = CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
         self.skipped[part] = dataset.skipped
+        self.segmented[part] = (sum(dataset.segmented), len(dataset.segmented))
         return dataset
 
     def train_dataloader(self) -> DataLoader:
@@ -230,8 +248,17 @@ class CellDataModule(L.LightningDataModule):
 
     def _sampler(self, size: int, shuffle: bool) -> EpochSampler:
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return EpochSampler(size, self.seed, shuffle, rank=rank, world_size=world)
+        if trainer is None:
+            return EpochSampler(size, self.seed, shuffle)
+        return EpochSampler(
+            size, self.seed, shuffle, trainer.global_rank, trainer.world_size, epoch_now=self._epoch_starting
+        )
+
+    def _epoch_starting(self) -> int:
+        """The epoch a pass over the training loader belongs to. Lightning counts an epoch as processed only after
+        its last batch, and creates each epoch's iterator when the previous one is processed (or when the loop is
+        restored), so this count, unlike ``current_epoch``, is already right when the iterator is created."""
+        return self.trainer.fit_loop.epoch_progress.current.processed
 
 
 class _KeyedTensors(Dataset):

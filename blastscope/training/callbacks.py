@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from blastscope.data.datamodule import BATCH_TAG, derived_seed
+from blastscope.training.checkpoints import write_text_atomically
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -81,10 +83,11 @@ class History(L.Callback):
         self.train_seconds = float(state_dict["train_seconds"])
 
     def _write(self) -> None:
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomically(self.path, text.getvalue())
 
 
 def _number(value: torch.Tensor | float | None) -> float:

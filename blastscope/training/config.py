@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from blastscope.data.augment import augment_config
+from blastscope.data.preprocessing import Preprocessing, check_segment_mode
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.hardware import cpu_has_native_bf16
@@ -57,6 +58,10 @@ class TrainConfig:
     of ALL/HEM; see :func:`blastscope.data.classes.positive_class`). Either way the run records the class it resolved
     to as ``resolved_positive_class`` in its config.yaml and in its operating point, and ``resume`` keeps it.
     Multi-class data has none.
+
+    ``segment`` (``auto``, ``always`` or ``never``) says whether cells are cut out of their background before
+    resizing (:func:`blastscope.segmentation.cell_for_model`); the run records it in its preprocessing, and every
+    later ``evaluate``, ``predict``, ``serve`` and export applies it the same way.
     """
 
     data: str | None = None
@@ -74,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
     augmentation: dict[str, Any] = field(default_factory=dict)
+    segment: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
     bf16_frozen_stages: bool = True
@@ -127,6 +133,7 @@ class TrainConfig:
                 "check --epochs-frozen and --epochs-finetune"
             )
         augment_config(self.augmentation)  # unknown or bad switches fail here, not after the data is scanned
+        check_segment_mode(self.segment)
         if self.lr_head <= 0 or self.lr_finetune <= 0:
             raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
         if self.total_epochs < 1:
@@ -145,6 +152,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a config.yaml mapping; the keys a run added are read past, unknown ones are refused."""
+        if "segment" not in data and isinstance(data.get("preprocessing"), dict):
+            # A run recorded before --segment existed: it trained on images as decoded, and repeats or resumes so.
+            data = {**data, "segment": Preprocessing.from_dict(data["preprocessing"]).segment}
         data = {key: value for key, value in data.items() if key not in RESOLVED_KEYS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

@@ -36,6 +36,12 @@ from blastscope.runs.folder import (
 )
 from blastscope.runs.trained import run_eval_transform
 from blastscope.training.callbacks import History
+from blastscope.training.checkpoints import (
+    ensure_writable,
+    remove_partial_writes,
+    storage_errors,
+    write_text_atomically,
+)
 from blastscope.training.config import TrainConfig
 from blastscope.training.features import extract_features
 from blastscope.training.prepare import (
@@ -57,11 +63,20 @@ from blastscope.training.trainer import (
 
 
 def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
-    """Train a new run from ``config``; returns the run directory."""
+    """Train a new run from ``config``; returns the run directory.
+
+    Raises
+    ------
+    BlastscopeError
+        Before any work if the output folder cannot be written; during training if the disk fills up or turns
+        read-only (the finished epochs stay in the run's checkpoints).
+    """
     config = complete_recipe(config)
     worker = RUN_DIR_ENV in os.environ  # a DDP worker process: its launcher made the run directory
     if run_dir is not None and not worker and (Path(run_dir) / "config.yaml").exists():
         raise BlastscopeError(f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir")
+    if not worker:
+        ensure_writable(Path(run_dir) if run_dir is not None else Path(config.out))
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = scan_data(config)
     given = config.positive_class is not None
@@ -70,18 +85,26 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
         _announce(positive_class_line(positive, table.classes, "given" if given else "name", class_display_name))
     split = make_run_split(config, table)
     bundle = build_model(config, table)
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    prepared = Prepared(config, table, split, bundle, run_dir, positive)
-    if not worker:
-        write_run_files(prepared, training_precision(config, resolve_accelerator(config)))
+    with storage_errors(Path(run_dir) if run_dir is not None else Path(config.out)):
+        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        prepared = Prepared(config, table, split, bundle, run_dir, positive)
+        if not worker:
+            write_run_files(prepared, training_precision(config, resolve_accelerator(config)))
     return _fit(prepared, resume_from=None)
 
 
 def resume(run_dir: Path) -> Path:
-    """Continue a run from its latest checkpoint, epoch-end or mid-epoch (from scratch if none was written yet)."""
+    """Continue a run from its latest checkpoint, epoch-end or mid-epoch (from scratch if none was written yet).
+
+    The run folder may have been moved or renamed since: checkpoints keep no paths that matter.
+    """
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
+    if RUN_DIR_ENV not in os.environ:
+        ensure_writable(run_dir / "checkpoints", run_dir)
+        for folder in (run_dir, run_dir / "checkpoints"):
+            remove_partial_writes(folder)
     config = complete_recipe(TrainConfig.from_dict(recorded))
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = scan_data(config)
@@ -146,7 +169,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def _global_step(path: Path) -> int:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-    except Exception as error:  # Lightning writes atomically, so this is a foreign or damaged file
+    except Exception as error:  # checkpoints are written atomically, so this is a foreign or damaged file
         raise BlastscopeError(
             f"{path}: unreadable checkpoint ({error}); delete it to resume from the other one"
         ) from error
@@ -176,14 +199,15 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
     )
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen batch-norm, on purpose
     started = time.perf_counter()
-    try:
-        with _fast_cpu_arithmetic():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
-    if trainer.is_global_zero:
-        history = next(cb for cb in trainer.callbacks if isinstance(cb, History))
-        _write_metrics(prepared, datamodule, history, time.perf_counter() - started)
+    with storage_errors(run_dir, run_dir):
+        try:
+            with _fast_cpu_arithmetic():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
+        if trainer.is_global_zero:
+            history = next(cb for cb in trainer.callbacks if isinstance(cb, History))
+            _write_metrics(prepared, datamodule, history, time.perf_counter() - started)
     return run_dir
 
 
@@ -244,8 +268,9 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "skipped_files": len(_all_skipped(table, datamodule)),
         "skipped": [[str(path), reason] for path, reason in _all_skipped(table, datamodule)[:100]],
         "duplicates": len(table.duplicates),
+        "segmented": {part: {"cut_out": cut, "cells": read} for part, (cut, read) in datamodule.segmented.items()},
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def _all_skipped(table: CellTable, datamodule: CellDataModule) -> list[tuple[Path, str]]:

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from blastscope.errors import BlastscopeError
@@ -23,6 +24,7 @@ from blastscope.models.base import CellClassifier
 from blastscope.training.frozen import FrozenStages
 
 FROZEN, FINETUNE, FULL = "frozen", "finetune", "full"
+TRAIN_LOSS_STATE = "blastscope_train_loss"  # the checkpoint key of the epoch's partial training-loss mean
 
 
 def inverse_frequency_weights(class_counts: list[int]) -> torch.Tensor:
@@ -114,6 +116,7 @@ class CellClassifierModule(L.LightningModule):
         self.register_buffer("class_weights", inverse_frequency_weights(class_counts))
         self.val_accuracy = MulticlassAccuracy(num_classes=len(classes), average="micro")
         self.val_weighted_f1 = MulticlassF1Score(num_classes=len(classes), average="weighted")
+        self.train_loss_mean = MeanMetric()
 
     # -- phases -------------------------------------------------------------------------------------------------
 
@@ -204,7 +207,19 @@ class CellClassifierModule(L.LightningModule):
         self.train()
 
     def on_train_epoch_start(self) -> None:
+        # Lightning skips this hook when it resumes mid-epoch, so the restored partial mean carries on there.
         self.apply_phase(self.current_epoch)
+        self.train_loss_mean.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The epoch's training loss so far, so a run resumed mid-epoch logs the mean over the whole epoch (Lightning
+        does not checkpoint its own running means)."""
+        checkpoint[TRAIN_LOSS_STATE] = {name: float(value) for name, value in self.train_loss_mean.metric_state.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, value in checkpoint.get(TRAIN_LOSS_STATE, {}).items():
+            state = getattr(self.train_loss_mean, name)
+            setattr(self.train_loss_mean, name, torch.tensor(value, dtype=state.dtype, device=state.device))
 
     # -- steps --------------------------------------------------------------------------------------------------
 
@@ -224,9 +239,8 @@ class CellClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         inputs, targets = batch
         loss = self._loss(self._logits(inputs), targets)
-        self.log(
-            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(targets)
-        )
+        self.train_loss_mean.update(loss.detach(), weight=len(targets))
+        self.log("train_loss", self.train_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:

@@ -10,12 +10,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from blastscope.errors import BlastscopeError
 from blastscope.hardware import cpu_has_native_bf16
 from blastscope.models import get_spec
 from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
+from blastscope.training.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from blastscope.training.config import MONITORS, TrainConfig, lightning_precision
 from blastscope.training.module import CellClassifierModule
 from blastscope.training.prepare import Prepared
@@ -63,7 +64,7 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
             patience=config.patience,
             check_on_train_epoch_end=True,
         ),
-        ModelCheckpoint(
+        RunCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
             monitor=config.monitor,
@@ -73,7 +74,7 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
             enable_version_counter=False,
         ),
         # Lightning's save_last only writes when a top-k checkpoint was written, so "last" is its own callback.
-        ModelCheckpoint(
+        RunCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="last",
             save_top_k=1,
@@ -84,7 +85,7 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
     ]
     if config.checkpoint_minutes > 0:
         callbacks.append(
-            ModelCheckpoint(
+            RunCheckpoint(
                 dirpath=run_dir / "checkpoints",
                 filename=INTERVAL_CHECKPOINT,
                 train_time_interval=timedelta(minutes=config.checkpoint_minutes),
@@ -140,6 +141,7 @@ def build_trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer
         precision=training_precision(config, accelerator),
         max_epochs=config.total_epochs,
         callbacks=build_callbacks(prepared, module),
+        plugins=[AtomicCheckpointIO()],
         logger=build_logger(config, prepared.run_dir),
         deterministic=True if accelerator == "cpu" else "warn",
         use_distributed_sampler=False,

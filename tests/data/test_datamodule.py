@@ -29,6 +29,28 @@ def test_order_is_a_function_of_seed_and_epoch() -> None:
     assert {epoch for epoch, _ in order_3} == {3}
 
 
+def test_a_pass_takes_its_epoch_from_the_loop_when_it_starts() -> None:
+    """Worker processes draw the first keys as soon as the iterator exists, which on resume is before Lightning calls
+    set_epoch: the pass must belong to the loop's epoch all the same, and keep it to its end."""
+    loop_epoch = 3
+    sampler = EpochSampler(20, 0, True, epoch_now=lambda: loop_epoch)
+    keys = iter(sampler)
+    first = next(keys)  # prefetched
+    sampler.set_epoch(0)
+    reference = EpochSampler(20, 0, True)
+    reference.set_epoch(3)
+    assert [first, *keys] == list(reference)
+
+
+def test_a_restored_position_wins_over_the_loop_for_one_pass() -> None:
+    sampler = EpochSampler(20, 0, True, epoch_now=lambda: 9)
+    sampler.resume_at(4, 5)
+    reference = EpochSampler(20, 0, True)
+    reference.set_epoch(4)
+    assert list(sampler) == list(reference)[5:]
+    assert {epoch for epoch, _ in sampler} == {9}
+
+
 def test_ranks_share_the_epoch_between_them() -> None:
     shards = [list(EpochSampler(11, 0, True, rank=r, world_size=3)) for r in range(3)]
     assert all(len(shard) == 4 for shard in shards)

@@ -32,6 +32,14 @@ def test_run_keys_are_read_past_but_typos_refused(tmp_path: Path) -> None:
         TrainConfig.from_dict({"lr_haed": 0.1})
 
 
+def test_segment_defaults_to_auto_except_for_runs_recorded_before_it_existed() -> None:
+    assert TrainConfig(data="x").segment == "auto"
+    assert TrainConfig.from_dict({"data": "x"}).segment == "auto"  # a recipe written by hand
+    recorded = {"data": "x", "preprocessing": {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    assert TrainConfig.from_dict(recorded).segment == "never"  # a run's config.yaml from before --segment
+    assert TrainConfig.from_dict({**recorded, "segment": "always"}).segment == "always"
+
+
 def test_missing_data_tells_how_to_get_some() -> None:
     with pytest.raises(DataError, match="--data.*blastscope synth"):
         TrainConfig().validate()
@@ -50,6 +58,7 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"epochs_frozen": -1}, "negative"),
         ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
         ({"augmentation": {"spin": True}}, "augmentation settings"),
+        ({"segment": "sometimes"}, "segment mode 'sometimes' is unknown"),
     ],
 )
 def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:

@@ -8,13 +8,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
 
+from blastscope.cli import main
 from blastscope.errors import DataError
 from blastscope.runs import load_run
 from blastscope.training import TrainConfig, train
+from blastscope.training import trainer as trainer_module
 
 
 def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable[..., TrainConfig]) -> None:
@@ -99,6 +102,34 @@ def test_corrupt_images_are_skipped_and_counted(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["data"]["skipped_files"] == 2
     assert {Path(path).name for path, _ in metrics["data"]["skipped"]} == {v.name for v in victims}
+
+
+class _Corrupt(L.Callback):
+    """Breaks every image after the first epoch, once the datasets were built from them."""
+
+    def __init__(self, images: list[Path]) -> None:
+        self.images = images
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for image in self.images:
+            image.write_bytes(b"not an image any more")
+
+
+def test_an_image_that_breaks_mid_run_ends_in_one_line_naming_it_also_from_a_worker(
+    tmp_path: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = Path(shutil.copytree(synth_small, tmp_path / "cells"))
+    images = sorted(data.rglob("*.png"))
+    built = trainer_module.build_callbacks
+    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), _Corrupt(images)])
+    tiny = ["--model", "cnn", "--image-size", "32", "--batch-size", "16", "--epochs-finetune", "2", "--no-progress"]
+    assert TrainConfig().num_workers > 0  # the default: the image is read in a DataLoader worker process
+    assert main(["train", "--data", str(data), *tiny, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith("blastscope: error:")]
+    assert "Traceback" not in err and "DataLoader worker" not in line
+    assert any(str(image) in line for image in images) and "changed after training started" in line
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
 def test_random_init_trains_every_layer_at_the_head_learning_rate(tiny_run: Path) -> None:

@@ -1,88 +1,115 @@
-"""resume(run_dir): a run killed with SIGKILL mid-epoch resumes to the uninterrupted run's final metrics; a run whose
-data changed since is refused; the run, not the request, says where its weights came from."""
+"""resume(run_dir): a multi-worker run stopped at any point, in either phase, and resumed (also from a moved folder)
+ends bit-identical to an uninterrupted one; a run whose data changed since is refused; the run, not the request, says
+where its weights came from."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import math
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 import yaml
 
 from blastscope.errors import DataError
+from blastscope.training import TrainConfig, resume, train
+from blastscope.training import trainer as trainer_module
+from blastscope.training.trainer import INTERVAL_CHECKPOINT
+
+TIMINGS = {"epoch_seconds", "train_seconds", "fit_seconds_this_process", "images_per_second"}
 
 
-def _train_command(data: Path, run_dir: Path, checkpoint_minutes: float) -> list[str]:
-    return [
-        sys.executable, "-m", "blastscope", "train",
-        "--data", str(data), "--model", "efficientnet_lite0", "--image-size", "32",
-        "--epochs-frozen", "1", "--epochs-finetune", "2", "--batch-size", "4", "--num-workers", "1",
-        "--checkpoint-minutes", str(checkpoint_minutes), "--run-dir", str(run_dir), "--no-progress",
-    ]  # fmt: skip
+class _Killed(Exception):
+    """Stands for SIGKILL: the process's state is dropped and only what is on disk carries over."""
 
 
-def _environment() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+class _Kill(L.Callback):
+    """Stops fitting once the checkpoint of a point is on disk: the mid-epoch ``interval.ckpt`` after batch
+    ``batch`` of ``epoch``, or with ``batch`` None the epoch-end ``last.ckpt`` of ``epoch``."""
+
+    def __init__(self, epoch: int, batch: int | None = None) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, index: int) -> None:
+        if (trainer.current_epoch, index) == (self.epoch, self.batch):  # the timed checkpoint is due now
+            interval = next(cb for cb in trainer.checkpoint_callbacks if cb.filename == INTERVAL_CHECKPOINT)
+            interval._last_time_checked = -math.inf
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+        if self.batch is not None and (trainer.current_epoch, index) == (self.epoch, self.batch + 1):
+            raise _Killed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: Any) -> None:
+        if self.batch is None and trainer.current_epoch == self.epoch + 1:
+            raise _Killed
 
 
-def _finished_epochs(run_dir: Path) -> int:
-    try:
-        with (run_dir / "history.csv").open() as handle:
-            return len(list(csv.DictReader(handle)))
-    except FileNotFoundError:
-        return 0
+def _killed_at(monkeypatch: pytest.MonkeyPatch, kill: _Kill, fit: Callable[[], Path]) -> None:
+    built = trainer_module.build_callbacks
+    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), kill])
+    with pytest.raises(_Killed):
+        fit()
+    monkeypatch.setattr(trainer_module, "build_callbacks", built)
 
 
-def _kill_in_second_epoch(command: list[str], run_dir: Path) -> None:
-    """SIGKILL once epoch 1 (the frozen phase) is checkpointed and a mid-epoch checkpoint of epoch 2 exists."""
-    process = subprocess.Popen(command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    interval = run_dir / "checkpoints" / "interval.ckpt"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if (
-            _finished_epochs(run_dir) == 1
-            and interval.exists()
-            and interval.stat().st_mtime > (run_dir / "history.csv").stat().st_mtime
-        ):
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, f"training ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert _finished_epochs(run_dir) == 1 and not (run_dir / "metrics.json").exists()
+def _weights(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_result(synth_small: Path, tmp_path: Path) -> None:
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_train_command(synth_small, whole, 0), env=_environment(), check=True, capture_output=True)
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_timings(item) for key, item in value.items() if key not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(item) for item in value]
+    return value
 
-    _kill_in_second_epoch(_train_command(synth_small, killed, 0.002), killed)
-    resumed = subprocess.run(
-        [sys.executable, "-m", "blastscope", "train", "--resume", str(killed)],
-        env=_environment(),
-        capture_output=True,
-        text=True,
+
+def _record(run_dir: Path) -> tuple[Any, Any]:
+    history = [_without_timings(row) for row in csv.DictReader((run_dir / "history.csv").open())]
+    return history, _without_timings(json.loads((run_dir / "metrics.json").read_text()))
+
+
+def test_a_multi_worker_run_stopped_anywhere_resumes_bit_identical(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both phases of a pretrained model with the default DataLoader workers, stopped mid-epoch (from the timed
+    checkpoint) and at epoch ends, once after the run folder was moved, against one uninterrupted run."""
+    config = TrainConfig(
+        data=str(synth_small),
+        model="efficientnet_lite0",
+        image_size=32,
+        epochs_frozen=1,
+        epochs_finetune=2,
+        batch_size=8,
+        checkpoint_minutes=60,  # written only when a _Kill makes it due
+        out=str(tmp_path),
+        progress=False,
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert config.num_workers == TrainConfig().num_workers > 0
+    whole = train(config, run_dir=tmp_path / "whole")
+    assert yaml.safe_load((whole / "config.yaml").read_text())["weights_pretrained"]  # two phases
 
-    expected = json.loads((whole / "metrics.json").read_text())["test"]
-    assert json.loads((killed / "metrics.json").read_text())["test"] == expected
-    assert [row["phase"] for row in csv.DictReader((killed / "history.csv").open())] == [
-        "frozen",
-        "finetune",
-        "finetune",
-    ]
-    for name in ("best", "last"):
-        a = torch.load(whole / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
-        b = torch.load(killed / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
-        assert all(torch.equal(a[key], b[key]) for key in a), name
+    stopped = tmp_path / "stopped"
+    _killed_at(monkeypatch, _Kill(0, batch=2), lambda: train(config, run_dir=stopped))  # phase 1, mid-epoch
+    _killed_at(monkeypatch, _Kill(0), lambda: resume(stopped))  # the phase change
+    _killed_at(monkeypatch, _Kill(1, batch=3), lambda: resume(stopped))  # phase 2, mid-epoch
+    moved = Path(shutil.move(stopped, tmp_path / "moved" / "renamed"))
+    _killed_at(monkeypatch, _Kill(1), lambda: resume(moved))  # phase 2, epoch end, in the moved folder
+    assert not (moved / "metrics.json").exists()
+    resume(moved)
+
+    assert _record(moved) == _record(whole)
+    assert [row["phase"] for row in _record(moved)[0]] == ["frozen", "finetune", "finetune"]
+    for name in ("last", "best"):
+        expected, got = _weights(whole, name), _weights(moved, name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[key], got[key]) for key in expected), name
 
 
 @pytest.mark.parametrize(
