@@ -58,6 +58,12 @@ def cnmc_dev() -> Path:
 
 
 @pytest.fixture(scope="session")
+def bccd() -> Path:
+    """BCCD (MIT, Shenggan): 364 real 640x480 smear photographs with Pascal-VOC white-cell boxes (its README)."""
+    return _shared("bccd")
+
+
+@pytest.fixture(scope="session")
 def cnmc_sample() -> Path:
     """The 52-cell C-NMC sample: 2 cells from each of 26 subjects."""
     return _shared("cnmc-sample")
@@ -118,3 +124,40 @@ def cell_images(synth_small: Path) -> list[Path]:
     """A few cell images of each class from the synthetic dataset."""
     files = sorted(synth_small.rglob("*.png"))
     return [path for label in ("all", "hem") for path in files if path.parent.name == label][::16]
+
+
+def _smear_crop(seed: int, path: Path) -> Path:
+    """A 180 px crop of a synthetic smear field around its one white cell, saved as PNG at ``path``."""
+    import numpy as np
+    from PIL import Image
+
+    from blastscope.data.synth import smear_field
+
+    field = smear_field(seed, height=320, width=320, white_cells=1)
+    ys, xs = np.nonzero(field.white_cells == 1)
+    top, left = (min(max(0, int(c.mean()) - 90), 320 - 180) for c in (ys, xs))
+    Image.fromarray(field.image[top : top + 180, left : left + 180]).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def natural_crops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three single white cells with their natural background (red cells, plasma), as other laboratories' crops
+    arrive, for ``--segment`` to cut out."""
+    folder = tmp_path_factory.mktemp("natural-crops")
+    return [_smear_crop(seed, folder / f"crop{seed}.png") for seed in range(3)]
+
+
+@pytest.fixture(scope="session")
+def natural_crop_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A class-per-folder dataset (``all/``, ``hem/``; no subject ids) of 6 natural-background crops per class, plus
+    ``hem/blank.png``, a bright field without any cell that segmentation cannot find."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("natural-crop-data")
+    for offset, label in enumerate(("all", "hem")):
+        (root / label).mkdir()
+        for seed in range(offset * 6, offset * 6 + 6):
+            _smear_crop(seed, root / label / f"crop{seed}.png")
+    Image.new("RGB", (120, 120), (215, 205, 210)).save(root / "hem" / "blank.png")
+    return root

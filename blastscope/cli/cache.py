@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from blastscope.data.cache import CACHE_ENV
+CACHE_ENV = "BLASTSCOPE_CACHE"
+"""``blastscope.data.cache.CACHE_ENV``, spelled out: importing the cache at start-up would load the segmentation's
+image-analysis libraries (about a second) for every command's ``--help``."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,6 +6,7 @@ import argparse
 import socket
 from pathlib import Path
 
+from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.errors import BlastscopeError
 from blastscope.serving.limits import DECODING_BYTES_PER_LIMIT_PIXEL, Capacity, Limits
 
@@ -89,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="P",
         help="decide at p(positive) >= P while this server runs instead of the run's stored operating point",
     )
+    parser.add_argument(
+        "--segment",
+        choices=SEGMENT_MODES,
+        help="cut cells out of their background as this mode says instead of as the run was trained (default: the "
+        "run's own)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -109,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
     check_port_free(args.host, args.port)
-    classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
+    classifier = load(
+        args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold, segment=args.segment
+    )
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
     capacity = Capacity(
         max_decoding_mb=args.max_decoding_mb,

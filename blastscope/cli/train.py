@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError
 from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
@@ -13,6 +16,7 @@ from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
 # flag -> TrainConfig field; flags left out keep the config file's (or the default) value
 FIELDS = {
     "data": "data",
+    "segment": "segment",
     "positive_class": "positive_class",
     "model": "model",
     "pretrained": "pretrained",
@@ -80,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--folds", type=int, help="k of k-fold cross-validation by subject")
     data.add_argument("--fold", type=int, help="which fold (0..k-1) to train")
     data.add_argument("--augment", action="append", metavar="KEY=VALUE", help="augmentation setting, repeatable")
+    data.add_argument(
+        "--segment",
+        choices=SEGMENT_MODES,
+        help="cut each cell out of its background onto black before resizing: auto (default) only where an image is "
+        "not already on black as C-NMC cells are, always, or never; recorded with the run and applied by evaluate, "
+        "predict, serve and the export",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", help="model name (see `blastscope models`; default efficientnet_lite0)")
@@ -140,8 +151,20 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = resume(options["resume"])
     else:
         run_dir = train(build_config(options), run_dir=options.get("run_dir"))
+    if line := segmented_line(Path(run_dir)):
+        print(line, file=sys.stderr)
     print(run_dir)
     return 0
+
+
+def segmented_line(run_dir: Path) -> str | None:
+    """The line "segmented N of M cells ..." from the run's metrics.json, when any cell was cut out of one."""
+    try:
+        parts = json.loads((run_dir / "metrics.json").read_text())["data"].get("segmented") or {}
+    except (OSError, ValueError, KeyError):
+        return None
+    cut, cells = sum(part["cut_out"] for part in parts.values()), sum(part["cells"] for part in parts.values())
+    return f"segmented {cut} of {cells} cells (cut out of their background onto black)" if cut else None
 
 
 def build_config(options: dict[str, Any]) -> Any:

@@ -1,10 +1,13 @@
 """On-disk cache of decoded, resized cells, so each image file is decoded once per size rather than once per epoch.
 
-An entry is one ``.npy`` file keyed by (content digest, size, interpolation) that also records the source file's byte
-size and modification time and the decoder's version: a file edited after it was hashed, or an entry written by an
-older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches and is decoded again, never served
-stale. Entries are written to a temporary file and renamed into place, so a killed run or two DataLoader workers
-filling the same entry leave either nothing or a complete entry.
+An entry is one ``.npy`` file keyed by (content digest, size, interpolation, segment mode) that also records the
+source file's byte size and modification time and the decoder's version: a file edited after it was hashed, or an
+entry written by an older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches and is decoded
+again, never served stale. With segmentation on (``--segment auto|always``) the entry's name also says whether its
+cell was cut out, and by which :data:`~blastscope.segmentation.modes.SEGMENTATION_VERSION`, so a cached read reports
+it as a fresh decode does; a cell that cannot be found is not cached. Entries are written to a temporary file and
+renamed into place, so a killed run or two DataLoader workers filling the same entry leave either nothing or a
+complete entry.
 
 One file per entry rather than memory-mapped shards: at 224 px a warm .npy read took 0.17 ms against 0.02 ms from a
 shard, but decoding a 450-px C-NMC WebP and resizing it takes about 10 ms, so both make decoding vanish, and single
@@ -13,9 +16,11 @@ files need no locking, no index and no compaction (benchmarks/bench_cache.py mea
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +28,13 @@ import numpy as np
 from PIL import Image
 
 from blastscope.data.images import DECODER_VERSION, read_rgb
+from blastscope.data.preprocessing import check_segment_mode
 from blastscope.errors import BlastscopeError, ImageError
+from blastscope.segmentation.modes import SEGMENTATION_VERSION, CellNotFoundError, cell_for_model
 
 CACHE_ENV = "BLASTSCOPE_CACHE"
+log = logging.getLogger(__name__)
+_unwritable_warning = threading.Lock()  # held for good by the first thread that warns: one warning per process
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -44,9 +53,44 @@ def cache_root() -> Path:
     return Path(user_cache_dir("blastscope"))
 
 
-def decode_resized(path: Path, size: int, interpolation: str) -> np.ndarray:
-    """Decode ``path`` to RGB and resize the whole image (cells are centred on black: no crop) to size x size."""
-    return resize_rgb(read_rgb(path), size, interpolation)
+@dataclass(frozen=True, slots=True)
+class ModelInput:
+    """One image as a model's transform takes it, and whether blastscope cut its cell out of a background first.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        (S, S, 3) uint8 RGB at the model's input size.
+    segmented : bool
+        True when the pixels are the cell cut out onto black (``--segment``), False for the image as decoded.
+    """
+
+    pixels: np.ndarray
+    segmented: bool
+
+
+def model_input(image: Image.Image, size: int, interpolation: str, segment: str = "never") -> ModelInput:
+    """Apply the ``segment`` mode to the whole decoded image, then resize it to ``size`` x ``size`` (no crop).
+
+    Raises ``CellNotFoundError`` when segmentation finds no cell, ``BlastscopeError`` for an unknown mode or
+    interpolation.
+    """
+    if check_segment_mode(segment) == "never":
+        return ModelInput(resize_rgb(image, size, interpolation), False)
+    cell = cell_for_model(np.asarray(image.convert("RGB") if image.mode != "RGB" else image), segment)
+    source = Image.fromarray(cell.image) if cell.segmented else image
+    return ModelInput(resize_rgb(source, size, interpolation), cell.segmented)
+
+
+def decode_resized(path: Path, size: int, interpolation: str, segment: str = "never") -> ModelInput:
+    """Decode ``path`` to RGB, segment it as ``segment`` says and resize it whole to size x size.
+
+    Raises ``ImageError`` naming ``path`` when it cannot be read or its cell cannot be found.
+    """
+    try:
+        return model_input(read_rgb(path), size, interpolation, segment)
+    except CellNotFoundError as error:
+        raise ImageError(path, error.reason) from None
 
 
 def resize_rgb(image: Image.Image, size: int, interpolation: str) -> np.ndarray:
@@ -56,7 +100,8 @@ def resize_rgb(image: Image.Image, size: int, interpolation: str) -> np.ndarray:
     """
     if interpolation not in RESAMPLING:
         raise BlastscopeError(f"unknown interpolation {interpolation!r}; use one of {', '.join(RESAMPLING)}")
-    image = image.convert("RGB")
+    if image.mode != "RGB":  # converting an RGB image would copy it whole, for nothing
+        image = image.convert("RGB")
     if image.size != (size, size):
         image = image.resize((size, size), RESAMPLING[interpolation])
     return np.asarray(image, dtype=np.uint8)
@@ -70,7 +115,7 @@ class CacheUsage:
 
 
 class DecodedCache:
-    """Decoded uint8 pixels of cell images, by content digest, size and interpolation.
+    """Decoded uint8 pixels of cell images, by content digest, size, interpolation and segment mode.
 
     Holds only a path, so it pickles cheaply into DataLoader worker processes.
     """
@@ -78,19 +123,22 @@ class DecodedCache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else cache_root() / "decoded"
 
-    def load(self, path: str | Path, digest: str, size: int, interpolation: str) -> np.ndarray:
-        """The (size, size, 3) uint8 pixels of ``path``, decoded and stored on the first request only."""
+    def load(self, path: str | Path, digest: str, size: int, interpolation: str, segment: str = "never") -> ModelInput:
+        """The (size, size, 3) uint8 pixels of ``path`` as :func:`decode_resized` gives them, and whether its cell was
+        cut out; decoded and stored on the first request only. Raises ``ImageError`` as ``decode_resized`` does."""
         path = Path(path)
         try:
             stat = path.stat()
         except OSError as error:
             raise ImageError(path, f"cannot be read ({error.strerror or error})") from error
-        entry = self._entry(digest, size, interpolation)
-        pixels = self._read_fresh(entry, stat)
-        if pixels is None:
-            pixels = decode_resized(path, size, interpolation)
-            self._write(entry, pixels, stat)
-        return pixels
+        outcomes = (False,) if segment == "never" else (True,) if segment == "always" else (True, False)
+        for segmented in outcomes:
+            pixels = self._read_fresh(self._entry(digest, size, interpolation, segment, segmented), stat)
+            if pixels is not None:
+                return ModelInput(pixels, segmented)
+        decoded = decode_resized(path, size, interpolation, segment)
+        self._write(self._entry(digest, size, interpolation, segment, decoded.segmented), decoded.pixels, stat)
+        return decoded
 
     def usage(self) -> CacheUsage:
         entries = list(self.root.glob("*/*.npy")) if self.root.is_dir() else []
@@ -102,10 +150,14 @@ class DecodedCache:
         shutil.rmtree(self.root, ignore_errors=True)
         return freed
 
-    def _entry(self, digest: str, size: int, interpolation: str) -> Path:
+    def _entry(
+        self, digest: str, size: int, interpolation: str, segment: str = "never", segmented: bool = False
+    ) -> Path:
+        """The entry's path; ``never`` keeps the name entries had before segmentation (their pixels are the same)."""
         if not digest or not digest.isalnum():
             raise ValueError(f"a cache key needs an alphanumeric content digest, got {digest!r}")
-        return self.root / digest[:2] / f"{digest}-{size}-{interpolation}.npy"
+        outcome = "" if segment == "never" else f"-{segment}-{'cut' if segmented else 'whole'}-s{SEGMENTATION_VERSION}"
+        return self.root / digest[:2] / f"{digest}-{size}-{interpolation}{outcome}.npy"
 
     @staticmethod
     def _read_fresh(entry: Path, stat: os.stat_result) -> np.ndarray | None:
@@ -123,27 +175,40 @@ class DecodedCache:
 
     @staticmethod
     def _write(entry: Path, pixels: np.ndarray, stat: os.stat_result) -> None:
-        """Write atomically: readers see the old entry, no entry, or the complete new one, never a partial file."""
+        """Write atomically: readers see the old entry, no entry, or the complete new one, never a partial file.
+
+        The cache only saves time: when the entry cannot be written (full disk, read-only or forbidden folder) it is
+        left out, the caller keeps its decoded pixels, and the process warns once.
+        """
         record = np.zeros((), dtype=_record_dtype(pixels.shape))
         record["source_bytes"] = stat.st_size
         record["source_mtime_ns"] = stat.st_mtime_ns
         record["decoder"] = DECODER_VERSION
         record["pixels"] = pixels
+        temporary = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".", suffix=".tmp")
-        except OSError as error:
-            raise BlastscopeError(
-                f"cannot write the decoded-image cache in {entry.parent} ({error.strerror or error}); "
-                f"set {CACHE_ENV} to a writable folder"
-            ) from error
-        try:
             with os.fdopen(handle, "wb") as file:
                 np.save(file, record, allow_pickle=False)
             os.replace(temporary, entry)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        except BaseException as error:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+            if not isinstance(error, OSError):
+                raise
+            _warn_unwritable(entry.parent.parent, error)
+
+
+def _warn_unwritable(root: Path, error: OSError) -> None:
+    if not _unwritable_warning.acquire(blocking=False):
+        return
+    log.warning(
+        "cannot write the decoded-image cache in %s (%s); decoding every epoch instead — set %s to a writable folder",
+        root,
+        error.strerror or error,
+        CACHE_ENV,
+    )
 
 
 def _record_dtype(shape: tuple[int, ...]) -> np.dtype:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from blastscope.data.cache import DecodedCache, decode_resized
+from blastscope.data.cache import DecodedCache, ModelInput, decode_resized
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
@@ -21,6 +21,26 @@ from blastscope.errors import DataError, ImageError
 log = logging.getLogger(__name__)
 
 
+class CellChangedError(ImageError):
+    """A cell that was readable when its dataset was built but no longer is (changed, truncated or deleted mid-run).
+
+    Its message stays one line also when it is raised in a DataLoader worker: PyTorch rebuilds a worker's exception
+    in the main process as ``type(error)(text)``, with the worker's whole traceback as the text, whose last line is
+    this class's name and the original message; that message is taken back out of it.
+    """
+
+    def __init__(self, path: object, reason: str | None = None) -> None:
+        if reason is None:  # rebuilt by PyTorch from a worker's traceback
+            last = str(path).rstrip().rsplit("\n", 1)[-1]
+            path, _, reason = last.removeprefix(f"{type(self).__module__}.{type(self).__qualname__}: ").partition(": ")
+            super().__init__(path, reason)
+            return
+        super().__init__(
+            path,
+            f"{reason}; it changed after training started: restore it and continue with `blastscope train --resume "
+            "RUN_DIR` (finished epochs are kept), or remove it and start a new run",
+        )
+
 
 class CellDataset(Dataset):
     """Cells as ``(normalised image tensor, class index)``.
@@ -28,7 +48,8 @@ class CellDataset(Dataset):
     Every cell is decoded (and cached) when the dataset is built, in threads since Pillow releases the GIL while
     decoding. A file that cannot be read then is counted in ``skipped`` with its reason, logged, and left out, rather
     than crashing a DataLoader worker mid-epoch; the first epoch also reads warm cache entries. A file that breaks
-    after that (deleted mid-run) raises its ImageError.
+    after that (deleted mid-run) raises its ImageError. A cell that segmentation (``pre.segment``) cannot find is
+    skipped the same way; ``segmented`` says, per readable cell, whether it was cut out of its background.
     """
 
     def __init__(
@@ -48,34 +69,43 @@ class CellDataset(Dataset):
         self.pre = pre
         self.transform = transform
         self.cache = cache
-        self.cells, self.skipped = self._readable(cells, threads or min(8, os.cpu_count() or 1))
+        self.cells, self.skipped, self.segmented = self._readable(cells, threads or min(8, os.cpu_count() or 1))
         self.targets = [self.classes.index(cell.label) for cell in self.cells]
 
     def __len__(self) -> int:
         return len(self.cells)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Raises :class:`CellChangedError` for a cell that could be read when the dataset was built but no longer
+        can."""
         cell = self.cells[index]
-        return self.transform(self._pixels(cell)), self.targets[index]
+        try:
+            pixels = self._pixels(cell)
+        except ImageError as error:
+            raise CellChangedError(error.path, error.reason) from None
+        return self.transform(pixels), self.targets[index]
 
     def _pixels(self, cell: Cell) -> np.ndarray:
-        size, interpolation = self.pre.input_size, self.pre.interpolation
-        if self.cache is None:
-            return decode_resized(cell.path, size, interpolation)
-        return self.cache.load(cell.path, cell.digest, size, interpolation)
+        return self._input(cell).pixels
 
-    def _readable(self, cells: Sequence[Cell], threads: int) -> tuple[list[Cell], list[tuple[Path, str]]]:
-        def problem(cell: Cell) -> str | None:
+    def _input(self, cell: Cell) -> ModelInput:
+        pre = self.pre
+        if self.cache is None:
+            return decode_resized(cell.path, pre.input_size, pre.interpolation, pre.segment)
+        return self.cache.load(cell.path, cell.digest, pre.input_size, pre.interpolation, pre.segment)
+
+    def _readable(self, cells: Sequence[Cell], threads: int) -> tuple[list[Cell], list[tuple[Path, str]], list[bool]]:
+        def outcome(cell: Cell) -> ModelInput | str:
             try:
-                self._pixels(cell)
+                return self._input(cell)
             except ImageError as error:
                 return error.reason
-            return None
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            problems = list(pool.map(problem, cells))
-        readable = [cell for cell, reason in zip(cells, problems, strict=True) if reason is None]
-        skipped = [(cell.path, reason) for cell, reason in zip(cells, problems, strict=True) if reason is not None]
+            outcomes = list(pool.map(outcome, cells))
+        readable = [cell for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, ModelInput)]
+        segmented = [got.segmented for got in outcomes if isinstance(got, ModelInput)]
+        skipped = [(cell.path, got) for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, str)]
         if skipped:
             path, reason = skipped[0]
             log.warning(
@@ -84,4 +114,4 @@ class CellDataset(Dataset):
         if cells and not readable:
             path, reason = skipped[0]
             raise DataError(f"none of the {len(cells)} images can be read, e.g. {path}: {reason}")
-        return readable, skipped
+        return readable, skipped, segmented

@@ -2,6 +2,8 @@
 
 Cells the run trained or validated on never count as new data, and whether the result may be read at subject level
 (no person in both training and the evaluated data) is decided here, with a note for the reader when it may not.
+Cells whose image cannot be read, or whose white cell the run's segmentation cannot find, are set aside here too
+(:func:`readable_cells`), with a note: they are reported, never scored as blanks.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from blastscope.data.attribution import dataset_attribution
+from blastscope.data.cache import DecodedCache
 from blastscope.data.classes import match_class_names
 from blastscope.data.discover import scan_dataset
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError, DataError
+from blastscope.inference.predict import readable
 from blastscope.runs import TrainedRun
 
 SPLITS = ("test", "val", "train")
@@ -73,6 +77,49 @@ def cells_to_score(
             "data, so these numbers can be optimistic and do not say how the model does on new people",
         )
     return cells, source, subject_level, attribution
+
+
+def readable_cells(
+    run: TrainedRun, cells: Sequence[Cell], notes: list[str], what: str
+) -> tuple[list[Cell], list[bool], list[tuple[str, str]]]:
+    """The cells the run's model can be given, read once through the decoded-image cache as its preprocessing says.
+
+    Parameters
+    ----------
+    run : TrainedRun
+        Its ``preprocessing`` (size, interpolation, ``segment`` mode) says how each cell is read.
+    cells : sequence of Cell
+    notes : list of str
+        Appended to with how many cells were set aside and why (the first one's reason), when any was.
+    what : str
+        The cells' role in the note ("scored", "validation").
+
+    Returns
+    -------
+    cells : list of Cell
+        The readable cells, in order.
+    segmented : list of bool
+        Per readable cell: whether it was cut out of its background.
+    skipped : list of (str, str)
+        Path and reason of each cell set aside.
+
+    Raises
+    ------
+    DataError
+        When cells were given and none of them can be read.
+    """
+    found = readable(cells, run.preprocessing, DecodedCache())
+    skipped = [(str(cell.path), reason) for cell, reason in found.skipped]  # type: ignore[union-attr]
+    if skipped:
+        path, reason = skipped[0]
+        notes.append(
+            f"{len(skipped)} of {len(cells)} {what} cells were skipped, unreadable or with no cell found "
+            f"(--segment {run.preprocessing.segment}); e.g. {path}: {reason}"
+        )
+    if cells and not found.items:
+        path, reason = skipped[0]
+        raise DataError(f"none of the {len(cells)} {what} cells can be used, e.g. {path}: {reason}")
+    return list(found.items), found.segmented, skipped  # type: ignore[arg-type]
 
 
 def _split_cells(run: TrainedRun, split: str) -> list[Cell]:

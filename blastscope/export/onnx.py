@@ -1,11 +1,11 @@
 """ONNX export of a trained run: self-describing model files, checked against PyTorch on the run's own test cells.
 
-Every file carries what a consumer needs to feed it (input size, mean/std, interpolation), to read its output (class
-names) and to decide (the run's operating point: positive class, threshold, temperature) as ONNX ``metadata_props``
-under ``blastscope.*`` keys, exactly the keys ``inference.runners.OnnxRunner`` reads back. ``export/export.json``
-records the parity check, each variant's weighted F1 and label agreement with fp32 on the validation and test splits,
-and the variant ``predict`` and ``serve`` use by default with the reason, chosen by the rule of
-``blastscope.export.choice`` on validation only.
+Every file carries what a consumer needs to feed it (input size, mean/std, interpolation, and the ``--segment`` mode
+that cuts cells out of their background before resizing), to read its output (class names) and to decide (the run's
+operating point: positive class, threshold, temperature) as ONNX ``metadata_props`` under ``blastscope.*`` keys,
+exactly the keys ``inference.runners.OnnxRunner`` reads back. ``export/export.json`` records the parity check, each
+variant's weighted F1 and label agreement with fp32 on the validation and test splits, and the variant ``predict``
+and ``serve`` use by default with the reason, chosen by the rule of ``blastscope.export.choice`` on validation only.
 
 Every score goes through the one inference path: ``predict_logits`` with an ``OnnxRunner``, ``probabilities`` at the
 point's temperature, ``decide`` at its threshold, then ``metrics.weighted_f1``, as ``evaluate`` and ``predict`` do.
@@ -34,7 +34,7 @@ from blastscope.errors import BlastscopeError, DataError
 from blastscope.export import choice
 from blastscope.export.quantize import bf16_weights, quantize_int8
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.inference.predict import batches, predict_logits, probabilities
+from blastscope.inference.predict import batches, predict_logits, probabilities, readable
 from blastscope.inference.runners import METADATA_PREFIX, ONNX_INPUT, ONNX_OUTPUT, OnnxRunner, Runner, TorchRunner
 from blastscope.metrics import weighted_f1
 from blastscope.models.base import CellClassifier
@@ -48,6 +48,14 @@ PARITY_CELLS = 32
 CALIBRATION_CELLS = 64
 """Training cells the int8 activation ranges are calibrated on."""
 SCORE_BATCH_SIZE = 32
+SEGMENT_TEXT = {
+    "never": "",
+    "auto": "; first, an image not already on black (as C-NMC cells are) has its white cell cut out onto a black "
+    "square by blastscope.segmentation (segment=auto)",
+    "always": "; first, every image has its white cell cut out onto a black square by blastscope.segmentation "
+    "(segment=always)",
+}
+"""How the ``blastscope.input`` metadata describes each ``Preprocessing.segment`` mode."""
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "bf16": "model_bf16.onnx"}
 VARIANT_NOTES = {
     "fp32": "float32 weights and compute",
@@ -76,7 +84,7 @@ def model_metadata(pre: Preprocessing, point: OperatingPoint, model_name: str, v
     Parameters
     ----------
     pre : Preprocessing
-        The run's input size, normalisation and interpolation.
+        The run's input size, normalisation, interpolation and segmentation mode.
     point : OperatingPoint
         The run's operating point at export time; its classes name the output columns.
     model_name, variant : str
@@ -94,7 +102,7 @@ def model_metadata(pre: Preprocessing, point: OperatingPoint, model_name: str, v
         f"{key}operating_point": json.dumps(point.to_dict()),
         f"{key}input": (
             f"float32 NCHW RGB, {pre.input_size}x{pre.input_size} ({pre.interpolation} resize), "
-            "scaled to [0, 1], then (x - mean) / std per channel"
+            f"scaled to [0, 1], then (x - mean) / std per channel{SEGMENT_TEXT[pre.segment]}"
         ),
         f"{key}output": decision_text(point),
         f"{key}model": model_name,
@@ -242,10 +250,10 @@ def export_run(
     BlastscopeError
         If the ONNX logits differ from PyTorch's by more than ``PARITY_TOLERANCE`` (nothing is left behind then).
     """
-    test_cells = list(trained.split.parts.get("test", []))
+    test_cells = _usable(trained, "test", log)
     if not test_cells:
         raise DataError(f"{trained.run_dir}: the run's split has no test cells to check the export against")
-    calibration = list(trained.split.parts.get("train", []))[:CALIBRATION_CELLS]
+    calibration = _usable(trained, "train", log, CALIBRATION_CELLS)
     if int8 and not calibration:
         raise DataError(f"{trained.run_dir}: the run's split has no training cells to calibrate int8 on")
     point: OperatingPoint = trained.operating_point
@@ -303,7 +311,7 @@ def _build(
         if variant != "fp32":
             set_metadata(path, model_metadata(pre, point, model_name, variant))
 
-    val_cells = list(trained.split.parts.get("val", []))
+    val_cells = _usable(trained, "val", log)
     splits = {name: cells for name, cells in (("val", val_cells), ("test", test_cells)) if cells}
     runners = {variant: OnnxRunner(path) for variant, path in built.items()}
     scores = {name: _score_split(runners, cells, trained, cache) for name, cells in splits.items()}
@@ -335,6 +343,20 @@ def _build(
         "default": default,
         "default_reason": reason,
     }
+
+
+def _usable(trained: Any, part: str, log: Callable[[str], None], limit: int | None = None) -> list[Cell]:
+    """The first ``limit`` (default all) cells of the run's ``part`` that can be read and, when the run segments,
+    whose cell is found, as training kept them; the others are counted in one logged line."""
+    cells = list(trained.split.parts.get(part, []))
+    found = readable(cells[:limit] if limit is not None else cells, trained.preprocessing, DecodedCache())
+    if found.skipped:
+        cell, reason = found.skipped[0]
+        log(
+            f"skipped {len(found.skipped)} {part} cells that cannot be read or whose cell is not found, e.g. "
+            f"{getattr(cell, 'path', cell)}: {reason}"
+        )
+    return list(found.items)  # type: ignore[arg-type]
 
 
 def _score_split(

@@ -3,12 +3,16 @@
 Every door to a model goes through :func:`predict_logits` and :func:`probabilities`: ``evaluate`` and the test score
 written at the end of training (dataset cells, through the decoded cache), the Python API, ``predict`` and ``serve``
 (files and uploaded images), and the export's parity and variant checks. Labels then come from
-``decision.decide`` alone.
+``decision.decide`` alone. Each item is segmented (or not) as ``Preprocessing.segment`` says before it is resized, the
+same way for every door and runner (PyTorch or ONNX Runtime); :func:`predict_items` also says which items were cut
+out of their background, and :func:`readable` sets aside, with the reason, items that cannot be read or whose cell
+cannot be found.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +20,93 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from blastscope.data.cache import DecodedCache, resize_rgb
-from blastscope.data.images import decode_pil, read_rgb
+from blastscope.data.cache import DecodedCache, ModelInput, decode_resized, model_input
+from blastscope.data.images import decode_pil
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
+from blastscope.errors import ImageError
 from blastscope.inference.runners import Runner
 from blastscope.inference.tta import view_logits
+from blastscope.segmentation.modes import CellNotFoundError
 
-Item = Cell | Image.Image | str | Path
-"""A dataset cell (decoded once through the cache), a PIL image, or an image file's path."""
+Item = Cell | ModelInput | Image.Image | str | Path
+"""A dataset cell (decoded once through the cache), an image already made the model's input
+(:func:`resized_pixels`), a PIL image, or an image file's path."""
 
 
-def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = None) -> np.ndarray:
-    """One item as the uint8 (S, S, 3) array the model's transform takes, S = ``pre.input_size``.
+@dataclass(frozen=True, slots=True)
+class ItemLogits:
+    """Logits of every item in every view, and whether each item's cell was cut out of its background.
 
-    Cells are read through ``cache`` (exactly as training saw them); images and paths are decoded and resized the
-    same way. Raises ``ImageError`` for an unreadable file.
+    Attributes
+    ----------
+    logits : numpy.ndarray
+        float32, shape (N, V, C): V = 8 with test-time augmentation, else 1.
+    segmented : numpy.ndarray
+        bool, shape (N,).
     """
+
+    logits: np.ndarray
+    segmented: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """Items split into those the model can be given and those it cannot.
+
+    Attributes
+    ----------
+    items : list
+        The readable items, in order.
+    segmented : list of bool
+        Per readable item: whether its cell was cut out of its background.
+    skipped : list of (item, str)
+        The others, each with the reason (unreadable file, or no cell found).
+    """
+
+    items: list[Item]
+    segmented: list[bool]
+    skipped: list[tuple[Item, str]]
+
+
+def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = None) -> ModelInput:
+    """One item as the model's transform takes it: uint8 (S, S, 3) pixels, S = ``pre.input_size``, segmented (or
+    not) as ``pre.segment`` says, with whether it was.
+
+    Cells are read through ``cache`` (exactly as training saw them); images and paths are decoded, segmented and
+    resized the same way; a :class:`ModelInput` is passed on. Raises ``ImageError`` naming the item for an unreadable
+    file or a cell that cannot be found, ``ValueError`` for a ``ModelInput`` of another size.
+    """
+    size, interpolation, segment = pre.input_size, pre.interpolation, pre.segment
+    if isinstance(item, ModelInput):
+        if item.pixels.shape != (size, size, 3):
+            raise ValueError(f"a model input of shape {item.pixels.shape} given to a model of {size}x{size} px")
+        return item
     if isinstance(item, Cell):
-        return (cache or DecodedCache()).load(item.path, item.digest, pre.input_size, pre.interpolation)
-    image = decode_pil(item).image if isinstance(item, Image.Image) else read_rgb(item)
-    return resize_rgb(image, pre.input_size, pre.interpolation)
+        return (cache or DecodedCache()).load(item.path, item.digest, size, interpolation, segment)
+    if isinstance(item, Image.Image):
+        try:
+            return model_input(decode_pil(item).image, size, interpolation, segment)
+        except CellNotFoundError as error:
+            raise ImageError(getattr(item, "filename", "") or "<image>", error.reason) from None
+    return decode_resized(Path(item), size, interpolation, segment)
+
+
+def readable(items: Sequence[Item], pre: Preprocessing, cache: DecodedCache | None = None) -> Readable:
+    """Read every item once (through ``cache`` for cells, which later reads then find warm) and set aside those that
+    cannot be read or whose cell cannot be found, with the reason."""
+    kept: list[Item] = []
+    segmented: list[bool] = []
+    skipped: list[tuple[Item, str]] = []
+    for item in items:
+        try:
+            segmented.append(resized_pixels(item, pre, cache).segmented)
+        except ImageError as error:
+            skipped.append((item, error.reason))
+            continue
+        kept.append(item)
+    return Readable(kept, segmented, skipped)
 
 
 def batches(
@@ -48,13 +117,21 @@ def batches(
     cache: DecodedCache | None = None,
 ) -> Iterator[torch.Tensor]:
     """Normalised float32 batches of shape (B, 3, S, S), B <= ``batch_size``, in item order."""
+    for batch, _ in _flagged_batches(items, pre, transform, batch_size, cache):
+        yield batch
+
+
+def _flagged_batches(
+    items: Sequence[Item], pre: Preprocessing, transform: Transform, batch_size: int, cache: DecodedCache | None
+) -> Iterator[tuple[torch.Tensor, list[bool]]]:
+    """:func:`batches`, each with its items' ``segmented`` flags."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if cache is None and any(isinstance(item, Cell) for item in items):
         cache = DecodedCache()
     for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        yield torch.stack([transform(resized_pixels(item, pre, cache)) for item in chunk])
+        inputs = [resized_pixels(item, pre, cache) for item in items[start : start + batch_size]]
+        yield torch.stack([transform(one.pixels) for one in inputs]), [one.segmented for one in inputs]
 
 
 def predict_logits(
@@ -71,22 +148,39 @@ def predict_logits(
     """Logits of every item in every view: float32 array of shape (N, V, C), V = 8 with ``tta`` else 1.
 
     ``transform`` maps a resized uint8 image to the model's input (a run's own: ``TrainedRun.transform``).
-    Raises ``ValueError`` for no items and ``ImageError`` for an unreadable file.
+    Raises ``ValueError`` for no items and ``ImageError`` for an unreadable file or a cell that cannot be found.
     """
+    return predict_items(
+        runner, items, pre, transform, tta=tta, batch_size=batch_size, cache=cache, progress=progress
+    ).logits
+
+
+def predict_items(
+    runner: Runner,
+    items: Sequence[Item],
+    pre: Preprocessing,
+    transform: Transform,
+    *,
+    tta: bool = False,
+    batch_size: int = 32,
+    cache: DecodedCache | None = None,
+    progress: bool = False,
+) -> ItemLogits:
+    """:func:`predict_logits` together with each item's ``segmented`` flag, from one read of each item."""
     if not len(items):
         raise ValueError("no images to predict")
     total = -(-len(items) // batch_size)
-    chunks = [
-        view_logits(runner, batch, tta).float().numpy()
-        for batch in tqdm(
-            batches(items, pre, transform, batch_size, cache),
-            total=total,
-            desc="predict",
-            unit="batch",
-            disable=not progress,
-        )
-    ]
-    return np.concatenate(chunks)
+    chunks, flags = [], []
+    for batch, segmented in tqdm(
+        _flagged_batches(items, pre, transform, batch_size, cache),
+        total=total,
+        desc="predict",
+        unit="batch",
+        disable=not progress,
+    ):
+        chunks.append(view_logits(runner, batch, tta).float().numpy())
+        flags += segmented
+    return ItemLogits(np.concatenate(chunks), np.array(flags, dtype=bool))
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -10,6 +10,7 @@ does that cutting with classical, stain-aware image analysis (scikit-image, no n
   split, cells cut by the border flagged), each with box, mask, centroid and cut-out.
 - :func:`is_on_black`: whether an image is already a C-NMC-like cut-out (segment only where needed).
 - :func:`label_white_cells`: the label images behind both, for measuring and drawing.
+- :func:`cell_for_model`: the ``--segment auto|always|never`` step every command applies before resizing.
 
 Scale: cells keep their physical size (one ``scale`` for every cell; see :mod:`blastscope.segmentation.canvas`).
 """
@@ -24,23 +25,33 @@ from blastscope.segmentation.field import (
     find_white_cells,
     label_white_cells,
 )
+from blastscope.segmentation.modes import (
+    CellImage,
+    CellNotFoundError,
+    cell_for_model,
+    segmenting_bytes,
+)
 from blastscope.segmentation.settings import DEFAULT_SETTINGS, SegmentationSettings
 from blastscope.segmentation.stains import StainMaps, background_white, stain_maps
 
 __all__ = [
     "CNMC_CANVAS",
     "DEFAULT_SETTINGS",
+    "CellImage",
+    "CellNotFoundError",
     "FoundCell",
     "SegmentationSettings",
     "SegmentedCell",
     "StainMaps",
     "WhiteCellLabels",
     "background_white",
+    "cell_for_model",
     "cell_on_black_mask",
     "find_white_cells",
     "is_on_black",
     "label_white_cells",
     "place_on_canvas",
     "segment_cell",
+    "segmenting_bytes",
     "stain_maps",
 ]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blastscope.cli import cache as cache_cli
 from blastscope.cli import main
+from blastscope.data import cache as cache_module
 from blastscope.data.cache import DecodedCache
 
 
@@ -27,3 +29,7 @@ def test_info_then_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert "removed 1 entries" in capsys.readouterr().out
     assert main(["cache", "info"]) == 0
     assert "entries:  0" in capsys.readouterr().out
+
+
+def test_help_names_the_cache_variable_without_importing_the_cache() -> None:
+    assert cache_cli.CACHE_ENV == cache_module.CACHE_ENV

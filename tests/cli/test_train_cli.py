@@ -11,6 +11,8 @@ import yaml
 
 from blastscope.cli import main
 from blastscope.cli.train import build_config
+from blastscope.runs import load_run
+from blastscope.training.config import TrainConfig
 
 TINY = [
     "--image-size",
@@ -83,3 +85,24 @@ def test_a_run_repeats_from_its_config_yaml(
         torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)
     ]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_train_records_its_segment_mode_and_counts_the_cells_cut_out(
+    natural_crop_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Crops with a natural background are cut out (default ``--segment auto``), the blank is skipped with its
+    reason, and the run records the mode; a record from before segmentation existed reads back as ``never``."""
+    run = tmp_path / "run"
+    args = ["train", "--data", str(natural_crop_dataset), "--model", "cnn", *TINY, "--run-dir", str(run)]
+    assert main([*args, "--split-ratios", "0.5,0.25,0.25"]) == 0
+    assert "segmented 12 of 12 cells (cut out of their background onto black)" in capsys.readouterr().err
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["segment"] == "auto" and config["preprocessing"]["segment"] == "auto"
+    data = json.loads((run / "metrics.json").read_text())["data"]
+    assert sum(part["cut_out"] for part in data["segmented"].values()) == 12
+    assert [Path(path).name for path, reason in data["skipped"] if "no white cell found" in reason] == ["blank.png"]
+
+    del config["segment"], config["preprocessing"]["segment"]  # as runs were recorded before --segment
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert load_run(run).preprocessing.segment == "never"
+    assert TrainConfig.load(run / "config.yaml").segment == "never"

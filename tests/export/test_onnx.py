@@ -56,6 +56,8 @@ def test_files_carry_preprocessing_classes_and_operating_point(exported_run: Pat
         assert json.loads(props["blastscope.classes"]) == list(trained.classes)
         assert props["blastscope.positive_class"] == point.positive_class
         assert Preprocessing.from_dict(json.loads(props["blastscope.preprocessing"])) == trained.preprocessing
+        assert json.loads(props["blastscope.preprocessing"])["segment"] == "auto" == trained.preprocessing.segment
+        assert "cut out onto a black square by blastscope.segmentation (segment=auto)" in props["blastscope.input"]
         assert json.loads(props["blastscope.operating_point"]) == point.to_dict()
         assert f"p({point.positive_class}) >= {point.threshold:.6g}" in props["blastscope.output"]
         assert props["blastscope.variant"] == variant

@@ -154,7 +154,7 @@ def test_heat_concentrates_on_the_cell(cnmc_sample: Path) -> None:
         pytest.skip(f"needs the offline ImageNet weights of efficientnet_lite0, got {bundle.weights_source}")
     model, pre = bundle.model.eval(), bundle.preprocessing
     files = sorted(cnmc_sample.rglob("UID_*"))
-    images = torch.stack([eval_transform(pre)(resized_pixels(path, pre)) for path in files])
+    images = torch.stack([eval_transform(pre)(resized_pixels(path, pre).pixels) for path in files])
     labels = torch.tensor([int(parse_name(path.name).label == "all") for path in files])
     with torch.no_grad():
         features = model.forward_features(images)
@@ -170,7 +170,7 @@ def test_heat_concentrates_on_the_cell(cnmc_sample: Path) -> None:
     assert classifier.predict(cell)[0].label == "all"
     explanation = classifier.explain(cell)
     assert explanation.usable
-    resized = resized_pixels(cell, pre)
+    resized = resized_pixels(cell, pre).pixels
     on_cell = resized.sum(axis=2) > 30  # C-NMC cells are segmented onto a black background
     assert 0.1 < on_cell.mean() < 0.9
     assert explanation.heatmap[on_cell].mean() > 2 * explanation.heatmap[~on_cell].mean()

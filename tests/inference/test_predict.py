@@ -4,6 +4,7 @@ fp32 or bf16; probabilities are the (temperature-scaled) softmax of the logits, 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,20 @@ from torch import nn
 
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import eval_transform
-from blastscope.inference.predict import batches, predict_logits, probabilities, resized_pixels
+from blastscope.errors import ImageError
+from blastscope.inference.predict import (
+    batches,
+    predict_items,
+    predict_logits,
+    probabilities,
+    readable,
+    resized_pixels,
+)
 from blastscope.inference.runners import TorchRunner
 from blastscope.inference.tta import dihedral_views
 from blastscope.models.base import CellClassifier
 
-PRE = Preprocessing(input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+PRE = Preprocessing(input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), segment="never")  # noise images
 TRANSFORM = eval_transform(PRE)
 
 
@@ -83,7 +92,7 @@ def test_batches_are_normalised_model_inputs_in_item_order(images: list[Image.Im
     chunks = list(batches(images, PRE, TRANSFORM, batch_size=2))
     assert [tuple(chunk.shape) for chunk in chunks] == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16)]
     assert all(chunk.dtype == torch.float32 for chunk in chunks)
-    torch.testing.assert_close(chunks[2][0], TRANSFORM(resized_pixels(images[4], PRE)))
+    torch.testing.assert_close(chunks[2][0], TRANSFORM(resized_pixels(images[4], PRE).pixels))
     with pytest.raises(ValueError, match="batch_size"):
         next(batches(images, PRE, TRANSFORM, batch_size=0))
 
@@ -101,7 +110,7 @@ def test_probabilities_are_the_temperature_scaled_softmax_of_the_logits(images: 
 
 def test_tta_is_the_mean_probability_over_the_eight_views(images: list[Image.Image]) -> None:
     model = TinyNet().eval()
-    batch = torch.stack([TRANSFORM(resized_pixels(image, PRE)) for image in images])
+    batch = torch.stack([TRANSFORM(resized_pixels(image, PRE).pixels) for image in images])
     with torch.no_grad():
         expected = torch.stack([model(view).softmax(-1) for view in dihedral_views(batch)]).mean(0).numpy()
     assert predict_logits(TorchRunner(model), images, PRE, TRANSFORM, tta=True).shape == (5, 8, 2)
@@ -122,3 +131,32 @@ def test_bf16_autocast_stays_close_to_fp32(images: list[Image.Image]) -> None:
 def test_nothing_to_predict_is_refused() -> None:
     with pytest.raises(ValueError, match="no images"):
         predict_logits(TorchRunner(TinyNet()), [], PRE, TRANSFORM)
+
+
+def test_segmented_flags_come_with_the_logits_and_unreadable_items_are_set_aside(
+    natural_crops: list[Path], tmp_path: Path
+) -> None:
+    auto = replace(PRE, segment="auto")
+    on_black = Image.new("RGB", (40, 40))
+    on_black.paste((200, 120, 220), (12, 12, 28, 28))
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (120, 120), (215, 205, 210)).save(blank)
+    items = [natural_crops[0], on_black, natural_crops[1]]
+    predicted = predict_items(TorchRunner(TinyNet()), items, auto, TRANSFORM, batch_size=2)
+    assert predicted.logits.shape == (3, 1, 2) and predicted.segmented.tolist() == [True, False, True]
+    np.testing.assert_allclose(
+        predicted.logits, predict_logits(TorchRunner(TinyNet()), items, auto, TRANSFORM), atol=1e-6
+    )
+    found = readable([blank, *items], auto)
+    assert found.items == items and found.segmented == [True, False, True]
+    assert found.skipped[0][0] == blank and "no white cell found" in found.skipped[0][1]
+    with pytest.raises(ImageError, match=r"blank\.png: no white cell found"):
+        predict_logits(TorchRunner(TinyNet()), [blank], auto, TRANSFORM)
+
+
+def test_prepared_inputs_pass_through_unchanged_and_must_fit(natural_crops: list[Path]) -> None:
+    auto = replace(PRE, segment="auto")
+    prepared = resized_pixels(natural_crops[0], auto)
+    assert resized_pixels(prepared, auto) is prepared and prepared.segmented
+    with pytest.raises(ValueError, match="16x16"):
+        resized_pixels(resized_pixels(natural_crops[0], replace(auto, input_size=24)), auto)

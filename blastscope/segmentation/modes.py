@@ -1,0 +1,118 @@
+"""Whether a cell image is cut out before it reaches the model: ``--segment auto|always|never``.
+
+The one step every door applies between decoding and resizing (training, ``evaluate``, ``predict``, ``serve``, the
+Python API and the ONNX export's consumers alike), so a run sees the same kind of image wherever it is used:
+
+- ``never``: the image as decoded (runs recorded before segmentation existed were trained this way);
+- ``auto`` (default): images already on black, as C-NMC cells are (:func:`~blastscope.segmentation.is_on_black`),
+  stay as they are; an image with a natural background has its white cell cut out onto black
+  (:func:`~blastscope.segmentation.segment_cell`);
+- ``always``: every image is segmented; one already on black is only re-centred.
+
+A cell that cannot be found raises :class:`CellNotFoundError` with the reason, which the data layer reports as that
+file's :class:`~blastscope.errors.ImageError`: it is skipped and listed, never classified as a black canvas. The mode
+is recorded with a run as ``Preprocessing.segment`` (:mod:`blastscope.data.preprocessing`, which lists the modes and
+checks them without loading the image-analysis libraries this module needs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from blastscope.errors import BlastscopeError, ImageError
+from blastscope.segmentation.background import CELL_LEVEL, is_on_black
+from blastscope.segmentation.canvas import CNMC_CANVAS
+from blastscope.segmentation.cell import segment_cell
+from blastscope.segmentation.stains import as_rgb
+
+SEGMENTATION_VERSION = 1
+"""Part of the decoded-image cache's keys: raise it when a change to the segmentation changes its cut-outs."""
+MAX_SEGMENT_PIXELS = 2_000_000
+"""Largest image (pixels) a single cell is cut out of. Its cell must fit the 450 px C-NMC canvas at the photo's own
+scale, so a larger image is a field, not a crop around one cell; and segmentation peaks at
+:data:`SEGMENT_PEAK_BYTES_PER_PIXEL`, about 0.5 GB at this size."""
+SEGMENT_PEAK_BYTES_PER_PIXEL = 260
+"""Peak memory of :func:`~blastscope.segmentation.segment_cell` per input pixel: 243 bytes measured with tracemalloc
+on synthetic smear crops of 300-1000 px (float64 stain maps, labels, distance transforms), plus a margin."""
+
+
+class CellNotFoundError(BlastscopeError):
+    """No white cell could be cut out of an image that needed it; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class CellImage:
+    """The full-size image the model is to see (before resizing), and whether it is blastscope's cut-out.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        HxWx3 uint8 RGB: the input itself, or its cell centred on a black square canvas.
+    segmented : bool
+        True when ``image`` is :func:`~blastscope.segmentation.segment_cell`'s canvas.
+    """
+
+    image: np.ndarray
+    segmented: bool
+
+
+def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
+    """Apply ``mode`` to one decoded image.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        HxWx3 uint8 RGB image of one cell: a C-NMC-like cut-out on black, or a crop with its natural background.
+    mode : {"auto", "always", "never"}
+        See the module's docstring.
+
+    Returns
+    -------
+    CellImage
+        The input unchanged (``never``; ``auto`` on black), or its white cell on a black square canvas: 450 px
+        (C-NMC's side) at the input's own pixel scale for a natural background, the input's longer side for an image
+        already on black (re-centred, never zoomed).
+
+    Raises
+    ------
+    CellNotFoundError
+        When segmentation is needed and finds no cell (with :func:`~blastscope.segmentation.segment_cell`'s reason),
+        the cell is larger than the canvas, the image is over :data:`MAX_SEGMENT_PIXELS` or under 16 px a side, or
+        (``auto``) an image on black has no cell pixel at all.
+    BlastscopeError
+        For an unknown mode.
+    """
+    if mode == "never":
+        return CellImage(image, False)
+    if mode not in ("auto", "always"):
+        raise BlastscopeError(f"segment mode {mode!r} is unknown: use auto, always or never")
+    try:
+        rgb = as_rgb(image)
+    except ImageError as error:
+        raise CellNotFoundError(f"cannot look for a cell: {error.reason}") from None
+    on_black = is_on_black(rgb)
+    if mode == "auto" and on_black:
+        if not (rgb.max(axis=2) >= CELL_LEVEL).any():
+            raise CellNotFoundError("no cell: the image is black (on-black background and no bright pixels)")
+        return CellImage(image, False)
+    height, width = rgb.shape[:2]
+    if height * width > MAX_SEGMENT_PIXELS:
+        raise CellNotFoundError(
+            f"{width}x{height} px is too large to cut one cell out of (over {MAX_SEGMENT_PIXELS / 1e6:g} megapixels); "
+            "crop the image around the cell, or scan it as a smear field"
+        )
+    cell = segment_cell(rgb, canvas_size=max(height, width) if on_black else CNMC_CANVAS)
+    if not cell.found:
+        raise CellNotFoundError(cell.reason)
+    return CellImage(cell.canvas, True)
+
+
+def segmenting_bytes(pixels: int, mode: str) -> int:
+    """Peak memory (bytes) that :func:`cell_for_model` may take on an image of ``pixels`` pixels in ``mode``."""
+    return 0 if mode == "never" else min(pixels, MAX_SEGMENT_PIXELS) * SEGMENT_PEAK_BYTES_PER_PIXEL

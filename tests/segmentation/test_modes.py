@@ -1,0 +1,100 @@
+"""``--segment auto|always|never`` on one decoded image: cut-outs on black stay as they are under ``auto``, crops with
+a natural background are cut out, and an image without a findable cell raises with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blastscope.data.synth import smear_field, synthesize
+from blastscope.errors import BlastscopeError
+from blastscope.segmentation import CNMC_CANVAS, CellNotFoundError, cell_for_model, is_on_black, segmenting_bytes
+from blastscope.segmentation.modes import MAX_SEGMENT_PIXELS, SEGMENT_PEAK_BYTES_PER_PIXEL
+
+
+def crop_around_cell(seed: int, side: int = 180) -> np.ndarray:
+    field = smear_field(seed, height=320, width=320, white_cells=1)
+    ys, xs = np.nonzero(field.white_cells == 1)
+    top, left = (min(max(0, int(c.mean()) - side // 2), 320 - side) for c in (ys, xs))
+    return field.image[top : top + side, left : left + side]
+
+
+@pytest.fixture(scope="module")
+def on_black(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    folder = tmp_path_factory.mktemp("synth")
+    synthesize(folder, subjects_per_class=1, cells_per_subject=1, image_size=96, seed=0)
+    return np.asarray(Image.open(sorted(folder.rglob("*.png"))[0]).convert("RGB"))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_auto_cuts_out_a_crop_with_a_natural_background(seed: int) -> None:
+    crop = crop_around_cell(seed)
+    assert not is_on_black(crop)
+    cell = cell_for_model(crop, "auto")
+    assert cell.segmented and cell.image.shape == (CNMC_CANVAS, CNMC_CANVAS, 3)
+    assert is_on_black(cell.image) and cell.image.max() > 100
+    assert np.array_equal(cell_for_model(crop, "always").image, cell.image)
+
+
+def test_auto_leaves_a_cut_out_on_black_as_it_is(on_black: np.ndarray) -> None:
+    cell = cell_for_model(on_black, "auto")
+    assert not cell.segmented and cell.image is on_black
+
+
+def test_always_only_recentres_a_cut_out_on_black_at_its_own_size(on_black: np.ndarray) -> None:
+    shifted = np.zeros_like(on_black)
+    shifted[10:, 12:] = on_black[:-10, :-12]
+    cell = cell_for_model(shifted, "always")
+    assert cell.segmented and cell.image.shape == on_black.shape  # re-centred, never zoomed
+    rows, cols = np.nonzero(cell.image.max(axis=2) >= 12)
+    centre = (on_black.shape[0] - 1) / 2
+    assert abs((rows.min() + rows.max()) / 2 - centre) <= 1 and abs((cols.min() + cols.max()) / 2 - centre) <= 1
+
+
+def test_never_changes_nothing() -> None:
+    blank = np.full((120, 120, 3), 215, np.uint8)
+    crop = crop_around_cell(0)
+    assert cell_for_model(blank, "never").image is blank and cell_for_model(crop, "never").image is crop
+    assert not cell_for_model(crop, "never").segmented
+
+
+@pytest.mark.parametrize("mode", ["auto", "always"])
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (np.full((120, 120, 3), 215, np.uint8), "no white cell found"),  # a bright field with nothing in it
+        (smear_field(7, white_cells=0).image, "no white cell found"),  # red cells and platelets only
+        (np.zeros((120, 120, 3), np.uint8), "the image is black"),
+        (np.full((10, 10, 3), 215, np.uint8), "too small"),
+    ],
+    ids=["blank", "no-white-cell", "black", "tiny"],
+)
+def test_a_cell_that_cannot_be_found_raises_with_the_reason(mode: str, image: np.ndarray, reason: str) -> None:
+    with pytest.raises(CellNotFoundError, match=reason) as raised:
+        cell_for_model(image, mode)
+    assert reason in raised.value.reason
+
+
+def test_images_too_large_for_one_cell_are_refused_before_segmenting() -> None:
+    side = int(np.sqrt(MAX_SEGMENT_PIXELS)) + 1
+    large = np.full((side, side, 3), 215, np.uint8)
+    with pytest.raises(CellNotFoundError, match="too large to cut one cell out of"):
+        cell_for_model(large, "auto")
+    assert segmenting_bytes(side * side, "auto") == MAX_SEGMENT_PIXELS * SEGMENT_PEAK_BYTES_PER_PIXEL
+    assert segmenting_bytes(100, "always") == 100 * SEGMENT_PEAK_BYTES_PER_PIXEL and segmenting_bytes(100, "never") == 0
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(BlastscopeError, match="segment mode 'sometimes' is unknown"):
+        cell_for_model(crop_around_cell(0), "sometimes")
+
+
+@pytest.mark.integration
+def test_real_cnmc_cells_are_left_as_they_are(cnmc_sample: Path) -> None:
+    for path in sorted(cnmc_sample.rglob("*.png"))[:12]:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        cell = cell_for_model(image, "auto")
+        assert not cell.segmented and cell.image is image, path
