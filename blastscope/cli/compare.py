@@ -60,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "validation (default: score each run at the operating point stored in it, changing nothing)"
         ),
     )
+    parser.add_argument(
+        "--refer-error",
+        type=float,
+        metavar="E",
+        help="also choose each run's refer band on validation: cells inside it are flagged 'uncertain - refer', "
+        "the rest called with at most this error rate there (e.g. 0.05); stored with the operating point",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.add_argument(
         "--positive-class",
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         pretrained=args.pretrained,
         threshold=args.threshold,
+        refer_error=args.refer_error,
         positive_class=args.positive_class,
         progress=args.progress,
     )

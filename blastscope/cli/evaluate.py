@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.inference.precision import PRECISIONS
 
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Without --threshold or --target-sensitivity the run is scored at its stored operating point (threshold "
             "and temperature), the one predict, serve and the Python API use. With one, a new point is chosen "
             "(temperature fitted on the run's validation split, threshold chosen there or given), scored, and "
-            "stored in the run."
+            "stored in the run. --refer-error also chooses, on validation, a band around the threshold whose cells "
+            "are flagged 'uncertain — refer' for a person to review, and stores it with the point."
         ),
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory made by `blastscope train`")
@@ -39,6 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="choose and store a new operating point whose threshold is the highest reaching this validation "
         "sensitivity, e.g. 0.95",
     )
+    parser.add_argument(
+        "--refer-error",
+        type=float,
+        metavar="E",
+        help="choose and store a refer band: the fewest validation cells around the threshold to refer to a person "
+        "so that at most this share of the cells it calls are wrong, e.g. 0.05 (labels stay the threshold's; "
+        "alone it keeps the stored threshold)",
+    )
     parser.add_argument("--tta", action="store_true", help="also report test-time augmentation (8 flips/rotations)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples; 0 turns CIs off")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
@@ -50,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="inference precision; fp32 (default) gives the numbers predict, serve and the export give",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--segment",
+        choices=SEGMENT_MODES,
+        help="cut cells out of their background as this mode says instead of as the run was trained (default: the "
+        "run's own); cells whose cell cannot be found are skipped and listed either way",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/evaluation-<split or data name>)")
     parser.set_defaults(run=run)
 
@@ -69,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         target_sensitivity=args.target_sensitivity,
+        refer_error=args.refer_error,
+        segment=args.segment,
         checkpoint=args.checkpoint,
         precision=args.precision,
         batch_size=args.batch_size,
@@ -78,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
     path = write_evaluation(result, out)
     print(format_summary(result))
-    print(f"\nwrote {path} and {path.with_name('predictions.csv')}")
+    written = [path.with_name(name) for name in ("predictions.csv", "risk_coverage.png")]
+    print(f"\nwrote {path}, " + " and ".join(str(file) for file in written if file.is_file()))
     if result.stored_to:
         print(f"stored the operating point in {result.stored_to}: predict, serve and the Python API now decide there")
     return 0

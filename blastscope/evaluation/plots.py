@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,10 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
+from blastscope.metrics import class_display_name
 from blastscope.models import list_models
 
-_MODEL_PALETTE = plt.get_cmap("tab10").colors
+_MODEL_PALETTE = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors  # 18: more than the registry holds
 _POSITIVE_COLOR = "#c0392b"
 _OTHER_CLASS_COLORS = ("#2e86c1", "#27ae60", "#8e44ad", "#d68910", "#5d6d7e")
 _DPI = 110
@@ -69,6 +72,35 @@ class RankedScore:
     value: float
     low: float
     high: float
+
+
+@dataclass(frozen=True, slots=True)
+class RiskCoverage:
+    """Error rate among called cells against the share of cells called, and where a refer band sits on that plane.
+
+    ``coverage`` and ``error`` are fractions (K,) from :func:`blastscope.evaluation.referral.risk_coverage`;
+    ``band`` is the (coverage, error) the point's refer band reached on the same cells, ``band_label`` its rule
+    (e.g. ``refer when 0.31 < p(ALL) < 0.72``), ``target`` the error rate it was chosen for, when known, and
+    ``n_cells`` how many cells the curve is drawn from.
+    """
+
+    coverage: Sequence[float]
+    error: Sequence[float]
+    band: tuple[float, float | None] | None = None
+    band_label: str = "refer band"
+    target: float | None = None
+    n_cells: int | None = None
+
+    @classmethod
+    def from_report(cls, referral: Mapping[str, Any], positive_class: str, target: float | None) -> RiskCoverage:
+        """From an evaluation's ``referral`` entry (``referral_report``); the band is marked when it has one."""
+        curve, band, n = referral["curve"], referral.get("band"), referral.get("n")
+        if band is None:
+            return cls(curve["coverage"], curve["error"], target=target, n_cells=n)
+        name = class_display_name(positive_class)
+        label = "refer no cell" if band[0] == band[1] else f"refer when {band[0]:.3g} < p({name}) < {band[1]:.3g}"
+        point = (referral["coverage"], referral["error_called"])
+        return cls(curve["coverage"], curve["error"], point, label, target, n)
 
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -239,3 +271,61 @@ def ranking(scores: Sequence[RankedScore], metric: str, interval: str) -> Figure
 
 def _sortable(value: float) -> float:
     return -math.inf if value is None or math.isnan(value) else value
+
+
+def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") -> Figure:
+    """The risk-coverage curve (Geifman & El-Yaniv, 2017): errors among the cells called as more are referred.
+
+    The curve refers the cells nearest the threshold first; the star is the refer band chosen on validation, the
+    dashed line the error rate it was chosen for, and the open circle calling every cell (no referral). ``where``
+    names the scored cells in the title.
+    """
+    coverage, error = 100 * np.asarray(curve.coverage, dtype=float), 100 * np.asarray(curve.error, dtype=float)
+    figure, axes = plt.subplots(figsize=(6.8, 5.4), layout="constrained")
+    axes.plot(coverage, error, color="#2e86c1", linewidth=2, label="referring the cells nearest the threshold first")
+    tops = [*error, 1.0]
+    cells = f"{curve.n_cells} " if curve.n_cells else ""
+    if len(coverage):
+        axes.scatter(
+            [coverage[-1]],
+            [error[-1]],
+            s=70,
+            facecolors="white",
+            edgecolors="#1c2833",
+            zorder=4,
+            label=f"no referral: {error[-1]:.1f}% errors",
+        )
+    if curve.target is not None:
+        axes.axhline(
+            100 * curve.target,
+            color=_POSITIVE_COLOR,
+            linestyle="--",
+            linewidth=1.2,
+            label=f"target: at most {100 * curve.target:g}% errors",
+        )
+        tops.append(100 * curve.target)
+    if curve.band is not None and curve.band[1] is not None:
+        called, wrong = 100 * curve.band[0], 100 * curve.band[1]
+        axes.scatter(
+            [called],
+            [wrong],
+            marker="*",
+            s=260,
+            color="#d68910",
+            edgecolors="#1c2833",
+            zorder=5,
+            label=f"{curve.band_label} (chosen on validation): {100 - called:.0f}% referred, {wrong:.1f}% errors",
+        )
+        tops.append(wrong)
+    axes.set(
+        xlim=(0, 101),
+        ylim=(0, 1.2 * max(tops)),
+        xlabel=f"cells called (share of the {cells}cells; the rest are referred to a person)",
+        ylabel="errors among the called cells",
+        title=f"{model}: errors against cells called ({where})",
+    )
+    axes.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+    axes.yaxis.set_major_formatter(PercentFormatter())
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", frameon=False)
+    return figure

@@ -6,8 +6,10 @@ decoded-image cache (``inference.predict.predict_logits``), and scores them with
 point stored in the run, as ``predict``, ``serve`` and the Python API do. A threshold option chooses a new point
 (temperature fitted on validation, threshold chosen there or given:
 :func:`~blastscope.evaluation.threshold.choose_point`), which is scored and then stored in the run. TTA numbers use
-the same point, so the difference between the two columns is the TTA alone. :func:`write_evaluation` writes
-``evaluation.json`` and ``predictions.csv``.
+the same point, so the difference between the two columns is the TTA alone. ``refer_error`` also chooses the point's
+refer band on validation (:func:`~blastscope.evaluation.referral.choose_refer_band`), which flags cells for a person to
+review without changing their labels. :func:`write_evaluation` writes ``evaluation.json``, ``predictions.csv`` and, for
+binary data, the risk-coverage plot ``risk_coverage.png``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,12 @@ import numpy as np
 
 from blastscope.data.cache import DecodedCache
 from blastscope.data.classes import positive_class_line
+from blastscope.data.preprocessing import check_segment_mode, segment_override_line
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
-from blastscope.evaluation.cells import cells_to_score, class_indices
+from blastscope.evaluation import plots
+from blastscope.evaluation.cells import cells_to_score, class_indices, readable_cells
+from blastscope.evaluation.referral import ReferralChoice, check_refer_error, choose_refer_band
 from blastscope.evaluation.scoring import decisions, evaluate_predictions
 from blastscope.evaluation.threshold import (
     ThresholdSpec,
@@ -34,12 +39,13 @@ from blastscope.evaluation.threshold import (
     conflicting_threshold_options,
     parse_threshold,
 )
-from blastscope.inference.decision import OperatingPoint
-from blastscope.inference.predict import predict_logits
+from blastscope.inference.decision import OperatingPoint, uncertain
+from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.metrics import class_display_name
 from blastscope.runs import TrainedRun, load_run
 
 Predict = Callable[[Sequence[Cell], bool], np.ndarray]
+RISK_COVERAGE_FILE = "risk_coverage.png"
 
 
 @dataclass(slots=True)
@@ -56,6 +62,13 @@ class EvaluationResult:
         Where a chosen point was written (the run's ``operating_point.json``); ``None`` when nothing was stored.
     plain, tta : dict
         ``evaluate_predictions`` without and with test-time augmentation.
+    referral_choice : dict or None
+        ``ReferralChoice.to_dict()`` when this evaluation chose the refer band (``refer_error``): the target, the band
+        (or why there is none) and what it did on validation.
+    segmented_cells : int
+        How many of the scored cells were cut out of their background (``--segment``).
+    skipped_cells : list of [path, reason]
+        Cells left out because their image cannot be read or no cell was found in it.
     predictions : list of dict
         Per-cell rows for ``predictions.csv``; left out of :meth:`to_dict` to keep the JSON small.
     """
@@ -78,6 +91,9 @@ class EvaluationResult:
     stored_to: str | None = None
     notes: list[str] = field(default_factory=list)
     attribution: str | None = None
+    referral_choice: dict[str, Any] | None = None
+    segmented_cells: int = 0
+    skipped_cells: list[tuple[str, str]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -109,6 +125,8 @@ def evaluate_run(
     chosen_by: str = "evaluate",
     store: bool = True,
     announce: Callable[[str], None] | None = None,
+    refer_error: float | None = None,
+    segment: str | None = None,
 ) -> EvaluationResult:
     """Load ``run_dir``, predict ``split`` of its own data (or every unseen cell of ``data``) and evaluate it.
 
@@ -143,6 +161,13 @@ def evaluate_run(
         Store a chosen point in the run (``TrainedRun.save_operating_point``).
     announce : callable, optional
         Called with one line naming the run's positive class once the run is loaded, before any cell is read.
+    refer_error : float, optional
+        Also choose the point's refer band on validation for this error rate among called cells, in (0, 1); alone,
+        it keeps the run's threshold and temperature. The band (or, when none meets it, no band) is stored with the
+        point.
+    segment : {"auto", "always", "never"}, optional
+        Read the cells with this ``--segment`` mode instead of the run's (announced, noted; a point chosen so is not
+        stored). Cells that cannot be read or whose cell is not found are skipped and noted either way.
 
     Returns
     -------
@@ -151,31 +176,48 @@ def evaluate_run(
     Raises
     ------
     BlastscopeError
-        For a bad threshold or target, a number together with a target, a threshold chosen on validation scored on
-        ``split="val"``, an unknown precision, or a folder that is not a run.
+        For a bad threshold, target or ``refer_error``, a number together with a target, a threshold or band chosen
+        on validation scored on ``split="val"``, a band for a multi-class run or one without validation cells, an
+        unknown precision, or a folder that is not a run.
     DataError
         For an empty split or unusable ``data``.
     """
     check_target_sensitivity(target_sensitivity)
+    check_refer_error(refer_error)
+    if segment is not None:
+        check_segment_mode(segment)
     spec = parse_threshold(threshold)
     if target_sensitivity is not None and spec not in (None, "val"):
         raise BlastscopeError(conflicting_threshold_options(threshold))  # type: ignore[arg-type]
     scoring_val = data is None and split == "val"
-    if scoring_val and (spec == "val" or target_sensitivity is not None):
+    if scoring_val and (spec == "val" or target_sensitivity is not None or refer_error is not None):
         raise BlastscopeError(
-            "a threshold chosen on validation cannot be scored on --split val (it would be tuned on the cells it "
-            "scores); use --split test or give --threshold a number"
+            "a threshold or refer band chosen on validation cannot be scored on --split val (it would be tuned on the "
+            "cells it scores); use --split test or give --threshold a number"
         )
     run = load_run(run_dir, checkpoint)
     if announce is not None:
         announce(positive_class_line(run.operating_point.positive_class, run.classes, "run", class_display_name))
+    if refer_error is not None and not run.operating_point.binary:
+        raise BlastscopeError(
+            f"{run.run_dir}: --refer-error needs a binary run (a threshold on p(positive)); this one has "
+            f"{len(run.classes)} classes"
+        )
     _move_to(run.model, device)
     notes: list[str] = []
+    overridden = segment_override_line(run.preprocessing.segment, segment) if segment is not None else None
+    if overridden:
+        run.preprocessing = replace(run.preprocessing, segment=segment)  # type: ignore[arg-type]
+        notes.append(overridden)
+        if announce is not None:
+            announce(overridden)
     cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)
+    cells, segmented, skipped = readable_cells(run, cells, notes, "scored")
     predict = _predictor(run, precision, batch_size, progress)
-    choosing = spec is not None or target_sensitivity is not None
+    choosing = spec is not None or target_sensitivity is not None or refer_error is not None
+    choice = None
     if choosing:
-        point = _new_point(run, spec, target_sensitivity, scoring_val, predict, chosen_by, notes)
+        point, choice = _new_point(run, spec, target_sensitivity, refer_error, scoring_val, predict, chosen_by, notes)
     else:
         point = run.operating_point
         if scoring_val and point.split == "val":
@@ -190,7 +232,9 @@ def evaluate_run(
     tta_result = evaluate_predictions(y_true, tta_logits, subjects, point, bootstrap, seed) if tta else None
     stored_to = None
     if choosing and store:
-        if checkpoint == "best":
+        if overridden:
+            notes.append("the operating point was chosen with another --segment than the run's, so it is not stored")
+        elif checkpoint == "best":
             stored_to = str(run.save_operating_point(point))
         else:
             notes.append(
@@ -216,17 +260,21 @@ def evaluate_run(
         stored_to=stored_to,
         notes=notes,
         attribution=attribution,
-        predictions=prediction_rows(cells, logits, point, tta_logits),
+        referral_choice=choice.to_dict() if choice is not None else None,
+        segmented_cells=sum(segmented),
+        skipped_cells=skipped,
+        predictions=prediction_rows(cells, logits, point, tta_logits, segmented=segmented),
     )
 
 
 def write_evaluation(result: EvaluationResult, out: Path) -> Path:
-    """Write ``evaluation.json`` and the per-cell ``predictions.csv`` into ``out`` (created if missing).
+    """Write ``evaluation.json``, the per-cell ``predictions.csv`` and (binary data) ``risk_coverage.png`` into
+    ``out`` (created if missing).
 
     Returns
     -------
     Path
-        The JSON file's path; ``predictions.csv`` lies beside it.
+        The JSON file's path; the other files lie beside it.
     """
     out.mkdir(parents=True, exist_ok=True)
     path = out / "evaluation.json"
@@ -236,11 +284,22 @@ def write_evaluation(result: EvaluationResult, out: Path) -> Path:
             writer = csv.DictWriter(handle, fieldnames=list(result.predictions[0]))
             writer.writeheader()
             writer.writerows(result.predictions)
+    referral = result.plain.get("referral")
+    if referral is not None and referral["curve"]["coverage"]:
+        target = result.referral_choice["target"] if result.referral_choice else None
+        curve = plots.RiskCoverage.from_report(referral, result.point.positive_class, target)  # type: ignore[arg-type]
+        where = f"{result.split} split" if result.split != "all" else Path(result.data).name
+        plots.to_png(plots.risk_coverage(curve, result.display_name, where), out / RISK_COVERAGE_FILE)
     return path
 
 
 def prediction_rows(
-    cells: Sequence[Cell], logits: np.ndarray, point: OperatingPoint, tta_logits: np.ndarray | None = None
+    cells: Sequence[Cell],
+    logits: np.ndarray,
+    point: OperatingPoint,
+    tta_logits: np.ndarray | None = None,
+    *,
+    segmented: Sequence[bool],
 ) -> list[dict[str, Any]]:
     """One CSV row per cell: where it is, what it is, each class's probability and the decision made from them.
 
@@ -251,16 +310,21 @@ def prediction_rows(
         Without and (optionally) with test-time augmentation.
     point : OperatingPoint
         Scales the logits and decides.
+    segmented : sequence of bool, length N
+        Whether each cell was cut out of its background before it was classified.
 
     Returns
     -------
     list of dict
         ``path``, ``subject``, ``label``, ``p_<class>`` (exact, so ``decide`` on them gives ``decided_label`` again),
-        ``decided_label``, ``threshold`` (empty for multi-class), ``decided_by`` (``point.origin()``), and with TTA
-        ``p_<class>_tta`` and ``decided_label_tta``.
+        ``decided_label``, ``threshold`` (empty for multi-class), ``decided_by`` (``point.origin()``), ``referred``
+        (inside the point's refer band: flagged for a person, label unchanged), ``segmented``, and with TTA
+        ``p_<class>_tta``, ``decided_label_tta`` and ``referred_tta``.
     """
     y_prob, y_pred = decisions(logits, point)
     tta = decisions(tta_logits, point) if tta_logits is not None else None
+    referred = uncertain(y_prob, point)
+    referred_tta = uncertain(tta[0], point) if tta is not None else None
     threshold = point.threshold if point.binary else ""
     origin = point.origin()
     rows = []
@@ -268,9 +332,12 @@ def prediction_rows(
         row: dict[str, Any] = {"path": str(cell.path), "subject": cell.subject or "", "label": cell.label}
         row.update({f"p_{name}": float(p) for name, p in zip(point.classes, y_prob[i], strict=True)})
         row.update({"decided_label": point.classes[y_pred[i]], "threshold": threshold, "decided_by": origin})
+        row["referred"] = bool(referred[i])
+        row["segmented"] = bool(segmented[i])
         if tta is not None:
             row.update({f"p_{name}_tta": float(p) for name, p in zip(point.classes, tta[0][i], strict=True)})
             row["decided_label_tta"] = point.classes[tta[1][i]]
+            row["referred_tta"] = bool(referred_tta[i])  # type: ignore[index]
         rows.append(row)
     return rows
 
@@ -279,20 +346,44 @@ def _new_point(
     run: TrainedRun,
     spec: ThresholdSpec,
     target_sensitivity: float | None,
+    refer_error: float | None,
     scoring_val: bool,
     predict: Predict,
     chosen_by: str,
     notes: list[str],
-) -> OperatingPoint:
-    """The point a threshold option asks for, fitted on the run's validation cells (none when they are scored)."""
-    val_cells = [] if scoring_val else list(run.split.parts.get("val", []))
+) -> tuple[OperatingPoint, ReferralChoice | None]:
+    """The point the options ask for, fitted on the run's validation cells (none when they are scored), and the
+    refer band's choice when ``refer_error`` asks for one.
+
+    A new threshold drops the stored refer band: the band was chosen around the old threshold. ``refer_error``
+    alone keeps the stored threshold and temperature and chooses a band for them.
+    """
+    val_cells = [] if scoring_val else readable_cells(run, run.split.parts.get("val", []), notes, "validation")[0]
     if scoring_val:
         notes.append(
             "scoring the validation split: the new operating point gets no temperature scaling (the temperature "
             "is fitted on validation, the cells scored here)"
         )
     val = (class_indices(val_cells, run.classes), predict(val_cells, False)) if val_cells else None
-    return choose_point(run.operating_point, spec, val, target_sensitivity, chosen_by)
+    stored = run.operating_point
+    if spec is None and target_sensitivity is None:
+        point = replace(stored, refer_band=None, refer_target=None)
+    else:
+        point = choose_point(stored, spec, val, target_sensitivity, chosen_by)
+        if stored.refer_band is not None and refer_error is None:
+            notes.append(
+                f"the run's refer band {stored.refer_band[0]:.4g}..{stored.refer_band[1]:.4g} was chosen around its "
+                "old threshold and is dropped; choose a new one with --refer-error"
+            )
+    if refer_error is None:
+        return point, None
+    if val is None:
+        raise BlastscopeError(
+            f"{run.run_dir}: --refer-error chooses the refer band on the run's validation split, which is empty"
+        )
+    choice = choose_refer_band(val[0], probabilities(val[1], point.temperature), point, refer_error)
+    target = refer_error if choice.band is not None else None
+    return replace(point, refer_band=choice.band, refer_target=target), choice
 
 
 def _move_to(model: Any, device: str) -> None:

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 from blastscope.evaluation.bootstrap import bootstrap_ci
 from blastscope.evaluation.calibration import calibration_report
+from blastscope.evaluation.referral import referral_report
 from blastscope.evaluation.subjects import subject_report
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.inference.predict import probabilities
@@ -80,7 +81,9 @@ def evaluate_predictions(
     dict
         Plain JSON-able types: ``operating_point`` (``point.to_dict()``), ``metrics``, ``subjects`` (or ``None``),
         ``bootstrap`` (or ``None``), ``calibration`` (reliability before and, with a temperature, after scaling) and
-        ``roc`` (false and true positive rates of the positive class; ``None`` for multi-class or one-class data).
+        ``roc`` (false and true positive rates of the positive class; ``None`` for multi-class or one-class data)
+        and ``referral`` (what the point's refer band does here, with the risk-coverage curve:
+        :func:`~blastscope.evaluation.referral.referral_report`; ``None`` for multi-class data).
 
     Raises
     ------
@@ -104,6 +107,7 @@ def evaluate_predictions(
         ),
         "calibration": calibration_report(y_true, unscaled, logits, temperature=point.temperature),
         "roc": _roc_points(y_true, y_prob, positive) if positive is not None else None,
+        "referral": referral_report(y_true, y_prob, y_pred, point),
     }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from blastscope.evaluation.referral import ReferralChoice
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
 from blastscope.metrics import class_display_name, one_class_warning
@@ -28,9 +29,9 @@ SUMMARY_ROWS = (
 def format_summary(result: EvaluationResult) -> str:
     """An aligned, human-readable report of ``result``.
 
-    Notes first, then the model, the data, ``decision: <OperatingPoint.describe()>`` and where that point came from,
-    a table of metric, value, 95% CI (and the TTA value when run), calibration, subject-level scores and the confusion
-    matrix.
+    Notes first, then the model, the data, ``decision: <OperatingPoint.describe()>``, where that point came from and
+    its refer band, a table of metric, value, 95% CI (the value on the called cells with a refer band, the TTA value
+    when run), what referral did, calibration, subject-level scores and the confusion matrix.
 
     Parameters
     ----------
@@ -49,13 +50,18 @@ def format_summary(result: EvaluationResult) -> str:
     lines += [
         f"model: {result.display_name}; weights: {result.weights_source}",
         f"data: {result.data}: {result.n_cells} cells"
-        + (f" from {plain['subjects']['n_subjects']} subjects" if plain["subjects"] else ""),
+        + (f" from {plain['subjects']['n_subjects']} subjects" if plain["subjects"] else "")
+        + (f"; segmented {result.segmented_cells} of {result.n_cells} cells" if result.segmented_cells else ""),
         f"decision: {point.describe()}",
         f"operating point: {_point_source(result)}",
     ]
+    if band_line := _band_line(result):
+        lines.append(band_line)
+    referral = plain.get("referral") or {}
+    called = referral.get("metrics_called")
     boot = plain["bootstrap"]
     ci_header = f"95% CI ({boot['n_resamples']} resamples of {boot['unit']}s)" if boot else ""
-    header = ["metric", "value", ci_header] + (["with TTA"] if tta else [])
+    header = ["metric", "value", ci_header] + (["called cells"] if called else []) + (["with TTA"] if tta else [])
     rows = [header]
     for key, label in SUMMARY_ROWS:
         value = plain["metrics"][key]
@@ -63,6 +69,7 @@ def format_summary(result: EvaluationResult) -> str:
             continue
         rows.append(
             [_metric_label(key, label, point), f"{value:.4f}", _ci_text(boot, key)]
+            + ([_number(called[key])] if called else [])
             + ([_number(tta["metrics"][key])] if tta else [])
         )
     lines += ["", *_aligned(rows)]
@@ -71,6 +78,8 @@ def format_summary(result: EvaluationResult) -> str:
             f"(only {min(boot['units_per_class'])} {boot['unit']}s in the smallest class: the intervals "
             "understate the uncertainty)"
         )
+    if referral.get("band") is not None:
+        lines += ["", _referral_text(referral, result.split)]
     lines += ["", _calibration_text(plain["calibration"], point)]
     if plain["subjects"]:
         level = plain["subjects"]["subject_level"]
@@ -95,6 +104,31 @@ def _point_source(result: EvaluationResult) -> str:
     if result.stored_to:
         return f"chosen by this evaluation and stored in {result.stored_to}"
     return "chosen by this evaluation, not stored"
+
+
+def _band_line(result: EvaluationResult) -> str | None:
+    """The refer band: what this evaluation chose on validation (or why none), else the stored band, if any."""
+    if result.referral_choice is not None:
+        choice = ReferralChoice.from_dict(result.referral_choice)
+        return choice.describe() if choice.band is None else f"refer band: {choice.describe()}"
+    band = result.point.refer_band
+    if band is None:
+        return None
+    name = class_display_name(result.point.positive_class)  # type: ignore[arg-type]
+    return f"refer band: refer when {band[0]:.4g} < p({name}) < {band[1]:.4g} (stored with the operating point)"
+
+
+def _referral_text(referral: dict[str, Any], split: str) -> str:
+    """What the band did on the scored cells: the share referred and the error rate among the rest."""
+    where = f"the {split} split" if split != "all" else "these cells"
+    called = referral["n"] - referral["n_referred"]
+    error_called = referral["error_called"]
+    among = f"{100 * error_called:.1f}% errors among the {called} called" if error_called is not None else "none called"
+    return (
+        f"referral on {where}: {referral['n_referred']} of {referral['n']} cells referred "
+        f"({100 * (1 - referral['coverage']):.1f}%); {among} ({100 * referral['error_all']:.1f}% over all cells; "
+        "labels are the threshold's either way)"
+    )
 
 
 def _metric_label(key: str, label: str, point: OperatingPoint) -> str:

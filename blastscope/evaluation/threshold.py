@@ -80,7 +80,7 @@ def choose_point(
     ----------
     base : OperatingPoint
         Gives the classes and the positive class (e.g. the run's stored point); its threshold and temperature are
-        replaced.
+        replaced and its refer band dropped.
     spec : {None, "val"} or float
         ``"val"`` chooses the threshold on validation (best weighted F1, or see ``target_sensitivity``), a number is
         taken as given, ``None`` keeps the default 0.5 (or chooses for ``target_sensitivity``).
@@ -111,6 +111,8 @@ def choose_point(
         n_cells=None,
         score=None,
         chosen_by=chosen_by,
+        refer_band=None,
+        refer_target=None,  # a band is chosen around one threshold (evaluation.referral); a new one drops it
     )
     val_probabilities = None
     if val is not None and len(val[0]) > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn import metrics as skm
 from blastscope.cli import main
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.runs import load_run
+from blastscope.runs.folder import write_operating_point
 
 
 def _evaluate(run_dir: Path, out: Path, *args: str) -> dict:
@@ -112,6 +114,8 @@ def test_precision_choices_are_the_inference_cores_and_fp32_by_default() -> None
         (["--target-sensitivity", "1.5"], "--target-sensitivity"),
         (["--threshold", "0.3", "--target-sensitivity", "0.9"], "conflict"),
         (["--threshold", "0.5", "--target-sensitivity", "0.9"], "conflict"),
+        (["--refer-error", "1.5"], "--refer-error 1.5 is outside (0, 1)"),
+        (["--split", "val", "--refer-error", "0.1"], "--split val"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -132,3 +136,66 @@ def test_a_model_that_calls_every_cell_one_class_is_told_in_plain_words(tiny_run
     assert main(["evaluate", str(tiny_run_copy), "--threshold", "0", "--bootstrap", "0"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("warning: the model calls every cell ALL")
+
+
+def test_refer_error_on_a_validation_split_too_small_stores_no_band_and_says_why(
+    tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluation = _evaluate(tiny_run_copy, tmp_path, "--refer-error", "0.05")
+    out = capsys.readouterr().out
+    n_val = len(load_run(tiny_run_copy).split.parts["val"])
+    assert n_val < 100  # the fewest called cells a 5% error rate is measured on
+    assert f"\nno refer band stored: the validation split has {n_val} cells" in out
+    assert evaluation["referral_choice"]["band"] is None and evaluation["operating_point"]["refer_band"] is None
+    assert load_run(tiny_run_copy).operating_point.refer_band is None
+    assert evaluation["plain"]["referral"]["coverage"] == 1.0 and evaluation["plain"]["referral"]["n_referred"] == 0
+    assert {row["referred"] for row in _predictions(tmp_path)} == {"False"}
+    assert (tmp_path / "risk_coverage.png").read_bytes().startswith(b"\x89PNG") and "risk_coverage.png" in out
+
+
+def test_refer_error_stores_the_band_chosen_on_validation(
+    tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluation = _evaluate(tiny_run_copy, tmp_path, "--refer-error", "0.6")
+    out = capsys.readouterr().out
+    choice = evaluation["referral_choice"]
+    stored = load_run(tiny_run_copy).operating_point
+    assert choice["band"] is not None and list(stored.refer_band) == choice["band"]  # type: ignore[arg-type]
+    assert stored.refer_band[0] <= stored.threshold <= stored.refer_band[1]  # type: ignore[index]
+    assert choice["error_called"] <= 0.6 and choice["n_cells"] == len(load_run(tiny_run_copy).split.parts["val"])
+    assert (stored.threshold, stored.source) == (0.5, "default")  # alone, --refer-error keeps the stored threshold
+    band_line = next(line for line in out.splitlines() if line.startswith("refer band: "))
+    assert band_line.startswith(("refer band: refer when ", "refer band: refer no cell: ")) and "60%" in band_line
+    assert evaluation["stored_to"] == str(tiny_run_copy / "operating_point.json")
+
+
+def test_a_stored_band_flags_cells_without_relabelling_them_and_a_new_threshold_drops_it(
+    tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _evaluate(tiny_run_copy, tmp_path / "first")
+    p_all = np.array([float(row["p_all"]) for row in _predictions(tmp_path / "first")])
+    point = load_run(tiny_run_copy).operating_point
+    band = (
+        float(min(point.threshold, np.quantile(p_all, 0.25))),
+        float(max(point.threshold, np.quantile(p_all, 0.75))),
+    )
+    write_operating_point(tiny_run_copy, replace(point, refer_band=band))
+    capsys.readouterr()
+
+    second = _evaluate(tiny_run_copy, tmp_path / "second")
+    out = capsys.readouterr().out
+    rows = _predictions(tmp_path / "second")
+    referred = np.array([row["referred"] == "True" for row in rows])
+    np.testing.assert_array_equal(referred, (p_all > band[0]) & (p_all < band[1]))
+    assert 0 < referred.sum() < len(rows)
+    assert [row["decided_label"] for row in rows] == [row["decided_label"] for row in _predictions(tmp_path / "first")]
+    referral = second["plain"]["referral"]
+    assert referral["band"] == list(band) and referral["n_referred"] == int(referred.sum())
+    assert referral["metrics_called"]["n"] == len(rows) - referred.sum()
+    assert second["plain"]["metrics"] == first["plain"]["metrics"]  # all-cell metrics: labels are the threshold's
+    assert "(stored with the operating point)" in out and f"{referred.sum()} of {len(rows)} cells referred" in out
+    assert "called cells" in next(line for line in out.splitlines() if line.startswith("metric"))
+
+    third = _evaluate(tiny_run_copy, tmp_path / "third", "--threshold", "0.4")
+    assert third["operating_point"]["refer_band"] is None and load_run(tiny_run_copy).operating_point.refer_band is None
+    assert any("refer band" in note and "dropped" in note for note in third["notes"])

@@ -12,7 +12,13 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError, DataError
-from blastscope.evaluation.evaluate import decisions, evaluate_predictions, evaluate_run, format_summary
+from blastscope.evaluation.evaluate import (
+    decisions,
+    evaluate_predictions,
+    evaluate_run,
+    format_summary,
+    write_evaluation,
+)
 from blastscope.evaluation.threshold import choose_point
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.inference.predict import probabilities
@@ -194,3 +200,23 @@ def test_real_cnmc_cells_as_new_data(tiny_run: Path, cnmc_sample: Path) -> None:
     assert result.n_cells == 52 and result.plain["subjects"]["n_subjects"] == 26
     assert result.plain["metrics"]["confusion_matrix"][0][0] + result.plain["metrics"]["confusion_matrix"][0][1] == 26
     assert result.attribution is not None and "TCIA" in result.attribution
+
+
+def test_new_data_with_a_background_is_cut_out_and_a_cell_not_found_skipped(
+    tiny_run_copy: Path, natural_crop_dataset: Path, tmp_path: Path
+) -> None:
+    result = evaluate_run(tiny_run_copy, data=natural_crop_dataset, bootstrap=0)
+    assert result.n_cells == 12 and result.segmented_cells == 12
+    assert [Path(path).name for path, _ in result.skipped_cells] == ["blank.png"]
+    assert any("1 of 13 scored cells were skipped" in note and "no white cell found" in note for note in result.notes)
+    assert all(row["segmented"] is True for row in result.predictions)
+    assert "segmented 12 of 12 cells" in format_summary(result)
+    write_evaluation(result, tmp_path / "out")
+    assert (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0].split(",").count("segmented") == 1
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["segmented_cells"] == 12
+
+    before = load_run(tiny_run_copy).operating_point
+    never = evaluate_run(tiny_run_copy, data=natural_crop_dataset, bootstrap=0, segment="never", threshold=0.4)
+    assert never.n_cells == 13 and never.segmented_cells == 0 and not never.skipped_cells
+    assert any("the run was trained with --segment auto" in note for note in never.notes)
+    assert never.stored_to is None and load_run(tiny_run_copy).operating_point == before

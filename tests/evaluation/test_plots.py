@@ -127,3 +127,38 @@ def test_ranking_puts_the_best_model_on_top_with_its_interval(tmp_path: Path) ->
     segments = error_bars.lines[2][0].get_segments()
     assert [(round(s[0][0], 3), round(s[1][0], 3)) for s in segments] == [(0.6, 0.8), (0.85, 0.95)]
     rendered(figure, tmp_path / "ranking.png")
+
+
+def test_risk_coverage_marks_the_band_the_target_and_no_referral(tmp_path: Path) -> None:
+    referral = {
+        "curve": {"coverage": [0.25, 0.5, 0.75, 1.0], "error": [0.0, 0.02, 0.05, 0.12]},
+        "band": [0.31, 0.72],
+        "n": 400,
+        "coverage": 0.7,
+        "error_called": 0.046,
+    }
+    curve = plots.RiskCoverage.from_report(referral, "all", 0.05)
+    figure = plots.risk_coverage(curve, "cnn (random init)")
+    axes = figure.axes[0]
+    assert axes.get_title() == "cnn (random init): errors against cells called (test split)"
+    assert "400 cells" in axes.get_xlabel() and "referred to a person" in axes.get_xlabel()
+    assert legend_texts(figure) == [
+        "referring the cells nearest the threshold first",
+        "no referral: 12.0% errors",
+        "target: at most 5% errors",
+        "refer when 0.31 < p(ALL) < 0.72 (chosen on validation): 30% referred, 4.6% errors",
+    ]
+    np.testing.assert_allclose(axes.get_lines()[0].get_xydata(), [[25, 0], [50, 2], [75, 5], [100, 12]])
+    (target,) = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+    assert target.get_ydata()[0] == 5
+    star = axes.collections[-1].get_offsets()
+    np.testing.assert_allclose(star, [[70, 4.6]])
+    rendered(figure, tmp_path / "risk_coverage.png")
+
+
+def test_risk_coverage_without_a_band_shows_the_curve_only(tmp_path: Path) -> None:
+    referral = {"curve": {"coverage": [0.5, 1.0], "error": [0.01, 0.1]}, "band": None, "n": 20}
+    figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", None), "cnn", "cnmc-dev")
+    assert figure.axes[0].get_title() == "cnn: errors against cells called (cnmc-dev)"
+    assert legend_texts(figure) == ["referring the cells nearest the threshold first", "no referral: 10.0% errors"]
+    rendered(figure, tmp_path / "risk_coverage.png")

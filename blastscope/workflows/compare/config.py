@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from blastscope.errors import BlastscopeError
+from blastscope.evaluation.referral import check_refer_error
 from blastscope.evaluation.threshold import parse_threshold
 from blastscope.models import list_models
 
-DEFAULT_MODELS = tuple(list_models())  # every registered model: the seven users ask for, and efficientnet_lite0
+LARGER_LITES = ("efficientnet_lite1", "efficientnet_lite2")
+DEFAULT_MODELS = tuple(name for name in list_models() if name not in LARGER_LITES)
+"""The seven models users ask for and efficientnet_lite0; Lite1/Lite2 (more capacity, offline weights) on request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,10 @@ class CompareConfig:
     """``None`` scores each run at the operating point stored in it. ``val`` or a number chooses a new point in each
     run (temperature fitted on its validation split; threshold with the best validation weighted F1, or as given),
     scores it and stores it in the run with ``chosen_by="compare"``, as ``blastscope evaluate --threshold`` does."""
+    refer_error: float | None = None
+    """Also choose and store each run's refer band on its validation split for this error rate among called cells
+    (as ``blastscope evaluate --refer-error`` does); ``None`` keeps each run's stored band (or drops it when
+    ``threshold`` chooses a new point)."""
     positive_class: str | None = None
     """The class sensitivity and thresholds are about; ``None`` reads it from the class names (``--positive-class``)."""
     progress: bool = True
@@ -116,8 +123,8 @@ def check_request(config: CompareConfig) -> None:
     Raises
     ------
     BlastscopeError
-        For unknown or no models, fewer than 3 cross-validation folds, an unknown ``pretrained`` choice, or a
-        threshold that is neither ``val`` nor a probability.
+        For unknown or no models, fewer than 3 cross-validation folds, an unknown ``pretrained`` choice, a
+        threshold that is neither ``val`` nor a probability, or a ``refer_error`` outside (0, 1).
     """
     known = list_models()
     unknown = [name for name in config.models if name not in known]
@@ -132,6 +139,7 @@ def check_request(config: CompareConfig) -> None:
     if config.pretrained not in ("auto", "none"):
         raise BlastscopeError(f"--pretrained {config.pretrained!r} is unknown: use auto or none")
     parse_threshold(config.threshold)
+    check_refer_error(config.refer_error)
 
 
 def threshold_text(threshold: str | float | None) -> str:

@@ -24,6 +24,7 @@ from blastscope.data.split import Split, kfold_splits, make_split, write_split_c
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.evaluate import evaluate_run
+from blastscope.evaluation.referral import ReferralChoice
 from blastscope.models import get_spec
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows.compare.config import Budget, CompareConfig
@@ -248,8 +249,8 @@ def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[s
     run_dir : path
         A finished run.
     config : CompareConfig
-        ``threshold`` (``None``: the stored point; ``val`` or a number: choose and store one, by ``compare``) and
-        ``seed``.
+        ``threshold`` (``None``: the stored point; ``val`` or a number: choose and store one, by ``compare``),
+        ``refer_error`` (choose and store a refer band) and ``seed``.
     budget : Budget
         ``bootstrap`` resamples.
 
@@ -259,10 +260,17 @@ def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[s
         ``EvaluationResult.to_dict()``, also written to the run's :data:`EVALUATION_FILE`.
     """
     result = evaluate_run(
-        run_dir, threshold=config.threshold, bootstrap=budget.bootstrap, seed=config.seed, chosen_by="compare"
+        run_dir,
+        threshold=config.threshold,
+        bootstrap=budget.bootstrap,
+        seed=config.seed,
+        chosen_by="compare",
+        refer_error=config.refer_error,
     )
     if result.stored_to:
         tqdm.write(f"stored the operating point in {result.stored_to}: {result.point.describe()}")
+    if result.referral_choice is not None:
+        tqdm.write(f"{run_dir.name}: {ReferralChoice.from_dict(result.referral_choice).describe()}")
     evaluation = result.to_dict()
     (run_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2, default=str))
     return evaluation

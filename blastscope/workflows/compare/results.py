@@ -96,6 +96,7 @@ def model_result_from_evaluation(
     roc = plain.get("roc")
     return ModelResult(
         **decision_fields(evaluation),
+        **referral_fields(evaluation),
         name=evaluation["model"],
         display_name=evaluation["display_name"],
         weights_source=evaluation["weights_source"],
@@ -142,6 +143,34 @@ def decision_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
     """
     point = OperatingPoint.from_dict(evaluation["operating_point"])
     return {"threshold": point.threshold, "threshold_origin": point.origin(), "operating_point": point.to_dict()}
+
+
+def referral_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """What the refer band did on the test cells, for a binary model's ``ModelResult``.
+
+    Parameters
+    ----------
+    evaluation : dict
+        ``EvaluationResult.to_dict()``.
+
+    Returns
+    -------
+    dict
+        ``referral`` (``band``, ``n``, ``n_referred``, ``coverage``, ``error_all``, ``error_called`` and the
+        ``target`` it was chosen for, ``None`` when not chosen by this evaluation) and ``risk_coverage`` (the curve
+        with the band marked); both ``None`` for multi-class models.
+    """
+    referral = evaluation["plain"].get("referral")
+    if referral is None:
+        return {"referral": None, "risk_coverage": None}
+    choice = evaluation.get("referral_choice")
+    target = choice["target"] if choice else None
+    summary = {key: value for key, value in referral.items() if key not in ("curve", "metrics_called")}
+    positive = OperatingPoint.from_dict(evaluation["operating_point"]).positive_class
+    curve = None
+    if referral["curve"]["coverage"]:
+        curve = plots.RiskCoverage.from_report(referral, positive, target)  # type: ignore[arg-type]
+    return {"referral": {**summary, "target": target}, "risk_coverage": curve}
 
 
 def _reliability(data: dict[str, Any] | None) -> plots.ReliabilityCurve | None:
@@ -216,5 +245,18 @@ def budget_table(config: CompareConfig, budget: Budget, results: Sequence[ModelR
         "batch size": budget.batch_size,
         "pretrained": config.pretrained,
         "decision threshold": threshold_text(config.threshold),
+        "refer band": _refer_band_text(config),
         "bootstrap resamples": budget.bootstrap,
     }
+
+
+def _refer_band_text(config: CompareConfig) -> str:
+    """Where each run's refer band comes from, for the budget table."""
+    if config.refer_error is not None:
+        return (
+            f"chosen on each run's validation split for at most {100 * config.refer_error:g}% errors among called "
+            "cells; stored in each run"
+        )
+    if config.threshold is not None:
+        return "none: a newly chosen threshold drops a run's stored band"
+    return "each run's stored one, if any"

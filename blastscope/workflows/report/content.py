@@ -108,6 +108,28 @@ def threshold_short(model: ModelResult) -> str:
     return f"{model.threshold:.3f} ({how})" if how else f"{model.threshold:.3f}"
 
 
+def referral_text(model: ModelResult) -> str:
+    """What the refer band flags and what that did on the test split, for the model card."""
+    referral = model.referral or {}
+    all_errors = f"{100 * referral.get('error_all', 0.0):.1f}%"
+    band = referral.get("band")
+    if band is None:
+        return (
+            f"No refer band: every cell is called ({all_errors} errors on the test split). "
+            "`blastscope evaluate RUN --refer-error 0.05` chooses one on validation."
+        )
+    positive = class_display_name(model.classes[-1])
+    target = referral.get("target")
+    chosen = f", chosen on validation for at most {100 * target:g}% errors among called cells" if target else ""
+    called = referral.get("error_called")
+    rest = f"{100 * called:.1f}% errors among the rest" if called is not None else "none called"
+    return (
+        f"Cells with {band[0]:.3g} < p({positive}) < {band[1]:.3g} are flagged 'uncertain — refer' for a person to "
+        f"review, keeping their label{chosen}. On the test split: {100 * (1 - referral['coverage']):.1f}% referred, "
+        f"{rest} ({all_errors} over all cells)."
+    )
+
+
 def class_report_table(model: ModelResult) -> Table:
     """scikit-learn's classification report as a table: precision, recall, F1 and support per class, then accuracy,
     macro and weighted (by support) averages, all from the confusion matrix."""
@@ -229,6 +251,7 @@ def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = Non
         ("Intended use", INTENDED_USE),
         ("Weights", model.weights_source),
         ("Decision threshold", threshold_text(model)),
+        *([("Referral", referral_text(model))] if model.referral is not None else []),
         ("Limitations", " ".join(limitations)),
         ("Training settings", _settings_text(model.settings)),
         ("Run directory", model.run_dir),

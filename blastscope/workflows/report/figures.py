@@ -15,7 +15,7 @@ from blastscope.evaluation import plots
 from blastscope.metrics import class_display_name
 from blastscope.workflows.report.model import Comparison, ModelResult, value_or
 
-MODEL_FIGURE_KINDS = ("curves", "confusion", "reliability", "subjects")
+MODEL_FIGURE_KINDS = ("curves", "confusion", "reliability", "subjects", "referral")
 """The figures a model can have, in the order its section shows them; each is drawn only when its data exists."""
 
 
@@ -59,7 +59,8 @@ def model_figure_keys(model: ModelResult) -> list[str]:
 
 
 def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFigure]:
-    """Training curves, confusion matrix, reliability diagram and per-subject accuracy, each when its data exists."""
+    """Training curves, confusion matrix, reliability diagram, per-subject accuracy and the risk-coverage curve, each
+    when its data exists."""
     names = [class_display_name(name) for name in model.classes]
     label = model.display_name
     figures = []
@@ -86,6 +87,15 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
         figures.append(
             ReportFigure(f"subjects-{model.name}", caption, plots.to_png(plots.subject_accuracy(shown, names, label)))
         )
+    if model.risk_coverage is not None:
+        caption = (
+            "Errors among the test cells it calls against the share it calls, the rest referred to a person"
+            + _fold_note(comparison)
+            + ": the curve refers the cells nearest the threshold first; a star marks the refer band chosen on "
+            "validation."
+        )
+        figure = plots.risk_coverage(model.risk_coverage, label)
+        figures.append(ReportFigure(f"referral-{model.name}", caption, plots.to_png(figure)))
     return figures
 
 

@@ -91,6 +91,11 @@ class ModelResult:
     """Where that threshold came from (``OperatingPoint.origin()``), e.g. ``default threshold, by train``."""
     operating_point: dict[str, Any] | None = None
     """The whole operating point (``OperatingPoint.to_dict()``), for results.json."""
+    referral: dict[str, Any] | None = None
+    """Binary models: what the refer band did on the test cells (``band`` or None, ``n``, ``n_referred``,
+    ``coverage``, ``error_all``, ``error_called``) and the ``target`` error rate it was chosen for (None if unknown)."""
+    risk_coverage: plots.RiskCoverage | None = None
+    """Binary models: errors among called test cells against the share called, with the band marked."""
 
     @property
     def predicted_per_class(self) -> list[int]:

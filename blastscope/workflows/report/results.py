@@ -18,7 +18,8 @@ from blastscope.workflows.report.model import HEADLINE_METRICS, Comparison, pres
 
 def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
     """One flat record per model, best first: scores with their CI bounds or fold sd, test log loss, the class it
-    called every test cell (None unless it did), calibration, threshold and its origin, speed, run folder."""
+    called every test cell (None unless it did), calibration, threshold and its origin, the refer band with the share
+    of test cells it referred and the error rate among the rest (binary models), speed, run folder."""
     rows = []
     for rank, model in enumerate(comparison.ranked, start=1):
         row: dict[str, Any] = {
@@ -45,6 +46,10 @@ def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
         row["ece_after_scaling"] = model.reliability_after.ece if model.reliability_after else None
         row["threshold"] = model.threshold
         row["threshold_origin"] = model.threshold_origin
+        referral = model.referral or {}
+        row["refer_band"] = referral.get("band")
+        row["referred_share"] = 1 - referral["coverage"] if referral.get("coverage") is not None else None
+        row["error_among_called"] = referral.get("error_called")
         row["train_seconds"] = model.train_seconds
         row["images_per_second"] = model.images_per_second
         row["run_dir"] = model.run_dir
@@ -91,6 +96,7 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
                 "threshold": model.threshold,
                 "threshold_origin": model.threshold_origin,
                 "operating_point": model.operating_point,
+                "referral": model.referral,
                 "subjects": [asdict(s) for s in model.subjects],
                 "settings": model.settings,
                 "model_card": dict(model_card(model, comparison.dataset, comparison.cv_folds)),
