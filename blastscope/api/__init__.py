@@ -1,19 +1,23 @@
-"""The Python API: ``clf = blastscope.load("runs/...")``, then ``clf.predict(images)`` and ``clf.explain(image)``."""
+"""The Python API: ``clf = blastscope.load("runs/...")``, then ``clf.predict(images)``, ``clf.explain(image)`` and
+``clf.scan(photograph)``."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from blastscope.api.classifier import Classifier, Prediction
+from blastscope.data.preprocessing import check_segment_mode, segment_override_line
 from blastscope.errors import BlastscopeError
 from blastscope.export.onnx import onnx_model_path
 from blastscope.inference.precision import InferencePrecision
 from blastscope.inference.runners import OnnxRunner
 from blastscope.runs import load_run
+from blastscope.workflows.scan import ImageScan
 
-__all__ = ["Classifier", "Prediction", "load"]
+__all__ = ["Classifier", "ImageScan", "Prediction", "load"]
 
 Backend = Literal["auto", "torch", "onnx"]
 log = logging.getLogger(__name__)
@@ -27,6 +31,7 @@ def load(
     checkpoint: str = "best",
     threshold: float | None = None,
     precision: InferencePrecision = "fp32",
+    segment: str | None = None,
 ) -> Classifier:
     """A Classifier for a training run directory, deciding at the run's stored operating point.
 
@@ -43,15 +48,20 @@ def load(
         Replaces the run's stored threshold for this classifier (``source: given``).
     precision : {"fp32", "bf16", "auto"}
         The PyTorch backend's precision; fp32 (the default) matches ``blastscope evaluate`` and the ONNX export.
+    segment : {"auto", "always", "never"}, optional
+        Replaces the run's recorded ``--segment`` mode for this classifier, with a warning when it differs; default:
+        the run's own, so images are prepared as its training cells were.
 
     Raises
     ------
     BlastscopeError
-        For an unknown backend, a run without an export when ``backend="onnx"``, or an export made for other classes
-        or preprocessing.
+        For an unknown backend or segment mode, a run without an export when ``backend="onnx"``, or an export made
+        for other classes or preprocessing.
     """
     if backend not in ("auto", "torch", "onnx"):
         raise BlastscopeError(f"unknown backend {backend!r}; use auto, torch or onnx")
+    if segment is not None:
+        check_segment_mode(segment)
     trained = load_run(Path(run_dir), checkpoint=checkpoint)
     point = trained.operating_point
     if threshold is not None:
@@ -74,10 +84,15 @@ def load(
             )
     elif backend == "onnx":
         raise BlastscopeError(f"{run_dir}: no ONNX export; run `blastscope export {run_dir} --format onnx` first")
+    preprocessing = trained.preprocessing
+    if segment is not None:
+        if line := segment_override_line(preprocessing.segment, segment):
+            log.warning("%s", line)
+        preprocessing = replace(preprocessing, segment=segment)
     return Classifier(
         runner,
         trained.model,
-        trained.preprocessing,
+        preprocessing,
         point,
         transform=trained.transform,
         name=trained.display_name,

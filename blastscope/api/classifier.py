@@ -1,8 +1,8 @@
 """A trained classifier ready for new images: probabilities, decisions at the run's operating point, Grad-CAM.
 
 Predictions run through the inference core (``blastscope.inference``) with a runner, either the PyTorch network or an
-exported ONNX Runtime session, so every backend shares the preprocessing, the test-time augmentation, the temperature
-and the decision rule of ``blastscope evaluate``.
+exported ONNX Runtime session, so every backend shares the preprocessing (segmentation included), the test-time
+augmentation, the temperature and the decision rule of ``blastscope evaluate``.
 """
 
 from __future__ import annotations
@@ -15,18 +15,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blastscope.data.cache import resize_rgb
+from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.images import decode_pil, read_rgb
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import Transform, eval_transform
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.inference.gradcam import Explanation
 from blastscope.inference.gradcam import explain as explain_gradcam
-from blastscope.inference.predict import predict_logits, probabilities
+from blastscope.inference.predict import ItemLogits, predict_items, probabilities, resized_pixels
 from blastscope.inference.runners import Runner
 from blastscope.models.base import CellClassifier
+from blastscope.workflows.scan import ImageScan, scan_photograph
 
-ImageInput = str | Path | Image.Image
+ImageInput = str | Path | Image.Image | ModelInput
+"""An image file's path, a PIL image, or an image already made the model's input (:meth:`Classifier.prepare`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,8 @@ class Prediction:
     """The class of one image, the probability of every class, and the threshold that decided it.
 
     ``threshold`` is ``None`` for multi-class models (the most probable class wins); ``decided_by`` says where the
-    operating point came from (``OperatingPoint.origin``).
+    operating point came from (``OperatingPoint.origin``); ``segmented`` whether the cell was cut out of its
+    background before it was classified (``Preprocessing.segment``).
     """
 
     file: str
@@ -42,6 +45,7 @@ class Prediction:
     probabilities: dict[str, float]
     threshold: float | None
     decided_by: str
+    segmented: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -50,6 +54,7 @@ class Prediction:
             "probabilities": self.probabilities,
             "threshold": self.threshold,
             "decided_by": self.decided_by,
+            "segmented": self.segmented,
         }
 
 
@@ -63,6 +68,7 @@ class Classifier:
     model : CellClassifier
         The PyTorch network, for Grad-CAM (ONNX Runtime has no gradients).
     preprocessing : Preprocessing
+        Input size, normalisation and whether cells are cut out of their background (``segment``).
     operating_point : OperatingPoint
         Classes, positive class, threshold and temperature: the run's own unless overridden.
     transform : callable, optional
@@ -113,16 +119,18 @@ class Classifier:
         batch_size: int = 32,
         threshold: float | None = None,
     ) -> list[Prediction]:
-        """One Prediction per image (a path or a PIL image), in order.
+        """One Prediction per image (a path, a PIL image or a prepared input), in order.
 
-        ``threshold`` overrides the operating point's threshold for this call only. Raises ``ImageError`` for an
-        unreadable file.
+        ``threshold`` overrides the operating point's threshold for this call only. Raises ``ImageError`` naming the
+        image for an unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare` each
+        image first to skip such images one by one).
         """
         items = _as_list(images)
         point = self.operating_point
         if threshold is not None:
             point = point.with_threshold(threshold, "predict(threshold=...)")
-        rows = self.predict_proba(items, tta=tta, batch_size=batch_size)
+        predicted = self._predicted(items, tta, batch_size)
+        rows = probabilities(predicted.logits, point.temperature)
         labels = decide(rows, point)
         return [
             Prediction(
@@ -131,34 +139,80 @@ class Classifier:
                 dict(zip(self.classes, map(float, row), strict=True)),
                 point.threshold if point.binary else None,
                 point.origin(),
+                bool(segmented),
             )
-            for i, (item, label, row) in enumerate(zip(items, labels, rows, strict=True))
+            for i, (item, label, row, segmented) in enumerate(
+                zip(items, labels, rows, predicted.segmented, strict=True)
+            )
         ]
 
     def predict_proba(
         self, images: ImageInput | Sequence[ImageInput], *, tta: bool = False, batch_size: int = 32
     ) -> np.ndarray:
         """Probabilities (N, C), columns in ``classes`` order, after the operating point's temperature scaling."""
-        items = [_rgb(item) for item in _as_list(images)]
+        items = _as_list(images)
         if not items:
             return np.empty((0, len(self.classes)), dtype=np.float32)
-        with self._lock:
-            logits = predict_logits(
-                self.runner, items, self.preprocessing, self._transform, tta=tta, batch_size=batch_size
-            )
-        return probabilities(logits, self.operating_point.temperature)
+        return probabilities(self._predicted(items, tta, batch_size).logits, self.operating_point.temperature)
+
+    def prepare(self, image: ImageInput) -> ModelInput:
+        """The image as this model takes it: decoded, its cell cut out of its background when the run's ``segment``
+        mode says so, and resized; with whether it was cut out.
+
+        Raises ``ImageError`` naming the image when it cannot be read or its cell cannot be found.
+        """
+        if not isinstance(image, (str, Path, Image.Image, ModelInput)):
+            raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")
+        return resized_pixels(Path(image) if isinstance(image, str) else image, self.preprocessing)
 
     def explain(self, image: ImageInput, target: str | None = None) -> Explanation:
-        """Grad-CAM of ``target`` (default: the decided class) over the image resized to the model's input.
+        """Grad-CAM of ``target`` (default: the decided class) over the image as the model saw it (cut out, when
+        the run segments, and resized to the model's input).
 
         The explained layer is the deepest whose feature map is at least 3x3 at the model's input size;
         ``Explanation.usable`` is false (with a ``note`` saying why) when the map shows nothing."""
-        rgb = _rgb(image)
-        index = self._class_index(target) if target is not None else self.classes.index(self.predict(rgb)[0].label)
-        resized = resize_rgb(rgb, self.preprocessing.input_size, self.preprocessing.interpolation)
+        prepared = self.prepare(image)
+        index = self._class_index(target) if target is not None else self.classes.index(self.predict(prepared)[0].label)
+        resized = prepared.pixels
         batch = self._transform(resized).unsqueeze(0)
         with self._lock:
             return explain_gradcam(self.model, batch, resized, index, self.classes[index], name=self.name)
+
+    def scan(
+        self,
+        image: ImageInput,
+        *,
+        red_cell_diameter: float | None = None,
+        tta: bool = False,
+        name: str | None = None,
+    ) -> ImageScan:
+        """Every white cell of a smear photograph (a path or a PIL image), cut out onto black as C-NMC cells are and
+        classified at the operating point, with the image's verdict and an overlay (:mod:`blastscope.workflows.scan`).
+
+        ``red_cell_diameter`` (photograph px; default 1/6.4 of the longer side, as in BCCD fields) sets the scale the
+        cells are cut out at. Raises ``ImageError`` for an unreadable file, ``BlastscopeError`` for an unusable
+        ``red_cell_diameter``."""
+        photo, pre = _rgb(image), self.preprocessing
+
+        def classify(canvases: Sequence[np.ndarray]) -> np.ndarray:  # cut out already: never segmented again
+            inputs = [model_input(Image.fromarray(c), pre.input_size, pre.interpolation, "never") for c in canvases]
+            return self.predict_proba(inputs, tta=tta)
+
+        return scan_photograph(
+            photo,
+            classify,
+            self.operating_point,
+            name=name or _display_file(image, 0),
+            red_cell_diameter=red_cell_diameter,
+        )
+
+    def _predicted(self, items: list[ImageInput], tta: bool, batch_size: int) -> ItemLogits:
+        """Logits and ``segmented`` flags; decoding and segmentation run outside the lock, so threads share them."""
+        prepared = [self.prepare(item) for item in items]
+        with self._lock:
+            return predict_items(
+                self.runner, prepared, self.preprocessing, self._transform, tta=tta, batch_size=batch_size
+            )
 
     def _class_index(self, label: str) -> int:
         if label not in self.classes:
@@ -167,7 +221,7 @@ class Classifier:
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    if isinstance(images, (str, Path, Image.Image)):
+    if isinstance(images, (str, Path, Image.Image, ModelInput)):
         return [images]
     return list(images)
 
@@ -183,4 +237,6 @@ def _rgb(item: ImageInput) -> Image.Image:
 def _display_file(item: ImageInput, index: int) -> str:
     if isinstance(item, Image.Image):
         return getattr(item, "filename", "") or f"image {index}"
+    if isinstance(item, ModelInput):
+        return f"image {index}"
     return str(item)

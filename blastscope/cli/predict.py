@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import io
 import json
+import numbers
+import os
 import sys
-from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from blastscope.cli._output import check_writable, replace_whole
+from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.errors import BlastscopeError
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
-
     from blastscope.api.classifier import Classifier
+    from blastscope.data.cache import ModelInput
 
 Row = dict[str, Any]
 
@@ -24,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="classify cell images with a trained run",
-        description="Print (or write) the class and per-class probabilities of each image. Unreadable files are "
-        "listed and skipped; the exit status is 1 when any file failed.",
+        description="Print (or write) the class and per-class probabilities of each image, and whether its cell was "
+        "cut out of its background (--segment). Unreadable files, and images whose cell cannot be found, are listed "
+        "and skipped; the exit status is 1 when any file failed.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
@@ -46,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="P",
         help="decide at p(positive) >= P for this call instead of the run's stored operating point",
     )
+    parser.add_argument(
+        "--segment",
+        choices=SEGMENT_MODES,
+        help="cut cells out of their background as this mode says instead of as the run was trained (default: the "
+        "run's own)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -58,57 +69,69 @@ def run(args: argparse.Namespace) -> int:
         raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
     if args.out and not args.out.parent.is_dir():
         raise BlastscopeError(f"{args.out}: folder {args.out.parent} does not exist; create it or choose another --out")
+    if args.out:
+        check_writable(args.out.parent, "--out")
+    if args.gradcam:
+        check_writable(args.gradcam, "--gradcam")
     if args.batch_size < 1:
         raise BlastscopeError(f"--batch-size must be at least 1 (got {args.batch_size})")
     paths = expand_inputs(args.inputs)
-    classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
+    classifier = load(
+        args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold, segment=args.segment
+    )
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
     point = classifier.operating_point
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
-    rows = [
-        row
-        for start in range(0, len(paths), args.batch_size)
-        for row in predict_chunk(classifier, paths[start : start + args.batch_size], paths, args)
-    ]
-    write_rows(rows, classifier.classes, args.out)
-    failures = sum(row["error"] is not None for row in rows)
+    writer = PredictionWriter(args.out, classifier.classes)
+    failures = 0
+    try:
+        for start in range(0, len(paths), args.batch_size):
+            rows = predict_chunk(classifier, paths[start : start + args.batch_size], paths, args)
+            writer.write_rows(rows)
+            failures += sum(row["error"] is not None for row in rows)
+        writer.finish()
+    except OSError as error:  # a full disk, mostly: say what is kept, in one line
+        raise BlastscopeError(
+            f"stopped: {error.filename or writer.where}: {error.strerror or error}; {writer.saved_note(len(paths))}; "
+            "free space or choose another --out, then run again"
+        ) from error
+    except BaseException:  # a crash of the model, Ctrl-C: the finished chunks are kept; say where, then let it surface
+        print(f"{writer.saved_note(len(paths))} before the failure", file=sys.stderr)
+        raise
+    finally:
+        writer.close()
     if failures:
-        print(f"{failures} of {len(paths)} files could not be read (listed above)", file=sys.stderr)
+        print(
+            f"{failures} of {len(paths)} files could not be read or had no cell found (listed above)", file=sys.stderr
+        )
     return 1 if failures else 0
 
 
 def predict_chunk(
     classifier: Classifier, chunk: list[Path], all_paths: list[Path], args: argparse.Namespace
 ) -> list[Row]:
-    """One row per file of ``chunk``, in order: its prediction, or why it could not be read."""
-    from blastscope.data.images import read_rgb
+    """One row per file of ``chunk``, in order: its prediction, or why it could not be read or its cell not found."""
+    from blastscope.api.classifier import Prediction
     from blastscope.errors import ImageError
 
-    images: dict[int, Image] = {}
+    images: dict[int, ModelInput] = {}
     errors: dict[int, str] = {}
     for i, path in enumerate(chunk):
         try:
-            images[i] = read_rgb(path)
+            images[i] = classifier.prepare(path)
         except ImageError as error:
             errors[i] = error.reason
             print(f"skipped {error}", file=sys.stderr)
-    predictions = dict(zip(images, classifier.predict(list(images.values()), tta=args.tta), strict=True))
+    predicted = classifier.predict(list(images.values()), tta=args.tta) if images else []  # a chunk of only failures
+    predictions = dict(zip(images, predicted, strict=True))
     rows: list[Row] = []
     for i, path in enumerate(chunk):
         if i in errors:
-            rows.append(
-                {
-                    "file": str(path),
-                    "label": None,
-                    "probabilities": None,
-                    "threshold": None,
-                    "decided_by": None,
-                    "error": errors[i],
-                }
-            )
+            empty = dict.fromkeys(field.name for field in dataclasses.fields(Prediction))  # the columns of a good row
+            rows.append({**empty, "file": str(path), "error": errors[i]})
             continue
         rows.append({**predictions[i].to_dict(), "file": str(path), "error": None})
         if args.gradcam:
@@ -123,7 +146,8 @@ def predict_chunk(
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Files as given (whatever their extension, so a bad one is reported); folders searched for image files by the
     dataset scan's own finder: symlinked folders followed once, OS litter (``__MACOSX/``, ``._*``, ``.DS_Store``)
-    ignored, and other hidden image files named on stderr and left out."""
+    ignored, and other hidden image files, folders that cannot be listed, special files (named pipes, devices) and
+    files over the byte limit named on stderr with the reason and left out."""
     from blastscope.data.files import find_image_files
 
     paths: list[Path] = []
@@ -148,24 +172,96 @@ def gradcam_name(path: Path, all_paths: list[Path]) -> str:
     return f"{path.parent.name}_{path.stem}_gradcam.png" if clash else f"{path.stem}_gradcam.png"
 
 
-def write_rows(rows: list[Row], classes: tuple[str, ...], out: Path | None) -> None:
-    """JSON keeps the nested probabilities; CSV and stdout get one ``p_<class>`` column per class."""
-    if out is not None and out.suffix.lower() == ".json":
-        out.write_text(json.dumps(rows, indent=2) + "\n")
-        return
-    header = ["file", "label", *(f"p_{label}" for label in classes), "threshold", "decided_by", "error"]
-    flat = [
-        {
-            "file": row["file"],
-            "label": row["label"] or "",
-            **{f"p_{label}": f"{row['probabilities'][label]:.6f}" if row["probabilities"] else "" for label in classes},
-            "threshold": "" if row["threshold"] is None else f"{row['threshold']:.6f}",
-            "decided_by": row["decided_by"] or "",
-            "error": row["error"] or "",
-        }
-        for row in rows
-    ]
-    with out.open("w", newline="") if out is not None else nullcontext(sys.stdout) as handle:
-        writer = csv.DictWriter(handle, header)
-        writer.writeheader()
-        writer.writerows(flat)
+class PredictionWriter:
+    """Writes the rows of each chunk as soon as it is predicted, so that a full disk or a crash keeps what is done.
+
+    CSV (``--out x.csv``, or stdout) is streamed: each chunk's rows are appended, flushed and synced to disk, and a
+    write that fails is cut back to the last complete chunk, so the file always ends with a whole row. JSON, which is
+    valid only once complete, is written at the end (whole or not at all); until then the rows are streamed to
+    ``x.partial.csv`` next to it, which is deleted once the JSON file is in place and kept when the run stops early.
+    The CSV columns are the rows' fields in order, ``probabilities`` spread into one ``p_<class>`` column per class.
+    """
+
+    def __init__(self, out: Path | None, classes: tuple[str, ...]) -> None:
+        self.out, self.classes = out, classes
+        self.json_rows: list[Row] | None = [] if out is not None and out.suffix.lower() == ".json" else None
+        self.path = out.with_suffix(".partial.csv") if out is not None and self.json_rows is not None else out
+        self.saved = 0
+        self._header: list[str] | None = None
+        self._file: BinaryIO | None = None
+        self._complete = 0  # bytes of the file that hold whole chunks
+
+    @property
+    def where(self) -> str:
+        return "stdout" if self.path is None else str(self.path)
+
+    def saved_note(self, total: int) -> str:
+        """How many of ``total`` predictions are kept, and where."""
+        return f"{self.saved} of {total} predictions saved in {self.where}" if self.saved else "no predictions saved"
+
+    def write_rows(self, rows: list[Row]) -> None:
+        """Append ``rows`` (one chunk) to the CSV and make sure they are on disk before counting them as saved."""
+        if not rows:
+            return
+        flat = [flat_row(row, self.classes) for row in rows]
+        text = io.StringIO()
+        if self._header is None:
+            self._header = list(flat[0])
+            csv.DictWriter(text, self._header).writeheader()
+        csv.DictWriter(text, self._header).writerows(flat)
+        if self.path is None:
+            sys.stdout.write(text.getvalue())
+            sys.stdout.flush()
+        else:
+            self._append(self.path, text.getvalue().encode("utf-8"))
+        if self.json_rows is not None:
+            self.json_rows.extend(rows)
+        self.saved += len(rows)
+
+    def finish(self) -> None:
+        """Write the JSON file, whole, and remove the partial CSV; nothing to do for CSV output."""
+        if self.out is None or self.json_rows is None:
+            return
+        rows = self.json_rows
+        replace_whole(self.out, lambda path: path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8"))
+        self.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.path = self.out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _append(self, path: Path, data: bytes) -> None:
+        if self._file is None:
+            self._file = path.open("wb", buffering=0)
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered write may write less than asked
+                view = view[self._file.write(view) :]
+            os.fsync(self._file.fileno())
+        except OSError:
+            os.ftruncate(self._file.fileno(), self._complete)  # frees space: works on a full disk too
+            raise
+        self._complete += len(data)
+
+
+def flat_row(row: Row, classes: tuple[str, ...]) -> dict[str, str]:
+    """A row as CSV cells: ``probabilities`` becomes ``p_<class>`` columns, numbers 6 decimals, None empty."""
+    flat: dict[str, str] = {}
+    for key, value in row.items():
+        if key == "probabilities":
+            flat.update({f"p_{label}": _cell(value[label] if value else None) for label in classes})
+        else:
+            flat[key] = _cell(value)
+    return flat
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return f"{value:.6f}"
+    return str(value)

@@ -4,9 +4,12 @@ Uploads are untrusted: each file's size, the number of files and each image's pi
 is identified by decoding it (never by its name). /predict answers per file: one bad file among good ones (an
 AppleDouble ``._x.png`` beside ``x.png``) gets its own entry ``{"file", "error", "status"}`` while the others are
 classified, and the request succeeds (200) when at least one file was. When none was, the status is the files' own
-(415, 413 or 400; 400 when they differ; 503 when one found no room to decode) with every file's entry. A rejection
+(415, 413, 422 or 400; 400 when they differ; 503 when one found no room to decode) with every file's entry. When the
+run segments (``Preprocessing.segment``), each image's cell is cut out of its background before it is shrunk, and its
+entry says so (``segmented``); an image whose cell cannot be found is answered 422 with the reason. A rejection
 of the request as a whole (an oversized body, too many files, a malformed request) is a 4xx JSON
-``{"detail": ..., "file": null}``. The server keeps serving.
+``{"detail": ..., "file": null}``. The server keeps serving. /scan takes whole smear photographs the same way and
+answers each with its white cells, verdict and overlay (:mod:`blastscope.workflows.scan`).
 
 Under load (see :class:`~blastscope.serving.limits.Capacity`): decoding memory across all requests is bounded by a
 budget (:mod:`blastscope.serving.memory`); a file that finds no room in it within ``decode_wait_s`` is answered 503,
@@ -35,11 +38,13 @@ from PIL import Image, UnidentifiedImageError
 
 from blastscope import __version__
 from blastscope.api.classifier import Classifier
+from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
 from blastscope.errors import ImageError
 from blastscope.metrics import class_display_name
+from blastscope.segmentation.modes import CellNotFoundError
 from blastscope.serving.limits import Capacity, Limits
-from blastscope.serving.memory import DecodingBudget, DecodingBusy, decoding_cost, model_sized
+from blastscope.serving.memory import DecodingBudget, DecodingBusy, decoding_cost, scan_cost, segmenting_cost
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -49,10 +54,17 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": f"No file classified, for different reasons or because all were empty; {_FILE_ERRORS}"},
     413: {"description": f"Too many files or body too large; or no file classified, all over a limit; {_FILE_ERRORS}"},
     415: {"description": f"No file classified: none is a BMP, PNG, JPEG, TIFF or WebP image; {_FILE_ERRORS}"},
+    422: {"description": f"No file classified: no cell was found in any of the images (segmentation); {_FILE_ERRORS}"},
     503: {
         "description": "No file classified and at least one found no room in the server's decoding memory in time: "
         f"retry after the `Retry-After` seconds; {_FILE_ERRORS}",
     },
+}
+
+
+SCAN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PREDICT_RESPONSES,
+    200: {"description": "At least one photograph scanned; a file that is not a usable image has an error entry"},
 }
 
 
@@ -158,8 +170,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         version=__version__,
         description=(
             "Classify single-cell microscopy images as leukemic blast (ALL) or normal cell (HEM), with Grad-CAM "
-            "explanations. Research use only, not a diagnostic device."
-            + (f" Trained on {classifier.attribution}." if classifier.attribution else "")
+            "explanations, or scan whole smear photographs for every white cell (POST /scan). Research use only, "
+            "not a diagnostic device." + (f" Trained on {classifier.attribution}." if classifier.attribution else "")
         ),
     )
     app.state.decoding_budget = budget
@@ -174,6 +186,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         "limits": asdict(limits),
         "capacity": {**asdict(capacity), "max_decoding_mb": round(capacity.decoding_mb(limits), 1)},
         "attribution": classifier.attribution or None,
+        "segment": classifier.preprocessing.segment,
         "operating_point": {**point.to_dict(), "description": point.describe()},
     }
 
@@ -201,7 +214,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, and what is being served: model, backend, classes, operating point, upload limits and capacity.
+        """Liveness, and what is being served: model, backend, classes, operating point, ``segment`` mode, upload
+        limits and capacity.
 
         Runs on the event loop, never queued behind predictions; ``decoding_mb_reserved`` is the decoding memory
         reserved by requests in flight."""
@@ -218,15 +232,21 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         (503 with ``Retry-After`` when a file found no room in the server's decoding memory in time)."""
         return await anyio.to_thread.run_sync(partial(classify, files, explain), limiter=predict_threads)
 
-    def decode_within_budget(data: bytes, name: str, deadline: float) -> Image.Image:
-        """The upload at the model's input size, decoded under a reservation of its peak decoding memory."""
+    def decode_within_budget(data: bytes, name: str, deadline: float) -> ModelInput:
+        """The upload as the model takes it (its cell cut out when the run segments, at the model's input size),
+        decoded and segmented under a reservation of the peak memory of both."""
         if not data:
             raise UploadRejected(400, "empty file", name)
+        pre = classifier.preprocessing
+        cost = decoding_cost(data, limits.max_pixels) + segmenting_cost(data, limits.max_pixels, pre.segment)
         try:
-            with budget.reserve(decoding_cost(data, limits.max_pixels), deadline):
-                return model_sized(decode_upload(data, name, limits.max_pixels), classifier.preprocessing)
+            with budget.reserve(cost, deadline):
+                image = decode_upload(data, name, limits.max_pixels)
+                return model_input(image, pre.input_size, pre.interpolation, pre.segment)
         except DecodingBusy as busy:
             raise UploadRejected(503, str(busy), name) from None
+        except CellNotFoundError as error:
+            raise UploadRejected(422, error.reason, name) from None
 
     def classify(files: list[UploadFile], explain: bool) -> Any:
         if len(files) > limits.max_files:
@@ -234,7 +254,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         deadline = time.monotonic() + capacity.decode_wait_s  # for all the files of the request together
         names = [upload.filename or f"file {i + 1}" for i, upload in enumerate(files)]
         entries: list[dict[str, Any]] = []
-        decoded: list[tuple[int, Image.Image]] = []
+        decoded: list[tuple[int, ModelInput]] = []
         for upload, name in zip(files, names, strict=True):
             try:
                 image = decode_within_budget(_read_capped(upload, name, limits), name, deadline)
@@ -258,20 +278,70 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
             "failed": len(entries) - len(decoded),
             "predictions": entries,
         }
-        if decoded:
-            return body
-        statuses = {entry["status"] for entry in entries}
-        status = 503 if 503 in statuses else statuses.pop() if len(statuses) == 1 else 400
-        if len(entries) == 1:
-            detail, file = f"{entries[0]['file']}: {entries[0]['error']}", entries[0]["file"]
-        else:
-            listed = "; ".join(f"{entry['file']}: {entry['error']}" for entry in entries)
-            detail, file = f"none of the {len(entries)} files could be classified: {listed}", None
-        headers = {"Retry-After": str(capacity.retry_after_s)} if status == 503 else None
-        return JSONResponse({"detail": detail, "file": file, **body}, status_code=status, headers=headers)
+        return body if decoded else _none_done(entries, body, capacity, "classified")
+
+    @app.post("/scan", responses=SCAN_RESPONSES)
+    async def scan(
+        files: Annotated[list[UploadFile], File(description="One or more smear photographs (multipart `files`)")],
+    ) -> Any:
+        """One entry per uploaded photograph, in upload order: every white cell found (red cells and platelets
+        ignored, touching cells split), cut out onto black as C-NMC cells are and classified, with its box,
+        centroid, class, probabilities and uncertain flag; the cells left out (cut by the border) with the reason;
+        the verdict (``n of m white cells called ALL``) and the overlay as a base64 PNG. A file that is not a
+        usable image gets ``{"file", "error", "status"}``; statuses as for /predict. Each photograph reserves its
+        decoding and scanning memory before it is decoded."""
+        return await anyio.to_thread.run_sync(partial(scan_photographs, files), limiter=predict_threads)
+
+    def scan_one(data: bytes, name: str, deadline: float) -> dict[str, Any]:
+        """One photograph scanned under a reservation of its peak decoding and scanning memory."""
+        if not data:
+            raise UploadRejected(400, "empty file", name)
+        try:
+            with budget.reserve(scan_cost(data, limits.max_pixels), deadline):
+                result = classifier.scan(decode_upload(data, name, limits.max_pixels), name=name)
+        except DecodingBusy as busy:
+            raise UploadRejected(503, str(busy), name) from None
+        return {**result.to_dict(), "overlay_png": png_base64(result.overlay)}
+
+    def scan_photographs(files: list[UploadFile]) -> Any:
+        if len(files) > limits.max_files:
+            raise UploadRejected(413, f"{len(files)} files in one request, over the limit of {limits.max_files}")
+        deadline = time.monotonic() + capacity.decode_wait_s
+        entries: list[dict[str, Any]] = []
+        for i, upload in enumerate(files):
+            name = upload.filename or f"file {i + 1}"
+            try:
+                entries.append(scan_one(_read_capped(upload, name, limits), name, deadline))
+            except UploadRejected as rejected_file:
+                entries.append(rejected_file.entry())
+        scanned = sum("error" not in entry for entry in entries)
+        body = {
+            "model": classifier.name,
+            "backend": classifier.backend,
+            "classes": classes,
+            "operating_point": served["operating_point"],
+            "scanned": scanned,
+            "failed": len(entries) - scanned,
+            "scans": entries,
+        }
+        return body if scanned else _none_done(entries, body, capacity, "scanned")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _none_done(entries: list[dict[str, Any]], body: dict[str, Any], capacity: Capacity, done: str) -> JSONResponse:
+    """The answer when no file of a request could be used: the files' own status (503 with ``Retry-After`` when one
+    found no room to decode, 400 when they differ), every file's entry, and a detail naming each file's reason."""
+    statuses = {entry["status"] for entry in entries}
+    status = 503 if 503 in statuses else statuses.pop() if len(statuses) == 1 else 400
+    if len(entries) == 1:
+        detail, file = f"{entries[0]['file']}: {entries[0]['error']}", entries[0]["file"]
+    else:
+        listed = "; ".join(f"{entry['file']}: {entry['error']}" for entry in entries)
+        detail, file = f"none of the {len(entries)} files could be {done}: {listed}", None
+    headers = {"Retry-After": str(capacity.retry_after_s)} if status == 503 else None
+    return JSONResponse({"detail": detail, "file": file, **body}, status_code=status, headers=headers)
 
 
 def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
@@ -282,7 +352,7 @@ def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
     return data
 
 
-def _explanation_fields(classifier: Classifier, image: Image.Image, label: str) -> dict[str, Any]:
+def _explanation_fields(classifier: Classifier, image: ModelInput, label: str) -> dict[str, Any]:
     """``gradcam_png`` (null when the heat map shows nothing), ``gradcam_note`` (why, or null) and ``gradcam_layer``.
 
     A constant heat map (e.g. all zero) is never sent as an overlay: a picture of nothing looks like an answer.

@@ -23,6 +23,8 @@ from PIL import Image
 from blastscope.data.cache import RESAMPLING, resize_rgb
 from blastscope.data.images import _FORMATS, _WIDE_CHANNELS, _rawmode
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.segmentation.modes import segmenting_bytes
+from blastscope.workflows.scan import scan_working_bytes
 
 PEAK_BYTES_PER_PIXEL = {
     # blastscope's decoder at its peak, per pixel, by Pillow mode: Pillow's own buffer (RGB, RGBA, LA and I take 4
@@ -77,6 +79,34 @@ def decoding_cost(data: bytes, max_pixels: int) -> int:
         return 0
     per_pixel = WIDE_CHANNEL_BYTES[mode] if wide else PEAK_BYTES_PER_PIXEL.get(mode, UNKNOWN_MODE_BYTES)
     return pixels * (per_pixel + FORMAT_EXTRA_BYTES.get(kind, 0))
+
+
+def scan_cost(data: bytes, max_pixels: int) -> int:
+    """The peak bytes that scanning the smear photograph in ``data`` may take, from its header alone: decoding it
+    (:func:`decoding_cost`) plus the scan's working memory at its size
+    (:func:`~blastscope.workflows.scan.scan_working_bytes`; the photograph is shrunk to a working copy before its
+    cells are looked for). 0 for what the decoder refuses at the header, as for :func:`decoding_cost`."""
+    decoding = decoding_cost(data, max_pixels)
+    if not decoding:
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
+            width, height = image.size
+    return decoding + scan_working_bytes(width, height)
+
+
+def segmenting_cost(data: bytes, max_pixels: int, segment: str) -> int:
+    """The peak bytes that cutting the cell of the image in ``data`` out of its background may take beyond decoding
+    it, from its header alone (:func:`~blastscope.segmentation.modes.segmenting_bytes`; 0 for ``segment="never"``
+    and for what the decoder refuses at the header)."""
+    if segment == "never" or not decoding_cost(data, max_pixels):
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
+            width, height = image.size
+    return segmenting_bytes(width * height, segment)
 
 
 TRIM_AFTER_BYTES = 64 * 2**20

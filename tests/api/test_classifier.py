@@ -9,11 +9,13 @@ import pytest
 from PIL import Image
 
 import blastscope
-from blastscope.api import load
+from blastscope.api import ImageScan, load
+from blastscope.data.synth import smear_field
 from blastscope.errors import BlastscopeError, ImageError
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
 from blastscope.runs import load_run
+from blastscope.segmentation import segment_cell
 
 
 def test_predict_paths_and_pil_images_alike(tiny_run: Path, cell_images: list[Path]) -> None:
@@ -76,3 +78,74 @@ def test_explain_gives_heatmap_and_overlay_at_input_size(tiny_run: Path, cell_im
 def test_onnx_backend_needs_an_export(tiny_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="blastscope export"):
         load(tiny_run, backend="onnx")
+
+
+def test_scan_classifies_each_cut_out_as_predict_does(tiny_run: Path, tmp_path: Path) -> None:
+    """clf.scan finds the white cells of a smear photograph and classifies their cut-outs on black through the same
+    path as clf.predict: the same probabilities, the same labels at the run's operating point."""
+    classifier = load(tiny_run)
+    field = smear_field(0, height=480, width=640, white_cells=3, cut_cells=1)
+    path = tmp_path / "field.png"
+    Image.fromarray(field.image).save(path)
+    scan = classifier.scan(path)
+    assert isinstance(scan, ImageScan) and scan.file == str(path)
+    assert len(scan.cells) == 3 and scan.n_cut_by_border == 1
+    cutouts = [Image.fromarray(cell.canvas) for cell in scan.cells]
+    probabilities = np.array([[cell.probabilities[name] for name in classifier.classes] for cell in scan.cells])
+    np.testing.assert_allclose(probabilities, classifier.predict_proba(cutouts), atol=1e-6)
+    assert [cell.label for cell in scan.cells] == [prediction.label for prediction in classifier.predict(cutouts)]
+    assert scan.threshold == classifier.operating_point.threshold and scan.overlay.mode == "RGB"
+    again = classifier.scan(Image.open(path), name="upload.png")
+    assert again.file == "upload.png" and [cell.box for cell in again.cells] == [cell.box for cell in scan.cells]
+    with pytest.raises(ImageError):
+        classifier.scan(tmp_path / "missing.png")
+    with pytest.raises(BlastscopeError, match="red cell diameter"):
+        classifier.scan(path, red_cell_diameter=-1)
+
+
+def test_crops_with_a_background_are_cut_out_and_say_so(tiny_run: Path, cell_images, natural_crops, caplog) -> None:
+    """The run was trained with ``--segment auto``: a crop with its natural background is classified as its cell cut
+    out onto black (the same pixels as the cut-out given directly), a C-NMC-like cell as it is."""
+    classifier = load(tiny_run)
+    assert classifier.preprocessing.segment == "auto"
+    predictions = classifier.predict([*natural_crops, cell_images[0]])
+    assert [p.segmented for p in predictions] == [True, True, True, False]
+    assert predictions[0].to_dict()["segmented"] is True
+    prepared = classifier.prepare(natural_crops[0])
+    assert prepared.segmented and prepared.pixels[0, 0].max() == 0
+    cut_out = segment_cell(np.asarray(Image.open(natural_crops[0]).convert("RGB"))).canvas
+    np.testing.assert_allclose(
+        classifier.predict_proba(Image.fromarray(cut_out)), classifier.predict_proba(natural_crops[0]), atol=1e-6
+    )
+    never = load(tiny_run, segment="never")
+    assert "the run was trained with --segment auto" in caplog.text
+    assert not never.predict(natural_crops[0])[0].segmented
+
+
+def test_a_cell_that_cannot_be_found_is_an_error_naming_the_image(tiny_run: Path, tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (120, 120), (215, 205, 210)).save(blank)
+    classifier = load(tiny_run)
+    with pytest.raises(ImageError, match=r"blank\.png: no white cell found"):
+        classifier.prepare(blank)
+    with pytest.raises(ImageError, match=r"blank\.png: no white cell found"):
+        classifier.predict([blank])
+    with pytest.raises(BlastscopeError, match="segment mode 'sometimes' is unknown"):
+        load(tiny_run, segment="sometimes")
+
+
+def test_onnx_and_pytorch_segment_and_classify_alike(exported_run: Path, natural_crops, cell_images) -> None:
+    """The segmentation is the shared Python step before either runner: same flags, same probabilities."""
+    images = [*natural_crops, *cell_images[:2]]
+    torch_predictions = load(exported_run, backend="torch").predict(images)
+    onnx_classifier = load(exported_run, backend="onnx", variant="fp32")
+    assert onnx_classifier.backend.startswith("onnx") and onnx_classifier.preprocessing.segment == "auto"
+    onnx_predictions = onnx_classifier.predict(images)
+    assert (
+        [p.segmented for p in onnx_predictions] == [p.segmented for p in torch_predictions] == [True] * 3 + [False] * 2
+    )
+    for from_torch, from_onnx in zip(torch_predictions, onnx_predictions, strict=True):
+        assert from_torch.label == from_onnx.label
+        np.testing.assert_allclose(
+            list(from_torch.probabilities.values()), list(from_onnx.probabilities.values()), atol=1e-5
+        )

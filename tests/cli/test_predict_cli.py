@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
+import errno
+import faulthandler
 import json
+import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from blastscope.api.classifier import Classifier
 from blastscope.cli import main
 
 
@@ -54,6 +60,7 @@ def test_json_and_gradcam_for_good_files(run_dir: Path, images: Path, tmp_path: 
     rows = json.loads(out.read_text())
     assert [row["file"] for row in rows] == list(map(str, good))
     assert all(row["error"] is None and set(row["probabilities"]) == {"all", "hem"} for row in rows)
+    assert not (tmp_path / "preds.partial.csv").exists()  # the rows streamed there while predicting are in the JSON
     for path in good:
         overlay = Image.open(overlays / f"{path.stem}_gradcam.png")
         assert overlay.size == (32, 32) and overlay.mode == "RGB"
@@ -63,7 +70,8 @@ def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:
     first = sorted(images.glob("UID_*.png"))[0]
     assert main(["predict", str(run_dir), str(first), "--backend", "torch"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,error" and lines[1].startswith(str(first))
+    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,segmented,error"
+    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,")  # a C-NMC-like cell: not cut out
 
 
 def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
@@ -76,3 +84,128 @@ def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys)
     errors = capsys.readouterr().err.splitlines()
     assert "--batch-size must be at least 1" in errors[4] and "does not exist" in errors[5]
     assert len(errors) == 6 and all(line.startswith("blastscope: error: ") for line in errors)
+
+
+def _fail_fsync_on_call(number: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up at the ``number``-th flush to disk (the writers sync each chunk)."""
+    fsync, calls = os.fsync, []
+
+    def fsync_or_full(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == number:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_or_full)
+
+
+def test_a_full_disk_keeps_the_chunks_already_written_as_whole_rows(
+    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "preds.csv"
+    _fail_fsync_on_call(2, monkeypatch)
+
+    assert main(["predict", str(run_dir), str(images), "--out", str(out), "--batch-size", "2"]) == 2
+
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == (
+        f"blastscope: error: stopped: {out}: No space left on device; 2 of 5 predictions saved in {out}; "
+        "free space or choose another --out, then run again"
+    )
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(row["file"]).name for row in rows] == sorted(p.name for p in images.glob("UID_*.png"))[:2]
+    assert all(row["error"] == "" and row["label"] in {"all", "hem"} for row in rows)
+
+
+def test_json_on_a_full_disk_leaves_the_rows_in_a_partial_csv(
+    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "preds.json"
+    _fail_fsync_on_call(4, monkeypatch)  # three chunks reached the partial CSV; the JSON file does not fit
+
+    assert main(["predict", str(run_dir), str(images), "--out", str(out), "--batch-size", "2"]) == 2
+
+    assert f"5 of 5 predictions saved in {tmp_path / 'preds.partial.csv'}" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == ["preds.partial.csv"]
+    assert len(list(csv.DictReader((tmp_path / "preds.partial.csv").open()))) == 5
+
+
+def test_a_crash_of_the_model_keeps_the_chunks_before_it(
+    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out, predict, calls = tmp_path / "preds.json", Classifier.predict, []
+
+    def crash_on_second_chunk(self: Classifier, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", crash_on_second_chunk)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["predict", str(run_dir), str(images), "--out", str(out), "--batch-size", "2"])
+
+    partial = tmp_path / "preds.partial.csv"
+    assert f"2 of 5 predictions saved in {partial} before the failure" in capsys.readouterr().err
+    assert len(list(csv.DictReader(partial.open()))) == 2 and not out.exists()
+
+
+def test_an_unwritable_output_folder_stops_before_the_model_loads(
+    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
+        if dir is not None and Path(os.fsdecode(dir)) == tmp_path:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    for option in ("--out", "--gradcam"):
+        target = tmp_path / ("preds.csv" if option == "--out" else "overlays")
+        assert main(["predict", str(run_dir), str(images), option, str(target)]) == 2
+        assert capsys.readouterr().err == (
+            f"blastscope: error: {tmp_path}: cannot write there (Read-only file system); choose another {option} or "
+            "make the folder writable\n"
+        )
+
+
+def test_a_named_pipe_given_as_an_input_is_a_failed_row_not_a_hang(
+    run_dir: Path, images: Path, tmp_path: Path, capsys
+) -> None:
+    pipe, out = tmp_path / "pipe.png", tmp_path / "preds.csv"
+    os.mkfifo(pipe)
+    good = sorted(images.glob("UID_*.png"))[0]
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)  # a hang ends the run, with a traceback
+    try:
+        assert main(["predict", str(run_dir), str(good), str(pipe), "--out", str(out)]) == 1
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+    rows = list(csv.DictReader(out.open()))
+    assert rows[1]["file"] == str(pipe) and rows[1]["error"].startswith("not a regular file (named pipe)")
+    assert rows[0]["error"] == "" and "\n1 of 2 files " in capsys.readouterr().err
+
+
+def test_cells_on_a_background_are_cut_out_and_a_cell_not_found_is_skipped(
+    run_dir: Path, images: Path, natural_crops: list[Path], tmp_path: Path, capsys, caplog
+) -> None:
+    """The run segments ``auto`` (its default): the crops with a background are cut out and say so, the C-NMC-like cell
+    is left as it is, and a blank field is listed with the reason and skipped, never classified."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(sorted(images.glob("UID_*.png"))[0], folder / "a_on_black.png")
+    shutil.copy(natural_crops[0], folder / "b_crop.png")
+    Image.new("RGB", (120, 120), (215, 205, 210)).save(folder / "c_blank.png")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(folder), "--out", str(out)]) == 1
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(out.open())}
+    assert rows["a_on_black.png"]["segmented"] == "False" and rows["b_crop.png"]["segmented"] == "True"
+    assert rows["c_blank.png"]["label"] == "" and rows["c_blank.png"]["segmented"] == ""
+    assert "no white cell found" in rows["c_blank.png"]["error"]
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'c_blank.png'}: no white cell found" in err and "1 of 3 files could not be read" in err
+
+    assert main(["predict", str(run_dir), str(folder / "b_crop.png"), "--out", str(out), "--segment", "never"]) == 0
+    assert next(csv.DictReader(out.open()))["segmented"] == "False"
+    assert "segmenting with --segment never for this call; the run was trained with --segment auto" in caplog.text

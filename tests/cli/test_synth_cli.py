@@ -1,10 +1,13 @@
-"""``blastscope synth``: writes the demo dataset, refuses to clobber one, explains bad arguments in one line."""
+"""``blastscope synth``: writes the demo dataset (or smear fields), refuses to clobber one, explains bad arguments in
+one line."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from blastscope.cli import main
 
@@ -30,3 +33,19 @@ def test_bad_values_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["synth", str(tmp_path), "--image-size", "4"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("blastscope: error:") and "16 px" in error and error.count("\n") == 1
+
+
+def test_smear_fields_with_their_true_boxes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", str(tmp_path), "--smear", "2", "--seed", "3"]) == 0
+    fields = sorted(tmp_path.glob("smear_*.png"))
+    assert [path.name for path in fields] == ["smear_000.png", "smear_001.png"]
+    assert Image.open(fields[0]).size == (640, 480)
+    rows = list(csv.DictReader((tmp_path / "smear_boxes.csv").open()))
+    assert {row["file"] for row in rows} == {"smear_000.png", "smear_001.png"}
+    assert [row["cut_by_border"] for row in rows if row["file"] == "smear_001.png"].count("True") == 1
+    assert "wrote 2 synthetic smear fields" in capsys.readouterr().out
+    assert not (tmp_path / "training_data").exists()
+    assert main(["synth", str(tmp_path), "--smear", "1"]) == 2  # never clobbered silently
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path), "--smear", "1", "--overwrite"]) == 0
+    assert sorted(tmp_path.glob("smear_*.png")) == fields[:1]

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from blastscope.api import load
-from blastscope.data.cache import resize_rgb
+from blastscope.data.cache import ModelInput, resize_rgb
+from blastscope.data.synth import smear_field
 from blastscope.inference.gradcam import Explanation
 from blastscope.serving.app import Limits, create_app
 from blastscope.serving.limits import Capacity
@@ -29,6 +30,8 @@ from blastscope.serving.memory import (
     decoding_cost,
     give_back_freed_memory,
     model_sized,
+    scan_cost,
+    segmenting_cost,
 )
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
@@ -156,7 +159,7 @@ def test_only_whitelisted_formats(classifier, good, kind: str) -> None:
 
 def test_one_bad_file_beside_a_good_cell_is_answered_on_its_own(classifier, good, monkeypatch) -> None:
     """The web page's case: a cell and the ``._`` file a Mac zip left beside it, dropped together."""
-    seen: list[list[Image.Image]] = []
+    seen: list[list[ModelInput]] = []
     predict = classifier.predict
     monkeypatch.setattr(classifier, "predict", lambda images, **kw: seen.append(list(images)) or predict(images, **kw))
     response = client(classifier).post("/predict", files=upload(("._cell.png", APPLEDOUBLE), good))
@@ -166,8 +169,8 @@ def test_one_bad_file_beside_a_good_cell_is_answered_on_its_own(classifier, good
     bad, cell = body["predictions"]
     assert bad == {"file": "._cell.png", "error": NOT_AN_IMAGE, "status": 415}
     assert cell["file"] == good[0] and cell["label"] in classifier.classes and "error" not in cell
-    (images,) = seen  # the classifier only ever sees the decoded good image
-    assert len(images) == 1 and isinstance(images[0], Image.Image)
+    (images,) = seen  # the classifier only ever sees the good image, decoded and made the model's input
+    assert len(images) == 1 and isinstance(images[0], ModelInput)
     assert cell["probabilities"] == pytest.approx(predict(images)[0].probabilities, abs=1e-6)
 
 
@@ -350,7 +353,9 @@ def test_each_image_holds_its_decoding_memory_while_it_decodes(classifier, good,
     monkeypatch.setattr(app_module, "decode_upload", watched)
     response = TestClient(app).post("/predict", files=upload(good, good))
     assert response.status_code == 200, response.text
-    assert reserved_while_decoding == [decoding_cost(good[1], 50_000_000)] * 2  # one file at a time
+    # one file at a time, with room to cut its cell out (the run segments auto)
+    cost = decoding_cost(good[1], 50_000_000) + segmenting_cost(good[1], 50_000_000, "auto")
+    assert reserved_while_decoding == [cost] * 2 and segmenting_cost(good[1], 50_000_000, "never") == 0
     assert budget.reserved == 0
 
 
@@ -415,3 +420,69 @@ def test_health_answers_while_every_prediction_thread_is_busy(classifier, good, 
 
 async def _set_default_threads(tokens: int) -> None:
     anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
+
+
+def _field_file(kind: str = "PNG", size: tuple[int, int] | None = None) -> bytes:
+    """A synthetic 640x480 smear field (three whole white cells, one cut by the border), optionally enlarged."""
+    image = Image.fromarray(smear_field(0, height=480, width=640, white_cells=3, cut_cells=1).image)
+    if size is not None:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind, quality=92)
+    return buffer.getvalue()
+
+
+def test_scan_answers_each_photograph_with_its_cells_verdict_and_overlay(classifier) -> None:
+    response = client(classifier).post(
+        "/scan", files=upload(("field.png", _field_file()), ("._field.png", APPLEDOUBLE))
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["scanned"], body["failed"]) == (1, 1)
+    scan, bad = body["scans"]
+    assert bad == {"file": "._field.png", "error": NOT_AN_IMAGE, "status": 415}
+    assert scan["file"] == "field.png" and (scan["n_cells"], scan["n_cut_by_border"]) == (3, 1)
+    cell = scan["cells"][0]
+    assert set(cell) >= {"cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "label", "probabilities"}
+    assert cell["label"] in classifier.classes and isinstance(cell["uncertain"], bool)
+    assert scan["summary"].endswith("1 cut by the border, not classified") and scan["verdict_text"]
+    overlay = Image.open(io.BytesIO(base64.b64decode(scan["overlay_png"])))
+    assert overlay.format == "PNG" and overlay.width == 640
+
+
+def test_scan_with_no_usable_photograph_is_a_4xx(classifier) -> None:
+    response = client(classifier).post("/scan", files=upload(("a.png", APPLEDOUBLE), ("b.png", b"")))
+    assert response.status_code == 400  # 415 and 400: they differ
+    assert response.json()["detail"].startswith("none of the 2 files could be scanned: a.png: ")
+
+
+def test_a_large_photograph_is_scanned_within_its_reservation(classifier) -> None:
+    """A 2592x1944 camera JPEG: its cells are found on a working copy, within the memory reserved for it."""
+    data = _field_file("JPEG", (2592, 1944))
+    app = create_app(classifier)
+    response = TestClient(app).post("/scan", files=upload(("camera.jpg", data)))
+    assert response.status_code == 200
+    scan = response.json()["scans"][0]
+    assert (scan["width"], scan["height"], scan["n_cells"]) == (2592, 1944, 3)
+    assert max(cell["x1"] for cell in scan["cells"]) > 640  # boxes in the photograph's own pixels
+    budget = app.state.decoding_budget
+    assert budget.peak == scan_cost(data, Limits().max_pixels) > decoding_cost(data, Limits().max_pixels)
+    assert budget.peak < budget.capacity / 2 and budget.reserved == 0
+
+
+def test_cells_on_a_background_are_cut_out_and_one_not_found_is_answered_on_its_own(
+    classifier, good, natural_crops: list[Path]
+) -> None:
+    blank = io.BytesIO()
+    Image.new("RGB", (120, 120), (215, 205, 210)).save(blank, format="PNG")
+    api = client(classifier)
+    assert api.get("/health").json()["segment"] == "auto"
+    crop = (natural_crops[0].name, natural_crops[0].read_bytes())
+    response = api.post("/predict?explain=true", files=upload(crop, good, ("blank.png", blank.getvalue())))
+    assert response.status_code == 200, response.text
+    cut, whole, missing = response.json()["predictions"]
+    assert cut["segmented"] is True and whole["segmented"] is False and cut["gradcam_layer"]
+    assert missing == {"file": "blank.png", "error": missing["error"], "status": 422}
+    assert missing["error"].startswith("no white cell found")
+    alone = api.post("/predict", files=upload(("blank.png", blank.getvalue())))
+    assert alone.status_code == 422 and alone.json()["detail"].startswith("blank.png: no white cell found")

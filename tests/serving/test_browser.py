@@ -1,5 +1,6 @@
-"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map, and a
-bad file dropped beside a good cell shown on its own card."""
+"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map, a
+bad file dropped beside a good cell shown on its own card, and a smear photograph scanned into an overlay, a verdict
+and a list of its white cells."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
+
+from blastscope.data.synth import smear_field
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -144,4 +148,40 @@ def test_a_bad_file_beside_a_good_cell_gets_its_own_card(
     assert browser.find_element(By.ID, "status").text.startswith("1 of 2 files classified")
 
     screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page-bad-file.png"
+    assert browser.save_screenshot(str(screenshot))
+
+
+def test_a_smear_photograph_shows_its_overlay_verdict_and_cell_list(server: str, browser, tmp_path: Path) -> None:
+    """The page's smear mode: a synthetic field with three whole white cells (and one cut by the border) is scanned;
+    its card shows the overlay, the verdict, the summary and one row per whole cell."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photograph = tmp_path / "smear-field.png"
+    Image.fromarray(smear_field(0, height=480, width=640, white_cells=3, cut_cells=1).image).save(photograph)
+    browser.get(server)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model-backend").text.startswith("onnx"))
+    browser.find_element(By.ID, "mode-smear").click()
+    assert browser.find_element(By.CSS_SELECTOR, ".drop-title").text == "Drop smear photographs here"
+    browser.find_element(By.ID, "file-input").send_keys(str(photograph.resolve()))
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".scan-card"))
+    card = browser.find_element(By.CSS_SELECTOR, ".scan-card")
+    overlay = card.find_element(By.CSS_SELECTOR, "img.overlay")
+    WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", overlay)
+    )
+    assert overlay.get_attribute("src").startswith("data:image/png")
+    assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 640
+    assert card.find_element(By.CSS_SELECTOR, ".file-name").text == photograph.name
+    verdict = card.find_element(By.CSS_SELECTOR, ".scan-verdict").text
+    assert verdict in {"ALL cells present", "no ALL cell called", "uncertain — refer"}
+    summary = card.find_element(By.CSS_SELECTOR, ".scan-summary").text
+    assert " of 3 white cells called ALL" in summary and "1 cut by the border" in summary
+    rows = card.find_elements(By.CSS_SELECTOR, ".cell-list tbody tr")
+    assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == ["1", "2", "3"]
+    assert all(row.find_elements(By.TAG_NAME, "td")[1].text in {"ALL", "HEM"} for row in rows)
+    assert card.find_element(By.CSS_SELECTOR, ".p-column").text == "P(ALL)"  # upper-cased by the table's style
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+    screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page-smear.png"
     assert browser.save_screenshot(str(screenshot))

@@ -142,8 +142,10 @@ def test_memory_is_bounded_under_concurrent_uploads_of_the_memory_case(server: S
         reserved_after = prober.get(f"{server.url}/health").json()["decoding_mb_reserved"]
 
     peak = memory(pid)["VmHWM"]
-    assert len(answers) == CONCURRENT_UPLOADS and set(answers) <= {200, 413, 503}, answers
-    assert 200 in answers, answers  # the first upload finds the budget free
+    assert len(answers) == CONCURRENT_UPLOADS and set(answers) <= {413, 422, 503}, answers
+    # The first upload finds the budget free and is decoded whole; the run segments (auto), and its pixels are all
+    # black: no cell to classify, so it is answered 422, never classified as a blank.
+    assert 422 in answers, answers
     assert reserved_after == 0
     grown = peak - at_rest
     assert grown <= budget + HEADROOM, (

@@ -64,6 +64,8 @@ function card(file, prediction, classes) {
   const label = node.querySelector(".label");
   label.textContent = prediction.display_label;
   label.classList.add(prediction.label.toLowerCase());
+  // The run segments: this cell was cut out onto black first, as C-NMC cells are (the Grad-CAM shows the cut-out).
+  node.querySelector(".segmented").hidden = !prediction.segmented;
   const decidedBy = node.querySelector(".decided-by");
   decidedBy.textContent =
     prediction.threshold === null
@@ -120,7 +122,7 @@ async function classify(files) {
 }
 
 fileInput.addEventListener("change", () => {
-  classify([...fileInput.files]);
+  submit([...fileInput.files]); // scan.js: to /scan or /predict
   fileInput.value = "";
 });
 for (const type of ["dragenter", "dragover"]) {
@@ -134,7 +136,7 @@ for (const type of ["dragleave", "drop"]) {
 }
 dropZone.addEventListener("drop", (event) => {
   event.preventDefault();
-  classify([...event.dataTransfer.files]);
+  submit([...event.dataTransfer.files]);
 });
 dropZone.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") fileInput.click();

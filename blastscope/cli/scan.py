@@ -1,0 +1,91 @@
+"""``blastscope scan``: find every white cell of smear photographs, classify each with a run, and judge each image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from blastscope.errors import BlastscopeError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "scan",
+        help="find and classify every white cell of smear photographs",
+        description="For each photograph of a blood smear: find every white cell (red cells and platelets ignored, "
+        "touching cells split, cells cut by the border left out and counted), cut each out onto black as C-NMC "
+        "cells are, classify it with the run, and judge the image. Writes OUT/cells.csv (one row per cell: "
+        "centroid, box, class, probabilities, uncertain), OUT/images.csv and OUT/summary.txt (one line per "
+        "photograph: n of m white cells called ALL; verdict), OUT/scan.json (all of it) and an overlay PNG per "
+        "photograph in OUT/overlays. Unreadable files are listed and skipped; the exit status is 1 when any failed.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN", help="a training run directory (runs/...)")
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="photographs or folders")
+    parser.add_argument(
+        "--out", type=Path, default=Path("blastscope-scan"), help="folder to write into (default %(default)s)"
+    )
+    parser.add_argument(
+        "--red-cell-diameter",
+        type=float,
+        metavar="PX",
+        help="red-cell diameter in the photographs, px; sets the scale cells are cut out at (default: 1/6.4 of "
+        "the longer side, as in a BCCD field: 100 px at 640x480)",
+    )
+    parser.add_argument("--tta", action="store_true", help="average each cell over its 8 flips/rotations")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto (default): ONNX Runtime when RUN/export holds a model, else PyTorch",
+    )
+    parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="decide at p(positive) >= P for this call instead of the run's stored operating point (no refer band)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from blastscope.api import load
+    from blastscope.cli._output import check_writable
+    from blastscope.cli.predict import expand_inputs
+    from blastscope.data.classes import positive_class_line
+    from blastscope.errors import ImageError
+    from blastscope.metrics import class_display_name
+    from blastscope.workflows.scan import ScanWriter
+
+    if args.red_cell_diameter is not None and not args.red_cell_diameter > 2:
+        raise BlastscopeError(f"--red-cell-diameter {args.red_cell_diameter}: give the red cells' size in px (> 2)")
+    check_writable(args.out, "--out")
+    paths = expand_inputs(args.inputs)
+    classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
+    point = classifier.operating_point
+    photographs = f"{len(paths)} photograph{'s' * (len(paths) != 1)}"
+    print(f"{classifier.name}: {photographs}, backend {classifier.backend}", file=sys.stderr)
+    print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
+    band = f"; uncertain (refer) when p is in {point.refer_band}" if point.refer_band else "; no refer band"
+    print(f"decision: {point.describe()}{band}", file=sys.stderr)
+    about = {
+        "model": classifier.name,
+        "backend": classifier.backend,
+        "classes": list(point.classes),
+        "operating_point": {**point.to_dict(), "description": point.describe()},
+    }
+    writer = ScanWriter(args.out, point.classes, point.positive_class, about)
+    for path in paths:
+        try:
+            scan = classifier.scan(path, red_cell_diameter=args.red_cell_diameter, tta=args.tta, name=str(path))
+        except ImageError as error:
+            print(f"skipped {error}", file=sys.stderr)
+            writer.add_error(str(path), error.reason)
+            continue
+        print(writer.add(scan, path))
+    written = writer.close()
+    overall = writer.overall()
+    print(overall["summary"])
+    print(f"wrote {', '.join(str(path) for path in written)} and the overlays in {args.out / 'overlays'}")
+    return 1 if overall["failed"] else 0

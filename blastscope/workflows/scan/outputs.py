@@ -1,0 +1,159 @@
+"""The files of a scan of many photographs: an overlay PNG per photograph, a row per cell and per photograph (CSV and
+JSON), and a summary per photograph and overall.
+
+Overlays are written as each photograph is scanned, so a folder of any size is held in memory one photograph at a
+time; the tables and the summary are written by :meth:`ScanWriter.close`.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from blastscope.metrics import class_display_name
+from blastscope.workflows.scan.result import VERDICTS, ImageScan, verdict_text
+
+IMAGE_COLUMNS = (
+    "image",
+    "width",
+    "height",
+    "n_cells",
+    "n_positive",
+    "n_uncertain",
+    "n_cut_by_border",
+    "n_not_classified",
+    "verdict",
+    "verdict_text",
+    "summary",
+    "overlay",
+    "error",
+)
+CELL_FILE, IMAGE_FILE, JSON_FILE, SUMMARY_FILE, OVERLAY_DIR = (
+    "cells.csv",
+    "images.csv",
+    "scan.json",
+    "summary.txt",
+    "overlays",
+)
+
+
+class ScanWriter:
+    """Collects the scans of a folder and writes their files under ``out``.
+
+    Parameters
+    ----------
+    out : Path
+        Folder to write into (created): ``cells.csv``, ``images.csv``, ``scan.json``, ``summary.txt`` and
+        ``overlays/<stem>_scan.png``.
+    classes : sequence of str
+        The run's classes (one ``p_<class>`` column each).
+    positive_class : str or None
+        The run's positive class (None for multi-class runs).
+    about : dict
+        What scanned (model, backend, decision rule...), written at the top of ``scan.json``.
+    """
+
+    def __init__(self, out: Path, classes: Sequence[str], positive_class: str | None, about: dict[str, Any]) -> None:
+        self.out, self.classes, self.positive_class, self.about = out, tuple(classes), positive_class, about
+        (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
+        self.images: list[dict[str, Any]] = []
+        self._used: set[str] = set()
+
+    def add(self, scan: ImageScan, path: Path) -> str:
+        """Write ``scan``'s overlay, keep its rows; return its line ``file: n of m white cells called ALL; verdict``."""
+        overlay = self.out / OVERLAY_DIR / self._overlay_name(path)
+        scan.overlay.save(overlay)
+        self.images.append({**scan.to_dict(), "overlay": str(overlay), "error": None})
+        return _image_line(self.images[-1])
+
+    def add_error(self, file: str, reason: str) -> None:
+        """A photograph that could not be read: listed in the tables with the reason."""
+        self.images.append({"file": file, "verdict": None, "cells": [], "not_classified": [], "error": reason})
+
+    def overall(self) -> dict[str, Any]:
+        """Counts over every photograph scanned, and the line that says them."""
+        scanned = [image for image in self.images if image["error"] is None]
+        verdicts = Counter(image["verdict"] for image in scanned)
+        totals = {
+            key: sum(image[key] or 0 for image in scanned)
+            for key in ("n_cells", "n_positive", "n_uncertain", "n_cut_by_border", "n_not_classified")
+        }
+        failed = len(self.images) - len(scanned)
+        text = f"{len(scanned)} photograph{'s' * (len(scanned) != 1)} scanned" + (
+            f", {failed} unreadable" if failed else ""
+        )
+        if scanned:
+            said = {code: verdict_text(code, self.positive_class) for code in VERDICTS}
+            text += " (" + ", ".join(f"{said[code]}: {verdicts[code]}" for code in VERDICTS if verdicts[code]) + ")"
+            cells = f"white cell{'s' * (totals['n_cells'] != 1)}"
+            if self.positive_class is not None:
+                name = class_display_name(self.positive_class)
+                text += f"; {totals['n_positive']} of {totals['n_cells']} {cells} called {name}"
+            else:
+                text += f"; {totals['n_cells']} {cells} classified"
+            text += f" ({totals['n_uncertain']} uncertain)" if totals["n_uncertain"] else ""
+            text += f", {totals['n_cut_by_border']} cut by the border" if totals["n_cut_by_border"] else ""
+        return {"photographs": len(scanned), "failed": failed, "verdicts": dict(verdicts), **totals, "summary": text}
+
+    def close(self) -> list[Path]:
+        """Write the tables, the JSON and the summary; return their paths."""
+        overall = self.overall()
+        paths = [self.out / name for name in (CELL_FILE, IMAGE_FILE, JSON_FILE, SUMMARY_FILE)]
+        _write_csv(paths[0], self._cell_columns(), self._cell_rows())
+        _write_csv(paths[1], IMAGE_COLUMNS, [self._image_row(image) for image in self.images])
+        document = {**self.about, "overall": overall, "images": self.images}
+        paths[2].write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        lines = [_image_line(image) for image in self.images] + [overall["summary"]]
+        paths[3].write_text("\n".join(lines) + "\n")
+        return paths
+
+    def _overlay_name(self, path: Path) -> str:
+        """``<stem>_scan.png``; prefixed by the parent folder, then numbered, when another photograph took it."""
+        stem, parent = path.stem, path.parent.name
+        candidates = itertools.chain(
+            [f"{stem}_scan.png", f"{parent}_{stem}_scan.png"],
+            (f"{parent}_{stem}_{count}_scan.png" for count in itertools.count(2)),
+        )
+        name = next(candidate for candidate in candidates if candidate not in self._used)
+        self._used.add(name)
+        return name
+
+    def _cell_columns(self) -> list[str]:
+        box = ["centroid_x", "centroid_y", "x0", "y0", "x1", "y1"]
+        return ["image", "cell", *box, "label", *(f"p_{name}" for name in self.classes), "uncertain"]
+
+    def _cell_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "image": image["file"],
+                **{key: cell[key] for key in ("cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "label")},
+                **{f"p_{name}": f"{cell['probabilities'][name]:.6f}" for name in self.classes},
+                "uncertain": cell["uncertain"],
+            }
+            for image in self.images
+            for cell in image["cells"]
+        ]
+
+    @staticmethod
+    def _image_row(image: dict[str, Any]) -> dict[str, Any]:
+        row = {key: image.get(key) for key in IMAGE_COLUMNS}
+        row["image"] = image["file"]
+        return {key: "" if value is None else value for key, value in row.items()}
+
+
+def _image_line(image: dict[str, Any]) -> str:
+    if image["error"] is not None:
+        return f"{image['file']}: not scanned: {image['error']}"
+    return f"{image['file']}: {image['summary']}; {image['verdict_text']}"
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(columns))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,97 @@
+"""``blastscope scan``: a folder of smear photographs scanned with a tiny run, its files written and its summary
+printed; an unreadable file listed and the exit status 1; a real BCCD photograph scanned where ../shared has it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from blastscope.cli import main
+
+
+@pytest.fixture(scope="module")
+def smear_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic 640x480 smear fields drawn by `blastscope synth --smear 2` (the second with a cell cut by the
+    border), with their true boxes in smear_boxes.csv."""
+    folder = tmp_path_factory.mktemp("smear")
+    assert main(["synth", str(folder), "--smear", "2"]) == 0
+    return folder
+
+
+def test_a_folder_is_scanned_into_tables_overlays_and_a_summary(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scan"
+    assert main(["scan", str(tiny_run), str(smear_folder), "--out", str(out)]) == 0
+    truth = list(csv.DictReader((smear_folder / "smear_boxes.csv").open()))
+    whole = [row for row in truth if row["cut_by_border"] == "False"]
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    assert len(cells) == len(whole)
+    assert {row["label"] for row in cells} <= {"all", "hem"}
+    assert all(abs(float(row["p_all"]) + float(row["p_hem"]) - 1) < 1e-5 for row in cells)
+    images = list(csv.DictReader((out / "images.csv").open()))
+    assert [Path(row["image"]).name for row in images] == ["smear_000.png", "smear_001.png"]
+    assert [int(row["n_cut_by_border"]) for row in images] == [0, 1]
+    for row in images:
+        assert Image.open(row["overlay"]).format == "PNG"
+    document = json.loads((out / "scan.json").read_text())
+    assert document["overall"]["n_cells"] == len(whole)
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert lines[0].endswith(f"{images[0]['summary']}; {images[0]['verdict_text']}")
+    assert " of " in lines[0] and "white cells called ALL" in lines[0]
+    assert lines[2] == document["overall"]["summary"] and lines[2].startswith("2 photographs scanned (")
+    assert "decision: ALL when p(ALL) >= 0.5000" in printed.err
+
+
+def test_an_unreadable_file_is_listed_and_the_status_is_1(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    out = tmp_path / "scan"
+    assert main(["scan", str(tiny_run), str(smear_folder / "smear_000.png"), str(broken), "--out", str(out)]) == 1
+    assert "skipped" in capsys.readouterr().err
+    images = list(csv.DictReader((out / "images.csv").open()))
+    assert images[1]["image"] == str(broken) and images[1]["error"]
+    assert len(list((out / "overlays").iterdir())) == 1
+
+
+def test_bad_arguments_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", str(tiny_run), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["scan", str(tiny_run), str(tmp_path), "--red-cell-diameter", "0", "--out", str(tmp_path / "o")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("blastscope: error:") for line in errors)
+    assert "missing.jpg" in errors[0] and "--red-cell-diameter" in errors[1]
+
+
+def _voc_boxes(xml: Path, name: str) -> list[tuple[int, int, int, int]]:
+    root = ElementTree.parse(xml).getroot()
+    return [
+        tuple(int(float(obj.find("bndbox").find(k).text)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        for obj in root.iter("object")
+        if obj.find("name").text == name
+    ]
+
+
+@pytest.mark.integration
+def test_a_real_bccd_photograph_is_scanned(tiny_run: Path, bccd: Path, tmp_path: Path) -> None:
+    """The README's command: BCCD's first photograph (MIT licence) holds one white cell, found where BCCD boxes it."""
+    photo = bccd / "JPEGImages" / "BloodImage_00000.jpg"
+    out = tmp_path / "scan"
+    assert main(["scan", str(tiny_run), str(photo), "--out", str(out)]) == 0
+    overlay = Image.open(out / "overlays" / "BloodImage_00000_scan.png")
+    assert overlay.width == 640 and overlay.height > 480
+    (cell,) = list(csv.DictReader((out / "cells.csv").open()))
+    (truth,) = _voc_boxes(bccd / "Annotations" / "BloodImage_00000.xml", "WBC")
+    found = [int(cell[key]) for key in ("x0", "y0", "x1", "y1")]
+    inter = max(0, min(found[2], truth[2]) - max(found[0], truth[0])) * max(
+        0, min(found[3], truth[3]) - max(found[1], truth[1])
+    )
+    union = (found[2] - found[0]) * (found[3] - found[1]) + (truth[2] - truth[0]) * (truth[3] - truth[1]) - inter
+    assert inter / union >= 0.5

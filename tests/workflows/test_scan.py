@@ -1,0 +1,200 @@
+"""Scanning a smear photograph: every whole white cell found where it is, classified once on its cut-out, cells cut
+by the border left out and counted, the verdict by the documented rule, boxes in the photograph's pixels at any
+size, memory within the estimate a server reserves, and the files a folder's scan writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blastscope.data.synth import smear_field
+from blastscope.evaluation.plots import class_colors
+from blastscope.inference.decision import OperatingPoint
+from blastscope.workflows.scan import ImageScan, ScannedCell, ScanWriter, scan_photograph, scan_working_bytes, verdict
+from blastscope.workflows.scan.photograph import MAX_WORKING_PIXELS
+
+POINT = OperatingPoint(("hem", "all"), "all")
+BANDED = OperatingPoint(("hem", "all"), "all", refer_band=(0.4, 0.6))
+
+
+class Recorder:
+    """A classifier stand-in: p(ALL) from a list, in order; remembers every cut-out it was given."""
+
+    def __init__(self, p_all: Sequence[float] = ()) -> None:
+        self.p_all, self.seen = list(p_all), []
+
+    def __call__(self, canvases: Sequence[np.ndarray]) -> np.ndarray:
+        self.seen += list(canvases)
+        p = np.array([self.p_all[i] if i < len(self.p_all) else 0.9 for i in range(len(canvases))])
+        return np.stack([1 - p, p], axis=1)
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    return ix * iy / (area(a) + area(b) - ix * iy)
+
+
+@pytest.fixture(scope="module")
+def field():
+    """Four whole white cells (the first two touching) and one cut by the border, 640x480 like a BCCD field."""
+    return smear_field(0, height=480, width=640, white_cells=4, cut_cells=1)
+
+
+def test_every_whole_cell_found_boxed_and_classified_once(field) -> None:
+    classify = Recorder()
+    scan = scan_photograph(Image.fromarray(field.image), classify, POINT, name="field.png")
+    whole = [box for box, cut in zip(field.boxes, field.cut_by_border, strict=True) if not cut]
+    assert len(scan.cells) == len(whole) == 4
+    for box in whole:  # each true cell has its scanned cell, box within a few pixels
+        assert max(_iou(box, cell.box) for cell in scan.cells) >= 0.9
+    assert [cell.index for cell in scan.cells] == [1, 2, 3, 4]
+    (cut,) = [box for box, cut in zip(field.boxes, field.cut_by_border, strict=True) if cut]
+    (skipped,) = scan.skipped
+    assert skipped.cut_by_border and _iou(cut, skipped.box) >= 0.9 and "border" in skipped.reason
+    assert len(classify.seen) == 4  # one cut-out each, never the cut cell
+    for canvas, cell in zip(classify.seen, scan.cells, strict=True):
+        assert canvas.shape == (450, 450, 3) and canvas is cell.canvas
+        assert not canvas[:20].any() and not canvas[:, :20].any()  # on black, like C-NMC
+    assert all(
+        cell.label == "all" and cell.probabilities == pytest.approx({"hem": 0.1, "all": 0.9}) for cell in scan.cells
+    )
+    assert scan.summary() == "4 of 4 white cells called ALL; 1 cut by the border, not classified"
+    assert (scan.verdict, scan.verdict_text) == ("positive", "ALL cells present")
+
+
+def test_centroids_and_outlines_lie_on_their_cells(field) -> None:
+    scan = scan_photograph(Image.fromarray(field.image), Recorder(), POINT)
+    for cell in scan.cells:
+        x, y = (round(v) for v in cell.centroid)
+        assert field.white_cells[y, x] > 0
+        x0, y0, x1, y1 = cell.box
+        outline = cell.outline
+        assert len(outline) > 50
+        assert (outline[:, 0] >= x0 - 1).all() and (outline[:, 0] <= x1).all()
+        assert (outline[:, 1] >= y0 - 1).all() and (outline[:, 1] <= y1).all()
+
+
+def test_a_larger_photograph_of_the_same_field_gives_the_same_cells_in_its_own_pixels(field) -> None:
+    """Three times the pixels (a camera's 1920x1440): boxes scale with it, cut-outs keep C-NMC's scale."""
+    small = scan_photograph(Image.fromarray(field.image), Recorder(), POINT)
+    large = scan_photograph(
+        Image.fromarray(field.image).resize((1920, 1440), Image.Resampling.BICUBIC), Recorder(), POINT
+    )
+    assert large.size == (1920, 1440) and len(large.cells) == len(small.cells)
+    for a, b in zip(small.cells, large.cells, strict=True):
+        assert np.allclose(np.multiply(a.box, 3), b.box, atol=6)
+        area_a, area_b = (a.canvas.max(axis=2) > 0).sum(), (b.canvas.max(axis=2) > 0).sum()
+        assert area_b == pytest.approx(area_a, rel=0.05)
+
+
+def test_uncertain_cells_come_from_the_refer_band_and_refer_the_image(field) -> None:
+    scan = scan_photograph(Image.fromarray(field.image), Recorder([0.55, 0.2, 0.1, 0.45]), BANDED)
+    assert [(cell.label, cell.uncertain) for cell in scan.cells] == [
+        ("all", True),
+        ("hem", False),
+        ("hem", False),
+        ("hem", True),
+    ]
+    assert scan.summary().startswith("1 of 4 white cells called ALL (2 uncertain)")
+    assert (scan.verdict, scan.verdict_text) == ("refer", "uncertain — refer")
+    plain = scan_photograph(Image.fromarray(field.image), Recorder([0.55, 0.2, 0.1, 0.45]), POINT)
+    assert not any(cell.uncertain for cell in plain.cells) and plain.verdict == "positive"  # no band: no referral
+
+
+def _cell(label: str, uncertain: bool = False) -> ScannedCell:
+    return ScannedCell(1, (0, 0, 1, 1), (0.0, 0.0), np.empty((0, 2)), label, {}, uncertain, np.empty((0, 0, 3)))
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        ([], "no_white_cell"),
+        ([_cell("hem"), _cell("all")], "positive"),
+        ([_cell("all", True), _cell("all")], "positive"),
+        ([_cell("all", True), _cell("hem")], "refer"),
+        ([_cell("hem", True), _cell("hem")], "refer"),  # near the threshold on the HEM side: still a person's call
+        ([_cell("hem"), _cell("hem")], "negative"),
+    ],
+)
+def test_the_verdict_rule(cells: list[ScannedCell], expected: str) -> None:
+    assert verdict(cells, "all") == expected
+    assert verdict(cells, None) == ("no_white_cell" if not cells else "classified")
+
+
+def test_a_field_without_white_cells_and_a_cell_already_on_black(field, cell_images: list[Path]) -> None:
+    empty = smear_field(3, height=240, width=320, white_cells=0)
+    scan = scan_photograph(Image.fromarray(empty.image), Recorder(), POINT)
+    assert scan.cells == () and (scan.verdict, scan.verdict_text) == ("no_white_cell", "no white cell found")
+    on_black = Image.open(cell_images[0])
+    scan = scan_photograph(on_black, Recorder(), POINT)
+    assert len(scan.cells) + len(scan.skipped) == 1
+    cell = (scan.cells or scan.skipped)[0]
+    assert cell.box[2] - cell.box[0] <= on_black.width  # kept at its own scale, not enlarged as a field would be
+
+
+def test_the_overlay_shows_each_cell_in_its_class_colour(field) -> None:
+    scan = scan_photograph(Image.fromarray(field.image), Recorder([0.9, 0.1, 0.1, 0.1]), POINT)
+    overlay = np.asarray(scan.overlay)
+    assert overlay.shape[1] == 640 and overlay.shape[0] > 480  # the photograph under a verdict banner
+    colors = class_colors(["hem", "all"])
+    for name, pixels in (("all", 300), ("hem", 900)):
+        rgb = np.array([int(colors[name][i : i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(overlay.astype(int) - rgb).sum(axis=2) < 10).sum() > pixels, name
+    small = scan_photograph(Image.fromarray(smear_field(1, height=240, width=320).image), Recorder(), POINT)
+    assert max(small.overlay.size) == 640  # enlarged to be read on a screen
+
+
+def test_memory_stays_within_the_estimate_a_server_reserves(field) -> None:
+    photograph = Image.fromarray(field.image).resize((2592, 1944), Image.Resampling.BICUBIC)
+    tracemalloc.start()
+    try:
+        scan = scan_photograph(photograph, Recorder(), POINT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = scan_working_bytes(2592, 1944)
+    assert len(scan.cells) == 4
+    assert peak < estimate < 200 * 2**20, (peak, estimate)
+    assert scan_working_bytes(8000, 6000, red_cell_diameter=20) < MAX_WORKING_PIXELS * 300  # capped, whatever the size
+
+
+def test_the_writer_writes_tables_json_overlays_and_summary(field, tmp_path: Path) -> None:
+    scan = scan_photograph(Image.fromarray(field.image), Recorder([0.9, 0.1, 0.1, 0.1]), POINT, name="a/field.png")
+    writer = ScanWriter(tmp_path, POINT.classes, "all", {"model": "test"})
+    line = writer.add(scan, Path("a/field.png"))
+    assert line == "a/field.png: 1 of 4 white cells called ALL; 1 cut by the border, not classified; ALL cells present"
+    writer.add(scan, Path("b/field.png"))  # same stem in another folder: its own overlay
+    writer.add_error("c/broken.png", "cannot be decoded")
+    written = writer.close()
+    assert [path.name for path in written] == ["cells.csv", "images.csv", "scan.json", "summary.txt"]
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["b_field_scan.png", "field_scan.png"]
+    cells = list(csv.DictReader((tmp_path / "cells.csv").open()))
+    assert len(cells) == 8 and cells[0]["label"] == "all" and float(cells[0]["p_all"]) == pytest.approx(0.9)
+    assert set(cells[0]) >= {"image", "cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "uncertain"}
+    images = list(csv.DictReader((tmp_path / "images.csv").open()))
+    assert [row["verdict"] for row in images] == ["positive", "positive", ""]
+    assert images[2]["error"] == "cannot be decoded"
+    document = json.loads((tmp_path / "scan.json").read_text())
+    assert document["model"] == "test" and len(document["images"]) == 3
+    overall = document["overall"]
+    assert (overall["photographs"], overall["failed"], overall["n_cells"], overall["n_positive"]) == (2, 1, 8, 2)
+    assert overall["summary"] == (
+        "2 photographs scanned, 1 unreadable (ALL cells present: 2); 2 of 8 white cells called ALL, 2 cut by the border"
+    )
+    assert (tmp_path / "summary.txt").read_text().splitlines()[-1] == overall["summary"]
+
+
+def test_an_image_scan_is_json_ready(field) -> None:
+    scan: ImageScan = scan_photograph(Image.fromarray(field.image), Recorder(), POINT, name="f.png")
+    data = json.loads(json.dumps(scan.to_dict()))
+    assert data["n_cells"] == 4 and data["n_cut_by_border"] == 1 and data["verdict_text"] == "ALL cells present"
+    assert data["cells"][0]["probabilities"]["all"] == pytest.approx(0.9)
