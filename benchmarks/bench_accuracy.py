@@ -214,6 +214,13 @@ def _run_fold(
 ) -> dict[str, Any]:
     """Train (or reuse, or resume) fold ``index`` and score its test fold at the point chosen on its validation."""
     split_csv, run_dir = out / "splits" / f"fold-{index}.csv", out / "runs" / f"fold-{index}"
+    if (run_dir / "config.yaml").is_file():
+        trained_on = read_config(run_dir).get("split_hash")
+        if trained_on != split.hash:
+            raise BlastscopeError(
+                f"{run_dir} was trained on other folds (split {trained_on}, now {split.hash}: the data or the fold "
+                "assignment changed); pooling it would test some cells twice and others never: use a fresh --out"
+            )
     write_split_csv(split, split_csv)
     sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
     print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -325,6 +326,70 @@ def test_kfold_val_ratio_must_be_a_share() -> None:
         kfold_splits(_table(BALANCED), 1, val_ratio=0.2)
 
 
+def _heavy(k: int) -> dict[str, list[int]]:
+    """k huge HEM subjects (620-700 cells) among 4k+1 small ones (9-50), and 20 ALL subjects of 30-119 cells: cell
+    balance alone would give each fold one huge HEM subject padded with however many small ones fill it."""
+    small = [12, 35, 20, 48, 9, 27, 40, 16, 31, 22, 44, 14, 38, 25, 18, 50, 11, 29, 33, 42, 24]
+    return {"hem": [700 - 40 * i for i in range(k)] + small[: 4 * k + 1], "all": [30 + 37 * i % 90 for i in range(20)]}
+
+
+def _groups(cells: list[Cell], label: str) -> int:
+    return len({cell.subject for cell in cells if cell.label == label})
+
+
+CELL_TOLERANCE = 0.05  # a test fold's cells of a class may differ from 1/k of that class's cells by this share
+
+
+@pytest.mark.parametrize("val_ratio", [None, 0.2])
+@pytest.mark.parametrize("k", [3, 5])
+def test_kfold_balances_subjects_of_each_class_per_fold_not_only_cells(k: int, val_ratio: float | None) -> None:
+    table = _table(_heavy(k))
+    cells = Counter(cell.label for cell in table.cells)
+    subjects = {label: len(sizes) for label, sizes in _heavy(k).items()}
+
+    splits = kfold_splits(table, k, seed=0, val_ratio=val_ratio)
+
+    for split in splits:
+        for label, n in subjects.items():
+            tested = _groups(split.parts["test"], label)
+            assert tested in (n // k, -(-n // k)), f"{label}: {tested} of {n} subjects in a test fold"
+            rest = n - tested
+            trained = _groups(split.parts["train"], label)
+            if val_ratio is None:  # the validation part is the next fold, balanced the same way
+                assert rest - trained in (n // k, -(-n // k))
+            else:
+                assert trained in (math.floor(rest * (1 - val_ratio)), math.ceil(rest * (1 - val_ratio)))
+            share = sum(cell.label == label for cell in split.parts["test"]) / (cells[label] / k)
+            assert abs(share - 1) <= CELL_TOLERANCE, f"{label}: a test fold holds {share:.0%} of its share of cells"
+
+
+@pytest.mark.parametrize("val_ratio", [None, 0.2])
+def test_same_seed_same_folds(val_ratio: float | None) -> None:
+    table = _table(BALANCED)
+
+    hashes = [[split.hash for split in kfold_splits(table, 3, seed=1, val_ratio=val_ratio)] for _ in range(2)]
+
+    assert hashes[0] == hashes[1]
+
+
+def test_holdout_split_holds_its_share_of_subjects_of_each_class() -> None:
+    table = _table(_heavy(3))
+
+    for seed in range(3):
+        split = make_split(table, seed=seed)
+        for label, sizes in _heavy(3).items():
+            for part, ratio in zip(("train", "val", "test"), (0.6, 0.2, 0.2), strict=True):
+                held = _groups(split.parts[part], label)
+                assert math.floor(ratio * len(sizes)) <= held <= math.ceil(ratio * len(sizes)), (seed, label, part)
+
+
+def test_a_part_with_a_tiny_ratio_still_gets_one_subject_group_of_each_class() -> None:
+    split = make_split(_table({"normal": [10, 10, 10], "blast": [10, 10, 10, 10]}), ratios=(0.9, 0.05, 0.05))
+
+    assert [_groups(split.parts[part], "normal") for part in ("train", "val", "test")] == [1, 1, 1]
+    assert [_groups(split.parts[part], "blast") for part in ("train", "val", "test")] == [2, 1, 1]
+
+
 def test_plain_cell_tables_from_other_code_split_too() -> None:
     scanned = _table(BALANCED)
     plain = CellTable(root=ROOT, cells=scanned.cells, classes=scanned.classes, kind="folders")
@@ -347,3 +412,19 @@ def test_cnmc_dev_split_is_leak_free_with_both_classes_in_every_part(cnmc_dev: P
         assert abs(share.share - {"train": 0.6, "val": 0.2, "test": 0.2}[share.part]) < 0.05
     write_split_csv(split, tmp_path / "split.csv")
     assert read_split_csv(tmp_path / "split.csv", table).hash == split.hash
+
+
+@pytest.mark.integration
+def test_cnmc_dev_folds_each_test_and_train_on_a_share_of_the_hem_people(cnmc_dev: Path) -> None:
+    table = scan_dataset(cnmc_dev)
+    cells = Counter(cell.label for cell in table.cells)
+
+    splits = kfold_splits(table, 3, seed=0, val_ratio=0.2)
+
+    for split in splits:  # 11 HEM subject groups: 3 or 4 tested per fold, 5 or 6 of the other 7 or 8 trained on
+        tested, trained = (
+            len({split.groups[c.subject] for c in split.parts[p] if c.label == "hem"}) for p in ("test", "train")
+        )
+        assert tested in (3, 4) and trained in (5, 6), (tested, trained)
+        for label, total in cells.items():
+            assert abs(sum(c.label == label for c in split.parts["test"]) / (total / 3) - 1) < 0.1

@@ -25,6 +25,9 @@ def make_split(
 ) -> Split:
     """Split a cell table into train, val and test, keeping subject groups whole and every class near its ratio.
 
+    Each part receives its ratio of every class's subject groups (floor or ceiling, at least one) and, within that, of
+    every class's cells as nearly as whole groups allow (see :func:`blastscope.data.split.placement.assign`): with
+    subjects of very different sizes, matching cells alone could leave a part with one or two people of a class.
     Cells pinned with ``fixed_split`` go to their part, which then receives no other cells; the remaining parts share
     the rest in proportion to their ratios.
 
@@ -70,10 +73,15 @@ def kfold_splits(
 ) -> list[Split]:
     """Cross-validation splits over k balanced folds of whole subject groups (or cells).
 
-    Split i tests on fold i, so every cell is tested exactly once. By default it validates on fold i+1 and trains on
-    the other k-2. With ``val_ratio`` it validates on that share of every class's cells among the other k-1 folds,
-    drawn as whole units by the same search, and trains on the rest: training keeps ``(k-1)/k * (1-val_ratio)`` of
-    the cells instead of ``(k-2)/k`` (53% instead of 33% at k=3, val_ratio=0.2).
+    Split i tests on fold i, so every cell is tested exactly once. Folds balance people first, then cells: each fold
+    holds ``floor(n/k)`` or ``ceil(n/k)`` of the n subject groups of every class, and within that the search brings
+    each fold's cells of every class as near 1/k of them as whole groups allow (a group larger than a fold's share
+    overshoots; :func:`blastscope.data.split.placement.assign` gives the exact order of criteria). So no fold trains
+    on, or is scored on, a handful of large subjects of a class while another gets many small ones.
+    By default split i validates on fold i+1 and trains on the other k-2. With ``val_ratio`` it validates on that
+    share of every class's subject groups and cells among the other k-1 folds, drawn as whole units by the same
+    search, and trains on the rest: training keeps ``(k-1)/k * (1-val_ratio)`` of the cells instead of ``(k-2)/k``
+    (53% instead of 33% at k=3, val_ratio=0.2).
 
     Parameters
     ----------
