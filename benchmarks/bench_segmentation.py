@@ -17,6 +17,9 @@ annotated WBC box (fields with no WBC box are not used: their white cells went u
 (C-NMC cells are darker than BCCD's white cells) to test fainter stains. Printed: the median mask IoU against the target
 (>= 0.90), its distribution, and the worst composites. Also: :func:`is_on_black` on the C-NMC cells (True expected)
 and on the composites (False expected).
+
+(c) **What cutting out costs the classifier**: ``bench_segmentation_f1.py --run RUN_DIR`` pastes a C-NMC-trained run's
+own test cells the same way (:func:`make_composite`) and compares its weighted F1 on them with the same cells on black.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from scipy import ndimage as ndi
 from skimage.transform import rescale
 from threadpoolctl import threadpool_limits
 
-from blastscope.segmentation import is_on_black, label_white_cells, segment_cell
+from blastscope.segmentation import SegmentedCell, is_on_black, label_white_cells, segment_cell
 
 RECALL_TARGET, PRECISION_TARGET, IOU_TARGET = 0.95, 0.90, 0.90
 MATCH_IOU = 0.5
@@ -295,49 +298,83 @@ def background_square(
     raise RuntimeError(f"no {side} px square without a WBC box found in the BCCD fields")
 
 
+@dataclass
+class Composite:
+    """A C-NMC cell pasted onto a square of a BCCD field: the image, the cell's exact mask in it, and the field."""
+
+    image: np.ndarray
+    truth: np.ndarray
+    field: str
+
+
+def bccd_backgrounds(bccd: Path) -> list[tuple[Path, list[Box]]]:
+    """The BCCD fields usable as backgrounds, with their WBC boxes: only fields with at least one WBC box (the fields
+    without one hold white cells nobody boxed, which a pasted cell could land on)."""
+    fields = []
+    for path in sorted((bccd / "JPEGImages").glob("*.jpg")):
+        boxes = read_boxes(bccd / "Annotations" / f"{path.stem}.xml")
+        if boxes:
+            fields.append((path, boxes))
+    if not fields:
+        sys.exit(f"no BCCD field with a WBC box under {bccd}")
+    return fields
+
+
+def make_composite(
+    rng: np.random.Generator,
+    cell_path: Path,
+    fields: list[tuple[Path, list[Box]]],
+    cell_scale: float = 1.0,
+    strength: float = 1.0,
+) -> Composite:
+    """Paste the cell of ``cell_path`` (:func:`cnmc_cell`) onto a square of a BCCD field 1.6 times its longer side
+    (at most 480 px), off-centre by up to a quarter of the free room so that segmentation cannot rely on the centre."""
+    rgb, mask = cnmc_cell(cell_path, cell_scale, strength)
+    height, width = mask.shape
+    side = min(480, int(np.ceil(1.6 * max(height, width))))
+    background, field = background_square(rng, fields, side)
+    top = (side - height) // 2 + int(rng.integers(-((side - height) // 4), (side - height) // 4 + 1))
+    left = (side - width) // 2 + int(rng.integers(-((side - width) // 4), (side - width) // 4 + 1))
+    composite = background
+    composite[top : top + height, left : left + width][mask] = rgb[mask]
+    truth = np.zeros((side, side), bool)
+    truth[top : top + height, left : left + width] = mask
+    return Composite(composite, truth, field)
+
+
+def mask_iou(segmented: SegmentedCell, truth: np.ndarray) -> float:
+    """IoU of the mask :func:`segment_cell` found (nothing when not found) with the pasted cell's exact mask."""
+    predicted = segmented.input_mask(truth.shape) if segmented.found else np.zeros_like(truth)
+    return float((predicted & truth).sum() / (predicted | truth).sum())
+
+
 def bench_composites(
     bccd: Path, cnmc: Path, count: int, seed: int, cell_scale: float, strength: float = 1.0
 ) -> list[CompositeResult]:
     with open(cnmc / "MANIFEST.csv", newline="") as handle:
         cells = [row["path"] for row in csv.DictReader(handle)]
-    fields = []
-    for path in sorted((bccd / "JPEGImages").glob("*.jpg")):
-        boxes = read_boxes(bccd / "Annotations" / f"{path.stem}.xml")
-        if boxes:  # the fields without a WBC box hold white cells nobody boxed: not usable as background
-            fields.append((path, boxes))
+    fields = bccd_backgrounds(bccd)
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(cells), size=min(count, len(cells)), replace=False)
     results = []
     for pick in picks:
         cell_path = cnmc / cells[int(pick)]
-        rgb, mask = cnmc_cell(cell_path, cell_scale, strength)
-        height, width = mask.shape
-        side = min(480, int(np.ceil(1.6 * max(height, width))))
-        background, field = background_square(rng, fields, side)
-        # off-centre by up to a quarter of the free room, so the segmentation cannot rely on the centre
-        top = (side - height) // 2 + int(rng.integers(-((side - height) // 4), (side - height) // 4 + 1))
-        left = (side - width) // 2 + int(rng.integers(-((side - width) // 4), (side - width) // 4 + 1))
-        composite = background
-        composite[top : top + height, left : left + width][mask] = rgb[mask]
-        truth = np.zeros((side, side), bool)
-        truth[top : top + height, left : left + width] = mask
+        composite = make_composite(rng, cell_path, fields, cell_scale, strength)
         begun = time.perf_counter()
-        segmented = segment_cell(composite)
+        segmented = segment_cell(composite.image)
         seconds = time.perf_counter() - begun
-        predicted = segmented.input_mask(truth.shape) if segmented.found else np.zeros_like(truth)
-        iou = float((predicted & truth).sum() / (predicted | truth).sum())
         on_black = is_on_black(np.asarray(Image.open(cell_path).convert("RGB")))
         results.append(
             CompositeResult(
                 cells[int(pick)],
-                field,
-                side,
-                iou,
+                composite.field,
+                composite.truth.shape[0],
+                mask_iou(segmented, composite.truth),
                 segmented.found,
                 segmented.reason,
                 seconds,
                 on_black,
-                is_on_black(composite),
+                is_on_black(composite.image),
             )
         )
     return results
