@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from blastscope.data.preprocessing import SEGMENT_MODES
+from blastscope.data.preprocessing import CHANNELS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError
 from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
@@ -17,6 +17,8 @@ from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
 FIELDS = {
     "data": "data",
     "segment": "segment",
+    "crop_fraction": "crop_fraction",
+    "channels": "channels",
     "positive_class": "positive_class",
     "model": "model",
     "pretrained": "pretrained",
@@ -90,6 +92,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cut each cell out of its background onto black before resizing: auto (default) only where an image is "
         "not already on black as C-NMC cells are, always, or never; recorded with the run and applied by evaluate, "
         "predict, serve and the export",
+    )
+    data.add_argument(
+        "--crop-fraction",
+        type=float,
+        metavar="F",
+        help="keep the centred square window of F x the shorter side before resizing (default 1: the whole image); "
+        "one physical scale for every cell, so cell size stays a cue. On cnmc-dev 0.88 holds 99%% of cells whole; "
+        "cells left more than 1%% outside are counted in a warning. Recorded with the run and applied by every "
+        "inference door",
+    )
+    data.add_argument(
+        "--channels",
+        choices=CHANNELS,
+        help="what the network is fed: rgb (default), od (optical density -ln((I+1)/256)) or hed (haematoxylin, "
+        "eosin, DAB by colour deconvolution, Ruifrok & Johnston 2001); recorded with the run and applied by every "
+        "inference door",
     )
 
     model = parser.add_argument_group("model")

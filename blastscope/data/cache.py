@@ -1,11 +1,12 @@
 """On-disk cache of decoded, resized cells, so each image file is decoded once per size rather than once per epoch.
 
-An entry is one ``.npy`` file keyed by (content digest, size, interpolation, segment mode) that also records the
-source file's byte size and modification time and the decoder's version: a file edited after it was hashed, or an
-entry written by an older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches and is decoded
-again, never served stale. With segmentation on (``--segment auto|always``) the entry's name also says whether its
-cell was cut out, and by which :data:`~blastscope.segmentation.modes.SEGMENTATION_VERSION`, so a cached read reports
-it as a fresh decode does; a cell that cannot be found is not cached. Entries are written to a temporary file and
+An entry is one ``.npy`` file keyed by (content digest, size, interpolation, segment mode, crop fraction) that also
+records the source file's byte size and modification time and the decoder's version: a file edited after it was
+hashed, or an entry written by an older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches
+and is decoded again, never served stale. With segmentation on (``--segment auto|always``) the entry's name also says
+whether its cell was cut out, and by which :data:`~blastscope.segmentation.modes.SEGMENTATION_VERSION`, so a cached
+read reports it as a fresh decode does; a cell that cannot be found is not cached. A cropped entry
+(``--crop-fraction``) also records whether the crop clipped its cell. Entries are written to a temporary file and
 renamed into place, so a killed run or two DataLoader workers filling the same entry leave either nothing or a
 complete entry.
 
@@ -28,12 +29,15 @@ import numpy as np
 from PIL import Image
 
 from blastscope.data.images import DECODER_VERSION, read_rgb
-from blastscope.data.preprocessing import check_segment_mode
+from blastscope.data.preprocessing import check_crop_fraction, check_segment_mode
 from blastscope.errors import BlastscopeError, ImageError
 from blastscope.segmentation.modes import SEGMENTATION_VERSION, CellNotFoundError, cell_for_model
 
 CACHE_ENV = "BLASTSCOPE_CACHE"
 log = logging.getLogger(__name__)
+_npy_header_lock = threading.Lock()
+"""np.load parses the .npy header with ast.literal_eval, which CPython 3.11 cannot run in two threads at once
+("SystemError: AST constructor recursion depth mismatch", python/cpython#106905); a read takes ~0.2 ms."""
 _unwritable_warning = threading.Lock()  # held for good by the first thread that warns: one warning per process
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -41,6 +45,8 @@ RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+CELL_LEVEL = 12  # pixels whose brightest channel reaches this are cell, not the black canvas (as data.stain reads them)
+CLIPPED_SHARE = 0.01  # a crop that leaves more than this share of the cell's pixels outside its window clipped the cell
 
 
 def cache_root() -> Path:
@@ -63,32 +69,64 @@ class ModelInput:
         (S, S, 3) uint8 RGB at the model's input size.
     segmented : bool
         True when the pixels are the cell cut out onto black (``--segment``), False for the image as decoded.
+    clipped : bool
+        True when the ``--crop-fraction`` window left more than :data:`CLIPPED_SHARE` of the cell outside it.
     """
 
     pixels: np.ndarray
     segmented: bool
+    clipped: bool = False
 
 
-def model_input(image: Image.Image, size: int, interpolation: str, segment: str = "never") -> ModelInput:
-    """Apply the ``segment`` mode to the whole decoded image, then resize it to ``size`` x ``size`` (no crop).
+def model_input(
+    image: Image.Image, size: int, interpolation: str, segment: str = "never", crop_fraction: float = 1.0
+) -> ModelInput:
+    """Apply the ``segment`` mode to the whole decoded image, keep its central ``crop_fraction`` window
+    (:func:`crop_centre`), then resize it to ``size`` x ``size``.
 
-    Raises ``CellNotFoundError`` when segmentation finds no cell, ``BlastscopeError`` for an unknown mode or
-    interpolation.
+    Raises ``CellNotFoundError`` when segmentation finds no cell, ``BlastscopeError`` for an unknown mode,
+    interpolation or crop fraction.
     """
-    if check_segment_mode(segment) == "never":
-        return ModelInput(resize_rgb(image, size, interpolation), False)
-    cell = cell_for_model(np.asarray(image.convert("RGB") if image.mode != "RGB" else image), segment)
-    source = Image.fromarray(cell.image) if cell.segmented else image
-    return ModelInput(resize_rgb(source, size, interpolation), cell.segmented)
+    check_crop_fraction(crop_fraction)
+    segmented = False
+    if check_segment_mode(segment) != "never":
+        cell = cell_for_model(np.asarray(image.convert("RGB") if image.mode != "RGB" else image), segment)
+        image = Image.fromarray(cell.image) if cell.segmented else image
+        segmented = cell.segmented
+    image, clipped = crop_centre(image, crop_fraction)
+    return ModelInput(resize_rgb(image, size, interpolation), segmented, clipped)
 
 
-def decode_resized(path: Path, size: int, interpolation: str, segment: str = "never") -> ModelInput:
-    """Decode ``path`` to RGB, segment it as ``segment`` says and resize it whole to size x size.
+def crop_centre(image: Image.Image, fraction: float) -> tuple[Image.Image, bool]:
+    """The centred square window of side ``fraction`` x the shorter side, and whether it clipped the cell.
+
+    A fixed window rather than each cell's bounding box: every cell keeps the physical scale of its canvas, so a
+    blast still looks larger than a normal cell (C-NMC cells sit centred on a black canvas of one magnification).
+    The cell is clipped when more than :data:`CLIPPED_SHARE` of its pixels (brightest channel >= :data:`CELL_LEVEL`)
+    fall outside the window. ``fraction`` 1 returns ``image`` itself, never clipped.
+    """
+    if fraction >= 1.0:
+        return image, False
+    width, height = image.size
+    side = max(1, round(fraction * min(width, height)))
+    left, top = (width - side) // 2, (height - side) // 2
+    cell = np.asarray(image.convert("RGB") if image.mode != "RGB" else image).max(axis=2) >= CELL_LEVEL
+    inside = int(cell[top : top + side, left : left + side].sum())
+    total = int(cell.sum())
+    clipped = total > 0 and total - inside > CLIPPED_SHARE * total
+    return image.crop((left, top, left + side, top + side)), clipped
+
+
+def decode_resized(
+    path: Path, size: int, interpolation: str, segment: str = "never", crop_fraction: float = 1.0
+) -> ModelInput:
+    """Decode ``path`` to RGB, segment it as ``segment`` says, crop it to its central ``crop_fraction`` and resize
+    it to size x size.
 
     Raises ``ImageError`` naming ``path`` when it cannot be read or its cell cannot be found.
     """
     try:
-        return model_input(read_rgb(path), size, interpolation, segment)
+        return model_input(read_rgb(path), size, interpolation, segment, crop_fraction)
     except CellNotFoundError as error:
         raise ImageError(path, error.reason) from None
 
@@ -115,7 +153,7 @@ class CacheUsage:
 
 
 class DecodedCache:
-    """Decoded uint8 pixels of cell images, by content digest, size, interpolation and segment mode.
+    """Decoded uint8 pixels of cell images, by content digest, size, interpolation, segment mode and crop fraction.
 
     Holds only a path, so it pickles cheaply into DataLoader worker processes.
     """
@@ -123,9 +161,18 @@ class DecodedCache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else cache_root() / "decoded"
 
-    def load(self, path: str | Path, digest: str, size: int, interpolation: str, segment: str = "never") -> ModelInput:
-        """The (size, size, 3) uint8 pixels of ``path`` as :func:`decode_resized` gives them, and whether its cell was
-        cut out; decoded and stored on the first request only. Raises ``ImageError`` as ``decode_resized`` does."""
+    def load(
+        self,
+        path: str | Path,
+        digest: str,
+        size: int,
+        interpolation: str,
+        segment: str = "never",
+        crop_fraction: float = 1.0,
+    ) -> ModelInput:
+        """The (size, size, 3) uint8 pixels of ``path`` as :func:`decode_resized` gives them, whether its cell was cut
+        out and whether the crop clipped it; decoded and stored on the first request only. Raises ``ImageError`` as
+        ``decode_resized`` does."""
         path = Path(path)
         try:
             stat = path.stat()
@@ -133,11 +180,12 @@ class DecodedCache:
             raise ImageError(path, f"cannot be read ({error.strerror or error})") from error
         outcomes = (False,) if segment == "never" else (True,) if segment == "always" else (True, False)
         for segmented in outcomes:
-            pixels = self._read_fresh(self._entry(digest, size, interpolation, segment, segmented), stat)
-            if pixels is not None:
-                return ModelInput(pixels, segmented)
-        decoded = decode_resized(path, size, interpolation, segment)
-        self._write(self._entry(digest, size, interpolation, segment, decoded.segmented), decoded.pixels, stat)
+            entry = self._entry(digest, size, interpolation, segment, segmented, crop_fraction)
+            if (fresh := self._read_fresh(entry, stat)) is not None:
+                return ModelInput(fresh[0], segmented, fresh[1])
+        decoded = decode_resized(path, size, interpolation, segment, crop_fraction)
+        entry = self._entry(digest, size, interpolation, segment, decoded.segmented, crop_fraction)
+        self._write(entry, decoded.pixels, stat, decoded.clipped if crop_fraction < 1.0 else None)
         return decoded
 
     def usage(self) -> CacheUsage:
@@ -151,40 +199,53 @@ class DecodedCache:
         return freed
 
     def _entry(
-        self, digest: str, size: int, interpolation: str, segment: str = "never", segmented: bool = False
+        self,
+        digest: str,
+        size: int,
+        interpolation: str,
+        segment: str = "never",
+        segmented: bool = False,
+        crop_fraction: float = 1.0,
     ) -> Path:
-        """The entry's path; ``never`` keeps the name entries had before segmentation (their pixels are the same)."""
+        """The entry's path; ``never`` and the whole image keep the names entries had before segmentation and
+        cropping (their pixels are the same)."""
         if not digest or not digest.isalnum():
             raise ValueError(f"a cache key needs an alphanumeric content digest, got {digest!r}")
         outcome = "" if segment == "never" else f"-{segment}-{'cut' if segmented else 'whole'}-s{SEGMENTATION_VERSION}"
-        return self.root / digest[:2] / f"{digest}-{size}-{interpolation}{outcome}.npy"
+        crop = "" if crop_fraction >= 1.0 else f"-crop{crop_fraction:.4f}"
+        return self.root / digest[:2] / f"{digest}-{size}-{interpolation}{outcome}{crop}.npy"
 
     @staticmethod
-    def _read_fresh(entry: Path, stat: os.stat_result) -> np.ndarray | None:
-        """The entry's pixels if it exists, is intact and was made from a file of the same size and mtime by this
-        decoder (an entry without a decoder field predates the field and is stale)."""
+    def _read_fresh(entry: Path, stat: os.stat_result) -> tuple[np.ndarray, bool] | None:
+        """The entry's pixels and clipped flag if it exists, is intact and was made from a file of the same size and
+        mtime by this decoder (an entry without a decoder field predates the field and is stale)."""
         try:
-            record = np.load(entry, allow_pickle=False)
+            with _npy_header_lock:
+                record = np.load(entry, allow_pickle=False)
             if record["source_bytes"] != stat.st_size or record["source_mtime_ns"] != stat.st_mtime_ns:
                 return None
             if record["decoder"] != DECODER_VERSION:
                 return None
-            return np.array(record["pixels"])
+            clipped = bool(record["clipped"]) if "clipped" in (record.dtype.names or ()) else False
+            return np.array(record["pixels"]), clipped
         except (OSError, ValueError, KeyError, IndexError):
             return None
 
     @staticmethod
-    def _write(entry: Path, pixels: np.ndarray, stat: os.stat_result) -> None:
+    def _write(entry: Path, pixels: np.ndarray, stat: os.stat_result, clipped: bool | None = None) -> None:
         """Write atomically: readers see the old entry, no entry, or the complete new one, never a partial file.
+        ``clipped`` is stored for cropped entries only, so uncropped ones keep their old layout.
 
         The cache only saves time: when the entry cannot be written (full disk, read-only or forbidden folder) it is
         left out, the caller keeps its decoded pixels, and the process warns once.
         """
-        record = np.zeros((), dtype=_record_dtype(pixels.shape))
+        record = np.zeros((), dtype=_record_dtype(pixels.shape, with_clipped=clipped is not None))
         record["source_bytes"] = stat.st_size
         record["source_mtime_ns"] = stat.st_mtime_ns
         record["decoder"] = DECODER_VERSION
         record["pixels"] = pixels
+        if clipped is not None:
+            record["clipped"] = clipped
         temporary = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +272,8 @@ def _warn_unwritable(root: Path, error: OSError) -> None:
     )
 
 
-def _record_dtype(shape: tuple[int, ...]) -> np.dtype:
-    """One record per entry: the source file's fingerprint and the decoder's version next to its pixels, in a plain
-    .npy file."""
-    return np.dtype([("source_bytes", "<i8"), ("source_mtime_ns", "<i8"), ("decoder", "<i4"), ("pixels", "u1", shape)])
+def _record_dtype(shape: tuple[int, ...], with_clipped: bool = False) -> np.dtype:
+    """One record per entry: the source file's fingerprint and the decoder's version next to its pixels (and, for a
+    cropped entry, whether the crop clipped its cell), in a plain .npy file."""
+    fields = [("source_bytes", "<i8"), ("source_mtime_ns", "<i8"), ("decoder", "<i4"), ("pixels", "u1", shape)]
+    return np.dtype([*fields, ("clipped", "?")] if with_clipped else fields)

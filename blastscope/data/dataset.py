@@ -91,8 +91,10 @@ class CellDataset(Dataset):
     def _input(self, cell: Cell) -> ModelInput:
         pre = self.pre
         if self.cache is None:
-            return decode_resized(cell.path, pre.input_size, pre.interpolation, pre.segment)
-        return self.cache.load(cell.path, cell.digest, pre.input_size, pre.interpolation, pre.segment)
+            return decode_resized(cell.path, pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction)
+        return self.cache.load(
+            cell.path, cell.digest, pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction
+        )
 
     def _readable(self, cells: Sequence[Cell], threads: int) -> tuple[list[Cell], list[tuple[Path, str]], list[bool]]:
         def outcome(cell: Cell) -> ModelInput | str:
@@ -105,6 +107,17 @@ class CellDataset(Dataset):
             outcomes = list(pool.map(outcome, cells))
         readable = [cell for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, ModelInput)]
         segmented = [got.segmented for got in outcomes if isinstance(got, ModelInput)]
+        clipped = [
+            cell.path for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, ModelInput) and got.clipped
+        ]
+        if clipped:
+            log.warning(
+                "%d of %d cells extend beyond the --crop-fraction %g window (over 1%% of the cell outside it), e.g. %s",
+                len(clipped),
+                len(readable),
+                self.pre.crop_fraction,
+                clipped[0],
+            )
         skipped = [(cell.path, got) for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, str)]
         if skipped:
             path, reason = skipped[0]

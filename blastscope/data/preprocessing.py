@@ -1,4 +1,4 @@
-"""How images are turned into one model's input: segmentation, size, interpolation and normalisation."""
+"""How images are turned into one model's input: segmentation, crop, size, interpolation, channels and normalisation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,47 @@ SEGMENT_MODES = ("auto", "always", "never")
 """``--segment``: cut cells out of their background ``auto`` (only images not already on black), ``always`` or
 ``never`` (:func:`blastscope.segmentation.cell_for_model` applies them). Kept here, with the record, so that reading a
 run's settings does not load the image-analysis libraries."""
+
+
+CHANNELS = ("rgb", "od", "hed")
+"""``--channels``: what the network is fed. ``rgb`` the colours as decoded; ``od`` each channel's optical density
+``-ln((I + 1) / 256)`` (Beer-Lambert: proportional to the amount of stain); ``hed`` the haematoxylin, eosin and DAB
+amounts of colour deconvolution (Ruifrok & Johnston 2001, scikit-image ``rgb2hed``). Both stain inputs are divided by
+the largest value a uint8 pixel can give (:data:`CHANNEL_SCALE`), so they lie in [0, 1] like RGB, and the black
+canvas around a C-NMC cell is set to 0 (no stain) rather than to the largest density."""
+
+CHANNEL_SCALE: dict[str, tuple[float, float, float]] = {
+    "rgb": (1 / 255, 1 / 255, 1 / 255),
+    "od": (1 / 5.545177444479562,) * 3,  # ln(256): the density of a black pixel
+    "hed": (1 / 0.75324015, 1 / 0.45512904, 1 / 0.63115049),  # rgb2hed's largest output per stain, uint8 pixels >= 1
+}
+"""Per-channel factor from the raw channel values to the [0, 1] scale ``mean`` and ``std`` apply to."""
+
+
+def check_crop_fraction(fraction: float) -> float:
+    """``fraction`` if it is a share of the image's shorter side in (0, 1].
+
+    Raises
+    ------
+    BlastscopeError
+        For a value outside (0, 1] or not a number.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise BlastscopeError(f"crop fraction {fraction!r} is invalid: use a share of the shorter side in (0, 1]")
+    return float(fraction)
+
+
+def check_channels(channels: str) -> str:
+    """``channels`` if it is one of :data:`CHANNELS`.
+
+    Raises
+    ------
+    BlastscopeError
+        For any other value.
+    """
+    if channels not in CHANNELS:
+        raise BlastscopeError(f"input channels {channels!r} are unknown: use one of {', '.join(CHANNELS)}")
+    return channels
 
 
 def check_segment_mode(mode: str) -> str:
@@ -59,13 +100,19 @@ class Preprocessing:
     segment : {"auto", "always", "never"}
         Whether a cell is cut out onto black before resizing (:func:`blastscope.segmentation.cell_for_model`); the
         run's ``--segment``, applied alike in training and every inference door.
+    crop_fraction : float
+        Side of the centred square window kept before resizing, as a share of the image's shorter side (1: the whole
+        image). One physical scale for every cell, so cell size stays a cue; the run's ``--crop-fraction``.
+    channels : {"rgb", "od", "hed"}
+        What the network is fed (:data:`CHANNELS`), each channel multiplied by ``CHANNEL_SCALE[channels]`` before
+        ``mean`` and ``std`` apply; the run's ``--channels``.
 
     No model is fed another's normalisation: each registered model brings its own (``ModelSpec.preprocessing``).
 
     Raises
     ------
     BlastscopeError
-        For an unknown ``segment`` mode.
+        For an unknown ``segment`` mode or ``channels``, or a ``crop_fraction`` outside (0, 1].
     """
 
     input_size: int
@@ -73,22 +120,52 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
     segment: str = "auto"
+    crop_fraction: float = 1.0
+    channels: str = "rgb"
 
     def __post_init__(self) -> None:
         check_segment_mode(self.segment)
+        object.__setattr__(self, "crop_fraction", check_crop_fraction(self.crop_fraction))
+        check_channels(self.channels)
+
+    @property
+    def channel_scale(self) -> tuple[float, float, float]:
+        """Per-channel factor from the raw channel values to the [0, 1] scale ``mean`` and ``std`` apply to."""
+        return CHANNEL_SCALE[self.channels]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types (lists for mean/std) for YAML, JSON and ONNX metadata."""
         data = asdict(self)
-        return {**data, "mean": list(self.mean), "std": list(self.std)}
+        return {**data, "mean": list(self.mean), "std": list(self.std), "channel_scale": list(self.channel_scale)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
+        """Read a record; keys it lacks read as the behaviour from before they existed.
+
+        Raises
+        ------
+        BlastscopeError
+            When its ``channel_scale`` differs from this version's for its channels: the network would be fed values
+            on another scale than it was trained on.
+        """
+        pre = cls(
             input_size=int(data["input_size"]),
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
             interpolation=str(data.get("interpolation", "bilinear")),
             # A record without the key was written before segmentation existed: that run saw its images as decoded.
             segment=str(data.get("segment", "never")),
+            # Records from before --crop-fraction and --channels: the whole image, fed as RGB.
+            crop_fraction=float(data.get("crop_fraction", 1.0)),
+            channels=str(data.get("channels", "rgb")),
         )
+        recorded = data.get("channel_scale")
+        scale = pre.channel_scale
+        if recorded is not None and (
+            len(recorded) != 3 or any(abs(float(r) - c) > 1e-6 * c for r, c in zip(recorded, scale, strict=True))
+        ):
+            raise BlastscopeError(
+                f"the run fed its network {pre.channels} channels scaled by {recorded}, this version scales them by "
+                f"{list(scale)}: use the blastscope version that trained it, or retrain"
+            )
+        return pre

@@ -78,19 +78,19 @@ def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = 
     resized the same way; a :class:`ModelInput` is passed on. Raises ``ImageError`` naming the item for an unreadable
     file or a cell that cannot be found, ``ValueError`` for a ``ModelInput`` of another size.
     """
-    size, interpolation, segment = pre.input_size, pre.interpolation, pre.segment
+    size, interpolation, segment, crop = pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction
     if isinstance(item, ModelInput):
         if item.pixels.shape != (size, size, 3):
             raise ValueError(f"a model input of shape {item.pixels.shape} given to a model of {size}x{size} px")
         return item
     if isinstance(item, Cell):
-        return (cache or DecodedCache()).load(item.path, item.digest, size, interpolation, segment)
+        return (cache or DecodedCache()).load(item.path, item.digest, size, interpolation, segment, crop)
     if isinstance(item, Image.Image):
         try:
-            return model_input(decode_pil(item).image, size, interpolation, segment)
+            return model_input(decode_pil(item).image, size, interpolation, segment, crop)
         except CellNotFoundError as error:
             raise ImageError(getattr(item, "filename", "") or "<image>", error.reason) from None
-    return decode_resized(Path(item), size, interpolation, segment)
+    return decode_resized(Path(item), size, interpolation, segment, crop)
 
 
 def readable(items: Sequence[Item], pre: Preprocessing, cache: DecodedCache | None = None) -> Readable:

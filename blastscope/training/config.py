@@ -10,10 +10,11 @@ from typing import Any
 import yaml
 
 from blastscope.data.augment import augment_config
-from blastscope.data.preprocessing import Preprocessing, check_segment_mode
+from blastscope.data.preprocessing import Preprocessing, check_channels, check_crop_fraction, check_segment_mode
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.hardware import cpu_has_native_bf16
+from blastscope.training.checkpoints import write_atomically
 
 MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -62,6 +63,10 @@ class TrainConfig:
     ``segment`` (``auto``, ``always`` or ``never``) says whether cells are cut out of their background before
     resizing (:func:`blastscope.segmentation.cell_for_model`); the run records it in its preprocessing, and every
     later ``evaluate``, ``predict``, ``serve`` and export applies it the same way.
+
+    ``crop_fraction`` (the centred square window kept before resizing, a share of the shorter side; 1 keeps the whole
+    image) and ``channels`` (``rgb``, ``od`` or ``hed``: what the network is fed) are recorded in the preprocessing
+    the same way.
     """
 
     data: str | None = None
@@ -80,6 +85,8 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     augmentation: dict[str, Any] = field(default_factory=dict)
     segment: str = "auto"
+    crop_fraction: float = 1.0
+    channels: str = "rgb"
     precision: str = "auto"
     channels_last: bool = True
     bf16_frozen_stages: bool = True
@@ -134,6 +141,8 @@ class TrainConfig:
             )
         augment_config(self.augmentation)  # unknown or bad switches fail here, not after the data is scanned
         check_segment_mode(self.segment)
+        check_crop_fraction(self.crop_fraction)
+        check_channels(self.channels)
         if self.lr_head <= 0 or self.lr_finetune <= 0:
             raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
         if self.total_epochs < 1:
@@ -189,7 +198,9 @@ class TrainConfig:
 
 
 def write_yaml(data: dict[str, Any], path: Path) -> None:
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    """Write ``data`` as YAML atomically: a full disk leaves the previous file (or none), never a truncated one."""
+    text = yaml.safe_dump(data, sort_keys=False).encode()
+    write_atomically(Path(path), lambda handle: handle.write(text))
 
 
 def lightning_precision(precision: str, accelerator: str, cpu_bf16: bool = True) -> str:

@@ -89,12 +89,15 @@ def make_run_split(config: TrainConfig, table: CellTable) -> Split:
 
 
 def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:
-    """The recipe's network with its starting weights and its preprocessing, segmentation mode included (what
-    config.yaml records); a ``--unfreeze-stages`` it cannot honour fails here, before the run folder exists."""
+    """The recipe's network with its starting weights and its preprocessing, segmentation mode, crop and input
+    channels included (what config.yaml records); a ``--unfreeze-stages`` it cannot honour fails here, before the run
+    folder exists."""
     bundle = create_model(
         config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size
     )
-    bundle.preprocessing = replace(bundle.preprocessing, segment=config.segment)
+    bundle.preprocessing = replace(
+        bundle.preprocessing, segment=config.segment, crop_fraction=config.crop_fraction, channels=config.channels
+    )
     unfrozen_stage_count(config.unfreeze_stages, len(bundle.model.stages()))
     return bundle
 

@@ -56,6 +56,14 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     assert (config.split.by, config.split.ratios, config.augmentation) == ("image", (0.7, 0.2, 0.1), {"hue": 0.0})
 
 
+def test_crop_and_channel_flags_reach_the_recipe() -> None:
+    from blastscope.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--crop-fraction", "0.88", "--channels", "hed"])
+    config = build_config(vars(args))
+    assert (config.crop_fraction, config.channels) == (0.88, "hed")
+
+
 def test_speed_switches_reach_the_recipe() -> None:
     from blastscope.cli import build_parser
 

@@ -14,7 +14,7 @@ from PIL import Image
 from platformdirs import user_cache_dir
 
 from blastscope.data import cache as cache_module
-from blastscope.data.cache import DecodedCache, cache_root, decode_resized
+from blastscope.data.cache import DecodedCache, cache_root, crop_centre, decode_resized, model_input
 from blastscope.data.synth import smear_field
 from blastscope.errors import BlastscopeError, ImageError
 
@@ -225,8 +225,53 @@ def test_segment_mode_is_part_of_the_key_and_the_flag_survives_a_cached_read(
 
 def test_a_cell_that_cannot_be_found_is_an_image_error_and_not_cached(cache: DecodedCache, tmp_path: Path) -> None:
     blank = tmp_path / "blank.png"
-    Image.fromarray(np.full((120, 120, 3), 215, np.uint8)).save(blank)
+    Image.new("RGB", (120, 120), (215, 205, 210)).save(blank)  # tinted: a grey one is refused for having no colour
     with pytest.raises(ImageError, match=r"blank\.png: no white cell found"):
         cache.load(blank, DIGEST, 32, "bilinear", "auto")
     assert cache.usage().entries == 0
     assert not cache.load(blank, DIGEST, 32, "bilinear", "never").segmented
+
+
+def test_crop_keeps_one_fixed_centred_window_whatever_the_cell(tmp_path: Path) -> None:
+    """The window is the same for a small and a large cell (no per-cell zoom): its side is the fraction of the shorter
+    side, centred on the image centre, so a larger cell stays larger after resizing."""
+    canvas = np.zeros((100, 120, 3), np.uint8)
+    canvas[0, 0] = canvas[-1, -1] = (255, 0, 0)  # corner marks the window leaves out: under 1% of the cell pixels
+    canvas[40:60, 50:70] = (200, 100, 150)
+    image = Image.fromarray(canvas)
+    kept, clipped = crop_centre(image, 0.5)
+    assert kept.size == (50, 50) and not clipped
+    np.testing.assert_array_equal(np.asarray(kept), canvas[25:75, 35:85])
+    small, large = canvas.copy(), canvas.copy()
+    large[30:70, 40:80] = (200, 100, 150)
+    sizes = [
+        (model_input(Image.fromarray(c), 25, "nearest", crop_fraction=0.5).pixels.max(axis=2) >= 12).sum()
+        for c in (small, large)
+    ]
+    assert sizes[1] >= 3.5 * sizes[0], "the crop does not zoom each cell to its own size"
+    assert crop_centre(image, 1.0) == (image, False)
+
+
+def test_a_cell_larger_than_the_window_is_flagged_clipped(tmp_path: Path) -> None:
+    canvas = np.zeros((100, 100, 3), np.uint8)
+    canvas[10:90, 10:90] = (150, 80, 170)
+    assert crop_centre(Image.fromarray(canvas), 0.6)[1]
+    assert not crop_centre(Image.fromarray(canvas), 0.8)[1]
+    assert model_input(Image.fromarray(canvas), 16, "bilinear", crop_fraction=0.6).clipped
+    with pytest.raises(BlastscopeError, match="crop fraction 1.5 is invalid"):
+        model_input(Image.fromarray(canvas), 16, "bilinear", crop_fraction=1.5)
+
+
+def test_crop_is_part_of_the_key_and_the_clipped_flag_survives_a_cached_read(
+    cache: DecodedCache, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = cache.load(image, DIGEST, 32, "bilinear")
+    cropped = cache.load(image, DIGEST, 32, "bilinear", crop_fraction=0.5)
+    assert not np.array_equal(whole.pixels, cropped.pixels) and cropped.clipped and not whole.clipped
+    np.testing.assert_array_equal(cropped.pixels, decode_resized(image, 32, "bilinear", crop_fraction=0.5).pixels)
+    names = sorted(p.name for p in cache.root.rglob("*.npy"))
+    assert names == [f"{DIGEST}-32-bilinear-crop0.5000.npy", f"{DIGEST}-32-bilinear.npy"], "uncropped names unchanged"
+    forbid_decoding(monkeypatch)
+    again = cache.load(image, DIGEST, 32, "bilinear", crop_fraction=0.5)
+    assert again.clipped and np.array_equal(again.pixels, cropped.pixels)
+    assert not cache.load(image, DIGEST, 32, "bilinear").clipped

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from blastscope.data.augment import AugmentConfig
-from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.preprocessing import CHANNEL_SCALE, Preprocessing
 from blastscope.data.transforms import denoise, eval_transform, train_transform
 
 SIZE = 40
@@ -162,9 +162,46 @@ def test_wrongly_sized_input_is_refused(cell: np.ndarray) -> None:
 
 def test_transforms_pickle_for_dataloader_workers(cell: np.ndarray) -> None:
     aug = AugmentConfig(hed_jitter=True, stain_norm="macenko", denoise="median")
-    for transform in (train_transform(aug, PRE), eval_transform(PRE, aug)):
+    stains = replace(PRE, channels="hed")
+    for transform in (train_transform(aug, PRE), eval_transform(PRE, aug), train_transform(aug, stains)):
         clone = pickle.loads(pickle.dumps(transform))
         torch.manual_seed(0)
         expected = transform(cell)
         torch.manual_seed(0)
         assert torch.equal(clone(cell), expected)
+
+
+def stain_input(channels: str, image: np.ndarray) -> np.ndarray:
+    """The [0, 1]-scale channels the network gets (the model's normalisation undone), HxWx3."""
+    pre = replace(PRE, channels=channels)
+    mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
+    return (eval_transform(pre)(image) * std + mean).permute(1, 2, 0).numpy()
+
+
+def test_optical_density_of_a_known_pixel_follows_beer_lambert(cell: np.ndarray) -> None:
+    image = cell.copy()
+    image[20, 20] = (40, 30, 90)
+    density = stain_input("od", image)
+    expected = [-np.log(41 / 256), -np.log(31 / 256), -np.log(91 / 256)]
+    np.testing.assert_allclose(density[20, 20] * np.log(256), expected, rtol=1e-5)
+    assert (density[~foreground(image)] == 0).all(), "the black canvas is no stain, not the densest pixel"
+
+
+def test_hed_channels_of_a_known_pixel_are_ruifrok_johnstons_deconvolution(cell: np.ndarray) -> None:
+    image = cell.copy()
+    image[20, 20] = (40, 30, 90)
+    ruifrok = np.linalg.inv([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])  # OD of pure H, E, DAB
+    absorbance = np.log(np.array([40, 30, 90]) / 255) / np.log(1e-6)
+    expected = np.maximum(absorbance @ ruifrok, 0) * np.array(CHANNEL_SCALE["hed"])
+    hed = stain_input("hed", image)
+    np.testing.assert_allclose(hed[20, 20], expected, atol=2e-3)
+    assert (hed[~foreground(image)] == 0).all() and hed.max() <= 1.0
+
+
+@pytest.mark.parametrize("channels", ["od", "hed"])
+def test_stain_channels_run_identically_in_training_and_evaluation(cell: np.ndarray, channels: str) -> None:
+    pre = replace(PRE, channels=channels)
+    evaluated = eval_transform(pre)(cell)
+    assert evaluated.dtype == torch.float32 and evaluated.shape == (3, SIZE, SIZE)
+    assert torch.equal(train_transform(OFF, pre)(cell), evaluated)
+    assert not torch.allclose(evaluated, eval_transform(PRE)(cell))

@@ -40,6 +40,12 @@ def test_segment_defaults_to_auto_except_for_runs_recorded_before_it_existed() -
     assert TrainConfig.from_dict({**recorded, "segment": "always"}).segment == "always"
 
 
+def test_crop_and_channels_default_to_the_whole_rgb_image_also_for_old_recipes() -> None:
+    assert (TrainConfig(data="x").crop_fraction, TrainConfig(data="x").channels) == (1.0, "rgb")
+    old = TrainConfig.from_dict({"data": "x", "segment": "never"})  # a config.yaml from before the options
+    assert (old.crop_fraction, old.channels) == (1.0, "rgb")
+
+
 def test_missing_data_tells_how_to_get_some() -> None:
     with pytest.raises(DataError, match="--data.*blastscope synth"):
         TrainConfig().validate()
@@ -59,6 +65,8 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
         ({"augmentation": {"spin": True}}, "augmentation settings"),
         ({"segment": "sometimes"}, "segment mode 'sometimes' is unknown"),
+        ({"crop_fraction": 0.0}, "crop fraction 0.0 is invalid"),
+        ({"channels": "lab"}, "input channels 'lab' are unknown"),
     ],
 )
 def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:
