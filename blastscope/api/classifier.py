@@ -19,7 +19,7 @@ from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.images import decode_pil, read_rgb
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import Transform, eval_transform
-from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.inference.decision import OperatingPoint, decide, uncertain
 from blastscope.inference.gradcam import Explanation
 from blastscope.inference.gradcam import explain as explain_gradcam
 from blastscope.inference.predict import ItemLogits, predict_items, probabilities, resized_pixels
@@ -37,7 +37,9 @@ class Prediction:
 
     ``threshold`` is ``None`` for multi-class models (the most probable class wins); ``decided_by`` says where the
     operating point came from (``OperatingPoint.origin``); ``segmented`` whether the cell was cut out of its
-    background before it was classified (``Preprocessing.segment``).
+    background before it was classified (``Preprocessing.segment``); ``referred`` whether p(positive) lies inside the
+    operating point's refer band (:func:`~blastscope.inference.decision.uncertain`): the cell keeps ``label`` but is
+    "uncertain — refer", for a person to review.
     """
 
     file: str
@@ -46,6 +48,7 @@ class Prediction:
     threshold: float | None
     decided_by: str
     segmented: bool = False
+    referred: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -55,6 +58,7 @@ class Prediction:
             "threshold": self.threshold,
             "decided_by": self.decided_by,
             "segmented": self.segmented,
+            "referred": self.referred,
         }
 
 
@@ -121,17 +125,16 @@ class Classifier:
     ) -> list[Prediction]:
         """One Prediction per image (a path, a PIL image or a prepared input), in order.
 
-        ``threshold`` overrides the operating point's threshold for this call only. Raises ``ImageError`` naming the
-        image for an unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare` each
-        image first to skip such images one by one).
+        ``threshold`` overrides the operating point's threshold for this call only, and drops its refer band (chosen
+        around the stored threshold), so no cell is ``referred``. Raises ``ImageError`` naming the image for an
+        unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare` each image first to
+        skip such images one by one).
         """
         items = _as_list(images)
-        point = self.operating_point
-        if threshold is not None:
-            point = point.with_threshold(threshold, "predict(threshold=...)")
+        point = self._point(threshold)
         predicted = self._predicted(items, tta, batch_size)
         rows = probabilities(predicted.logits, point.temperature)
-        labels = decide(rows, point)
+        labels, referred = decide(rows, point), uncertain(rows, point)
         return [
             Prediction(
                 _display_file(item, i),
@@ -140,11 +143,29 @@ class Classifier:
                 point.threshold if point.binary else None,
                 point.origin(),
                 bool(segmented),
+                bool(flag),
             )
-            for i, (item, label, row, segmented) in enumerate(
-                zip(items, labels, rows, predicted.segmented, strict=True)
+            for i, (item, label, row, segmented, flag) in enumerate(
+                zip(items, labels, rows, predicted.segmented, referred, strict=True)
             )
         ]
+
+    def describe_referral(self, threshold: float | None = None) -> str:
+        """The refer rule :meth:`predict` applies, in one line: ``uncertain — refer when 0.3100 < p(ALL) < 0.7200
+        (...)``, or why no cell is referred (``no refer band: ...``).
+
+        ``threshold`` as for :meth:`predict`. A given threshold (this call's, or ``load(threshold=...)``'s) has no
+        band: the run's band was chosen around its stored threshold (``blastscope evaluate --refer-error``).
+        """
+        point = self._point(threshold)
+        if not point.binary:
+            return "no refer band: a multi-class model calls every cell its most probable class"
+        if point.refer_band is None and point.source == "given":
+            return (
+                "no refer band with a given threshold: every cell is called (a band is chosen around the run's stored "
+                "threshold by `blastscope evaluate --refer-error`)"
+            )
+        return point.describe_referral()
 
     def predict_proba(
         self, images: ImageInput | Sequence[ImageInput], *, tta: bool = False, batch_size: int = 32
@@ -195,7 +216,10 @@ class Classifier:
         photo, pre = _rgb(image), self.preprocessing
 
         def classify(canvases: Sequence[np.ndarray]) -> np.ndarray:  # cut out already: never segmented again
-            inputs = [model_input(Image.fromarray(c), pre.input_size, pre.interpolation, "never") for c in canvases]
+            inputs = [
+                model_input(Image.fromarray(c), pre.input_size, pre.interpolation, "never", pre.crop_fraction)
+                for c in canvases
+            ]
             return self.predict_proba(inputs, tta=tta)
 
         return scan_photograph(
@@ -205,6 +229,12 @@ class Classifier:
             name=name or _display_file(image, 0),
             red_cell_diameter=red_cell_diameter,
         )
+
+    def _point(self, threshold: float | None) -> OperatingPoint:
+        """The operating point a call decides at: the classifier's, or its threshold replaced for this call."""
+        if threshold is None:
+            return self.operating_point
+        return self.operating_point.with_threshold(threshold, "predict(threshold=...)")
 
     def _predicted(self, items: list[ImageInput], tta: bool, batch_size: int) -> ItemLogits:
         """Logits and ``segmented`` flags; decoding and segmentation run outside the lock, so threads share them."""

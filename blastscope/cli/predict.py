@@ -28,9 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="classify cell images with a trained run",
-        description="Print (or write) the class and per-class probabilities of each image, and whether its cell was "
-        "cut out of its background (--segment). Unreadable files, and images whose cell cannot be found, are listed "
-        "and skipped; the exit status is 1 when any file failed.",
+        description="Print (or write) the class and per-class probabilities of each image, whether its cell was "
+        "cut out of its background (--segment), and whether it is referred to a person (its p(positive) inside the "
+        "run's refer band: `evaluate --refer-error`). Unreadable files, and images whose cell cannot be found, are "
+        "listed and skipped; the exit status is 1 when any file failed.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
@@ -49,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=float,
         metavar="P",
-        help="decide at p(positive) >= P for this call instead of the run's stored operating point",
+        help="decide at p(positive) >= P for this call instead of the run's stored operating point (and refer no "
+        "cell: the run's refer band belongs to its own threshold)",
     )
     parser.add_argument(
         "--segment",
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
     from blastscope.data.classes import positive_class_line
     from blastscope.metrics import class_display_name
+    from blastscope.workflows.scan import REFER_TEXT
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         raise BlastscopeError(f"{args.out}: --out must end in .csv or .json")
@@ -83,15 +86,17 @@ def run(args: argparse.Namespace) -> int:
     point = classifier.operating_point
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)
+    print(f"referral: {classifier.describe_referral()}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
     writer = PredictionWriter(args.out, classifier.classes)
-    failures = 0
+    failures = referred = 0
     try:
         for start in range(0, len(paths), args.batch_size):
             rows = predict_chunk(classifier, paths[start : start + args.batch_size], paths, args)
             writer.write_rows(rows)
             failures += sum(row["error"] is not None for row in rows)
+            referred += sum(bool(row["referred"]) for row in rows)
         writer.finish()
     except OSError as error:  # a full disk, mostly: say what is kept, in one line
         raise BlastscopeError(
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         writer.close()
+    if point.refer_band is not None:
+        print(f"{referred} of {len(paths) - failures} cells {REFER_TEXT}", file=sys.stderr)
     if failures:
         print(
             f"{failures} of {len(paths)} files could not be read or had no cell found (listed above)", file=sys.stderr

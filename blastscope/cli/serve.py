@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     point = classifier.operating_point
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name))
     print(f"decision: {point.describe()}")
+    print(f"referral: {classifier.describe_referral()}")
     print(
         f"decoding memory: {capacity.decoding_mb(limits):.0f} MB shared by all requests (waits up to "
         f"{capacity.decode_wait_s:g} s, then 503); requests must arrive within {capacity.request_timeout_s:g} s, "

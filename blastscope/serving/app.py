@@ -6,7 +6,8 @@ AppleDouble ``._x.png`` beside ``x.png``) gets its own entry ``{"file", "error",
 classified, and the request succeeds (200) when at least one file was. When none was, the status is the files' own
 (415, 413, 422 or 400; 400 when they differ; 503 when one found no room to decode) with every file's entry. When the
 run segments (``Preprocessing.segment``), each image's cell is cut out of its background before it is shrunk, and its
-entry says so (``segmented``); an image whose cell cannot be found is answered 422 with the reason. A rejection
+entry says so (``segmented``); an image whose cell cannot be found is answered 422 with the reason. An entry is
+``referred`` when its p(positive) lies in the run's refer band (``Prediction.referred``). A rejection
 of the request as a whole (an oversized body, too many files, a malformed request) is a 4xx JSON
 ``{"detail": ..., "file": null}``. The server keeps serving. /scan takes whole smear photographs the same way and
 answers each with its white cells, verdict and overlay (:mod:`blastscope.workflows.scan`).
@@ -187,7 +188,11 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         "capacity": {**asdict(capacity), "max_decoding_mb": round(capacity.decoding_mb(limits), 1)},
         "attribution": classifier.attribution or None,
         "segment": classifier.preprocessing.segment,
-        "operating_point": {**point.to_dict(), "description": point.describe()},
+        "operating_point": {
+            **point.to_dict(),
+            "description": point.describe(),
+            "referral": classifier.describe_referral(),
+        },
     }
 
     @app.exception_handler(UploadRejected)
@@ -214,8 +219,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, and what is being served: model, backend, classes, operating point, ``segment`` mode, upload
-        limits and capacity.
+        """Liveness, and what is being served: model, backend, classes, operating point (with its ``refer_band`` and
+        the ``referral`` rule in words), ``segment`` mode, upload limits and capacity.
 
         Runs on the event loop, never queued behind predictions; ``decoding_mb_reserved`` is the decoding memory
         reserved by requests in flight."""
@@ -227,7 +232,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay as a base64 PNG")] = False,
     ) -> Any:
         """One entry per uploaded file, in upload order: the class and per-class probabilities of each image, with
-        the threshold that decided it and where that threshold came from, or, for a file that is not a usable image,
+        the threshold that decided it and where that threshold came from, and ``referred`` (its p(positive) lies in
+        the run's refer band: "uncertain — refer"), or, for a file that is not a usable image,
         ``{"file", "error", "status"}``. 200 when at least one file was classified; otherwise the files' status
         (503 with ``Retry-After`` when a file found no room in the server's decoding memory in time)."""
         return await anyio.to_thread.run_sync(partial(classify, files, explain), limiter=predict_threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import blastscope
 from blastscope.api import ImageScan, load
 from blastscope.data.synth import smear_field
 from blastscope.errors import BlastscopeError, ImageError
+from blastscope.inference.decision import OperatingPoint, decide, uncertain
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
 from blastscope.runs import load_run
@@ -149,3 +151,45 @@ def test_onnx_and_pytorch_segment_and_classify_alike(exported_run: Path, natural
         np.testing.assert_allclose(
             list(from_torch.probabilities.values()), list(from_onnx.probabilities.values()), atol=1e-5
         )
+
+
+def banded(point: OperatingPoint, p_positive: np.ndarray) -> OperatingPoint:
+    """``point`` with a threshold inside the cells' p(positive) and a refer band holding all but the lowest and the
+    highest: its edges lie between two cells' values, so which cells are inside does not hang on rounding."""
+    values = np.unique(p_positive)
+    assert len(values) >= 3, "the band needs three distinct probabilities"
+    between = (values[:-1] + values[1:]) / 2
+    threshold = float(between[max(0, len(values) // 2 - 1)])
+    return replace(point.with_threshold(threshold, "test"), refer_band=(float(between[0]), float(between[-1])))
+
+
+def test_cells_inside_the_refer_band_are_referred_and_a_given_threshold_drops_it(
+    tiny_run_copy: Path, synth_small: Path
+) -> None:
+    """A run whose operating point has a refer band: each prediction is ``referred`` exactly where
+    :func:`uncertain` says, keeping the threshold's label; a threshold given to ``load`` or ``predict`` refers none
+    and says "no refer band"."""
+    files = sorted(synth_small.rglob("*.png"))[:12]
+    run = load_run(tiny_run_copy)
+    positive = run.classes.index(run.operating_point.positive_class)
+    p_positive = load(tiny_run_copy).predict_proba(files)[:, positive]
+    point = replace(banded(run.operating_point, p_positive), refer_target=0.05)
+    run.save_operating_point(point)
+
+    classifier = load(tiny_run_copy)
+    assert classifier.operating_point == point
+    predictions = classifier.predict(files)
+    rows = classifier.predict_proba(files)
+    referred = [prediction.referred for prediction in predictions]
+    assert referred == list(uncertain(rows, point)) and 0 < sum(referred) < len(files)
+    assert [prediction.label for prediction in predictions] == [run.classes[i] for i in decide(rows, point)]
+    assert {p.label for p in predictions if p.referred} == set(run.classes)  # on both sides of the threshold
+    assert [prediction.to_dict()["referred"] for prediction in predictions] == referred
+    assert classifier.describe_referral() == point.describe_referral()
+    assert classifier.describe_referral().startswith(f"uncertain — refer when {point.refer_band[0]:.4f} < p(ALL) <")
+
+    given = load(tiny_run_copy, threshold=point.threshold)
+    assert given.operating_point.refer_band is None and not any(p.referred for p in given.predict(files))
+    assert not any(prediction.referred for prediction in classifier.predict(files, threshold=point.threshold))
+    for line in (given.describe_referral(), classifier.describe_referral(threshold=point.threshold)):
+        assert line.startswith("no refer band with a given threshold")

@@ -10,13 +10,17 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from blastscope.api import load
 from blastscope.api.classifier import Classifier
 from blastscope.cli import main
+from blastscope.runs import load_run
 
 
 @pytest.fixture
@@ -70,8 +74,8 @@ def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:
     first = sorted(images.glob("UID_*.png"))[0]
     assert main(["predict", str(run_dir), str(first), "--backend", "torch"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,segmented,error"
-    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,")  # a C-NMC-like cell: not cut out
+    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,segmented,referred,error"
+    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,False,")  # not cut out, no refer band
 
 
 def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
@@ -209,3 +213,32 @@ def test_cells_on_a_background_are_cut_out_and_a_cell_not_found_is_skipped(
     assert main(["predict", str(run_dir), str(folder / "b_crop.png"), "--out", str(out), "--segment", "never"]) == 0
     assert next(csv.DictReader(out.open()))["segmented"] == "False"
     assert "segmenting with --segment never for this call; the run was trained with --segment auto" in caplog.text
+
+
+def test_cells_in_the_refer_band_are_marked_and_counted(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
+    """A run with a refer band: a ``referred`` column (empty for failed files), the rule under the decision line and
+    "N of M cells uncertain — refer" at the end; ``--threshold`` drops the band and says so."""
+    good = sorted(images.glob("UID_*.png"))
+    run = load_run(run_dir)
+    p_all = load(run_dir).predict_proba(good)[:, run.classes.index("all")]
+    between = np.convolve(np.unique(p_all), [0.5, 0.5], "valid")  # midpoints: three cells, the middle one inside
+    assert len(between) == 2
+    point = replace(run.operating_point.with_threshold(between[0], "test"), refer_band=tuple(map(float, between)))
+    run.save_operating_point(point)
+    inside = [between[0] < p < between[1] for p in p_all]
+
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(images), "--out", str(out)]) == 1  # two files cannot be read
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(out.open())}
+    assert [rows[path.name]["referred"] for path in good] == [str(flag) for flag in inside]
+    assert rows["corrupt.png"]["referred"] == rows["empty.jpg"]["referred"] == ""
+    err = capsys.readouterr().err.splitlines()
+    decision = next(i for i, line in enumerate(err) if line.startswith("decision: "))
+    assert err[decision + 1] == f"referral: {point.describe_referral()}"
+    assert "1 of 3 cells uncertain — refer" in err
+
+    out = tmp_path / "preds.json"
+    assert main(["predict", str(run_dir), *map(str, good), "--out", str(out), "--threshold", "0.5"]) == 0
+    assert [row["referred"] for row in json.loads(out.read_text())] == [False] * 3
+    err = capsys.readouterr().err
+    assert "referral: no refer band with a given threshold" in err and "uncertain — refer" not in err

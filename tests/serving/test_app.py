@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import anyio.to_thread
@@ -22,6 +23,7 @@ from blastscope.api import load
 from blastscope.data.cache import ModelInput, resize_rgb
 from blastscope.data.synth import smear_field
 from blastscope.inference.gradcam import Explanation
+from blastscope.runs import load_run
 from blastscope.serving.app import Limits, create_app
 from blastscope.serving.limits import Capacity
 from blastscope.serving.memory import (
@@ -444,7 +446,7 @@ def test_scan_answers_each_photograph_with_its_cells_verdict_and_overlay(classif
     assert scan["file"] == "field.png" and (scan["n_cells"], scan["n_cut_by_border"]) == (3, 1)
     cell = scan["cells"][0]
     assert set(cell) >= {"cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "label", "probabilities"}
-    assert cell["label"] in classifier.classes and isinstance(cell["uncertain"], bool)
+    assert cell["label"] in classifier.classes and isinstance(cell["referred"], bool)
     assert scan["summary"].endswith("1 cut by the border, not classified") and scan["verdict_text"]
     overlay = Image.open(io.BytesIO(base64.b64decode(scan["overlay_png"])))
     assert overlay.format == "PNG" and overlay.width == 640
@@ -486,3 +488,34 @@ def test_cells_on_a_background_are_cut_out_and_one_not_found_is_answered_on_its_
     assert missing["error"].startswith("no white cell found")
     alone = api.post("/predict", files=upload(("blank.png", blank.getvalue())))
     assert alone.status_code == 422 and alone.json()["detail"].startswith("blank.png: no white cell found")
+
+
+def test_cells_in_the_refer_band_are_referred_and_health_reports_the_band(
+    classifier, tiny_run_copy: Path, cell_images: list[Path]
+) -> None:
+    """/predict entries carry ``referred`` exactly as the Python API gives it; /health the band and its rule in
+    words, and "no refer band" for a run without one and for a threshold given to the server."""
+    plain = client(classifier).get("/health").json()["operating_point"]
+    assert plain["refer_band"] is None and plain["referral"].startswith("no refer band: every cell is called")
+    run = load_run(tiny_run_copy)
+    p_all = np.unique(classifier.predict_proba(cell_images)[:, run.classes.index("all")])
+    between = (p_all[:-1] + p_all[1:]) / 2  # the lowest and highest cells lie outside the band, the others inside
+    band = (float(between[0]), float(between[-1]))
+    run.save_operating_point(replace(run.operating_point.with_threshold(band[0], "test"), refer_band=band))
+    banded = load(tiny_run_copy)
+
+    api = client(banded)
+    health = api.get("/health").json()["operating_point"]
+    assert health["refer_band"] == list(band) and health["referral"] == banded.describe_referral()
+    assert health["referral"].startswith("uncertain — refer when")
+    files = upload(*((path.name, path.read_bytes()) for path in cell_images))
+    response = api.post("/predict", files=files)
+    assert response.status_code == 200, response.text
+    referred = [entry["referred"] for entry in response.json()["predictions"]]
+    assert referred == [prediction.referred for prediction in banded.predict(cell_images)]
+    assert 0 < sum(referred) < len(cell_images)
+
+    given = client(load(tiny_run_copy, threshold=0.5))  # `serve --threshold 0.5`
+    point = given.get("/health").json()["operating_point"]
+    assert point["refer_band"] is None and point["referral"].startswith("no refer band with a given threshold")
+    assert not any(entry["referred"] for entry in given.post("/predict", files=files).json()["predictions"])

@@ -1,23 +1,27 @@
-"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map, a
-bad file dropped beside a good cell shown on its own card, and a smear photograph scanned into an overlay, a verdict
-and a list of its white cells."""
+"""End to end in headless Chromium: `blastscope serve` on a free port, an upload, a prediction and a heat map (and an
+"uncertain — refer" badge on a cell inside the run's refer band), a bad file dropped beside a good cell shown on its
+own card, and a smear photograph scanned into an overlay, a verdict and a list of its white cells."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from blastscope.api import load
 from blastscope.data.synth import smear_field
+from blastscope.runs import load_run
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -42,9 +46,24 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(exported_run: Path) -> Iterator[str]:
+def banded_run(exported_run: Path, cell_images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``exported_run`` whose refer band holds the first cell of ``cell_images`` and not the last: the first
+    is "uncertain — refer", the last is called (the band's lower edge is the threshold)."""
+    run_dir = Path(shutil.copytree(exported_run, tmp_path_factory.mktemp("banded") / exported_run.name))
+    run = load_run(run_dir)
+    positive = run.classes.index(run.operating_point.positive_class)
+    first, last = load(run_dir, backend="onnx").predict_proba([cell_images[0], cell_images[-1]])[:, positive]
+    assert first != last
+    half = abs(first - last) / 2
+    band = (float(first - half), float(first + half))
+    run.save_operating_point(replace(run.operating_point.with_threshold(band[0], "test"), refer_band=band))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def server(banded_run: Path) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, "-m", "blastscope", "serve", str(exported_run), "--port", str(port)]
+    command = [sys.executable, "-m", "blastscope", "serve", str(banded_run), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -104,14 +123,21 @@ def test_upload_shows_prediction_and_heatmap(server: str, browser, cell_images: 
     WebDriverWait(browser, 20).until(rendered)
 
     cards = browser.find_elements(By.CSS_SELECTOR, ".card")
-    names = {card.find_element(By.CSS_SELECTOR, ".file-name").text for card in cards}
-    assert names == {path.name for path in uploads}
+    by_name = {card.find_element(By.CSS_SELECTOR, ".file-name").text: card for card in cards}
+    assert set(by_name) == {path.name for path in uploads}
     for card in cards:
         assert card.find_element(By.CSS_SELECTOR, ".label").text in {"ALL", "HEM"}
         widths = [bar.value_of_css_property("width") for bar in card.find_elements(By.CSS_SELECTOR, ".bar span")]
         assert len(widths) == 2
+        assert len(card.find_elements(By.CSS_SELECTOR, ".bar .refer-band")) == 1  # on p(ALL)'s bar, at the threshold
         assert card.find_element(By.CSS_SELECTOR, "img.gradcam").get_attribute("src").startswith("data:image/png")
         assert not card.find_element(By.CSS_SELECTOR, ".gradcam-note").is_displayed()
+    referred, called = by_name[uploads[0].name], by_name[uploads[1].name]
+    assert referred.find_element(By.CSS_SELECTOR, ".refer-badge").text == "uncertain — refer"
+    why = referred.find_element(By.CSS_SELECTOR, ".refer-why").text
+    assert re.fullmatch(r"p\(ALL\) 0\.\d+ inside the refer band 0\.\d+–0\.\d+", why), why
+    assert not called.find_element(By.CSS_SELECTOR, ".referral").is_displayed()
+    assert browser.find_element(By.ID, "model-referral").text.startswith("p(ALL) 0.")
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
     assert browser.find_element(By.ID, "attribution").text.startswith("Trained on synthetic cells")
 

@@ -10,6 +10,32 @@ const errorBox = document.getElementById("error");
 const template = document.getElementById("card-template");
 const errorTemplate = document.getElementById("error-card-template");
 let positiveClass = null; // from /health: the class whose probability the threshold applies to
+let referBand = null; // from /health: [low, high] on p(positive); a cell inside is "uncertain — refer"
+let classNames = {}; // from /health: each class's name as people write it (all -> ALL)
+
+function displayName(name) {
+  return classNames[name] ?? name;
+}
+
+// The band as "0.31–0.72" with `digits` decimals (default: enough to tell its edges apart).
+function bandText(band, digits = digitsFor(band)) {
+  return `${band[0].toFixed(digits)}–${band[1].toFixed(digits)}`;
+}
+
+// Decimals enough to show increasing values as increasing: two for any real band, more for a very narrow one.
+function digitsFor(values) {
+  for (let digits = 2; digits < 6; digits += 1) {
+    const shown = values.map((x) => Number(x.toFixed(digits)));
+    if (shown.every((x, i) => i === 0 || x > shown[i - 1])) return digits;
+  }
+  return 6;
+}
+
+// Why a cell is referred: "p(ALL) 0.45 inside the refer band 0.31–0.72".
+function referralText(p, band) {
+  const digits = digitsFor([band[0], p, band[1]]);
+  return `p(${displayName(positiveClass)}) ${p.toFixed(digits)} inside the refer band ${bandText(band, digits)}`;
+}
 
 function show(box, text) {
   box.textContent = text;
@@ -25,6 +51,13 @@ async function loadHealth() {
     decision.textContent = health.operating_point.description;
     decision.title = health.operating_point.description;
     positiveClass = health.operating_point.positive_class;
+    classNames = Object.fromEntries(health.classes.map((cls) => [cls.name, cls.display]));
+    referBand = health.operating_point.refer_band;
+    const referral = document.getElementById("model-referral");
+    referral.textContent = referBand
+      ? `p(${displayName(positiveClass)}) ${bandText(referBand)}`
+      : "none";
+    referral.title = health.operating_point.referral;
     const limits = health.limits;
     document.getElementById("limits").textContent =
       `PNG, JPEG, BMP, TIFF, WebP · up to ${limits.max_files} files of ${limits.max_file_mb} MB`;
@@ -66,6 +99,13 @@ function card(file, prediction, classes) {
   label.classList.add(prediction.label.toLowerCase());
   // The run segments: this cell was cut out onto black first, as C-NMC cells are (the Grad-CAM shows the cut-out).
   node.querySelector(".segmented").hidden = !prediction.segmented;
+  // p(positive) inside the run's refer band: the label stands, but a person should review the cell.
+  if (prediction.referred) {
+    node.classList.add("referred");
+    node.querySelector(".referral").hidden = false;
+    const why = node.querySelector(".refer-why");
+    if (referBand) why.textContent = referralText(prediction.probabilities[positiveClass], referBand);
+  }
   const decidedBy = node.querySelector(".decided-by");
   decidedBy.textContent =
     prediction.threshold === null
@@ -81,6 +121,14 @@ function card(file, prediction, classes) {
     const fill = item.querySelector(".bar span");
     fill.style.width = `${(100 * p).toFixed(1)}%`;
     fill.classList.add(cls.name.toLowerCase());
+    if (cls.name === positiveClass && prediction.threshold !== null && referBand) {
+      const band = document.createElement("i"); // the refer band, under the threshold mark
+      band.className = "refer-band";
+      band.style.left = `${(100 * referBand[0]).toFixed(1)}%`;
+      band.style.width = `${(100 * (referBand[1] - referBand[0])).toFixed(1)}%`;
+      band.title = `refer band ${bandText(referBand)}: uncertain — refer`;
+      item.querySelector(".bar").appendChild(band);
+    }
     if (cls.name === positiveClass && prediction.threshold !== null) {
       const mark = document.createElement("i");
       mark.className = "threshold";

@@ -28,7 +28,7 @@ function cellRow(cell, shown, classes) {
     String(cell.cell),
     display,
     `${(100 * p).toFixed(1)}%`,
-    cell.uncertain ? "uncertain — refer" : "",
+    cell.referred ? "uncertain — refer" : "",
     `(${Math.round(cell.centroid_x)}, ${Math.round(cell.centroid_y)})`,
   ];
   for (const value of values) {
@@ -37,7 +37,11 @@ function cellRow(cell, shown, classes) {
     row.appendChild(td);
   }
   row.children[1].classList.add("cell-class", cell.label.toLowerCase());
-  if (cell.uncertain) row.classList.add("uncertain");
+  if (cell.referred) {
+    row.classList.add("uncertain");
+    // As on a single cell's card (app.js): why, e.g. "p(ALL) 0.45 inside the refer band 0.31–0.72".
+    if (referBand) row.children[3].title = referralText(cell.probabilities[positiveClass], referBand);
+  }
   return row;
 }
 
