@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from blastscope.workflows.scan import ScanWriter
 
 from blastscope.errors import BlastscopeError
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,9 +91,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped {error}", file=sys.stderr)
             writer.add_error(str(path), error.reason)
             continue
-        print(writer.add(scan, path))
-    written = writer.close()
+        print(_written(partial(writer.add, scan, path), writer, args.out))
+    written = _written(writer.close, writer, args.out)
     overall = writer.overall()
     print(overall["summary"])
     print(f"wrote {', '.join(str(path) for path in written)} and the overlays in {args.out / 'overlays'}")
     return 1 if overall["failed"] else 0
+
+
+def _written(write: Callable[[], T], writer: ScanWriter, out: Path) -> T:
+    """``write()``, its ``OSError`` (a full disk, mostly) turned into one line: the file, what is kept, the fix."""
+    try:
+        return write()
+    except OSError as error:
+        raise BlastscopeError(
+            f"stopped: {error.filename or out}: {error.strerror or error}; {writer.saved_note()}; "
+            "free space or choose another --out, then run again"
+        ) from error

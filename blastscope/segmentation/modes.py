@@ -36,6 +36,15 @@ scale, so a larger image is a field, not a crop around one cell; and segmentatio
 SEGMENT_PEAK_BYTES_PER_PIXEL = 260
 """Peak memory of :func:`~blastscope.segmentation.segment_cell` per input pixel: 243 bytes measured with tracemalloc
 on synthetic smear crops of 300-1000 px (float64 stain maps, labels, distance transforms), plus a margin."""
+GREY_TOLERANCE = 2
+"""Largest channel difference (8-bit levels, |R-G| and |G-B| over the whole image) of an image taken as grey: colour
+deconvolution separates stains by their colour, so it has nothing to work on in such an image (JPEG chroma noise on a
+grey photograph stays within a level or two)."""
+GREY_REASON = (
+    "a grey image cannot be segmented by stain: give a colour image, or --segment never if the cell is already cut "
+    "out onto black"
+)
+"""The reason :class:`CellNotFoundError` (and ``scan``) gives for a grey image that would need segmenting."""
 
 
 class CellNotFoundError(BlastscopeError):
@@ -83,7 +92,8 @@ def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
     ------
     CellNotFoundError
         When segmentation is needed and finds no cell (with :func:`~blastscope.segmentation.segment_cell`'s reason),
-        the cell is larger than the canvas, the image is over :data:`MAX_SEGMENT_PIXELS` or under 16 px a side, or
+        the cell is larger than the canvas, the image is over :data:`MAX_SEGMENT_PIXELS` or under 16 px a side, it is
+        grey and not on black (:func:`is_grey`: no colour for the stains to be told apart by), or
         (``auto``) an image on black has no cell pixel at all.
     BlastscopeError
         For an unknown mode.
@@ -107,10 +117,22 @@ def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
             f"{width}x{height} px is too large to cut one cell out of (over {MAX_SEGMENT_PIXELS / 1e6:g} megapixels); "
             "crop the image around the cell, or scan it as a smear field"
         )
+    if not on_black and is_grey(rgb):
+        raise CellNotFoundError(GREY_REASON)
     cell = segment_cell(rgb, canvas_size=max(height, width) if on_black else CNMC_CANVAS)
     if not cell.found:
         raise CellNotFoundError(cell.reason)
     return CellImage(cell.canvas, True)
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """Whether an HxWx3 uint8 image has no colour to deconvolve: every pixel's ``|R-G|`` and ``|G-B|`` are at most
+    :data:`GREY_TOLERANCE`."""
+    channels = rgb[..., :3].astype(np.int16)
+    return bool(
+        np.abs(channels[..., 0] - channels[..., 1]).max() <= GREY_TOLERANCE
+        and np.abs(channels[..., 1] - channels[..., 2]).max() <= GREY_TOLERANCE
+    )
 
 
 def segmenting_bytes(pixels: int, mode: str) -> int:

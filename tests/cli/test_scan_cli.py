@@ -4,6 +4,7 @@ printed; an unreadable file listed and the exit status 1; a real BCCD photograph
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -60,6 +61,56 @@ def test_an_unreadable_file_is_listed_and_the_status_is_1(
     images = list(csv.DictReader((out / "images.csv").open()))
     assert images[1]["image"] == str(broken) and images[1]["error"]
     assert len(list((out / "overlays").iterdir())) == 1
+
+
+def test_a_grey_photograph_is_listed_as_not_scanned_with_the_reason(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grey = tmp_path / "grey.png"
+    Image.open(smear_folder / "smear_000.png").convert("L").save(grey)
+    out = tmp_path / "scan"
+    assert main(["scan", str(tiny_run), str(grey), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"skipped {grey}: a grey image cannot be segmented by stain" in captured.err
+    assert "0 photographs scanned, 1 not scanned" in captured.out
+    assert f"{grey}: not scanned: a grey image" in (out / "summary.txt").read_text()
+    (row,) = csv.DictReader((out / "images.csv").open())
+    assert "--segment never" in row["error"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_what_was_kept(
+    tiny_run: Path,
+    smear_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    photos = [str(smear_folder / "smear_000.png"), str(smear_folder / "smear_001.png")]
+    save, out = Image.Image.save, tmp_path / "scan"
+
+    def second_overlay_fills_the_disk(image: Image.Image, path: Path, *args: object, **kwargs: object) -> None:
+        if Path(path).name.startswith("smear_001"):
+            Path(path).write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", second_overlay_fills_the_disk)
+    assert main(["scan", str(tiny_run), *photos, "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    overlay = out / "overlays" / "smear_001_scan.png"
+    assert line.startswith(f"blastscope: error: stopped: {overlay}: No space left on device; kept: 1 overlay in")
+    assert "(1 photograph done), none of the tables;" in line and "free space or choose another --out" in line
+    assert [path.name for path in (out / "overlays").iterdir()] == ["smear_000_scan.png"]  # no truncated overlay
+
+    def tables_fill_the_disk(path: Path, *args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(Path, "write_text", tables_fill_the_disk)
+    assert main(["scan", str(tiny_run), photos[0], "--out", str(tmp_path / "again")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"stopped: {tmp_path / 'again' / 'scan.json'}: No space left on device" in line
+    assert "done), cells.csv, images.csv;" in line and not (tmp_path / "again" / "scan.json").exists()
 
 
 def test_bad_arguments_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

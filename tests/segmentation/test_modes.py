@@ -12,7 +12,7 @@ from PIL import Image
 from blastscope.data.synth import smear_field, synthesize
 from blastscope.errors import BlastscopeError
 from blastscope.segmentation import CNMC_CANVAS, CellNotFoundError, cell_for_model, is_on_black, segmenting_bytes
-from blastscope.segmentation.modes import MAX_SEGMENT_PIXELS, SEGMENT_PEAK_BYTES_PER_PIXEL
+from blastscope.segmentation.modes import GREY_REASON, MAX_SEGMENT_PIXELS, SEGMENT_PEAK_BYTES_PER_PIXEL, is_grey
 
 
 def crop_around_cell(seed: int, side: int = 180) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_never_changes_nothing() -> None:
 @pytest.mark.parametrize(
     ("image", "reason"),
     [
-        (np.full((120, 120, 3), 215, np.uint8), "no white cell found"),  # a bright field with nothing in it
+        (np.full((120, 120, 3), (226, 214, 222), np.uint8), "no white cell found"),  # a bright field, nothing in it
         (smear_field(7, white_cells=0).image, "no white cell found"),  # red cells and platelets only
         (np.zeros((120, 120, 3), np.uint8), "the image is black"),
         (np.full((10, 10, 3), 215, np.uint8), "too small"),
@@ -76,6 +76,31 @@ def test_a_cell_that_cannot_be_found_raises_with_the_reason(mode: str, image: np
     with pytest.raises(CellNotFoundError, match=reason) as raised:
         cell_for_model(image, mode)
     assert reason in raised.value.reason
+
+
+def grey(image: np.ndarray, jitter: int = 0) -> np.ndarray:
+    """``image`` in grey levels, its red channel off by ``jitter`` levels (JPEG chroma noise)."""
+    level = image.mean(axis=2).astype(np.int16)
+    out = np.stack([level + jitter, level, level], axis=2)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["auto", "always"])
+@pytest.mark.parametrize("jitter", [0, 2])
+def test_a_grey_image_that_needs_segmenting_is_refused_not_guessed(mode: str, jitter: int) -> None:
+    image = grey(crop_around_cell(0), jitter)
+    assert not is_on_black(image) and is_grey(image)
+    with pytest.raises(CellNotFoundError) as raised:
+        cell_for_model(image, mode)
+    assert raised.value.reason == GREY_REASON and "--segment never" in GREY_REASON
+
+
+def test_grey_is_only_refused_where_stains_are_needed(on_black: np.ndarray) -> None:
+    assert not is_grey(grey(crop_around_cell(0), 3))
+    grey_on_black = grey(on_black)
+    assert cell_for_model(grey_on_black, "auto").image is grey_on_black
+    crop = grey(crop_around_cell(0))
+    assert cell_for_model(crop, "never").image is crop
 
 
 def test_images_too_large_for_one_cell_are_refused_before_segmenting() -> None:

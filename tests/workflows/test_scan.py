@@ -15,8 +15,10 @@ import pytest
 from PIL import Image
 
 from blastscope.data.synth import smear_field
+from blastscope.errors import ImageError
 from blastscope.evaluation.plots import class_colors
 from blastscope.inference.decision import OperatingPoint
+from blastscope.segmentation.modes import GREY_REASON
 from blastscope.workflows.scan import ImageScan, ScannedCell, ScanWriter, scan_photograph, scan_working_bytes, verdict
 from blastscope.workflows.scan.photograph import MAX_WORKING_PIXELS
 
@@ -98,7 +100,7 @@ def test_a_larger_photograph_of_the_same_field_gives_the_same_cells_in_its_own_p
 
 def test_uncertain_cells_come_from_the_refer_band_and_refer_the_image(field) -> None:
     scan = scan_photograph(Image.fromarray(field.image), Recorder([0.55, 0.2, 0.1, 0.45]), BANDED)
-    assert [(cell.label, cell.uncertain) for cell in scan.cells] == [
+    assert [(cell.label, cell.referred) for cell in scan.cells] == [
         ("all", True),
         ("hem", False),
         ("hem", False),
@@ -107,7 +109,7 @@ def test_uncertain_cells_come_from_the_refer_band_and_refer_the_image(field) -> 
     assert scan.summary().startswith("1 of 4 white cells called ALL (2 uncertain)")
     assert (scan.verdict, scan.verdict_text) == ("refer", "uncertain — refer")
     plain = scan_photograph(Image.fromarray(field.image), Recorder([0.55, 0.2, 0.1, 0.45]), POINT)
-    assert not any(cell.uncertain for cell in plain.cells) and plain.verdict == "positive"  # no band: no referral
+    assert not any(cell.referred for cell in plain.cells) and plain.verdict == "positive"  # no band: no referral
 
 
 def _cell(label: str, uncertain: bool = False) -> ScannedCell:
@@ -139,6 +141,16 @@ def test_a_field_without_white_cells_and_a_cell_already_on_black(field, cell_ima
     assert len(scan.cells) + len(scan.skipped) == 1
     cell = (scan.cells or scan.skipped)[0]
     assert cell.box[2] - cell.box[0] <= on_black.width  # kept at its own scale, not enlarged as a field would be
+
+
+def test_a_grey_photograph_is_refused_with_the_reason_not_scanned_wrongly(field, cell_images: list[Path]) -> None:
+    classify = Recorder()
+    with pytest.raises(ImageError, match="grey.png: a grey image cannot be segmented by stain") as raised:
+        scan_photograph(Image.fromarray(field.image).convert("L"), classify, POINT, name="grey.png")
+    assert raised.value.reason == GREY_REASON and not classify.seen
+    grey_on_black = Image.open(cell_images[0]).convert("L")  # a cut-out's cell is its bright part: no stain needed
+    scan = scan_photograph(grey_on_black, Recorder(), POINT)
+    assert len(scan.cells) + len(scan.skipped) == 1
 
 
 def test_the_overlay_shows_each_cell_in_its_class_colour(field) -> None:
@@ -179,7 +191,7 @@ def test_the_writer_writes_tables_json_overlays_and_summary(field, tmp_path: Pat
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["b_field_scan.png", "field_scan.png"]
     cells = list(csv.DictReader((tmp_path / "cells.csv").open()))
     assert len(cells) == 8 and cells[0]["label"] == "all" and float(cells[0]["p_all"]) == pytest.approx(0.9)
-    assert set(cells[0]) >= {"image", "cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "uncertain"}
+    assert set(cells[0]) >= {"image", "cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "referred"}
     images = list(csv.DictReader((tmp_path / "images.csv").open()))
     assert [row["verdict"] for row in images] == ["positive", "positive", ""]
     assert images[2]["error"] == "cannot be decoded"
@@ -188,7 +200,8 @@ def test_the_writer_writes_tables_json_overlays_and_summary(field, tmp_path: Pat
     overall = document["overall"]
     assert (overall["photographs"], overall["failed"], overall["n_cells"], overall["n_positive"]) == (2, 1, 8, 2)
     assert overall["summary"] == (
-        "2 photographs scanned, 1 unreadable (ALL cells present: 2); 2 of 8 white cells called ALL, 2 cut by the border"
+        "2 photographs scanned, 1 not scanned (ALL cells present: 2); "
+        "2 of 8 white cells called ALL, 2 cut by the border"
     )
     assert (tmp_path / "summary.txt").read_text().splitlines()[-1] == overall["summary"]
 

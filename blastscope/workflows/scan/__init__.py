@@ -8,9 +8,10 @@ image judged ("n of m white cells called ALL"), with an overlay a person can che
 
 from blastscope.workflows.scan.outputs import ScanWriter
 from blastscope.workflows.scan.photograph import Classify, scan_photograph, scan_working_bytes
-from blastscope.workflows.scan.result import VERDICTS, ImageScan, ScannedCell, SkippedCell, verdict
+from blastscope.workflows.scan.result import REFER_TEXT, VERDICTS, ImageScan, ScannedCell, SkippedCell, verdict
 
 __all__ = [
+    "REFER_TEXT",
     "VERDICTS",
     "Classify",
     "ImageScan",

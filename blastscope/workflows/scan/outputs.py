@@ -11,7 +11,7 @@ import csv
 import itertools
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ IMAGE_COLUMNS = (
     "height",
     "n_cells",
     "n_positive",
-    "n_uncertain",
+    "n_referred",
     "n_cut_by_border",
     "n_not_classified",
     "verdict",
@@ -63,16 +63,19 @@ class ScanWriter:
         (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
         self.images: list[dict[str, Any]] = []
         self._used: set[str] = set()
+        self.overlays = 0
+        self.tables: list[Path] = []
 
     def add(self, scan: ImageScan, path: Path) -> str:
         """Write ``scan``'s overlay, keep its rows; return its line ``file: n of m white cells called ALL; verdict``."""
         overlay = self.out / OVERLAY_DIR / self._overlay_name(path)
-        scan.overlay.save(overlay)
+        _write_whole(overlay, scan.overlay.save)
+        self.overlays += 1
         self.images.append({**scan.to_dict(), "overlay": str(overlay), "error": None})
         return _image_line(self.images[-1])
 
     def add_error(self, file: str, reason: str) -> None:
-        """A photograph that could not be read: listed in the tables with the reason."""
+        """A photograph that could not be read or scanned (a grey field): listed in the tables with the reason."""
         self.images.append({"file": file, "verdict": None, "cells": [], "not_classified": [], "error": reason})
 
     def overall(self) -> dict[str, Any]:
@@ -81,11 +84,11 @@ class ScanWriter:
         verdicts = Counter(image["verdict"] for image in scanned)
         totals = {
             key: sum(image[key] or 0 for image in scanned)
-            for key in ("n_cells", "n_positive", "n_uncertain", "n_cut_by_border", "n_not_classified")
+            for key in ("n_cells", "n_positive", "n_referred", "n_cut_by_border", "n_not_classified")
         }
         failed = len(self.images) - len(scanned)
         text = f"{len(scanned)} photograph{'s' * (len(scanned) != 1)} scanned" + (
-            f", {failed} unreadable" if failed else ""
+            f", {failed} not scanned" if failed else ""
         )
         if scanned:
             said = {code: verdict_text(code, self.positive_class) for code in VERDICTS}
@@ -96,21 +99,39 @@ class ScanWriter:
                 text += f"; {totals['n_positive']} of {totals['n_cells']} {cells} called {name}"
             else:
                 text += f"; {totals['n_cells']} {cells} classified"
-            text += f" ({totals['n_uncertain']} uncertain)" if totals["n_uncertain"] else ""
+            text += f" ({totals['n_referred']} uncertain)" if totals["n_referred"] else ""
             text += f", {totals['n_cut_by_border']} cut by the border" if totals["n_cut_by_border"] else ""
         return {"photographs": len(scanned), "failed": failed, "verdicts": dict(verdicts), **totals, "summary": text}
 
     def close(self) -> list[Path]:
-        """Write the tables, the JSON and the summary; return their paths."""
+        """Write the tables, the JSON and the summary; return their paths.
+
+        Raises
+        ------
+        OSError
+            With the file's name, when one cannot be written (a full disk); that file is removed, not left truncated.
+        """
         overall = self.overall()
         paths = [self.out / name for name in (CELL_FILE, IMAGE_FILE, JSON_FILE, SUMMARY_FILE)]
-        _write_csv(paths[0], self._cell_columns(), self._cell_rows())
-        _write_csv(paths[1], IMAGE_COLUMNS, [self._image_row(image) for image in self.images])
         document = {**self.about, "overall": overall, "images": self.images}
-        paths[2].write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         lines = [_image_line(image) for image in self.images] + [overall["summary"]]
-        paths[3].write_text("\n".join(lines) + "\n")
+        writers = (
+            lambda path: _write_csv(path, self._cell_columns(), self._cell_rows()),
+            lambda path: _write_csv(path, IMAGE_COLUMNS, [self._image_row(image) for image in self.images]),
+            lambda path: path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n"),
+            lambda path: path.write_text("\n".join(lines) + "\n"),
+        )
+        for path, write in zip(paths, writers, strict=True):
+            _write_whole(path, write)
+            self.tables.append(path)
         return paths
+
+    def saved_note(self) -> str:
+        """What is on disk so far, for a message about a scan stopped part-way (a full disk)."""
+        tables = ", ".join(path.name for path in self.tables) or "none of the tables"
+        done = f"{len(self.images)} photograph{'s' * (len(self.images) != 1)} done"
+        overlays = f"{self.overlays} overlay{'s' * (self.overlays != 1)} in {self.out / OVERLAY_DIR}"
+        return f"kept: {overlays} ({done}), {tables}"
 
     def _overlay_name(self, path: Path) -> str:
         """``<stem>_scan.png``; prefixed by the parent folder, then numbered, when another photograph took it."""
@@ -125,7 +146,7 @@ class ScanWriter:
 
     def _cell_columns(self) -> list[str]:
         box = ["centroid_x", "centroid_y", "x0", "y0", "x1", "y1"]
-        return ["image", "cell", *box, "label", *(f"p_{name}" for name in self.classes), "uncertain"]
+        return ["image", "cell", *box, "label", *(f"p_{name}" for name in self.classes), "referred"]
 
     def _cell_rows(self) -> list[dict[str, Any]]:
         return [
@@ -133,7 +154,7 @@ class ScanWriter:
                 "image": image["file"],
                 **{key: cell[key] for key in ("cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "label")},
                 **{f"p_{name}": f"{cell['probabilities'][name]:.6f}" for name in self.classes},
-                "uncertain": cell["uncertain"],
+                "referred": cell["referred"],
             }
             for image in self.images
             for cell in image["cells"]
@@ -150,6 +171,15 @@ def _image_line(image: dict[str, Any]) -> str:
     if image["error"] is not None:
         return f"{image['file']}: not scanned: {image['error']}"
     return f"{image['file']}: {image['summary']}; {image['verdict_text']}"
+
+
+def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(path)``; when it fails (a full disk), remove the partial file and raise the error with ``path`` named."""
+    try:
+        write(path)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:

@@ -2,9 +2,10 @@
 beside it, under a banner with the image's verdict.
 
 Classes keep the report's colours (:func:`blastscope.evaluation.plots.class_colors`: the positive class, ALL, is
-red). Each outline has a white halo so it stays visible on pink red cells; uncertain cells are dashed, and cells left
-out (cut by the border, too large) are dashed grey. The picture is drawn at a size a person reads on a screen: the
-longer side between ``OVERLAY_MIN_SIDE`` and ``OVERLAY_MAX_SIDE`` px, in DejaVu Sans (shipped with matplotlib).
+red). Each outline has a white halo so it stays visible on pink red cells; uncertain cells are dashed and tagged
+"uncertain — refer" (:data:`~blastscope.workflows.scan.result.REFER_TEXT`), and cells left out (cut by the border,
+too large) are dashed grey. The picture is drawn at a size a person reads on a screen: the longer side between
+``OVERLAY_MIN_SIDE`` and ``OVERLAY_MAX_SIDE`` px, in DejaVu Sans (shipped with matplotlib).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from blastscope.evaluation.plots import class_colors
 from blastscope.metrics import class_display_name
-from blastscope.workflows.scan.result import ImageScan
+from blastscope.workflows.scan.result import REFER_TEXT, ImageScan
 
 OVERLAY_MAX_SIDE = 1280
 OVERLAY_MIN_SIDE = 640
@@ -68,11 +69,11 @@ def draw_overlay(image: Image.Image, scan: ImageScan, classes: Sequence[str]) ->
     for cell in scan.cells:
         points = _points(cell.outline, zoom, banner)
         color = colors[cell.label]
-        dash = font_px if cell.uncertain else 0
+        dash = font_px if cell.referred else 0
         _dashed(draw, points, "white", line + 4, dash)
         _dashed(draw, points, color, line, dash)
         text = f"{cell.index} {class_display_name(cell.label)} {100 * cell.probabilities[cell.label]:.0f}%"
-        _label(draw, text + (" · refer" if cell.uncertain else ""), cell.box, zoom, banner, color, font)
+        _label(draw, text + (f" · {REFER_TEXT}" if cell.referred else ""), cell.box, zoom, banner, color, font)
     _banner(draw, scan, colors, size[0], font_px)
     return picture
 

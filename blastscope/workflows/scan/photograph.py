@@ -9,7 +9,8 @@ than ``MAX_WORKING_PIXELS``; where that makes red cells smaller than 100 px, the
 Boxes, centroids and outlines are reported in the photograph's own pixels.
 
 Memory. Segmentation peaks at about ``SEGMENTATION_BYTES_PER_PIXEL`` bytes per working pixel (measured with
-tracemalloc: 71 MB on a 640x480 BCCD field, 1.17 GB on the same field at 2592x1944), which is why it runs on the
+tracemalloc: 243 bytes per pixel, 75 MB on a 640x480 BCCD field, 1.22 GB on the same field at 2592x1944;
+``benchmarks/RESULTS.md``), which is why it runs on the
 working copy: :func:`scan_working_bytes` is the estimate a server reserves before scanning.
 
 A photograph that is already one cell on black (a C-NMC image) keeps its scale: its cell is its bright part.
@@ -25,9 +26,10 @@ import numpy as np
 from PIL import Image
 from skimage.measure import find_contours
 
-from blastscope.errors import BlastscopeError
+from blastscope.errors import BlastscopeError, ImageError
 from blastscope.inference.decision import OperatingPoint, decide, uncertain
 from blastscope.segmentation import CNMC_CANVAS, FoundCell, find_white_cells, is_on_black
+from blastscope.segmentation.modes import GREY_REASON, is_grey
 from blastscope.segmentation.settings import FIELD_FRACTION
 from blastscope.workflows.scan.overlay import OVERLAY_MAX_SIDE, draw_overlay
 from blastscope.workflows.scan.result import ImageScan, ScannedCell, SkippedCell
@@ -36,7 +38,7 @@ RED_CELL_ON_CANVAS = 100.0
 """Red-cell diameter (px) the photograph is scanned at: a BCCD field's, where cut-outs match C-NMC's cell sizes."""
 MAX_WORKING_PIXELS = 2_000_000
 """The largest working copy, px: about 0.5 GB of segmentation memory."""
-SEGMENTATION_BYTES_PER_PIXEL = 240
+SEGMENTATION_BYTES_PER_PIXEL = 250  # 243 measured, rounded up
 """Peak bytes of :func:`~blastscope.segmentation.find_white_cells` per working pixel of a field (measured: 232)."""
 ON_BLACK_BYTES_PER_PIXEL = 32
 """The same for a cut-out already on black, whose cell is only thresholded (measured: 24, canvas included)."""
@@ -123,6 +125,10 @@ def scan_photograph(
 
     Raises
     ------
+    ImageError
+        Named ``name``, when the photograph is a grey field (:func:`~blastscope.segmentation.modes.is_grey`): its
+        white cells are found by their stain's colour, so it would be scanned wrongly. A grey cut-out on black is
+        scanned (its cell is only its bright part).
     BlastscopeError
         When ``red_cell_diameter`` is not usable.
     """
@@ -135,6 +141,8 @@ def scan_photograph(
     if on_black:  # a C-NMC-like cut-out: its scale is C-NMC's already
         factor = working_factor(width, height, on_black=True)
         working = _shrunk(rgb_image, factor)
+    elif is_grey(np.asarray(working)):
+        raise ImageError(name, GREY_REASON)
     canvas_per_photo_px = 1.0 if on_black else RED_CELL_ON_CANVAS / diameter
     found = find_white_cells(
         working,
@@ -154,7 +162,7 @@ def scan_photograph(
             outline=_outline(cell, factor),
             label=point.classes[label],
             probabilities=dict(zip(point.classes, map(float, row), strict=True)),
-            uncertain=bool(flag),
+            referred=bool(flag),
             canvas=cell.canvas,
         )
         for index, (cell, label, row, flag) in enumerate(zip(kept, labels, probabilities, referred, strict=True), 1)

@@ -25,6 +25,9 @@ from blastscope.metrics import class_display_name
 Box = tuple[int, int, int, int]
 
 VERDICTS = ("no_white_cell", "positive", "refer", "negative", "classified")
+REFER_TEXT = "uncertain — refer"
+"""What a cell in the refer band, and an image with no confident positive call but such a cell, are called: on the
+overlay, in the verdict, on the web page and in ``predict``'s and ``serve``'s outputs alike."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class ScannedCell:
         The class decided at the operating point.
     probabilities : dict of str to float
         Probability of each class (temperature-scaled), in the run's class order.
-    uncertain : bool
+    referred : bool
         p(positive) lies inside the run's refer band (:func:`blastscope.inference.decision.uncertain`).
     canvas : numpy.ndarray
         SxSx3 uint8: the cut-out on black that was classified.
@@ -57,7 +60,7 @@ class ScannedCell:
     outline: np.ndarray
     label: str
     probabilities: dict[str, float]
-    uncertain: bool
+    referred: bool
     canvas: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +76,7 @@ class ScannedCell:
             "label": self.label,
             "display_label": class_display_name(self.label),
             "probabilities": self.probabilities,
-            "uncertain": self.uncertain,
+            "referred": self.referred,
         }
 
 
@@ -143,8 +146,8 @@ class ImageScan:
         return sum(cell.label == self.positive_class for cell in self.cells)
 
     @property
-    def n_uncertain(self) -> int:
-        return sum(cell.uncertain for cell in self.cells)
+    def n_referred(self) -> int:
+        return sum(cell.referred for cell in self.cells)
 
     @property
     def n_cut_by_border(self) -> int:
@@ -172,8 +175,8 @@ class ImageScan:
         else:
             name = class_display_name(self.positive_class)
             text = f"{self.n_positive} of {m} white cell{'s' * (m != 1)} called {name}"
-        if self.n_uncertain:
-            text += f" ({self.n_uncertain} uncertain)"
+        if self.n_referred:
+            text += f" ({self.n_referred} uncertain)"
         left_out = [f"{self.n_cut_by_border} cut by the border"] if self.n_cut_by_border else []
         too_large = len(self.skipped) - self.n_cut_by_border
         left_out += [f"{too_large} too large for the canvas"] if too_large else []
@@ -190,7 +193,7 @@ class ImageScan:
             "height": self.size[1],
             "n_cells": len(self.cells),
             "n_positive": self.n_positive if self.positive_class is not None else None,
-            "n_uncertain": self.n_uncertain,
+            "n_referred": self.n_referred,
             "n_cut_by_border": self.n_cut_by_border,
             "n_not_classified": len(self.skipped),
             "positive_class": self.positive_class,
@@ -211,9 +214,9 @@ def verdict(cells: tuple[ScannedCell, ...] | list[ScannedCell], positive_class: 
         return "no_white_cell"
     if positive_class is None:
         return "classified"
-    if any(cell.label == positive_class and not cell.uncertain for cell in cells):
+    if any(cell.label == positive_class and not cell.referred for cell in cells):
         return "positive"
-    if any(cell.uncertain for cell in cells):
+    if any(cell.referred for cell in cells):
         return "refer"
     return "negative"
 
@@ -224,7 +227,7 @@ def verdict_text(code: str, positive_class: str | None) -> str:
     return {
         "no_white_cell": "no white cell found",
         "positive": f"{name} cells present",
-        "refer": "uncertain — refer",
+        "refer": REFER_TEXT,
         "negative": f"no {name} cell called",
         "classified": "white cells classified",
     }[code]
