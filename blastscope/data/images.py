@@ -305,4 +305,9 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
 
 
 def _pixel_limit_reason(max_pixels: int) -> str:
-    return f"over the limit of {max_pixels:,} pixels; pass --max-pixels N to allow larger images"
+    """Why a picture is refused, and what works: only ``data inspect|split`` and ``serve`` have ``--max-pixels``
+    (``train``, ``evaluate``, ``predict``, ``scan`` and the Python API decode at :data:`DEFAULT_MAX_PIXELS`)."""
+    return (
+        f"over the limit of {max_pixels:,} pixels (a guard against decompression bombs); shrink or crop the image "
+        "(`data inspect|split --max-pixels N` and `serve --max-pixels N` raise the limit; other commands keep it)"
+    )

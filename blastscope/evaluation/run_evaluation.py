@@ -57,7 +57,9 @@ class EvaluationResult:
     operating_point : dict
         ``OperatingPoint.to_dict()`` of the point every decision was made at.
     point_source : {"stored", "chosen"}
-        ``stored``: the run's own operating point; ``chosen``: chosen by this evaluation (threshold option).
+        ``stored``: the run's own operating point; ``chosen``: chosen by this evaluation (threshold option) and
+        differing from the stored one (one that comes out the same, e.g. no refer band found for a run without one, is
+        ``stored``, and nothing is written).
     stored_to : str or None
         Where a chosen point was written (the run's ``operating_point.json``); ``None`` when nothing was stored.
     plain, tta : dict
@@ -218,6 +220,9 @@ def evaluate_run(
     choice = None
     if choosing:
         point, choice = _new_point(run, spec, target_sensitivity, refer_error, scoring_val, predict, chosen_by, notes)
+        if point == run.operating_point:  # --refer-error found no band, and the run had none: nothing to store
+            choosing = False
+            notes.append("the run's operating point is unchanged by this evaluation, so nothing was stored")
     else:
         point = run.operating_point
         if scoring_val and point.split == "val":

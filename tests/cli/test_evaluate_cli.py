@@ -141,8 +141,13 @@ def test_a_model_that_calls_every_cell_one_class_is_told_in_plain_words(tiny_run
 def test_refer_error_on_a_validation_split_too_small_stores_no_band_and_says_why(
     tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    point_file = tiny_run_copy / "operating_point.json"
+    before = point_file.read_bytes() if point_file.exists() else None
     evaluation = _evaluate(tiny_run_copy, tmp_path, "--refer-error", "0.05")
     out = capsys.readouterr().out
+    assert "\noperating point: the run's stored one (" in out and "chosen by this evaluation" not in out
+    assert evaluation["stored_to"] is None and evaluation["point_source"] == "stored"
+    assert (point_file.read_bytes() if point_file.exists() else None) == before  # nothing changed, nothing written
     n_val = len(load_run(tiny_run_copy).split.parts["val"])
     assert n_val < 100  # the fewest called cells a 5% error rate is measured on
     assert f"\nno refer band stored: the validation split has {n_val} cells" in out

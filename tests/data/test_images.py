@@ -3,6 +3,7 @@ oversized and fake images are ImageErrors."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import re
@@ -17,6 +18,7 @@ import pytest
 import tifffile
 from PIL import ExifTags, Image
 
+from blastscope.cli import build_parser
 from blastscope.data.images import decode_image, decode_image_bytes, decode_pil, probe_image, read_rgb
 from blastscope.errors import ImageError
 
@@ -110,6 +112,37 @@ def test_pixel_limit_is_checked_from_the_header_and_can_be_raised(tmp_path: Path
     with pytest.raises(ImageError, match=r"400 pixels.*--max-pixels"):
         read_rgb(path, max_pixels=399)
     assert read_rgb(path, max_pixels=400).size == (20, 20)
+
+
+def test_the_pixel_limit_advice_names_only_options_that_exist(tmp_path: Path) -> None:
+    """The reason reaches every command; each ``--max-pixels`` it names must parse, and commands without it are not
+    told to pass it."""
+    path = tmp_path / "big.png"
+    Image.fromarray(_noise(20)).save(path)
+    with pytest.raises(ImageError) as error:
+        read_rgb(path, max_pixels=399)
+    named = re.findall(r"`([a-z |]+) --max-pixels N`", error.value.reason)
+    commands = []
+    for phrase in named:  # "data inspect|split" -> data inspect, data split
+        first, *rest = phrase.split()
+        commands += [[first, sub] for sub in rest[0].split("|")] if rest else [[first]]
+    assert sorted(map(tuple, commands)) == [("data", "inspect"), ("data", "split"), ("serve",)]
+    parser = build_parser()
+    for command in commands:
+        for action in _subparser(parser, command)._actions:
+            if "--max-pixels" in action.option_strings:
+                break
+        else:
+            pytest.fail(f"{' '.join(command)} has no --max-pixels")
+    for command in (["predict"], ["scan"], ["train"], ["evaluate"]):
+        assert not any("--max-pixels" in a.option_strings for a in _subparser(parser, command)._actions), command
+
+
+def _subparser(parser: argparse.ArgumentParser, command: list[str]) -> argparse.ArgumentParser:
+    for name in command:
+        choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        parser = choices[name]
+    return parser
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:

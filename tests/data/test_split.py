@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import math
 from collections import Counter
 from pathlib import Path
@@ -203,6 +204,32 @@ def test_csv_round_trip_keeps_parts_groups_and_hash(tmp_path: Path) -> None:
         assert _part_of(read) == _part_of(split)
         assert read.seed is None and abs(sum(read.ratios) - 1) < 1e-9
     assert matched.classes == table.classes
+
+
+def test_a_failure_mid_write_leaves_the_previous_split_or_none_and_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept, failing = tmp_path / "kept" / "split.csv", tmp_path / "new" / "split.csv"
+    write_split_csv(make_split(_table(BALANCED), seed=1), kept)
+    before = kept.read_bytes()
+    real_writer = csv.writer
+
+    class FillsTheDisk:
+        def __init__(self, handle: object) -> None:
+            self.writer, self.rows = real_writer(handle), 0
+
+        def writerow(self, row: list[str]) -> None:
+            self.rows += 1
+            if self.rows == 5:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.writer.writerow(row)
+
+    monkeypatch.setattr(csv, "writer", FillsTheDisk)
+    for path in (kept, failing):
+        with pytest.raises(OSError, match="No space left"):
+            write_split_csv(make_split(_table(BALANCED), seed=2), path)
+    assert kept.read_bytes() == before and not failing.exists()
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == ["split.csv"]
 
 
 def test_hash_ignores_where_the_data_lives_but_not_the_assignment(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ again after the data has moved; every split read back is checked for leakage bef
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,17 +35,26 @@ def write_split_csv(split: Split, path: Path | str) -> None:
     Raises
     ------
     OSError
-        When the file cannot be written.
+        When the file cannot be written (a full disk). The file is written whole or not at all: rows go to a temporary
+        file in the same folder, flushed to disk and renamed into place, so a failure leaves the previous ``path`` (or
+        none) and no partial split that a later run could read back as a smaller one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for part, cell in split.cells():
-            writer.writerow(
-                [Path(cell.path).as_posix(), part, cell.label, cell.subject or "", split.group_of(cell), cell.digest]
-            )
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for part, cell in split.cells():
+                group = split.group_of(cell)
+                writer.writerow([Path(cell.path).as_posix(), part, cell.label, cell.subject or "", group, cell.digest])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_split_csv(path: Path | str, table: CellTable | None = None) -> Split:
