@@ -7,11 +7,11 @@ Not a sub-command (the leading underscore keeps it out of ``blastscope --help``)
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from blastscope.errors import BlastscopeError
+from blastscope.storage import probe_writable
 
 
 def check_writable(folder: Path, option: str) -> None:
@@ -29,9 +29,7 @@ def check_writable(folder: Path, option: str) -> None:
     if not existing.is_dir():
         raise BlastscopeError(f"{existing} is a file, not a folder; choose another {option}")
     try:
-        handle, probe = tempfile.mkstemp(dir=existing, prefix=".blastscope-write-test-")
-        os.close(handle)
-        os.unlink(probe)
+        probe_writable(existing)
     except OSError as error:
         raise BlastscopeError(
             f"{existing}: cannot write there ({error.strerror or error}); choose another {option} or make the folder "

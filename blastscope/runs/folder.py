@@ -22,6 +22,7 @@ import yaml
 from blastscope.errors import BlastscopeError
 from blastscope.inference.decision import OperatingPoint
 from blastscope.models.base import CellClassifier
+from blastscope.storage import write_text_atomically
 
 CHECKPOINTS = ("best", "last")
 OPERATING_POINT_FILE = "operating_point.json"
@@ -129,11 +130,5 @@ def read_operating_point(run_dir: Path, classes: tuple[str, ...], positive_class
 def write_operating_point(run_dir: Path, point: OperatingPoint) -> Path:
     """Store ``point`` as the run's operating point, atomically (a temporary file renamed into place)."""
     path = Path(run_dir) / OPERATING_POINT_FILE
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(json.dumps(point.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)  # the previous point stays as it was, and no half-written file remains
-        raise
+    write_text_atomically(path, json.dumps(point.to_dict(), indent=2) + "\n")
     return path

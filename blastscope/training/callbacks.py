@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from blastscope.data.datamodule import BATCH_TAG, derived_seed
-from blastscope.training.checkpoints import write_text_atomically
+from blastscope.storage import write_text_atomically
 
 HISTORY_COLUMNS = (
     "epoch",

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import errno
 import io
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -23,6 +21,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from blastscope.errors import BlastscopeError
+from blastscope.storage import nearest_existing, probe_writable, write_atomically
 
 # write errors that no retry fixes and that the person at the terminal can: a full, read-only or forbidden disk
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -65,69 +64,19 @@ def ensure_writable(folder: Path, run_dir: Path | None = None) -> None:
         If the probe file cannot be created or removed (read-only file system, no permission, full disk), or if a
         file stands where a folder is needed.
     """
-    existing = Path(folder).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise BlastscopeError(f"{folder}: {existing} is a file, not a folder; choose another --out")
     try:
-        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".blastscope-probe-")
-        os.close(descriptor)
-        os.unlink(probe)
+        probe_writable(existing)
     except OSError as error:
         raise storage_error(existing, error, run_dir) from error
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through ``write(handle)`` into a temporary file beside it, then rename it into place.
-
-    Readers (and a resume after a kill) see the old file or the complete new one, never a partial file.
-
-    Raises
-    ------
-    OSError
-        If the disk is full, read-only or forbids the write (callers turn it into one line with
-        :func:`storage_errors`); the old file is left as it was and the temporary file is removed.
-    """
-    path = Path(path)
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    write_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def remove_partial_writes(folder: Path) -> None:
     """Delete the temporary files that writes cut short by a kill left in ``folder`` (never read, only in the way)."""
     for leftover in Path(folder).glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable; some file systems cannot fsync a folder, and then the rename stays pending."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -14,7 +14,7 @@ from blastscope.data.preprocessing import Preprocessing, check_channels, check_c
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.hardware import cpu_has_native_bf16
-from blastscope.training.checkpoints import write_atomically
+from blastscope.storage import write_atomically
 
 MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")

@@ -35,13 +35,9 @@ from blastscope.runs.folder import (
     read_operating_point,
 )
 from blastscope.runs.trained import run_eval_transform
+from blastscope.storage import write_text_atomically
 from blastscope.training.callbacks import History
-from blastscope.training.checkpoints import (
-    ensure_writable,
-    remove_partial_writes,
-    storage_errors,
-    write_text_atomically,
-)
+from blastscope.training.checkpoints import ensure_writable, remove_partial_writes, storage_errors
 from blastscope.training.config import TrainConfig
 from blastscope.training.features import extract_features
 from blastscope.training.prepare import (

@@ -16,8 +16,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from blastscope.cli import main
 from blastscope.errors import BlastscopeError
+from blastscope.storage import write_atomically
 from blastscope.training import engine
-from blastscope.training.checkpoints import RunCheckpoint, ensure_writable, write_atomically
+from blastscope.training.checkpoints import RunCheckpoint, ensure_writable
 
 TINY = ["--model", "cnn", "--image-size", "32", "--batch-size", "16", "--num-workers", "0", "--no-progress"]
 

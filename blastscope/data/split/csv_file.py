@@ -7,17 +7,18 @@ again after the data has moved; every split read back is checked for leakage bef
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from blastscope.data.discover import class_order
 from blastscope.data.split.leakage import check_leakage
 from blastscope.data.split.model import PARTS, Split
 from blastscope.data.table import Cell, CellTable
 from blastscope.errors import DataError
+from blastscope.storage import write_atomically
 
 CSV_COLUMNS = ("path", "split", "label", "subject", "group", "digest")
 
@@ -39,22 +40,18 @@ def write_split_csv(split: Split, path: Path | str) -> None:
         file in the same folder, flushed to disk and renamed into place, so a failure leaves the previous ``path`` (or
         none) and no partial split that a later run could read back as a smaller one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            for part, cell in split.cells():
-                group = split.group_of(cell)
-                writer.writerow([Path(cell.path).as_posix(), part, cell.label, cell.subject or "", group, cell.digest])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    def rows(handle: IO[bytes]) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(CSV_COLUMNS)
+        for part, cell in split.cells():
+            group = split.group_of(cell)
+            writer.writerow([Path(cell.path).as_posix(), part, cell.label, cell.subject or "", group, cell.digest])
+        text.flush()
+        text.detach()  # leave the handle open: write_atomically syncs and closes it
+
+    write_atomically(Path(path), rows)
 
 
 def read_split_csv(path: Path | str, table: CellTable | None = None) -> Split:
