@@ -11,7 +11,7 @@ from typing import Any
 from blastscope.data.preprocessing import CHANNELS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError
-from blastscope.training.config import LOGGERS, MONITORS, PRECISIONS
+from blastscope.training.config import CLASS_BALANCE, LOGGERS, MONITORS, PRECISIONS
 
 # flag -> TrainConfig field; flags left out keep the config file's (or the default) value
 FIELDS = {
@@ -30,6 +30,8 @@ FIELDS = {
     "unfreeze_stages": "unfreeze_stages",
     "batch_size": "batch_size",
     "weight_decay": "weight_decay",
+    "label_smoothing": "label_smoothing",
+    "class_balance": "class_balance",
     "seed": "seed",
     "precision": "precision",
     "channels_last": "channels_last",
@@ -131,6 +133,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     recipe.add_argument("--batch-size", type=int, help="default 32")
     recipe.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
+    recipe.add_argument(
+        "--label-smoothing",
+        type=float,
+        metavar="X",
+        help="train on targets (1 - X) one-hot + X / classes, 0 <= X < 1 (Szegedy et al. 2016); val_loss is scored "
+        "against the true labels (default 0: none)",
+    )
+    recipe.add_argument(
+        "--class-balance",
+        choices=CLASS_BALANCE,
+        help="even out the training split's classes: loss (default) weights the loss by inverse class frequency, "
+        "sampler draws every class equally often with an unweighted loss, none does neither",
+    )
     recipe.add_argument("--seed", type=int, help="seeds split, sampling, augmentation and initialisation (default 0)")
     recipe.add_argument("--monitor", choices=list(MONITORS), help="picks best.ckpt, early stopping")
     recipe.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 5)")

@@ -4,13 +4,15 @@ Every random choice of an epoch is a function of (seed, epoch, index): the sampl
 each sample's augmentation of (seed, epoch, index). The sampler reads the epoch from the trainer's loop when a pass
 starts, not from ``set_epoch``: worker processes prefetch as soon as Lightning creates the iterator, which on resume
 happens before Lightning announces the epoch. A run resumed from an epoch-end or mid-epoch checkpoint therefore sees
-exactly the batches an uninterrupted run would have seen, in any number of worker processes and DDP ranks.
+exactly the batches an uninterrupted run would have seen, in any number of worker processes and DDP ranks. The
+class-balanced sampler (``--class-balance sampler``) keeps all of this: its draws are a function of (seed, epoch) too.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,13 @@ from blastscope.data.table import Cell
 from blastscope.data.transforms import eval_transform, train_transform
 
 FeatureExtractor = Callable[[Dataset], TensorDataset]
+Key = tuple[int, ...]
+"""A sampler's key: ``(epoch, index)``, or ``(epoch, index, repeat)`` for the repeat-th draw of a cell in an epoch."""
 
 
 # Leading tags that keep the seeds of different uses apart: SeedSequence pads its entropy with zeros, so without them
 # derived_seed(s, e, b, 0) == derived_seed(s, e, b) and the sampler, sample and batch seeds could collide.
-SHUFFLE_TAG, SAMPLE_TAG, BATCH_TAG = 1, 2, 3
+SHUFFLE_TAG, SAMPLE_TAG, BATCH_TAG, BALANCE_TAG = 1, 2, 3, 4
 
 
 def derived_seed(*parts: int) -> int:
@@ -43,7 +47,7 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
+class EpochSampler(Sampler[Key]):
     """Yields ``(epoch, index)``; the order is a function of (seed, epoch) and is sharded across DDP ranks.
 
     Carrying the epoch inside each key lets persistent worker processes seed augmentation per epoch without being
@@ -80,7 +84,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return math.ceil(self.size / self.world_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def draws(self, epoch: int) -> list[Key]:
+        """The epoch's keys without the epoch, ``(index,)`` each: a permutation of (seed, epoch), or in order."""
+        if not self.shuffle:
+            return [(index,) for index in range(self.size)]
+        generator = torch.Generator().manual_seed(derived_seed(SHUFFLE_TAG, self.seed, epoch))
+        return [(index,) for index in torch.randperm(self.size, generator=generator).tolist()]
+
+    def __iter__(self) -> Iterator[Key]:
         """One pass: its epoch is fixed when it starts, so a later ``set_epoch`` cannot mix two epochs' keys."""
         start = 0
         if self._resume_at is not None:
@@ -89,15 +100,59 @@ class EpochSampler(Sampler[tuple[int, int]]):
         elif self.epoch_now is not None:
             self.epoch = self.epoch_now()
         epoch = self.epoch
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(derived_seed(SHUFFLE_TAG, self.seed, epoch))
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
+        order = self.draws(epoch)
         padded = order + order[: len(self) * self.world_size - self.size]
         shard = padded[self.rank :: self.world_size]
-        for index in shard[start:]:
-            yield epoch, index
+        for key in shard[start:]:
+            yield (epoch, *key)
+
+
+class BalancedEpochSampler(EpochSampler):
+    """An :class:`EpochSampler` whose epoch draws every class equally often: class-balanced resampling.
+
+    An epoch keeps its length, n draws: n // k per class of the k classes present (the remainder to classes chosen at
+    random), in one shuffled order, so every batch holds each class with probability 1/k. Each class's cells are
+    drawn in a fresh random order per pass, so a minority cell repeats only after every cell of its class was drawn,
+    and a majority class is subsampled without repeats. The ``repeat``-th draw of a cell in an epoch is keyed
+    ``(epoch, index, repeat)``, so :class:`EpochSeededDataset` augments each copy differently. Everything is a
+    function of (seed, epoch), which keeps resume exact.
+
+    Parameters
+    ----------
+    targets : sequence of int
+        The class index of each sample of the dataset, in its order.
+    seed, rank, world_size, epoch_now
+        As for :class:`EpochSampler`.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[int],
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_now: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__(len(targets), seed, True, rank, world_size, epoch_now)
+        members: dict[int, list[int]] = defaultdict(list)
+        for index, target in enumerate(targets):
+            members[int(target)].append(index)
+        self.members = [members[target] for target in sorted(members)]
+
+    def draws(self, epoch: int) -> list[Key]:
+        if not self.members:
+            return []
+        generator = torch.Generator().manual_seed(derived_seed(BALANCE_TAG, self.seed, epoch))
+        classes = len(self.members)
+        quota = [self.size // classes] * classes
+        for target in torch.randperm(classes, generator=generator)[: self.size % classes].tolist():
+            quota[target] += 1
+        drawn: list[Key] = []
+        for members, wanted in zip(self.members, quota, strict=True):
+            for repeat in range(math.ceil(wanted / len(members))):
+                order = torch.randperm(len(members), generator=generator)[: wanted - repeat * len(members)]
+                drawn.extend((members[position], repeat) for position in order.tolist())
+        return [drawn[position] for position in torch.randperm(len(drawn), generator=generator).tolist()]
 
 
 def lone_last_sample(shard_size: int, batch_size: int) -> bool:
@@ -133,7 +188,8 @@ class ResumableLoader(DataLoader):
 
 
 class EpochSeededDataset(Dataset):
-    """Seeds Python, NumPy and torch from (seed, epoch, index) before each sample, so augmentation is repeatable.
+    """Seeds Python, NumPy and torch from (seed, epoch, index[, repeat]) before each sample, so augmentation is
+    repeatable.
 
     Augmentation runs on the CPU, so only torch's CPU generator is seeded: ``torch.manual_seed`` also visits every
     accelerator backend, 0.14 ms per sample here against 2 us.
@@ -146,9 +202,13 @@ class EpochSeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        sample_seed = derived_seed(SAMPLE_TAG, self.seed, epoch, index)
+    @property
+    def targets(self) -> list[int]:
+        return self.base.targets  # type: ignore[attr-defined]
+
+    def __getitem__(self, key: Key) -> Any:
+        epoch, index, *repeat = key
+        sample_seed = derived_seed(SAMPLE_TAG, self.seed, epoch, index, *repeat)
         random.seed(sample_seed)
         np.random.seed(sample_seed)
         torch.default_generator.manual_seed(sample_seed)
@@ -159,7 +219,8 @@ class CellDataModule(L.LightningDataModule):
     """Train/val/test loaders for one split.
 
     When the LightningModule reports that an epoch trains on cached features, that epoch's loaders serve the frozen
-    backbone's features (computed once, without augmentation) instead of images.
+    backbone's features (computed once, without augmentation) instead of images. With ``balance_classes`` both
+    training loaders, images and features alike, draw the classes equally (:class:`BalancedEpochSampler`).
     """
 
     def __init__(
@@ -172,6 +233,7 @@ class CellDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int,
         seed: int,
+        balance_classes: bool = False,
     ) -> None:
         super().__init__()
         self.parts = parts
@@ -181,6 +243,7 @@ class CellDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.balance_classes = balance_classes
         self.cache = DecodedCache()
         self.feature_extractor: FeatureExtractor | None = None
         self.skipped: dict[str, list[tuple[Path, str]]] = {}
@@ -231,7 +294,7 @@ class CellDataModule(L.LightningDataModule):
                 "pin_memory": torch.cuda.is_available(),
             }
             if keyed:
-                sampler = self._sampler(len(dataset), shuffle)
+                sampler = self._sampler(dataset, shuffle)
                 self._loaders[name] = ResumableLoader(
                     dataset,
                     sampler=sampler,
@@ -246,13 +309,14 @@ class CellDataModule(L.LightningDataModule):
     def _batches_done(self) -> int:
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
-    def _sampler(self, size: int, shuffle: bool) -> EpochSampler:
+    def _sampler(self, dataset: EpochSeededDataset | _KeyedTensors, shuffle: bool) -> EpochSampler:
+        """The training sampler: class-balanced draws with ``balance_classes``, else a shuffle (or the order)."""
         trainer = self.trainer
-        if trainer is None:
-            return EpochSampler(size, self.seed, shuffle)
-        return EpochSampler(
-            size, self.seed, shuffle, trainer.global_rank, trainer.world_size, epoch_now=self._epoch_starting
-        )
+        rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        epoch_now = None if trainer is None else self._epoch_starting
+        if self.balance_classes:
+            return BalancedEpochSampler(dataset.targets, self.seed, rank, world_size, epoch_now)
+        return EpochSampler(len(dataset), self.seed, shuffle, rank, world_size, epoch_now)
 
     def _epoch_starting(self) -> int:
         """The epoch a pass over the training loader belongs to. Lightning counts an epoch as processed only after
@@ -270,5 +334,9 @@ class _KeyedTensors(Dataset):
     def __len__(self) -> int:
         return len(self.tensors)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    @property
+    def targets(self) -> list[int]:
+        return self.tensors.tensors[1].tolist()
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, ...]:
         return self.tensors[key[1]]

@@ -19,6 +19,7 @@ from blastscope.storage import write_atomically
 MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow")
+CLASS_BALANCE = ("loss", "sampler", "none")
 
 # Keys that a run adds to its config.yaml on top of the recipe; a re-run reads past them.
 RESOLVED_KEYS = (
@@ -67,6 +68,12 @@ class TrainConfig:
     ``crop_fraction`` (the centred square window kept before resizing, a share of the shorter side; 1 keeps the whole
     image) and ``channels`` (``rgb``, ``od`` or ``hed``: what the network is fed) are recorded in the preprocessing
     the same way.
+
+    ``label_smoothing`` ε mixes the training targets with the uniform distribution, (1 - ε) one-hot + ε / k
+    (Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision", section 7); 0 trains on the
+    one-hot labels. ``class_balance`` says how the training split's class imbalance is evened out: ``loss`` weights
+    the loss by inverse class frequency, ``sampler`` draws the classes equally often with an unweighted loss,
+    ``none`` does neither. Recipes recorded before these settings read as 0 and ``loss``, which is how they trained.
     """
 
     data: str | None = None
@@ -81,6 +88,8 @@ class TrainConfig:
     unfreeze_stages: int | str | None = None
     batch_size: int = 32
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    class_balance: str = "loss"
     seed: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
     augmentation: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +158,16 @@ class TrainConfig:
             raise BlastscopeError("no epochs to train: set --epochs-frozen and/or --epochs-finetune to 1 or more")
         if self.unfreeze_stages != "all" and (not isinstance(self.unfreeze_stages, int) or self.unfreeze_stages < 0):
             raise BlastscopeError(f"unfreeze_stages {self.unfreeze_stages!r} is invalid: use a count >= 0 or 'all'")
+        if isinstance(self.label_smoothing, bool) or not (
+            isinstance(self.label_smoothing, int | float) and 0 <= self.label_smoothing < 1
+        ):
+            raise BlastscopeError(
+                f"label smoothing {self.label_smoothing!r} is invalid: use --label-smoothing from 0 (none) to below 1"
+            )
+        if self.class_balance not in CLASS_BALANCE:
+            raise BlastscopeError(
+                f"class balance {self.class_balance!r} is unknown: use --class-balance {'|'.join(CLASS_BALANCE)}"
+            )
         if self.split.folds is not None and not 0 <= self.split.fold < self.split.folds:
             raise BlastscopeError(f"fold {self.split.fold} does not exist: use 0..{self.split.folds - 1}")
         return self

@@ -183,6 +183,7 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         seed=config.seed,
+        balance_classes=config.class_balance == "sampler",
     )
     trainer = build_trainer(prepared, module)
     datamodule.feature_extractor = lambda dataset: extract_features(

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from blastscope.errors import BlastscopeError
 from blastscope.models.base import CellClassifier
+from blastscope.training.config import CLASS_BALANCE
 from blastscope.training.frozen import FrozenStages
 
 FROZEN, FINETUNE, FULL = "frozen", "finetune", "full"
@@ -71,7 +72,15 @@ def unfrozen_stage_count(unfreeze_stages: int | str, stage_count: int) -> int:
 
 
 class CellClassifierModule(L.LightningModule):
-    """Trains ``model`` with class-weighted cross-entropy, Adam(W) and a cosine schedule that restarts per phase.
+    """Trains ``model`` with cross-entropy, Adam(W) and a cosine schedule that restarts per phase.
+
+    The training loss is weighted by inverse class frequency when ``class_balance`` is ``loss`` (with ``sampler`` the
+    data module draws the classes equally instead, with ``none`` nothing is balanced) and computed against targets
+    smoothed by ``label_smoothing`` (Szegedy et al. 2016). ``val_loss``, which picks best.ckpt and stops early, is the
+    cross-entropy against the true labels, without smoothing: it scores the probabilities the run will give, not the
+    regularised target. It is class-weighted whenever the run balances classes (``loss`` or ``sampler``), as both
+    minimise the same class-balanced risk (a sampler that draws each class with probability 1/k is, in expectation,
+    the inverse-frequency weighted loss), and unweighted with ``none``.
 
     A ``pretrained`` model first trains the head only for ``frozen_epochs`` epochs while the backbone (batch-norm
     statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``
@@ -88,7 +97,8 @@ class CellClassifierModule(L.LightningModule):
     BlastscopeError
         At construction, before any training, if ``unfreeze_stages`` is neither "all" nor a count from 0 to the
         model's number of stages (:meth:`CellClassifier.stages`); checked whether or not the model is pretrained, so
-        that a recipe does not fail or pass depending on which weights could be had.
+        that a recipe does not fail or pass depending on which weights could be had. Also for an unknown
+        ``class_balance``.
     """
 
     def __init__(
@@ -107,8 +117,12 @@ class CellClassifierModule(L.LightningModule):
         cached_features: bool = False,
         channels_last: bool = False,
         bf16_frozen_stages: bool = False,
+        label_smoothing: float = 0.0,
+        class_balance: str = "loss",
     ) -> None:
         unfrozen_stage_count(unfreeze_stages, len(model.stages()))
+        if class_balance not in CLASS_BALANCE:
+            raise BlastscopeError(f"class balance {class_balance!r} is unknown: use one of {', '.join(CLASS_BALANCE)}")
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
@@ -233,12 +247,21 @@ class CellClassifierModule(L.LightningModule):
             return self.model.forward_head(inputs)
         return self(inputs)
 
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits.float(), targets, weight=self.class_weights)
+    def training_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against smoothed targets, class-weighted only when the loss does the balancing."""
+        weight = self.class_weights if self.hparams.class_balance == "loss" else None
+        return nn.functional.cross_entropy(
+            logits.float(), targets, weight=weight, label_smoothing=self.hparams.label_smoothing
+        )
+
+    def validation_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against the true labels, class-weighted whenever the run balances classes."""
+        weight = self.class_weights if self.hparams.class_balance != "none" else None
+        return nn.functional.cross_entropy(logits.float(), targets, weight=weight)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         inputs, targets = batch
-        loss = self._loss(self._logits(inputs), targets)
+        loss = self.training_loss(self._logits(inputs), targets)
         self.train_loss_mean.update(loss.detach(), weight=len(targets))
         self.log("train_loss", self.train_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -250,7 +273,7 @@ class CellClassifierModule(L.LightningModule):
         self.val_weighted_f1.update(logits, targets)
         self.log(
             "val_loss",
-            self._loss(logits, targets),
+            self.validation_loss(logits, targets),
             on_epoch=True,
             prog_bar=True,
             sync_dist=True,

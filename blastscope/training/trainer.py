@@ -48,6 +48,8 @@ def build_module(prepared: Prepared) -> CellClassifierModule:
         cached_features=config.cached_features and pretrained,
         channels_last=config.channels_last,
         bf16_frozen_stages=use_bf16_frozen_stages(config),
+        label_smoothing=float(config.label_smoothing),
+        class_balance=config.class_balance,
     )
 
 

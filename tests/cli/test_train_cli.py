@@ -64,6 +64,26 @@ def test_crop_and_channel_flags_reach_the_recipe() -> None:
     assert (config.crop_fraction, config.channels) == (0.88, "hed")
 
 
+def test_label_smoothing_and_class_balance_flags_reach_the_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    from blastscope.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--label-smoothing", "0.1", "--class-balance", "sampler"])
+    config = build_config(vars(args))
+    assert (config.label_smoothing, config.class_balance) == (0.1, "sampler")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "d", "--class-balance", "oversample"])
+    assert exit_info.value.code == 2 and "invalid choice: 'oversample'" in capsys.readouterr().err
+
+
+def test_a_label_smoothing_of_one_is_refused_in_one_line(
+    synth_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(synth_small), "--out", str(tmp_path), "--label-smoothing", "1", *TINY]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "label smoothing 1.0 is invalid" in error and len(error.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # refused before any run folder was made
+
+
 def test_speed_switches_reach_the_recipe() -> None:
     from blastscope.cli import build_parser
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from blastscope.data.datamodule import (
+    BALANCE_TAG,
     BATCH_TAG,
     SAMPLE_TAG,
     SHUFFLE_TAG,
+    BalancedEpochSampler,
+    CellDataModule,
     EpochSampler,
     EpochSeededDataset,
+    _KeyedTensors,
     derived_seed,
     lone_last_sample,
 )
@@ -72,6 +78,9 @@ def test_augmentation_randomness_depends_on_seed_epoch_and_index_only() -> None:
     assert torch.equal(data[(2, 1)], sample)
     assert not torch.equal(data[(3, 1)], sample)
     assert not torch.equal(data[(2, 2)], sample)
+    drawn_twice = data[(2, 1, 0)], data[(2, 1, 1)]  # a class-balanced epoch's first and second draw of a cell
+    assert torch.equal(data[(2, 1, 1)], drawn_twice[1])
+    assert not torch.equal(*drawn_twice)
 
 
 def test_a_lone_trailing_sample_is_dropped_per_rank_but_tiny_shards_are_kept() -> None:
@@ -90,5 +99,75 @@ def test_seed_uses_are_kept_apart_by_their_tags() -> None:
         derived_seed(SHUFFLE_TAG, 5, 1),
         derived_seed(SAMPLE_TAG, 5, 1, 0),
         derived_seed(BATCH_TAG, 5, 1, 0, 0),
+        derived_seed(BALANCE_TAG, 5, 1),
     }
-    assert len(seeds) == 3
+    assert len(seeds) == 4
+
+
+# -- class-balanced sampling (--class-balance sampler) ---------------------------------------------------------------
+
+TARGETS = [0] * 40 + [1] * 7 + [2] * 3  # 80% / 14% / 6%
+
+
+def _classes(sampler: EpochSampler) -> Counter[int]:
+    return Counter(TARGETS[key[1]] for key in sampler)
+
+
+def test_balanced_draws_give_every_class_an_equal_share_of_each_epoch() -> None:
+    sampler = BalancedEpochSampler(TARGETS, seed=0)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        assert len(keys) == len(sampler) == len(TARGETS)
+        counts = _classes(sampler)
+        assert sorted(counts.values()) == [16, 17, 17] and set(counts) == {0, 1, 2}
+        assert len(set(keys)) == len(keys)  # a repeat of a cell is its own key, augmented anew
+        assert {epoch for epoch, *_ in keys} == {epoch}
+        drawn = Counter(key[1] for key in keys)
+        for rare in (range(40, 47), range(47, 50)):  # every rare cell drawn, and as often as the others of its class
+            assert max(drawn[index] for index in rare) - min(drawn[index] for index in rare) <= 1
+            assert min(drawn[index] for index in rare) >= 2
+        assert max(drawn[index] for index in range(40)) == 1  # the common class is subsampled without repeats
+        assert {key[2] for key in keys if key[1] < 40} == {0}
+
+
+def test_each_batch_draws_the_classes_equally_in_expectation() -> None:
+    sampler = BalancedEpochSampler(TARGETS, seed=3)
+    first_batches: Counter[int] = Counter()
+    for epoch in range(300):
+        sampler.set_epoch(epoch)
+        first_batches.update(TARGETS[key[1]] for key in list(sampler)[:8])
+    shares = [first_batches[target] / (300 * 8) for target in range(3)]
+    assert all(abs(share - 1 / 3) < 0.03 for share in shares), shares
+
+
+def test_balanced_draws_are_a_function_of_seed_and_epoch_and_resume_mid_epoch() -> None:
+    first, again, other_seed = (BalancedEpochSampler(TARGETS, seed) for seed in (0, 0, 1))
+    for sampler in (first, again, other_seed):
+        sampler.set_epoch(2)
+    assert list(first) == list(again) != list(other_seed)
+    order_2 = list(first)
+    first.set_epoch(3)
+    assert list(first) != order_2
+    resumed = BalancedEpochSampler(TARGETS, 0, epoch_now=lambda: 9)
+    resumed.resume_at(2, 13)
+    assert list(resumed) == order_2[13:]
+    assert list(BalancedEpochSampler(TARGETS, 0, epoch_now=lambda: 2)) == order_2
+
+
+def test_balanced_ranks_share_the_epoch_between_them() -> None:
+    whole = BalancedEpochSampler(TARGETS, 0)
+    shards = [list(BalancedEpochSampler(TARGETS, 0, rank=rank, world_size=3)) for rank in range(3)]
+    assert all(len(shard) == 17 for shard in shards)
+    assert set(whole) == {key for shard in shards for key in shard}
+
+
+def test_the_data_module_balances_images_and_cached_features_alike() -> None:
+    """The frozen phase on cached features draws as the image phases do: by the features' own labels."""
+    features = _KeyedTensors(TensorDataset(torch.zeros(len(TARGETS), 4), torch.tensor(TARGETS)))
+    module = CellDataModule({}, ["a", "b", "c"], None, {}, batch_size=8, num_workers=0, seed=0, balance_classes=True)
+    sampler = module._sampler(features, shuffle=True)
+    assert isinstance(sampler, BalancedEpochSampler)
+    assert sorted(_classes(sampler).values()) == [16, 17, 17]
+    plain = CellDataModule({}, ["a", "b", "c"], None, {}, batch_size=8, num_workers=0, seed=0)._sampler(features, True)
+    assert type(plain) is EpochSampler

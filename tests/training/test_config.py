@@ -19,6 +19,8 @@ def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
         augmentation={"rotation": False, "zoom_range": [0.8, 1.2]},
         cached_features=False,
         bf16_frozen_stages=False,
+        label_smoothing=0.1,
+        class_balance="sampler",
     )
     path = tmp_path / "config.yaml"
     write_yaml(config.to_dict(), path)
@@ -46,6 +48,12 @@ def test_crop_and_channels_default_to_the_whole_rgb_image_also_for_old_recipes()
     assert (old.crop_fraction, old.channels) == (1.0, "rgb")
 
 
+def test_recipes_from_before_label_smoothing_and_class_balance_train_as_they_did() -> None:
+    old = TrainConfig.from_dict({"data": "x", "segment": "never", "weight_decay": 1e-4})
+    assert (old.label_smoothing, old.class_balance) == (0.0, "loss")
+    assert (TrainConfig().label_smoothing, TrainConfig().class_balance) == (0.0, "loss")
+
+
 def test_missing_data_tells_how_to_get_some() -> None:
     with pytest.raises(DataError, match="--data.*blastscope synth"):
         TrainConfig().validate()
@@ -67,6 +75,12 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"segment": "sometimes"}, "segment mode 'sometimes' is unknown"),
         ({"crop_fraction": 0.0}, "crop fraction 0.0 is invalid"),
         ({"channels": "lab"}, "input channels 'lab' are unknown"),
+        ({"label_smoothing": 1.0}, "label smoothing 1.0 is invalid.*--label-smoothing"),
+        ({"label_smoothing": -0.1}, "label smoothing -0.1 is invalid"),
+        ({"label_smoothing": float("nan")}, "label smoothing nan is invalid"),
+        ({"label_smoothing": True}, "label smoothing True is invalid"),
+        ({"label_smoothing": "0.1"}, "label smoothing '0.1' is invalid"),
+        ({"class_balance": "oversample"}, "class balance 'oversample' is unknown.*--class-balance loss|sampler|none"),
     ],
 )
 def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:

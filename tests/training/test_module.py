@@ -160,6 +160,65 @@ def test_early_stopping_watches_the_last_phase_only(tmp_path: Path) -> None:
     assert trainer.current_epoch == 4  # epochs 0-1 ignored, 2 sets the best, 3 fails to beat it: stop after 4 epochs
 
 
+# -- the losses: label smoothing and class balance -----------------------------------------------------------------
+
+LOGITS = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.5, 2.5], [0.0, 1.0], [1.0, 1.2]])
+TARGETS = torch.tensor([0, 1, 1, 0, 1])
+COUNTS = [10, 30]  # hem, all
+
+
+def _balancing(class_balance: str, label_smoothing: float = 0.0) -> CellClassifierModule:
+    return CellClassifierModule(
+        TinyNet(), classes=["hem", "all"], class_counts=COUNTS, pretrained=True, frozen_epochs=1, finetune_epochs=1,
+        unfreeze_stages=1, lr_head=1e-2, lr_backbone=1e-3, weight_decay=0.0, class_balance=class_balance,
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
+
+
+def _smoothed_cross_entropy(smoothing: float, weight: torch.Tensor | None) -> torch.Tensor:
+    """Szegedy et al.'s (1 - e) H(y, p) + e H(u, p), with class weights w as torch weighs it: both terms summed over
+    cells with w (w_y for the label, w_c inside the uniform term), divided by the sum of w_y."""
+    log_p = LOGITS.log_softmax(dim=1)
+    classes = LOGITS.shape[1]
+    w = torch.ones(classes) if weight is None else weight
+    on_label = -(w[TARGETS] * log_p[torch.arange(len(TARGETS)), TARGETS]).sum()
+    on_uniform = -(log_p * w).sum() / classes
+    return ((1 - smoothing) * on_label + smoothing * on_uniform) / w[TARGETS].sum()
+
+
+@pytest.mark.parametrize(("class_balance", "weighted"), [("loss", True), ("sampler", False), ("none", False)])
+def test_the_training_loss_smooths_targets_and_weights_classes_only_when_the_loss_balances(
+    class_balance: str, weighted: bool
+) -> None:
+    weight = inverse_frequency_weights(COUNTS) if weighted else None
+    smoothed = _balancing(class_balance, 0.2).training_loss(LOGITS, TARGETS)
+    plain = _balancing(class_balance).training_loss(LOGITS, TARGETS)
+    assert smoothed.item() == pytest.approx(_smoothed_cross_entropy(0.2, weight).item(), rel=1e-6)
+    assert plain.item() == pytest.approx(_smoothed_cross_entropy(0.0, weight).item(), rel=1e-6)
+    assert abs(smoothed.item() - plain.item()) > 1e-3
+
+
+def test_without_smoothing_the_default_loss_is_the_class_weighted_one_as_before() -> None:
+    weight = inverse_frequency_weights(COUNTS)
+    expected = nn.functional.cross_entropy(LOGITS, TARGETS, weight=weight)
+    assert torch.equal(_balancing("loss").training_loss(LOGITS, TARGETS), expected)
+    assert torch.equal(_balancing("loss").validation_loss(LOGITS, TARGETS), expected)
+
+
+@pytest.mark.parametrize(("class_balance", "weighted"), [("loss", True), ("sampler", True), ("none", False)])
+def test_the_validation_loss_scores_true_labels_with_the_runs_class_balance(class_balance: str, weighted: bool) -> None:
+    """No smoothing (best.ckpt and early stopping judge the probabilities the run gives); the class-balanced risk
+    whenever the run balances classes, by its loss or by its sampler."""
+    weight = inverse_frequency_weights(COUNTS) if weighted else None
+    got = _balancing(class_balance, 0.3).validation_loss(LOGITS, TARGETS)
+    assert got.item() == pytest.approx(_smoothed_cross_entropy(0.0, weight).item(), rel=1e-6)
+
+
+def test_an_unknown_class_balance_is_refused() -> None:
+    with pytest.raises(BlastscopeError, match="class balance 'oversample' is unknown"):
+        _balancing("oversample")
+
+
 # -- every registered network: the phases' trainable parameters and batch-norm modes ---------------------------------
 
 ALL = list_models()

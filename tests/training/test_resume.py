@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from blastscope.data.datamodule import BalancedEpochSampler
 from blastscope.errors import DataError
 from blastscope.training import TrainConfig, resume, train
 from blastscope.training import trainer as trainer_module
@@ -109,6 +110,50 @@ def test_a_multi_worker_run_stopped_anywhere_resumes_bit_identical(
     for name in ("last", "best"):
         expected, got = _weights(whole, name), _weights(moved, name)
         assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[key], got[key]) for key in expected), name
+
+
+def test_a_class_balanced_run_stopped_mid_epoch_resumes_bit_identical(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--class-balance sampler on classes 2:1, stopped mid-epoch in the cached-features phase and in fine-tuning."""
+    data = Path(shutil.copytree(synth_small, tmp_path / "data"))
+    for path in data.rglob("*_2_hem.png"):  # half of every normal subject's cells: 48 ALL, 24 HEM
+        path.unlink()
+    samplers: list[BalancedEpochSampler] = []
+    build = BalancedEpochSampler.__init__
+
+    def recorded(sampler: BalancedEpochSampler, *args: Any, **kwargs: Any) -> None:
+        build(sampler, *args, **kwargs)
+        samplers.append(sampler)
+
+    monkeypatch.setattr(BalancedEpochSampler, "__init__", recorded)
+    config = TrainConfig(
+        data=str(data),
+        model="efficientnet_lite0",
+        image_size=32,
+        epochs_frozen=1,
+        epochs_finetune=1,
+        batch_size=8,
+        num_workers=0,
+        class_balance="sampler",
+        checkpoint_minutes=60,
+        out=str(tmp_path),
+        progress=False,
+    )
+    whole = train(config, run_dir=tmp_path / "whole")
+    assert yaml.safe_load((whole / "config.yaml").read_text())["class_balance"] == "sampler"
+    assert len(samplers) == 2  # the cached features' loader and the images' loader
+    assert all(len(sampler.members[0]) != len(sampler.members[1]) for sampler in samplers)
+
+    stopped = tmp_path / "stopped"
+    _killed_at(monkeypatch, _Kill(0, batch=1), lambda: train(config, run_dir=stopped))  # phase 1, mid-epoch
+    _killed_at(monkeypatch, _Kill(1, batch=2), lambda: resume(stopped))  # phase 2, mid-epoch
+    resume(stopped)
+
+    assert _record(stopped) == _record(whole)
+    for name in ("last", "best"):
+        expected, got = _weights(whole, name), _weights(stopped, name)
         assert all(torch.equal(expected[key], got[key]) for key in expected), name
 
 
