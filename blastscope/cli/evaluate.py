@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "alone it keeps the stored threshold)",
     )
     parser.add_argument("--tta", action="store_true", help="also report test-time augmentation (8 flips/rotations)")
+    parser.add_argument(
+        "--transductive-neighbours",
+        type=int,
+        metavar="K",
+        help="also report, in a separate labelled section, each cell's probability mixed with its K most similar "
+        "cells of this evaluation set (Pan et al. 2019, the C-NMC 2019 winner's neighbourhood correction): not a "
+        "per-cell prediction; never the default, never used by predict or serve",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples; 0 turns CIs off")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--checkpoint", default="best", help="best, last, or a path to a .ckpt file")
@@ -87,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         target_sensitivity=args.target_sensitivity,
         refer_error=args.refer_error,
         segment=args.segment,
+        transductive_neighbours=args.transductive_neighbours,
         checkpoint=args.checkpoint,
         precision=args.precision,
         batch_size=args.batch_size,

@@ -8,8 +8,10 @@ point stored in the run, as ``predict``, ``serve`` and the Python API do. A thre
 :func:`~blastscope.evaluation.threshold.choose_point`), which is scored and then stored in the run. TTA numbers use
 the same point, so the difference between the two columns is the TTA alone. ``refer_error`` also chooses the point's
 refer band on validation (:func:`~blastscope.evaluation.referral.choose_refer_band`), which flags cells for a person to
-review without changing their labels. :func:`write_evaluation` writes ``evaluation.json``, ``predictions.csv`` and, for
-binary data, the risk-coverage plot ``risk_coverage.png``.
+review without changing their labels. ``transductive_neighbours`` adds a separately labelled, never-default section:
+each cell's probability mixed with those of its most similar evaluated cells
+(:mod:`~blastscope.evaluation.transductive`). :func:`write_evaluation` writes ``evaluation.json``,
+``predictions.csv`` and, for binary data, the risk-coverage plot ``risk_coverage.png``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from blastscope.evaluation.threshold import (
     conflicting_threshold_options,
     parse_threshold,
 )
+from blastscope.evaluation.transductive import SUFFIX, transductive_section
 from blastscope.inference.decision import OperatingPoint, uncertain
-from blastscope.inference.predict import predict_logits, probabilities
+from blastscope.inference.predict import predict_features, predict_logits, probabilities
 from blastscope.metrics import class_display_name
 from blastscope.runs import TrainedRun, load_run
 
@@ -64,6 +67,10 @@ class EvaluationResult:
         Where a chosen point was written (the run's ``operating_point.json``); ``None`` when nothing was stored.
     plain, tta : dict
         ``evaluate_predictions`` without and with test-time augmentation.
+    transductive : dict or None
+        With ``transductive_neighbours``: the plain probabilities corrected by each cell's most similar evaluated
+        cells, scored at the same point (:func:`~blastscope.evaluation.transductive.transductive_section`; its
+        ``label`` says what it is). Not a per-cell prediction.
     referral_choice : dict or None
         ``ReferralChoice.to_dict()`` when this evaluation chose the refer band (``refer_error``): the target, the band
         (or why there is none) and what it did on validation.
@@ -90,6 +97,7 @@ class EvaluationResult:
     point_source: str
     plain: dict[str, Any]
     tta: dict[str, Any] | None = None
+    transductive: dict[str, Any] | None = None
     stored_to: str | None = None
     notes: list[str] = field(default_factory=list)
     attribution: str | None = None
@@ -129,6 +137,7 @@ def evaluate_run(
     announce: Callable[[str], None] | None = None,
     refer_error: float | None = None,
     segment: str | None = None,
+    transductive_neighbours: int | None = None,
 ) -> EvaluationResult:
     """Load ``run_dir``, predict ``split`` of its own data (or every unseen cell of ``data``) and evaluate it.
 
@@ -170,6 +179,10 @@ def evaluate_run(
     segment : {"auto", "always", "never"}, optional
         Read the cells with this ``--segment`` mode instead of the run's (announced, noted; a point chosen so is not
         stored). Cells that cannot be read or whose cell is not found are skipped and noted either way.
+    transductive_neighbours : int, optional
+        Also score each cell's plain probability mixed with those of its K most similar scored cells (Pan et al.
+        2019; :mod:`~blastscope.evaluation.transductive`) in the separate ``transductive`` section; K >= 1, fewer
+        than the scored cells. Needs the run's PyTorch network; changes neither the point nor the plain numbers.
 
     Returns
     -------
@@ -180,12 +193,14 @@ def evaluate_run(
     BlastscopeError
         For a bad threshold, target or ``refer_error``, a number together with a target, a threshold or band chosen
         on validation scored on ``split="val"``, a band for a multi-class run or one without validation cells, an
-        unknown precision, or a folder that is not a run.
+        unknown precision, a folder that is not a run, or ``transductive_neighbours`` below 1 or not below the number
+        of scored cells.
     DataError
         For an empty split or unusable ``data``.
     """
     check_target_sensitivity(target_sensitivity)
     check_refer_error(refer_error)
+    _check_neighbours(transductive_neighbours)
     if segment is not None:
         check_segment_mode(segment)
     spec = parse_threshold(threshold)
@@ -215,6 +230,22 @@ def evaluate_run(
             announce(overridden)
     cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)
     cells, segmented, skipped = readable_cells(run, cells, notes, "scored")
+    features = None  # first: a network without features of its own (an ensemble) stops before any other work
+    if transductive_neighbours is not None:
+        if transductive_neighbours >= len(cells):
+            raise BlastscopeError(
+                f"{run.run_dir}: --transductive-neighbours {transductive_neighbours} needs more scored cells than "
+                f"neighbours; {len(cells)} were scored: give a smaller K"
+            )
+        features = predict_features(
+            run.model,
+            cells,
+            run.preprocessing,
+            run.transform,
+            precision=precision,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            progress=progress,
+        )
     predict = _predictor(run, precision, batch_size, progress)
     choosing = spec is not None or target_sensitivity is not None or refer_error is not None
     choice = None
@@ -235,6 +266,11 @@ def evaluate_run(
     plain = evaluate_predictions(y_true, logits, subjects, point, bootstrap, seed)
     tta_logits = predict(cells, True) if tta else None
     tta_result = evaluate_predictions(y_true, tta_logits, subjects, point, bootstrap, seed) if tta else None
+    transductive, transductive_logits = None, None
+    if features is not None and transductive_neighbours is not None:
+        transductive, transductive_logits = transductive_section(
+            y_true, features, logits, subjects, point, transductive_neighbours, bootstrap, seed
+        )
     stored_to = None
     if choosing and store:
         if overridden:
@@ -262,13 +298,16 @@ def evaluate_run(
         point_source="chosen" if choosing else "stored",
         plain=plain,
         tta=tta_result,
+        transductive=transductive,
         stored_to=stored_to,
         notes=notes,
         attribution=attribution,
         referral_choice=choice.to_dict() if choice is not None else None,
         segmented_cells=sum(segmented),
         skipped_cells=skipped,
-        predictions=prediction_rows(cells, logits, point, tta_logits, segmented=segmented),
+        predictions=prediction_rows(
+            cells, logits, point, tta_logits, segmented=segmented, transductive_logits=transductive_logits
+        ),
     )
 
 
@@ -305,6 +344,7 @@ def prediction_rows(
     tta_logits: np.ndarray | None = None,
     *,
     segmented: Sequence[bool],
+    transductive_logits: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """One CSV row per cell: where it is, what it is, each class's probability and the decision made from them.
 
@@ -317,6 +357,9 @@ def prediction_rows(
         Scales the logits and decides.
     segmented : sequence of bool, length N
         Whether each cell was cut out of its background before it was classified.
+    transductive_logits : array of shape (N, C), optional
+        Logits of the neighbourhood-corrected probabilities
+        (:func:`~blastscope.evaluation.transductive.transductive_section`).
 
     Returns
     -------
@@ -324,12 +367,15 @@ def prediction_rows(
         ``path``, ``subject``, ``label``, ``p_<class>`` (exact, so ``decide`` on them gives ``decided_label`` again),
         ``decided_label``, ``threshold`` (empty for multi-class), ``decided_by`` (``point.origin()``), ``referred``
         (inside the point's refer band: flagged for a person, label unchanged), ``segmented``, and with TTA
-        ``p_<class>_tta``, ``decided_label_tta`` and ``referred_tta``.
+        ``p_<class>_tta``, ``decided_label_tta`` and ``referred_tta``; with transductive logits the same three
+        ending in ``_transductive``.
     """
     y_prob, y_pred = decisions(logits, point)
     tta = decisions(tta_logits, point) if tta_logits is not None else None
     referred = uncertain(y_prob, point)
     referred_tta = uncertain(tta[0], point) if tta is not None else None
+    corrected = decisions(transductive_logits, point) if transductive_logits is not None else None
+    referred_corrected = uncertain(corrected[0], point) if corrected is not None else None
     threshold = point.threshold if point.binary else ""
     origin = point.origin()
     rows = []
@@ -343,6 +389,10 @@ def prediction_rows(
             row.update({f"p_{name}_tta": float(p) for name, p in zip(point.classes, tta[0][i], strict=True)})
             row["decided_label_tta"] = point.classes[tta[1][i]]
             row["referred_tta"] = bool(referred_tta[i])  # type: ignore[index]
+        if corrected is not None:
+            row.update({f"p_{name}{SUFFIX}": float(p) for name, p in zip(point.classes, corrected[0][i], strict=True)})
+            row[f"decided_label{SUFFIX}"] = point.classes[corrected[1][i]]
+            row[f"referred{SUFFIX}"] = bool(referred_corrected[i])  # type: ignore[index]
         rows.append(row)
     return rows
 
@@ -397,6 +447,11 @@ def _move_to(model: Any, device: str) -> None:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
+
+
+def _check_neighbours(k: int | None) -> None:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise BlastscopeError(f"--transductive-neighbours must be a whole number of at least 1, not {k!r}")
 
 
 def _predictor(run: TrainedRun, precision: str, batch_size: int, progress: bool) -> Predict:

@@ -31,7 +31,8 @@ def format_summary(result: EvaluationResult) -> str:
 
     Notes first, then the model, the data, ``decision: <OperatingPoint.describe()>``, where that point came from and
     its refer band, a table of metric, value, 95% CI (the value on the called cells with a refer band, the TTA value
-    when run), what referral did, calibration, subject-level scores and the confusion matrix.
+    when run), what referral did, calibration, subject-level scores and the confusion matrix; then, apart, the
+    transductive section when run, under its label and with "transductive" on every line.
 
     Parameters
     ----------
@@ -91,9 +92,31 @@ def format_summary(result: EvaluationResult) -> str:
     names = [class_display_name(c) for c in result.classes]
     matrix = plain["metrics"]["confusion_matrix"]
     lines += _aligned([["", *names]] + [[name, *map(str, row)] for name, row in zip(names, matrix, strict=True)])
+    if result.transductive:
+        lines += ["", *_transductive_lines(result)]
     if result.attribution:
         lines += ["", f"credit: {result.attribution}"]
     return "\n".join(lines)
+
+
+def _transductive_lines(result: EvaluationResult) -> list[str]:
+    """The transductive section's label, its metrics with their intervals and its subject-level scores."""
+    section = result.transductive or {}
+    boot = section["bootstrap"]
+    ci_header = f"95% CI ({boot['n_resamples']} resamples of {boot['unit']}s)" if boot else ""
+    rows = [["transductive metric", "value", ci_header]]
+    for key, label in SUMMARY_ROWS:
+        if (value := section["metrics"][key]) is not None:
+            name = f"transductive {_metric_label(key, label, result.point)}"
+            rows.append([name, f"{value:.4f}", _ci_text(boot, key)])
+    lines = [section["label"], *_aligned(rows)]
+    if section["subjects"]:
+        level = section["subjects"]["subject_level"]
+        lines.append(
+            f"transductive subject level (mean probability per subject): accuracy {level['accuracy']:.4f}, "
+            f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
+        )
+    return lines
 
 
 def _point_source(result: EvaluationResult) -> str:

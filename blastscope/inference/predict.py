@@ -6,7 +6,7 @@ written at the end of training (dataset cells, through the decoded cache), the P
 ``decision.decide`` alone. Each item is segmented (or not) as ``Preprocessing.segment`` says before it is resized, the
 same way for every door and runner (PyTorch or ONNX Runtime); :func:`predict_items` also says which items were cut
 out of their background, and :func:`readable` sets aside, with the reason, items that cannot be read or whose cell
-cannot be found.
+cannot be found. :func:`predict_features` runs the same path for a PyTorch network's penultimate features.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 from tqdm.auto import tqdm
 
 from blastscope.data.cache import DecodedCache, ModelInput, decode_resized, model_input
@@ -25,9 +26,11 @@ from blastscope.data.images import decode_pil
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
-from blastscope.errors import ImageError
-from blastscope.inference.runners import Runner
+from blastscope.errors import BlastscopeError, ImageError
+from blastscope.inference.precision import InferencePrecision
+from blastscope.inference.runners import Runner, TorchRunner
 from blastscope.inference.tta import view_logits
+from blastscope.models.base import CellClassifier
 from blastscope.segmentation.modes import CellNotFoundError
 
 Item = Cell | ModelInput | Image.Image | str | Path
@@ -181,6 +184,52 @@ def predict_items(
         chunks.append(view_logits(runner, batch, tta).float().numpy())
         flags += segmented
     return ItemLogits(np.concatenate(chunks), np.array(flags, dtype=bool))
+
+
+class _PooledFeatures(nn.Module):
+    """A network whose output is what its head consumes, a feature map averaged over its positions: (N, D)."""
+
+    def __init__(self, model: CellClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(images)
+        return features.flatten(2).mean(dim=-1) if features.ndim > 2 else features
+
+
+def predict_features(
+    model: CellClassifier,
+    items: Sequence[Item],
+    pre: Preprocessing,
+    transform: Transform,
+    *,
+    precision: InferencePrecision = "fp32",
+    batch_size: int = 32,
+    cache: DecodedCache | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Penultimate features of every item, float32 of shape (N, D): ``model.forward_features`` of the plain view,
+    global-average-pooled when it is a map (N, D, h, w).
+
+    Items are read, batched and run (:class:`TorchRunner`, one precision policy) exactly as :func:`predict_logits`
+    does; only the network's output differs. Features need the PyTorch network: an ONNX runner has none. Raises
+    ``BlastscopeError`` for a model that is not a ``CellClassifier`` or has no ``forward_features`` of its own (an
+    ensemble), and what :func:`predict_logits` raises.
+    """
+    if not isinstance(model, CellClassifier):
+        raise BlastscopeError(
+            f"features need the PyTorch network (CellClassifier.forward_features), not {type(model).__name__}: "
+            "use the run's checkpoint, not an ONNX export"
+        )
+    if type(model).forward_features is CellClassifier.forward_features:
+        raise BlastscopeError(
+            f"{type(model).__name__} has no penultimate features of its own (e.g. an ensemble of networks): use a run "
+            "of one network"
+        )
+    runner = TorchRunner(_PooledFeatures(model), precision)
+    views = predict_items(runner, items, pre, transform, batch_size=batch_size, cache=cache, progress=progress)
+    return views.logits[:, 0, :]  # the runner's "logits" are the features here, one view
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

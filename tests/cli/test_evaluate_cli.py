@@ -116,6 +116,7 @@ def test_precision_choices_are_the_inference_cores_and_fp32_by_default() -> None
         (["--threshold", "0.5", "--target-sensitivity", "0.9"], "conflict"),
         (["--refer-error", "1.5"], "--refer-error 1.5 is outside (0, 1)"),
         (["--split", "val", "--refer-error", "0.1"], "--split val"),
+        (["--transductive-neighbours", "0"], "--transductive-neighbours must be a whole number of at least 1"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -125,6 +126,19 @@ def test_bad_options_are_one_line_errors(
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tiny_run / "operating_point.json").exists() or load_run(tiny_run).operating_point.chosen_by == "train"
+
+
+def test_transductive_neighbours_adds_a_labelled_section_apart_from_the_plain_one(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluation = _evaluate(tiny_run, tmp_path, "--transductive-neighbours", "3")
+    out = capsys.readouterr().out
+    label = evaluation["transductive"]["label"]
+    assert "3 most similar cells" in label and "Pan et al. 2019" in label and "never the default" in label
+    section = out[out.index(label) :].splitlines()
+    assert section[1].startswith("transductive metric") and section[2].startswith("transductive weighted F1")
+    assert out.count("transductive") == out[out.index(label) :].count("transductive")  # nothing above the section
+    assert {"p_all_transductive", "decided_label_transductive"} <= set(_predictions(tmp_path)[0])
 
 
 def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,9 +15,10 @@ from torch import nn
 
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.transforms import eval_transform
-from blastscope.errors import ImageError
+from blastscope.errors import BlastscopeError, ImageError
 from blastscope.inference.predict import (
     batches,
+    predict_features,
     predict_items,
     predict_logits,
     probabilities,
@@ -160,3 +161,41 @@ def test_prepared_inputs_pass_through_unchanged_and_must_fit(natural_crops: list
     assert resized_pixels(prepared, auto) is prepared and prepared.segmented
     with pytest.raises(ValueError, match="16x16"):
         resized_pixels(resized_pixels(natural_crops[0], replace(auto, input_size=24)), auto)
+
+
+class MapNet(TinyNet):
+    """Hands its head a feature map (N, 4, 16, 16), as the attention model does."""
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone[:2](images)
+
+
+def test_features_are_what_the_head_consumes_pooled_when_a_map(images: list[Image.Image]) -> None:
+    model = TinyNet()
+    features = predict_features(model, images, PRE, TRANSFORM, batch_size=2)
+    assert features.shape == (5, 4 * 16 * 16) and features.dtype == np.float32
+    with torch.no_grad():
+        from_features = model.forward_head(torch.from_numpy(features)).numpy()
+    np.testing.assert_allclose(
+        from_features, predict_logits(TorchRunner(model), images, PRE, TRANSFORM)[:, 0], atol=1e-5
+    )
+    mapped = MapNet()
+    batch = torch.stack([TRANSFORM(resized_pixels(image, PRE).pixels) for image in images])
+    with torch.no_grad():
+        expected = mapped.forward_features(batch).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(predict_features(mapped, images, PRE, TRANSFORM), expected, atol=1e-6)
+
+
+def test_features_need_a_pytorch_network_with_features_of_its_own(images: list[Image.Image]) -> None:
+    class Averaged(CellClassifier):  # like an ensemble: logits, but no single feature vector
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TinyNet()
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.net(images)
+
+    with pytest.raises(BlastscopeError, match="ONNX export"):
+        predict_features(TorchRunner(TinyNet()), images, PRE, TRANSFORM)  # type: ignore[arg-type]
+    with pytest.raises(BlastscopeError, match="no penultimate features"):
+        predict_features(Averaged(), images, PRE, TRANSFORM)
