@@ -67,6 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also choose each run's refer band on validation: cells inside it are flagged 'uncertain - refer', "
         "the rest called with at most this error rate there (e.g. 0.05); stored with the operating point",
     )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score every model with test-time augmentation (its 8 flips and 90-degree rotations averaged) at the "
+        "same threshold, shown beside the plain numbers as 'with TTA (8 views)'",
+    )
+    parser.add_argument(
+        "--rank-by",
+        default="weighted_f1",
+        metavar="METRIC",
+        help="rank the models by weighted_f1 (the C-NMC 2019 metric, default), accuracy, roc_auc, sensitivity, "
+        "specificity, balanced_accuracy, macro_f1, subject_accuracy or subject_balanced_accuracy (one call per test "
+        "subject from the mean probability of their cells); with --tta also each with _tta, e.g. weighted_f1_tta. A "
+        "model without that score (e.g. subject_accuracy without subject ids) ranks last, said in the report",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.add_argument(
         "--positive-class",
@@ -92,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     Raises
     ------
     BlastscopeError
-        For a negative budget number or a bad request (unknown models, too few folds, a bad ``--threshold``, ...).
+        For a negative budget number or a bad request (unknown models, too few folds, a bad ``--threshold`` or
+        ``--rank-by``, ...).
     """
     from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig, run_compare
 
@@ -117,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         refer_error=args.refer_error,
         positive_class=args.positive_class,
+        tta=args.tta,
+        rank_by=args.rank_by,
         progress=args.progress,
     )
     files = run_compare(config)

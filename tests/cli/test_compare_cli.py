@@ -13,6 +13,7 @@ import pytest
 
 from blastscope.cli import main
 from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig
+from blastscope.workflows.report import DEFAULT_RANK_METRIC, rank_metric_choices
 
 
 def test_flags_reach_the_comparison(
@@ -63,7 +64,19 @@ def test_flags_reach_the_comparison(
     assert "report.html" in capsys.readouterr().out
     assert main(["compare"]) == 0 and seen[1].models == DEFAULT_MODELS and seen[1].data is None
     assert seen[1].threshold is None, "by default every run is scored at its stored operating point"
+    assert (seen[1].tta, seen[1].rank_by) == (False, DEFAULT_RANK_METRIC)
     assert main(["compare", "--threshold", "0.3"]) == 0 and seen[2].threshold == "0.3"
+    assert main(["compare", "--tta", "--rank-by", "subject_accuracy_tta"]) == 0
+    assert (seen[3].tta, seen[3].rank_by) == (True, "subject_accuracy_tta")
+
+
+def test_the_help_names_every_ranking_metric(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    ranking = help_text.split("--rank-by METRIC")[-1]
+    assert all(re.search(rf"\b{name}\b", ranking) for name in rank_metric_choices(False))
+    assert "with --tta also each with _tta" in ranking and "with TTA (8 views)" in help_text
 
 
 def test_the_help_says_the_default_is_each_runs_stored_point(capsys: pytest.CaptureFixture) -> None:
@@ -83,6 +96,10 @@ def test_a_bad_request_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytes
     assert main(["compare", "--threshold", "best", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "--threshold 'best' is neither 'val' nor a number" in error and "\n" not in error
+    assert main(["compare", "--rank-by", "weighted_f1_tta", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--rank-by weighted_f1_tta ranks by the numbers with test-time augmentation: add --tta" in error
+    assert "\n" not in error
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 

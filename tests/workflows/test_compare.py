@@ -6,16 +6,20 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.errors import BlastscopeError
+from blastscope.evaluation.scoring import evaluate_predictions
+from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows import compare
 from blastscope.workflows.compare import BUDGETS, CompareConfig, find_run, run_compare
 from blastscope.workflows.compare.jobs import dataset_root
+from blastscope.workflows.compare.results import evaluation_scores, subject_scores_missing
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
 
@@ -163,12 +167,66 @@ def test_a_val_threshold_is_chosen_per_run_and_stored_there(
     assert results["budget"]["decision threshold"].startswith("chosen on each run's validation split")
 
 
+def test_tta_and_subject_scores_reach_the_ranking_and_the_printed_summary(
+    compared: Path, synth_small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr("blastscope.training.train", lambda *_a, **_k: pytest.fail("the finished run is reused"))
+    files = run_compare(tiny_config(synth_small, compared, tta=True, rank_by="subject_accuracy_tta"))
+    printed = capsys.readouterr().out
+    (run_dir,) = (compared / "runs").iterdir()
+    evaluation = json.loads((run_dir / "compare-evaluation.json").read_text())
+    (row,) = json.loads(files.json.read_text())["ranking"]
+    subjects = evaluation["plain"]["subjects"]
+    assert (
+        row["subject_accuracy"] == subjects["subject_level"]["accuracy"]
+        and row["n_subjects"] == subjects["n_subjects"] > 1
+    )
+    assert row["subject_accuracy_tta"] == evaluation["tta"]["subjects"]["subject_level"]["accuracy"]
+    assert row["weighted_f1_tta"] == evaluation["tta"]["metrics"]["weighted_f1"]
+    assert row["ranked_by"] == "subject_accuracy_tta" and row["subject_scores_missing"] is None
+    assert "ranking by subject accuracy with TTA (8 views); every model also scored with TTA (8 views)" in printed
+    assert "Ranked by subject accuracy with TTA (8 views)" in printed and "↳ with TTA (8 views)" in printed
+    assert "Best by subject accuracy with TTA (8 views): cnn" in printed
+    assert "| test-time augmentation | every score also with TTA (8 views)" in files.markdown.read_text()
+
+
+def _evaluation(subjects: list[str] | None, subject_level: bool = True) -> dict:
+    """The parts of ``EvaluationResult.to_dict()`` the ranking reads, scored by the evaluation's own code."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 12)
+    logits = np.stack([np.zeros((24, 8)), (2 * y - 1)[:, None] + rng.normal(0, 1.5, (24, 8))], axis=-1)
+    point = OperatingPoint(classes=("hem", "all"), positive_class="all")
+    plain = evaluate_predictions(y, logits[:, 0], subjects, point, bootstrap=10)
+    tta = evaluate_predictions(y, logits, subjects, point, bootstrap=10)
+    return {"plain": plain, "tta": tta, "subject_level": subject_level}
+
+
+def test_ranking_scores_come_from_the_evaluation_and_subject_ones_only_when_honest() -> None:
+    people = [f"{'H' if i < 12 else ''}{i // 3}" for i in range(24)]  # 4 subjects per class, 3 cells each
+    evaluation = _evaluation(people)
+    scores = evaluation_scores(evaluation)
+    subject_level = evaluation["plain"]["subjects"]["subject_level"]
+    assert (scores["subject_accuracy"], scores["subject_balanced_accuracy"]) == (
+        subject_level["accuracy"],
+        subject_level["balanced_accuracy"],
+    )
+    assert scores["subject_accuracy_tta"] == evaluation["tta"]["subjects"]["subject_level"]["accuracy"]
+    assert scores["weighted_f1_tta"] == evaluation["tta"]["metrics"]["weighted_f1"] != scores["weighted_f1"]
+    assert subject_scores_missing(evaluation) is None
+    for missing, reason in ((_evaluation(None), "no subject ids"), (_evaluation(people, False), "image-level split")):
+        assert subject_scores_missing(missing) == reason
+        scores = evaluation_scores(missing)
+        assert scores["subject_accuracy"] is None and scores["subject_balanced_accuracy_tta"] is None
+        assert scores["accuracy"] == missing["plain"]["metrics"]["accuracy"]
+
+
 def test_cross_validation_trains_every_fold_and_reports_mean_and_sd(synth_small: Path, tmp_path: Path) -> None:
     files = run_compare(tiny_config(synth_small, tmp_path, cv=3))
     assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [f"fold-{i}-of-3.csv" for i in (1, 2, 3)]
     assert len(list((tmp_path / "runs").iterdir())) == 3
     results = json.loads(files.json.read_text())
     assert results["cv_folds"] == 3 and "weighted_f1_sd" in results["ranking"][0]
+    assert results["ranking"][0]["subject_accuracy_sd"] is not None
     assert len(results["models"]["cnn"]["fold_metrics"]) == 3
     assert "mean ± sd over 3 subject-grouped folds" in files.markdown.read_text()
 
@@ -255,6 +313,11 @@ def test_inception_is_raised_to_its_minimum_size() -> None:
         ({"pretrained": "hub"}, "--pretrained 'hub'"),
         ({"threshold": "best"}, "--threshold 'best' is neither 'val' nor a number"),
         ({"threshold": "1.5"}, r"--threshold 1.5 is outside \[0, 1\]"),
+        ({"rank_by": "f1"}, "--rank-by 'f1' is unknown: choose from weighted_f1, accuracy"),
+        (
+            {"rank_by": "roc_auc_tta"},
+            "--rank-by roc_auc_tta ranks by the numbers with test-time augmentation: add --tta",
+        ),
     ],
 )
 def test_bad_requests_stop_before_any_work(changes: dict, message: str, tmp_path: Path) -> None:
@@ -288,6 +351,11 @@ def test_data_without_subjects_is_reported_as_image_level_first(synth_small: Pat
         target = tmp_path / "folders" / label / f"cell{index}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    files = run_compare(tiny_config(tmp_path / "folders", tmp_path / "out"))
+    files = run_compare(tiny_config(tmp_path / "folders", tmp_path / "out", rank_by="subject_accuracy"))
     assert "image-level" in "\n".join(files.markdown.read_text().splitlines()[:3])
-    assert json.loads(files.json.read_text())["subject_level"] is False
+    results = json.loads(files.json.read_text())
+    assert results["subject_level"] is False and results["ranking"][0]["subject_scores_missing"] == "no subject ids"
+    row = next(line for line in files.markdown.read_text().splitlines() if line.startswith("| 1 | cnn"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3] == "n/a (no subject ids)" and cells.count("n/a (no subject ids)") == 2  # the ranked-by first
+    assert results["best"] == "No model has a subject accuracy (no subject ids): not ranked, listed in the order given."

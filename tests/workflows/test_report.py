@@ -271,7 +271,8 @@ def test_a_model_that_calls_every_cell_one_class_is_named_in_plain_words(tmp_pat
 
 def test_a_result_without_a_recorded_threshold_says_so() -> None:
     """Older callers that fill no threshold: the report says "not recorded" instead of inventing 0.5."""
-    from blastscope.workflows.report.content import model_card, ranking_table
+    from blastscope.workflows.report.content import model_card
+    from blastscope.workflows.report.ranking import ranking_table
 
     model = fabricated_model("cnn", 0.3, 1)
     model.threshold, model.threshold_origin = None, ""

@@ -15,6 +15,7 @@ from blastscope.errors import BlastscopeError
 from blastscope.evaluation.referral import check_refer_error
 from blastscope.evaluation.threshold import parse_threshold
 from blastscope.models import list_models
+from blastscope.workflows.report import DEFAULT_RANK_METRIC, TTA_SUFFIX, rank_metric_choices
 
 LARGER_LITES = ("efficientnet_lite1", "efficientnet_lite2")
 DEFAULT_MODELS = tuple(name for name in list_models() if name not in LARGER_LITES)
@@ -82,6 +83,10 @@ class CompareConfig:
     ``threshold`` chooses a new point)."""
     positive_class: str | None = None
     """The class sensitivity and thresholds are about; ``None`` reads it from the class names (``--positive-class``)."""
+    tta: bool = False
+    """Also score every model with test-time augmentation (8 flips and 90° rotations) at the same operating point."""
+    rank_by: str = DEFAULT_RANK_METRIC
+    """The metric the models are ranked by: one of ``rank_metric_choices(tta)`` (the ``_tta`` ones need ``tta``)."""
     progress: bool = True
     train_overrides: dict[str, Any] = field(default_factory=dict)
     """Further TrainConfig fields shared by every model (e.g. num_workers), for callers that need them."""
@@ -124,7 +129,8 @@ def check_request(config: CompareConfig) -> None:
     ------
     BlastscopeError
         For unknown or no models, fewer than 3 cross-validation folds, an unknown ``pretrained`` choice, a
-        threshold that is neither ``val`` nor a probability, or a ``refer_error`` outside (0, 1).
+        threshold that is neither ``val`` nor a probability, a ``refer_error`` outside (0, 1), or a ``rank_by`` that
+        is unknown or ranks by TTA numbers without ``tta``.
     """
     known = list_models()
     unknown = [name for name in config.models if name not in known]
@@ -140,6 +146,35 @@ def check_request(config: CompareConfig) -> None:
         raise BlastscopeError(f"--pretrained {config.pretrained!r} is unknown: use auto or none")
     parse_threshold(config.threshold)
     check_refer_error(config.refer_error)
+    check_rank_by(config.rank_by, config.tta)
+
+
+def check_rank_by(metric: str, tta: bool) -> None:
+    """Refuse a ranking metric the comparison will not measure.
+
+    Parameters
+    ----------
+    metric : str
+        ``--rank-by``.
+    tta : bool
+        Whether the comparison scores with test-time augmentation (``--tta``).
+
+    Raises
+    ------
+    BlastscopeError
+        For a name outside ``rank_metric_choices(True)``, or a TTA variant without ``tta``.
+    """
+    if metric in rank_metric_choices(tta):
+        return
+    if metric in rank_metric_choices(True):
+        raise BlastscopeError(
+            f"--rank-by {metric} ranks by the numbers with test-time augmentation: add --tta, or rank by "
+            f"{metric.removesuffix(TTA_SUFFIX)}"
+        )
+    raise BlastscopeError(
+        f"--rank-by {metric!r} is unknown: choose from {', '.join(rank_metric_choices(False))} "
+        f"(with --tta also each with {TTA_SUFFIX}, e.g. weighted_f1{TTA_SUFFIX})"
+    )
 
 
 def threshold_text(threshold: str | float | None) -> str:

@@ -250,7 +250,8 @@ def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[s
         A finished run.
     config : CompareConfig
         ``threshold`` (``None``: the stored point; ``val`` or a number: choose and store one, by ``compare``),
-        ``refer_error`` (choose and store a refer band) and ``seed``.
+        ``refer_error`` (choose and store a refer band), ``tta`` (also score the 8 views, at the same point) and
+        ``seed``.
     budget : Budget
         ``bootstrap`` resamples.
 
@@ -262,6 +263,7 @@ def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[s
     result = evaluate_run(
         run_dir,
         threshold=config.threshold,
+        tta=config.tta,
         bootstrap=budget.bootstrap,
         seed=config.seed,
         chosen_by="compare",

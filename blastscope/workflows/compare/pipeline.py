@@ -14,7 +14,7 @@ from blastscope.workflows.compare.cards import dataset_card
 from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
 from blastscope.workflows.compare.jobs import Job, dataset_root, evaluate_job, shared_splits, train_config, trained_run
 from blastscope.workflows.compare.results import Evaluations, bootstrap_unit, budget_table, model_result
-from blastscope.workflows.report import Comparison, ReportFiles, write_report
+from blastscope.workflows.report import TTA_LABEL, Comparison, ReportFiles, metric_label, summary_text, write_report
 
 
 def run_compare(config: CompareConfig) -> ReportFiles:
@@ -28,7 +28,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     Returns
     -------
     ReportFiles
-        ``report.html``, ``report.md``, ``results.csv`` and ``results.json`` under ``config.out``.
+        ``report.html``, ``report.md``, ``results.csv`` and ``results.json`` under ``config.out``; the ranking
+        (:func:`~blastscope.workflows.report.summary_text`) is printed before they are written.
 
     Raises
     ------
@@ -47,6 +48,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     print(f"{budget.describe()}; decision threshold: {threshold_text(config.threshold)}", flush=True)
     layout = f"{config.cv} subject-grouped folds" if config.cv else "one shared split"
     print(f"{len(config.models)} model(s), {layout} of {data_root}; runs under {out / 'runs'}", flush=True)
+    tta = f"; every model also scored {TTA_LABEL} at the same threshold" if config.tta else ""
+    print(f"ranking by {metric_label(config.rank_by)}{tta}", flush=True)
     jobs = [Job(model, fold, path, split.hash) for model in config.models for fold, (split, path) in enumerate(splits)]
     evaluations: Evaluations = {}
     for job in tqdm(jobs, desc="compare", unit="run", disable=not config.progress):
@@ -62,5 +65,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         cv_folds=config.cv,
         bootstrap_unit=bootstrap_unit(evaluations),
+        rank_by=config.rank_by,
+        tta=config.tta,
     )
+    print(summary_text(comparison), flush=True)
     return write_report(comparison, out)

@@ -17,7 +17,7 @@ from blastscope.evaluation import plots
 from blastscope.inference.decision import OperatingPoint
 from blastscope.workflows.compare.cards import read_history
 from blastscope.workflows.compare.config import Budget, CompareConfig, threshold_text
-from blastscope.workflows.report import FOLD_METRICS, ModelResult
+from blastscope.workflows.report import FOLD_METRICS, SUBJECT_METRICS, TTA_LABEL, TTA_SUFFIX, ModelResult, metric_label
 
 Evaluations = dict[tuple[str, int], tuple[Path, dict[str, Any]]]
 """(model, fold) -> (run folder, ``EvaluationResult.to_dict()``)."""
@@ -53,18 +53,67 @@ def model_result(model: str, evaluations: Evaluations, folds: int) -> ModelResul
     Returns
     -------
     ModelResult
-        From the first fold's run; ``fold_metrics`` holds every fold's :data:`FOLD_METRICS` when ``folds > 1``.
+        From the first fold's run; ``fold_metrics`` holds every fold's :func:`evaluation_scores` when ``folds > 1``.
     """
     run_dir, evaluation = evaluations[model, 0]
     recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     result = model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
     if folds > 1:
-        result.fold_metrics = [
-            {name: evaluations[model, fold][1]["plain"]["metrics"].get(name) for name in FOLD_METRICS}
-            for fold in range(folds)
-        ]
+        result.fold_metrics = [evaluation_scores(evaluations[model, fold][1]) for fold in range(folds)]
     return result
+
+
+def evaluation_scores(evaluation: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers a comparison ranks and tabulates, from one evaluation.
+
+    Parameters
+    ----------
+    evaluation : dict
+        ``EvaluationResult.to_dict()``; its ``tta`` section, when present, gives the :data:`TTA_SUFFIX` names.
+
+    Returns
+    -------
+    dict
+        Every name of :data:`FOLD_METRICS` (and with TTA each again with the suffix) -> value, None when not measured.
+        The subject-level scores (the evaluation's ``subjects.subject_level`` accuracy and balanced accuracy) are None
+        when :func:`subject_scores_missing` gives a reason.
+    """
+    honest = subject_scores_missing(evaluation) is None
+    scores = _section_scores(evaluation["plain"], honest)
+    if evaluation.get("tta"):
+        scores.update({name + TTA_SUFFIX: value for name, value in _section_scores(evaluation["tta"], honest).items()})
+    return scores
+
+
+def _section_scores(section: dict[str, Any], with_subjects: bool) -> dict[str, float | None]:
+    """:data:`FOLD_METRICS` of one section (``plain`` or ``tta``) of an evaluation."""
+    subject_level = ((section.get("subjects") or {}).get("subject_level") or {}) if with_subjects else {}
+    from_subjects = {name: subject_level.get(name.removeprefix("subject_")) for name in SUBJECT_METRICS}
+    return {
+        name: from_subjects[name] if name in from_subjects else section["metrics"].get(name) for name in FOLD_METRICS
+    }
+
+
+def subject_scores_missing(evaluation: dict[str, Any]) -> str | None:
+    """Why an evaluation has no honest subject-level scores, or None when it has them.
+
+    Parameters
+    ----------
+    evaluation : dict
+        ``EvaluationResult.to_dict()``.
+
+    Returns
+    -------
+    str or None
+        ``no subject ids`` when some test cell has none (the evaluation then scores no subjects); ``image-level
+        split`` when the test subjects also gave cells to training (their scores would flatter the model).
+    """
+    if not evaluation["plain"].get("subjects"):
+        return "no subject ids"
+    if not evaluation.get("subject_level", True):
+        return "image-level split"
+    return None
 
 
 def model_result_from_evaluation(
@@ -90,10 +139,13 @@ def model_result_from_evaluation(
         from ``metrics`` and the confusion matrix.
     """
     plain = evaluation["plain"]
-    boot = plain.get("bootstrap") or {"metrics": {}}
     calibration = plain.get("calibration") or {}
     training = metrics.get("training") or {}
     roc = plain.get("roc")
+    missing = subject_scores_missing(evaluation)
+    intervals = _intervals(plain)
+    if evaluation.get("tta"):
+        intervals.update({name + TTA_SUFFIX: bounds for name, bounds in _intervals(evaluation["tta"]).items()})
     return ModelResult(
         **decision_fields(evaluation),
         **referral_fields(evaluation),
@@ -103,13 +155,16 @@ def model_result_from_evaluation(
         pretrained=bool(evaluation["pretrained"]),
         classes=tuple(evaluation["classes"]),
         metrics={
-            key: value for key, value in plain["metrics"].items() if isinstance(value, (int, float)) or value is None
+            **{
+                key: value
+                for key, value in plain["metrics"].items()
+                if isinstance(value, (int, float)) or value is None
+            },
+            **evaluation_scores(evaluation),
         },
-        intervals={
-            name: (interval["low"], interval["high"])
-            for name, interval in boot["metrics"].items()
-            if interval.get("low") is not None
-        },
+        intervals=intervals,
+        n_subjects=None if missing else plain["subjects"]["n_subjects"],
+        subject_scores_missing=missing,
         confusion=plain["metrics"]["confusion_matrix"],
         roc=(roc["fpr"], roc["tpr"]) if roc else None,
         reliability_before=_reliability(calibration.get("before")),
@@ -171,6 +226,16 @@ def referral_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
     if referral["curve"]["coverage"]:
         curve = plots.RiskCoverage.from_report(referral, positive, target)  # type: ignore[arg-type]
     return {"referral": {**summary, "target": target}, "risk_coverage": curve}
+
+
+def _intervals(section: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The bootstrap intervals of one section (``plain`` or ``tta``) of an evaluation, by metric."""
+    boot = section.get("bootstrap") or {"metrics": {}}
+    return {
+        name: (interval["low"], interval["high"])
+        for name, interval in boot["metrics"].items()
+        if interval.get("low") is not None
+    }
 
 
 def _reliability(data: dict[str, Any] | None) -> plots.ReliabilityCurve | None:
@@ -246,6 +311,10 @@ def budget_table(config: CompareConfig, budget: Budget, results: Sequence[ModelR
         "pretrained": config.pretrained,
         "decision threshold": threshold_text(config.threshold),
         "refer band": _refer_band_text(config),
+        "test-time augmentation": f"every score also {TTA_LABEL}: flips and 90° rotations averaged, same threshold"
+        if config.tta
+        else "off",
+        "ranked by": metric_label(config.rank_by),
         "bootstrap resamples": budget.bootstrap,
     }
 

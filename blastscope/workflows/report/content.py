@@ -1,4 +1,4 @@
-"""The words and tables every report format shares: ranking table, dataset facts and tables, and model cards.
+"""The words and tables every report format shares: scores as text, dataset facts and tables, and model cards.
 
 HTML, Markdown and JSON each lay these out in their own syntax but take the text from here, so the three never
 disagree on a number, a rounding, or the wording of the intended use and the image-level warning.
@@ -10,7 +10,15 @@ import re
 from typing import Any
 
 from blastscope.metrics import class_display_name
-from blastscope.workflows.report.model import METRIC_LABELS, Comparison, DatasetCard, ModelResult
+from blastscope.workflows.report.model import (
+    METRIC_LABELS,
+    TTA_LABEL,
+    TTA_SUFFIX,
+    Comparison,
+    DatasetCard,
+    ModelResult,
+    is_subject_metric,
+)
 
 IMAGE_LEVEL_WARNING = (
     "Warning: this split is image-level, not subject-level: cells of one person may sit in both training and test "
@@ -23,51 +31,6 @@ INTENDED_USE = (
 
 Table = tuple[list[str], list[list[str]]]
 """A header and its rows, every cell already formatted as text."""
-
-
-RANKING_METRICS = ("weighted_f1", "accuracy", "loss", "roc_auc", "sensitivity", "specificity")
-"""The ranking's score columns: the headline metrics, with the test log loss beside accuracy as papers show them."""
-
-
-def ranking_table(comparison: Comparison) -> Table:
-    """One row per model, best first: weights, scores with their spread, the decision threshold, calibration, time
-    and speed. A model that called every test cell one class says so beside its name."""
-    header = ["rank", "model", "weights"]
-    header += ["test " + METRIC_LABELS[m] if m == "loss" else METRIC_LABELS[m] for m in RANKING_METRICS]
-    header += ["threshold", "ECE (→ after scaling)", "train time", "images/s"]
-    rows = []
-    for rank, model in enumerate(comparison.ranked, start=1):
-        name = model.name
-        if model.single_class is not None:
-            name += f" ({single_class_text(model, comparison.cv_folds)})"
-        row = [str(rank), name, model.weights_source]
-        row += [score_text(model, metric, comparison) for metric in RANKING_METRICS]
-        row += [threshold_short(model)]
-        row += [_ece_text(model), _seconds_text(model.train_seconds), _speed_text(model.images_per_second)]
-        rows.append(row)
-    return header, rows
-
-
-def ranking_notes(comparison: Comparison) -> list[str]:
-    """Plain-word remarks under the ranking: models that called every test cell one class, and what the threshold
-    column means."""
-    notes = []
-    flat = [model for model in comparison.ranked if model.single_class is not None]
-    if flat:
-        who = "; ".join(f"{model.name} {single_class_text(model, comparison.cv_folds)}" for model in flat)
-        verb = "decides" if len(flat) == 1 else "decide"
-        notes.append(
-            f"{len(flat)} of {len(comparison.models)} models {verb} every test cell alike ({who}): their accuracy and "
-            "F1 only restate the test split's class balance, not anything learned about the cells. Their ROC-AUC, "
-            "which does not depend on the threshold, shows whether a better threshold could help."
-        )
-    if len(comparison.dataset.classes) == 2:
-        positive = class_display_name(comparison.dataset.classes[-1])
-        notes.append(
-            f"Threshold: each model calls a cell {positive} when p({positive}) ≥ its threshold; the column says where "
-            "the threshold came from (the model card has the details). A threshold is never chosen on the test split."
-        )
-    return notes
 
 
 def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
@@ -161,8 +124,16 @@ def class_report_caption(model: ModelResult, comparison: Comparison) -> str:
 
 
 def metric_table(model: ModelResult, comparison: Comparison) -> Table:
-    """Every metric in :data:`METRIC_LABELS` for one model's section."""
-    return ["metric", "value"], [[label, score_text(model, key, comparison)] for key, label in METRIC_LABELS.items()]
+    """Every metric in :data:`METRIC_LABELS` for one model's section, with TTA beside each when it was scored."""
+    if not comparison.tta:
+        return ["metric", "value"], [
+            [label, score_text(model, key, comparison)] for key, label in METRIC_LABELS.items()
+        ]
+    rows = [
+        [label, score_text(model, key, comparison), score_text(model, key + TTA_SUFFIX, comparison)]
+        for key, label in METRIC_LABELS.items()
+    ]
+    return ["metric", "value", TTA_LABEL], rows
 
 
 def budget_table(comparison: Comparison) -> Table:
@@ -171,15 +142,23 @@ def budget_table(comparison: Comparison) -> Table:
 
 
 def score_text(model: ModelResult, metric: str, comparison: Comparison) -> str:
-    """``0.912 ± 0.010`` under cross-validation, ``0.912 [0.880, 0.940]`` with a CI, ``n/a`` when not measured."""
+    """``0.912 ± 0.010`` under cross-validation, ``0.912 [0.880, 0.940]`` with a CI, ``n/a`` when not measured.
+
+    Subject accuracy on one split adds how many test subjects were called right, ``0.875 (7 of 8)``; a subject-level
+    score that could not be measured says why, ``n/a (no subject ids)``.
+    """
     value = model.score(metric)
     if value is None:
+        if is_subject_metric(metric) and model.subject_scores_missing:
+            return f"n/a ({model.subject_scores_missing})"
         return "n/a"
     spread = model.spread(metric)
     if comparison.cv_folds and spread is not None:
         return f"{value:.3f} ± {(spread[1] - spread[0]) / 2:.3f}"
     if spread is not None:
         return f"{value:.3f} [{spread[0]:.3f}, {spread[1]:.3f}]"
+    if metric.removesuffix(TTA_SUFFIX) == "subject_accuracy" and model.n_subjects and not comparison.cv_folds:
+        return f"{value:.3f} ({round(value * model.n_subjects)} of {model.n_subjects})"
     return f"{value:.3f}"
 
 
@@ -256,29 +235,6 @@ def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = Non
         ("Training settings", _settings_text(model.settings)),
         ("Run directory", model.run_dir),
     ]
-
-
-def _ece_text(model: ModelResult) -> str:
-    """Expected calibration error, and after temperature scaling when that was fitted."""
-    if model.reliability_before is None:
-        return "n/a"
-    text = f"{model.reliability_before.ece:.3f}"
-    if model.reliability_after is not None:
-        text += f" → {model.reliability_after.ece:.3f}"
-    return text
-
-
-def _seconds_text(seconds: float | None) -> str:
-    """``3 min 12 s`` from a minute on, ``42.5 s`` below."""
-    if seconds is None:
-        return "n/a"
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)} min {rest:.0f} s" if minutes else f"{seconds:.1f} s"
-
-
-def _speed_text(images_per_second: float | None) -> str:
-    """Inference speed in images per second, one decimal."""
-    return "n/a" if images_per_second is None else f"{images_per_second:.1f}"
 
 
 def _settings_text(settings: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from blastscope.evaluation import plots
 from blastscope.metrics import class_display_name
-from blastscope.workflows.report.model import Comparison, ModelResult, value_or
+from blastscope.workflows.report.model import Comparison, ModelResult, is_subject_metric, metric_label, value_or
 
 MODEL_FIGURE_KINDS = ("curves", "confusion", "reliability", "subjects", "referral")
 """The figures a model can have, in the order its section shows them; each is drawn only when its data exists."""
@@ -30,15 +30,15 @@ class ReportFigure:
 
 def draw_figures(comparison: Comparison) -> list[ReportFigure]:
     """The ranking chart, the ROC curves of all models (when any has one), then each model's figures in rank order."""
-    chart = plots.ranking(
-        [_ranked_score(model) for model in comparison.models], "weighted F1", comparison.interval_label
-    )
+    label = metric_label(comparison.rank_by)
+    bars = comparison.interval_label
+    if is_subject_metric(comparison.rank_by) and not comparison.cv_folds:
+        bars = "none for subject-level scores"
+    chart = plots.ranking([_ranked_score(model, comparison.rank_by) for model in comparison.models], label, bars)
     _mark_single_class_models(chart, comparison)
-    figures = [
-        ReportFigure(
-            "ranking", f"Ranking by weighted F1; error bars: {comparison.interval_label}.", plots.to_png(chart)
-        )
-    ]
+    missing = ", ".join(model.name for model in comparison.unranked)
+    unranked = f" {missing}: no {label}, drawn as 0 and ranked last." if missing else ""
+    figures = [ReportFigure("ranking", f"Ranking by {label}; error bars: {bars}.{unranked}", plots.to_png(chart))]
     curves = {
         model.name: (model.roc[0], model.roc[1], value_or(model.metrics.get("roc_auc"), -math.inf))
         for model in comparison.models
@@ -114,10 +114,10 @@ def _mark_single_class_models(chart: Figure, comparison: Comparison) -> None:
     axes.set_yticks(axes.get_yticks(), labels=labels)
 
 
-def _ranked_score(model: ModelResult) -> plots.RankedScore:
-    """A model's bar in the ranking chart; a missing score is drawn as 0 without an error bar."""
-    value = value_or(model.score("weighted_f1"), 0.0)
-    low, high = model.spread("weighted_f1") or (value, value)
+def _ranked_score(model: ModelResult, metric: str) -> plots.RankedScore:
+    """A model's bar in the ranking chart by ``metric``; a missing score is drawn as 0 without an error bar."""
+    value = value_or(model.score(metric), 0.0)
+    low, high = model.spread(metric) or (value, value)
     return plots.RankedScore(model.name, value, low, high)
 
 

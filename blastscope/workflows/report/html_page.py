@@ -20,12 +20,11 @@ from blastscope.workflows.report.content import (
     dataset_tables,
     metric_table,
     model_card,
-    ranking_notes,
-    ranking_table,
     single_class_text,
 )
 from blastscope.workflows.report.figures import ReportFigure, model_figure_keys
 from blastscope.workflows.report.model import Comparison, ModelResult
+from blastscope.workflows.report.ranking import TTA_ROW, ranking_notes, ranking_statement, ranking_table
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1320px; margin: 2em auto;
@@ -38,6 +37,7 @@ th, td { border: 1px solid #d5d8dc; padding: 0.3em 0.6em; text-align: left; vert
 th { background: #f4f6f7; } tr:nth-child(even) td { background: #fbfcfc; }
 table.ranking td:nth-child(n+4) { white-space: nowrap; } table.ranking { font-size: 0.86em; }
 td.flagged { color: #a93226; font-weight: 600; }
+td.tta { color: #5d6d7e; font-style: italic; white-space: nowrap; } .scroll { overflow-x: auto; }
 .flag { background: #fdecea; border-left: 6px solid #c0392b; padding: 0.5em 1em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .pair { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
@@ -58,11 +58,8 @@ def render_html(comparison: Comparison, figures: Mapping[str, ReportFigure]) -> 
     body.append(f'<p class="muted">Created {_escape(comparison.created)}. {_escape(INTENDED_USE)}</p>')
     body.append(f'<p class="muted">Data: {_escape(card.attribution)}.</p>')
     body.append("<h2>Ranking</h2>")
-    body.append(
-        "<p>Ranked by weighted F1 (the C-NMC 2019 challenge metric); "
-        f"brackets: {_escape(comparison.interval_label)}.</p>"
-    )
-    body.append(_table(*ranking_table(comparison), css_class="ranking"))
+    body.append(f"<p>{_escape(ranking_statement(comparison))}</p>")
+    body.append('<div class="scroll">' + _table(*ranking_table(comparison), css_class="ranking") + "</div>")
     flagged = any(model.single_class is not None for model in comparison.models)
     for index, note in enumerate(ranking_notes(comparison)):  # the one-class remark comes first, when there is one
         body.append(f'<p class="{"flag" if flagged and index == 0 else "muted"}">{_escape(note)}</p>')
@@ -126,11 +123,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str 
 
 
 def _cell(text: str, numeric: bool) -> str:
-    """One body cell; a model name flagged "calls every test cell ..." is set off in red."""
+    """One body cell; a model name flagged "calls every test cell ..." is set off in red, a TTA row's label in grey."""
     if numeric:
         return f'<td class="num">{_escape(text)}</td>'
     if " (calls every test cell" in text:
         return f'<td class="flagged">{_escape(text)}</td>'
+    if text == TTA_ROW:
+        return f'<td class="tta">{_escape(text)}</td>'
     return f"<td>{_escape(text)}</td>"
 
 

@@ -18,12 +18,11 @@ from blastscope.workflows.report.content import (
     dataset_tables,
     metric_table,
     model_card,
-    ranking_notes,
-    ranking_table,
     single_class_text,
 )
 from blastscope.workflows.report.figures import ReportFigure, model_figure_keys
 from blastscope.workflows.report.model import Comparison
+from blastscope.workflows.report.ranking import ranking_notes, ranking_statement, ranking_table
 
 
 def render_markdown(comparison: Comparison, figures: Mapping[str, ReportFigure], figure_dir: str) -> str:
@@ -33,7 +32,7 @@ def render_markdown(comparison: Comparison, figures: Mapping[str, ReportFigure],
     if not card.subject_level:
         lines += [f"> **{IMAGE_LEVEL_WARNING}**", ""]
     lines += [f"Created {comparison.created}. {INTENDED_USE}", "", f"Data: {card.attribution}.", ""]
-    lines += ["## Ranking", "", f"Ranked by weighted F1; brackets: {comparison.interval_label}.", ""]
+    lines += ["## Ranking", "", ranking_statement(comparison), ""]
     lines += _table(*ranking_table(comparison))
     flagged = any(model.single_class is not None for model in comparison.models)
     for index, note in enumerate(ranking_notes(comparison)):

@@ -16,11 +16,27 @@ from typing import Any
 from blastscope.evaluation import plots
 
 HEADLINE_METRICS = ("weighted_f1", "accuracy", "roc_auc", "sensitivity", "specificity")
-"""Metrics with a 95% CI (single split) or mean ± sd (cross-validation) in the ranking; weighted F1 ranks."""
+"""Metrics with a 95% CI (single split) or mean ± sd (cross-validation) in the ranking."""
 
-FOLD_METRICS = (*HEADLINE_METRICS, "loss")
-"""What each fold of a cross-validation reports in ``ModelResult.fold_metrics``: the headline metrics and the test
-log loss, which the ranking shows beside accuracy (without an interval: the bootstrap does not resample it)."""
+SUBJECT_METRICS = ("subject_accuracy", "subject_balanced_accuracy")
+"""Scores of one decision per test subject (the mean probability of their cells, decided at the model's threshold)."""
+
+RANK_METRICS = (*HEADLINE_METRICS, "balanced_accuracy", "macro_f1", *SUBJECT_METRICS)
+"""What a comparison can be ranked by (``--rank-by``; higher is better); ``weighted_f1``, the C-NMC 2019 challenge
+metric, by default. With test-time augmentation each also has a :data:`TTA_SUFFIX` variant."""
+
+DEFAULT_RANK_METRIC = "weighted_f1"
+
+TTA_SUFFIX = "_tta"
+"""Appended to a metric's name for its value with test-time augmentation (8 views), at the same operating point."""
+
+TTA_LABEL = "with TTA (8 views)"
+"""How every table names the numbers with test-time augmentation."""
+
+FOLD_METRICS = (*RANK_METRICS, "loss")
+"""What each fold of a cross-validation reports in ``ModelResult.fold_metrics`` (with TTA, each also with
+:data:`TTA_SUFFIX`): the rankable metrics and the test log loss, which the ranking shows beside accuracy (without an
+interval: the bootstrap does not resample it)."""
 
 METRIC_LABELS = {
     "weighted_f1": "weighted F1",
@@ -31,8 +47,27 @@ METRIC_LABELS = {
     "specificity": "specificity",
     "balanced_accuracy": "balanced accuracy",
     "macro_f1": "macro F1",
+    "subject_accuracy": "subject accuracy",
+    "subject_balanced_accuracy": "subject balanced accuracy",
 }
 """Every metric a model's section lists, in order, with the name a reader sees."""
+
+
+def rank_metric_choices(tta: bool) -> tuple[str, ...]:
+    """The metrics a comparison can be ranked by: :data:`RANK_METRICS`, and with ``tta`` their TTA variants too."""
+    return RANK_METRICS + (tuple(name + TTA_SUFFIX for name in RANK_METRICS) if tta else ())
+
+
+def metric_label(metric: str) -> str:
+    """The name a reader sees: ``weighted F1``, or ``weighted F1 with TTA (8 views)`` for ``weighted_f1_tta``."""
+    if metric.endswith(TTA_SUFFIX):
+        return f"{METRIC_LABELS[metric.removesuffix(TTA_SUFFIX)]} {TTA_LABEL}"
+    return METRIC_LABELS[metric]
+
+
+def is_subject_metric(metric: str) -> bool:
+    """Whether ``metric`` (or its TTA variant) scores one decision per subject."""
+    return metric.removesuffix(TTA_SUFFIX) in SUBJECT_METRICS
 
 
 @dataclass(slots=True)
@@ -71,7 +106,9 @@ class ModelResult:
     pretrained: bool
     classes: tuple[str, ...]
     metrics: dict[str, float | None]
-    """The test split's numbers by name (``classification_metrics``' numeric entries, e.g. ``loss``: log loss)."""
+    """The test split's numbers by name: ``classification_metrics``' numeric entries (e.g. ``loss``: log loss), the
+    :data:`SUBJECT_METRICS` (None without subject scores) and, with TTA, each of :data:`FOLD_METRICS` again under its
+    :data:`TTA_SUFFIX` name."""
     intervals: dict[str, tuple[float, float]]
     confusion: list[list[int]]
     roc: tuple[list[float], list[float]] | None
@@ -96,6 +133,10 @@ class ModelResult:
     ``coverage``, ``error_all``, ``error_called``) and the ``target`` error rate it was chosen for (None if unknown)."""
     risk_coverage: plots.RiskCoverage | None = None
     """Binary models: errors among called test cells against the share called, with the band marked."""
+    n_subjects: int | None = None
+    """How many test subjects the subject-level scores decided (the first fold's); None without subject scores."""
+    subject_scores_missing: str | None = None
+    """Why the subject-level scores are n/a (``no subject ids``); None when they were measured."""
 
     @property
     def predicted_per_class(self) -> list[int]:
@@ -168,11 +209,20 @@ class Comparison:
     cv_folds: int | None = None
     bootstrap_unit: str = "subjects"
     title: str = "blastscope model comparison"
+    rank_by: str = DEFAULT_RANK_METRIC
+    """The metric of :func:`rank_metric_choices` the models are ranked by."""
+    tta: bool = False
+    """Whether every model was also scored with test-time augmentation (the ``_tta`` metrics)."""
 
     @property
     def ranked(self) -> list[ModelResult]:
-        """Models by weighted F1, best first; a model without a score ranks last."""
-        return sorted(self.models, key=lambda m: -value_or(m.score("weighted_f1"), -math.inf))
+        """Models by :attr:`rank_by`, best first; a model without that score ranks last (see :attr:`unranked`)."""
+        return sorted(self.models, key=lambda m: -value_or(m.score(self.rank_by), -math.inf))
+
+    @property
+    def unranked(self) -> list[ModelResult]:
+        """The models ranked last because their :attr:`rank_by` score is n/a, in ranking order."""
+        return [model for model in self.ranked if math.isnan(value_or(model.score(self.rank_by), math.nan))]
 
     @property
     def interval_label(self) -> str:

@@ -13,34 +13,43 @@ from pathlib import Path
 from typing import Any
 
 from blastscope.workflows.report.content import IMAGE_LEVEL_WARNING, INTENDED_USE, model_card
-from blastscope.workflows.report.model import HEADLINE_METRICS, Comparison, present_values, sample_sd
+from blastscope.workflows.report.model import (
+    HEADLINE_METRICS,
+    SUBJECT_METRICS,
+    TTA_SUFFIX,
+    Comparison,
+    ModelResult,
+    present_values,
+    sample_sd,
+)
+from blastscope.workflows.report.ranking import best_statement
+
+ROW_METRICS = (*HEADLINE_METRICS, "loss", "balanced_accuracy", "macro_f1", *SUBJECT_METRICS)
+"""A results row's score columns, in order; the headline metrics carry their bootstrap CI on one split."""
 
 
 def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
-    """One flat record per model, best first: scores with their CI bounds or fold sd, test log loss, the class it
-    called every test cell (None unless it did), calibration, threshold and its origin, the refer band with the share
-    of test cells it referred and the error rate among the rest (binary models), speed, run folder."""
+    """One flat record per model, best first (by ``comparison.rank_by``): scores with their CI bounds or fold sd, test
+    log loss, balanced accuracy and macro F1, the subject-level scores (with the number of test subjects, or why they
+    are missing), with TTA every one of these again under its ``_tta`` name, the class it called every test cell (None
+    unless it did), calibration, threshold and its origin, the refer band with the share of test cells it referred and
+    the error rate among the rest (binary models), speed, run folder."""
     rows = []
     for rank, model in enumerate(comparison.ranked, start=1):
         row: dict[str, Any] = {
             "rank": rank,
+            "ranked_by": comparison.rank_by,
             "model": model.name,
             "display_name": model.display_name,
             "weights_source": model.weights_source,
             "pretrained": model.pretrained,
         }
-        for metric in HEADLINE_METRICS:
-            row[metric] = model.score(metric)
-            if comparison.cv_folds:
-                values = present_values(fold.get(metric) for fold in model.fold_metrics)
-                row[f"{metric}_sd"] = sample_sd(values) if values else None
-            else:
-                low, high = model.intervals.get(metric, (None, None))
-                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
-        row["loss"] = model.score("loss")
-        if comparison.cv_folds:
-            values = present_values(fold.get("loss") for fold in model.fold_metrics)
-            row["loss_sd"] = sample_sd(values) if values else None
+        for suffix in ("", TTA_SUFFIX) if comparison.tta else ("",):
+            for metric in ROW_METRICS:
+                row.update(_score_columns(model, metric + suffix, metric in HEADLINE_METRICS, comparison))
+            if not suffix:
+                row["n_subjects"] = model.n_subjects
+                row["subject_scores_missing"] = model.subject_scores_missing
         row["calls_every_cell"] = model.single_class
         row["ece"] = model.reliability_before.ece if model.reliability_before else None
         row["ece_after_scaling"] = model.reliability_after.ece if model.reliability_after else None
@@ -55,6 +64,18 @@ def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
         row["run_dir"] = model.run_dir
         rows.append(row)
     return rows
+
+
+def _score_columns(model: ModelResult, metric: str, with_ci: bool, comparison: Comparison) -> dict[str, Any]:
+    """``metric`` and its spread: ``_sd`` over folds under cross-validation, else ``_ci_low``/``_ci_high`` when the
+    bootstrap gives the metric an interval (``with_ci``)."""
+    columns: dict[str, Any] = {metric: model.score(metric)}
+    if comparison.cv_folds:
+        values = present_values(fold.get(metric) for fold in model.fold_metrics)
+        columns[f"{metric}_sd"] = sample_sd(values) if values else None
+    elif with_ci:
+        columns[f"{metric}_ci_low"], columns[f"{metric}_ci_high"] = model.intervals.get(metric, (None, None))
+    return columns
 
 
 def write_results_csv(comparison: Comparison, path: Path) -> None:
@@ -80,6 +101,9 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
         "intended_use": INTENDED_USE,
         "interval": comparison.interval_label,
         "cv_folds": comparison.cv_folds,
+        "ranked_by": comparison.rank_by,
+        "best": best_statement(comparison),
+        "tta": comparison.tta,
         "budget": comparison.budget,
         "ranking": result_rows(comparison),
         "dataset": asdict(comparison.dataset),
