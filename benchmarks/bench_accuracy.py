@@ -19,6 +19,10 @@ ablation). ``--setting full``: 5 folds, the recipe exactly as ``blastscope train
 ``blastscope train`` flag (``--model``, ``--pretrained``, ``--lr-head``, ``--augment KEY=VALUE``, ``--config FILE``...)
 goes to every fold. Re-running the same command reuses finished folds and resumes an interrupted one.
 
+``--ensemble-of OUT1 OUT2 ...`` trains nothing: for every fold it makes the ensemble of each ``OUTk/runs/fold-<i>``
+(``blastscope ensemble``: the mean of their temperature-scaled probabilities; each must have trained on that fold's
+split) and scores it as a trained fold, its threshold and temperature chosen on the fold's validation part.
+
 Writes into ``--out``: ``results.json`` (every number, the recipe and the machine), ``predictions.csv`` (pooled
 out-of-fold cells), ``subject_accuracy.png``, ``splits/fold-<i>.csv`` and ``runs/fold-<i>/`` (each a complete run).
 
@@ -65,6 +69,7 @@ from blastscope.runs.folder import read_config
 from blastscope.training import TrainConfig, resume, train
 from blastscope.training.config import SplitConfig
 from blastscope.training.prepare import complete_recipe
+from blastscope.workflows.ensemble import make_ensemble
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,12 @@ CELL_METRICS = {
     "specificity": specificity,
 }
 SUBJECT_METRICS = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "roc_auc": roc_auc}
+# Scored besides the plain predictions, with the suffix of their prediction columns and how the results name them.
+VARIANTS = {
+    "tta": ("_tta", "TTA, 8 views"),
+    "transductive": ("_transductive", "transductive neighbourhood correction, not a per-cell prediction"),
+}
+ROW_KEYS = ("rows", *(f"subject_rows{suffix}" for suffix in ("", *(s for s, _ in VARIANTS.values()))))
 SHOWN = {"weighted_f1": "weighted F1", "roc_auc": "ROC-AUC", "balanced_accuracy": "balanced accuracy"}
 
 
@@ -119,6 +130,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-ratio", type=float, default=0.2, help="share of each fold's training cells validating")
     parser.add_argument("--threshold", default="val", help="val (default: chosen per fold on validation), X or stored")
     parser.add_argument("--bootstrap", type=int, default=1000, help="subject resamples for the 95%% CIs")
+    parser.add_argument(
+        "--tta", action="store_true", help="also pool test-time augmentation (8 flips/rotations) at the same thresholds"
+    )
+    parser.add_argument(
+        "--transductive-neighbours",
+        type=int,
+        metavar="K",
+        help="also pool the transductive neighbourhood correction over K most similar test cells (Pan et al. 2019)",
+    )
+    parser.add_argument(
+        "--ensemble-of",
+        type=Path,
+        nargs="+",
+        metavar="OUT",
+        help="train nothing: score, per fold, the ensemble of fold i of these benchmarks' --out folders (made on the "
+        "same folds) into --out/runs/fold-i",
+    )
     args, recipe_flags = parser.parse_known_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-fold "GPU available" banners
     try:
@@ -157,6 +185,9 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
         raise BlastscopeError(f"{args.data}: not every cell has a subject id; subject-grouped CV needs them")
     splits = kfold_splits(table, k, seed=config.seed, val_ratio=args.val_ratio)
     plan = {"setting": args.setting, "folds": k, "val_ratio": args.val_ratio, "threshold": args.threshold}
+    if args.ensemble_of:
+        args.ensemble_of = [member.resolve() for member in args.ensemble_of]
+        plan["ensemble_of"] = [str(member) for member in args.ensemble_of]
     _claim(args.out, {**plan, "recipe": config.to_dict()})
     subjects = len({cell.subject for cell in table.cells})
     print(
@@ -166,7 +197,12 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
     )
     folds = []
     for index, split in enumerate(splits, start=1):
-        folds.append(_run_fold(index, k, split, config, args.out, threshold))
+        if args.ensemble_of:
+            fold = _ensemble_fold(index, k, split, args.ensemble_of, args.out, threshold, args.tta,
+                                  args.transductive_neighbours)  # fmt: skip
+        else:
+            fold = _run_fold(index, k, split, config, args.out, threshold, args.tta, args.transductive_neighbours)
+        folds.append(fold)
     recorded = read_config(folds[0]["run_dir"])
     recipe = {key: recorded.get(key) for key in RECIPE_KEYS}
     weights = str(recipe["weights_source"]).split(" (")[0]  # "ImageNet" or "random init"; the recipe line says whence
@@ -174,14 +210,19 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
         f"{recipe['model']} {recipe['image_size']}px {recipe['epochs_frozen']}+{recipe['epochs_finetune']}ep "
         f"{weights}, {k}-fold {args.setting}"
     )
+    if args.ensemble_of:
+        tag = f"ensemble of {' + '.join(member.name for member in args.ensemble_of)}, {k}-fold {args.setting}"
     pooled = _pool(folds, args.bootstrap, config.seed)
+    for name, (suffix, _) in VARIANTS.items():
+        if name in folds[0]:
+            pooled[name] = _pool(folds, args.bootstrap, config.seed, variant=suffix)
     results = {
         "benchmark": "bench_accuracy",
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "recipe_name": tag,
         "recipe": {**recipe, "flags": recipe_flags, **plan, "seed": config.seed},
         "data": {"path": str(args.data), "cells": len(table.cells), "subjects": pooled["subjects"]["n"]},
-        "folds": [{key: value for key, value in fold.items() if key not in ("rows", "subject_rows")} for fold in folds],
+        "folds": [{key: value for key, value in fold.items() if key not in ROW_KEYS} for fold in folds],
         "pooled": pooled,
         "total_seconds": round(time.perf_counter() - started, 1),
         "machine": _machine(load_before),
@@ -200,7 +241,14 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
     if path.is_file() and path.read_text() != text:
         before, now = json.loads(path.read_text()), json.loads(text)
         flat = [{**{k: v for k, v in side.items() if k != "recipe"}, **side["recipe"]} for side in (before, now)]
-        changed = sorted(key for key in flat[0].keys() | flat[1].keys() if flat[0].get(key) != flat[1].get(key))
+        defaults = TrainConfig().to_dict()  # a recipe field added since the folds ran, left at its default, trained so
+        changed = sorted(
+            key
+            for key in flat[0].keys() | flat[1].keys()
+            if flat[0].get(key, defaults.get(key)) != flat[1].get(key, defaults.get(key))
+        )
+        if not changed:
+            return
         raise BlastscopeError(
             f"{out} holds folds of another recipe or plan (differing: {', '.join(changed)}; see {path}); "
             "choose another --out"
@@ -210,7 +258,14 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
 
 
 def _run_fold(
-    index: int, k: int, split: Split, config: TrainConfig, out: Path, threshold: str | float | None
+    index: int,
+    k: int,
+    split: Split,
+    config: TrainConfig,
+    out: Path,
+    threshold: str | float | None,
+    tta: bool = False,
+    transductive_neighbours: int | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse, or resume) fold ``index`` and score its test fold at the point chosen on its validation."""
     split_csv, run_dir = out / "splits" / f"fold-{index}.csv", out / "runs" / f"fold-{index}"
@@ -235,12 +290,40 @@ def _run_fold(
             train(replace(config, split=SplitConfig(csv=str(split_csv))), run_dir=run_dir)
         wall = round(time.perf_counter() - tick, 1)
     training = json.loads((run_dir / "metrics.json").read_text())["training"]
-    result = evaluate_run(run_dir, split="test", threshold=threshold, bootstrap=0, chosen_by="bench_accuracy")
+    return _score_fold(index, run_dir, sizes, training, wall, threshold, tta, transductive_neighbours)
+
+
+def _score_fold(
+    index: int,
+    run_dir: Path,
+    sizes: dict[str, tuple[int, int]],
+    training: dict[str, Any],
+    wall: float | None,
+    threshold: str | float | None,
+    tta: bool = False,
+    transductive_neighbours: int | None = None,
+) -> dict[str, Any]:
+    """Score fold ``index``'s run on its test fold at the point chosen on its validation; ``training`` holds its
+    ``epochs_run`` and ``train_seconds``, ``wall`` the seconds this invocation spent making it (None: reused)."""
+    result = evaluate_run(
+        run_dir,
+        split="test",
+        threshold=threshold,
+        tta=tta,
+        transductive_neighbours=transductive_neighbours,
+        bootstrap=0,
+        chosen_by="bench_accuracy",
+    )
     write_evaluation(result, run_dir / "evaluation-test")
     point, metrics = result.point, result.plain["metrics"]
-    subject_rows = [
-        {**row, "fold": index, "threshold": point.threshold} for row in result.plain["subjects"]["per_subject"]
-    ]
+    sections = {"": result.plain, **{suffix: getattr(result, name) for name, (suffix, _) in VARIANTS.items()}}
+    subject_rows = {
+        f"subject_rows{suffix}": [
+            {**row, "fold": index, "threshold": point.threshold} for row in section["subjects"]["per_subject"]
+        ]
+        for suffix, section in sections.items()
+        if section
+    }
     fold = {
         "fold": index,
         "run_dir": str(run_dir),
@@ -250,7 +333,9 @@ def _run_fold(
         "temperature": point.temperature,
         "threshold_source": point.source,
         **{name: metrics[name] for name in SHOWN},
-        "subject_accuracy": float(np.mean([r["predicted_class"] == r["true_class"] for r in subject_rows])),
+        "subject_accuracy": float(
+            np.mean([r["predicted_class"] == r["true_class"] for r in subject_rows["subject_rows"]])
+        ),
         "epochs_run": training["epochs_run"],
         "train_seconds": training["train_seconds"],
         "wall_seconds": wall,
@@ -263,23 +348,65 @@ def _run_fold(
         + timing,
         flush=True,
     )
-    return {**fold, "rows": [{**row, "fold": index} for row in result.predictions], "subject_rows": subject_rows}
+    for name in VARIANTS:
+        if section := getattr(result, name):
+            fold[name] = {metric: section["metrics"][metric] for metric in SHOWN}
+    rows = [{**row, "fold": index} for row in result.predictions]
+    return {**fold, "classes": point.classes, "rows": rows, **subject_rows}
 
 
-def _pool(folds: list[dict[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
-    """Scores of the pooled out-of-fold cells and of one call per subject, with subject-bootstrap intervals."""
+def _ensemble_fold(
+    index: int,
+    k: int,
+    split: Split,
+    members: list[Path],
+    out: Path,
+    threshold: str | float | None,
+    tta: bool = False,
+    transductive_neighbours: int | None = None,
+) -> dict[str, Any]:
+    """Fold ``index`` of a cross-validated ensemble: ``make_ensemble`` of ``runs/fold-<index>`` of every benchmark in
+    ``members``, each trained on this fold's split, scored as a trained fold is. Its fit time is the members' sum."""
+    runs, run_dir = [member / "runs" / f"fold-{index}" for member in members], out / "runs" / f"fold-{index}"
+    made = (run_dir / "config.yaml").is_file()
+    for run in [*runs, run_dir] if made else runs:
+        if (made_on := read_config(run).get("split_hash")) != split.hash:
+            raise BlastscopeError(
+                f"{run} holds other folds (split {made_on}, fold {index} here is {split.hash}); ensemble members must "
+                "share every fold: give the --data, --setting, --folds, --val-ratio and --seed their benchmarks had"
+            )
+    sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
+    print(f"fold {index}/{k}: ensemble of {', '.join(map(str, runs))}", flush=True)
+    wall = None
+    if not made:
+        tick = time.perf_counter()
+        make_ensemble(runs, run_dir, log=lambda line: print(f"  {line}", flush=True))
+        wall = round(time.perf_counter() - tick, 1)
+    fits = [json.loads((run / "metrics.json").read_text())["training"] for run in runs]
+    training = {
+        "epochs_run": "+".join(str(fit["epochs_run"]) for fit in fits),
+        "train_seconds": sum(fit["train_seconds"] for fit in fits),
+    }
+    return _score_fold(index, run_dir, sizes, training, wall, threshold, tta, transductive_neighbours)
+
+
+def _pool(folds: list[dict[str, Any]], resamples: int, seed: int, variant: str = "") -> dict[str, Any]:
+    """Scores of the pooled out-of-fold cells and of one call per subject, with subject-bootstrap intervals.
+
+    ``variant`` picks the prediction columns: ``""`` the plain ones, else a suffix of :data:`VARIANTS`.
+    """
     rows = [row for fold in folds for row in fold["rows"]]
-    classes = tuple(key.removeprefix("p_") for key in rows[0] if key.startswith("p_") and not key.endswith("_tta"))
+    classes = tuple(folds[0]["classes"])
     positive_class = folds[0]["positive_class"]
     if positive_class is None:
         raise BlastscopeError(f"bench_accuracy scores two-class data; this data has classes {', '.join(classes)}")
     positive = classes.index(positive_class)
     y_true = np.array([classes.index(row["label"]) for row in rows])
-    y_prob = np.array([[row[f"p_{name}"] for name in classes] for row in rows])
-    y_pred = np.array([classes.index(row["decided_label"]) for row in rows])
+    y_prob = np.array([[row[f"p_{name}{variant}"] for name in classes] for row in rows])
+    y_pred = np.array([classes.index(row[f"decided_label{variant}"]) for row in rows])
     subjects = [row["subject"] for row in rows]
     at_half = decide(y_prob, OperatingPoint(classes=classes, positive_class=positive_class))
-    subject_rows = [row for fold in folds for row in fold["subject_rows"]]
+    subject_rows = [row for fold in folds for row in fold[f"subject_rows{variant}"]]
     s_true = np.array([classes.index(row["true_class"]) for row in subject_rows])
     s_prob = np.array([[row["mean_probability"][name] for name in classes] for row in subject_rows])
     s_pred = np.array([classes.index(row["predicted_class"]) for row in subject_rows])
@@ -380,6 +507,17 @@ def _print_results(results: dict[str, Any], tag: str) -> None:
     print(f"  [{tag}] {'subject-level accuracy':<26} {_interval(subject_boot['accuracy'])} {right}")
     print(f"  [{tag}] {'subject-level bal. acc.':<26} {_interval(subject_boot['balanced_accuracy'])}")
     print(f"  [{tag}] {'weighted F1 at 0.5':<26} {cells['weighted_f1_at_0.5']:.3f} (no threshold choice)")
+    for name, (_, label) in VARIANTS.items():
+        if variant := pooled.get(name):
+            variant_cells, variant_subjects = variant["cells"]["bootstrap"]["metrics"], variant["subjects"]
+            for metric, shown in SHOWN.items():
+                print(f"  [{tag} + {label}] {shown:<26} {_interval(variant_cells[metric])}")
+            wrong_calls = sum(row["predicted_class"] != row["true_class"] for row in variant_subjects["rows"])
+            print(
+                f"  [{tag} + {label}] {'subject-level accuracy':<26} "
+                f"{_interval(variant_subjects['bootstrap']['metrics']['accuracy'])} "
+                f"({variant_subjects['n'] - wrong_calls}/{variant_subjects['n']} subjects right)"
+            )
     subject_rows = [
         [r["subject"], class_display_name(r["true_class"]), r["fold"], r["n_cells"], f"{r['accuracy']:.3f}",
          f"{r['mean_probability'][positive]:.3f}", f"{r['threshold']:.3f}", class_display_name(r["predicted_class"]),

@@ -102,6 +102,30 @@ def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return Path(train(config))
 
 
+@pytest.fixture(scope="session")
+def tiny_run_seed1(synth_small: Path, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second trained run like ``tiny_run`` on the same split (its ``split.csv``) but another seed: different
+    weights, for ensembles of two runs."""
+    from blastscope.training import TrainConfig, train
+    from blastscope.training.config import SplitConfig
+
+    config = TrainConfig(
+        data=str(synth_small),
+        model="efficientnet_lite0",
+        pretrained="none",
+        image_size=32,
+        epochs_frozen=1,
+        epochs_finetune=0,
+        batch_size=16,
+        num_workers=0,
+        seed=1,
+        split=SplitConfig(csv=str(tiny_run / "split.csv")),
+        out=str(tmp_path_factory.mktemp("runs-seed1")),
+        progress=False,
+    )
+    return Path(train(config))
+
+
 @pytest.fixture
 def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     """A private copy of ``tiny_run`` for a test that changes the run folder."""

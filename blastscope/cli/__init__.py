@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from blastscope import __version__
 from blastscope.errors import BlastscopeError
 
-ORDER = ["synth", "data", "cache", "models", "train", "evaluate", "compare", "predict", "scan", "export", "serve"]
+ORDER = [
+    "synth", "data", "cache", "models", "train", "evaluate", "compare", "ensemble", "predict", "scan", "export", "serve"
+]  # fmt: skip
 
 
 def _add_version_everywhere(parser: argparse.ArgumentParser) -> None:

@@ -246,14 +246,16 @@ def export_run(
     Raises
     ------
     DataError
-        If the run's split has no test cells, or ``int8`` without training cells to calibrate on.
+        If the run's split has neither test nor training cells (the parity check runs on test cells, or on training
+        cells for a run without held-out cells, such as an ensemble of cross-validation folds), or ``int8`` without
+        training cells to calibrate on.
     BlastscopeError
         If the ONNX logits differ from PyTorch's by more than ``PARITY_TOLERANCE`` (nothing is left behind then).
     """
     test_cells = _usable(trained, "test", log)
-    if not test_cells:
-        raise DataError(f"{trained.run_dir}: the run's split has no test cells to check the export against")
     calibration = _usable(trained, "train", log, CALIBRATION_CELLS)
+    if not test_cells and not calibration:
+        raise DataError(f"{trained.run_dir}: the run's split has no test or training cells to check the export against")
     if int8 and not calibration:
         raise DataError(f"{trained.run_dir}: the run's split has no training cells to calibrate int8 on")
     point: OperatingPoint = trained.operating_point
@@ -288,15 +290,16 @@ def _build(
 ) -> dict[str, Any]:
     """Every variant's file in ``out``, checked and scored; the record that export.json will hold."""
     pre, transform, point = trained.preprocessing, trained.transform, trained.operating_point
-    model_name = str(trained.config.get("model", "unknown"))
+    model_name = trained.model_name
     cache = DecodedCache()
     built = {"fp32": export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])}
     set_metadata(built["fp32"], model_metadata(pre, point, model_name, "fp32"))
-    parity_cells = test_cells[:PARITY_CELLS]
+    parity_part = "test" if test_cells else "train"  # faithfulness needs inputs, not held-out ones
+    parity_cells = (test_cells or calibration)[:PARITY_CELLS]
     difference = max_logit_difference(
         TorchRunner(trained.model), OnnxRunner(built["fp32"]), batches(parity_cells, pre, transform, cache=cache)
     )
-    log(f"parity: max |logit(PyTorch) - logit(ONNX)| = {difference:.2e} on {len(parity_cells)} test cells")
+    log(f"parity: max |logit(PyTorch) - logit(ONNX)| = {difference:.2e} on {len(parity_cells)} {parity_part} cells")
     if not difference < PARITY_TOLERANCE:
         raise BlastscopeError(
             f"{built['fp32']}: ONNX logits differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE:g}); "
@@ -332,7 +335,12 @@ def _build(
         "classes": list(trained.classes),
         "preprocessing": pre.to_dict(),
         "operating_point": point.to_dict(),
-        "parity": {"cells": len(parity_cells), "max_abs_logit_difference": difference, "tolerance": PARITY_TOLERANCE},
+        "parity": {
+            "cells": len(parity_cells),
+            "split": parity_part,
+            "max_abs_logit_difference": difference,
+            "tolerance": PARITY_TOLERANCE,
+        },
         "val_cells": len(val_cells),
         "test_cells": len(test_cells),
         "calibration_cells": len(calibration) if int8 else 0,

@@ -10,11 +10,13 @@ from blastscope.data.augment import AugmentConfig
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.split import Split, read_split_csv
 from blastscope.data.transforms import Transform, eval_transform
+from blastscope.errors import BlastscopeError
 from blastscope.inference.decision import OperatingPoint
 from blastscope.inference.precision import InferencePrecision
 from blastscope.inference.runners import TorchRunner
 from blastscope.models import create_model, model_display_name
 from blastscope.models.base import CellClassifier
+from blastscope.runs.ensemble import ENSEMBLE, build_ensemble, ensemble_name
 from blastscope.runs.folder import (
     checkpoint_path,
     load_network_weights,
@@ -58,8 +60,14 @@ class TrainedRun:
     operating_point: OperatingPoint
 
     @property
+    def is_ensemble(self) -> bool:
+        """Whether the run averages several runs' networks (``blastscope ensemble``) rather than training one."""
+        return self.config["model"] == ENSEMBLE
+
+    @property
     def model_name(self) -> str:
-        return str(self.config["model"])
+        """The architecture: a registered model, or e.g. ``ensemble of efficientnet_lite0 + resnet50``."""
+        return ensemble_name(self.config) if self.is_ensemble else str(self.config["model"])
 
     @property
     def image_size(self) -> int:
@@ -68,6 +76,9 @@ class TrainedRun:
 
     @property
     def display_name(self) -> str:
+        """E.g. ``resnet50 (random init)``; an ensemble names each member's starting weights."""
+        if self.is_ensemble:
+            return ensemble_name(self.config, weights=True)
         return model_display_name(self.model_name, self.pretrained)
 
     @property
@@ -100,17 +111,28 @@ def run_eval_transform(pre: Preprocessing, config: dict[str, Any]) -> Transform:
 def load_run(run_dir: Path | str, checkpoint: str = "best") -> TrainedRun:
     """Rebuild the run's network (no weight download: architecture only) and load its ``best`` or ``last`` weights.
 
-    Raises ``BlastscopeError`` when the folder is not a run, its checkpoint is missing or does not fit, or its
-    operating point is unreadable.
+    An ensemble run (``model: ensemble``) rebuilds every member and loads them all from its one checkpoint, ``best``.
+
+    Raises ``BlastscopeError`` when the folder is not a run, its checkpoint is missing or does not fit, its operating
+    point is unreadable, or ``last`` is asked of an ensemble.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     classes = tuple(config["classes"])
     preprocessing = Preprocessing.from_dict(config["preprocessing"])
-    bundle = create_model(
-        config["model"], num_classes=len(classes), pretrained="none", image_size=preprocessing.input_size
-    )
-    model = load_network_weights(bundle.model, checkpoint_path(run_dir, checkpoint)).eval()
+    if config.get("model") == ENSEMBLE:
+        if checkpoint == "last":
+            made_from = config.get("checkpoint", "best")
+            raise BlastscopeError(
+                f"{run_dir}: an ensemble has one checkpoint, made from its members' {made_from} checkpoints; drop "
+                "--checkpoint last (or make the ensemble with `blastscope ensemble --checkpoint last`)"
+            )
+        network: CellClassifier = build_ensemble(config, len(classes), preprocessing)
+    else:
+        network = create_model(
+            config["model"], num_classes=len(classes), pretrained="none", image_size=preprocessing.input_size
+        ).model
+    model = load_network_weights(network, checkpoint_path(run_dir, checkpoint)).eval()
     return TrainedRun(
         run_dir=run_dir,
         config=config,

@@ -26,6 +26,7 @@ from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
 from blastscope.metrics import class_display_name, classification_metrics
 from blastscope.models import ModelBundle
+from blastscope.runs.ensemble import ENSEMBLE
 from blastscope.runs.folder import (
     RUN_DIR_ENV,
     checkpoint_path,
@@ -97,6 +98,11 @@ def resume(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
+    if recorded.get("model") == ENSEMBLE:
+        raise BlastscopeError(
+            f"{run_dir} is an ensemble (`blastscope ensemble`): it is not trained; resume or retrain its member runs, "
+            "then make the ensemble again"
+        )
     if RUN_DIR_ENV not in os.environ:
         ensure_writable(run_dir / "checkpoints", run_dir)
         for folder in (run_dir, run_dir / "checkpoints"):

@@ -31,6 +31,8 @@ TRAINING_SETTINGS = (
     "unfreeze_stages",
     "batch_size",
     "weight_decay",
+    "label_smoothing",
+    "class_balance",
     "seed",
     "resolved_precision",
     "cached_features",

@@ -1,0 +1,241 @@
+"""``blastscope ensemble``: several finished runs made into one self-contained run that averages their calibrated
+probabilities (:class:`~blastscope.runs.ensemble.EnsembleNetwork`).
+
+The new folder is a run like any other: ``config.yaml`` (``model: ensemble`` with its ``members``), one checkpoint
+holding every member's weights (moving or deleting the member folders later breaks nothing), ``split.csv`` and the
+default ``operating_point.json``, so ``evaluate``, ``predict``, ``serve``, ``export`` and ``blastscope.load`` take it
+unchanged. When every member trained on one split, the ensemble keeps it: ``evaluate`` scores its test part and
+``evaluate --threshold val`` fits the ensemble's own temperature and threshold on its validation part. Members trained
+on different splits (the K fold models of a cross-validation) leave no cell unseen by all of them, so the ensemble's
+``split.csv`` then lists every cell a member trained or validated on as ``train``: ``evaluate --data`` leaves those
+out, and nothing can be scored as held out by mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from blastscope.data.split import Split, write_split_csv
+from blastscope.data.table import Cell
+from blastscope.errors import BlastscopeError
+from blastscope.inference.decision import OperatingPoint
+from blastscope.runs import TrainedRun, load_run
+from blastscope.runs.ensemble import ENSEMBLE, SHARED_PREPROCESSING, EnsembleNetwork
+from blastscope.runs.folder import read_config, write_operating_point
+from blastscope.training.config import write_yaml
+from blastscope.training.prepare import package_versions
+
+EVAL_PREPROCESSING = ("stain_norm", "stain_reference", "denoise")
+"""The ``augmentation`` settings that also apply at inference: members must share them, as they share one input."""
+
+PREPROCESSING_FIX = {
+    "input_size": "retrain it with the same --image-size",
+    "interpolation": "choose members whose architectures resize alike (`blastscope models` lists each one's)",
+    "segment": "retrain it with the same --segment",
+    "crop_fraction": "retrain it with the same --crop-fraction",
+    "channels": "retrain it with the same --channels",
+}
+"""How to mend a member that differs in each of :data:`~blastscope.runs.ensemble.SHARED_PREPROCESSING`."""
+
+NO_HELD_OUT = (
+    "no held-out cells: the members trained on different splits, so every cell of theirs trained or validated one of "
+    "them; score it with `evaluate {out} --data DIR` on cells none of the members trained on"
+)
+
+
+def make_ensemble(
+    run_dirs: Sequence[Path | str], out: Path | str, checkpoint: str = "best", log: Callable[[str], None] = print
+) -> Path:
+    """Write the ensemble of ``run_dirs`` as a new run folder ``out``.
+
+    Parameters
+    ----------
+    run_dirs : sequence of path
+        At least two finished runs (each with ``metrics.json``) with the same classes, positive class, input size,
+        interpolation, ``--segment``, ``--crop-fraction``, ``--channels``, stain normalisation and denoising. Their
+        normalisation (mean/std) and architectures may differ. An ensemble run cannot be a member: pass its members.
+    out : path
+        The new run folder; must not exist yet (or be empty). Written whole or not at all.
+    checkpoint : {"best", "last"}
+        Which checkpoint of every member to take.
+    log : callable
+        Receives one line per member, a warning line for each member whose temperature was never fitted, and the
+        line saying which split the ensemble has.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    BlastscopeError
+        For fewer than two runs, a run given twice, a folder that is not a finished run or is an ensemble, members
+        that differ in classes, positive class or shared preprocessing (naming the field and the fix), or an ``out``
+        that already holds files.
+    """
+    out = Path(out)
+    if len(run_dirs) < 2:
+        raise BlastscopeError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}; name two or more run folders")
+    resolved = [Path(run_dir).resolve() for run_dir in run_dirs]
+    if len(set(resolved)) < len(resolved):
+        twice = next(path for path in resolved if resolved.count(path) > 1)
+        raise BlastscopeError(f"{twice} is given twice; name each member run once")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BlastscopeError(f"{out} already exists and is not an empty folder; choose a new --out")
+    runs = [_member(path, checkpoint) for path in resolved]
+    first = runs[0]
+    for run in runs[1:]:
+        _check_compatible(first, run)
+    for index, run in enumerate(runs, start=1):
+        log(f"member {index}: {run.run_dir} ({run.display_name}; {run.operating_point.describe()})")
+        if run.operating_point.split != "val":
+            log(
+                f"warning: {run.run_dir} has no fitted temperature ({run.operating_point.origin()}), so its "
+                f"probabilities enter the mean uncalibrated; `blastscope evaluate {run.run_dir} --threshold val` "
+                "fits one"
+            )
+    network = EnsembleNetwork(
+        [run.model for run in runs],
+        [run.operating_point.temperature for run in runs],
+        first.preprocessing,
+        [run.preprocessing for run in runs],
+    )
+    shared = len({run.split.hash for run in runs}) == 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = out.with_name(f".{out.name}.{os.getpid()}.incomplete")
+    shutil.rmtree(building, ignore_errors=True)  # left by a crash of this process id
+    try:
+        (building / "checkpoints").mkdir(parents=True)
+        state = {f"model.{key}": value for key, value in network.state_dict().items()}
+        torch.save({"state_dict": state}, building / "checkpoints" / "best.ckpt")
+        if shared:
+            shutil.copyfile(first.run_dir / "split.csv", building / "split.csv")
+            split = first.split
+        else:
+            split = _seen_cells(runs)
+            write_split_csv(split, building / "split.csv")
+        write_yaml(_config(runs, checkpoint, split, shared), building / "config.yaml")
+        write_operating_point(building, OperatingPoint.default(first.classes, first.operating_point.positive_class))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        building.rename(out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    if shared:
+        log(f"split: the members' shared split {split.hash}; `evaluate {out}` scores its test cells")
+    else:
+        log(NO_HELD_OUT.format(out=out))
+    return out
+
+
+def _member(run_dir: Path, checkpoint: str) -> TrainedRun:
+    """A finished, non-ensemble run loaded with its ``checkpoint`` weights."""
+    config = read_config(run_dir)
+    if config.get("model") == ENSEMBLE:
+        raise BlastscopeError(
+            f"{run_dir} is itself an ensemble; nesting would weigh its members unequally: name its member runs "
+            "(listed under `members` in its config.yaml) instead"
+        )
+    if not (run_dir / "metrics.json").is_file():
+        raise BlastscopeError(
+            f"{run_dir}: not a finished run (no metrics.json: training did not end); finish it with "
+            f"`blastscope train --resume {run_dir}` or leave it out"
+        )
+    return load_run(run_dir, checkpoint)
+
+
+def _check_compatible(first: TrainedRun, run: TrainedRun) -> None:
+    """Refuse, in one line naming the field and the fix, a member that cannot share ``first``'s input and output."""
+    fields: list[tuple[str, Any, Any, str]] = [
+        ("classes", first.classes, run.classes, "ensemble runs trained on the same class folders"),
+        (
+            "positive class",
+            first.operating_point.positive_class,
+            run.operating_point.positive_class,
+            "ensemble runs with the same positive class (`train --positive-class`)",
+        ),
+    ]
+    fields += [
+        (name, getattr(first.preprocessing, name), getattr(run.preprocessing, name), PREPROCESSING_FIX[name])
+        for name in SHARED_PREPROCESSING
+    ]
+    first_aug, run_aug = (r.config.get("augmentation") or {} for r in (first, run))
+    fields += [
+        (name, first_aug.get(name), run_aug.get(name), f"retrain it with the same --augment {name}")
+        for name in EVAL_PREPROCESSING
+    ]
+    for name, expected, found, fix in fields:
+        if expected != found:
+            raise BlastscopeError(
+                f"{run.run_dir}: {name} {found!r} differs from {first.run_dir}'s {expected!r}; every member of an "
+                f"ensemble is fed the same image and scored on the same classes: {fix}, or leave it out"
+            )
+
+
+def _seen_cells(runs: Sequence[TrainedRun]) -> Split:
+    """Every cell some member trained or validated on, once each (by content), all in ``train``: no cell is held out
+    from every member, and ``evaluate --data`` must leave all of them out."""
+    cells: dict[str, Cell] = {}
+    groups: dict[str, str] = {}
+    for run in runs:
+        groups.update(run.split.groups)
+        for part in ("train", "val"):
+            for cell in run.split.parts.get(part, []):
+                cells.setdefault(cell.digest, cell)
+    seen = list(cells.values())
+    return Split(
+        parts={"train": seen, "val": [], "test": []},
+        groups=groups,
+        subject_level=all(cell.subject is not None for cell in seen),
+        seed=None,
+        ratios=(1.0, 0.0, 0.0),
+        classes=runs[0].classes,
+    )
+
+
+def _config(runs: Sequence[TrainedRun], checkpoint: str, split: Split, shared: bool) -> dict[str, Any]:
+    """The ensemble's ``config.yaml``: its members as they were when it was made, and what it shares."""
+    first = runs[0]
+    members = [
+        {
+            "path": str(run.run_dir),
+            "model": run.model_name,
+            "weights_source": run.weights_source,
+            "weights_pretrained": run.pretrained,
+            "split_hash": run.split.hash,
+            "temperature": run.operating_point.temperature,
+            "threshold": run.operating_point.threshold,
+            "operating_point": run.operating_point.origin(),
+            "preprocessing": run.preprocessing.to_dict(),
+        }
+        for run in runs
+    ]
+    sources = "; ".join(f"{run.model_name} from {run.weights_source}" for run in runs)
+    attributions = dict.fromkeys(str(run.attribution) for run in runs if run.attribution)
+    augmentation = {name: (first.config.get("augmentation") or {}).get(name) for name in EVAL_PREPROCESSING}
+    return {
+        "model": ENSEMBLE,
+        "members": members,
+        "checkpoint": checkpoint,
+        "classes": list(first.classes),
+        "resolved_positive_class": first.operating_point.positive_class,
+        "attribution": "; ".join(attributions),
+        "preprocessing": first.preprocessing.to_dict(),
+        "augmentation": augmentation,
+        "weights_source": f"ensemble of {len(runs)} runs: {sources}",
+        "weights_pretrained": all(run.pretrained for run in runs),
+        "split_hash": split.hash if shared else None,
+        "split_subject_level": bool(split.subject_level),
+        "split_note": None if shared else NO_HELD_OUT.format(out="ENSEMBLE"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+    }

@@ -1,0 +1,137 @@
+"""make_ensemble: a self-contained ensemble run that evaluate scores on its members' shared split, or that keeps the
+cells its members saw out of `evaluate --data`; members that cannot share one input or one output are refused."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blastscope.errors import BlastscopeError
+from blastscope.evaluation.evaluate import evaluate_run
+from blastscope.runs import load_run
+from blastscope.training import resume
+from blastscope.workflows.ensemble import make_ensemble
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _edit_config(run_dir: Path, edit: Callable[[dict], None]) -> None:
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _copy(run_dir: Path, where: Path) -> Path:
+    return Path(shutil.copytree(run_dir, where / run_dir.name))
+
+
+def test_an_ensemble_on_a_shared_split_is_scored_and_calibrated_on_it(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    out = make_ensemble([tiny_run, tiny_run_seed1], tmp_path / "ens", log=lines.append)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    member = load_run(tiny_run)
+    assert (out / "split.csv").read_bytes() == (tiny_run / "split.csv").read_bytes()
+    assert config["split_hash"] == member.split.hash == config["members"][1]["split_hash"]
+    assert [m["path"] for m in config["members"]] == [str(tiny_run.resolve()), str(tiny_run_seed1.resolve())]
+    assert config["weights_source"].startswith("ensemble of 2 runs: efficientnet_lite0 from random init")
+    assert sum(line.startswith("warning: ") and "no fitted temperature" in line for line in lines) == 2
+    result = evaluate_run(out, threshold="val", bootstrap=0)
+    assert result.n_cells == len(member.split.parts["test"])
+    assert result.point.split == "val" and result.point.n_cells == len(member.split.parts["val"])
+    assert result.model == "ensemble of 2 x efficientnet_lite0"
+    assert load_run(out).operating_point == result.point  # stored in the ensemble, not in its members
+    assert load_run(tiny_run).operating_point.source == "default"
+    with pytest.raises(BlastscopeError, match="is an ensemble .* it is not trained"):
+        resume(out)
+
+
+def test_members_on_different_splits_leave_no_held_out_cells(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path, synth_small: Path
+) -> None:
+    other = _copy(tiny_run_seed1, tmp_path)
+    rows = list(csv.DictReader((other / "split.csv").open()))
+    for row in rows:  # the same cells, validation and test swapped: another split
+        row["split"] = {"val": "test", "test": "val"}.get(row["split"], row["split"])
+    with (other / "split.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines: list[str] = []
+    out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
+    assert lines[-1].startswith("no held-out cells: ") and f"`evaluate {out} --data DIR`" in lines[-1]
+    ensemble = load_run(out)
+    assert yaml.safe_load((out / "config.yaml").read_text())["split_hash"] is None
+    assert not ensemble.split.parts["test"] and not ensemble.split.parts["val"]
+    assert len(ensemble.split.parts["train"]) == 96  # train + val of one member and val of the other: every cell
+    with pytest.raises(BlastscopeError, match="every cell is one the run trained or validated on"):
+        evaluate_run(out, data=synth_small, bootstrap=0)
+
+
+def _not_finished(run: Path) -> None:
+    (run / "metrics.json").unlink()
+
+
+def _other_classes(run: Path) -> None:
+    (run / "operating_point.json").unlink()
+
+    def rename(config: dict) -> None:
+        config["classes"], config["resolved_positive_class"] = ["hem", "blast"], "blast"
+
+    _edit_config(run, rename)
+
+
+def _other_interpolation(run: Path) -> None:
+    _edit_config(run, lambda config: config["preprocessing"].update(interpolation="bilinear"))
+
+
+def _other_channels(run: Path) -> None:
+    _edit_config(run, lambda config: config["preprocessing"].update(channels="od", channel_scale=None))
+
+
+def _an_ensemble(run: Path) -> None:
+    _edit_config(run, lambda config: config.update(model="ensemble"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_not_finished, "not a finished run"),
+        (_other_classes, r"classes \('hem', 'blast'\) differs"),
+        (_other_interpolation, "interpolation 'bilinear' differs"),
+        (_other_channels, "channels 'od' differs"),
+        (_an_ensemble, "is itself an ensemble"),
+    ],
+)
+def test_a_member_that_cannot_join_is_refused_in_one_line(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path, change: Callable[[Path], None], message: str
+) -> None:
+    member = _copy(tiny_run_seed1, tmp_path)
+    change(member)
+    with pytest.raises(BlastscopeError, match=message) as caught:
+        make_ensemble([tiny_run, member], tmp_path / "ens", log=_quiet)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "ens").exists()
+
+
+def test_fewer_than_two_runs_a_run_twice_and_a_used_out_are_refused(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(BlastscopeError, match="at least 2 runs"):
+        make_ensemble([tiny_run], tmp_path / "ens", log=_quiet)
+    with pytest.raises(BlastscopeError, match="given twice"):
+        make_ensemble([tiny_run, tiny_run_seed1, tiny_run], tmp_path / "ens", log=_quiet)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    with pytest.raises(BlastscopeError, match="choose a new --out"):
+        make_ensemble([tiny_run, tiny_run_seed1], tmp_path / "used", log=_quiet)
+    assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
