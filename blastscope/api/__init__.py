@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Literal
 
 from blastscope.api.classifier import Classifier, Prediction
-from blastscope.data.preprocessing import check_segment_mode, segment_override_line
+from blastscope.data.preprocessing import (
+    check_red_cell_diameter,
+    check_segment_mode,
+    scale_override_line,
+    segment_override_line,
+)
 from blastscope.errors import BlastscopeError
 from blastscope.export.onnx import onnx_model_path
 from blastscope.inference.precision import InferencePrecision
@@ -32,6 +37,7 @@ def load(
     threshold: float | None = None,
     precision: InferencePrecision = "fp32",
     segment: str | None = None,
+    red_cell_diameter: float | None = None,
 ) -> Classifier:
     """A Classifier for a training run directory, deciding at the run's stored operating point.
 
@@ -51,17 +57,21 @@ def load(
     segment : {"auto", "always", "never"}, optional
         Replaces the run's recorded ``--segment`` mode for this classifier, with a warning when it differs; default:
         the run's own, so images are prepared as its training cells were.
+    red_cell_diameter : float, optional
+        Replaces the run's recorded red-cell diameter (px of the input images; the run's None measures it on each
+        image) that cells are cut out at, with a warning when it differs.
 
     Raises
     ------
     BlastscopeError
-        For an unknown backend or segment mode, a run without an export when ``backend="onnx"``, or an export made
-        for other classes or preprocessing.
+        For an unknown backend or segment mode, an unusable red-cell diameter, a run without an export when
+        ``backend="onnx"``, or an export made for other classes or preprocessing.
     """
     if backend not in ("auto", "torch", "onnx"):
         raise BlastscopeError(f"unknown backend {backend!r}; use auto, torch or onnx")
     if segment is not None:
         check_segment_mode(segment)
+    check_red_cell_diameter(red_cell_diameter)
     trained = load_run(Path(run_dir), checkpoint=checkpoint)
     point = trained.operating_point
     if threshold is not None:
@@ -89,6 +99,10 @@ def load(
         if line := segment_override_line(preprocessing.segment, segment):
             log.warning("%s", line)
         preprocessing = replace(preprocessing, segment=segment)
+    if red_cell_diameter is not None:
+        if line := scale_override_line(preprocessing.red_cell_diameter, red_cell_diameter):
+            log.warning("%s", line)
+        preprocessing = replace(preprocessing, red_cell_diameter=red_cell_diameter)
     return Classifier(
         runner,
         trained.model,

@@ -74,6 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cut cells out of their background as this mode says instead of as the run was trained (default: the "
         "run's own); cells whose cell cannot be found are skipped and listed either way",
     )
+    parser.add_argument(
+        "--red-cell-diameter",
+        type=float,
+        metavar="PX",
+        help="cut cells out at this red-cell diameter (px of the images) instead of the run's own (measured on each "
+        "image unless the run was trained with one); an operating point chosen so is not stored",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/evaluation-<split or data name>)")
     parser.set_defaults(run=run)
 
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         target_sensitivity=args.target_sensitivity,
         refer_error=args.refer_error,
         segment=args.segment,
+        red_cell_diameter=args.red_cell_diameter,
         transductive_neighbours=args.transductive_neighbours,
         checkpoint=args.checkpoint,
         precision=args.precision,

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print (or write) the class and per-class probabilities of each image, whether its cell was "
         "cut out of its background (--segment), and whether it is referred to a person (its p(positive) inside the "
         "run's refer band: `evaluate --refer-error`). Unreadable files, and images whose cell cannot be found, are "
-        "listed and skipped; the exit status is 1 when any file failed.",
+        "listed and skipped; the exit status is 1 when any file failed. Files a folder holds but that are not read "
+        "(hidden, special or over-size files) are listed as ignored; the last lines count both.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
@@ -59,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cut cells out of their background as this mode says instead of as the run was trained (default: the "
         "run's own)",
     )
+    parser.add_argument(
+        "--red-cell-diameter",
+        type=float,
+        metavar="PX",
+        help="cut cells out at this red-cell diameter (px of the images) instead of the run's own (measured on each "
+        "image unless the run was trained with one); give it when your images share one magnification",
+    )
     parser.set_defaults(run=run)
 
 
@@ -78,9 +86,15 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.gradcam, "--gradcam")
     if args.batch_size < 1:
         raise BlastscopeError(f"--batch-size must be at least 1 (got {args.batch_size})")
-    paths = expand_inputs(args.inputs)
+    ignored: list[tuple[Path, str]] = []
+    paths = expand_inputs(args.inputs, ignored)
     classifier = load(
-        args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold, segment=args.segment
+        args.run_dir,
+        backend=args.backend,
+        variant=args.variant,
+        threshold=args.threshold,
+        segment=args.segment,
+        red_cell_diameter=args.red_cell_diameter,
     )
     print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
     point = classifier.operating_point
@@ -112,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{referred} of {len(paths) - failures} cells {REFER_TEXT}", file=sys.stderr)
     if failures:
         print(
-            f"{failures} of {len(paths)} files could not be read or had no cell found (listed above)", file=sys.stderr
+            f"{failures} of {len(paths)} files could not be read or had no cell found (the 'skipped' lines above)",
+            file=sys.stderr,
         )
+    if ignored:
+        print(f"{len(ignored)} more ignored in the folders, not read (the 'ignored' lines above)", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -150,11 +167,12 @@ def predict_chunk(
     return rows
 
 
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given (whatever their extension, so a bad one is reported); folders searched for image files by the
-    dataset scan's own finder: symlinked folders followed once, OS litter (``__MACOSX/``, ``._*``, ``.DS_Store``)
-    ignored, and other hidden image files, folders that cannot be listed, special files (named pipes, devices) and
-    files over the byte limit named on stderr with the reason and left out."""
+def expand_inputs(inputs: list[Path], ignored: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The image files to read. Files are taken as given (whatever their extension, so a bad one is reported);
+    folders are searched for image files by the dataset scan's own finder: symlinked folders followed once, OS litter
+    (``__MACOSX/``, ``._*``, ``.DS_Store``) dropped silently, and other hidden image files, folders that cannot be
+    listed, special files (named pipes, devices) and files over the byte limit each named on an ``ignored`` line on
+    stderr with the reason, and appended to ``ignored`` when it is given (so a summary can count them)."""
     from blastscope.data.files import find_image_files
 
     paths: list[Path] = []
@@ -163,6 +181,8 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
             found = find_image_files(item)
             for path, reason in found.skipped:
                 print(f"ignored {path}: {reason}", file=sys.stderr)
+            if ignored is not None:
+                ignored.extend(found.skipped)
             paths.extend(found.files)
         elif item.exists():
             paths.append(item)

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.red_cell_diameter is not None and not args.red_cell_diameter > 2:
         raise BlastscopeError(f"--red-cell-diameter {args.red_cell_diameter}: give the red cells' size in px (> 2)")
     check_writable(args.out, "--out")
-    paths = expand_inputs(args.inputs)
+    ignored: list[tuple[Path, str]] = []
+    paths = expand_inputs(args.inputs, ignored)
     classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
     point = classifier.operating_point
     photographs = f"{len(paths)} photograph{'s' * (len(paths) != 1)}"
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     written = _written(writer.close, writer, args.out)
     overall = writer.overall()
     print(overall["summary"])
+    if ignored:
+        print(f"{len(ignored)} more ignored in the folders, not read (the 'ignored' lines above)", file=sys.stderr)
     print(f"wrote {', '.join(str(path) for path in written)} and the overlays in {args.out / 'overlays'}")
     return 1 if overall["failed"] else 0
 

@@ -96,6 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cut cells out of their background as this mode says instead of as the run was trained (default: the "
         "run's own)",
     )
+    parser.add_argument(
+        "--red-cell-diameter",
+        type=float,
+        metavar="PX",
+        help="cut cells out at this red-cell diameter (px of the uploaded images) instead of the run's own (measured "
+        "on each image unless the run was trained with one)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -117,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
         raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
     check_port_free(args.host, args.port)
     classifier = load(
-        args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold, segment=args.segment
+        args.run_dir,
+        backend=args.backend,
+        variant=args.variant,
+        threshold=args.threshold,
+        segment=args.segment,
+        red_cell_diameter=args.red_cell_diameter,
     )
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
     capacity = Capacity(

@@ -17,6 +17,7 @@ from blastscope.training.config import CLASS_BALANCE, LOGGERS, MONITORS, PRECISI
 FIELDS = {
     "data": "data",
     "segment": "segment",
+    "red_cell_diameter": "red_cell_diameter",
     "crop_fraction": "crop_fraction",
     "channels": "channels",
     "positive_class": "positive_class",
@@ -94,6 +95,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cut each cell out of its background onto black before resizing: auto (default) only where an image is "
         "not already on black as C-NMC cells are, always, or never; recorded with the run and applied by evaluate, "
         "predict, serve and the export",
+    )
+    data.add_argument(
+        "--red-cell-diameter",
+        type=float,
+        metavar="PX",
+        help="red-cell diameter in the images, px, that --segment cuts cells out at (default: measured on each "
+        "image: its whole red cells, else its nucleus); give it when every image comes from one microscope setup. "
+        "Recorded with the run and applied by evaluate, predict, serve and the export",
     )
     data.add_argument(
         "--crop-fraction",

@@ -1,6 +1,7 @@
 """On-disk cache of decoded, resized cells, so each image file is decoded once per size rather than once per epoch.
 
-An entry is one ``.npy`` file keyed by (content digest, size, interpolation, segment mode, crop fraction) that also
+An entry is one ``.npy`` file keyed by (content digest, size, interpolation, segment mode and red-cell diameter, crop
+fraction) that also
 records the source file's byte size and modification time and the decoder's version: a file edited after it was
 hashed, or an entry written by an older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches
 and is decoded again, never served stale. With segmentation on (``--segment auto|always``) the entry's name also says
@@ -79,18 +80,24 @@ class ModelInput:
 
 
 def model_input(
-    image: Image.Image, size: int, interpolation: str, segment: str = "never", crop_fraction: float = 1.0
+    image: Image.Image,
+    size: int,
+    interpolation: str,
+    segment: str = "never",
+    crop_fraction: float = 1.0,
+    red_cell_diameter: float | None = None,
 ) -> ModelInput:
-    """Apply the ``segment`` mode to the whole decoded image, keep its central ``crop_fraction`` window
-    (:func:`crop_centre`), then resize it to ``size`` x ``size``.
+    """Apply the ``segment`` mode to the whole decoded image (at ``red_cell_diameter`` px, None: measured on it), keep
+    its central ``crop_fraction`` window (:func:`crop_centre`), then resize it to ``size`` x ``size``.
 
     Raises ``CellNotFoundError`` when segmentation finds no cell, ``BlastscopeError`` for an unknown mode,
-    interpolation or crop fraction.
+    interpolation, crop fraction or red-cell diameter.
     """
     check_crop_fraction(crop_fraction)
     segmented = False
     if check_segment_mode(segment) != "never":
-        cell = cell_for_model(np.asarray(image.convert("RGB") if image.mode != "RGB" else image), segment)
+        rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        cell = cell_for_model(rgb, segment, red_cell_diameter)
         image = Image.fromarray(cell.image) if cell.segmented else image
         segmented = cell.segmented
     image, clipped = crop_centre(image, crop_fraction)
@@ -118,7 +125,12 @@ def crop_centre(image: Image.Image, fraction: float) -> tuple[Image.Image, bool]
 
 
 def decode_resized(
-    path: Path, size: int, interpolation: str, segment: str = "never", crop_fraction: float = 1.0
+    path: Path,
+    size: int,
+    interpolation: str,
+    segment: str = "never",
+    crop_fraction: float = 1.0,
+    red_cell_diameter: float | None = None,
 ) -> ModelInput:
     """Decode ``path`` to RGB, segment it as ``segment`` says, crop it to its central ``crop_fraction`` and resize
     it to size x size.
@@ -126,7 +138,7 @@ def decode_resized(
     Raises ``ImageError`` naming ``path`` when it cannot be read or its cell cannot be found.
     """
     try:
-        return model_input(read_rgb(path), size, interpolation, segment, crop_fraction)
+        return model_input(read_rgb(path), size, interpolation, segment, crop_fraction, red_cell_diameter)
     except CellNotFoundError as error:
         raise ImageError(path, error.reason) from None
 
@@ -153,7 +165,8 @@ class CacheUsage:
 
 
 class DecodedCache:
-    """Decoded uint8 pixels of cell images, by content digest, size, interpolation, segment mode and crop fraction.
+    """Decoded uint8 pixels of cell images, by content digest, size, interpolation, segment mode (and red-cell
+    diameter) and crop fraction.
 
     Holds only a path, so it pickles cheaply into DataLoader worker processes.
     """
@@ -169,6 +182,7 @@ class DecodedCache:
         interpolation: str,
         segment: str = "never",
         crop_fraction: float = 1.0,
+        red_cell_diameter: float | None = None,
     ) -> ModelInput:
         """The (size, size, 3) uint8 pixels of ``path`` as :func:`decode_resized` gives them, whether its cell was cut
         out and whether the crop clipped it; decoded and stored on the first request only. Raises ``ImageError`` as
@@ -180,11 +194,11 @@ class DecodedCache:
             raise ImageError(path, f"cannot be read ({error.strerror or error})") from error
         outcomes = (False,) if segment == "never" else (True,) if segment == "always" else (True, False)
         for segmented in outcomes:
-            entry = self._entry(digest, size, interpolation, segment, segmented, crop_fraction)
+            entry = self._entry(digest, size, interpolation, segment, segmented, crop_fraction, red_cell_diameter)
             if (fresh := self._read_fresh(entry, stat)) is not None:
                 return ModelInput(fresh[0], segmented, fresh[1])
-        decoded = decode_resized(path, size, interpolation, segment, crop_fraction)
-        entry = self._entry(digest, size, interpolation, segment, decoded.segmented, crop_fraction)
+        decoded = decode_resized(path, size, interpolation, segment, crop_fraction, red_cell_diameter)
+        entry = self._entry(digest, size, interpolation, segment, decoded.segmented, crop_fraction, red_cell_diameter)
         self._write(entry, decoded.pixels, stat, decoded.clipped if crop_fraction < 1.0 else None)
         return decoded
 
@@ -206,12 +220,15 @@ class DecodedCache:
         segment: str = "never",
         segmented: bool = False,
         crop_fraction: float = 1.0,
+        red_cell_diameter: float | None = None,
     ) -> Path:
         """The entry's path; ``never`` and the whole image keep the names entries had before segmentation and
         cropping (their pixels are the same)."""
         if not digest or not digest.isalnum():
             raise ValueError(f"a cache key needs an alphanumeric content digest, got {digest!r}")
         outcome = "" if segment == "never" else f"-{segment}-{'cut' if segmented else 'whole'}-s{SEGMENTATION_VERSION}"
+        if segment != "never" and red_cell_diameter is not None:
+            outcome += f"-rbc{red_cell_diameter:g}"
         crop = "" if crop_fraction >= 1.0 else f"-crop{crop_fraction:.4f}"
         return self.root / digest[:2] / f"{digest}-{size}-{interpolation}{outcome}{crop}.npy"
 

@@ -91,9 +91,17 @@ class CellDataset(Dataset):
     def _input(self, cell: Cell) -> ModelInput:
         pre = self.pre
         if self.cache is None:
-            return decode_resized(cell.path, pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction)
+            return decode_resized(
+                cell.path, pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction, pre.red_cell_diameter
+            )
         return self.cache.load(
-            cell.path, cell.digest, pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction
+            cell.path,
+            cell.digest,
+            pre.input_size,
+            pre.interpolation,
+            pre.segment,
+            pre.crop_fraction,
+            pre.red_cell_diameter,
         )
 
     def _readable(self, cells: Sequence[Cell], threads: int) -> tuple[list[Cell], list[tuple[Path, str]], list[bool]]:

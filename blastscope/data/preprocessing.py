@@ -41,6 +41,38 @@ def check_crop_fraction(fraction: float) -> float:
     return float(fraction)
 
 
+def check_red_cell_diameter(diameter: float | None) -> float | None:
+    """``diameter`` (px) if it is a usable red-cell size, above 2 px; None stays None (measure it on each image).
+
+    Raises
+    ------
+    BlastscopeError
+        For anything else: not a number, not finite, or 2 px or less.
+    """
+    if diameter is None:
+        return None
+    if isinstance(diameter, bool) or not isinstance(diameter, int | float) or not 2 < diameter < float("inf"):
+        raise BlastscopeError(
+            f"red-cell diameter {diameter!r} is invalid: give the red cells' size in pixels of the input images (> 2)"
+        )
+    return float(diameter)
+
+
+def scale_override_line(trained: float | None, given: float) -> str | None:
+    """One line for a person when ``given`` (this call's ``--red-cell-diameter``) differs from the red-cell diameter
+    the run was trained with (None: measured on each image); ``None`` when they agree.
+
+    Raises
+    ------
+    BlastscopeError
+        For an unusable ``given``.
+    """
+    if check_red_cell_diameter(given) == trained:
+        return None
+    how = "with the diameter measured on each image" if trained is None else f"at {trained:g} px"
+    return f"cutting cells out at a red-cell diameter of {given:g} px for this call; the run was trained {how}"
+
+
 def check_channels(channels: str) -> str:
     """``channels`` if it is one of :data:`CHANNELS`.
 
@@ -106,13 +138,18 @@ class Preprocessing:
     channels : {"rgb", "od", "hed"}
         What the network is fed (:data:`CHANNELS`), each channel multiplied by ``CHANNEL_SCALE[channels]`` before
         ``mean`` and ``std`` apply; the run's ``--channels``.
+    red_cell_diameter : float or None
+        Red-cell diameter (px of the input images) that segmentation scales its sizes by; None (the default, and
+        runs recorded before the option) measures it on each image
+        (:func:`blastscope.segmentation.scale.crop_scale`). The run's ``--red-cell-diameter``.
 
     No model is fed another's normalisation: each registered model brings its own (``ModelSpec.preprocessing``).
 
     Raises
     ------
     BlastscopeError
-        For an unknown ``segment`` mode or ``channels``, or a ``crop_fraction`` outside (0, 1].
+        For an unknown ``segment`` mode or ``channels``, a ``crop_fraction`` outside (0, 1], or a
+        ``red_cell_diameter`` of 2 px or less.
     """
 
     input_size: int
@@ -122,11 +159,13 @@ class Preprocessing:
     segment: str = "auto"
     crop_fraction: float = 1.0
     channels: str = "rgb"
+    red_cell_diameter: float | None = None
 
     def __post_init__(self) -> None:
         check_segment_mode(self.segment)
         object.__setattr__(self, "crop_fraction", check_crop_fraction(self.crop_fraction))
         check_channels(self.channels)
+        object.__setattr__(self, "red_cell_diameter", check_red_cell_diameter(self.red_cell_diameter))
 
     @property
     def channel_scale(self) -> tuple[float, float, float]:
@@ -158,6 +197,8 @@ class Preprocessing:
             # Records from before --crop-fraction and --channels: the whole image, fed as RGB.
             crop_fraction=float(data.get("crop_fraction", 1.0)),
             channels=str(data.get("channels", "rgb")),
+            # Records from before --red-cell-diameter: measured on each image.
+            red_cell_diameter=data.get("red_cell_diameter"),
         )
         recorded = data.get("channel_scale")
         scale = pre.channel_scale

@@ -27,7 +27,12 @@ import numpy as np
 
 from blastscope.data.cache import DecodedCache
 from blastscope.data.classes import positive_class_line
-from blastscope.data.preprocessing import check_segment_mode, segment_override_line
+from blastscope.data.preprocessing import (
+    check_red_cell_diameter,
+    check_segment_mode,
+    scale_override_line,
+    segment_override_line,
+)
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation import plots
@@ -138,6 +143,7 @@ def evaluate_run(
     refer_error: float | None = None,
     segment: str | None = None,
     transductive_neighbours: int | None = None,
+    red_cell_diameter: float | None = None,
 ) -> EvaluationResult:
     """Load ``run_dir``, predict ``split`` of its own data (or every unseen cell of ``data``) and evaluate it.
 
@@ -179,6 +185,9 @@ def evaluate_run(
     segment : {"auto", "always", "never"}, optional
         Read the cells with this ``--segment`` mode instead of the run's (announced, noted; a point chosen so is not
         stored). Cells that cannot be read or whose cell is not found are skipped and noted either way.
+    red_cell_diameter : float, optional
+        Cut cells out at this red-cell diameter (px of the images) instead of the run's (announced and noted like
+        ``segment``; a point chosen so is not stored).
     transductive_neighbours : int, optional
         Also score each cell's plain probability mixed with those of its K most similar scored cells (Pan et al.
         2019; :mod:`~blastscope.evaluation.transductive`) in the separate ``transductive`` section; K >= 1, fewer
@@ -203,6 +212,7 @@ def evaluate_run(
     _check_neighbours(transductive_neighbours)
     if segment is not None:
         check_segment_mode(segment)
+    check_red_cell_diameter(red_cell_diameter)
     spec = parse_threshold(threshold)
     if target_sensitivity is not None and spec not in (None, "val"):
         raise BlastscopeError(conflicting_threshold_options(threshold))  # type: ignore[arg-type]
@@ -222,12 +232,19 @@ def evaluate_run(
         )
     _move_to(run.model, device)
     notes: list[str] = []
-    overridden = segment_override_line(run.preprocessing.segment, segment) if segment is not None else None
-    if overridden:
-        run.preprocessing = replace(run.preprocessing, segment=segment)  # type: ignore[arg-type]
-        notes.append(overridden)
+    overridden = []
+    if segment is not None and (line := segment_override_line(run.preprocessing.segment, segment)):
+        run.preprocessing = replace(run.preprocessing, segment=segment)
+        overridden.append(line)
+    if red_cell_diameter is not None and (
+        line := scale_override_line(run.preprocessing.red_cell_diameter, red_cell_diameter)
+    ):
+        run.preprocessing = replace(run.preprocessing, red_cell_diameter=red_cell_diameter)
+        overridden.append(line)
+    for line in overridden:
+        notes.append(line)
         if announce is not None:
-            announce(overridden)
+            announce(line)
     cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)
     cells, segmented, skipped = readable_cells(run, cells, notes, "scored")
     features = None  # first: a network without features of its own (an ensemble) stops before any other work
@@ -274,7 +291,10 @@ def evaluate_run(
     stored_to = None
     if choosing and store:
         if overridden:
-            notes.append("the operating point was chosen with another --segment than the run's, so it is not stored")
+            notes.append(
+                "the operating point was chosen with another --segment or --red-cell-diameter than the run's, so it "
+                "is not stored"
+            )
         elif checkpoint == "best":
             stored_to = str(run.save_operating_point(point))
         else:

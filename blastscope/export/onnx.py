@@ -103,6 +103,11 @@ def model_metadata(pre: Preprocessing, point: OperatingPoint, model_name: str, v
         f"{key}input": (
             f"float32 NCHW RGB, {pre.input_size}x{pre.input_size} ({pre.interpolation} resize), "
             f"scaled to [0, 1], then (x - mean) / std per channel{SEGMENT_TEXT[pre.segment]}"
+            + (
+                f", at a red-cell diameter of {pre.red_cell_diameter:g} px"
+                if pre.segment != "never" and pre.red_cell_diameter is not None
+                else ""
+            )
         ),
         f"{key}output": decision_text(point),
         f"{key}model": model_name,

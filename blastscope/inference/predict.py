@@ -75,25 +75,26 @@ class Readable:
 
 def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = None) -> ModelInput:
     """One item as the model's transform takes it: uint8 (S, S, 3) pixels, S = ``pre.input_size``, segmented (or
-    not) as ``pre.segment`` says, with whether it was.
+    not) as ``pre.segment`` says (at ``pre.red_cell_diameter``), with whether it was.
 
     Cells are read through ``cache`` (exactly as training saw them); images and paths are decoded, segmented and
     resized the same way; a :class:`ModelInput` is passed on. Raises ``ImageError`` naming the item for an unreadable
     file or a cell that cannot be found, ``ValueError`` for a ``ModelInput`` of another size.
     """
     size, interpolation, segment, crop = pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction
+    scale = pre.red_cell_diameter
     if isinstance(item, ModelInput):
         if item.pixels.shape != (size, size, 3):
             raise ValueError(f"a model input of shape {item.pixels.shape} given to a model of {size}x{size} px")
         return item
     if isinstance(item, Cell):
-        return (cache or DecodedCache()).load(item.path, item.digest, size, interpolation, segment, crop)
+        return (cache or DecodedCache()).load(item.path, item.digest, size, interpolation, segment, crop, scale)
     if isinstance(item, Image.Image):
         try:
-            return model_input(decode_pil(item).image, size, interpolation, segment, crop)
+            return model_input(decode_pil(item).image, size, interpolation, segment, crop, scale)
         except CellNotFoundError as error:
             raise ImageError(getattr(item, "filename", "") or "<image>", error.reason) from None
-    return decode_resized(Path(item), size, interpolation, segment, crop)
+    return decode_resized(Path(item), size, interpolation, segment, crop, scale)
 
 
 def readable(items: Sequence[Item], pre: Preprocessing, cache: DecodedCache | None = None) -> Readable:

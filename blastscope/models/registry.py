@@ -39,6 +39,9 @@ class TrainingDefaults:
     unfreeze_stages : int or "all"
         How many of the backbone's stages (:meth:`CellClassifier.stages`, counted from the output) learn in phase 2;
         at most the model's stage count.
+    image_size : int or None
+        Input side in pixels the recipe trains at; ``None`` keeps the size the ImageNet weights were trained at
+        (:attr:`ModelSpec.default_preprocessing`). A model whose best CPU recipe was measured at another size says so.
 
     A randomly initialised model trains everything for ``epochs_frozen + epochs_finetune`` epochs at ``lr_head``
     (there are no pretrained weights for the lower rate to protect).
@@ -49,6 +52,7 @@ class TrainingDefaults:
     lr_head: float = 1e-3
     lr_finetune: float = 1e-4
     unfreeze_stages: int | Literal["all"] = 2
+    image_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The defaults as a plain mapping, keyed as :class:`~blastscope.training.config.TrainConfig` fields."""

@@ -11,6 +11,8 @@ does that cutting with classical, stain-aware image analysis (scikit-image, no n
 - :func:`is_on_black`: whether an image is already a C-NMC-like cut-out (segment only where needed).
 - :func:`label_white_cells`: the label images behind both, for measuring and drawing.
 - :func:`cell_for_model`: the ``--segment auto|always|never`` step every command applies before resizing.
+- :func:`crop_scale`: the red-cell diameter of a crop, measured on it (its whole red cells, else its nucleus), which
+  every size of the segmentation scales with.
 
 Scale: cells keep their physical size (one ``scale`` for every cell; see :mod:`blastscope.segmentation.canvas`).
 """
@@ -31,6 +33,7 @@ from blastscope.segmentation.modes import (
     cell_for_model,
     segmenting_bytes,
 )
+from blastscope.segmentation.scale import CropScale, crop_scale
 from blastscope.segmentation.settings import DEFAULT_SETTINGS, SegmentationSettings
 from blastscope.segmentation.stains import StainMaps, background_white, stain_maps
 
@@ -39,6 +42,7 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "CellImage",
     "CellNotFoundError",
+    "CropScale",
     "FoundCell",
     "SegmentationSettings",
     "SegmentedCell",
@@ -47,6 +51,7 @@ __all__ = [
     "background_white",
     "cell_for_model",
     "cell_on_black_mask",
+    "crop_scale",
     "find_white_cells",
     "is_on_black",
     "label_white_cells",

@@ -5,6 +5,12 @@ C-NMC cells sees only the cell on black. :func:`segment_cell` finds the white ce
 (nucleus and cytoplasm, see :mod:`blastscope.segmentation.field`) and returns it centred on a black square canvas at
 the input's pixel scale (no per-cell zoom; see :mod:`blastscope.segmentation.canvas` for how the scale relates to
 C-NMC's). Images that are already cut-outs on black are only re-centred.
+
+A crop may be cut tight around its cell or wide around it; the same cell should come out the same either way. So the
+crop's red-cell diameter, which every size of the segmentation scales with, is measured on the crop
+(:mod:`blastscope.segmentation.scale`) unless given, and its light source is fitted over the whole crop (a crop covers
+a small part of the microscope's field, so its illumination is nearly even, and its white cell may fill most of any
+smaller neighbourhood).
 """
 
 from __future__ import annotations
@@ -20,15 +26,12 @@ from blastscope.segmentation.field import (
     label_white_cells,
     not_found,
 )
-from blastscope.segmentation.settings import (
-    CROP_FRACTION,
-    DEFAULT_SETTINGS,
-    WHITE_CELL_IN_RED_CELLS,
-    SegmentationSettings,
-    checked_diameter,
-    red_cell_area,
-)
-from blastscope.segmentation.stains import as_rgb
+from blastscope.segmentation.scale import CropScale, crop_scale
+from blastscope.segmentation.settings import DEFAULT_SETTINGS, SegmentationSettings, checked_diameter
+from blastscope.segmentation.stains import as_rgb, stain_maps
+
+CROP_WINDOW = 1.0
+"""The light source's neighbourhood on a crop: all of it (:func:`~blastscope.segmentation.stains.background_white`)."""
 
 
 def segment_cell(
@@ -52,18 +55,20 @@ def segment_cell(
         Canvas px per input px (1.0 keeps the input's scale; cells are never zoomed one by one).
     red_cell_diameter : float, optional
         Typical red-cell diameter in the input, px; sizes used to tell nuclei from platelets and lobes from cells
-        scale with it. Default: a quarter of the crop's shorter side (a crop about twice its cell's width); when
-        the central cell and the cells touching it are together much larger than that implies (a tighter crop, a
-        lobed nucleus split apart), their size divided by 1.8 (white cells are 1.5-2 red cells across).
+        scale with it. Default: measured on the crop (:func:`~blastscope.segmentation.scale.crop_scale`: its whole
+        red cells, else its central nucleus, else a quarter of its shorter side), so that the margin a crop is cut
+        with barely changes the cell found.
     settings : SegmentationSettings
         Thresholds and sizes.
 
     Returns
     -------
     SegmentedCell
-        ``found=True`` with the canvas, its mask, the box and mask in input pixels; or ``found=False``, a black
-        canvas and the reason (no nucleus, or a cell larger than the canvas). The cell chosen is the one under the
-        image centre, else the nearest one not cut by the border, else the nearest.
+        ``found=True`` with the canvas, its mask, the box and mask in input pixels, and a reason that gives the
+        red-cell diameter used and how it was found; or ``found=False``, a black canvas and the reason (what was
+        missing: any stain, a nucleus standing out from the noise, one large enough; or a cell larger than the
+        canvas). The cell chosen is the one under the image centre, else the nearest one not cut by the border,
+        else the nearest.
 
     Raises
     ------
@@ -76,26 +81,15 @@ def segment_cell(
     rgb = as_rgb(image)
     if is_on_black(rgb):
         return _segment_on_black(rgb, canvas_size, scale)
-    diameter = checked_diameter(red_cell_diameter, min(rgb.shape[:2]) * CROP_FRACTION)
-    labels = label_white_cells(rgb, red_cell_diameter=diameter, settings=settings)
-    if labels.count == 0:
-        least = round(settings.min_nucleus_area * red_cell_area(diameter))
-        return not_found(
-            canvas_size,
-            f"no white cell found: no haematoxylin-stained nucleus of at least {least} px "
-            f"(threshold {labels.nucleus_threshold:.2f} OD; red-cell diameter taken as {diameter:.0f} px)",
-            scale,
-        )
-    index = _central(labels.cells, labels.cut_by_border)
+    maps = stain_maps(rgb, settings.smoothing, window=CROP_WINDOW)
     if red_cell_diameter is None:
-        # The cells touching the central one may be its own lobes, split because the crop is tighter than assumed
-        # (its red cells larger than a quarter of it). A white cell is 1.5-2 red cells across: if that cluster says
-        # the red cells are clearly larger, segment again at that scale.
-        clustered = _cluster_diameter(labels.cells, index, 0.1 * diameter) / WHITE_CELL_IN_RED_CELLS
-        if clustered > 1.5 * diameter:
-            again = label_white_cells(rgb, red_cell_diameter=clustered, settings=settings)
-            if again.count:
-                labels, index = again, _central(again.cells, again.cut_by_border)
+        found_scale = crop_scale(maps, settings)
+    else:
+        found_scale = CropScale(checked_diameter(red_cell_diameter, 0.0), "given")
+    labels = label_white_cells(rgb, red_cell_diameter=found_scale.diameter, settings=settings, maps=maps)
+    if labels.count == 0:
+        return not_found(canvas_size, f"no white cell found: {labels.missing}", scale)
+    index = _central(labels.cells, labels.cut_by_border)
     window = ndi.find_objects(labels.cells)[index - 1]
     rows, cols = window
     mask = labels.cells[window] == index
@@ -103,7 +97,9 @@ def segment_cell(
     centroid = (float(x.mean() + cols.start), float(y.mean() + rows.start))
     box = (cols.start, rows.start, cols.stop, rows.stop)
     others = labels.count - 1
-    how = "white cell found by stain" + (f" ({others} other white cell(s) in the image left out)" if others else "")
+    how = f"white cell found by stain (red-cell diameter {found_scale.diameter:.0f} px, {found_scale.source})" + (
+        f"; {others} other white cell(s) in the image left out" if others else ""
+    )
     return cut_out(rgb, mask, box, centroid, bool(labels.cut_by_border[index - 1]), canvas_size, scale, how)
 
 
@@ -117,19 +113,6 @@ def _central(cells: np.ndarray, cut: np.ndarray) -> int:
     centres = np.asarray(ndi.center_of_mass(cells > 0, cells, labels)).reshape(-1, 2)
     distance = np.hypot(centres[:, 0] - (height - 1) / 2, centres[:, 1] - (width - 1) / 2)
     return int(labels[np.lexsort((distance, cut))[0]])
-
-
-def _cluster_diameter(cells: np.ndarray, index: int, gap: float) -> float:
-    """Equivalent diameter (px) of cell ``index`` together with every cell within ``gap`` px of it, directly or in a
-    chain."""
-    cluster = cells == index
-    while True:
-        near = ndi.distance_transform_edt(~cluster) <= max(2.0, gap)
-        touching = np.unique(cells[near & (cells > 0)])
-        grown = np.isin(cells, touching)
-        if grown.sum() == cluster.sum():
-            return float(2 * np.sqrt(cluster.sum() / np.pi))
-        cluster = grown
 
 
 def _segment_on_black(rgb: np.ndarray, canvas_size: int, scale: float) -> SegmentedCell:

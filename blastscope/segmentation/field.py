@@ -4,9 +4,10 @@ The method, step by step (sizes in red-cell diameters ``d``, see :class:`Segment
 
 1. **Stains** (:mod:`blastscope.segmentation.stains`): light source, optical density, haematoxylin by colour
    deconvolution (Ruifrok & Johnston 2001) and blueness relative to the background.
-2. **Nuclei**: haematoxylin above Otsu's threshold (Otsu 1979; never below ``nucleus_floor``), opened; specks
-   dropped; fragments closer than ``2 * fragment_gap`` merged, and small groups (lobes of segmented nuclei) merged
-   into the nearest group within ``lobe_gap``. Groups smaller than ``min_nucleus_area`` are platelets, not nuclei.
+2. **Nuclei** (:mod:`blastscope.segmentation.nuclei`): haematoxylin above Otsu's threshold (Otsu 1979; never below
+   ``nucleus_floor``), standing out from the background's noise (not a field of noise), opened; specks dropped;
+   fragments closer than ``2 * fragment_gap`` merged, and small groups (lobes of segmented nuclei) merged into the
+   nearest group within ``lobe_gap``. Groups smaller than ``min_nucleus_area`` are platelets, not nuclei.
 3. **Cytoplasm**: pixels bluer than the background (hysteresis threshold: pale cytoplasm counts when connected to
    clearly blue pixels) grown from the nuclei, plus each nucleus's convex hull (the space between lobes); opened to
    cut thin bridges to red-cell rims, holes filled, and kept within reach of a nucleus. Red cells (pink) and plasma
@@ -36,12 +37,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import apply_hysteresis_threshold, threshold_otsu
+from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
 
 from blastscope.segmentation.background import cell_on_black_mask, is_on_black
 from blastscope.segmentation.canvas import CNMC_CANVAS, check_canvas, place_on_canvas
+from blastscope.segmentation.nuclei import (
+    NUCLEUS_COHERENCE,
+    NUCLEUS_CONTRAST,
+    dilate,
+    label_nuclei,
+    nucleus_contrast,
+    nucleus_threshold,
+    opening,
+    stain_coherence,
+)
 from blastscope.segmentation.settings import (
     DEFAULT_SETTINGS,
     FIELD_FRACTION,
@@ -151,6 +162,9 @@ class WhiteCellLabels:
         The red-cell diameter (px) the sizes were scaled by.
     nucleus_threshold : float
         Haematoxylin optical density above which pixels counted as nuclear (nan when the image is uniform).
+    missing : str
+        When no white cell was found, what was missing, in words (the image is uniform, nothing stands out from its
+        noise, no stained region is large enough for a nucleus...); empty otherwise.
     """
 
     cells: np.ndarray
@@ -158,6 +172,7 @@ class WhiteCellLabels:
     cut_by_border: np.ndarray
     red_cell_diameter: float
     nucleus_threshold: float
+    missing: str = ""
 
     @property
     def count(self) -> int:
@@ -209,15 +224,34 @@ def label_white_cells(
     if maps is None and is_on_black(rgb):  # a cut-out already: its cell is what is not black
         return _on_black_labels(rgb, diameter)
     maps = maps if maps is not None else stain_maps(rgb, settings.smoothing)
-    nuclei, threshold = _nuclei(maps.haematoxylin, diameter, settings)
+    threshold = nucleus_threshold(maps.haematoxylin, settings)
+    if np.isnan(threshold):
+        return _no_cells(rgb.shape, diameter, threshold, "the image is uniform: no stained region at all")
+    contrast = nucleus_contrast(maps, threshold)
+    coherence = stain_coherence(maps.haematoxylin, threshold, settings.smoothing)
+    if contrast < NUCLEUS_CONTRAST or coherence < NUCLEUS_COHERENCE:
+        return _no_cells(
+            rgb.shape,
+            diameter,
+            threshold,
+            f"nothing stands out from the image's noise (its most stained pixels lie {contrast:.1f} noise levels "
+            f"above the background, {coherence:.0%} of them in regions wider than noise's specks; a nucleus: "
+            f"{NUCLEUS_CONTRAST:g} or more, and {NUCLEUS_COHERENCE:.0%} or more)",
+        )
+    nuclei = label_nuclei(maps.haematoxylin, threshold, diameter, settings)
     if not nuclei.any():
-        return _no_cells(rgb.shape, diameter, threshold)
+        least = round(settings.min_nucleus_area * red_cell_area(diameter))
+        missing = (
+            f"no haematoxylin-stained nucleus of at least {least} px (stain above {threshold:.2f} OD; red-cell "
+            f"diameter {diameter:.0f} px)"
+        )
+        return _no_cells(rgb.shape, diameter, threshold, missing)
     region = _cell_region(maps, nuclei, diameter, settings)
     cells = watershed(-ndi.distance_transform_edt(region), nuclei, mask=region)
     cells = _merge_lobed_cells(cells, nuclei, diameter, settings)
     cells = _clean(cells, nuclei, diameter, settings)
     if not cells.any():
-        return _no_cells(rgb.shape, diameter, threshold)
+        return _no_cells(rgb.shape, diameter, threshold, "no nucleus kept a cell around it after clean-up")
     nuclei = np.where(cells > 0, cells, 0) * (nuclei > 0)
     edge = np.zeros(cells.shape, bool)
     edge[[0, -1], :] = True
@@ -364,82 +398,14 @@ def _on_black_labels(rgb: np.ndarray, diameter: float) -> WhiteCellLabels:
     """The one cell of a cut-out on black (its nucleus is not told apart: ``nuclei`` stays empty)."""
     mask = cell_on_black_mask(rgb)
     if not mask.any():
-        return _no_cells(rgb.shape, diameter, float("nan"))
+        return _no_cells(rgb.shape, diameter, float("nan"), "the image is black: no bright pixel")
     cut = bool(mask[[0, -1], :].any() or mask[:, [0, -1]].any())
     return WhiteCellLabels(mask.astype(np.int32), np.zeros(mask.shape, np.int32), np.array([cut]), diameter, np.nan)
 
 
-def _no_cells(shape: tuple[int, ...], diameter: float, threshold: float) -> WhiteCellLabels:
+def _no_cells(shape: tuple[int, ...], diameter: float, threshold: float, missing: str) -> WhiteCellLabels:
     empty = np.zeros(shape[:2], np.int32)
-    return WhiteCellLabels(empty, empty.copy(), np.zeros(0, bool), diameter, threshold)
-
-
-def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Dilation by a Euclidean disk of ``radius`` px (exact, through the distance transform)."""
-    if radius <= 0 or not mask.any():
-        return mask.copy()
-    return ndi.distance_transform_edt(~mask) <= radius
-
-
-def _open(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Opening by a Euclidean disk of ``radius`` px: removes parts and bridges narrower than ``2 * radius``."""
-    if radius <= 0 or not mask.any():
-        return mask.copy()
-    eroded = ndi.distance_transform_edt(np.pad(mask, 1, constant_values=True))[1:-1, 1:-1] > radius
-    return _dilate(eroded, radius) & mask
-
-
-def _nuclei(haematoxylin: np.ndarray, diameter: float, settings: SegmentationSettings) -> tuple[np.ndarray, float]:
-    """Label the nuclei of white cells (lobes grouped, platelets dropped); also return the threshold used."""
-    if float(np.ptp(haematoxylin)) < 1e-6:
-        return np.zeros(haematoxylin.shape, np.int32), float("nan")
-    threshold = max(float(threshold_otsu(haematoxylin)), settings.nucleus_floor)
-    mask = _open(haematoxylin > threshold, max(1.0, 0.02 * diameter))
-    area = red_cell_area(diameter)
-    fragments, count = ndi.label(mask)
-    if count == 0:
-        return fragments.astype(np.int32), threshold
-    sizes = np.bincount(fragments.ravel(), minlength=count + 1)
-    mask &= sizes[fragments] >= settings.fragment_area * area
-    groups, count = ndi.label(_dilate(mask, settings.fragment_gap * diameter))
-    groups = np.where(mask, groups, 0)
-    groups = _merge_lobes(groups, settings.lobe_area * area, settings.lobe_gap * diameter)
-    sizes = np.bincount(groups.ravel())
-    sizes[0] = 0
-    kept = np.flatnonzero(sizes >= settings.min_nucleus_area * area)
-    relabel = np.zeros(len(sizes), np.int32)
-    relabel[kept] = np.arange(1, len(kept) + 1)
-    return relabel[groups], threshold
-
-
-def _merge_lobes(groups: np.ndarray, lobe_area: float, gap: float) -> np.ndarray:
-    """Join each nuclear group smaller than ``lobe_area`` px to the nearest other group within ``gap`` px."""
-    groups = groups.copy()
-    while True:
-        sizes = np.bincount(groups.ravel())
-        sizes[0] = 0
-        small = [int(g) for g in np.argsort(sizes) if 0 < sizes[g] < lobe_area]
-        windows = ndi.find_objects(groups)
-        for label in small:
-            target = _nearest_group(groups, label, windows[label - 1], gap)
-            if target:
-                groups[groups == label] = target
-                break
-        else:
-            return groups
-
-
-def _nearest_group(groups: np.ndarray, label: int, window: tuple[slice, slice], gap: float) -> int:
-    """The label of the group nearest to group ``label`` within ``gap`` px, or 0."""
-    pad = int(np.ceil(gap)) + 1
-    rows = slice(max(0, window[0].start - pad), min(groups.shape[0], window[0].stop + pad))
-    cols = slice(max(0, window[1].start - pad), min(groups.shape[1], window[1].stop + pad))
-    local = groups[rows, cols]
-    distance = ndi.distance_transform_edt(local != label)
-    others = (local > 0) & (local != label) & (distance <= gap)
-    if not others.any():
-        return 0
-    return int(local[others][np.argmin(distance[others])])
+    return WhiteCellLabels(empty, empty.copy(), np.zeros(0, bool), diameter, threshold, missing)
 
 
 def _closed_nuclei(nuclei: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -452,7 +418,7 @@ def _closed_nuclei(nuclei: np.ndarray, radius: float) -> tuple[np.ndarray, np.nd
         rows = slice(max(0, window[0].start - pad), min(nuclei.shape[0], window[0].stop + pad))
         cols = slice(max(0, window[1].start - pad), min(nuclei.shape[1], window[1].stop + pad))
         local = np.pad(nuclei[rows, cols] == label, pad)
-        closed = ndi.distance_transform_edt(_dilate(local, radius)) > radius
+        closed = ndi.distance_transform_edt(dilate(local, radius)) > radius
         closed = (closed | local)[pad:-pad, pad:-pad]
         union[rows, cols] |= closed
         diameters.append(2 * np.sqrt(closed.sum() / np.pi))
@@ -472,7 +438,7 @@ def _cell_region(maps: StainMaps, nuclei: np.ndarray, diameter: float, settings:
     blue = (
         apply_hysteresis_threshold(maps.blueness, weak, strong) & (maps.red_cell < settings.red_cell_limit)
     ) | nuclear
-    region = ndi.binary_fill_holes(_open(blue, settings.opening * diameter) | closed)
+    region = ndi.binary_fill_holes(opening(blue, settings.opening * diameter) | closed)
     components, _ = ndi.label(region)
     region = np.isin(components, np.unique(components[nuclear]))
     distance, indices = ndi.distance_transform_edt(~nuclear, return_indices=True)
@@ -530,7 +496,7 @@ def _clean(cells: np.ndarray, nuclei: np.ndarray, diameter: float, settings: Seg
             continue
         mask = cells[window] == label
         size = 2 * np.sqrt(mask.sum() / np.pi)
-        mask = _open(mask, max(settings.opening * diameter, settings.cell_opening * size))
+        mask = opening(mask, max(settings.opening * diameter, settings.cell_opening * size))
         pieces, count = ndi.label(mask)
         if count == 0:
             continue

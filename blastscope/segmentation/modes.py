@@ -27,8 +27,9 @@ from blastscope.segmentation.canvas import CNMC_CANVAS
 from blastscope.segmentation.cell import segment_cell
 from blastscope.segmentation.stains import as_rgb
 
-SEGMENTATION_VERSION = 1
-"""Part of the decoded-image cache's keys: raise it when a change to the segmentation changes its cut-outs."""
+SEGMENTATION_VERSION = 2
+"""Part of the decoded-image cache's keys: raise it when a change to the segmentation changes its cut-outs (2: a
+crop's red-cell diameter measured on it, its light source fitted over the whole crop)."""
 MAX_SEGMENT_PIXELS = 2_000_000
 """Largest image (pixels) a single cell is cut out of. Its cell must fit the 450 px C-NMC canvas at the photo's own
 scale, so a larger image is a field, not a crop around one cell; and segmentation peaks at
@@ -71,7 +72,7 @@ class CellImage:
     segmented: bool
 
 
-def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
+def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None = None) -> CellImage:
     """Apply ``mode`` to one decoded image.
 
     Parameters
@@ -80,6 +81,9 @@ def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
         HxWx3 uint8 RGB image of one cell: a C-NMC-like cut-out on black, or a crop with its natural background.
     mode : {"auto", "always", "never"}
         See the module's docstring.
+    red_cell_diameter : float, optional
+        Red-cell diameter in the image, px (``Preprocessing.red_cell_diameter``); default: measured on the image
+        (:func:`~blastscope.segmentation.segment_cell`).
 
     Returns
     -------
@@ -96,7 +100,7 @@ def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
         grey and not on black (:func:`is_grey`: no colour for the stains to be told apart by), or
         (``auto``) an image on black has no cell pixel at all.
     BlastscopeError
-        For an unknown mode.
+        For an unknown mode, or a ``red_cell_diameter`` of 2 px or less.
     """
     if mode == "never":
         return CellImage(image, False)
@@ -119,7 +123,8 @@ def cell_for_model(image: np.ndarray, mode: str) -> CellImage:
         )
     if not on_black and is_grey(rgb):
         raise CellNotFoundError(GREY_REASON)
-    cell = segment_cell(rgb, canvas_size=max(height, width) if on_black else CNMC_CANVAS)
+    canvas = max(height, width) if on_black else CNMC_CANVAS
+    cell = segment_cell(rgb, canvas_size=canvas, red_cell_diameter=red_cell_diameter)
     if not cell.found:
         raise CellNotFoundError(cell.reason)
     return CellImage(cell.canvas, True)

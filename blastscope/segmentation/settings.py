@@ -12,11 +12,9 @@ FIELD_FRACTION = 1 / 6.4
 objective) shows red cells about 100 px across. Pass ``red_cell_diameter`` when your magnification differs."""
 
 CROP_FRACTION = 1 / 4
-"""Default red-cell diameter of a single-cell crop, as a fraction of its shorter side: a crop about twice as wide
-as its white cell, which is 1.5-2 red cells across."""
-
-WHITE_CELL_IN_RED_CELLS = 1.8
-"""A white cell's diameter in red-cell diameters (white cells are 10-15 um, red cells 7.5 um)."""
+"""Red-cell diameter of a single-cell crop, as a fraction of its shorter side, when neither its red cells nor its
+nucleus can be measured (:mod:`blastscope.segmentation.scale`): a crop about twice as wide as its white cell, which is
+1.5-2 red cells across."""
 
 
 @dataclass(frozen=True, slots=True)

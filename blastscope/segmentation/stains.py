@@ -32,9 +32,11 @@ from blastscope.errors import ImageError
 
 WHITE_GRID = 64  # the light source is estimated on a grid with about this many blocks along the longer side
 WHITE_QUANTILE = 90  # background blocks are about as bright as this percentile of their neighbourhood
-WHITE_WINDOW = 0.35  # neighbourhood side, as a fraction of the image's longer side
+WHITE_WINDOW = 0.35  # neighbourhood side, as a fraction of the image's longer side (a field's default)
 WHITE_FLOOR = 0.8  # background is at least this bright relative to the image's bright level (vignetting stays above)
-BACKGROUND_QUANTILE = 75  # pixels brighter (relative to the light source) than this percentile are background
+BACKGROUND_QUANTILE = 90
+"""Pixels at least as bright (relative to the light source) as this percentile are background: the brightest tenth,
+since a tight crop around a white cell may hold little more background than that."""
 MIN_SIDE = 16  # smaller images hold no cell worth segmenting
 
 
@@ -57,6 +59,9 @@ class StainMaps:
         pixel is bluer than the background (white-cell nucleus and cytoplasm), negative on red cells.
     blueness_noise : float
         Median absolute deviation of the blueness over background pixels: the noise level thresholds scale with.
+    background : numpy.ndarray
+        Bool: the pixels taken as background (plasma, glass): the brightest relative to the light source, from the
+        :data:`BACKGROUND_QUANTILE` th percentile of their least bright channel up.
     """
 
     white: np.ndarray
@@ -65,6 +70,7 @@ class StainMaps:
     red_cell: np.ndarray
     blueness: np.ndarray
     blueness_noise: float
+    background: np.ndarray
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -85,20 +91,26 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return image[..., :3]
 
 
-def background_white(rgb: np.ndarray) -> np.ndarray:
+def background_white(rgb: np.ndarray, window: float = WHITE_WINDOW) -> np.ndarray:
     """Estimate the light source of every pixel of a bright-field image.
 
     The image is block-averaged to about :data:`WHITE_GRID` blocks along its longer side. Background blocks are
     those among the brightest of their neighbourhood (:data:`WHITE_QUANTILE` th percentile over a window of
-    :data:`WHITE_WINDOW` of the image) and not far below the image's bright level (:data:`WHITE_FLOOR`), so that a
-    large dark cell or a crowd of red cells never passes for background. A quadratic surface per channel, fitted to
-    them by least squares (twice, dropping blocks well below the first fit), models the illumination: vignetting
-    and colour gradients are smooth, and the surface bridges the areas under cells.
+    ``window`` of the image) and not far below the image's bright level (:data:`WHITE_FLOOR`), so that a large dark
+    cell or a crowd of red cells never passes for background. Brightness is a block's least bright channel: every
+    Romanowsky stain absorbs in the green, so pale cytoplasm and red cells fall clearly below the background there
+    even where the sum of their channels does not (on a tight crop, the sum let the cytoplasm pass for background).
+    A quadratic surface per channel, fitted to the background blocks by least squares (twice, dropping blocks well
+    below the first fit), models the illumination: vignetting and colour gradients are smooth, and the surface
+    bridges the areas under cells.
 
     Parameters
     ----------
     rgb : numpy.ndarray
         HxWx3 image, uint8 or float in 0-255.
+    window : float
+        Side of the neighbourhood, as a fraction of the longer side. A field's default is about two red cells; a
+        crop around one cell uses 1 (the whole crop), since its white cell alone may fill most of a smaller window.
 
     Returns
     -------
@@ -110,9 +122,12 @@ def background_white(rgb: np.ndarray) -> np.ndarray:
     rows, cols = height // factor, width // factor
     small = rgb[: rows * factor, : cols * factor].astype(np.float64)
     small = small.reshape(rows, factor, cols, factor, 3).mean(axis=(1, 3))
-    brightness = small.sum(axis=2)
-    window = max(3, int(round(WHITE_WINDOW * max(rows, cols))))
-    local = ndi.percentile_filter(brightness, WHITE_QUANTILE, size=window, mode="reflect")
+    brightness = small.min(axis=2)
+    if window >= 1.0:  # the whole image: one level for every block (a percentile filter that size would be slow)
+        local = np.full(brightness.shape, np.percentile(brightness, WHITE_QUANTILE))
+    else:
+        size = max(3, int(round(window * max(rows, cols))))
+        local = ndi.percentile_filter(brightness, WHITE_QUANTILE, size=size, mode="reflect")
     background = (brightness >= 0.97 * local) & (brightness >= WHITE_FLOOR * np.percentile(brightness, WHITE_QUANTILE))
     centres_y = (np.arange(rows) + 0.5) * factor
     centres_x = (np.arange(cols) + 0.5) * factor
@@ -122,7 +137,7 @@ def background_white(rgb: np.ndarray) -> np.ndarray:
             return np.broadcast_to(np.median(small[background | (brightness >= local)], axis=0), rgb.shape).copy()
         coefficients, *_ = np.linalg.lstsq(terms[background], small[background], rcond=None)
         fitted = terms @ coefficients
-        background &= brightness >= 0.95 * fitted.sum(axis=2)
+        background &= brightness >= 0.95 * fitted.min(axis=2)
     full = _quadratic_terms(np.arange(height)[:, None] + 0.5, np.arange(width)[None, :] + 0.5, height, width)
     return np.maximum(full @ coefficients, 1.0)
 
@@ -134,7 +149,7 @@ def _quadratic_terms(y: np.ndarray, x: np.ndarray, height: int, width: int) -> n
     return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)
 
 
-def stain_maps(image: np.ndarray, smoothing: float = 2.0) -> StainMaps:
+def stain_maps(image: np.ndarray, smoothing: float = 2.0, window: float = WHITE_WINDOW) -> StainMaps:
     """Measure light source, optical density, haematoxylin, red-cell stain and blueness of every pixel.
 
     Parameters
@@ -143,6 +158,8 @@ def stain_maps(image: np.ndarray, smoothing: float = 2.0) -> StainMaps:
         HxWx3 uint8 RGB bright-field image (white cells on a bright background).
     smoothing : float
         Standard deviation, in pixels, of the Gaussian applied before measuring (suppresses JPEG and sensor noise).
+    window : float
+        The light source's neighbourhood, a fraction of the longer side (:func:`background_white`).
 
     Returns
     -------
@@ -155,13 +172,13 @@ def stain_maps(image: np.ndarray, smoothing: float = 2.0) -> StainMaps:
         When ``image`` is not an 8-bit RGB array of at least 16x16 px.
     """
     rgb = as_rgb(image).astype(np.float64)
-    white = background_white(rgb)
+    white = background_white(rgb, window)
     smooth = ndi.gaussian_filter(rgb, (smoothing, smoothing, 0)) if smoothing > 0 else rgb
     density = -np.log((smooth + 1.0) / (white + 1.0))
     stains = density @ hed_from_rgb  # Ruifrok & Johnston: optical densities times the inverse stain matrix
     relative = np.clip(smooth / white, 0.0, 1.5)  # not clipped at 1: the background's noise must stay measurable
     b_star = rgb2lab(relative)[..., 2]
-    brightness = relative.sum(axis=2)
+    brightness = relative.min(axis=2)  # the least bright channel, as for the light source
     background = brightness >= np.percentile(brightness, BACKGROUND_QUANTILE)
     reference = float(np.median(b_star[background]))
     noise = float(np.median(np.abs(b_star[background] - reference)))
@@ -172,4 +189,5 @@ def stain_maps(image: np.ndarray, smoothing: float = 2.0) -> StainMaps:
         red_cell=stains[..., 2],
         blueness=reference - b_star,
         blueness_noise=noise,
+        background=background,
     )

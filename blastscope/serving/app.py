@@ -248,7 +248,9 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         try:
             with budget.reserve(cost, deadline):
                 image = decode_upload(data, name, limits.max_pixels)
-                return model_input(image, pre.input_size, pre.interpolation, pre.segment)
+                return model_input(
+                    image, pre.input_size, pre.interpolation, pre.segment, pre.crop_fraction, pre.red_cell_diameter
+                )
         except DecodingBusy as busy:
             raise UploadRejected(503, str(busy), name) from None
         except CellNotFoundError as error:

@@ -10,7 +10,13 @@ from typing import Any
 import yaml
 
 from blastscope.data.augment import augment_config
-from blastscope.data.preprocessing import Preprocessing, check_channels, check_crop_fraction, check_segment_mode
+from blastscope.data.preprocessing import (
+    Preprocessing,
+    check_channels,
+    check_crop_fraction,
+    check_red_cell_diameter,
+    check_segment_mode,
+)
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.hardware import cpu_has_native_bf16
@@ -63,7 +69,8 @@ class TrainConfig:
 
     ``segment`` (``auto``, ``always`` or ``never``) says whether cells are cut out of their background before
     resizing (:func:`blastscope.segmentation.cell_for_model`); the run records it in its preprocessing, and every
-    later ``evaluate``, ``predict``, ``serve`` and export applies it the same way.
+    later ``evaluate``, ``predict``, ``serve`` and export applies it the same way. ``red_cell_diameter`` (px of the
+    input images; None measures it on each image) is the scale segmentation cuts cells out at, recorded with it.
 
     ``crop_fraction`` (the centred square window kept before resizing, a share of the shorter side; 1 keeps the whole
     image) and ``channels`` (``rgb``, ``od`` or ``hed``: what the network is fed) are recorded in the preprocessing
@@ -94,6 +101,7 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     augmentation: dict[str, Any] = field(default_factory=dict)
     segment: str = "auto"
+    red_cell_diameter: float | None = None
     crop_fraction: float = 1.0
     channels: str = "rgb"
     precision: str = "auto"
@@ -150,6 +158,7 @@ class TrainConfig:
             )
         augment_config(self.augmentation)  # unknown or bad switches fail here, not after the data is scanned
         check_segment_mode(self.segment)
+        check_red_cell_diameter(self.red_cell_diameter)
         check_crop_fraction(self.crop_fraction)
         check_channels(self.channels)
         if self.lr_head <= 0 or self.lr_finetune <= 0:

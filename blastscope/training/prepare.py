@@ -96,7 +96,11 @@ def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:
         config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size
     )
     bundle.preprocessing = replace(
-        bundle.preprocessing, segment=config.segment, crop_fraction=config.crop_fraction, channels=config.channels
+        bundle.preprocessing,
+        segment=config.segment,
+        red_cell_diameter=config.red_cell_diameter,
+        crop_fraction=config.crop_fraction,
+        channels=config.channels,
     )
     unfrozen_stage_count(config.unfreeze_stages, len(bundle.model.stages()))
     return bundle

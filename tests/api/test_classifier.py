@@ -136,6 +136,24 @@ def test_a_cell_that_cannot_be_found_is_an_error_naming_the_image(tiny_run: Path
         load(tiny_run, segment="sometimes")
 
 
+def test_a_given_red_cell_diameter_reaches_the_segmentation_in_both_backends(
+    exported_run: Path, natural_crops: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``load(red_cell_diameter=PX)`` cuts cells out at that scale: the same pixels as :func:`segment_cell` given it,
+    through PyTorch and ONNX alike; a diameter far too large for the crop leaves its nucleus too small to be one."""
+    crop = np.asarray(Image.open(natural_crops[0]).convert("RGB"))
+    for backend in ("torch", "onnx"):
+        classifier = load(exported_run, backend=backend, red_cell_diameter=30)
+        assert classifier.preprocessing.red_cell_diameter == 30.0
+        expected = classifier.prepare(Image.fromarray(segment_cell(crop, red_cell_diameter=30).canvas)).pixels
+        np.testing.assert_array_equal(classifier.prepare(natural_crops[0]).pixels, expected)
+        with pytest.raises(ImageError, match="no haematoxylin-stained nucleus of at least"):
+            load(exported_run, backend=backend, red_cell_diameter=2000).prepare(natural_crops[0])
+    assert "red-cell diameter of 30 px for this call" in caplog.text
+    with pytest.raises(BlastscopeError, match="red-cell diameter 0 is invalid"):
+        load(exported_run, red_cell_diameter=0)
+
+
 def test_onnx_and_pytorch_segment_and_classify_alike(exported_run: Path, natural_crops, cell_images) -> None:
     """The segmentation is the shared Python step before either runner: same flags, same probabilities."""
     images = [*natural_crops, *cell_images[:2]]

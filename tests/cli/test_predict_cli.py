@@ -242,3 +242,32 @@ def test_cells_in_the_refer_band_are_marked_and_counted(run_dir: Path, images: P
     assert [row["referred"] for row in json.loads(out.read_text())] == [False] * 3
     err = capsys.readouterr().err
     assert "referral: no refer band with a given threshold" in err and "uncertain — refer" not in err
+
+
+def test_the_closing_counts_match_the_files_listed_above(
+    run_dir: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every 'skipped' line (read, failed) and every 'ignored' line (never read: a hidden file) is counted."""
+    shutil.copy(sorted(images.glob("UID_*.png"))[0], images / ".hidden.png")
+    assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "preds.csv")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped ")]
+    ignored = [line for line in lines if line.startswith("ignored ")]
+    assert len(skipped) == 2 and len(ignored) == 1
+    assert f"{len(skipped)} of 5 files could not be read or had no cell found (the 'skipped' lines above)" in lines
+    assert f"{len(ignored)} more ignored in the folders, not read (the 'ignored' lines above)" in lines
+
+
+def test_a_red_cell_diameter_for_this_call_is_announced(
+    run_dir: Path,
+    natural_crops: list[Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(natural_crops[0]), "--out", str(out), "--red-cell-diameter", "60"]) == 0
+    assert next(csv.DictReader(out.open()))["segmented"] == "True"
+    assert "red-cell diameter of 60 px for this call; the run was trained with the diameter measured" in caplog.text
+    assert main(["predict", str(run_dir), str(natural_crops[0]), "--red-cell-diameter", "1"]) != 0
+    assert "red-cell diameter 1.0 is invalid: give the red cells' size in pixels" in capsys.readouterr().err

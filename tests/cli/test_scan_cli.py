@@ -9,6 +9,7 @@ import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -61,6 +62,18 @@ def test_an_unreadable_file_is_listed_and_the_status_is_1(
     images = list(csv.DictReader((out / "images.csv").open()))
     assert images[1]["image"] == str(broken) and images[1]["error"]
     assert len(list((out / "overlays").iterdir())) == 1
+
+
+def test_a_field_of_noise_says_no_white_cells_found_not_0_of_0(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(noise)
+    assert main(["scan", str(tiny_run), str(noise), "--out", str(tmp_path / "scan")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{noise}: no white cells found"
+    assert lines[1] == "1 photograph scanned (no white cell found: 1); no white cells found"
+    assert not any("0 of 0" in line for line in lines)
 
 
 def test_a_grey_photograph_is_listed_as_not_scanned_with_the_reason(

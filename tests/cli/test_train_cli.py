@@ -64,6 +64,24 @@ def test_crop_and_channel_flags_reach_the_recipe() -> None:
     assert (config.crop_fraction, config.channels) == (0.88, "hed")
 
 
+def test_the_red_cell_diameter_flag_reaches_the_recipe_and_its_preprocessing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from blastscope.cli import build_parser, main
+    from blastscope.data.preprocessing import Preprocessing
+    from blastscope.export.onnx import model_metadata
+    from blastscope.inference.decision import OperatingPoint
+
+    config = build_config(vars(build_parser().parse_args(["train", "--data", "d", "--red-cell-diameter", "95"])))
+    assert config.red_cell_diameter == 95.0
+    assert build_config(vars(build_parser().parse_args(["train"]))).red_cell_diameter is None
+    pre = Preprocessing(32, (0.5,) * 3, (0.5,) * 3, red_cell_diameter=config.red_cell_diameter)
+    text = model_metadata(pre, OperatingPoint.default(("all", "hem")), "cnn", "fp32")["blastscope.input"]
+    assert text.endswith("(segment=auto), at a red-cell diameter of 95 px")
+    assert main(["train", "--data", "d", "--red-cell-diameter", "0"]) != 0
+    assert "red-cell diameter 0.0 is invalid" in capsys.readouterr().err
+
+
 def test_label_smoothing_and_class_balance_flags_reach_the_recipe(capsys: pytest.CaptureFixture[str]) -> None:
     from blastscope.cli import build_parser
 

@@ -17,6 +17,7 @@ from blastscope.data import cache as cache_module
 from blastscope.data.cache import DecodedCache, cache_root, crop_centre, decode_resized, model_input
 from blastscope.data.synth import smear_field
 from blastscope.errors import BlastscopeError, ImageError
+from blastscope.segmentation.modes import SEGMENTATION_VERSION
 
 DIGEST = "0123456789abcdef0123456789abcdef"
 
@@ -210,10 +211,14 @@ def test_segment_mode_is_part_of_the_key_and_the_flag_survives_a_cached_read(
     assert cut.pixels[0, 0].max() == 0 and whole.pixels[0, 0].max() > 100, "cut out onto black, or not"
     on_black = cache.load(image, DIGEST, 32, "bilinear", "auto")
     assert not on_black.segmented, "a cell already on black is left as it is"
+    scaled = cache.load(crop, other, 32, "bilinear", "auto", red_cell_diameter=60)  # a given scale: its own entry
+    assert scaled.segmented
     names = sorted(p.name for p in cache.root.rglob("*.npy"))
+    version = f"s{SEGMENTATION_VERSION}"
     assert names == [
-        f"{DIGEST}-32-bilinear-auto-whole-s1.npy",
-        f"{other}-32-bilinear-auto-cut-s1.npy",
+        f"{DIGEST}-32-bilinear-auto-whole-{version}.npy",
+        f"{other}-32-bilinear-auto-cut-{version}-rbc60.npy",
+        f"{other}-32-bilinear-auto-cut-{version}.npy",
         f"{other}-32-bilinear.npy",
     ]
     forbid_decoding(monkeypatch)

@@ -12,6 +12,7 @@ from blastscope.data.preprocessing import (
     CHANNELS,
     SEGMENT_MODES,
     Preprocessing,
+    scale_override_line,
     segment_override_line,
 )
 from blastscope.errors import BlastscopeError
@@ -85,3 +86,23 @@ def test_a_record_scaled_otherwise_than_this_version_is_refused() -> None:
     record = Preprocessing(32, (0.5,) * 3, (0.5,) * 3, channels="od").to_dict()
     with pytest.raises(BlastscopeError, match="the run fed its network od channels scaled by .*retrain"):
         Preprocessing.from_dict({**record, "channel_scale": [0.2, 0.2, 0.2]})
+
+
+def test_the_red_cell_diameter_is_measured_by_default_round_trips_and_old_records_read_as_measured() -> None:
+    assert PRE.red_cell_diameter is None
+    given = Preprocessing(32, (0.5,) * 3, (0.5,) * 3, red_cell_diameter=90)
+    assert given.red_cell_diameter == 90.0 and Preprocessing.from_dict(given.to_dict()) == given
+    old = {key: value for key, value in PRE.to_dict().items() if key != "red_cell_diameter"}
+    assert Preprocessing.from_dict(old).red_cell_diameter is None
+
+
+@pytest.mark.parametrize("diameter", [0, 2, -5, float("nan"), float("inf"), "90", True])
+def test_an_unusable_red_cell_diameter_is_refused(diameter: object) -> None:
+    with pytest.raises(BlastscopeError, match="red-cell diameter"):
+        Preprocessing(32, (0.5,) * 3, (0.5,) * 3, red_cell_diameter=diameter)  # type: ignore[arg-type]
+
+
+def test_scale_override_line_only_when_the_diameter_differs() -> None:
+    assert scale_override_line(90.0, 90) is None
+    assert "measured on each image" in scale_override_line(None, 90)
+    assert "the run was trained at 80 px" in scale_override_line(80.0, 90)

@@ -220,3 +220,14 @@ def test_new_data_with_a_background_is_cut_out_and_a_cell_not_found_skipped(
     assert never.n_cells == 13 and never.segmented_cells == 0 and not never.skipped_cells
     assert any("the run was trained with --segment auto" in note for note in never.notes)
     assert never.stored_to is None and load_run(tiny_run_copy).operating_point == before
+
+
+def test_a_red_cell_diameter_for_this_evaluation_is_noted_and_its_point_not_stored(
+    tiny_run_copy: Path, natural_crop_dataset: Path
+) -> None:
+    before = load_run(tiny_run_copy).operating_point
+    given = evaluate_run(tiny_run_copy, data=natural_crop_dataset, bootstrap=0, red_cell_diameter=40, threshold=0.4)
+    assert given.segmented_cells == given.n_cells == 12
+    assert any("red-cell diameter of 40 px for this call" in note for note in given.notes)
+    assert any("--red-cell-diameter than the run's, so it is not stored" in note for note in given.notes)
+    assert given.stored_to is None and load_run(tiny_run_copy).operating_point == before

@@ -130,3 +130,40 @@ def test_tight_crops_keep_lobed_cells_whole() -> None:
         predicted = cell.input_mask(truth.shape)
         ious.append((predicted & truth).sum() / (predicted | truth).sum() if cell.found else 0.0)
     assert np.median(ious) >= 0.9 and min(ious) >= 0.7, np.round(ious, 2)
+
+
+MARGINS = (0, 10, 25, 50, 80, 120)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_crop_margin_does_not_change_the_cell_cut_out(seed: int) -> None:
+    """The same cell cropped 0-120 px around its box (no scale given) comes out the same, in field coordinates."""
+    field = smear_field(seed, height=480, width=480, white_cells=1, touching=False)
+    x0, y0, x1, y1 = field.boxes[0]
+    masks = []
+    for margin in MARGINS:
+        top, left = max(0, y0 - margin), max(0, x0 - margin)
+        crop = field.image[top : y1 + margin, left : x1 + margin]
+        cell = segment_cell(crop)
+        assert cell.found, (margin, cell.reason)
+        mask = np.zeros(field.image.shape[:2], bool)
+        mask[top : top + crop.shape[0], left : left + crop.shape[1]] = cell.input_mask(crop.shape)
+        masks.append(mask)
+    ious = [(mask & masks[-1]).sum() / (mask | masks[-1]).sum() for mask in masks]
+    assert min(ious) >= 0.9, dict(zip(MARGINS, np.round(ious, 3), strict=True))
+    truth = field.white_cells == 1
+    assert (masks[0] & truth).sum() / (masks[0] | truth).sum() >= 0.85  # and the same is the right cell
+
+
+@pytest.mark.parametrize("side", [64, 256])
+def test_noise_is_no_white_cell(side: int) -> None:
+    noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    cell = segment_cell(noise)
+    assert not cell.found and cell.reason.startswith("no white cell found: nothing stands out from the image's noise")
+
+
+def test_a_uniform_image_says_what_is_missing_not_nan() -> None:
+    cell = segment_cell(np.full((120, 120, 3), (226, 214, 222), np.uint8))
+    assert not cell.found and cell.reason == "no white cell found: the image is uniform: no stained region at all"
+    field = segment_cell(smear_field(7, white_cells=0).image)
+    assert not field.found and "nan" not in field.reason and "no white cell found: no " in field.reason

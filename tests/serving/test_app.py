@@ -490,6 +490,18 @@ def test_cells_on_a_background_are_cut_out_and_one_not_found_is_answered_on_its_
     assert alone.status_code == 422 and alone.json()["detail"].startswith("blank.png: no white cell found")
 
 
+def test_an_upload_is_prepared_as_predict_prepares_it_crop_and_red_cell_diameter_included(
+    tiny_run: Path, natural_crops: list[Path]
+) -> None:
+    classifier = load(tiny_run, red_cell_diameter=40)
+    classifier.preprocessing = replace(classifier.preprocessing, crop_fraction=0.6)  # as a --crop-fraction run's
+    crop = natural_crops[0]
+    response = client(classifier).post("/predict", files=upload((crop.name, crop.read_bytes())))
+    assert response.status_code == 200, response.text
+    served = response.json()["predictions"][0]["probabilities"]
+    assert served == pytest.approx(classifier.predict(crop)[0].probabilities, abs=1e-6)
+
+
 def test_cells_in_the_refer_band_are_referred_and_health_reports_the_band(
     classifier, tiny_run_copy: Path, cell_images: list[Path]
 ) -> None:

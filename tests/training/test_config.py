@@ -8,6 +8,7 @@ import pytest
 
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.training.config import SplitConfig, TrainConfig, lightning_precision, write_yaml
+from blastscope.training.prepare import complete_recipe
 
 
 def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
@@ -111,3 +112,12 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
     assert lightning_precision("auto", "cpu") == "32-true"
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert lightning_precision("auto", "auto") == "16-mixed"  # Lightning's accelerator "auto" picks the GPU
+
+
+def test_a_bare_recipe_is_the_default_cpu_recipe_and_flags_still_win():
+    bare = complete_recipe(TrainConfig(data="cells"))
+    assert (bare.model, bare.image_size, bare.epochs_frozen, bare.epochs_finetune) == ("efficientnet_lite0", 160, 3, 2)
+    given = complete_recipe(TrainConfig(data="cells", image_size=224, epochs_finetune=6))
+    assert (given.image_size, given.epochs_frozen, given.epochs_finetune) == (224, 3, 6)
+    other = complete_recipe(TrainConfig(data="cells", model="resnet50"))
+    assert other.image_size is None  # the size its ImageNet weights were trained at

@@ -136,6 +136,9 @@ def test_a_field_without_white_cells_and_a_cell_already_on_black(field, cell_ima
     empty = smear_field(3, height=240, width=320, white_cells=0)
     scan = scan_photograph(Image.fromarray(empty.image), Recorder(), POINT)
     assert scan.cells == () and (scan.verdict, scan.verdict_text) == ("no_white_cell", "no white cell found")
+    assert scan.summary() == "no white cells found"  # not "0 of 0 white cells called ALL"
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    assert scan_photograph(Image.fromarray(noise), Recorder(), POINT).summary() == "no white cells found"
     on_black = Image.open(cell_images[0])
     scan = scan_photograph(on_black, Recorder(), POINT)
     assert len(scan.cells) + len(scan.skipped) == 1

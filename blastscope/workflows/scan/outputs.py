@@ -94,7 +94,9 @@ class ScanWriter:
             said = {code: verdict_text(code, self.positive_class) for code in VERDICTS}
             text += " (" + ", ".join(f"{said[code]}: {verdicts[code]}" for code in VERDICTS if verdicts[code]) + ")"
             cells = f"white cell{'s' * (totals['n_cells'] != 1)}"
-            if self.positive_class is not None:
+            if totals["n_cells"] == 0:
+                text += "; no whole white cell found" if totals["n_not_classified"] else "; no white cells found"
+            elif self.positive_class is not None:
                 name = class_display_name(self.positive_class)
                 text += f"; {totals['n_positive']} of {totals['n_cells']} {cells} called {name}"
             else:
@@ -170,6 +172,8 @@ class ScanWriter:
 def _image_line(image: dict[str, Any]) -> str:
     if image["error"] is not None:
         return f"{image['file']}: not scanned: {image['error']}"
+    if image["verdict"] == "no_white_cell":  # the summary says so already
+        return f"{image['file']}: {image['summary']}"
     return f"{image['file']}: {image['summary']}; {image['verdict_text']}"
 
 

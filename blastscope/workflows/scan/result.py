@@ -165,9 +165,12 @@ class ImageScan:
 
     def summary(self) -> str:
         """``n of m white cells called ALL`` with the uncertain and left-out cells, e.g. ``1 of 2 white cells called
-        ALL (1 uncertain); 1 cut by the border, not classified``."""
+        ALL (1 uncertain); 1 cut by the border, not classified``; ``no white cells found`` (or ``no whole white cell
+        found; 1 cut by the border, not classified``) when none was classified, never ``0 of 0``."""
         m = len(self.cells)
-        if self.positive_class is None:
+        if m == 0:
+            text = "no whole white cell found" if self.skipped else "no white cells found"
+        elif self.positive_class is None:
             counts = {label: sum(cell.label == label for cell in self.cells) for label in self._labels()}
             text = f"{m} white cell{'s' * (m != 1)}: " + ", ".join(
                 f"{n} {class_display_name(label)}" for label, n in counts.items()
