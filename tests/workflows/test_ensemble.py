@@ -77,6 +77,23 @@ def test_members_on_different_splits_leave_no_held_out_cells(
         evaluate_run(out, data=synth_small, bootstrap=0)
 
 
+def test_members_whose_cells_share_names_but_not_pixels_are_on_different_splits(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    other = _copy(tiny_run_seed1, tmp_path)
+    rows = list(csv.DictReader((other / "split.csv").open()))
+    for row in rows:  # the same file names and parts, other images (e.g. a dataset redrawn with another seed)
+        row["digest"] = row["digest"][::-1]
+    with (other / "split.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines: list[str] = []
+    out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
+    assert lines[-1].startswith("no held-out cells: ")
+    assert yaml.safe_load((out / "config.yaml").read_text())["split_hash"] is None
+
+
 def _not_finished(run: Path) -> None:
     (run / "metrics.json").unlink()
 
