@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -85,10 +86,15 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The suite's one trained run, shared by the session: one epoch of random-init efficientnet_lite0 at 32 px on
     ``synth_small`` (seconds on a CPU, yet every file a real run has). Tests that change a run use ``tiny_run_copy``."""
+    return _train_tiny(synth_small, tmp_path_factory.mktemp("runs"))
+
+
+def _train_tiny(data: Path, out: Path, **recipe: Any) -> Path:
+    """One epoch of random-init efficientnet_lite0 at 32 px on ``data`` into ``out``; ``recipe`` overrides fields."""
     from blastscope.training import TrainConfig, train
 
     config = TrainConfig(
-        data=str(synth_small),
+        data=str(data),
         model="efficientnet_lite0",
         pretrained="none",
         image_size=32,
@@ -96,8 +102,9 @@ def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         epochs_finetune=0,
         batch_size=16,
         num_workers=0,
-        out=str(tmp_path_factory.mktemp("runs")),
+        out=str(out),
         progress=False,
+        **recipe,
     )
     return Path(train(config))
 
@@ -106,24 +113,10 @@ def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def tiny_run_seed1(synth_small: Path, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second trained run like ``tiny_run`` on the same split (its ``split.csv``) but another seed: different
     weights, for ensembles of two runs."""
-    from blastscope.training import TrainConfig, train
     from blastscope.training.config import SplitConfig
 
-    config = TrainConfig(
-        data=str(synth_small),
-        model="efficientnet_lite0",
-        pretrained="none",
-        image_size=32,
-        epochs_frozen=1,
-        epochs_finetune=0,
-        batch_size=16,
-        num_workers=0,
-        seed=1,
-        split=SplitConfig(csv=str(tiny_run / "split.csv")),
-        out=str(tmp_path_factory.mktemp("runs-seed1")),
-        progress=False,
-    )
-    return Path(train(config))
+    split = SplitConfig(csv=str(tiny_run / "split.csv"))
+    return _train_tiny(synth_small, tmp_path_factory.mktemp("runs-seed1"), seed=1, split=split)
 
 
 @pytest.fixture

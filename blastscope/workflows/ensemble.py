@@ -40,6 +40,7 @@ PREPROCESSING_FIX = {
     "interpolation": "choose members whose architectures resize alike (`blastscope models` lists each one's)",
     "segment": "retrain it with the same --segment",
     "crop_fraction": "retrain it with the same --crop-fraction",
+    "red_cell_diameter": "retrain it with the same --red-cell-diameter",
     "channels": "retrain it with the same --channels",
 }
 """How to mend a member that differs in each of :data:`~blastscope.runs.ensemble.SHARED_PREPROCESSING`."""
@@ -59,7 +60,8 @@ def make_ensemble(
     ----------
     run_dirs : sequence of path
         At least two finished runs (each with ``metrics.json``) with the same classes, positive class, input size,
-        interpolation, ``--segment``, ``--crop-fraction``, ``--channels``, stain normalisation and denoising. Their
+        interpolation, ``--segment``, ``--crop-fraction``, ``--red-cell-diameter``, ``--channels``, stain
+        normalisation and denoising. Their
         normalisation (mean/std) and architectures may differ. An ensemble run cannot be a member: pass its members.
     out : path
         The new run folder; must not exist yet (or be empty). Written whole or not at all.

@@ -115,6 +115,10 @@ def _other_channels(run: Path) -> None:
     _edit_config(run, lambda config: config["preprocessing"].update(channels="od", channel_scale=None))
 
 
+def _other_red_cell_diameter(run: Path) -> None:
+    _edit_config(run, lambda config: config["preprocessing"].update(red_cell_diameter=40.0))
+
+
 def _an_ensemble(run: Path) -> None:
     _edit_config(run, lambda config: config.update(model="ensemble"))
 
@@ -126,6 +130,7 @@ def _an_ensemble(run: Path) -> None:
         (_other_classes, r"classes \('hem', 'blast'\) differs"),
         (_other_interpolation, "interpolation 'bilinear' differs"),
         (_other_channels, "channels 'od' differs"),
+        (_other_red_cell_diameter, "red_cell_diameter 40.0 differs"),
         (_an_ensemble, "is itself an ensemble"),
     ],
 )
