@@ -80,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rank the models by weighted_f1 (the C-NMC 2019 metric, default), accuracy, roc_auc, sensitivity, "
         "specificity, balanced_accuracy, macro_f1, subject_accuracy or subject_balanced_accuracy (one call per test "
         "subject from the mean probability of their cells); with --tta also each with _tta, e.g. weighted_f1_tta. A "
-        "model without that score (e.g. subject_accuracy without subject ids) ranks last, said in the report",
+        "model without that score (e.g. subject_accuracy without subject ids) ranks last without a rank, said in the "
+        "report. No second metric breaks ties: models tied on it share a rank, stay in the --models order, and the "
+        "ranking says so",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.add_argument(

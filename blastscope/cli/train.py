@@ -51,6 +51,10 @@ FIELDS = {
     "progress": "progress",
 }
 SPLIT_FIELDS = {"split_ratios": "ratios", "split_csv": "csv", "split_by": "by", "folds": "folds", "fold": "fold"}
+NEGATED = {"channels_last", "cached_features", "bf16_frozen_stages", "progress"}
+"""Options set by a ``--no-...`` switch, so that a message names the flag as it was typed."""
+NOT_FLAGS = {"command", "run", "resume"}
+"""Keys of the parsed options that are no flag a resumed run could ignore."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--config", type=Path, help="a config.yaml (e.g. runs/X/config.yaml) to re-run; flags override it")
     run.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint, with the recipe and settings recorded in it; "
+        "takes no other flag",
     )
     run.add_argument("--run-dir", type=Path, help="exact run directory (default: OUT/<YYYYmmdd-HHMMSS>-<model>)")
     run.add_argument("--out", help="parent folder of run directories (default: runs)")
@@ -190,6 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     options = vars(args)
     if "resume" in options:
+        refuse_flags_with_resume(options)
         run_dir = resume(options["resume"])
     else:
         run_dir = train(build_config(options), run_dir=options.get("run_dir"))
@@ -197,6 +206,56 @@ def run_train(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     print(run_dir)
     return 0
+
+
+def refuse_flags_with_resume(options: dict[str, Any]) -> None:
+    """Refuse any flag beside ``--resume``: a resumed run continues with the recipe, data and settings recorded in its
+    config.yaml (so that it ends as the uninterrupted run would), and would silently ignore them.
+
+    Raises
+    ------
+    BlastscopeError
+        Naming the flags given, with the two ways on: drop them, or start a new run from the recorded config.
+    """
+    flags = [flag_name(key) for key in options if key not in NOT_FLAGS]
+    if not flags:
+        return
+    config = Path(options["resume"]) / "config.yaml"
+    them = "it" if len(flags) == 1 else "them"
+    raise BlastscopeError(
+        f"--resume continues {options['resume']} with the recipe and settings recorded in {config}, so "
+        f"{', '.join(flags)} would be ignored: drop {them}, or start a new run to change {them} "
+        f"(`blastscope train --config {config}` with {them})"
+    )
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a parsed option: ``lr_head`` -> ``--lr-head``, ``progress`` -> ``--no-progress``."""
+    return ("--no-" if key in NEGATED else "--") + key.replace("_", "-")
+
+
+def refuse_ensemble_config(path: Path) -> None:
+    """Refuse an ensemble run's config.yaml in one line; one that cannot be read is left to ``TrainConfig.load``.
+
+    Raises
+    ------
+    BlastscopeError
+        When ``path`` records ``model: ensemble``.
+    """
+    import yaml
+
+    from blastscope.runs.ensemble import ENSEMBLE
+
+    try:
+        recorded = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return
+    if isinstance(recorded, dict) and recorded.get("model") == ENSEMBLE:
+        raise BlastscopeError(
+            f"{path} belongs to an ensemble run, which `blastscope ensemble` makes from trained runs and `train` "
+            "cannot train: repeat its member runs (listed under `members` there) with `blastscope train --config "
+            "MEMBER/config.yaml`, then make the ensemble of them again"
+        )
 
 
 def segmented_line(run_dir: Path) -> str | None:
@@ -210,9 +269,18 @@ def segmented_line(run_dir: Path) -> str | None:
 
 
 def build_config(options: dict[str, Any]) -> Any:
-    """The config file's recipe (or the defaults) with every flag that was given on top."""
+    """The config file's recipe (or the defaults) with every flag that was given on top.
+
+    Raises
+    ------
+    BlastscopeError
+        For a config file that cannot be read or holds unknown settings, and for an ensemble run's config.yaml, which
+        holds no recipe: the ensemble was made from trained runs, not trained.
+    """
     from blastscope.training.config import TrainConfig
 
+    if "config" in options:
+        refuse_ensemble_config(Path(options["config"]))
     config = TrainConfig.load(options["config"]) if "config" in options else TrainConfig()
     for flag, field in FIELDS.items():
         if flag in options:

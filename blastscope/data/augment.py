@@ -6,7 +6,7 @@ builds its transforms from; the command line reads and checks it before any heav
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from blastscope.errors import BlastscopeError
@@ -71,8 +71,14 @@ class AugmentConfig:
 
 
 def augment_config(settings: dict[str, Any]) -> AugmentConfig:
-    """The AugmentConfig of a config.yaml mapping, refusing unknown switches in one line."""
+    """The AugmentConfig of a config.yaml mapping, refusing unknown switches in one line that lists the known ones."""
+    known = [field.name for field in fields(AugmentConfig)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise BlastscopeError(
+            f"augmentation settings {sorted(settings)}: unknown {', '.join(unknown)}; use {', '.join(known)}"
+        )
     try:
         return AugmentConfig(**settings)
     except TypeError as error:
-        raise BlastscopeError(f"augmentation settings {sorted(settings)}: {error}; see AugmentConfig") from error
+        raise BlastscopeError(f"augmentation settings {sorted(settings)}: {error}") from error

@@ -349,11 +349,16 @@ def _check_manifest_against_name(
         )
 
 
+def content_digest(data: bytes) -> str:
+    """A file's ``Cell.digest``: BLAKE2b-128 of its bytes, also for checking later that a file still holds them."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def _read(entry: LabelledFile, max_pixels: int) -> tuple[str, ImageHeader] | ImageError:
     """Hash the bytes and check the header from the same single read; an unreadable file comes back as its error."""
     try:
         data = read_image_file(entry.path)
-        return hashlib.blake2b(data, digest_size=16).hexdigest(), probe_image(entry.path, data, max_pixels)
+        return content_digest(data), probe_image(entry.path, data, max_pixels)
     except ImageError as error:
         return error
 

@@ -1,7 +1,8 @@
 """Evaluate a trained run: predict cells through the inference core and score them at the run's operating point.
 
 :func:`evaluate_run` loads a run, predicts the cells to score with the run's own runner, transform and one shared
-decoded-image cache (``inference.predict.predict_logits``), and scores them with
+decoded-image cache (``inference.predict.predict_logits``), after checking that the files of its own split it reads
+still hold the images split.csv recorded (their digests), and scores them with
 :func:`~blastscope.evaluation.scoring.evaluate_predictions`. Without a threshold option it decides at the operating
 point stored in the run, as ``predict``, ``serve`` and the Python API do. A threshold option chooses a new point
 (temperature fitted on validation, threshold chosen there or given:
@@ -33,8 +34,9 @@ from blastscope.data.preprocessing import (
     scale_override_line,
     segment_override_line,
 )
+from blastscope.data.split import changed_cells
 from blastscope.data.table import Cell
-from blastscope.errors import BlastscopeError
+from blastscope.errors import BlastscopeError, DataError
 from blastscope.evaluation import plots
 from blastscope.evaluation.cells import cells_to_score, class_indices, readable_cells
 from blastscope.evaluation.referral import ReferralChoice, check_refer_error, choose_refer_band
@@ -205,7 +207,8 @@ def evaluate_run(
         unknown precision, a folder that is not a run, or ``transductive_neighbours`` below 1 or not below the number
         of scored cells.
     DataError
-        For an empty split or unusable ``data``.
+        For an empty split or unusable ``data``, or when files of the run's split that this evaluation reads (the
+        scored part; validation when choosing a point) hold other images now than its split.csv recorded.
     """
     check_target_sensitivity(target_sensitivity)
     check_refer_error(refer_error)
@@ -246,6 +249,9 @@ def evaluate_run(
         if announce is not None:
             announce(line)
     cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)
+    if data is None:
+        new_data = f"`blastscope evaluate {run.run_dir} --data {run.config.get('data') or 'DIR'}`"
+        _check_unchanged(run, cells, split, f"score the images as they are now as new data with {new_data}")
     cells, segmented, skipped = readable_cells(run, cells, notes, "scored")
     features = None  # first: a network without features of its own (an ensemble) stops before any other work
     if transductive_neighbours is not None:
@@ -433,7 +439,9 @@ def _new_point(
     A new threshold drops the stored refer band: the band was chosen around the old threshold. ``refer_error``
     alone keeps the stored threshold and temperature and chooses a band for them.
     """
-    val_cells = [] if scoring_val else readable_cells(run, run.split.parts.get("val", []), notes, "validation")[0]
+    val_cells = [] if scoring_val else run.split.parts.get("val", [])
+    _check_unchanged(run, val_cells, "validation", "restore them to choose the point on them")
+    val_cells = readable_cells(run, val_cells, notes, "validation")[0] if val_cells else []
     if scoring_val:
         notes.append(
             "scoring the validation split: the new operating point gets no temperature scaling (the temperature "
@@ -459,6 +467,20 @@ def _new_point(
     choice = choose_refer_band(val[0], probabilities(val[1], point.temperature), point, refer_error)
     target = refer_error if choice.band is not None else None
     return replace(point, refer_band=choice.band, refer_target=target), choice
+
+
+def _check_unchanged(run: TrainedRun, cells: Sequence[Cell], part: str, fix: str) -> None:
+    """Refuse cells of the run's split whose files hold other images now than split.csv recorded (a dataset redrawn
+    or re-exported under the same names): their labels, and whether the run saw them, are the recorded images'.
+
+    Raises ``DataError`` naming the first changed file, the count, and ``fix`` or training a new run.
+    """
+    changed = changed_cells(cells)
+    if changed:
+        raise DataError(
+            f"{run.run_dir}: {len(changed)} of the {len(cells)} {part} cells its split.csv records hold other images "
+            f"now, e.g. {changed[0].path} (redrawn or replaced under the same name); {fix}, or train a new run on them"
+        )
 
 
 def _move_to(model: Any, device: str) -> None:

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from blastscope.evaluation.calibration import temperature_bound_warning
 from blastscope.evaluation.referral import ReferralChoice
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
 from blastscope.metrics import class_display_name, one_class_warning
-from blastscope.runs.folder import OPERATING_POINT_FILE
+from blastscope.runs.ensemble import ENSEMBLE
+from blastscope.runs.folder import OPERATING_POINT_FILE, read_config
 
 FEW_UNITS = 5
 SUMMARY_ROWS = (
@@ -31,8 +33,9 @@ def format_summary(result: EvaluationResult) -> str:
 
     Notes first, then the model, the data, ``decision: <OperatingPoint.describe()>``, where that point came from and
     its refer band, a table of metric, value, 95% CI (the value on the called cells with a refer band, the TTA value
-    when run), what referral did, calibration, subject-level scores and the confusion matrix; then, apart, the
-    transductive section when run, under its label and with "transductive" on every line.
+    when run), what referral did, calibration (with a warning when the point's temperature, or an ensemble member's,
+    sits at a bound of its fit), subject-level scores and the confusion matrix; then, apart, the transductive section
+    when run, under a title naming the view and K, its label, and with "transductive" on every line.
 
     Parameters
     ----------
@@ -82,6 +85,7 @@ def format_summary(result: EvaluationResult) -> str:
     if referral.get("band") is not None:
         lines += ["", _referral_text(referral, result.split)]
     lines += ["", _calibration_text(plain["calibration"], point)]
+    lines += [f"warning: {line}" for line in _temperature_warnings(result)]
     if plain["subjects"]:
         level = plain["subjects"]["subject_level"]
         lines.append(
@@ -109,7 +113,8 @@ def _transductive_lines(result: EvaluationResult) -> list[str]:
         if (value := section["metrics"][key]) is not None:
             name = f"transductive {_metric_label(key, label, result.point)}"
             rows.append([name, f"{value:.4f}", _ci_text(boot, key)])
-    lines = [section["label"], *_aligned(rows)]
+    view = "plain view, not the TTA views" if result.tta else "plain view"
+    lines = [f"transductive ({view}, K={section['neighbours']})", section["label"], *_aligned(rows)]
     if section["subjects"]:
         level = section["subjects"]["subject_level"]
         lines.append(
@@ -117,6 +122,19 @@ def _transductive_lines(result: EvaluationResult) -> list[str]:
             f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
         )
     return lines
+
+
+def _temperature_warnings(result: EvaluationResult) -> list[str]:
+    """:func:`~blastscope.evaluation.calibration.temperature_bound_warning` for the point's temperature and, for an
+    ensemble, for each member's (each member's probabilities enter the ensemble's mean scaled by its own)."""
+    point = result.point
+    warnings = [line] if (line := temperature_bound_warning(point.temperature, point.n_cells)) else []
+    config = read_config(Path(result.run_dir))
+    if config.get("model") == ENSEMBLE:
+        for index, member in enumerate(config["members"], start=1):
+            if line := temperature_bound_warning(float(member["temperature"])):
+                warnings.append(f"ensemble member {index} ({member['path']}), whose probabilities it averages: {line}")
+    return warnings
 
 
 def _point_source(result: EvaluationResult) -> str:

@@ -220,13 +220,13 @@ def predict_features(
     """
     if not isinstance(model, CellClassifier):
         raise BlastscopeError(
-            f"features need the PyTorch network (CellClassifier.forward_features), not {type(model).__name__}: "
-            "use the run's checkpoint, not an ONNX export"
+            "features need the run's PyTorch network, which an ONNX export or a runner does not give: use the run's "
+            "checkpoint, not an ONNX export"
         )
     if type(model).forward_features is CellClassifier.forward_features:
         raise BlastscopeError(
-            f"{type(model).__name__} has no penultimate features of its own (e.g. an ensemble of networks): use a run "
-            "of one network"
+            "this network has no penultimate features of its own (an ensemble run averages its members' outputs): use "
+            "a run of one network, e.g. one of the ensemble's members"
         )
     runner = TorchRunner(_PooledFeatures(model), precision)
     views = predict_items(runner, items, pre, transform, batch_size=batch_size, cache=cache, progress=progress)

@@ -35,6 +35,7 @@ RESOLVED_KEYS = (
     "weights_source",
     "weights_pretrained",
     "split_hash",
+    "split_content_hash",
     "split_subject_level",
     "resolved_precision",
     "resolved_positive_class",

@@ -18,7 +18,7 @@ import torch
 
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.datamodule import CellDataModule
-from blastscope.data.split import read_split_csv
+from blastscope.data.split import SplitContentsMissing, read_split_csv
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.inference.decision import decide
@@ -94,7 +94,9 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
 def resume(run_dir: Path) -> Path:
     """Continue a run from its latest checkpoint, epoch-end or mid-epoch (from scratch if none was written yet).
 
-    The run folder may have been moved or renamed since: checkpoints keep no paths that matter.
+    The run folder may have been moved or renamed since: checkpoints keep no paths that matter. The data must still
+    hold the images split.csv records, byte for byte: they are found by their digests there (so the dataset may have
+    moved), which checks runs recorded before ``split_content_hash`` existed as well.
     """
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
@@ -122,7 +124,14 @@ def resume(run_dir: Path) -> Path:
     positive = positive_class(table.classes, recorded_positive)
     if RUN_DIR_ENV not in os.environ:
         _announce(positive_class_line(positive, table.classes, "recorded", class_display_name))
-    split = read_split_csv(run_dir / "split.csv", table)
+    try:  # cells are found by digest: a file that now holds other bytes is not found
+        split = read_split_csv(run_dir / "split.csv", table)
+    except SplitContentsMissing as missing:
+        raise DataError(
+            f"{run_dir}: {missing.count} of the {missing.rows} images in its split.csv are not in {config.data} with "
+            f"the contents the run trained on, e.g. {missing.first} (changed, redrawn or removed since); restore them, "
+            "or train a new run on the data as it is"
+        ) from missing
     if "split_hash" in recorded and split.hash != recorded["split_hash"]:
         raise DataError(
             f"{run_dir}: split.csv no longer matches the split the run was trained on (hash {split.hash} != "

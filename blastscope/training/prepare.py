@@ -118,7 +118,8 @@ def package_versions() -> dict[str, str]:
 
 def write_run_files(prepared: Prepared, precision: str) -> None:
     """config.yaml holds the recipe (re-runnable with --config) plus what it resolved to on this machine, among it
-    ``resolved_positive_class``, on which the default operating point written here decides."""
+    ``resolved_positive_class``, on which the default operating point written here decides, and the split by file
+    names (``split_hash``) and by contents (``split_content_hash``, which tells a redrawn dataset from the old one)."""
     config, bundle = prepared.config, prepared.bundle
     recipe = config.to_dict()
     recipe["image_size"] = bundle.preprocessing.input_size
@@ -130,6 +131,7 @@ def write_run_files(prepared: Prepared, precision: str) -> None:
         "weights_source": bundle.weights_source,
         "weights_pretrained": bool(bundle.pretrained),
         "split_hash": prepared.split.hash,
+        "split_content_hash": prepared.split.content_hash,
         "split_subject_level": bool(prepared.split.subject_level),
         "resolved_precision": precision,
         "resolved_positive_class": prepared.positive_class,

@@ -110,8 +110,7 @@ def make_ensemble(
         first.preprocessing,
         [run.preprocessing for run in runs],
     )
-    # The split hash names files and parts only; cells with the same names but other pixels are another split.
-    shared = len({frozenset((part, cell.digest) for part, cell in run.split.cells()) for run in runs}) == 1
+    shared = len({run.split.content_hash for run in runs}) == 1  # same names with other pixels are another split
     out.parent.mkdir(parents=True, exist_ok=True)
     building = out.with_name(f".{out.name}.{os.getpid()}.incomplete")
     shutil.rmtree(building, ignore_errors=True)  # left by a crash of this process id

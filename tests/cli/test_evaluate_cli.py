@@ -131,13 +131,15 @@ def test_bad_options_are_one_line_errors(
 def test_transductive_neighbours_adds_a_labelled_section_apart_from_the_plain_one(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    evaluation = _evaluate(tiny_run, tmp_path, "--transductive-neighbours", "3")
+    evaluation = _evaluate(tiny_run, tmp_path, "--transductive-neighbours", "3", "--tta")
     out = capsys.readouterr().out
     label = evaluation["transductive"]["label"]
     assert "3 most similar cells" in label and "Pan et al. 2019" in label and "never the default" in label
-    section = out[out.index(label) :].splitlines()
-    assert section[1].startswith("transductive metric") and section[2].startswith("transductive weighted F1")
-    assert out.count("transductive") == out[out.index(label) :].count("transductive")  # nothing above the section
+    title = "transductive (plain view, not the TTA views, K=3)"  # which view it corrected, beside a TTA column
+    section = out[out.index(title) :].splitlines()
+    assert section[1] == label
+    assert section[2].startswith("transductive metric") and section[3].startswith("transductive weighted F1")
+    assert out.count("transductive") == out[out.index(title) :].count("transductive")  # nothing above the section
     assert {"p_all_transductive", "decided_label_transductive"} <= set(_predictions(tmp_path)[0])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -40,6 +41,43 @@ def test_resuming_something_that_is_no_run_fails_in_one_line(
 ) -> None:
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_resume_refuses_recipe_and_other_flags_it_would_ignore_in_one_line(
+    tiny_run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    last = (tiny_run_copy / "checkpoints" / "last.ckpt").read_bytes()
+    args = ["train", "--resume", str(tiny_run_copy), "--lr-head", "0.01", "--num-workers", "0", "--no-progress"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--lr-head, --num-workers, --no-progress would be ignored" in error
+    assert f"`blastscope train --config {tiny_run_copy / 'config.yaml'}` with them" in error
+    assert (tiny_run_copy / "checkpoints" / "last.ckpt").read_bytes() == last  # refused before any training
+    assert main(["train", "--resume", str(tiny_run_copy), "--config", str(tiny_run_copy / "config.yaml")]) == 2
+    assert "--config would be ignored: drop it" in capsys.readouterr().err
+
+
+def test_every_train_flag_is_named_as_typed() -> None:
+    from blastscope.cli import build_parser
+    from blastscope.cli.train import NOT_FLAGS, flag_name
+
+    parser = build_parser()
+    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    actions = [action for action in subcommands.choices["train"]._actions if action.option_strings]
+    for action in actions:
+        if action.dest not in NOT_FLAGS | {"help", "version"}:
+            assert flag_name(action.dest) in action.option_strings
+
+
+def test_an_ensemble_runs_config_is_refused_in_one_line_saying_how_ensembles_are_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"model": "ensemble", "members": [{"path": "runs/a"}, {"path": "runs/b"}]}))
+    assert main(["train", "--config", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{path} belongs to an ensemble run" in error
+    assert "`blastscope ensemble`" in error and "unknown config keys" not in error
 
 
 def test_bad_split_ratios_are_refused(capsys: pytest.CaptureFixture[str]) -> None:

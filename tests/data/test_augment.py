@@ -41,3 +41,5 @@ def test_unknown_switches_in_a_config_yaml_are_a_one_line_error() -> None:
     with pytest.raises(BlastscopeError, match=r"augmentation settings \['hue', 'spin'\]") as caught:
         augment_config({"hue": 0.0, "spin": True})
     assert "\n" not in str(caught.value)
+    assert ": unknown spin; use rotation, shift," in str(caught.value)  # the known ones, no internal class name
+    assert "AugmentConfig" not in str(caught.value)

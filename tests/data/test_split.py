@@ -5,13 +5,24 @@ from __future__ import annotations
 import csv
 import errno
 import math
+import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from blastscope.data.discover import scan_dataset
-from blastscope.data.split import Split, check_leakage, kfold_splits, make_split, read_split_csv, write_split_csv
+from blastscope.data.split import (
+    Split,
+    SplitContentsMissing,
+    changed_cells,
+    check_leakage,
+    kfold_splits,
+    make_split,
+    read_split_csv,
+    write_split_csv,
+)
 from blastscope.data.table import Cell, CellTable
 from blastscope.errors import BlastscopeError, DataError, LeakageError
 
@@ -247,6 +258,21 @@ def test_hash_ignores_where_the_data_lives_but_not_the_assignment(tmp_path: Path
     assert swapped.hash != here.hash
 
 
+def test_content_hash_tells_a_redrawn_dataset_from_the_old_one_but_not_a_moved_one() -> None:
+    here = make_split(_table(BALANCED), seed=2)
+    moved = make_split(_table(BALANCED, root=Path("/mnt/other/copy")), seed=2)
+    redrawn = Split(
+        {part: [replace(cell, digest=cell.digest + "-seed1") for cell in cells] for part, cells in here.parts.items()},
+        here.groups,
+        True,
+        2,
+        here.ratios,
+    )
+
+    assert moved.content_hash == here.content_hash
+    assert redrawn.hash == here.hash and redrawn.content_hash != here.content_hash
+
+
 def test_reading_a_split_for_other_data_is_an_error_naming_the_row(tmp_path: Path) -> None:
     path = tmp_path / "split.csv"
     write_split_csv(make_split(_table(BALANCED)), path)
@@ -254,6 +280,33 @@ def test_reading_a_split_for_other_data_is_an_error_naming_the_row(tmp_path: Pat
 
     with pytest.raises(DataError, match=r"split\.csv, line \d+: .* is not in the dataset"):
         read_split_csv(path, smaller)
+
+
+def test_reading_a_split_whose_images_changed_counts_every_row_without_its_contents(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    write_split_csv(make_split(_table(BALANCED)), path)
+    table = _table(BALANCED)
+    table.cells[3:7] = [replace(cell, digest=cell.digest + "-redrawn") for cell in table.cells[3:7]]
+    rows = sum(BALANCED["normal"]) + sum(BALANCED["blast"])
+
+    with pytest.raises(
+        SplitContentsMissing, match=rf"\(no file has its digest; 4 of its {rows} rows are so\)"
+    ) as caught:
+        read_split_csv(path, table)
+    assert (caught.value.count, caught.value.rows) == (4, rows)
+    assert caught.value.first in {str(cell.path) for cell in table.cells[3:7]}
+
+
+def test_changed_cells_are_the_files_holding_other_bytes_than_recorded(synth_small: Path, tmp_path: Path) -> None:
+    table = scan_dataset(synth_small)
+    first, second, third = (
+        Path(shutil.copy(cell.path, tmp_path / f"{i}.png")) for i, cell in enumerate(table.cells[:3])
+    )
+    cells = [replace(cell, path=path) for cell, path in zip(table.cells[:3], (first, second, third), strict=True)]
+    second.write_bytes(table.cells[5].path.read_bytes())  # another image under the old name
+    third.unlink()  # unreadable: left to whoever reads it for a model
+
+    assert changed_cells(cells) == [cells[1]]
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from sklearn import metrics as skm
 
+from blastscope.data.synth import synthesize
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.evaluation.evaluate import (
     decisions,
@@ -176,6 +180,46 @@ def test_new_data_with_other_classes_is_refused(tiny_run: Path, tmp_path: Path) 
         evaluate_run(tiny_run, data=tmp_path, bootstrap=0)
 
 
+def _run_on_own_data(run_dir: Path, synth_small: Path, data: Path) -> list[dict[str, str]]:
+    """Point ``run_dir`` (a copy of ``tiny_run``) at a private copy ``data`` of ``synth_small``; its split's rows."""
+    shutil.copytree(synth_small, data)
+    split_csv = run_dir / "split.csv"
+    split_csv.write_text(split_csv.read_text().replace(synth_small.resolve().as_posix(), data.resolve().as_posix()))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "data": str(data)}))
+    with split_csv.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_test_images_redrawn_under_their_recorded_names_are_refused(
+    tiny_run_copy: Path, synth_small: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    rows = _run_on_own_data(tiny_run_copy, synth_small, data)
+    drawn = json.loads((data / "blastscope-synth.json").read_text())
+    sizes = ("subjects_per_class", "cells_per_subject", "image_size", "separation")
+    synthesize(data, **{key: drawn[key] for key in sizes}, seed=1)  # the same file names, other cells
+    tested = [row["path"] for row in rows if row["split"] == "test"]
+
+    with pytest.raises(DataError) as caught:
+        evaluate_run(tiny_run_copy, bootstrap=0)
+    message = str(caught.value)
+    assert f"{len(tested)} of the {len(tested)} test cells its split.csv records hold other images now" in message
+    assert f"e.g. {tested[0]} " in message and f"--data {data}`" in message and "\n" not in message
+
+
+def test_a_point_is_not_chosen_on_validation_images_that_changed(
+    tiny_run_copy: Path, synth_small: Path, tmp_path: Path
+) -> None:
+    rows = _run_on_own_data(tiny_run_copy, synth_small, tmp_path / "data")
+    validated = [Path(row["path"]) for row in rows if row["split"] == "val"]
+    tested = Path(next(row["path"] for row in rows if row["split"] == "test"))
+    validated[2].write_bytes(tested.read_bytes())
+
+    with pytest.raises(DataError, match=rf"1 of the {len(validated)} validation cells .* e\.g\. {validated[2]} "):
+        evaluate_run(tiny_run_copy, threshold="val", bootstrap=0)
+
+
 def test_threshold_is_never_tuned_on_the_cells_scored(tiny_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="--split val"):
         evaluate_run(tiny_run, split="val", threshold="val")
@@ -231,3 +275,24 @@ def test_a_red_cell_diameter_for_this_evaluation_is_noted_and_its_point_not_stor
     assert any("red-cell diameter of 40 px for this call" in note for note in given.notes)
     assert any("--red-cell-diameter than the run's, so it is not stored" in note for note in given.notes)
     assert given.stored_to is None and load_run(tiny_run_copy).operating_point == before
+
+
+def test_a_temperature_at_a_bound_of_its_fit_is_warned_about_for_the_run_and_an_ensembles_members(
+    tiny_run_copy: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    from blastscope.runs.folder import write_operating_point
+    from blastscope.workflows.ensemble import make_ensemble
+
+    point = replace(load_run(tiny_run_copy).operating_point, temperature=0.05, split="val", n_cells=16)
+    write_operating_point(tiny_run_copy, point)
+    lines = format_summary(evaluate_run(tiny_run_copy, bootstrap=0)).splitlines()
+    calibration = next(index for index, line in enumerate(lines) if line.startswith("calibration:"))
+    assert lines[calibration + 1].startswith(
+        "warning: temperature 0.05 (fitted on 16 validation cells) sits at the lower bound of its fit"
+    )
+    assert "warning: temperature" not in format_summary(evaluate_run(tiny_run_seed1, bootstrap=0))
+
+    ensemble = make_ensemble([tiny_run_copy, tiny_run_seed1], tmp_path / "ens", log=lambda _: None)
+    summary = format_summary(evaluate_run(ensemble, bootstrap=0))
+    member = f"warning: ensemble member 1 ({tiny_run_copy}), whose probabilities it averages: temperature 0.05"
+    assert member in summary and "ensemble member 2" not in summary

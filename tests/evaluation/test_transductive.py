@@ -99,6 +99,7 @@ def test_evaluate_adds_a_labelled_section_and_columns_and_leaves_the_plain_numbe
     assert moved > 0
     summary = format_summary(result)
     assert transductive_label(3) in summary and "transductive weighted F1" in summary
+    assert "\ntransductive (plain view, K=3)\n" + transductive_label(3) + "\n" in summary
     assert "transductive" not in format_summary(plain)
     out = write_evaluation(result, tmp_path / "eval")
     assert json.loads(out.read_text())["transductive"]["label"] == transductive_label(3)

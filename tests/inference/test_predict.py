@@ -195,7 +195,9 @@ def test_features_need_a_pytorch_network_with_features_of_its_own(images: list[I
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return self.net(images)
 
-    with pytest.raises(BlastscopeError, match="ONNX export"):
+    with pytest.raises(BlastscopeError, match="ONNX export") as caught:
         predict_features(TorchRunner(TinyNet()), images, PRE, TRANSFORM)  # type: ignore[arg-type]
-    with pytest.raises(BlastscopeError, match="no penultimate features"):
+    assert "TorchRunner" not in str(caught.value) and "CellClassifier" not in str(caught.value)
+    with pytest.raises(BlastscopeError, match=r"no penultimate features of its own \(an ensemble run") as caught:
         predict_features(Averaged(), images, PRE, TRANSFORM)
+    assert "Averaged" not in str(caught.value)  # the user hears of runs, not of the network's class

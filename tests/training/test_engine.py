@@ -59,7 +59,7 @@ def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable
     trained = load_run(run_dir)
     assert trained.display_name == "efficientnet_lite0 (pretrained)"
     assert not trained.model.training and trained.classes == ("hem", "all")
-    assert trained.split.hash == config["split_hash"]
+    assert (trained.split.hash, trained.split.content_hash) == (config["split_hash"], config["split_content_hash"])
     with torch.no_grad():
         assert trained.model(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
 

@@ -174,6 +174,35 @@ def test_resume_refuses_data_that_changed_since_the_run(
     assert str(tiny_run_copy) in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_a_run_recorded_before_split_contents_were_resumes_as_before(tiny_run_copy: Path) -> None:
+    path = tiny_run_copy / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    del config["split_content_hash"]
+    path.write_text(yaml.safe_dump(config))
+
+    assert resume(tiny_run_copy) == tiny_run_copy
+    assert (tiny_run_copy / "metrics.json").is_file()
+
+
+def test_resume_refuses_images_redrawn_under_the_names_split_csv_records(
+    tiny_run_copy: Path, synth_small: Path, tmp_path: Path
+) -> None:
+    from blastscope.data.synth import synthesize
+
+    data = Path(shutil.copytree(synth_small, tmp_path / "data"))
+    path = tiny_run_copy / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**config, "data": str(data)}))  # the data moved: still the run's images
+    drawn = json.loads((data / "blastscope-synth.json").read_text())
+    sizes = ("subjects_per_class", "cells_per_subject", "image_size", "separation")
+    synthesize(data, **{key: drawn[key] for key in sizes}, seed=drawn["seed"] + 1)  # the same file names, other cells
+    rows = (tiny_run_copy / "split.csv").read_text().count("\n") - 1
+
+    with pytest.raises(DataError, match=rf"{rows} of the {rows} images in its split\.csv are not in {data} ") as caught:
+        resume(tiny_run_copy)
+    assert str(tiny_run_copy) in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_resume_takes_pretrainedness_from_the_run_not_the_request(tiny_run_copy: Path) -> None:
     from blastscope.data.discover import scan_dataset
     from blastscope.training.config import TrainConfig as Config

@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
+from blastscope.data.split import Split, write_split_csv
+from blastscope.data.synth import synthesize
+from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.scoring import evaluate_predictions
 from blastscope.inference.decision import OperatingPoint
@@ -231,20 +234,34 @@ def test_cross_validation_trains_every_fold_and_reports_mean_and_sd(synth_small:
     assert "mean ± sd over 3 subject-grouped folds" in files.markdown.read_text()
 
 
-def write_fake_run(runs: Path, name: str, recipe: TrainConfig, split_hash: str, finished: bool) -> Path:
+def write_fake_run(
+    runs: Path, name: str, recipe: TrainConfig, split: Split, finished: bool, contents_recorded: bool = True
+) -> Path:
+    """A run folder as ``train`` leaves it; ``contents_recorded=False`` writes one from before ``split_content_hash``,
+    which has only its split.csv to say which images it was trained on."""
     run_dir = runs / name
     (run_dir / "checkpoints").mkdir(parents=True)
     saved = {
         **recipe.to_dict(),
         "image_size": recipe.image_size or 48,
-        "split_hash": split_hash,
+        "split_hash": split.hash,
         "classes": ["hem", "all"],
     }
+    if contents_recorded:
+        saved["split_content_hash"] = split.content_hash
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    write_split_csv(split, run_dir / "split.csv")
     if finished:
         (run_dir / "metrics.json").write_text("{}")
         (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"")
     return run_dir
+
+
+def fake_split(drawing: int = 0, swapped: bool = False) -> Split:
+    """Two cells under fixed names; ``drawing`` stands for the images in those files, ``swapped`` trades their parts."""
+    cells = [Cell(Path(f"/data/{label}/{label}1.png"), label, None, f"{label}{drawing}") for label in ("hem", "all")]
+    train, test = reversed(cells) if swapped else cells
+    return Split({"train": [train], "val": [], "test": [test]}, {}, False, 0, (0.5, 0.0, 0.5))
 
 
 def recipe(**changes: object) -> TrainConfig:
@@ -263,22 +280,59 @@ def recipe(**changes: object) -> TrainConfig:
 
 
 def test_find_run_matches_recipe_and_split_and_prefers_finished(tmp_path: Path) -> None:
-    wanted = recipe()
-    write_fake_run(tmp_path, "20260101-000000-cnn", wanted, "abc", finished=True)
-    write_fake_run(tmp_path, "20260102-000000-cnn", wanted, "abc", finished=False)
-    write_fake_run(tmp_path, "20260103-000000-cnn", recipe(seed=1), "abc", finished=True)
-    write_fake_run(tmp_path, "20260104-000000-cnn", wanted, "other-split", finished=True)
-    assert find_run(tmp_path, wanted.to_dict(), "abc") == (tmp_path / "20260101-000000-cnn", True)
-    assert find_run(tmp_path, recipe(progress=False).to_dict(), "abc") == (tmp_path / "20260101-000000-cnn", True)
-    assert find_run(tmp_path, recipe(epochs_frozen=2).to_dict(), "abc") is None
+    wanted, split = recipe(), fake_split()
+    write_fake_run(tmp_path, "20260101-000000-cnn", wanted, split, finished=True)
+    write_fake_run(tmp_path, "20260102-000000-cnn", wanted, split, finished=False)
+    write_fake_run(tmp_path, "20260103-000000-cnn", recipe(seed=1), split, finished=True)
+    write_fake_run(tmp_path, "20260104-000000-cnn", wanted, fake_split(swapped=True), finished=True)
+    assert find_run(tmp_path, wanted.to_dict(), split) == (tmp_path / "20260101-000000-cnn", True)
+    assert find_run(tmp_path, recipe(progress=False).to_dict(), split) == (tmp_path / "20260101-000000-cnn", True)
+    assert find_run(tmp_path, recipe(epochs_frozen=2).to_dict(), split) is None
 
 
 def test_find_run_returns_an_interrupted_run_to_resume(tmp_path: Path) -> None:
-    wanted = recipe(image_size=None)
-    write_fake_run(tmp_path, "20260102-000000-cnn", wanted, "abc", finished=False)
+    wanted, split = recipe(image_size=None), fake_split()
+    write_fake_run(tmp_path, "20260102-000000-cnn", wanted, split, finished=False)
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "config.yaml").write_text(": not yaml : [")
-    assert find_run(tmp_path, wanted.to_dict(), "abc") == (tmp_path / "20260102-000000-cnn", False)
+    assert find_run(tmp_path, wanted.to_dict(), split) == (tmp_path / "20260102-000000-cnn", False)
+
+
+@pytest.mark.parametrize("contents_recorded", [True, False])
+def test_find_run_never_reuses_a_run_trained_on_other_images_under_the_same_names(
+    tmp_path: Path, contents_recorded: bool
+) -> None:
+    wanted, old, redrawn = recipe(), fake_split(drawing=0), fake_split(drawing=1)
+    assert old.hash == redrawn.hash  # what find_run compared alone before
+    run_dir = write_fake_run(tmp_path, "20260101-000000-cnn", wanted, old, True, contents_recorded)
+    assert find_run(tmp_path, wanted.to_dict(), old) == (run_dir, True)
+    assert find_run(tmp_path, wanted.to_dict(), redrawn) is None
+
+
+def test_a_run_recorded_before_split_contents_without_its_split_csv_is_not_reused(tmp_path: Path) -> None:
+    wanted, split = recipe(), fake_split()
+    run_dir = write_fake_run(tmp_path, "20260101-000000-cnn", wanted, split, True, contents_recorded=False)
+    (run_dir / "split.csv").unlink()
+    assert find_run(tmp_path, wanted.to_dict(), split) is None
+
+
+def test_compare_trains_again_after_the_data_is_redrawn_under_the_same_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = synthesize(tmp_path / "data", subjects_per_class=6, cells_per_subject=8, image_size=64, separation=2.0)
+    run_compare(tiny_config(data, tmp_path / "out"))
+    synthesize(data, subjects_per_class=6, cells_per_subject=8, image_size=64, separation=2.0, seed=1)
+
+    class Stop(Exception):
+        """Stops the comparison at its first training call."""
+
+    def fake_train(config: TrainConfig) -> None:
+        raise Stop
+
+    monkeypatch.setattr("blastscope.training.train", fake_train)
+    monkeypatch.setattr("blastscope.training.resume", lambda *_a: pytest.fail("the old run is finished"))
+    with pytest.raises(Stop):
+        run_compare(tiny_config(data, tmp_path / "out"))
 
 
 def test_budget_defaults_follow_the_data_and_explicit_numbers_win() -> None:
@@ -355,7 +409,7 @@ def test_data_without_subjects_is_reported_as_image_level_first(synth_small: Pat
     assert "image-level" in "\n".join(files.markdown.read_text().splitlines()[:3])
     results = json.loads(files.json.read_text())
     assert results["subject_level"] is False and results["ranking"][0]["subject_scores_missing"] == "no subject ids"
-    row = next(line for line in files.markdown.read_text().splitlines() if line.startswith("| 1 | cnn"))
+    row = next(line for line in files.markdown.read_text().splitlines() if line.startswith("| — | cnn"))  # no rank
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[3] == "n/a (no subject ids)" and cells.count("n/a (no subject ids)") == 2  # the ranked-by first
     assert results["best"] == "No model has a subject accuracy (no subject ids): not ranked, listed in the order given."

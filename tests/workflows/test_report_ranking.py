@@ -11,7 +11,14 @@ import pytest
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.workflows.report import Comparison, DatasetCard, ModelResult, summary_text, write_report
 from blastscope.workflows.report.content import metric_table
-from blastscope.workflows.report.ranking import TTA_ROW, ranking_notes, ranking_statement, ranking_table
+from blastscope.workflows.report.ranking import (
+    NO_RANK,
+    TTA_ROW,
+    best_statement,
+    ranking_notes,
+    ranking_statement,
+    ranking_table,
+)
 
 CLASSES = ("hem", "all")
 
@@ -213,3 +220,58 @@ def test_the_files_carry_the_ranking_metric_tta_and_subject_columns(tmp_path: Pa
     assert "Ranking by subject accuracy with TTA (8 views); error bars: none" in (tmp_path / "report.md").read_text()
     header = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| rank |"))
     assert header.startswith("| rank | model | weights | subject accuracy | weighted F1 |")  # the ranked-by first
+
+
+def test_models_tied_for_first_share_the_rank_and_the_statement_says_the_order_is_only_the_given_one() -> None:
+    models = _three()
+    models[0] = _model("cnn", _scores(0.85, 0.95, 0.625, 0.90, 0.75))  # ties resnet50 on weighted F1
+    comparison = _comparison(models)
+    assert [model.name for model in comparison.ranked] == ["cnn", "resnet50", "vgg16"]  # the order given
+    assert _column(ranking_table(comparison), "rank") == ["1", "1", "3"]
+    best = (
+        "Best by weighted F1: a tie between cnn (0.850 [0.840, 0.860]) and resnet50 (0.850 [0.840, 0.860]); cnn is "
+        "listed first only because it was given first, not because it scored higher."
+    )
+    assert ranking_statement(comparison).endswith(best) and summary_text(comparison).splitlines()[-1] == best
+    assert [row.split()[0] for row in summary_text(comparison).splitlines()[2:5]] == ["1", "1", "3"]
+    assert not any(note.startswith("Tied on") for note in ranking_notes(comparison))  # said once, above the table
+
+
+def test_a_tie_below_first_place_is_noted_under_the_table() -> None:
+    models = _three()
+    models[2] = _model("vgg16", _scores(0.80, 0.90, 1.0, 0.71, 1.0))  # ties cnn for second
+    comparison = _comparison(models)
+    assert _column(ranking_table(comparison), "rank") == ["1", "2", "2"]
+    assert "tie" not in best_statement(comparison)
+    assert (
+        "Tied on weighted F1 (0.800 [0.790, 0.810]), sharing rank 2: cnn and vgg16; listed in the order given, which "
+        "says nothing about which is better."
+    ) in ranking_notes(comparison)
+
+
+def test_models_without_the_score_get_no_rank_in_any_table_or_file(tmp_path: Path) -> None:
+    models = _three()
+    models[1] = _model("resnet50", _scores(0.85, 0.85, None, 0.86, None), missing="no subject ids")
+    comparison = _comparison(models, "subject_accuracy")
+    assert _column(ranking_table(comparison), "rank") == ["1", "2", NO_RANK]
+    assert summary_text(comparison).splitlines()[4].split()[0] == NO_RANK
+    nothing = _comparison(
+        [_model(name, _scores(0.8, 0.9, None, 0.8, None), missing="no subject ids") for name in ("a", "b")],
+        "subject_accuracy",
+    )
+    assert _column(ranking_table(nothing), "rank") == [NO_RANK, NO_RANK]  # nothing was ranked
+    write_report(nothing, tmp_path)
+    with (tmp_path / "results.csv").open() as handle:
+        assert [row["rank"] for row in csv.DictReader(handle)] == ["", ""]
+    assert [row["rank"] for row in json.loads((tmp_path / "results.json").read_text())["ranking"]] == [None, None]
+
+
+def test_scores_equal_but_for_rounding_error_are_a_tie() -> None:
+    models = _three()[:2]
+    models[0].fold_metrics = [{"weighted_f1": value} for value in (0.1, 0.2, 0.7)]
+    models[1].fold_metrics = [{"weighted_f1": value} for value in (0.7, 0.2, 0.1)]
+    assert _column(ranking_table(_comparison(models, cv_folds=3)), "rank") == ["1", "1"]
+    models = _three()[:2]
+    models[0].metrics["weighted_f1"] = 0.1 + 0.2  # 0.30000000000000004
+    models[1].metrics["weighted_f1"] = 0.3
+    assert _column(ranking_table(_comparison(models)), "rank") == ["1", "1"]

@@ -10,7 +10,13 @@ every split before use. Import from here; the submodules are the layout, not the
 
 from __future__ import annotations
 
-from blastscope.data.split.csv_file import CSV_COLUMNS, read_split_csv, write_split_csv
+from blastscope.data.split.csv_file import (
+    CSV_COLUMNS,
+    SplitContentsMissing,
+    changed_cells,
+    read_split_csv,
+    write_split_csv,
+)
 from blastscope.data.split.leakage import check_leakage
 from blastscope.data.split.make import DEFAULT_RATIOS, SPLIT_BY, kfold_splits, make_split
 from blastscope.data.split.model import PARTS, PartShare, Split
@@ -22,6 +28,8 @@ __all__ = [
     "SPLIT_BY",
     "PartShare",
     "Split",
+    "SplitContentsMissing",
+    "changed_cells",
     "check_leakage",
     "kfold_splits",
     "make_split",

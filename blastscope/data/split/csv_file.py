@@ -1,7 +1,8 @@
 """A split as a CSV file: the form in which a split is kept beside a run, shared, and read back to train again.
 
 Rows carry each file's content digest as well as its path, so a split read back against a dataset finds its cells
-again after the data has moved; every split read back is checked for leakage before it is returned.
+again after the data has moved, and a split read back alone can be checked against the files its paths name now
+(:func:`changed_cells`); every split read back is checked for leakage before it is returned.
 """
 
 from __future__ import annotations
@@ -9,18 +10,36 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
-from blastscope.data.discover import class_order
+from blastscope.data.discover import class_order, content_digest
+from blastscope.data.reading import read_image_file
 from blastscope.data.split.leakage import check_leakage
 from blastscope.data.split.model import PARTS, Split
 from blastscope.data.table import Cell, CellTable
-from blastscope.errors import DataError
+from blastscope.errors import DataError, ImageError
 from blastscope.storage import write_atomically
 
 CSV_COLUMNS = ("path", "split", "label", "subject", "group", "digest")
+
+
+class SplitContentsMissing(DataError):
+    """Rows of a split CSV whose recorded contents no file of the dataset has: its images were changed, redrawn or
+    removed since the split was written, or it was made for other data.
+
+    Attributes
+    ----------
+    first : str
+        The file the first such row names.
+    count, rows : int
+        How many rows are so, of how many.
+    """
+
+    def __init__(self, message: str, first: str, count: int, rows: int) -> None:
+        super().__init__(message)
+        self.first, self.count, self.rows = first, count, rows
 
 
 def write_split_csv(split: Split, path: Path | str) -> None:
@@ -73,15 +92,19 @@ def read_split_csv(path: Path | str, table: CellTable | None = None) -> Split:
 
     Raises
     ------
+    SplitContentsMissing
+        With ``table``, when rows name contents no file of the dataset has (counted, the first one named).
     DataError
         When the file cannot be read, lacks a column, is empty, names an unknown part, or (with ``table``) holds a file
-        not in the dataset or with another label.
+        with another label.
     LeakageError
         When an identical file, or a subject group of a subject-level split, sits in two parts.
     """
     path = Path(path)
     rows = _read_rows(path)
     by_digest = {cell.digest: cell for cell in table.cells} if table is not None else {}
+    if table is not None:
+        _check_contents_present(path, rows, table, by_digest)
     parts: dict[str, list[Cell]] = {part: [] for part in PARTS}
     groups: dict[str, str] = {}
     group_parts: dict[str, set[str]] = defaultdict(set)
@@ -126,18 +149,59 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     return rows
 
 
+def changed_cells(cells: Iterable[Cell]) -> list[Cell]:
+    """The cells whose file no longer holds the bytes their recorded digest was taken of.
+
+    A split read back without its dataset carries the digests of when it was written, while its paths may since hold
+    other images (a dataset redrawn or re-exported under the same names). Each file is read and hashed once; one that
+    cannot be read is not counted here, as reading it for a model reports it.
+
+    Parameters
+    ----------
+    cells : iterable of Cell
+        Cells as a split CSV records them (:func:`read_split_csv` without a table).
+
+    Returns
+    -------
+    list of Cell
+        The changed cells, in the order given.
+    """
+    changed = []
+    for cell in cells:
+        try:
+            data = read_image_file(Path(cell.path))
+        except ImageError:
+            continue
+        if content_digest(data) != cell.digest:
+            changed.append(cell)
+    return changed
+
+
+def _check_contents_present(
+    path: Path, rows: list[tuple[int, dict[str, str]]], table: CellTable, by_digest: Mapping[str, Cell]
+) -> None:
+    """Every row's digest names a cell of ``table``; else one error counting the rows that do not."""
+    missing = [(line, row) for line, row in rows if row["digest"] not in by_digest]
+    if missing:
+        line, row = missing[0]
+        raise SplitContentsMissing(
+            f"{path}, line {line}: {row['path']} is not in the dataset at {table.root} with the contents the split "
+            f"recorded (no file has its digest; {len(missing)} of its {len(rows)} rows are so): the split was made "
+            "for other data or its images changed since, make a new one with `blastscope data split`",
+            row["path"],
+            len(missing),
+            len(rows),
+        )
+
+
 def _cell_of_row(
     path: Path, line: int, row: Mapping[str, str], table: CellTable | None, by_digest: Mapping[str, Cell]
 ) -> Cell:
-    """The dataset's cell a row names (found by digest), or a cell built from the row when there is no dataset."""
+    """The dataset's cell a row names (found by digest, present: see :func:`_check_contents_present`), or a cell
+    built from the row when there is no dataset."""
     if table is None:
         return Cell(Path(row["path"]), row["label"], row["subject"] or None, row["digest"])
-    cell = by_digest.get(row["digest"])
-    if cell is None:
-        raise DataError(
-            f"{path}, line {line}: {row['path']} is not in the dataset at {table.root} (no file has its digest); "
-            "the split was made for other data, make a new one with `blastscope data split`"
-        )
+    cell = by_digest[row["digest"]]
     if cell.label != row["label"]:
         raise DataError(f"{path}, line {line}: {cell.path} is '{cell.label}' in the dataset but '{row['label']}' here")
     return cell

@@ -57,10 +57,25 @@ class Split:
 
     @property
     def hash(self) -> str:
-        """Stable across machines: the (path, part) pairs, paths taken relative to the folder that holds all cells."""
+        """Stable across machines: the (path, part) pairs, paths taken relative to the folder that holds all cells.
+
+        Names only: a dataset redrawn or re-exported under the same file names keeps it; :attr:`content_hash` tells
+        those apart.
+        """
         pairs = [(cell.path, part) for part, cell in self.cells()]
         base = os.path.commonpath([str(PurePath(path).parent) for path, _ in pairs]) if pairs else ""
         lines = sorted(f"{PurePath(os.path.relpath(path, base)).as_posix()}\t{part}\n" for path, part in pairs)
+        return hashlib.blake2b("".join(lines).encode(), digest_size=8).hexdigest()
+
+    @property
+    def content_hash(self) -> str:
+        """Which images sit in which part: the (part, digest) pairs, identical files once.
+
+        A run is only as reusable as the pixels it learned from, so two splits are the same training data exactly when
+        this agrees (ensemble members, a run ``compare`` would reuse); moving or renaming the files keeps it, other
+        images under the old names change it.
+        """
+        lines = sorted({f"{part}\t{cell.digest}\n" for part, cell in self.cells()})
         return hashlib.blake2b("".join(lines).encode(), digest_size=8).hexdigest()
 
     def shares(self) -> list[PartShare]:

@@ -1,9 +1,9 @@
 """The runs a comparison needs: the data, the shared split, and one trained (or reused, or resumed) run per job.
 
-A job is one model on one fold. :func:`trained_run` reuses a finished run of exactly the job's recipe and split
-(:func:`find_run`), else resumes an interrupted one, else trains a new one; :func:`evaluate_job` scores it on its test
-part. Training is looked up on :mod:`blastscope.training` and synthesis on :mod:`blastscope.data.synth` at call time,
-so a test can replace either there.
+A job is one model on one fold. :func:`trained_run` reuses a finished run of exactly the job's recipe and split, by
+file names and by contents (:func:`find_run`), else resumes an interrupted one, else trains a new one;
+:func:`evaluate_job` scores it on its test part. Training is looked up on :mod:`blastscope.training` and synthesis on
+:mod:`blastscope.data.synth` at call time, so a test can replace either there.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from blastscope import training
 from blastscope.data import synth
 from blastscope.data.augment import augment_config
-from blastscope.data.split import Split, kfold_splits, make_split, write_split_csv
+from blastscope.data.split import Split, kfold_splits, make_split, read_split_csv, write_split_csv
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.evaluate import evaluate_run
@@ -43,7 +43,7 @@ class Job:
     model: str
     fold: int
     split_csv: Path
-    split_hash: str
+    split: Split
 
 
 def dataset_root(config: CompareConfig, out: Path) -> Path:
@@ -156,15 +156,15 @@ def image_size_for(model: str, wanted: int | None) -> int | None:
     return max(wanted, int(get_spec(model).min_input_size))
 
 
-def trained_run(recipe: TrainConfig, split_hash: str) -> Path:
+def trained_run(recipe: TrainConfig, split: Split) -> Path:
     """A finished run of exactly this recipe on exactly this split; else an interrupted one resumed; else a new one.
 
     Parameters
     ----------
     recipe : TrainConfig
         The job's recipe (:func:`train_config`); the model's defaults fill what it leaves unset.
-    split_hash : str
-        The hash of the split the run must have used.
+    split : Split
+        The split the run must have used, by file names and by contents (:func:`find_run`).
 
     Returns
     -------
@@ -172,7 +172,7 @@ def trained_run(recipe: TrainConfig, split_hash: str) -> Path:
         The run folder.
     """
     resolved = recipe.with_defaults(get_spec(recipe.model).defaults.to_dict())
-    found = find_run(Path(recipe.out), resolved.to_dict(), split_hash)
+    found = find_run(Path(recipe.out), resolved.to_dict(), split)
     if found is None:
         return Path(training.train(recipe))
     run_dir, finished = found
@@ -183,8 +183,13 @@ def trained_run(recipe: TrainConfig, split_hash: str) -> Path:
     return Path(training.resume(run_dir))
 
 
-def find_run(runs: Path, recipe: dict[str, Any], split_hash: str) -> tuple[Path, bool] | None:
+def find_run(runs: Path, recipe: dict[str, Any], split: Split) -> tuple[Path, bool] | None:
     """The newest run under ``runs`` with this recipe and split, and whether it finished.
+
+    The split must match by file names (``split_hash``) and by contents (``split_content_hash``): a dataset redrawn
+    or re-exported under the same names is other data, and a run trained on the old images is not reused. A run
+    recorded before ``split_content_hash`` existed is judged by the digests in its own split.csv, which it has
+    always kept: it is reused when they agree, as before, and retrained when they do not (or split.csv is gone).
 
     Parameters
     ----------
@@ -193,7 +198,7 @@ def find_run(runs: Path, recipe: dict[str, Any], split_hash: str) -> tuple[Path,
     recipe : dict
         ``TrainConfig.to_dict()`` with the model's defaults filled in. ``image_size=None`` (the model's own size)
         matches whatever size the run resolved it to; :data:`IGNORED_WHEN_REUSING` fields are not compared.
-    split_hash : str
+    split : Split
         The split the run must have used.
 
     Returns
@@ -207,20 +212,30 @@ def find_run(runs: Path, recipe: dict[str, Any], split_hash: str) -> tuple[Path,
     for config_path in sorted(runs.glob("*/config.yaml"), reverse=True):
         try:
             saved = yaml.safe_load(config_path.read_text())
-            if saved.get("split_hash") != split_hash:
+            if saved.get("split_hash") != split.hash:
                 continue
             candidate = comparable_recipe(TrainConfig.from_dict(saved).to_dict())
+            if wanted["image_size"] is None:
+                candidate["image_size"] = None
+            if candidate != wanted or _content_hash(config_path.parent, saved) != split.content_hash:
+                continue
         except (BlastscopeError, yaml.YAMLError, AttributeError, TypeError):
             continue  # a foreign or damaged run is simply not reused
-        if wanted["image_size"] is None:
-            candidate["image_size"] = None
-        if candidate == wanted:
-            run_dir = config_path.parent
-            matches.append(
-                (run_dir, (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file())
-            )
+        run_dir = config_path.parent
+        matches.append(
+            (run_dir, (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file())
+        )
     finished = [match for match in matches if match[1]]
     return (finished or matches or [None])[0]
+
+
+def _content_hash(run_dir: Path, saved: dict[str, Any]) -> str:
+    """The run's recorded ``split_content_hash``, or for a run recorded before it, that of its split.csv's digests.
+
+    Raises ``DataError`` when that split.csv is missing or damaged.
+    """
+    recorded = saved.get("split_content_hash")
+    return str(recorded) if recorded is not None else read_split_csv(run_dir / "split.csv").content_hash
 
 
 def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

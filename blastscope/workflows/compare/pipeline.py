@@ -50,10 +50,10 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     print(f"{len(config.models)} model(s), {layout} of {data_root}; runs under {out / 'runs'}", flush=True)
     tta = f"; every model also scored {TTA_LABEL} at the same threshold" if config.tta else ""
     print(f"ranking by {metric_label(config.rank_by)}{tta}", flush=True)
-    jobs = [Job(model, fold, path, split.hash) for model in config.models for fold, (split, path) in enumerate(splits)]
+    jobs = [Job(model, fold, path, split) for model in config.models for fold, (split, path) in enumerate(splits)]
     evaluations: Evaluations = {}
     for job in tqdm(jobs, desc="compare", unit="run", disable=not config.progress):
-        run_dir = trained_run(train_config(job, config, budget, data_root, out / "runs"), job.split_hash)
+        run_dir = trained_run(train_config(job, config, budget, data_root, out / "runs"), job.split)
         evaluations[job.model, job.fold] = run_dir, evaluate_job(run_dir, config, budget)
         if single := evaluations[job.model, job.fold][1]["plain"]["metrics"].get("single_predicted_class"):
             print(f"warning: {job.model} (fold {job.fold + 1}): {one_class_warning(single, 'test cell')}", flush=True)

@@ -7,6 +7,8 @@ which model came first, by what, and which models could not be ranked.
 
 from __future__ import annotations
 
+import math
+
 from blastscope.data.text_table import text_table
 from blastscope.metrics import class_display_name
 from blastscope.workflows.report.content import Table, score_text, single_class_text, threshold_short
@@ -39,6 +41,9 @@ SUMMARY_METRICS = ("weighted_f1", "roc_auc", "subject_accuracy")
 TTA_ROW = f"↳ {TTA_LABEL}"
 """The model cell of the row under each model that holds its scores with test-time augmentation."""
 
+NO_RANK = "—"
+"""The rank cell of a model without the score ranked by: listed last, in the order given, but not ranked."""
+
 
 def ranking_columns(comparison: Comparison, metrics: tuple[str, ...] = RANKING_METRICS) -> list[str]:
     """The score columns of a ranking: the metric ranked by (without its TTA suffix) first, then the rest of
@@ -56,11 +61,11 @@ def ranking_table(comparison: Comparison) -> Table:
     header += ["test " + metric_label(m) if m == "loss" else metric_label(m) for m in columns]
     header += ["threshold", "ECE (→ after scaling)", "train time", "images/s"]
     rows = []
-    for rank, model in enumerate(comparison.ranked, start=1):
+    for rank, model in zip(ranks(comparison), comparison.ranked, strict=True):
         name = model.name
         if model.single_class is not None:
             name += f" ({single_class_text(model, comparison.cv_folds)})"
-        row = [str(rank), name, model.weights_source]
+        row = [_rank_text(rank), name, model.weights_source]
         row += [score_text(model, metric, comparison) for metric in columns]
         row += [threshold_short(model)]
         row += [_ece_text(model), _seconds_text(model.train_seconds), _speed_text(model.images_per_second)]
@@ -69,6 +74,35 @@ def ranking_table(comparison: Comparison) -> Table:
             scores = [score_text(model, metric + TTA_SUFFIX, comparison) for metric in columns]
             rows.append(["", TTA_ROW, "", *scores, "same", "", "", ""])
     return header, rows
+
+
+def ranks(comparison: Comparison) -> list[int | None]:
+    """Each model's rank, in :attr:`Comparison.ranked` order: models tied on the score share the better rank (1, 1,
+    3), and a model without the score has none (None).
+
+    Ties are equal scores (to rounding error); they are listed in the order the models were given, which says nothing
+    about which is better.
+    """
+    result: list[int | None] = []
+    group: tuple[float, int] | None = None  # (score, rank) of the tie group being filled
+    for position, model in enumerate(comparison.ranked, start=1):
+        value = model.score(comparison.rank_by)
+        if value is None or math.isnan(value):  # ranked last (Comparison.unranked)
+            result.append(None)
+            continue
+        if group is None or not _tied(group[0], value):
+            group = (value, position)
+        result.append(group[1])
+    return result
+
+
+def tie_groups(comparison: Comparison) -> list[tuple[int, list[ModelResult]]]:
+    """Each rank that two or more models share (:func:`ranks`), best first, with its models in the order given."""
+    groups: dict[int, list[ModelResult]] = {}
+    for rank, model in zip(ranks(comparison), comparison.ranked, strict=True):
+        if rank is not None:
+            groups.setdefault(rank, []).append(model)
+    return [(rank, models) for rank, models in groups.items() if len(models) > 1]
 
 
 def ranking_statement(comparison: Comparison) -> str:
@@ -91,7 +125,8 @@ def best_statement(comparison: Comparison) -> str:
     -------
     str
         E.g. ``Best by weighted F1: resnet50 (0.912 [0.880, 0.940]); its interval overlaps that of cnn (0.890 [0.850,
-        0.930]), so these data do not settle which of the two is better.``; when no model has the score, says so and
+        0.930]), so these data do not settle which of the two is better.``; when the first models tie, names them all
+        and says the first is listed first only because it was given first; when no model has the score, says so and
         that the order is the one given; empty without models.
     """
     label = metric_label(comparison.rank_by)
@@ -103,6 +138,13 @@ def best_statement(comparison: Comparison) -> str:
         reason = _missing_reason(comparison.models[0], comparison.rank_by)
         return f"No model has a {label} ({reason}): not ranked, listed in the order given."
     best = scored[0]
+    groups = tie_groups(comparison)
+    if groups and groups[0][0] == 1:
+        tied = _names([f"{model.name} ({score_text(model, comparison.rank_by, comparison)})" for model in groups[0][1]])
+        return (
+            f"Best by {label}: a tie between {tied}; {best.name} is listed first only because it was given first, "
+            "not because it scored higher."
+        )
     text = f"Best by {label}: {best.name} ({score_text(best, comparison.rank_by, comparison)})"
     if len(scored) > 1 and _overlap(best, scored[1], comparison.rank_by):
         runner_up = scored[1]
@@ -114,8 +156,9 @@ def best_statement(comparison: Comparison) -> str:
 
 
 def ranking_notes(comparison: Comparison) -> list[str]:
-    """Plain-word remarks under the ranking: models that called every test cell one class, models ranked last for
-    want of the score, what the TTA rows, subject-level columns and threshold column mean."""
+    """Plain-word remarks under the ranking: models that called every test cell one class, models tied below first
+    place, models ranked last for want of the score, what the TTA rows, subject-level columns and threshold column
+    mean."""
     notes = []
     flat = [model for model in comparison.ranked if model.single_class is not None]
     if flat:
@@ -126,10 +169,18 @@ def ranking_notes(comparison: Comparison) -> list[str]:
             "F1 only restate the test split's class balance, not anything learned about the cells. Their ROC-AUC, "
             "which does not depend on the threshold, shows whether a better threshold could help."
         )
+    label = metric_label(comparison.rank_by)
+    for rank, group in tie_groups(comparison):
+        if rank > 1:  # a tie for first is said in the sentence above the table (best_statement)
+            value = score_text(group[0], comparison.rank_by, comparison)
+            notes.append(
+                f"Tied on {label} ({value}), sharing rank {rank}: {_names([model.name for model in group])}; listed "
+                "in the order given, which says nothing about which is better."
+            )
     unranked = comparison.unranked
     if unranked and len(unranked) < len(comparison.models):
         who = ", ".join(f"{model.name} ({_missing_reason(model, comparison.rank_by)})" for model in unranked)
-        notes.append(f"Ranked last, having no {metric_label(comparison.rank_by)}: {who}.")
+        notes.append(f"Ranked last, having no {label}: {who}.")
     if comparison.tta:
         notes.append(
             f"Rows '{TTA_ROW}': the same model at the same threshold, each test cell's probabilities averaged over "
@@ -160,8 +211,8 @@ def summary_text(comparison: Comparison) -> str:
     when scored), the models ranked last for want of the score, and :func:`best_statement`."""
     columns = ranking_columns(comparison, SUMMARY_METRICS)
     rows = []
-    for rank, model in enumerate(comparison.ranked, start=1):
-        rows.append([str(rank), model.name, *(score_text(model, m, comparison) for m in columns)])
+    for rank, model in zip(ranks(comparison), comparison.ranked, strict=True):
+        rows.append([_rank_text(rank), model.name, *(score_text(model, m, comparison) for m in columns)])
         if comparison.tta:
             rows.append(["", f"  {TTA_ROW}", *(score_text(model, m + TTA_SUFFIX, comparison) for m in columns)])
     table = text_table(["rank", "model", *(metric_label(m) for m in columns)], rows)
@@ -171,6 +222,21 @@ def summary_text(comparison: Comparison) -> str:
         who = ", ".join(model.name for model in unranked)
         lines.append(f"Ranked last, having no {metric_label(comparison.rank_by)}: {who}.")
     return "\n".join([*lines, best_statement(comparison)])
+
+
+def _rank_text(rank: int | None) -> str:
+    """A rank cell: the number, or :data:`NO_RANK` for a model without the score."""
+    return NO_RANK if rank is None else str(rank)
+
+
+def _tied(first: float, second: float) -> bool:
+    """Whether two scores are equal up to rounding error (the same value reached by other arithmetic)."""
+    return math.isclose(first, second, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _names(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _missing_reason(model: ModelResult, metric: str) -> str:

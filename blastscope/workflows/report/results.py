@@ -22,20 +22,21 @@ from blastscope.workflows.report.model import (
     present_values,
     sample_sd,
 )
-from blastscope.workflows.report.ranking import best_statement
+from blastscope.workflows.report.ranking import best_statement, ranks
 
 ROW_METRICS = (*HEADLINE_METRICS, "loss", "balanced_accuracy", "macro_f1", *SUBJECT_METRICS)
 """A results row's score columns, in order; the headline metrics carry their bootstrap CI on one split."""
 
 
 def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
-    """One flat record per model, best first (by ``comparison.rank_by``): scores with their CI bounds or fold sd, test
-    log loss, balanced accuracy and macro F1, the subject-level scores (with the number of test subjects, or why they
-    are missing), with TTA every one of these again under its ``_tta`` name, the class it called every test cell (None
-    unless it did), calibration, threshold and its origin, the refer band with the share of test cells it referred and
-    the error rate among the rest (binary models), speed, run folder."""
+    """One flat record per model, best first (by ``comparison.rank_by``; ``rank`` shared by tied models and None for
+    a model without that score, see :func:`~blastscope.workflows.report.ranking.ranks`): scores with their CI bounds
+    or fold sd, test log loss, balanced accuracy and macro F1, the subject-level scores (with the number of test
+    subjects, or why they are missing), with TTA every one of these again under its ``_tta`` name, the class it called
+    every test cell (None unless it did), calibration, threshold and its origin, the refer band with the share of test
+    cells it referred and the error rate among the rest (binary models), speed, run folder."""
     rows = []
-    for rank, model in enumerate(comparison.ranked, start=1):
+    for rank, model in zip(ranks(comparison), comparison.ranked, strict=True):
         row: dict[str, Any] = {
             "rank": rank,
             "ranked_by": comparison.rank_by,
