@@ -119,6 +119,13 @@ def tiny_run_seed1(synth_small: Path, tiny_run: Path, tmp_path_factory: pytest.T
     return _train_tiny(synth_small, tmp_path_factory.mktemp("runs-seed1"), seed=1, split=split)
 
 
+@pytest.fixture(scope="session")
+def tiny_colour_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run like ``tiny_run`` trained with ``--colour-norm subject``: each cell's colours normalised by those of all
+    its subject's cells."""
+    return _train_tiny(synth_small, tmp_path_factory.mktemp("runs-colour"), colour_norm="subject")
+
+
 @pytest.fixture
 def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     """A private copy of ``tiny_run`` for a test that changes the run folder."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from blastscope.data.preprocessing import CHANNELS, SEGMENT_MODES
+from blastscope.data.preprocessing import CHANNELS, COLOUR_NORMS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError
 from blastscope.training.config import CLASS_BALANCE, LOGGERS, MONITORS, PRECISIONS
@@ -20,6 +20,7 @@ FIELDS = {
     "red_cell_diameter": "red_cell_diameter",
     "crop_fraction": "crop_fraction",
     "channels": "channels",
+    "colour_norm": "colour_norm",
     "positive_class": "positive_class",
     "model": "model",
     "pretrained": "pretrained",
@@ -127,6 +128,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="what the network is fed: rgb (default), od (optical density -ln((I+1)/256)) or hed (haematoxylin, "
         "eosin, DAB by colour deconvolution, Ruifrok & Johnston 2001); recorded with the run and applied by every "
         "inference door",
+    )
+    data.add_argument(
+        "--colour-norm",
+        choices=COLOUR_NORMS,
+        help="none (default) or subject: map each cell's colours by the L*a*b* mean and spread of all its person's "
+        "cells onto one C-NMC reference (Reinhard, per person), removing stain and exposure shifts shared by a "
+        "person's cells; needs subject ids and a split by subject, and replaces --augment stain_norm. Recorded with "
+        "the run; every inference door then groups cells by person (see predict)",
     )
 
     model = parser.add_argument_group("model")

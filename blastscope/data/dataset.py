@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from blastscope.data.cache import DecodedCache, ModelInput, decode_resized
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.stain import SubjectColour
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
 from blastscope.errors import DataError, ImageError
@@ -50,6 +51,11 @@ class CellDataset(Dataset):
     than crashing a DataLoader worker mid-epoch; the first epoch also reads warm cache entries. A file that breaks
     after that (deleted mid-run) raises its ImageError. A cell that segmentation (``pre.segment``) cannot find is
     skipped the same way; ``segmented`` says, per readable cell, whether it was cut out of its background.
+
+    With ``pre.colour_norm == "subject"`` each cell is normalised by the colour statistics of its subject's readable
+    cells in this dataset (:class:`~blastscope.data.stain.SubjectColour`), fitted while the dataset is built; a
+    subject-level split keeps a subject's cells in one part, so these are all of that person's cells. Raises
+    ``DataError`` when a cell has no subject id then.
     """
 
     def __init__(
@@ -69,6 +75,9 @@ class CellDataset(Dataset):
         self.pre = pre
         self.transform = transform
         self.cache = cache
+        self.colour: SubjectColour | None = None
+        if pre.colour_norm == "subject":
+            _require_subjects(cells)
         self.cells, self.skipped, self.segmented = self._readable(cells, threads or min(8, os.cpu_count() or 1))
         self.targets = [self.classes.index(cell.label) for cell in self.cells]
 
@@ -86,7 +95,8 @@ class CellDataset(Dataset):
         return self.transform(pixels), self.targets[index]
 
     def _pixels(self, cell: Cell) -> np.ndarray:
-        return self._input(cell).pixels
+        pixels = self._input(cell).pixels
+        return pixels if self.colour is None else self.colour(pixels, cell.subject)  # type: ignore[arg-type]
 
     def _input(self, cell: Cell) -> ModelInput:
         pre = self.pre
@@ -114,6 +124,12 @@ class CellDataset(Dataset):
         with ThreadPoolExecutor(max_workers=threads) as pool:
             outcomes = list(pool.map(outcome, cells))
         readable = [cell for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, ModelInput)]
+        if self.pre.colour_norm == "subject":
+            self.colour = SubjectColour.fit(
+                (cell.subject, got.pixels)
+                for cell, got in zip(cells, outcomes, strict=True)
+                if isinstance(got, ModelInput)
+            )
         segmented = [got.segmented for got in outcomes if isinstance(got, ModelInput)]
         clipped = [
             cell.path for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, ModelInput) and got.clipped
@@ -136,3 +152,14 @@ class CellDataset(Dataset):
             path, reason = skipped[0]
             raise DataError(f"none of the {len(cells)} images can be read, e.g. {path}: {reason}")
         return readable, skipped, segmented
+
+
+def _require_subjects(cells: Sequence[Cell]) -> None:
+    """Per-subject colour normalisation needs every cell's subject id."""
+    unknown = [cell for cell in cells if cell.subject is None]
+    if unknown:
+        raise DataError(
+            f"{unknown[0].path}: --colour-norm subject normalises each person's cells together, but {len(unknown)} "
+            f"of {len(cells)} cells have no subject id; name files the C-NMC way (UID_<subject>_...) or give a "
+            "manifest with a subject column, or train with --colour-norm none"
+        )

@@ -28,6 +28,27 @@ CHANNEL_SCALE: dict[str, tuple[float, float, float]] = {
 """Per-channel factor from the raw channel values to the [0, 1] scale ``mean`` and ``std`` apply to."""
 
 
+COLOUR_NORMS = ("none", "subject")
+"""``--colour-norm``: ``none`` feeds each cell's colours as they are (after any ``--augment stain_norm``); ``subject``
+maps every cell's L*a*b* colours by the mean and standard deviation pooled over all cells of its person onto one
+C-NMC reference (Reinhard et al. 2001, per person instead of per image:
+:class:`blastscope.data.stain.SubjectColour`). A person's stain, exposure and smear shift all their cells alike; pooled
+over the person, the differences between their own cells stay."""
+
+
+def check_colour_norm(mode: str) -> str:
+    """``mode`` if it is one of :data:`COLOUR_NORMS`.
+
+    Raises
+    ------
+    BlastscopeError
+        For any other value.
+    """
+    if mode not in COLOUR_NORMS:
+        raise BlastscopeError(f"colour normalisation {mode!r} is unknown: use one of {', '.join(COLOUR_NORMS)}")
+    return mode
+
+
 def check_crop_fraction(fraction: float) -> float:
     """``fraction`` if it is a share of the image's shorter side in (0, 1].
 
@@ -142,13 +163,16 @@ class Preprocessing:
         Red-cell diameter (px of the input images) that segmentation scales its sizes by; None (the default, and
         runs recorded before the option) measures it on each image
         (:func:`blastscope.segmentation.scale.crop_scale`). The run's ``--red-cell-diameter``.
+    colour_norm : {"none", "subject"}
+        ``subject``: each cell's colours normalised by the statistics of all cells of its person
+        (:data:`COLOUR_NORMS`), so every door needs the cells grouped by person; the run's ``--colour-norm``.
 
     No model is fed another's normalisation: each registered model brings its own (``ModelSpec.preprocessing``).
 
     Raises
     ------
     BlastscopeError
-        For an unknown ``segment`` mode or ``channels``, a ``crop_fraction`` outside (0, 1], or a
+        For an unknown ``segment`` mode, ``channels`` or ``colour_norm``, a ``crop_fraction`` outside (0, 1], or a
         ``red_cell_diameter`` of 2 px or less.
     """
 
@@ -160,9 +184,11 @@ class Preprocessing:
     crop_fraction: float = 1.0
     channels: str = "rgb"
     red_cell_diameter: float | None = None
+    colour_norm: str = "none"
 
     def __post_init__(self) -> None:
         check_segment_mode(self.segment)
+        check_colour_norm(self.colour_norm)
         object.__setattr__(self, "crop_fraction", check_crop_fraction(self.crop_fraction))
         check_channels(self.channels)
         object.__setattr__(self, "red_cell_diameter", check_red_cell_diameter(self.red_cell_diameter))
@@ -199,6 +225,8 @@ class Preprocessing:
             channels=str(data.get("channels", "rgb")),
             # Records from before --red-cell-diameter: measured on each image.
             red_cell_diameter=data.get("red_cell_diameter"),
+            # Records from before --colour-norm: colours as decoded.
+            colour_norm=str(data.get("colour_norm", "none")),
         )
         recorded = data.get("channel_scale")
         scale = pre.channel_scale

@@ -3,7 +3,8 @@
 Cells the run trained or validated on never count as new data, and whether the result may be read at subject level
 (no person in both training and the evaluated data) is decided here, with a note for the reader when it may not.
 Cells whose image cannot be read, or whose white cell the run's segmentation cannot find, are set aside here too
-(:func:`readable_cells`), with a note: they are reported, never scored as blanks.
+(:func:`readable_cells`), with a note: they are reported, never scored as blanks. A run that normalises colours per
+person needs every scored cell's subject id, checked here before any image is read.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def cells_to_score(
     BlastscopeError
         For an unknown split.
     DataError
-        For an empty split, a dataset with other classes, or one whose every cell the run has seen.
+        For an empty split, a dataset with other classes, or one whose every cell the run has seen; for a run that
+        normalises colours per person (``--colour-norm subject``), cells without a subject id.
     """
     if data is None:
         cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
@@ -70,6 +72,8 @@ def cells_to_score(
     else:
         (cells, attribution), source = _external_cells(run, Path(data), notes), str(data)
         subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
+    if run.preprocessing.colour_norm == "subject":
+        _require_subjects(cells, source)
     if not subject_level:
         notes.insert(
             0,
@@ -120,6 +124,19 @@ def readable_cells(
         path, reason = skipped[0]
         raise DataError(f"none of the {len(cells)} {what} cells can be used, e.g. {path}: {reason}")
     return list(found.items), found.segmented, skipped  # type: ignore[arg-type]
+
+
+def _require_subjects(cells: Sequence[Cell], source: str) -> None:
+    """A run trained with ``--colour-norm subject`` normalises each cell by its person's cells: it needs every
+    cell's person before any image is read."""
+    unknown = [cell for cell in cells if cell.subject is None]
+    if unknown:
+        raise DataError(
+            f"{source}: the run normalises colours per person (--colour-norm subject), but {len(unknown)} of "
+            f"{len(cells)} cells have no subject id (e.g. {unknown[0].path}); name files the C-NMC way "
+            "(UID_<subject>_...) or give a manifest with a subject column, or score them with `blastscope predict`, "
+            "which takes one call's images as one person's"
+        )
 
 
 def _split_cells(run: TrainedRun, split: str) -> list[Cell]:

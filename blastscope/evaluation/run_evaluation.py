@@ -83,6 +83,9 @@ class EvaluationResult:
         (or why there is none) and what it did on validation.
     segmented_cells : int
         How many of the scored cells were cut out of their background (``--segment``).
+    colour_people : int
+        How many people's cells had their colours normalised together (the run's ``--colour-norm subject``); 0 when
+        the run feeds colours as decoded.
     skipped_cells : list of [path, reason]
         Cells left out because their image cannot be read or no cell was found in it.
     predictions : list of dict
@@ -110,6 +113,7 @@ class EvaluationResult:
     attribution: str | None = None
     referral_choice: dict[str, Any] | None = None
     segmented_cells: int = 0
+    colour_people: int = 0
     skipped_cells: list[tuple[str, str]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
@@ -330,6 +334,7 @@ def evaluate_run(
         attribution=attribution,
         referral_choice=choice.to_dict() if choice is not None else None,
         segmented_cells=sum(segmented),
+        colour_people=len({cell.subject for cell in cells}) if run.preprocessing.colour_norm == "subject" else 0,
         skipped_cells=skipped,
         predictions=prediction_rows(
             cells, logits, point, tta_logits, segmented=segmented, transductive_logits=transductive_logits

@@ -55,7 +55,8 @@ def format_summary(result: EvaluationResult) -> str:
         f"model: {result.display_name}; weights: {result.weights_source}",
         f"data: {result.data}: {result.n_cells} cells"
         + (f" from {plain['subjects']['n_subjects']} subjects" if plain["subjects"] else "")
-        + (f"; segmented {result.segmented_cells} of {result.n_cells} cells" if result.segmented_cells else ""),
+        + (f"; segmented {result.segmented_cells} of {result.n_cells} cells" if result.segmented_cells else "")
+        + (f"; colours normalised per person ({result.colour_people} people)" if result.colour_people else ""),
         f"decision: {point.describe()}",
         f"operating point: {_point_source(result)}",
     ]

@@ -6,13 +6,15 @@ written at the end of training (dataset cells, through the decoded cache), the P
 ``decision.decide`` alone. Each item is segmented (or not) as ``Preprocessing.segment`` says before it is resized, the
 same way for every door and runner (PyTorch or ONNX Runtime); :func:`predict_items` also says which items were cut
 out of their background, and :func:`readable` sets aside, with the reason, items that cannot be read or whose cell
-cannot be found. :func:`predict_features` runs the same path for a PyTorch network's penultimate features.
+cannot be found. :func:`predict_features` runs the same path for a PyTorch network's penultimate features. A run
+with ``Preprocessing.colour_norm == "subject"`` normalises each item's colours by its person's (:func:`by_person`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,9 @@ from tqdm.auto import tqdm
 
 from blastscope.data.cache import DecodedCache, ModelInput, decode_resized, model_input
 from blastscope.data.images import decode_pil
+from blastscope.data.people import ONE_PERSON
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.stain import SubjectColour
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
 from blastscope.errors import BlastscopeError, ImageError
@@ -32,6 +36,11 @@ from blastscope.inference.runners import Runner, TorchRunner
 from blastscope.inference.tta import view_logits
 from blastscope.models.base import CellClassifier
 from blastscope.segmentation.modes import CellNotFoundError
+
+log = logging.getLogger(__name__)
+
+FEW_CELLS = 20
+"""A person's colour statistics pooled over fewer cells than this are noisy; :func:`by_person` says so."""
 
 Item = Cell | ModelInput | Image.Image | str | Path
 """A dataset cell (decoded once through the cache), an image already made the model's input
@@ -97,6 +106,75 @@ def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = 
     return decode_resized(Path(item), size, interpolation, segment, crop, scale)
 
 
+def by_person(
+    items: Sequence[Item],
+    pre: Preprocessing,
+    cache: DecodedCache | None = None,
+    people: Sequence[str] | None = None,
+    colour: SubjectColour | None = None,
+) -> list[ModelInput]:
+    """Every item as its model input with its colours normalised by its person's pooled statistics
+    (``pre.colour_norm == "subject"``: :class:`~blastscope.data.stain.SubjectColour`).
+
+    ``people`` names each item's person; by default a dataset cell's is its subject id and every other item's
+    :data:`ONE_PERSON`. The statistics are fitted over ``items`` (:func:`fit_colour`) unless ``colour`` gives them,
+    fitted beforehand over more of each person's cells than these (a folder predicted in chunks).
+
+    Raises
+    ------
+    BlastscopeError
+        For a dataset cell without a subject id (its person is unknown) when ``people`` is not given, ``people``
+        of another length than ``items``, or a person ``colour`` was not fitted on; ``ImageError`` as
+        :func:`resized_pixels`.
+    """
+    if people is None:
+        people = [_person(item) for item in items]
+    if len(people) != len(items):
+        raise BlastscopeError(f"{len(people)} people given for {len(items)} images")
+    inputs = [resized_pixels(item, pre, cache) for item in items]
+    if colour is None:
+        colour = fit_colour(zip(people, (one.pixels for one in inputs), strict=True))
+    unknown = sorted(set(people) - colour.cells.keys())
+    if unknown:
+        raise BlastscopeError(
+            f"no colour statistics for person {unknown[0]!r}: fit them over every person's images "
+            "(fit_colour) before predicting them"
+        )
+    return [replace(one, pixels=colour(one.pixels, person)) for one, person in zip(inputs, people, strict=True)]
+
+
+def fit_colour(images: Iterable[tuple[str, np.ndarray]]) -> SubjectColour:
+    """:meth:`SubjectColour.fit <blastscope.data.stain.SubjectColour.fit>` over ``(person, uint8 (S, S, 3) model
+    input)`` pairs, one pass (a generator keeps no image); a person with fewer than :data:`FEW_CELLS` cells is logged
+    as a warning, in one line, since their statistics are noisy."""
+    colour = SubjectColour.fit(images)
+    few = {person: n for person, n in colour.cells.items() if n < FEW_CELLS}
+    if few:
+        person, n = next(iter(few.items()))
+        who = "these images, taken as one person's" if person == ONE_PERSON else f"subject {person}"
+        log.warning(
+            "colours are normalised per person, and %d of %d people have under %d cells (e.g. %s: %d), too few for "
+            "steady statistics; give all of a person's cells at once",
+            len(few),
+            len(colour.cells),
+            FEW_CELLS,
+            who,
+            n,
+        )
+    return colour
+
+
+def _person(item: Item) -> str:
+    if not isinstance(item, Cell):
+        return ONE_PERSON
+    if item.subject is None:
+        raise BlastscopeError(
+            f"{item.path}: the run normalises colours per person (--colour-norm subject) but this cell has no subject "
+            "id; name files the C-NMC way (UID_<subject>_...) or give a manifest with a subject column"
+        )
+    return item.subject
+
+
 def readable(items: Sequence[Item], pre: Preprocessing, cache: DecodedCache | None = None) -> Readable:
     """Read every item once (through ``cache`` for cells, which later reads then find warm) and set aside those that
     cannot be read or whose cell cannot be found, with the reason."""
@@ -148,14 +226,16 @@ def predict_logits(
     batch_size: int = 32,
     cache: DecodedCache | None = None,
     progress: bool = False,
+    people: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Logits of every item in every view: float32 array of shape (N, V, C), V = 8 with ``tta`` else 1.
 
-    ``transform`` maps a resized uint8 image to the model's input (a run's own: ``TrainedRun.transform``).
+    ``transform`` maps a resized uint8 image to the model's input (a run's own: ``TrainedRun.transform``);
+    ``people`` groups the items by person for ``pre.colour_norm == "subject"`` (:func:`by_person`).
     Raises ``ValueError`` for no items and ``ImageError`` for an unreadable file or a cell that cannot be found.
     """
     return predict_items(
-        runner, items, pre, transform, tta=tta, batch_size=batch_size, cache=cache, progress=progress
+        runner, items, pre, transform, tta=tta, batch_size=batch_size, cache=cache, progress=progress, people=people
     ).logits
 
 
@@ -169,10 +249,15 @@ def predict_items(
     batch_size: int = 32,
     cache: DecodedCache | None = None,
     progress: bool = False,
+    people: Sequence[str] | None = None,
+    colour: SubjectColour | None = None,
 ) -> ItemLogits:
-    """:func:`predict_logits` together with each item's ``segmented`` flag, from one read of each item."""
+    """:func:`predict_logits` together with each item's ``segmented`` flag, from one read of each item; ``colour``
+    as :func:`by_person`'s."""
     if not len(items):
         raise ValueError("no images to predict")
+    if pre.colour_norm == "subject":
+        items = by_person(items, pre, cache, people, colour)
     total = -(-len(items) // batch_size)
     chunks, flags = [], []
     for batch, segmented in tqdm(
@@ -209,6 +294,7 @@ def predict_features(
     batch_size: int = 32,
     cache: DecodedCache | None = None,
     progress: bool = False,
+    people: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Penultimate features of every item, float32 of shape (N, D): ``model.forward_features`` of the plain view,
     global-average-pooled when it is a map (N, D, h, w).
@@ -229,7 +315,9 @@ def predict_features(
             "a run of one network, e.g. one of the ensemble's members"
         )
     runner = TorchRunner(_PooledFeatures(model), precision)
-    views = predict_items(runner, items, pre, transform, batch_size=batch_size, cache=cache, progress=progress)
+    views = predict_items(
+        runner, items, pre, transform, batch_size=batch_size, cache=cache, progress=progress, people=people
+    )
     return views.logits[:, 0, :]  # the runner's "logits" are the features here, one view
 
 

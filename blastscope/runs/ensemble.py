@@ -30,9 +30,18 @@ from blastscope.models import CellClassifier, create_model, model_display_name
 ENSEMBLE = "ensemble"
 """``config.yaml``'s ``model`` of an ensemble run."""
 
-SHARED_PREPROCESSING = ("input_size", "interpolation", "segment", "crop_fraction", "red_cell_diameter", "channels")
-"""Preprocessing fields every member must share: one decoded, resized image feeds them all. ``mean``/``std`` may
-differ (the ensemble turns its input into each member's normalisation); ``channel_scale`` follows ``channels``."""
+SHARED_PREPROCESSING = (
+    "input_size",
+    "interpolation",
+    "segment",
+    "crop_fraction",
+    "red_cell_diameter",
+    "channels",
+    "colour_norm",
+)
+"""Preprocessing fields every member must share: one decoded, resized (and, with ``colour_norm``, colour-normalised)
+image feeds them all. ``mean``/``std`` may differ (the ensemble turns its input into each member's normalisation);
+``channel_scale`` follows ``channels``."""
 
 
 def input_affine(ensemble: Preprocessing, member: Preprocessing) -> tuple[list[float], list[float]]:

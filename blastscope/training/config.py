@@ -13,6 +13,7 @@ from blastscope.data.augment import augment_config
 from blastscope.data.preprocessing import (
     Preprocessing,
     check_channels,
+    check_colour_norm,
     check_crop_fraction,
     check_red_cell_diameter,
     check_segment_mode,
@@ -77,6 +78,11 @@ class TrainConfig:
     image) and ``channels`` (``rgb``, ``od`` or ``hed``: what the network is fed) are recorded in the preprocessing
     the same way.
 
+    ``colour_norm`` (``none`` or ``subject``) says whether each cell's colours are normalised by the statistics of all
+    cells of its person (:data:`~blastscope.data.preprocessing.COLOUR_NORMS`), recorded in the preprocessing too. It
+    needs a split by subject (each person's cells in one part, so a part holds all of them) and replaces
+    ``augmentation.stain_norm``: the two normalisations are refused together.
+
     ``label_smoothing`` ε mixes the training targets with the uniform distribution, (1 - ε) one-hot + ε / k
     (Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision", section 7); 0 trains on the
     one-hot labels. ``class_balance`` says how the training split's class imbalance is evened out: ``loss`` weights
@@ -105,6 +111,7 @@ class TrainConfig:
     red_cell_diameter: float | None = None
     crop_fraction: float = 1.0
     channels: str = "rgb"
+    colour_norm: str = "none"
     precision: str = "auto"
     channels_last: bool = True
     bf16_frozen_stages: bool = True
@@ -162,6 +169,7 @@ class TrainConfig:
         check_red_cell_diameter(self.red_cell_diameter)
         check_crop_fraction(self.crop_fraction)
         check_channels(self.channels)
+        self._check_colour_norm()
         if self.lr_head <= 0 or self.lr_finetune <= 0:
             raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
         if self.total_epochs < 1:
@@ -181,6 +189,24 @@ class TrainConfig:
         if self.split.folds is not None and not 0 <= self.split.fold < self.split.folds:
             raise BlastscopeError(f"fold {self.split.fold} does not exist: use 0..{self.split.folds - 1}")
         return self
+
+    def _check_colour_norm(self) -> None:
+        """``--colour-norm subject`` fits each person's colours over their cells in one part of the split, so it
+        refuses a split by image; and it is one colour normalisation, so it refuses ``stain_norm`` beside it."""
+        check_colour_norm(self.colour_norm)
+        if self.colour_norm != "subject":
+            return
+        if self.split.by == "image":
+            raise BlastscopeError(
+                "--colour-norm subject normalises each person's cells together, so it needs a split by subject: drop "
+                "--split-by image, or train with --colour-norm none"
+            )
+        stain = augment_config(self.augmentation).stain_norm
+        if stain is not None:
+            raise BlastscopeError(
+                f"--colour-norm subject and --augment stain_norm={stain} would normalise colours twice: drop "
+                "--augment stain_norm (and stain_reference), or train with --colour-norm none"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -73,12 +73,29 @@ def resolve_positive_class(config: TrainConfig, table: CellTable) -> tuple[Train
 
 
 def make_run_split(config: TrainConfig, table: CellTable) -> Split:
+    """The run's split: read from ``--split-csv``, one fold of ``--folds``, or drawn by ``--split-ratios``.
+
+    Raises
+    ------
+    DataError
+        For a split that leaves no training or validation cells, and with ``--colour-norm subject`` for cells
+        without a subject id or a split that puts one subject's cells in several parts (checked before any image is
+        decoded).
+    """
+    if config.colour_norm == "subject":
+        _require_subjects(config, table)
     if config.split.csv:
         split = read_split_csv(Path(config.split.csv), table)
     elif config.split.folds:
         split = kfold_splits(table, config.split.folds, seed=config.seed, by=config.split.by)[config.split.fold]
     else:
         split = make_split(table, ratios=tuple(config.split.ratios), seed=config.seed, by=config.split.by)
+    if config.colour_norm == "subject" and not split.subject_level:
+        raise DataError(
+            f"{config.split.csv}: this split puts cells of one subject in several parts, but --colour-norm subject "
+            "normalises each person's cells together within one part: split by subject (drop --split-csv to draw "
+            "one), or train with --colour-norm none"
+        )
     if not split.subject_level:
         log.warning("split by image: cells of one subject can land in train and test, which inflates test scores")
     check_leakage(split)
@@ -88,10 +105,21 @@ def make_run_split(config: TrainConfig, table: CellTable) -> Split:
     return split
 
 
+def _require_subjects(config: TrainConfig, table: CellTable) -> None:
+    """``--colour-norm subject`` groups cells by person, so every cell needs its subject id."""
+    unknown = [cell for cell in table.cells if cell.subject is None]
+    if unknown:
+        raise DataError(
+            f"{config.data}: --colour-norm subject normalises each person's cells together, but {len(unknown)} of "
+            f"{len(table.cells)} cells have no subject id (e.g. {unknown[0].path}); name files the C-NMC way "
+            "(UID_<subject>_...) or give a manifest with a subject column, or train with --colour-norm none"
+        )
+
+
 def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:
-    """The recipe's network with its starting weights and its preprocessing, segmentation mode, crop and input
-    channels included (what config.yaml records); a ``--unfreeze-stages`` it cannot honour fails here, before the run
-    folder exists."""
+    """The recipe's network with its starting weights and its preprocessing, segmentation mode, crop, input
+    channels and colour normalisation included (what config.yaml records); a ``--unfreeze-stages`` it cannot honour
+    fails here, before the run folder exists."""
     bundle = create_model(
         config.model, num_classes=len(table.classes), pretrained=config.pretrained, image_size=config.image_size
     )
@@ -101,6 +129,7 @@ def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:
         red_cell_diameter=config.red_cell_diameter,
         crop_fraction=config.crop_fraction,
         channels=config.channels,
+        colour_norm=config.colour_norm,
     )
     unfrozen_stage_count(config.unfreeze_stages, len(bundle.model.stages()))
     return bundle

@@ -42,6 +42,7 @@ PREPROCESSING_FIX = {
     "crop_fraction": "retrain it with the same --crop-fraction",
     "red_cell_diameter": "retrain it with the same --red-cell-diameter",
     "channels": "retrain it with the same --channels",
+    "colour_norm": "retrain it with the same --colour-norm",
 }
 """How to mend a member that differs in each of :data:`~blastscope.runs.ensemble.SHARED_PREPROCESSING`."""
 

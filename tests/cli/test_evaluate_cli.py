@@ -143,6 +143,17 @@ def test_transductive_neighbours_adds_a_labelled_section_apart_from_the_plain_on
     assert {"p_all_transductive", "decided_label_transductive"} <= set(_predictions(tmp_path)[0])
 
 
+def test_data_without_subject_ids_for_a_run_that_normalises_colours_per_person_is_a_one_line_error(
+    tiny_colour_run: Path, natural_crop_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["evaluate", str(tiny_colour_run), "--data", str(natural_crop_dataset), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "subject id" in line] == err.strip().splitlines()[-1:]
+    assert "--colour-norm subject" in err and "blastscope predict" in err
+    assert not (tmp_path / "evaluation.json").exists()
+
+
 def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "config.yaml" in capsys.readouterr().err

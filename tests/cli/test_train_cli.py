@@ -102,6 +102,21 @@ def test_crop_and_channel_flags_reach_the_recipe() -> None:
     assert (config.crop_fraction, config.channels) == (0.88, "hed")
 
 
+def test_the_colour_norm_flag_reaches_the_recipe_and_takes_only_known_modes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from blastscope.cli import build_parser
+
+    parser = build_parser()
+    assert build_config(vars(parser.parse_args(["train", "--data", "d", "--colour-norm", "subject"]))).colour_norm == (
+        "subject"
+    )
+    assert build_config(vars(parser.parse_args(["train", "--data", "d"]))).colour_norm == "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", "d", "--colour-norm", "image"])
+    assert "invalid choice: 'image'" in capsys.readouterr().err
+
+
 def test_the_red_cell_diameter_flag_reaches_the_recipe_and_its_preprocessing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from skimage.color import rgb2lab
 
-from blastscope.data.stain import StainNormalizer, cell_pixels, fit_lab, fit_macenko, jitter_hed
+from blastscope.data.stain import (
+    DEFAULT_LAB,
+    StainNormalizer,
+    SubjectColour,
+    cell_pixels,
+    fit_lab,
+    fit_macenko,
+    jitter_hed,
+)
 from blastscope.errors import BlastscopeError
 
 PURPLE = np.array([0.55, 0.75, 0.37])
@@ -114,3 +122,38 @@ def test_macenko_on_real_cells_keeps_their_colour_and_narrows_its_spread(cnmc_sa
         after.append(normalise(cell)[inside].mean(axis=0))
     np.testing.assert_allclose(np.mean(after, axis=0), np.mean(before, axis=0), atol=6)
     assert (np.std(after, axis=0) < np.std(before, axis=0)).all()
+
+
+def _person_cells(shift: float, seed: int, n: int = 4) -> list[np.ndarray]:
+    """``n`` cells of one person: one stain, each cell a little darker than the last, all shifted by ``shift``."""
+    rng = np.random.default_rng(seed)
+    cells = []
+    for i in range(n):
+        image = np.zeros((40, 40, 3), dtype=np.uint8)
+        colour = np.array([150.0 + shift - 8 * i, 100.0, 180.0 - shift / 2])
+        image[8:32, 8:32] = np.clip(rng.normal(colour, 6, (24, 24, 3)), 0, 255)
+        cells.append(image)
+    return cells
+
+
+def test_subject_colour_maps_each_person_onto_the_reference_and_keeps_their_cells_apart() -> None:
+    plain, shifted = _person_cells(0.0, 0), _person_cells(50.0, 1)
+    colour = SubjectColour.fit([("a", cell) for cell in plain] + [("b", cell) for cell in shifted])
+    assert colour.cells == {"a": 4, "b": 4}
+    pooled = {
+        person: np.concatenate([rgb2lab(colour(cell, person)[cell_pixels(cell)] / 255.0) for cell in cells])
+        for person, cells in (("a", plain), ("b", shifted))
+    }
+    for lab in pooled.values():  # both people land on the reference, pooled over their cells
+        np.testing.assert_allclose(lab.mean(axis=0), DEFAULT_LAB.mean, atol=0.5)
+    lightness = [fit_lab(colour(cell, "a")).mean[0] for cell in plain]
+    assert all(np.diff(lightness) < 0)  # the differences between one person's cells stay
+    assert (colour(plain[0], "a")[:8] == 0).all()  # the background stays black
+
+
+def test_subject_colour_refuses_an_unfitted_person_and_leaves_an_empty_person_alone() -> None:
+    empty = np.zeros((20, 20, 3), dtype=np.uint8)
+    colour = SubjectColour.fit([("a", _person_cells(0.0, 0, 1)[0]), ("blank", empty)])
+    np.testing.assert_array_equal(colour(empty, "blank"), empty)
+    with pytest.raises(KeyError):
+        colour(empty, "nobody")

@@ -148,8 +148,28 @@ def test_evaluate_run_on_the_test_split(tiny_run_copy: Path) -> None:
     assert data["operating_point"] == point.to_dict()
     summary = format_summary(result)
     assert "weighted F1" in summary and "with TTA" in summary
+    assert result.colour_people == 0 and "colours normalised" not in summary
     assert f"decision: {point.describe()}" in summary.splitlines()
     assert f"stored in {tiny_run_copy / 'operating_point.json'}" in summary
+
+
+def test_a_run_that_normalises_colours_per_person_says_so_for_how_many_people(
+    tiny_colour_run: Path, tmp_path: Path
+) -> None:
+    people = {cell.subject for cell in load_run(tiny_colour_run).split.parts["test"]}
+    result = evaluate_run(tiny_colour_run, bootstrap=0)
+    assert result.colour_people == len(people) > 1
+    data_line = next(line for line in format_summary(result).splitlines() if line.startswith("data: "))
+    assert data_line.endswith(f"; colours normalised per person ({len(people)} people)")
+    assert json.loads(write_evaluation(result, tmp_path / "out").read_text())["colour_people"] == len(people)
+
+
+def test_new_data_without_subject_ids_is_refused_by_a_run_that_normalises_colours_per_person(
+    tiny_colour_run: Path, natural_crop_dataset: Path
+) -> None:
+    with pytest.raises(DataError, match="13 cells have no subject id .*manifest with a subject column") as caught:
+        evaluate_run(tiny_colour_run, data=natural_crop_dataset, bootstrap=0)
+    assert "\n" not in str(caught.value)
 
 
 def test_a_point_chosen_with_another_checkpoint_is_not_stored(tiny_run_copy: Path) -> None:

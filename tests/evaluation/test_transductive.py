@@ -110,6 +110,14 @@ def test_evaluate_adds_a_labelled_section_and_columns_and_leaves_the_plain_numbe
     )
 
 
+def test_the_neighbours_of_a_run_that_normalises_colours_per_person_are_found_on_normalised_cells(
+    tiny_colour_run: Path,
+) -> None:
+    result = evaluate_run(tiny_colour_run, bootstrap=0, transductive_neighbours=3)
+    assert result.transductive["neighbours"] == 3 and result.colour_people > 1
+    assert all("p_all_transductive" in row for row in result.predictions)
+
+
 @pytest.mark.parametrize("k", [0, 10_000])
 def test_evaluate_refuses_too_few_or_too_many_neighbours(tiny_run: Path, k: int) -> None:
     with pytest.raises(BlastscopeError, match="transductive-neighbours"):

@@ -49,6 +49,17 @@ def test_crop_and_channels_default_to_the_whole_rgb_image_also_for_old_recipes()
     assert (old.crop_fraction, old.channels) == (1.0, "rgb")
 
 
+def test_colour_norm_defaults_to_none_also_for_old_recipes() -> None:
+    assert TrainConfig(data="x").colour_norm == "none"
+    assert TrainConfig.from_dict({"data": "x", "segment": "never"}).colour_norm == "none"
+
+
+def test_subject_colour_norm_passes_with_a_subject_split() -> None:
+    assert _complete(data="x", colour_norm="subject", split=SplitConfig(by="subject")).validate().colour_norm == (
+        "subject"
+    )
+
+
 def test_recipes_from_before_label_smoothing_and_class_balance_train_as_they_did() -> None:
     old = TrainConfig.from_dict({"data": "x", "segment": "never", "weight_decay": 1e-4})
     assert (old.label_smoothing, old.class_balance) == (0.0, "loss")
@@ -82,6 +93,17 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"label_smoothing": True}, "label smoothing True is invalid"),
         ({"label_smoothing": "0.1"}, "label smoothing '0.1' is invalid"),
         ({"class_balance": "oversample"}, "class balance 'oversample' is unknown.*--class-balance loss|sampler|none"),
+        ({"colour_norm": "image"}, "colour normalisation 'image' is unknown: use one of none, subject"),
+        (
+            {"colour_norm": "subject", "split": SplitConfig(by="image")},
+            "--colour-norm subject .* needs a split by subject: drop --split-by image, or train with --colour-norm "
+            "none",
+        ),
+        (
+            {"colour_norm": "subject", "augmentation": {"stain_norm": "reinhard"}},
+            "--colour-norm subject and --augment stain_norm=reinhard would normalise colours twice: drop --augment "
+            "stain_norm",
+        ),
     ],
 )
 def test_unusable_recipes_are_refused_before_training(changes: dict, message: str) -> None:

@@ -14,10 +14,14 @@ import torch
 import yaml
 
 from blastscope.cli import main
+from blastscope.data.discover import scan_dataset
+from blastscope.data.split import make_split, write_split_csv
 from blastscope.errors import DataError
+from blastscope.evaluation.run_evaluation import evaluate_run
 from blastscope.runs import load_run
 from blastscope.training import TrainConfig, train
 from blastscope.training import trainer as trainer_module
+from blastscope.training.config import SplitConfig
 
 
 def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable[..., TrainConfig]) -> None:
@@ -75,6 +79,41 @@ def test_fitting_restores_the_process_wide_settings_it_changes(tiny_config: Call
     fill = torch.utils.deterministic.fill_uninitialized_memory
     train(tiny_config(epochs_finetune=0))
     assert torch.utils.deterministic.fill_uninitialized_memory == fill
+
+
+def test_colour_norm_by_subject_is_recorded_and_the_end_of_training_scores_as_evaluate_does(
+    tiny_colour_run: Path,
+) -> None:
+    config = yaml.safe_load((tiny_colour_run / "config.yaml").read_text())
+    assert config["colour_norm"] == config["preprocessing"]["colour_norm"] == "subject"
+    assert load_run(tiny_colour_run).preprocessing.colour_norm == "subject"
+    assert TrainConfig.from_dict(config).colour_norm == "subject"  # --config repeats it
+    metrics = json.loads((tiny_colour_run / "metrics.json").read_text())["test"]
+    evaluated = evaluate_run(tiny_colour_run, bootstrap=0).plain["metrics"]
+    assert metrics["n"] == evaluated["n"] > 0
+    assert metrics["confusion_matrix"] == evaluated["confusion_matrix"]
+    for key in ("accuracy", "weighted_f1", "loss", "roc_auc"):
+        assert metrics[key] == pytest.approx(evaluated[key])
+
+
+def test_colour_norm_by_subject_refuses_cells_without_subjects_before_any_run_folder(
+    tmp_path: Path, natural_crop_dataset: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    with pytest.raises(DataError, match="13 cells have no subject id .* or train with --colour-norm none") as caught:
+        train(tiny_config(data=str(natural_crop_dataset), colour_norm="subject"))
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_colour_norm_by_subject_refuses_a_split_csv_that_splits_subjects(
+    tmp_path: Path, synth_small: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    by_image = make_split(scan_dataset(synth_small), seed=0, by="image")
+    write_split_csv(by_image, tmp_path / "split.csv")
+    split = SplitConfig(csv=str(tmp_path / "split.csv"))
+    with pytest.raises(DataError, match="puts cells of one subject in several parts.*--colour-norm none"):
+        train(tiny_config(colour_norm="subject", split=split))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_an_unusable_dataset_stops_before_training(

@@ -119,6 +119,10 @@ def _other_red_cell_diameter(run: Path) -> None:
     _edit_config(run, lambda config: config["preprocessing"].update(red_cell_diameter=40.0))
 
 
+def _colour_by_subject(run: Path) -> None:
+    _edit_config(run, lambda config: config["preprocessing"].update(colour_norm="subject"))
+
+
 def _an_ensemble(run: Path) -> None:
     _edit_config(run, lambda config: config.update(model="ensemble"))
 
@@ -131,6 +135,7 @@ def _an_ensemble(run: Path) -> None:
         (_other_interpolation, "interpolation 'bilinear' differs"),
         (_other_channels, "channels 'od' differs"),
         (_other_red_cell_diameter, "red_cell_diameter 40.0 differs"),
+        (_colour_by_subject, "colour_norm 'subject' differs .*: retrain it with the same --colour-norm"),
         (_an_ensemble, "is itself an ensemble"),
     ],
 )
@@ -143,6 +148,16 @@ def test_a_member_that_cannot_join_is_refused_in_one_line(
         make_ensemble([tiny_run, member], tmp_path / "ens", log=_quiet)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "ens").exists()
+
+
+def test_members_that_normalise_colours_per_person_make_an_ensemble_that_does(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    members = [_copy(run, tmp_path / name) for run, name in ((tiny_run, "a"), (tiny_run_seed1, "b"))]
+    for member in members:
+        _colour_by_subject(member)
+    out = make_ensemble(members, tmp_path / "ens", log=_quiet)
+    assert load_run(out).preprocessing.colour_norm == "subject"
 
 
 def test_fewer_than_two_runs_a_run_twice_and_a_used_out_are_refused(
