@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +18,34 @@ from PIL import Image
 
 from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.images import decode_pil, read_rgb
+from blastscope.data.people import group_people
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.stain import SubjectColour
 from blastscope.data.transforms import Transform, eval_transform
+from blastscope.errors import ImageError
 from blastscope.inference.decision import OperatingPoint, decide, uncertain
 from blastscope.inference.gradcam import Explanation
 from blastscope.inference.gradcam import explain as explain_gradcam
-from blastscope.inference.predict import ItemLogits, predict_items, probabilities, resized_pixels
+from blastscope.inference.predict import (
+    ONE_PERSON,
+    ItemLogits,
+    by_person,
+    fit_colour,
+    predict_items,
+    probabilities,
+    resized_pixels,
+)
 from blastscope.inference.runners import Runner
 from blastscope.models.base import CellClassifier
-from blastscope.workflows.scan import ImageScan, scan_photograph
+from blastscope.workflows.scan import FoundCells, ImageScan, find_cells, judge_cells, scan_photograph
 
 ImageInput = str | Path | Image.Image | ModelInput
 """An image file's path, a PIL image, or an image already made the model's input (:meth:`Classifier.prepare`)."""
+
+People = str | Sequence[str]
+"""Whose cells are whose, for a run that normalises colours per person: a grouping of
+:data:`~blastscope.data.people.PERSON_BY` (``auto``: by C-NMC subject when every file name parses, else all of one
+call's images one person's), or one person id per image. A run without ``colour_norm`` ignores it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +139,22 @@ class Classifier:
         tta: bool = False,
         batch_size: int = 32,
         threshold: float | None = None,
+        people: People = "auto",
+        colour: SubjectColour | None = None,
     ) -> list[Prediction]:
         """One Prediction per image (a path, a PIL image or a prepared input), in order.
 
         ``threshold`` overrides the operating point's threshold for this call only, and drops its refer band (chosen
-        around the stored threshold), so no cell is ``referred``. Raises ``ImageError`` naming the image for an
+        around the stored threshold), so no cell is ``referred``. For a run that normalises colours per person
+        (``preprocessing.colour_norm == "subject"``) ``people`` says whose cells are whose (:data:`People`), and
+        ``colour`` gives statistics fitted beforehand (:meth:`fit_colour`) over more of each person's images than
+        this call's; by default they are fitted over this call's. Raises ``ImageError`` naming the image for an
         unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare` each image first to
         skip such images one by one).
         """
         items = _as_list(images)
         point = self._point(threshold)
-        predicted = self._predicted(items, tta, batch_size)
+        predicted = self._predicted(items, tta, batch_size, people, colour)
         rows = probabilities(predicted.logits, point.temperature)
         labels, referred = decide(rows, point), uncertain(rows, point)
         return [
@@ -168,13 +190,46 @@ class Classifier:
         return point.describe_referral()
 
     def predict_proba(
-        self, images: ImageInput | Sequence[ImageInput], *, tta: bool = False, batch_size: int = 32
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        tta: bool = False,
+        batch_size: int = 32,
+        people: People = "auto",
+        colour: SubjectColour | None = None,
     ) -> np.ndarray:
-        """Probabilities (N, C), columns in ``classes`` order, after the operating point's temperature scaling."""
+        """Probabilities (N, C), columns in ``classes`` order, after the operating point's temperature scaling;
+        ``people`` and ``colour`` as for :meth:`predict`."""
         items = _as_list(images)
         if not items:
             return np.empty((0, len(self.classes)), dtype=np.float32)
-        return probabilities(self._predicted(items, tta, batch_size).logits, self.operating_point.temperature)
+        predicted = self._predicted(items, tta, batch_size, people, colour)
+        return probabilities(predicted.logits, self.operating_point.temperature)
+
+    @property
+    def per_person(self) -> bool:
+        """Whether the run normalises colours per person (``--colour-norm subject``): its callers must group cells."""
+        return self.preprocessing.colour_norm == "subject"
+
+    def fit_colour(self, images: Sequence[ImageInput], people: People = "auto") -> SubjectColour:
+        """The per-person colour statistics of ``images`` (grouped as ``people`` says), to pass to :meth:`predict`
+        and :meth:`explain` when one person's images are given over several calls (a folder in chunks).
+
+        An image :meth:`prepare` refuses (unreadable, or no cell found) is left out: :meth:`predict` refuses it too.
+        Each image is read once and not kept.
+        """
+        ids = self._people(images, people)
+        return fit_colour(
+            (person, pixels)
+            for image, person in zip(images, ids, strict=True)
+            if (pixels := self._pixels_or_none(image)) is not None
+        )
+
+    def _pixels_or_none(self, image: ImageInput) -> np.ndarray | None:
+        try:
+            return self.prepare(image).pixels
+        except ImageError:
+            return None
 
     def prepare(self, image: ImageInput) -> ModelInput:
         """The image as this model takes it: decoded, its cell cut out of its background when the run's ``segment``
@@ -186,14 +241,29 @@ class Classifier:
             raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")
         return resized_pixels(Path(image) if isinstance(image, str) else image, self.preprocessing)
 
-    def explain(self, image: ImageInput, target: str | None = None) -> Explanation:
+    def explain(
+        self,
+        image: ImageInput,
+        target: str | None = None,
+        *,
+        person: str = ONE_PERSON,
+        colour: SubjectColour | None = None,
+    ) -> Explanation:
         """Grad-CAM of ``target`` (default: the decided class) over the image as the model saw it (cut out, when
-        the run segments, and resized to the model's input).
+        the run segments, resized to the model's input, and, for a run that normalises colours per person, with its
+        colours normalised by ``person``'s statistics in ``colour``: by default the image alone, one person per call
+        as :meth:`predict`).
 
         The explained layer is the deepest whose feature map is at least 3x3 at the model's input size;
         ``Explanation.usable`` is false (with a ``note`` saying why) when the map shows nothing."""
         prepared = self.prepare(image)
-        index = self._class_index(target) if target is not None else self.classes.index(self.predict(prepared)[0].label)
+        if target is not None:
+            index = self._class_index(target)
+        else:
+            decided = self.predict(prepared, people=[person], colour=colour)[0].label
+            index = self.classes.index(decided)
+        if self.per_person:
+            prepared = by_person([prepared], self.preprocessing, people=[person], colour=colour)[0]
         resized = prepared.pixels
         batch = self._transform(resized).unsqueeze(0)
         with self._lock:
@@ -213,22 +283,55 @@ class Classifier:
         ``red_cell_diameter`` (photograph px; default 1/6.4 of the longer side, as in BCCD fields) sets the scale the
         cells are cut out at. Raises ``ImageError`` for an unreadable file, ``BlastscopeError`` for an unusable
         ``red_cell_diameter``."""
-        photo, pre = _rgb(image), self.preprocessing
-
-        def classify(canvases: Sequence[np.ndarray]) -> np.ndarray:  # cut out already: never segmented again
-            inputs = [
-                model_input(Image.fromarray(c), pre.input_size, pre.interpolation, "never", pre.crop_fraction)
-                for c in canvases
-            ]
-            return self.predict_proba(inputs, tta=tta)
-
         return scan_photograph(
-            photo,
-            classify,
+            _rgb(image),
+            partial(self._classify_cutouts, tta=tta),
             self.operating_point,
             name=name or _display_file(image, 0),
             red_cell_diameter=red_cell_diameter,
         )
+
+    def scan_together(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        red_cell_diameter: float | None = None,
+        tta: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> list[ImageScan | ImageError]:
+        """:meth:`scan` of every photograph, with the white cells of all of them classified in one call: one
+        person's, for a run that normalises colours per person (its statistics pooled over every photograph's cells).
+
+        Every photograph is kept (with its cut-outs) until all are found. A photograph that cannot be read, or is a
+        grey field, is answered by its ``ImageError`` in its place; ``BlastscopeError`` for an unusable
+        ``red_cell_diameter``."""
+        found: list[FoundCells | ImageError] = []
+        for i, image in enumerate(images):
+            name = names[i] if names is not None else _display_file(image, i)
+            try:
+                found.append(find_cells(_rgb(image), name=name, red_cell_diameter=red_cell_diameter))
+            except ImageError as error:
+                found.append(error)
+        canvases = [cell.canvas for one in found if isinstance(one, FoundCells) for cell in one.kept]
+        every = self._classify_cutouts(canvases, tta=tta) if canvases else np.empty((0, len(self.classes)))
+        scans: list[ImageScan | ImageError] = []
+        start = 0
+        for one in found:
+            if isinstance(one, ImageError):
+                scans.append(one)
+                continue
+            scans.append(judge_cells(one, every[start : start + len(one.kept)], self.operating_point))
+            start += len(one.kept)
+        return scans
+
+    def _classify_cutouts(self, canvases: Sequence[np.ndarray], *, tta: bool) -> np.ndarray:
+        """Probabilities of cut-outs on black (never segmented again), all of them one person's."""
+        pre = self.preprocessing
+        inputs = [
+            model_input(Image.fromarray(c), pre.input_size, pre.interpolation, "never", pre.crop_fraction)
+            for c in canvases
+        ]
+        return self.predict_proba(inputs, tta=tta, people="all")
 
     def _point(self, threshold: float | None) -> OperatingPoint:
         """The operating point a call decides at: the classifier's, or its threshold replaced for this call."""
@@ -236,13 +339,27 @@ class Classifier:
             return self.operating_point
         return self.operating_point.with_threshold(threshold, "predict(threshold=...)")
 
-    def _predicted(self, items: list[ImageInput], tta: bool, batch_size: int) -> ItemLogits:
+    def _predicted(
+        self, items: list[ImageInput], tta: bool, batch_size: int, people: People, colour: SubjectColour | None
+    ) -> ItemLogits:
         """Logits and ``segmented`` flags; decoding and segmentation run outside the lock, so threads share them."""
+        ids = self._people(items, people) if self.per_person else None
         prepared = [self.prepare(item) for item in items]
         with self._lock:
             return predict_items(
-                self.runner, prepared, self.preprocessing, self._transform, tta=tta, batch_size=batch_size
+                self.runner,
+                prepared,
+                self.preprocessing,
+                self._transform,
+                tta=tta,
+                batch_size=batch_size,
+                people=ids,
+                colour=colour,
             )
+
+    def _people(self, items: Sequence[ImageInput], people: People) -> list[str]:
+        """One person id per item: ``people``'s grouping of the items' names, or its ids as given."""
+        return group_people(items, people).ids if isinstance(people, str) else list(people)
 
     def _class_index(self, label: str) -> int:
         if label not in self.classes:

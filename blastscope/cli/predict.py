@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from blastscope.cli._output import check_writable, replace_whole
+from blastscope.data.people import PERSON_BY
 from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.errors import BlastscopeError
 
 if TYPE_CHECKING:
     from blastscope.api.classifier import Classifier
     from blastscope.data.cache import ModelInput
+    from blastscope.data.stain import SubjectColour
 
 Row = dict[str, Any]
 
@@ -32,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cut out of its background (--segment), and whether it is referred to a person (its p(positive) inside the "
         "run's refer band: `evaluate --refer-error`). Unreadable files, and images whose cell cannot be found, are "
         "listed and skipped; the exit status is 1 when any file failed. Files a folder holds but that are not read "
-        "(hidden, special or over-size files) are listed as ignored; the last lines count both.",
+        "(hidden, special or over-size files) are listed as ignored; the last lines count both. For a run trained "
+        "with --colour-norm subject, each cell's colours are normalised over all the cells of its person in this "
+        "call (--person-by), and the rows get a 'person' column.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
@@ -66,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="cut cells out at this red-cell diameter (px of the images) instead of the run's own (measured on each "
         "image unless the run was trained with one); give it when your images share one magnification",
+    )
+    parser.add_argument(
+        "--person-by",
+        choices=PERSON_BY,
+        default="auto",
+        help="for a run trained with --colour-norm subject, whose cells are whose: name (the C-NMC subject in each "
+        "file name), folder (each file's parent folder is one person), all (every image of this call is one "
+        "person's) or auto (default: name when every file name parses, else all). Runs without it ignore it",
     )
     parser.set_defaults(run=run)
 
@@ -103,11 +115,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"referral: {classifier.describe_referral()}", file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
+    people, colour = person_colours(classifier, paths, args.person_by)
     writer = PredictionWriter(args.out, classifier.classes)
     failures = referred = 0
     try:
         for start in range(0, len(paths), args.batch_size):
-            rows = predict_chunk(classifier, paths[start : start + args.batch_size], paths, args)
+            end = start + args.batch_size
+            rows = predict_chunk(
+                classifier, paths[start:end], paths, args, people[start:end] if people else None, colour
+            )
             writer.write_rows(rows)
             failures += sum(row["error"] is not None for row in rows)
             referred += sum(bool(row["referred"]) for row in rows)
@@ -134,10 +150,33 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def person_colours(
+    classifier: Classifier, paths: list[Path], person_by: str
+) -> tuple[list[str] | None, SubjectColour | None]:
+    """Each file's person and their colour statistics over all ``paths`` (read once more, before the chunks are
+    predicted), with one line on stderr saying how cells were grouped; (None, None) for a run that does not
+    normalise colours per person."""
+    from blastscope.data.people import group_people
+
+    if not classifier.per_person:
+        return None, None
+    people = group_people(paths, person_by)
+    print(people.line, file=sys.stderr)
+    return people.ids, classifier.fit_colour(paths, people.ids)
+
+
 def predict_chunk(
-    classifier: Classifier, chunk: list[Path], all_paths: list[Path], args: argparse.Namespace
+    classifier: Classifier,
+    chunk: list[Path],
+    all_paths: list[Path],
+    args: argparse.Namespace,
+    people: list[str] | None = None,
+    colour: SubjectColour | None = None,
 ) -> list[Row]:
-    """One row per file of ``chunk``, in order: its prediction, or why it could not be read or its cell not found."""
+    """One row per file of ``chunk``, in order: its prediction, or why it could not be read or its cell not found.
+
+    ``people`` (one per file) and ``colour`` (:func:`person_colours`) for a run that normalises colours per person:
+    each row then also names its ``person``."""
     from blastscope.api.classifier import Prediction
     from blastscope.errors import ImageError
 
@@ -149,22 +188,33 @@ def predict_chunk(
         except ImageError as error:
             errors[i] = error.reason
             print(f"skipped {error}", file=sys.stderr)
-    predicted = classifier.predict(list(images.values()), tta=args.tta) if images else []  # a chunk of only failures
+    ids = people or [""] * len(chunk)
+    good = list(images)
+    predicted = (  # a chunk of only failures predicts nothing
+        classifier.predict(list(images.values()), tta=args.tta, people=[ids[i] for i in good], colour=colour)
+        if images
+        else []
+    )
     predictions = dict(zip(images, predicted, strict=True))
     rows: list[Row] = []
     for i, path in enumerate(chunk):
         if i in errors:
             empty = dict.fromkeys(field.name for field in dataclasses.fields(Prediction))  # the columns of a good row
-            rows.append({**empty, "file": str(path), "error": errors[i]})
+            rows.append({**empty, "file": str(path), "error": errors[i], **_person(people, i)})
             continue
-        rows.append({**predictions[i].to_dict(), "file": str(path), "error": None})
+        rows.append({**predictions[i].to_dict(), "file": str(path), "error": None, **_person(people, i)})
         if args.gradcam:
-            explanation = classifier.explain(images[i], target=predictions[i].label)
+            explanation = classifier.explain(images[i], target=predictions[i].label, person=ids[i], colour=colour)
             if explanation.usable:
                 explanation.overlay.save(args.gradcam / gradcam_name(path, all_paths))
             else:
                 print(f"no Grad-CAM overlay for {path}: {explanation.note}", file=sys.stderr)
     return rows
+
+
+def _person(people: list[str] | None, index: int) -> Row:
+    """The ``person`` column of a row, for a run that normalises colours per person; empty for others."""
+    return {} if people is None else {"person": people[index] or "all"}
 
 
 def expand_inputs(inputs: list[Path], ignored: list[tuple[Path, str]] | None = None) -> list[Path]:

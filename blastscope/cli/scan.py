@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 from blastscope.errors import BlastscopeError
 
 T = TypeVar("T")
+SCAN_PERSON_BY = ("all", "file")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cells are, classify it with the run, and judge the image. Writes OUT/cells.csv (one row per cell: "
         "centroid, box, class, probabilities, uncertain), OUT/images.csv and OUT/summary.txt (one line per "
         "photograph: n of m white cells called ALL; verdict), OUT/scan.json (all of it) and an overlay PNG per "
-        "photograph in OUT/overlays. Unreadable files are listed and skipped; the exit status is 1 when any failed.",
+        "photograph in OUT/overlays. Unreadable files are listed and skipped; the exit status is 1 when any failed. "
+        "For a run trained with --colour-norm subject, the white cells of all the photographs of one call are "
+        "taken as one person's and their colours normalised together (--person-by).",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="photographs or folders")
@@ -53,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         metavar="P",
         help="decide at p(positive) >= P for this call instead of the run's stored operating point (no refer band)",
+    )
+    parser.add_argument(
+        "--person-by",
+        choices=SCAN_PERSON_BY,
+        default="all",
+        help="for a run trained with --colour-norm subject, whose cells are whose: all (default: every photograph "
+        "of this call is one person's smear; all are held until their cells are classified together) or file "
+        "(each photograph its own person). Runs without it ignore it",
     )
     parser.set_defaults(run=run)
 
@@ -85,9 +96,24 @@ def run(args: argparse.Namespace) -> int:
         "operating_point": {**point.to_dict(), "description": point.describe()},
     }
     writer = ScanWriter(args.out, point.classes, point.positive_class, about)
-    for path in paths:
+    together = classifier.per_person and args.person_by == "all"
+    if classifier.per_person:
+        print(_person_line(len(paths), together), file=sys.stderr)
+    scans = (
+        classifier.scan_together(
+            paths, red_cell_diameter=args.red_cell_diameter, tta=args.tta, names=[str(path) for path in paths]
+        )
+        if together
+        else []
+    )
+    for i, path in enumerate(paths):
         try:
-            scan = classifier.scan(path, red_cell_diameter=args.red_cell_diameter, tta=args.tta, name=str(path))
+            if together:
+                scan = scans[i]
+                if isinstance(scan, ImageError):
+                    raise scan
+            else:
+                scan = classifier.scan(path, red_cell_diameter=args.red_cell_diameter, tta=args.tta, name=str(path))
         except ImageError as error:
             print(f"skipped {error}", file=sys.stderr)
             writer.add_error(str(path), error.reason)
@@ -100,6 +126,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(ignored)} more ignored in the folders, not read (the 'ignored' lines above)", file=sys.stderr)
     print(f"wrote {', '.join(str(path) for path in written)} and the overlays in {args.out / 'overlays'}")
     return 1 if overall["failed"] else 0
+
+
+def _person_line(photographs: int, together: bool) -> str:
+    """How a run that normalises colours per person groups the cells of this call, in one line."""
+    if together:
+        return (
+            f"colours normalised per person: the white cells of all {photographs} photograph"
+            f"{'s' * (photographs != 1)} taken as one person's; run scan once per person"
+        )
+    return "colours normalised per person: each photograph's white cells taken as one person's"
 
 
 def _written(write: Callable[[], T], writer: ScanWriter, out: Path) -> T:

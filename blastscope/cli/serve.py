@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name))
     print(f"decision: {point.describe()}")
     print(f"referral: {classifier.describe_referral()}")
+    if classifier.per_person:
+        print("colours normalised per person: each request's images are taken as one person's")
     print(
         f"decoding memory: {capacity.decoding_mb(limits):.0f} MB shared by all requests (waits up to "
         f"{capacity.decode_wait_s:g} s, then 503); requests must arrive within {capacity.request_timeout_s:g} s, "

@@ -34,7 +34,16 @@ from blastscope.errors import BlastscopeError, DataError
 from blastscope.export import choice
 from blastscope.export.quantize import bf16_weights, quantize_int8
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.inference.predict import batches, predict_logits, probabilities, readable
+from blastscope.inference.predict import (
+    Item,
+    batches,
+    by_person,
+    fit_colour,
+    predict_logits,
+    probabilities,
+    readable,
+    resized_pixels,
+)
 from blastscope.inference.runners import METADATA_PREFIX, ONNX_INPUT, ONNX_OUTPUT, OnnxRunner, Runner, TorchRunner
 from blastscope.metrics import weighted_f1
 from blastscope.models.base import CellClassifier
@@ -56,6 +65,13 @@ SEGMENT_TEXT = {
     "(segment=always)",
 }
 """How the ``blastscope.input`` metadata describes each ``Preprocessing.segment`` mode."""
+COLOUR_NORM_TEXT = {
+    "none": "",
+    "subject": "; after resizing, each cell's colours are mapped by the L*a*b* mean and std pooled over all cells of "
+    "its person onto the C-NMC reference (blastscope.data.stain.SubjectColour, colour_norm=subject): feed all of a "
+    "person's cells together",
+}
+"""How the ``blastscope.input`` metadata describes each ``Preprocessing.colour_norm``."""
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "bf16": "model_bf16.onnx"}
 VARIANT_NOTES = {
     "fp32": "float32 weights and compute",
@@ -108,6 +124,7 @@ def model_metadata(pre: Preprocessing, point: OperatingPoint, model_name: str, v
                 if pre.segment != "never" and pre.red_cell_diameter is not None
                 else ""
             )
+            + COLOUR_NORM_TEXT[pre.colour_norm]
         ),
         f"{key}output": decision_text(point),
         f"{key}model": model_name,
@@ -301,8 +318,9 @@ def _build(
     set_metadata(built["fp32"], model_metadata(pre, point, model_name, "fp32"))
     parity_part = "test" if test_cells else "train"  # faithfulness needs inputs, not held-out ones
     parity_cells = (test_cells or calibration)[:PARITY_CELLS]
+    parity_inputs = _as_inferred(trained, parity_cells, cache)
     difference = max_logit_difference(
-        TorchRunner(trained.model), OnnxRunner(built["fp32"]), batches(parity_cells, pre, transform, cache=cache)
+        TorchRunner(trained.model), OnnxRunner(built["fp32"]), batches(parity_inputs, pre, transform, cache=cache)
     )
     log(f"parity: max |logit(PyTorch) - logit(ONNX)| = {difference:.2e} on {len(parity_cells)} {parity_part} cells")
     if not difference < PARITY_TOLERANCE:
@@ -311,7 +329,8 @@ def _build(
             "the export is not faithful, keep using --backend torch"
         )
     if int8:
-        arrays = (batch.numpy() for batch in batches(calibration, pre, transform, batch_size=16, cache=cache))
+        inputs = _as_inferred(trained, calibration, cache)
+        arrays = (batch.numpy() for batch in batches(inputs, pre, transform, batch_size=16, cache=cache))
         built["int8"] = quantize_int8(built["fp32"], out / VARIANT_FILES["int8"], ONNX_INPUT, arrays)
     if bf16:
         built["bf16"] = bf16_weights(built["fp32"], out / VARIANT_FILES["bf16"])
@@ -356,6 +375,20 @@ def _build(
         "default": default,
         "default_reason": reason,
     }
+
+
+def _as_inferred(trained: Any, cells: list[Cell], cache: DecodedCache) -> Sequence[Item]:
+    """``cells`` as inference feeds them to the network: for a run that normalises colours per person, each
+    normalised by the statistics of all its subject's readable cells in the run's split (:func:`by_person`), so the
+    parity check and the int8 ranges see the colours the model sees; the cells themselves for other runs."""
+    pre = trained.preprocessing
+    if pre.colour_norm != "subject":
+        return cells
+    subjects = {cell.subject for cell in cells}
+    pool = [cell for part in trained.split.parts.values() for cell in part if cell.subject in subjects]
+    kept = readable(pool, pre, cache).items
+    colour = fit_colour((cell.subject, resized_pixels(cell, pre, cache).pixels) for cell in kept)  # type: ignore[union-attr]
+    return by_person(cells, pre, cache, colour=colour)
 
 
 def _usable(trained: Any, part: str, log: Callable[[str], None], limit: int | None = None) -> list[Cell]:

@@ -12,6 +12,10 @@ of the request as a whole (an oversized body, too many files, a malformed reques
 ``{"detail": ..., "file": null}``. The server keeps serving. /scan takes whole smear photographs the same way and
 answers each with its white cells, verdict and overlay (:mod:`blastscope.workflows.scan`).
 
+A run trained with ``--colour-norm subject`` normalises each cell's colours by its person's: a /predict request's
+images are taken as one person's (a /scan photograph's cells as one person's), and an answer over fewer than
+``FEW_CELLS`` images carries a ``warning`` saying so; /health says how the run groups colours (``colour_norm``).
+
 Under load (see :class:`~blastscope.serving.limits.Capacity`): decoding memory across all requests is bounded by a
 budget (:mod:`blastscope.serving.memory`); a file that finds no room in it within ``decode_wait_s`` is answered 503,
 and so is the request, with ``Retry-After``, when no file of it was classified. Predictions run on a bounded thread
@@ -41,7 +45,9 @@ from blastscope import __version__
 from blastscope.api.classifier import Classifier
 from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
+from blastscope.data.stain import SubjectColour
 from blastscope.errors import ImageError
+from blastscope.inference.predict import FEW_CELLS
 from blastscope.metrics import class_display_name
 from blastscope.segmentation.modes import CellNotFoundError
 from blastscope.serving.limits import Capacity, Limits
@@ -188,6 +194,15 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         "capacity": {**asdict(capacity), "max_decoding_mb": round(capacity.decoding_mb(limits), 1)},
         "attribution": classifier.attribution or None,
         "segment": classifier.preprocessing.segment,
+        "colour_norm": {
+            "mode": classifier.preprocessing.colour_norm,
+            "description": (
+                "colours normalised per person: each request's images are taken as one person's (each smear "
+                "photograph's cells on /scan); upload all of a person's cells together"
+                if classifier.per_person
+                else "colours as decoded"
+            ),
+        },
         "operating_point": {
             **point.to_dict(),
             "description": point.describe(),
@@ -272,11 +287,13 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
             decoded.append((len(entries), image))
             entries.append({})
         images = [image for _, image in decoded]
-        for (index, image), prediction in zip(decoded, classifier.predict(images) if images else [], strict=True):
+        colour = classifier.fit_colour(images, "all") if classifier.per_person and images else None
+        predicted = classifier.predict(images, people="all", colour=colour) if images else []
+        for (index, image), prediction in zip(decoded, predicted, strict=True):
             label = class_display_name(prediction.label)
             entry = {**prediction.to_dict(), "file": names[index], "display_label": label}
             if explain:
-                entry.update(_explanation_fields(classifier, image, prediction.label))
+                entry.update(_explanation_fields(classifier, image, prediction.label, colour))
             entries[index] = entry
         body = {
             "model": classifier.name,
@@ -284,6 +301,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
             "classes": classes,
             "classified": len(decoded),
             "failed": len(entries) - len(decoded),
+            "warning": _few_cells_warning(classifier, len(decoded)),
             "predictions": entries,
         }
         return body if decoded else _none_done(entries, body, capacity, "classified")
@@ -360,12 +378,25 @@ def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
     return data
 
 
-def _explanation_fields(classifier: Classifier, image: ModelInput, label: str) -> dict[str, Any]:
-    """``gradcam_png`` (null when the heat map shows nothing), ``gradcam_note`` (why, or null) and ``gradcam_layer``.
+def _few_cells_warning(classifier: Classifier, classified: int) -> str | None:
+    """For a run that normalises colours per person, when a request's images are too few for steady statistics."""
+    if not classifier.per_person or not 0 < classified < FEW_CELLS:
+        return None
+    return (
+        f"colour normalised over {classified} image{'s' * (classified != 1)} of one person; upload all of a "
+        f"person's cells together (at least {FEW_CELLS})"
+    )
+
+
+def _explanation_fields(
+    classifier: Classifier, image: ModelInput, label: str, colour: SubjectColour | None
+) -> dict[str, Any]:
+    """``gradcam_png`` (null when the heat map shows nothing), ``gradcam_note`` (why, or null) and ``gradcam_layer``,
+    of the image as the model saw it (``colour``: the request's per-person colour statistics).
 
     A constant heat map (e.g. all zero) is never sent as an overlay: a picture of nothing looks like an answer.
     """
-    explanation = classifier.explain(image, target=label)
+    explanation = classifier.explain(image, target=label, colour=colour)
     return {
         "gradcam_png": png_base64(explanation.overlay) if explanation.usable else None,
         "gradcam_note": explanation.note or None,

@@ -58,6 +58,11 @@ async function loadHealth() {
       ? `p(${displayName(positiveClass)}) ${bandText(referBand)}`
       : "none";
     referral.title = health.operating_point.referral;
+    if (health.colour_norm && health.colour_norm.mode !== "none") {
+      // The run normalises colours per person: one upload is taken as one person's cells.
+      document.getElementById("model-colour-row").hidden = false;
+      document.getElementById("model-colour").textContent = health.colour_norm.description;
+    }
     const limits = health.limits;
     document.getElementById("limits").textContent =
       `PNG, JPEG, BMP, TIFF, WebP · up to ${limits.max_files} files of ${limits.max_file_mb} MB`;
@@ -162,7 +167,8 @@ async function classify(files) {
       throw new Error(detail);
     }
     const partly = `${body.classified} of ${files.length} files classified; the others are marked "not classified".`;
-    show(statusBox, body.failed ? partly : "");
+    // A run that normalises colours per person warns when an upload holds too few of a person's cells.
+    show(statusBox, [body.warning, body.failed ? partly : ""].filter(Boolean).join(" "));
   } catch (error) {
     show(statusBox, "");
     show(errorBox, `Not classified: ${error.message}`);

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -98,7 +98,8 @@ def scan_photograph(
     red_cell_diameter: float | None = None,
     canvas_size: int = CNMC_CANVAS,
 ) -> ImageScan:
-    """Find, cut out and classify every white cell of a bright-field smear photograph.
+    """Find, cut out and classify every white cell of a bright-field smear photograph: :func:`find_cells`, then
+    ``classify`` of its cut-outs, then :func:`judge_cells`.
 
     Parameters
     ----------
@@ -122,6 +123,54 @@ def scan_photograph(
     ImageScan
         The classified cells (numbered in raster order), the cells left out with the reason (cut by the border,
         larger than the canvas), the verdict and the overlay.
+
+    Raises
+    ------
+    ImageError
+        As :func:`find_cells`.
+    BlastscopeError
+        When ``red_cell_diameter`` is not usable.
+    """
+    found = find_cells(image, name=name, red_cell_diameter=red_cell_diameter, canvas_size=canvas_size)
+    kept = [cell.canvas for cell in found.kept]
+    probabilities = np.asarray(classify(kept)) if kept else np.empty((0, len(point.classes)))
+    return judge_cells(found, probabilities, point)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundCells:
+    """The white cells found in one photograph, before they are classified (:func:`find_cells`).
+
+    Attributes
+    ----------
+    image : PIL.Image.Image
+        The RGB photograph, for the overlay.
+    name : str
+    factor : float
+        Working px per photograph px.
+    diameter : float
+        Red-cell diameter in the photograph, px.
+    canvas_size : int
+    found : list of FoundCell
+        Every white cell found.
+    kept : list of FoundCell
+        Those to classify, in raster order: within the border and fitting on the canvas.
+    """
+
+    image: Image.Image
+    name: str
+    factor: float
+    diameter: float
+    canvas_size: int
+    found: list[FoundCell]
+    kept: list[FoundCell]
+
+
+def find_cells(
+    image: Image.Image, *, name: str = "", red_cell_diameter: float | None = None, canvas_size: int = CNMC_CANVAS
+) -> FoundCells:
+    """Every white cell of a smear photograph, cut out onto black; parameters as :func:`scan_photograph`'s. Apart
+    from classifying, so that the cells of several photographs can be classified together (one person's).
 
     Raises
     ------
@@ -152,7 +201,13 @@ def scan_photograph(
         keep_cut=True,
     )
     kept = [cell for cell in found if not cell.cut_by_border and cell.cutout.found]
-    probabilities = np.asarray(classify([cell.canvas for cell in kept])) if kept else np.empty((0, len(point.classes)))
+    return FoundCells(rgb_image, name, factor, diameter, canvas_size, list(found), kept)
+
+
+def judge_cells(found: FoundCells, probabilities: np.ndarray, point: OperatingPoint) -> ImageScan:
+    """The scan of ``found``, its kept cells' ``probabilities`` (N, C) decided at ``point``, with the overlay."""
+    factor, canvas_size = found.factor, found.canvas_size
+    width, height = found.image.size
     labels, referred = decide(probabilities, point), uncertain(probabilities, point)
     cells = tuple(
         ScannedCell(
@@ -165,7 +220,9 @@ def scan_photograph(
             referred=bool(flag),
             canvas=cell.canvas,
         )
-        for index, (cell, label, row, flag) in enumerate(zip(kept, labels, probabilities, referred, strict=True), 1)
+        for index, (cell, label, row, flag) in enumerate(
+            zip(found.kept, labels, probabilities, referred, strict=True), 1
+        )
     )
     skipped = tuple(
         SkippedCell(
@@ -175,21 +232,21 @@ def scan_photograph(
             cut_by_border=cell.cut_by_border,
             reason="cut by the image border" if cell.cut_by_border else _too_large(cell, canvas_size),
         )
-        for cell in found
+        for cell in found.found
         if cell.cut_by_border or not cell.cutout.found
     )
     scan = ImageScan(
-        file=name,
+        file=found.name,
         size=(width, height),
         cells=cells,
         skipped=skipped,
         positive_class=point.positive_class,
         threshold=point.threshold if point.binary else None,
         decided_by=point.origin(),
-        red_cell_diameter=diameter,
+        red_cell_diameter=found.diameter,
         overlay=Image.new("RGB", (1, 1)),  # drawn from the finished scan just below
     )
-    return replace(scan, overlay=draw_overlay(rgb_image, scan, point.classes))
+    return replace(scan, overlay=draw_overlay(found.image, scan, point.classes))
 
 
 def _shrunk(image: Image.Image, factor: float) -> np.ndarray:
