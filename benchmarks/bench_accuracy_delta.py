@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ METRICS = ("weighted_f1", "roc_auc", "balanced_accuracy")
 
 def read_predictions(folder: Path, variant: str = "") -> dict[str, dict[str, str]]:
     """``path -> row`` of a benchmark folder's pooled out-of-fold predictions, with ``variant``'s columns as the
-    plain ones."""
+    plain ones; paths are taken within the dataset (relative to the folder holding all its cells), so a benchmark of
+    a copy of the dataset (``subject_colour_copy.py``) pairs with the original's."""
     path = folder / "predictions.csv"
     if not path.is_file():
         raise BlastscopeError(f"{path} is missing: give a folder that bench_accuracy.py finished")
@@ -37,8 +39,13 @@ def read_predictions(folder: Path, variant: str = "") -> dict[str, dict[str, str
         rows = list(csv.DictReader(handle))
     if variant and f"decided_label{variant}" not in rows[0]:
         raise BlastscopeError(f"{path} has no {variant} columns: re-run its benchmark with that option")
+    root = os.path.commonpath([row["path"] for row in rows])
     return {
-        row["path"]: {**row, "p_all": row[f"p_all{variant}"], "decided_label": row[f"decided_label{variant}"]}
+        os.path.relpath(row["path"], root): {
+            **row,
+            "p_all": row[f"p_all{variant}"],
+            "decided_label": row[f"decided_label{variant}"],
+        }
         for row in rows
     }
 
