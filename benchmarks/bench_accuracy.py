@@ -257,6 +257,14 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
     path.write_text(text)
 
 
+def _recorded_split(run_dir: Path) -> str:
+    """The split a run recorded: ``names/contents`` hashes (``Split.hash``, ``Split.content_hash``), or the names' alone
+    for a run from before contents were recorded."""
+    config = read_config(run_dir)
+    contents = config.get("split_content_hash")
+    return f"{config.get('split_hash')}/{contents}" if contents else str(config.get("split_hash"))
+
+
 def _run_fold(
     index: int,
     k: int,
@@ -270,11 +278,12 @@ def _run_fold(
     """Train (or reuse, or resume) fold ``index`` and score its test fold at the point chosen on its validation."""
     split_csv, run_dir = out / "splits" / f"fold-{index}.csv", out / "runs" / f"fold-{index}"
     if (run_dir / "config.yaml").is_file():
-        trained_on = read_config(run_dir).get("split_hash")
-        if trained_on != split.hash:
+        trained_on = _recorded_split(run_dir)
+        if trained_on not in (split.hash, f"{split.hash}/{split.content_hash}"):
             raise BlastscopeError(
-                f"{run_dir} was trained on other folds (split {trained_on}, now {split.hash}: the data or the fold "
-                "assignment changed); pooling it would test some cells twice and others never: use a fresh --out"
+                f"{run_dir} was trained on other folds (split {trained_on}, now {split.hash}/{split.content_hash}: "
+                "the data or the fold assignment changed); pooling it would test some cells twice and others never: "
+                "use a fresh --out"
             )
     write_split_csv(split, split_csv)
     sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
@@ -370,10 +379,11 @@ def _ensemble_fold(
     runs, run_dir = [member / "runs" / f"fold-{index}" for member in members], out / "runs" / f"fold-{index}"
     made = (run_dir / "config.yaml").is_file()
     for run in [*runs, run_dir] if made else runs:
-        if (made_on := read_config(run).get("split_hash")) != split.hash:
+        if (made_on := _recorded_split(run)) not in (split.hash, f"{split.hash}/{split.content_hash}"):
             raise BlastscopeError(
-                f"{run} holds other folds (split {made_on}, fold {index} here is {split.hash}); ensemble members must "
-                "share every fold: give the --data, --setting, --folds, --val-ratio and --seed their benchmarks had"
+                f"{run} holds other folds (split {made_on}, fold {index} here is {split.hash}/{split.content_hash}); "
+                "ensemble members must share every fold: give the --data, --setting, --folds, --val-ratio and --seed "
+                "their benchmarks had"
             )
     sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
     print(f"fold {index}/{k}: ensemble of {', '.join(map(str, runs))}", flush=True)

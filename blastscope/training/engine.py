@@ -210,6 +210,8 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         num_workers=config.num_workers,
     )
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen batch-norm, on purpose
+    # Lightning's pytree helper uses torch's LeafSpec, deprecated in torch 2.14; nothing for a user to act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     started = time.perf_counter()
     with storage_errors(run_dir, run_dir):
         try:
