@@ -10,9 +10,10 @@ with ``low < p < high`` keeps the label the threshold gives but is flagged "unce
 
 :func:`choose_refer_band` searches every band whose edges are validation probabilities (separately below and above the
 threshold, so a side that errs more can be referred further) and keeps the one that calls the most validation cells
-with an error rate among them at most the target. Unlike Geifman & El-Yaniv's SGR it does not bound the risk with a
-binomial tail: cells of one person are not independent, so such a guarantee would not hold on new people anyway, and
-the band meets the target on validation only. Expect the test error a little above it; the evaluation measures it.
+with an error rate among them at most the target, its edges then moved midway between the called and referred cells
+(so none sits on a cell's probability). Unlike Geifman & El-Yaniv's SGR it does not bound the risk with a binomial
+tail: cells of one person are not independent, so such a guarantee would not hold on new people anyway, and the band
+meets the target on validation only. Expect the test error a little above it; the evaluation measures it.
 :func:`referral_report` scores a band on the evaluated cells, with the risk-coverage curve.
 """
 
@@ -114,8 +115,9 @@ def choose_refer_band(y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPo
     probabilities below the threshold, ``high`` from those at or above it and 1): it calls the cells with
     ``p <= low`` or ``p >= high`` and refers the rest, as :func:`~blastscope.inference.decision.uncertain` does. Of
     the bands that call at least :func:`cells_needed` cells with an error rate among them at most ``target``, the one
-    calling the most cells is kept; ties go to fewer errors, then to the narrower band. Its edges are the called cells
-    nearest the threshold, so it is the narrowest band that refers the cells it refers.
+    calling the most cells is kept; ties go to fewer errors, then to the narrower band. Its edges are then moved midway
+    between the called cell nearest the threshold and the referred cell next to it (to the threshold on a side that
+    refers none), so the band refers the same validation cells and no edge sits on a cell's probability.
 
     Parameters
     ----------
@@ -183,15 +185,9 @@ def choose_refer_band(y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPo
             "sure enough of enough cells, so use a higher --refer-error",
         )
     minus_called, errors, _, i, j = best
-    low, high = float(lows[i]), float(highs[j])
-    threshold = point.threshold
-    if n_high[j] == (~below).sum():  # every cell at or above the threshold is called: the band starts at it
-        high = threshold
-    if n_low[i] == below.sum():  # likewise below, unless that would call referred cells sitting exactly on it
-        low = threshold if high == threshold or not (p == threshold).any() else float(np.nextafter(threshold, 0.0))
     return ReferralChoice(
         target,
-        (low, high),
+        _midway_edges(p, point.threshold, float(lows[i]), float(highs[j])),
         point.positive_class,  # type: ignore[arg-type]
         n,
         n_referred=n + minus_called,
@@ -201,6 +197,44 @@ def choose_refer_band(y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPo
 
 def _no_band(choice: ReferralChoice, reason: str) -> ReferralChoice:
     return ReferralChoice(choice.target, None, choice.positive_class, choice.n_cells, reason=reason)
+
+
+def _midway_edges(p: np.ndarray, threshold: float, low: float, high: float) -> tuple[float, float]:
+    """The band that refers what ``(low, high)`` refers, its edges midway between the called and referred cells.
+
+    Why: an edge on a called cell's probability flips that cell to referred when another backend differs from it in
+    the last bits. Each edge moves to the middle of the gap between the called cell nearest the threshold and the
+    referred cell next to it. A side that refers no cell ends at the threshold (a threshold chosen on validation sits
+    midway between cells already), unless referred cells sit exactly on it; ``(threshold, threshold)`` refers nothing.
+
+    Parameters
+    ----------
+    p : array of shape (N,)
+        Validation p(positive).
+    threshold : float
+    low, high : float
+        Chosen edges: 0 or a probability below ``threshold``, and a probability at or above it or 1.
+
+    Returns
+    -------
+    tuple of 2 floats
+        ``(low, high)`` with ``low <= threshold <= high``, referring exactly the cells the given edges refer.
+    """
+    referred = p[(p > low) & (p < high)]
+    if not len(referred):
+        return threshold, threshold
+    nearest_low, nearest_high = float(referred.min()), float(referred.max())
+    new_low = threshold if nearest_low > threshold else _middle(low, nearest_low)
+    new_high = threshold if nearest_high < threshold else _middle(nearest_high, high, keep_low=False)
+    return new_low, new_high
+
+
+def _middle(low: float, high: float, keep_low: bool = True) -> float:
+    """Midway between two floats; where no float lies strictly between them, the end that keeps the same cells."""
+    middle = (low + high) / 2
+    if low < middle < high:
+        return middle
+    return low if keep_low else high
 
 
 def _low_side(p: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

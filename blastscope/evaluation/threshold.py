@@ -6,6 +6,8 @@ validation probabilities (best weighted F1, or the highest one reaching a target
 functions take validation predictions only, so a point can never be tuned on the test cells it is then scored on
 (``OperatingPoint`` itself refuses ``split="test"``). Every candidate threshold is judged by the labels
 :func:`~blastscope.inference.decision.decide` gives at it; multi-class data is decided by argmax and has no threshold.
+A threshold chosen on validation is stored midway between the two validation probabilities its cut falls between
+(:func:`midway`), never on a cell's probability: backends that differ in the last bits then still agree on every cell.
 """
 
 from __future__ import annotations
@@ -170,7 +172,10 @@ def choose_threshold(
 
 
 def threshold_for_weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPoint) -> OperatingPoint:
-    """The candidate threshold whose decisions have the best weighted F1; ties go to the one closest to 0.5.
+    """The threshold whose decisions have the best weighted F1; ties go to the candidate closest to 0.5.
+
+    Candidates are the validation probabilities (and 0.5); the one chosen is then moved :func:`midway` into the gap
+    its cut falls in, so it keeps its validation decisions and score but sits on no validation cell.
 
     Parameters
     ----------
@@ -181,19 +186,24 @@ def threshold_for_weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, point: Ope
         A binary point; the result is it with ``threshold``, ``source="val:weighted_f1"`` and ``score`` set.
     """
     positive = point.positive_index
-    candidates = _candidates(y_prob[:, positive])
+    p_positive = y_prob[:, positive]
+    candidates = _candidates(p_positive)
+    thresholds = np.array([midway(p_positive, t) for t in candidates])
     scores = np.array(
-        [weighted_f1(y_true, y_prob, decide(y_prob, replace(point, threshold=t)), positive) for t in candidates]
+        [weighted_f1(y_true, y_prob, decide(y_prob, replace(point, threshold=t)), positive) for t in thresholds]
     )
     best = np.flatnonzero(scores == scores.max())
     chosen = best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]
-    return replace(point, threshold=float(candidates[chosen]), source="val:weighted_f1", score=float(scores[chosen]))
+    return replace(point, threshold=float(thresholds[chosen]), source="val:weighted_f1", score=float(scores[chosen]))
 
 
 def threshold_for_sensitivity(
     y_true: np.ndarray, y_prob: np.ndarray, point: OperatingPoint, target: float
 ) -> OperatingPoint:
-    """The highest threshold that still finds ``target`` of the positives, i.e. the best specificity at that recall.
+    """The highest cut that still finds ``target`` of the positives, i.e. the best specificity at that recall.
+
+    The threshold is placed :func:`midway` between the lowest validation probability called positive there and the
+    next lower one, so it sits on no validation cell.
 
     Parameters
     ----------
@@ -215,9 +225,41 @@ def threshold_for_sensitivity(
     positive = point.positive_index
     _, tpr, thresholds = skm.roc_curve(y_true == positive, y_prob[:, positive], drop_intermediate=False)
     reaching = np.flatnonzero((tpr >= target) & np.isfinite(thresholds) & (thresholds <= 1.0))
-    chosen = replace(point, threshold=float(thresholds[reaching[0]]), source=f"val:sensitivity>={target:g}")
+    threshold = midway(y_prob[:, positive], float(thresholds[reaching[0]]))
+    chosen = replace(point, threshold=threshold, source=f"val:sensitivity>={target:g}")
     reached = sensitivity(y_true, y_prob, decide(y_prob, chosen), positive)
     return replace(chosen, score=None if reached is None else float(reached))
+
+
+def midway(p_positive: np.ndarray, cut: float) -> float:
+    """A threshold with the decisions ``cut`` gives on these probabilities, as far as possible from every one of them.
+
+    Why: a threshold equal to a cell's probability flips that cell when another backend (ONNX fp32 against PyTorch)
+    differs from it in the last bits. The threshold is moved to the middle of the gap ``cut`` falls in: between the
+    highest probability below it (0 when none is) and the lowest at or above it (1 when none is). Where no float lies
+    strictly inside that gap, its upper end is kept (same decisions, no margin).
+
+    Parameters
+    ----------
+    p_positive : array of shape (N,)
+        Validation p(positive), decided positive where ``p >= threshold`` as
+        :func:`~blastscope.inference.decision.decide` does.
+    cut : float
+        A threshold in [0, 1].
+
+    Returns
+    -------
+    float
+        In [0, 1]; ``p >= result`` exactly where ``p >= cut``.
+    """
+    p = np.asarray(p_positive, dtype=np.float64)
+    below, above = p[p < cut], p[p >= cut]
+    low = float(below.max()) if len(below) else 0.0
+    high = float(above.min()) if len(above) else 1.0
+    middle = (low + high) / 2
+    if len(below) and not low < middle <= high:  # adjacent floats: the middle rounds onto a cell called negative
+        return high
+    return middle
 
 
 def _single_view(logits: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from blastscope.evaluation.referral import (
     risk_coverage,
 )
 from blastscope.evaluation.scoring import evaluate_predictions
-from blastscope.evaluation.threshold import choose_point
+from blastscope.evaluation.threshold import choose_point, choose_threshold
 from blastscope.inference.decision import OperatingPoint, decide, uncertain
 from blastscope.inference.predict import probabilities
 from blastscope.runs.folder import read_operating_point, write_operating_point
@@ -79,10 +79,43 @@ def test_a_side_that_does_not_err_is_not_referred() -> None:
     p = np.r_[np.linspace(0.6, 0.99, 60), np.linspace(0.01, 0.3, 60), unsure]
     y = np.r_[np.ones(60), np.zeros(60), np.ones(10)].astype(int)
     choice = choose_refer_band(y, np.stack([1 - p, p], axis=1), BASE, 0.05)
-    # 6 wrong cells among 126 called is 4.8%, a seventh would make 5.5%: the 4 nearest the threshold are referred,
-    # and the band ends at the threshold, as nothing above it errs
-    assert choice.band == (unsure[5], 0.5)
+    # 6 wrong cells among 126 called is 4.8%, a seventh would make 5.5%: the 4 nearest the threshold are referred
+    # (the band starts midway between the last called cell and the first referred one), and the band ends at the
+    # threshold, as nothing above it errs
+    assert choice.band == ((unsure[5] + unsure[6]) / 2, 0.5)
     assert choice.n_referred == 4 and choice.error_called == pytest.approx(6 / 126)
+
+
+def test_the_band_edges_sit_midway_between_called_and_referred_cells() -> None:
+    y, prob = _cohort(600)
+    prob = np.stack([1 - np.round(prob[:, 1], 4), np.round(prob[:, 1], 4)], axis=1)  # gaps far above 2e-6
+    point = choose_threshold(BASE, "val", (y, prob))
+    choice = choose_refer_band(y, prob, point, 0.05)
+    assert choice.band is not None and choice.n_referred > 0
+    p, (low, high) = prob[:, 1], choice.band
+    assert low < point.threshold < high and not {low, high} & set(p.tolist())
+    assert low == pytest.approx((p[p <= low].max() + p[p > low].min()) / 2, abs=1e-15)
+    assert high == pytest.approx((p[p < high].max() + p[p >= high].min()) / 2, abs=1e-15)
+    banded = replace(point, refer_band=choice.band)
+    referred = uncertain(prob, banded)
+    assert referred.sum() == choice.n_referred
+    assert _called_error(y, prob, banded)[1] == pytest.approx(choice.error_called)
+    for shift in (1e-6, -1e-6, np.random.default_rng(3).choice([-1e-6, 1e-6], len(p))):
+        moved = np.stack([1 - (p + shift), p + shift], axis=1)
+        np.testing.assert_array_equal(uncertain(moved, banded), referred)
+        np.testing.assert_array_equal(decide(moved, banded), decide(prob, banded))
+
+
+def test_referred_cells_sitting_on_a_given_threshold_stay_inside_the_band() -> None:
+    # every cell below the threshold is right; at and above it, the 10 cells nearest it (the first at 0.5) are wrong
+    unsure = np.linspace(0.5, 0.55, 10)
+    p = np.r_[np.linspace(0.6, 0.99, 60), np.linspace(0.01, 0.3, 60), unsure]
+    y = np.r_[np.ones(60), np.zeros(70)].astype(int)
+    prob = np.stack([1 - p, p], axis=1)
+    choice = choose_refer_band(y, prob, BASE, 0.05)
+    # the 4 lowest wrong cells are referred: the band starts midway between 0.3 (called) and the cell on 0.5
+    assert choice.band == (0.4, (unsure[3] + unsure[4]) / 2) and choice.n_referred == 4
+    assert uncertain(prob, replace(BASE, refer_band=choice.band))[-10:].tolist() == [True] * 4 + [False] * 6
 
 
 def test_a_threshold_that_already_meets_the_target_refers_nothing() -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.calibration import fit_temperature
-from blastscope.evaluation.threshold import choose_point, choose_threshold, parse_threshold
+from blastscope.evaluation.threshold import MAX_CANDIDATES, choose_point, choose_threshold, midway, parse_threshold
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.inference.predict import probabilities
+from blastscope.metrics import weighted_f1
 
 CLASSES = ("hem", "all")
 BASE = OperatingPoint.default(CLASSES)
@@ -59,11 +62,12 @@ def test_target_sensitivity_picks_the_highest_threshold_reaching_it() -> None:
     y_val = np.array([0, 0, 0, 1, 1, 1, 1])
     prob_val = _probs([0.2, 0.4, 0.5, 0.3, 0.6, 0.7, 0.9])
     point = choose_threshold(BASE, None, val=(y_val, prob_val), target_sensitivity=0.75)
-    assert point.threshold == pytest.approx(0.6) and point.score == pytest.approx(0.75)
+    # the highest cut reaching 75% calls p >= 0.6 positive; the threshold sits midway to the next cell down, 0.5
+    assert point.threshold == pytest.approx(0.55) and point.score == pytest.approx(0.75)
     assert point.source == "val:sensitivity>=0.75"
     assert choose_threshold(BASE, "val", val=(y_val, prob_val), target_sensitivity=0.75) == point
     full = choose_threshold(BASE, "VAL", val=(y_val, prob_val), target_sensitivity=1.0)
-    assert full.threshold == pytest.approx(0.3) and full.score == 1.0
+    assert full.threshold == pytest.approx(0.25) and full.score == 1.0  # p >= 0.3 positive, midway to 0.2
     assert (decide(prob_val, full)[y_val == 1] == 1).all()
 
 
@@ -115,3 +119,63 @@ def test_multiclass_points_have_no_threshold() -> None:
     point = choose_point(base, "val", (y_val, logits_val))
     assert point.positive_class is None and point.source == "default" and point.threshold == 0.5
     assert point.temperature == pytest.approx(fit_temperature(y_val, logits_val)) and point.split == "val"
+
+
+def _gapped_cohort(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping classes whose p(all) lie on a 1e-4 grid: every gap between distinct cells is far above 2e-6."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = 1 / (1 + np.exp(-((2 * y - 1) * 1.0 + rng.normal(0, 1.2, n))))
+    return y, _probs(np.clip(np.round(p, 4), 1e-4, 1 - 1e-4).tolist())
+
+
+def _assert_off_every_cell(y_val: np.ndarray, prob_val: np.ndarray, point: OperatingPoint) -> None:
+    """Midway between the two cells around the cut, with the decisions and score of the cut, and robust to 1e-6."""
+    p, t = prob_val[:, 1], point.threshold
+    assert t not in set(p.tolist())
+    low, high = p[p < t].max(initial=0.0), p[p >= t].min(initial=1.0)
+    assert t == pytest.approx((low + high) / 2, abs=1e-15)
+    on_cell = replace(point, threshold=float(high))  # where the choice used to sit: the lowest cell called positive
+    np.testing.assert_array_equal(decide(prob_val, point), decide(prob_val, on_cell))
+    rng = np.random.default_rng(7)
+    for shift in (1e-6, -1e-6, rng.choice([-1e-6, 1e-6], len(p))):
+        moved = _probs((p + shift).tolist())
+        np.testing.assert_array_equal(decide(moved, point), decide(prob_val, point))
+
+
+def test_the_val_threshold_sits_midway_between_validation_cells() -> None:
+    y_val, prob_val = _gapped_cohort(300)
+    point = choose_threshold(BASE, "val", val=(y_val, prob_val))
+    _assert_off_every_cell(y_val, prob_val, point)
+    p = prob_val[:, 1]
+    best = max(weighted_f1(y_val, prob_val, (p >= cut).astype(np.int64), 1) for cut in np.unique(p))
+    assert point.score == best == weighted_f1(y_val, prob_val, decide(prob_val, point), 1)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.95, 1.0])
+def test_the_sensitivity_threshold_sits_midway_between_validation_cells(target: float) -> None:
+    y_val, prob_val = _gapped_cohort(300, seed=1)
+    point = choose_threshold(BASE, None, val=(y_val, prob_val), target_sensitivity=target)
+    _assert_off_every_cell(y_val, prob_val, point)
+    p, positives = prob_val[:, 1], np.sort(prob_val[y_val == 1, 1])
+    found = (p[y_val == 1] >= point.threshold).mean()
+    assert point.score == pytest.approx(found) and found >= target
+    higher = p[p > point.threshold].min()  # the next cut up misses the target: this one is the highest reaching it
+    assert (positives >= np.nextafter(higher, 1.0)).mean() < target
+
+
+def test_the_threshold_chosen_among_quantile_candidates_sits_off_every_cell() -> None:
+    y_val, prob_val = _gapped_cohort(3000, seed=2)
+    assert len(np.unique(prob_val[:, 1])) > MAX_CANDIDATES  # candidates are quantiles, not the cells themselves
+    _assert_off_every_cell(y_val, prob_val, choose_threshold(BASE, "val", val=(y_val, prob_val)))
+
+
+def test_midway_keeps_the_decisions_at_the_ends_and_between_adjacent_floats() -> None:
+    p = np.array([0.2, 0.4, 0.9])
+    assert midway(p, 0.4) == pytest.approx(0.3) and midway(p, 0.35) == pytest.approx(0.3)
+    assert midway(p, 0.1) == pytest.approx(0.1)  # every cell positive: midway down to 0
+    assert midway(p, 0.95) == pytest.approx(0.95)  # no cell positive: midway up to 1
+    assert midway(np.array([0.0, 0.5]), 0.0) == 0.0
+    adjacent = np.array([0.3, np.nextafter(0.3, 1.0)])  # no float between them: the upper cell stays the threshold
+    assert midway(adjacent, adjacent[1]) == adjacent[1]
+    assert midway(np.array([0.3, np.nextafter(1.0, 0.0)]), 1.0) == 1.0
