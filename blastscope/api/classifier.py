@@ -7,6 +7,7 @@ augmentation, the temperature and the decision rule of ``blastscope evaluate``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,13 +40,16 @@ from blastscope.inference.runners import Runner
 from blastscope.models.base import CellClassifier
 from blastscope.workflows.scan import FoundCells, ImageScan, find_cells, judge_cells, scan_photograph
 
+log = logging.getLogger(__name__)
+
 ImageInput = str | Path | Image.Image | ModelInput
 """An image file's path, a PIL image, or an image already made the model's input (:meth:`Classifier.prepare`)."""
 
 People = str | Sequence[str]
 """Whose cells are whose, for a run that normalises colours per person: a grouping of
-:data:`~blastscope.data.people.PERSON_BY` (``auto``: by C-NMC subject when every file name parses, else all of one
-call's images one person's), or one person id per image. A run without ``colour_norm`` ignores it."""
+:data:`~blastscope.data.people.PERSON_BY` (``auto``: by C-NMC subject when every file name parses, all of one call's
+images one person's when none does, refused when only some do), or one person id per image. How a grouping grouped
+is logged at INFO. A run without ``colour_norm`` ignores it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +287,12 @@ class Classifier:
         ``red_cell_diameter`` (photograph px; default 1/6.4 of the longer side, as in BCCD fields) sets the scale the
         cells are cut out at. Raises ``ImageError`` for an unreadable file, ``BlastscopeError`` for an unusable
         ``red_cell_diameter``."""
+        name = name or _display_file(image, 0)
         return scan_photograph(
             _rgb(image),
-            partial(self._classify_cutouts, tta=tta),
+            partial(self._classify_cutouts, tta=tta, photograph=name),
             self.operating_point,
-            name=name or _display_file(image, 0),
+            name=name,
             red_cell_diameter=red_cell_diameter,
         )
 
@@ -324,14 +329,22 @@ class Classifier:
             start += len(one.kept)
         return scans
 
-    def _classify_cutouts(self, canvases: Sequence[np.ndarray], *, tta: bool) -> np.ndarray:
-        """Probabilities of cut-outs on black (never segmented again), all of them one person's."""
+    def _classify_cutouts(
+        self, canvases: Sequence[np.ndarray], *, tta: bool, photograph: str | None = None
+    ) -> np.ndarray:
+        """Probabilities of cut-outs on black (never segmented again), all of them one person's: ``photograph``'s
+        (named so in :func:`~blastscope.inference.predict.fit_colour`'s warnings), or several photographs'."""
         pre = self.preprocessing
         inputs = [
             model_input(Image.fromarray(c), pre.input_size, pre.interpolation, "never", pre.crop_fraction)
             for c in canvases
         ]
-        return self.predict_proba(inputs, tta=tta, people="all")
+        people = [photograph or ONE_PERSON] * len(inputs)
+        colour = None
+        if self.per_person and inputs:
+            pairs = zip(people, (one.pixels for one in inputs), strict=True)
+            colour = fit_colour(pairs, whose="photograph")
+        return self.predict_proba(inputs, tta=tta, people=people, colour=colour)
 
     def _point(self, threshold: float | None) -> OperatingPoint:
         """The operating point a call decides at: the classifier's, or its threshold replaced for this call."""
@@ -358,8 +371,13 @@ class Classifier:
             )
 
     def _people(self, items: Sequence[ImageInput], people: People) -> list[str]:
-        """One person id per item: ``people``'s grouping of the items' names, or its ids as given."""
-        return group_people(items, people).ids if isinstance(people, str) else list(people)
+        """One person id per item: ``people``'s grouping of the items' names (logged in one line), or its ids as
+        given."""
+        if not isinstance(people, str):
+            return list(people)
+        grouped = group_people(items, people, door="api")
+        log.info("%s", grouped.line)
+        return grouped.ids
 
     def _class_index(self, label: str) -> int:
         if label not in self.classes:

@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="for a run trained with --colour-norm subject, whose cells are whose: name (the C-NMC subject in each "
         "file name), folder (each file's parent folder is one person), all (every image of this call is one "
-        "person's) or auto (default: name when every file name parses, else all). Runs without it ignore it",
+        "person's) or auto (default: name when every file name parses, all when none does; refused when only some "
+        "do). Runs without it ignore it",
     )
     parser.set_defaults(run=run)
 
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         segment=args.segment,
         red_cell_diameter=args.red_cell_diameter,
     )
-    print(f"{classifier.name}: {len(paths)} images, backend {classifier.backend}", file=sys.stderr)
+    images = f"{len(paths)} image{'s' * (len(paths) != 1)}"
+    print(f"{classifier.name}: {images}, backend {classifier.backend}", file=sys.stderr)
     point = classifier.operating_point
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)

@@ -145,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"decision: {point.describe()}")
     print(f"referral: {classifier.describe_referral()}")
     if classifier.per_person:
-        print("colours normalised per person: each request's images are taken as one person's")
+        print(
+            "colours normalised per person: a /predict request's cells by the subject in their C-NMC names when "
+            "every name has one, else the request as one person's; each /scan photograph as its own person"
+        )
     print(
         f"decoding memory: {capacity.decoding_mb(limits):.0f} MB shared by all requests (waits up to "
         f"{capacity.decode_wait_s:g} s, then 503); requests must arrive within {capacity.request_timeout_s:g} s, "

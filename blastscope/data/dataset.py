@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from blastscope.data.cache import DecodedCache, ModelInput, decode_resized
+from blastscope.data.people import require_subjects
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.stain import SubjectColour
 from blastscope.data.table import Cell
@@ -77,7 +78,7 @@ class CellDataset(Dataset):
         self.cache = cache
         self.colour: SubjectColour | None = None
         if pre.colour_norm == "subject":
-            _require_subjects(cells)
+            require_subjects(cells, "the dataset", "train with --colour-norm none")
         self.cells, self.skipped, self.segmented = self._readable(cells, threads or min(8, os.cpu_count() or 1))
         self.targets = [self.classes.index(cell.label) for cell in self.cells]
 
@@ -152,14 +153,3 @@ class CellDataset(Dataset):
             path, reason = skipped[0]
             raise DataError(f"none of the {len(cells)} images can be read, e.g. {path}: {reason}")
         return readable, skipped, segmented
-
-
-def _require_subjects(cells: Sequence[Cell]) -> None:
-    """Per-subject colour normalisation needs every cell's subject id."""
-    unknown = [cell for cell in cells if cell.subject is None]
-    if unknown:
-        raise DataError(
-            f"{unknown[0].path}: --colour-norm subject normalises each person's cells together, but {len(unknown)} "
-            f"of {len(cells)} cells have no subject id; name files the C-NMC way (UID_<subject>_...) or give a "
-            "manifest with a subject column, or train with --colour-norm none"
-        )

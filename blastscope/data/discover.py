@@ -63,8 +63,14 @@ class LabelledFile:
     fixed_split: str | None = None
 
 
-def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS) -> CellTable:
-    """Read the dataset at ``path`` (folder or ``.csv`` manifest); raise DataError when it cannot be used."""
+def scan_dataset(
+    path: Path | str, *, prelim: str = "pool", max_pixels: int = DEFAULT_MAX_PIXELS, for_splits: bool = True
+) -> CellTable:
+    """Read the dataset at ``path`` (folder or ``.csv`` manifest); raise DataError when it cannot be used.
+
+    ``for_splits``: the table will be split (train, compare, ``data``), so missing subject ids are warned about
+    (splits then go by image); False for a dataset only scored (``evaluate --data``), where that note would mislead.
+    """
     path = Path(path).expanduser().resolve()
     if prelim not in PRELIM_CHOICES:
         raise DataError(f"prelim must be one of {', '.join(PRELIM_CHOICES)}, not {prelim!r}")
@@ -101,7 +107,8 @@ def scan_dataset(path: Path | str, *, prelim: str = "pool", max_pixels: int = DE
             kind, labelled = "folders", _from_folders(root, files, skipped)
     table = _hash_and_deduplicate(root, kind, labelled, max_pixels, skipped, notes)
     _check_usable(path, table)
-    _note_subjects(table)
+    if for_splits:
+        _note_subjects(table)
     return table
 
 

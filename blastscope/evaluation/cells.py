@@ -19,6 +19,7 @@ from blastscope.data.attribution import dataset_attribution
 from blastscope.data.cache import DecodedCache
 from blastscope.data.classes import match_class_names
 from blastscope.data.discover import scan_dataset
+from blastscope.data.people import require_subjects
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.inference.predict import readable
@@ -73,7 +74,7 @@ def cells_to_score(
         (cells, attribution), source = _external_cells(run, Path(data), notes), str(data)
         subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
     if run.preprocessing.colour_norm == "subject":
-        _require_subjects(cells, source)
+        require_subjects(cells, source, "score them with `blastscope predict`, which groups images by --person-by")
     if not subject_level:
         notes.insert(
             0,
@@ -126,19 +127,6 @@ def readable_cells(
     return list(found.items), found.segmented, skipped  # type: ignore[arg-type]
 
 
-def _require_subjects(cells: Sequence[Cell], source: str) -> None:
-    """A run trained with ``--colour-norm subject`` normalises each cell by its person's cells: it needs every
-    cell's person before any image is read."""
-    unknown = [cell for cell in cells if cell.subject is None]
-    if unknown:
-        raise DataError(
-            f"{source}: the run normalises colours per person (--colour-norm subject), but {len(unknown)} of "
-            f"{len(cells)} cells have no subject id (e.g. {unknown[0].path}); name files the C-NMC way "
-            "(UID_<subject>_...) or give a manifest with a subject column, or score them with `blastscope predict`, "
-            "which takes one call's images as one person's"
-        )
-
-
 def _split_cells(run: TrainedRun, split: str) -> list[Cell]:
     if split not in SPLITS:
         raise BlastscopeError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
@@ -155,7 +143,7 @@ def _external_cells(run: TrainedRun, data: Path, notes: list[str]) -> tuple[list
     Class names are matched ignoring case (a run trained on ``all/hem`` scores ``ALL/HEM``); only names that differ
     otherwise are refused.
     """
-    table = scan_dataset(data)
+    table = scan_dataset(data, for_splits=False)
     names = match_class_names(table.classes, run.classes)
     if names is None:
         raise DataError(

@@ -28,6 +28,7 @@ import torch
 from blastscope import __version__
 from blastscope.data.cache import DecodedCache
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.stain import BACKGROUND_LEVEL, DEFAULT_LAB, MIN_CELL_PIXELS
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
 from blastscope.errors import BlastscopeError, DataError
@@ -65,13 +66,25 @@ SEGMENT_TEXT = {
     "(segment=always)",
 }
 """How the ``blastscope.input`` metadata describes each ``Preprocessing.segment`` mode."""
+
+
+def _numbers(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{value:g}" for value in values) + "]"
+
+
 COLOUR_NORM_TEXT = {
     "none": "",
-    "subject": "; after resizing, each cell's colours are mapped by the L*a*b* mean and std pooled over all cells of "
-    "its person onto the C-NMC reference (blastscope.data.stain.SubjectColour, colour_norm=subject): feed all of a "
-    "person's cells together",
+    "subject": "; after resizing and before scaling, each cell's colours are mapped by the L*a*b* mean and std pooled "
+    "over all cells of its person onto the C-NMC reference (blastscope.data.stain.SubjectColour, "
+    f"colour_norm=subject): cell pixels are those whose brightest channel is >= {BACKGROUND_LEVEL} of 255; pool the "
+    "CIE L*a*b* values (D65, of RGB / 255) of the cell pixels of all of a person's cells into a per-channel mean m "
+    "and std s; map each cell pixel's L*a*b* x to (x - m) * std_ref / max(s, 1e-6) + mean_ref, with mean_ref = "
+    f"{_numbers(DEFAULT_LAB.mean)} and std_ref = {_numbers(DEFAULT_LAB.std)}, back to RGB, x 255, rounded and "
+    f"clipped to uint8; the background stays black, and a person with under {MIN_CELL_PIXELS} cell pixels in all "
+    "is left as decoded: feed all of a person's cells together",
 }
-"""How the ``blastscope.input`` metadata describes each ``Preprocessing.colour_norm``."""
+"""How the ``blastscope.input`` metadata describes each ``Preprocessing.colour_norm``, with the reference's numbers
+so that ONNX Runtime users can reproduce it."""
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "bf16": "model_bf16.onnx"}
 VARIANT_NOTES = {
     "fp32": "float32 weights and compute",

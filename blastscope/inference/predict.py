@@ -27,7 +27,7 @@ from blastscope.data.cache import DecodedCache, ModelInput, decode_resized, mode
 from blastscope.data.images import decode_pil
 from blastscope.data.people import ONE_PERSON
 from blastscope.data.preprocessing import Preprocessing
-from blastscope.data.stain import SubjectColour
+from blastscope.data.stain import MIN_CELL_PIXELS, SubjectColour
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
 from blastscope.errors import BlastscopeError, ImageError
@@ -143,25 +143,41 @@ def by_person(
     return [replace(one, pixels=colour(one.pixels, person)) for one, person in zip(inputs, people, strict=True)]
 
 
-def fit_colour(images: Iterable[tuple[str, np.ndarray]]) -> SubjectColour:
+def fit_colour(images: Iterable[tuple[str, np.ndarray]], whose: str = "person") -> SubjectColour:
     """:meth:`SubjectColour.fit <blastscope.data.stain.SubjectColour.fit>` over ``(person, uint8 (S, S, 3) model
-    input)`` pairs, one pass (a generator keeps no image); a person with fewer than :data:`FEW_CELLS` cells is logged
-    as a warning, in one line, since their statistics are noisy."""
+    input)`` pairs, one pass (a generator keeps no image).
+
+    Logged as a warning, one line each, since neither is visible in the answer: people with fewer than
+    :data:`FEW_CELLS` cells (noisy statistics), and people whose cells hold too few cell pixels for statistics at all
+    (left as decoded). ``whose`` names what a person id is in those lines (``photograph`` for one scanned smear's
+    cells)."""
     colour = SubjectColour.fit(images)
     few = {person: n for person, n in colour.cells.items() if n < FEW_CELLS}
     if few:
         person, n = next(iter(few.items()))
-        who = "these images, taken as one person's" if person == ONE_PERSON else f"subject {person}"
         log.warning(
             "colours are normalised per person, and %d of %d people have under %d cells (e.g. %s: %d), too few for "
-            "steady statistics; give all of a person's cells at once",
+            "steady statistics: their normalised colours are less reliable (give all of a person's cells together)",
             len(few),
             len(colour.cells),
             FEW_CELLS,
-            who,
+            _who(person, whose),
             n,
         )
+    bare = [person for person in colour.cells if person not in colour.statistics]
+    if bare:
+        log.warning(
+            "%s: not colour-normalised: too few cell pixels (under %d in all), left as decoded%s",
+            _who(bare[0], whose),
+            MIN_CELL_PIXELS,
+            f" ({len(bare)} of {len(colour.cells)} people so)" if len(bare) > 1 else "",
+        )
     return colour
+
+
+def _who(person: str, whose: str) -> str:
+    """A person as the warnings of :func:`fit_colour` name them."""
+    return "these images, taken as one person's" if person == ONE_PERSON else f"{whose} {person}"
 
 
 def _person(item: Item) -> str:

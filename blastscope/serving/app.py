@@ -13,8 +13,11 @@ of the request as a whole (an oversized body, too many files, a malformed reques
 answers each with its white cells, verdict and overlay (:mod:`blastscope.workflows.scan`).
 
 A run trained with ``--colour-norm subject`` normalises each cell's colours by its person's: a /predict request's
-images are taken as one person's (a /scan photograph's cells as one person's), and an answer over fewer than
-``FEW_CELLS`` images carries a ``warning`` saying so; /health says how the run groups colours (``colour_norm``).
+images are grouped as ``predict --person-by auto`` groups files (by the subject in their C-NMC names when every name
+has one, else the request is one person's; a request where only some names have one is refused, 422), so serve and
+``predict`` give the same numbers for the same files; the answer says how in ``people``, and carries a ``warning``
+when a person has fewer than ``FEW_CELLS`` images in it. Each /scan photograph's cells are one person's. /health says
+how the run groups colours (``colour_norm``).
 
 Under load (see :class:`~blastscope.serving.limits.Capacity`): decoding memory across all requests is bounded by a
 budget (:mod:`blastscope.serving.memory`); a file that finds no room in it within ``decode_wait_s`` is answered 503,
@@ -28,6 +31,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections import Counter
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -45,8 +49,9 @@ from blastscope import __version__
 from blastscope.api.classifier import Classifier
 from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
+from blastscope.data.people import ONE_PERSON, People, group_people
 from blastscope.data.stain import SubjectColour
-from blastscope.errors import ImageError
+from blastscope.errors import BlastscopeError, ImageError
 from blastscope.inference.predict import FEW_CELLS
 from blastscope.metrics import class_display_name
 from blastscope.segmentation.modes import CellNotFoundError
@@ -197,8 +202,10 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         "colour_norm": {
             "mode": classifier.preprocessing.colour_norm,
             "description": (
-                "colours normalised per person: each request's images are taken as one person's (each smear "
-                "photograph's cells on /scan); upload all of a person's cells together"
+                "colours normalised per person: a /predict request's cells by the subject in their C-NMC names "
+                "(UID_<subject>_...) when every name has one, else the whole request as one person's; each /scan "
+                f"photograph's cells as its own person's. Upload up to {limits.max_files} of a person's cells per "
+                "request; for more, use `blastscope predict` on the person's folder"
                 if classifier.per_person
                 else "colours as decoded"
             ),
@@ -250,7 +257,9 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         the threshold that decided it and where that threshold came from, and ``referred`` (its p(positive) lies in
         the run's refer band: "uncertain — refer"), or, for a file that is not a usable image,
         ``{"file", "error", "status"}``. 200 when at least one file was classified; otherwise the files' status
-        (503 with ``Retry-After`` when a file found no room in the server's decoding memory in time)."""
+        (503 with ``Retry-After`` when a file found no room in the server's decoding memory in time). For a run that
+        normalises colours per person, ``people`` says how the files were grouped into people (as ``predict
+        --person-by auto``) and ``warning`` when a person has too few of them."""
         return await anyio.to_thread.run_sync(partial(classify, files, explain), limiter=predict_threads)
 
     def decode_within_budget(data: bytes, name: str, deadline: float) -> ModelInput:
@@ -287,13 +296,15 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
             decoded.append((len(entries), image))
             entries.append({})
         images = [image for _, image in decoded]
-        colour = classifier.fit_colour(images, "all") if classifier.per_person and images else None
-        predicted = classifier.predict(images, people="all", colour=colour) if images else []
-        for (index, image), prediction in zip(decoded, predicted, strict=True):
+        people = _people(classifier, [names[index] for index, _ in decoded])
+        ids = people.ids if people else [ONE_PERSON] * len(images)
+        colour = classifier.fit_colour(images, ids) if people and images else None
+        predicted = classifier.predict(images, people=ids, colour=colour) if images else []
+        for (index, image), prediction, person in zip(decoded, predicted, ids, strict=True):
             label = class_display_name(prediction.label)
             entry = {**prediction.to_dict(), "file": names[index], "display_label": label}
             if explain:
-                entry.update(_explanation_fields(classifier, image, prediction.label, colour))
+                entry.update(_explanation_fields(classifier, image, prediction.label, person, colour))
             entries[index] = entry
         body = {
             "model": classifier.name,
@@ -301,7 +312,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
             "classes": classes,
             "classified": len(decoded),
             "failed": len(entries) - len(decoded),
-            "warning": _few_cells_warning(classifier, len(decoded)),
+            "people": people.line if people else None,
+            "warning": _few_cells_warning(ids, limits.max_files) if people else None,
             "predictions": entries,
         }
         return body if decoded else _none_done(entries, body, capacity, "classified")
@@ -378,25 +390,45 @@ def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
     return data
 
 
-def _few_cells_warning(classifier: Classifier, classified: int) -> str | None:
-    """For a run that normalises colours per person, when a request's images are too few for steady statistics."""
-    if not classifier.per_person or not 0 < classified < FEW_CELLS:
+def _people(classifier: Classifier, names: list[str]) -> People | None:
+    """Whose cells are whose among a request's classified files, as ``predict --person-by auto`` groups them; None
+    for a run that does not normalise colours per person. A request mixing C-NMC names and others is refused (422):
+    pooling them would mix named subjects' colours."""
+    if not classifier.per_person or not names:
         return None
+    try:
+        return group_people(names, "auto", door="serve")
+    except BlastscopeError as error:
+        raise UploadRejected(422, str(error)) from None
+
+
+def _few_cells_warning(ids: list[str], max_files: int) -> str | None:
+    """When a person has too few images in a request for steady colour statistics; None otherwise."""
+    counts = Counter(ids)
+    few = {person: n for person, n in counts.items() if n < FEW_CELLS}
+    if not few:
+        return None
+    person, n = next(iter(few.items()))
+    over = (
+        f"colour normalised over {n} image{'s' * (n != 1)} of one person"
+        if person == ONE_PERSON
+        else f"{len(few)} of {len(counts)} subjects have under {FEW_CELLS} images here (e.g. {person}: {n})"
+    )
     return (
-        f"colour normalised over {classified} image{'s' * (classified != 1)} of one person; upload all of a "
-        f"person's cells together (at least {FEW_CELLS})"
+        f"{over}, too few for steady colour statistics (at least {FEW_CELLS}); upload up to {max_files} of a "
+        "person's cells per request, and for more use `blastscope predict` on the person's folder"
     )
 
 
 def _explanation_fields(
-    classifier: Classifier, image: ModelInput, label: str, colour: SubjectColour | None
+    classifier: Classifier, image: ModelInput, label: str, person: str, colour: SubjectColour | None
 ) -> dict[str, Any]:
     """``gradcam_png`` (null when the heat map shows nothing), ``gradcam_note`` (why, or null) and ``gradcam_layer``,
-    of the image as the model saw it (``colour``: the request's per-person colour statistics).
+    of the image as the model saw it (``colour``: the request's per-person colour statistics, ``person``: its).
 
     A constant heat map (e.g. all zero) is never sent as an overlay: a picture of nothing looks like an answer.
     """
-    explanation = classifier.explain(image, target=label, colour=colour)
+    explanation = classifier.explain(image, target=label, person=person, colour=colour)
     return {
         "gradcam_png": png_base64(explanation.overlay) if explanation.usable else None,
         "gradcam_note": explanation.note or None,

@@ -13,6 +13,7 @@ from blastscope.data.attribution import dataset_attribution
 from blastscope.data.augment import augment_config
 from blastscope.data.classes import positive_class
 from blastscope.data.discover import scan_dataset
+from blastscope.data.people import require_subjects
 from blastscope.data.split import Split, check_leakage, kfold_splits, make_split, read_split_csv, write_split_csv
 from blastscope.data.table import CellTable
 from blastscope.errors import DataError
@@ -83,7 +84,7 @@ def make_run_split(config: TrainConfig, table: CellTable) -> Split:
         decoded).
     """
     if config.colour_norm == "subject":
-        _require_subjects(config, table)
+        require_subjects(table.cells, config.data, "train with --colour-norm none")
     if config.split.csv:
         split = read_split_csv(Path(config.split.csv), table)
     elif config.split.folds:
@@ -103,17 +104,6 @@ def make_run_split(config: TrainConfig, table: CellTable) -> Split:
         if not split.parts.get(part):
             raise DataError(f"{config.data}: the split leaves no {part} cells; add cells or change --split-ratios")
     return split
-
-
-def _require_subjects(config: TrainConfig, table: CellTable) -> None:
-    """``--colour-norm subject`` groups cells by person, so every cell needs its subject id."""
-    unknown = [cell for cell in table.cells if cell.subject is None]
-    if unknown:
-        raise DataError(
-            f"{config.data}: --colour-norm subject normalises each person's cells together, but {len(unknown)} of "
-            f"{len(table.cells)} cells have no subject id (e.g. {unknown[0].path}); name files the C-NMC way "
-            "(UID_<subject>_...) or give a manifest with a subject column, or train with --colour-norm none"
-        )
 
 
 def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:

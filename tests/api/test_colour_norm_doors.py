@@ -3,6 +3,8 @@ statistics fitted once for chunks, Grad-CAM of the normalised image, and the cel
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from blastscope.api import load
 from blastscope.data.cnmc import parse_name
 from blastscope.data.people import ONE_PERSON
 from blastscope.data.synth import smear_field
+from blastscope.errors import BlastscopeError
 from blastscope.inference.predict import by_person, predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
 from blastscope.runs import load_run
@@ -87,3 +90,21 @@ def test_the_cells_of_several_smears_are_classified_as_one_persons(tiny_colour_r
     np.testing.assert_allclose(got, pooled, atol=1e-6)
     each = [list(cell.probabilities.values()) for scan in alone for cell in scan.cells]
     assert len(alone[0].cells) and not np.allclose(got, each, atol=1e-5)
+
+
+def test_a_grouping_is_logged_in_one_line_and_refusals_name_the_apis_options(
+    tiny_colour_run: Path, cells: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    classifier = load(tiny_colour_run)
+    plain = Path(shutil.copy(cells[0], tmp_path / "cell.png"))
+    with caplog.at_level(logging.INFO, logger="blastscope.api.classifier"):
+        classifier.predict_proba(cells)
+        classifier.predict(plain)
+    assert [record.getMessage() for record in caplog.records if record.name == "blastscope.api.classifier"] == [
+        "colours normalised per person: 4 subjects from C-NMC names",
+        "all 1 image taken as one person's: predict once per person",
+    ]
+    with pytest.raises(BlastscopeError, match=r"cell\.png: .*give subject .*; rename it, or use people='name' or "):
+        classifier.predict([cells[0], plain])
+    with pytest.raises(BlastscopeError, match=r"cell\.png: not a C-NMC cell name.*people='folder' or 'all'$"):
+        classifier.predict([plain], people="name")

@@ -58,3 +58,18 @@ def test_a_run_without_colour_norm_ignores_person_by(tiny_run: Path, named: list
     out = tmp_path / "p.csv"
     assert main(["predict", str(tiny_run), *map(str, named[:2]), "--out", str(out), "--person-by", "folder"]) == 0
     assert "person" not in rows(out)[0] and "colours normalised" not in capsys.readouterr().err
+
+
+def test_a_mix_of_cnmc_names_and_others_is_refused_in_one_line_and_one_image_is_one_image(
+    tiny_colour_run: Path, named: list[Path], tmp_path: Path, capsys
+) -> None:
+    plain = Path(shutil.copy(named[0], tmp_path / "cell.png"))
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tiny_colour_run), str(named[0]), str(named[-1]), str(plain), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"blastscope: error: {plain}: not a C-NMC cell name UID_<subject>_..., while the names of 2 other images give "
+        "2 subjects, so whose cells are whose is unknown; rename it, or use --person-by name or folder or all"
+    )
+    assert main(["predict", str(tiny_colour_run), str(plain), "--out", str(out)]) == 0
+    assert f"{load(tiny_colour_run).name}: 1 image, backend" in capsys.readouterr().err

@@ -29,3 +29,11 @@ def test_all_smears_of_a_call_are_one_person_unless_each_file_is(tiny_colour_run
     assert "each photograph's white cells taken as one person's" in capsys.readouterr().err
     together, apart = probabilities(tmp_path / "all"), probabilities(by_file)
     assert len(together) == len(apart) > 0 and together != apart
+
+
+def test_a_photograph_with_too_few_cells_is_named_in_the_warning(tiny_colour_run: Path, smears: Path, tmp_path, caplog):
+    first = sorted(smears.iterdir())[0]
+    out = tmp_path / "file"
+    with caplog.at_level("WARNING", logger="blastscope.inference.predict"):
+        assert main(["scan", str(tiny_colour_run), str(first), "--out", str(out), "--person-by", "file"]) == 0
+    assert f"(e.g. photograph {first}: " in caplog.text and "these images" not in caplog.text

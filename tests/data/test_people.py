@@ -20,11 +20,29 @@ def test_cnmc_names_give_their_subjects_and_auto_takes_them() -> None:
         assert people.line == "colours normalised per person: 2 subjects from C-NMC names"
 
 
-def test_auto_takes_every_image_as_one_persons_when_a_name_does_not_parse() -> None:
-    people = group_people([*NAMED, Path("cell.png")], "auto")
-    assert people.ids == [ONE_PERSON] * 4
-    assert people.line == "all 4 images taken as one person's: run predict once per person"
+def test_auto_takes_every_image_as_one_persons_when_no_name_parses() -> None:
+    people = group_people([Path("a/cell.png"), Path("b/other.png"), Path("c/UID_x.png")], "auto")
+    assert people.ids == [ONE_PERSON] * 3
+    assert people.line == "all 3 images taken as one person's: run predict once per person"
     assert group_people([Image.new("RGB", (4, 4))], "auto").ids == [ONE_PERSON]
+    assert group_people([Path("cell.png")], "auto", door="serve").line == (
+        "all 1 image taken as one person's: upload one person's cells per request"
+    )
+
+
+def test_auto_refuses_names_of_which_only_some_parse_never_pooling_named_subjects() -> None:
+    with pytest.raises(
+        BlastscopeError,
+        match=r"^cell\.png: not a C-NMC cell name UID_<subject>_\.\.\., while the names of 3 other images give 2 "
+        r"subjects, so whose cells are whose is unknown; rename it, or use --person-by name or folder or all$",
+    ):
+        group_people([*NAMED, Path("cell.png")], "auto")
+    with pytest.raises(BlastscopeError, match=r"cell\.png: .* of 2 other images give subject H3, .*unknown"):
+        group_people([*NAMED[:2], Path("cell.png")], "auto")
+    with pytest.raises(BlastscopeError, match=r"people='name' or 'folder' or 'all'$"):
+        group_people([*NAMED, Path("cell.png")], "auto", door="api")
+    with pytest.raises(BlastscopeError, match=r"upload one person's cells per request, named the C-NMC way or none"):
+        group_people([*NAMED, Path("cell.png")], "auto", door="serve")
 
 
 def test_folders_are_people_and_name_refuses_other_names() -> None:
@@ -35,5 +53,7 @@ def test_folders_are_people_and_name_refuses_other_names() -> None:
         group_people([*NAMED, Path("cell.png")], "name")
     with pytest.raises(BlastscopeError, match="has no file.*--person-by all"):
         group_people([Image.new("RGB", (4, 4))], "folder")
+    with pytest.raises(BlastscopeError, match=r"cell\.png: not a C-NMC cell name.*people='folder' or 'all'$"):
+        group_people([*NAMED, Path("cell.png")], "name", door="api")
     with pytest.raises(BlastscopeError, match="unknown: use one of auto, name, folder, all"):
         group_people(NAMED, "subject")

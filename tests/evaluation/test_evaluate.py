@@ -165,11 +165,12 @@ def test_a_run_that_normalises_colours_per_person_says_so_for_how_many_people(
 
 
 def test_new_data_without_subject_ids_is_refused_by_a_run_that_normalises_colours_per_person(
-    tiny_colour_run: Path, natural_crop_dataset: Path
+    tiny_colour_run: Path, natural_crop_dataset: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(DataError, match="13 cells have no subject id .*manifest with a subject column") as caught:
         evaluate_run(tiny_colour_run, data=natural_crop_dataset, bootstrap=0)
     assert "\n" not in str(caught.value)
+    assert "split" not in caplog.text  # evaluate splits nothing: the training note on splits is not said
 
 
 def test_a_point_chosen_with_another_checkpoint_is_not_stored(tiny_run_copy: Path) -> None:

@@ -49,3 +49,10 @@ def test_metadata_and_calibration_follow_the_runs_colour_norm(
     np.testing.assert_allclose(seen[0][0], first, atol=1e-6)
     raw = trained.transform(resized_pixels(calibration[0], pre, cache).pixels).numpy()
     assert not np.allclose(seen[0][0], raw, atol=1e-3)
+
+
+def test_the_input_metadata_gives_the_per_person_rule_and_the_reference_numbers(tiny_colour_run: Path) -> None:
+    trained = load_run(tiny_colour_run)
+    text = export.model_metadata(trained.preprocessing, trained.operating_point, "m", "fp32")["blastscope.input"]
+    assert "mean_ref = [18, 27.7, -22.6] and std_ref = [4, 2.8, 3.2]" in text
+    assert "(x - m) * std_ref / max(s, 1e-6) + mean_ref" in text and ">= 12 of 255" in text

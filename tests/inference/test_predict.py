@@ -14,10 +14,13 @@ from PIL import Image
 from torch import nn
 
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.data.stain import MIN_CELL_PIXELS
 from blastscope.data.transforms import eval_transform
 from blastscope.errors import BlastscopeError, ImageError
 from blastscope.inference.predict import (
+    FEW_CELLS,
     batches,
+    fit_colour,
     predict_features,
     predict_items,
     predict_logits,
@@ -201,3 +204,28 @@ def test_features_need_a_pytorch_network_with_features_of_its_own(images: list[I
     with pytest.raises(BlastscopeError, match=r"no penultimate features of its own \(an ensemble run") as caught:
         predict_features(Averaged(), images, PRE, TRANSFORM)
     assert "Averaged" not in str(caught.value)  # the user hears of runs, not of the network's class
+
+
+def test_fit_colour_announces_a_person_with_too_few_cell_pixels_and_one_with_too_few_cells(caplog) -> None:
+    rng = np.random.default_rng(0)
+    cell = np.zeros((16, 16, 3), dtype=np.uint8)
+    cell[2:14, 2:14] = rng.integers(60, 200, size=(12, 12, 3), dtype=np.uint8)
+    speck = np.zeros((16, 16, 3), dtype=np.uint8)
+    speck[0, 0] = 200  # one cell pixel: no statistics
+    pairs = [("7", cell)] * FEW_CELLS + [("H2", speck)] * FEW_CELLS
+    with caplog.at_level("WARNING", logger="blastscope.inference.predict"):
+        colour = fit_colour(iter(pairs))
+    assert "H2" not in colour.statistics and np.array_equal(colour(speck, "H2"), speck)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"person H2: not colour-normalised: too few cell pixels (under {MIN_CELL_PIXELS} in all), left as decoded"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="blastscope.inference.predict"):
+        fit_colour([("a.jpg", speck)], whose="photograph")
+    assert [record.getMessage() for record in caplog.records] == [
+        f"colours are normalised per person, and 1 of 1 people have under {FEW_CELLS} cells (e.g. photograph a.jpg: "
+        "1), too few for steady statistics: their normalised colours are less reliable (give all of a person's cells "
+        "together)",
+        f"photograph a.jpg: not colour-normalised: too few cell pixels (under {MIN_CELL_PIXELS} in all), left as "
+        "decoded",
+    ]

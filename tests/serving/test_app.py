@@ -122,7 +122,7 @@ def test_predict_several_files_with_explanations(classifier, cell_images: list[P
 
 
 def test_a_heatmap_that_shows_nothing_is_a_note_not_an_overlay(classifier, good, monkeypatch) -> None:
-    def flat(image, target=None, colour=None):
+    def flat(image, target=None, person="", colour=None):
         heatmap = np.zeros((8, 8), np.float32)
         return Explanation(target, heatmap, Image.new("RGB", (8, 8)), "bn2", (1, 1))
 

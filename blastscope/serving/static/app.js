@@ -59,7 +59,7 @@ async function loadHealth() {
       : "none";
     referral.title = health.operating_point.referral;
     if (health.colour_norm && health.colour_norm.mode !== "none") {
-      // The run normalises colours per person: one upload is taken as one person's cells.
+      // The run normalises colours per person: how an upload's cells are grouped into people.
       document.getElementById("model-colour-row").hidden = false;
       document.getElementById("model-colour").textContent = health.colour_norm.description;
     }
@@ -167,8 +167,10 @@ async function classify(files) {
       throw new Error(detail);
     }
     const partly = `${body.classified} of ${files.length} files classified; the others are marked "not classified".`;
-    // A run that normalises colours per person warns when an upload holds too few of a person's cells.
-    show(statusBox, [body.warning, body.failed ? partly : ""].filter(Boolean).join(" "));
+    // A run that normalises colours per person says how the upload's cells were grouped into people (body.people),
+    // and warns when a person has too few cells in it.
+    const people = body.people ? `${body.people}.` : "";
+    show(statusBox, [people, body.warning, body.failed ? partly : ""].filter(Boolean).join(" "));
   } catch (error) {
     show(statusBox, "");
     show(errorBox, `Not classified: ${error.message}`);
