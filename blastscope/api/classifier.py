@@ -229,6 +229,10 @@ class Classifier:
             if (pixels := self._pixels_or_none(image)) is not None
         )
 
+    def can_read(self, image: ImageInput) -> bool:
+        """Whether :meth:`prepare` can make ``image`` the model's input (readable, and its cell found)."""
+        return self._pixels_or_none(image) is not None
+
     def _pixels_or_none(self, image: ImageInput) -> np.ndarray | None:
         try:
             return self.prepare(image).pixels
@@ -375,7 +379,7 @@ class Classifier:
         given."""
         if not isinstance(people, str):
             return list(people)
-        grouped = group_people(items, people, door="api")
+        grouped = group_people(items, people, door="api", readable=self.can_read)
         log.info("%s", grouped.line)
         return grouped.ids
 

@@ -162,7 +162,7 @@ def person_colours(
 
     if not classifier.per_person:
         return None, None
-    people = group_people(paths, person_by)
+    people = group_people(paths, person_by, readable=classifier.can_read)
     print(people.line, file=sys.stderr)
     return people.ids, classifier.fit_colour(paths, people.ids)
 

@@ -8,10 +8,10 @@ each folder as one person's when asked; a call where only some names do is refus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from blastscope.data.cnmc import parse_name
 from blastscope.data.table import Cell
@@ -54,9 +54,18 @@ def image_name(image: object) -> str | None:
     return getattr(image, "filename", "") or None  # a PIL image opened from a file
 
 
-def group_people(images: Sequence[object], person_by: str = "auto", door: Door = "cli") -> People:
+def group_people(
+    images: Sequence[object],
+    person_by: str = "auto",
+    door: Door = "cli",
+    readable: Callable[[Any], bool] | None = None,
+) -> People:
     """Each of ``images`` (paths, PIL images or prepared inputs) given its person as ``person_by`` says
     (:data:`PERSON_BY`); errors and the line name ``door``'s way of choosing.
+
+    ``readable`` (optional) says whether an image can be given to the model at all: an image whose name is not a
+    C-NMC name and that cannot be read is left out of the grouping (its id is :data:`ONE_PERSON`; the caller reports
+    it as unreadable), so one broken file does not stop a person's folder.
 
     Raises
     ------
@@ -68,6 +77,15 @@ def group_people(images: Sequence[object], person_by: str = "auto", door: Door =
         raise BlastscopeError(f"person grouping {person_by!r} is unknown: use one of {', '.join(PERSON_BY)}")
     names = [image_name(image) for image in images]
     subjects = [parse_name(Path(name).name) if name else None for name in names]
+    if readable is not None and person_by in ("auto", "name") and any(subjects) and not all(subjects):
+        broken = [i for i, subject in enumerate(subjects) if subject is None and not readable(images[i])]
+        if broken:
+            kept = [i for i in range(len(images)) if i not in set(broken)]
+            grouped = group_people([images[i] for i in kept], person_by, door)
+            ids = [ONE_PERSON] * len(images)
+            for i, person in zip(kept, grouped.ids, strict=True):
+                ids[i] = person
+            return People(ids, grouped.line)
     if person_by == "auto" and any(subjects) and not all(subjects):
         _refuse_mixed(names, [subject.subject if subject else None for subject in subjects], door)
     if person_by == "name" or (person_by == "auto" and images and all(subjects)):
@@ -107,7 +125,7 @@ def _refuse_mixed(names: Sequence[str | None], subjects: Sequence[str | None], d
     fix = (
         f"{_ONE_REQUEST}, named the C-NMC way or none of them"
         if door == "serve"
-        else f"rename it, or use {_choose(door, 'name', 'folder', 'all')}"
+        else f"rename it, or use {_choose(door, 'folder', 'all')}"
     )
     raise BlastscopeError(
         f"{names[first] or f'image {first}'}: not a C-NMC cell name UID_<subject>_..., while the names of {others} "

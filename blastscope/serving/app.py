@@ -303,6 +303,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         for (index, image), prediction, person in zip(decoded, predicted, ids, strict=True):
             label = class_display_name(prediction.label)
             entry = {**prediction.to_dict(), "file": names[index], "display_label": label}
+            if people:
+                entry["person"] = person
             if explain:
                 entry.update(_explanation_fields(classifier, image, prediction.label, person, colour))
             entries[index] = entry

@@ -69,7 +69,23 @@ def test_a_mix_of_cnmc_names_and_others_is_refused_in_one_line_and_one_image_is_
     err = capsys.readouterr().err.splitlines()[-1]
     assert err == (
         f"blastscope: error: {plain}: not a C-NMC cell name UID_<subject>_..., while the names of 2 other images give "
-        "2 subjects, so whose cells are whose is unknown; rename it, or use --person-by name or folder or all"
+        "2 subjects, so whose cells are whose is unknown; rename it, or use --person-by folder or all"
     )
     assert main(["predict", str(tiny_colour_run), str(plain), "--out", str(out)]) == 0
     assert f"{load(tiny_colour_run).name}: 1 image, backend" in capsys.readouterr().err
+
+
+def test_a_broken_file_in_a_persons_folder_is_skipped_not_a_reason_to_refuse_the_folder(
+    tiny_colour_run: Path, named: list[Path], tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "person"
+    folder.mkdir()
+    for path in named[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.png").write_text("not an image")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tiny_colour_run), str(folder), "--out", str(out)]) == 1  # 1: a file was skipped
+    err = capsys.readouterr().err
+    assert "subject" in err and "from C-NMC names" in err and "broken.png" in err
+    predicted = [row for row in rows(out) if row.get("label")]
+    assert len(predicted) == 3 and all(row["person"] for row in predicted)

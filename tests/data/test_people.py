@@ -34,12 +34,12 @@ def test_auto_refuses_names_of_which_only_some_parse_never_pooling_named_subject
     with pytest.raises(
         BlastscopeError,
         match=r"^cell\.png: not a C-NMC cell name UID_<subject>_\.\.\., while the names of 3 other images give 2 "
-        r"subjects, so whose cells are whose is unknown; rename it, or use --person-by name or folder or all$",
+        r"subjects, so whose cells are whose is unknown; rename it, or use --person-by folder or all$",
     ):
         group_people([*NAMED, Path("cell.png")], "auto")
     with pytest.raises(BlastscopeError, match=r"cell\.png: .* of 2 other images give subject H3, .*unknown"):
         group_people([*NAMED[:2], Path("cell.png")], "auto")
-    with pytest.raises(BlastscopeError, match=r"people='name' or 'folder' or 'all'$"):
+    with pytest.raises(BlastscopeError, match=r"people='folder' or 'all'$"):
         group_people([*NAMED, Path("cell.png")], "auto", door="api")
     with pytest.raises(BlastscopeError, match=r"upload one person's cells per request, named the C-NMC way or none"):
         group_people([*NAMED, Path("cell.png")], "auto", door="serve")
@@ -57,3 +57,12 @@ def test_folders_are_people_and_name_refuses_other_names() -> None:
         group_people([*NAMED, Path("cell.png")], "name", door="api")
     with pytest.raises(BlastscopeError, match="unknown: use one of auto, name, folder, all"):
         group_people(NAMED, "subject")
+
+
+def test_an_unreadable_file_without_a_cnmc_name_is_left_out_of_the_grouping() -> None:
+    broken = Path("notes.png")
+    people = group_people([*NAMED, broken], "auto", readable=lambda image: image != broken)
+    assert people.ids == [*group_people(NAMED, "auto").ids, ONE_PERSON]
+    assert people.line == "colours normalised per person: 2 subjects from C-NMC names"
+    with pytest.raises(BlastscopeError, match=r"cell\.png: not a C-NMC cell name"):  # readable: still refused
+        group_people([*NAMED, Path("cell.png")], "auto", readable=lambda image: True)

@@ -50,6 +50,7 @@ def test_a_requests_cells_are_grouped_by_subject_as_predict_groups_them(classifi
     assert body["warning"].endswith(
         "upload up to 32 of a person's cells per request, and for more use `blastscope predict` on the person's folder"
     )
+    assert [entry["person"] for entry in body["predictions"]] == [parse_name(p.name).subject for p in two_subjects]  # type: ignore[union-attr]
     got = probabilities_of(body, classifier.classes)
     np.testing.assert_allclose(got, classifier.predict_proba(two_subjects), atol=1e-6)  # predict's --person-by auto
     assert not np.allclose(got, classifier.predict_proba(two_subjects, people="all"), atol=1e-4)
@@ -74,6 +75,7 @@ def test_a_run_without_it_says_colours_as_decoded_and_never_warns(tiny_run: Path
     assert api.get("/health").json()["colour_norm"] == {"mode": "none", "description": "colours as decoded"}
     body = api.post("/predict", files=upload(cell_images[:2])).json()
     assert body["warning"] is None and body["people"] is None
+    assert all("person" not in entry for entry in body["predictions"])
 
 
 def test_the_page_shows_the_warning_and_the_runs_grouping() -> None:
