@@ -104,7 +104,8 @@ def test_a_grouping_is_logged_in_one_line_and_refusals_name_the_apis_options(
         "colours normalised per person: 4 subjects from C-NMC names",
         "all 1 image taken as one person's: predict once per person",
     ]
-    with pytest.raises(BlastscopeError, match=r"cell\.png: .*give subject .*; rename it, or use people='folder' or 'all'$"):
+    mixed = r"cell\.png: .*give subject .*; rename it, or use people='folder' or 'all'$"
+    with pytest.raises(BlastscopeError, match=mixed):
         classifier.predict([cells[0], plain])
     with pytest.raises(BlastscopeError, match=r"cell\.png: not a C-NMC cell name.*people='folder' or 'all'$"):
         classifier.predict([plain], people="name")
