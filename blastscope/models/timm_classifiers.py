@@ -137,7 +137,7 @@ def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> C
     # The default CPU recipe: the best single-model recipe of those cross-validated over cnmc-dev's subjects that
     # trains within 20 minutes on 2 CPU cores (benchmarks/RESULTS.md, "Accuracy on people it has never seen").
     defaults=TrainingDefaults(
-        epochs_frozen=3, epochs_finetune=2, lr_head=1e-3, lr_finetune=1e-4, unfreeze_stages=2, image_size=160
+        epochs_frozen=3, epochs_finetune=2, lr_head=1e-3, lr_finetune=3e-4, unfreeze_stages=2, image_size=160
     ),
 )
 def efficientnet_lite0(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
