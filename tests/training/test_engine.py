@@ -50,7 +50,9 @@ def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable
         "epoch_seconds",
     ]
     assert [(row["epoch"], row["phase"]) for row in history] == [("1", "frozen"), ("2", "finetune")]
-    assert float(history[0]["lr"]) == pytest.approx(1e-3) and float(history[1]["lr"]) == pytest.approx(1e-4)
+    recipe = yaml.safe_load((run_dir / "config.yaml").read_text())  # each phase starts at its recorded rate
+    assert float(history[0]["lr"]) == pytest.approx(recipe["lr_head"])
+    assert float(history[1]["lr"]) == pytest.approx(recipe["lr_finetune"]) != recipe["lr_head"]
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["n"] == metrics["data"]["parts"]["test"] > 0
