@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -222,7 +222,7 @@ class Classifier:
         An image :meth:`prepare` refuses (unreadable, or no cell found) is left out: :meth:`predict` refuses it too.
         Each image is read once and not kept.
         """
-        ids = self._people(images, people)
+        ids = self._people(images, people, readable=self.can_read)
         return fit_colour(
             (person, pixels)
             for image, person in zip(images, ids, strict=True)
@@ -360,8 +360,8 @@ class Classifier:
         self, items: list[ImageInput], tta: bool, batch_size: int, people: People, colour: SubjectColour | None
     ) -> ItemLogits:
         """Logits and ``segmented`` flags; decoding and segmentation run outside the lock, so threads share them."""
+        prepared = [self.prepare(item) for item in items]  # first: an unreadable image stops the call here
         ids = self._people(items, people) if self.per_person else None
-        prepared = [self.prepare(item) for item in items]
         with self._lock:
             return predict_items(
                 self.runner,
@@ -374,12 +374,14 @@ class Classifier:
                 colour=colour,
             )
 
-    def _people(self, items: Sequence[ImageInput], people: People) -> list[str]:
-        """One person id per item: ``people``'s grouping of the items' names (logged in one line), or its ids as
-        given."""
+    def _people(
+        self, items: Sequence[ImageInput], people: People, readable: Callable[[ImageInput], bool] | None = None
+    ) -> list[str]:
+        """One person id per item: ``people``'s grouping of the items' names (logged in one line; ``readable`` as
+        :func:`~blastscope.data.people.group_people`'s), or its ids as given."""
         if not isinstance(people, str):
             return list(people)
-        grouped = group_people(items, people, door="api", readable=self.can_read)
+        grouped = group_people(items, people, door="api", readable=readable)
         log.info("%s", grouped.line)
         return grouped.ids
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from blastscope.data.cache import DecodedCache, ModelInput, decode_resized, model_input
 from blastscope.data.images import decode_pil
-from blastscope.data.people import ONE_PERSON
+from blastscope.data.people import ONE_PERSON, require_subjects
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.stain import MIN_CELL_PIXELS, SubjectColour
 from blastscope.data.table import Cell
@@ -122,13 +122,15 @@ def by_person(
 
     Raises
     ------
+    DataError
+        For dataset cells without a subject id (their person is unknown) when ``people`` is not given.
     BlastscopeError
-        For a dataset cell without a subject id (its person is unknown) when ``people`` is not given, ``people``
-        of another length than ``items``, or a person ``colour`` was not fitted on; ``ImageError`` as
+        For ``people`` of another length than ``items``, or a person ``colour`` was not fitted on; ``ImageError`` as
         :func:`resized_pixels`.
     """
     if people is None:
-        people = [_person(item) for item in items]
+        require_subjects([item for item in items if isinstance(item, Cell)], "cells to predict", "give people=")
+        people = [item.subject if isinstance(item, Cell) else ONE_PERSON for item in items]  # type: ignore[misc]
     if len(people) != len(items):
         raise BlastscopeError(f"{len(people)} people given for {len(items)} images")
     inputs = [resized_pixels(item, pre, cache) for item in items]
@@ -178,17 +180,6 @@ def fit_colour(images: Iterable[tuple[str, np.ndarray]], whose: str = "person") 
 def _who(person: str, whose: str) -> str:
     """A person as the warnings of :func:`fit_colour` name them."""
     return "these images, taken as one person's" if person == ONE_PERSON else f"{whose} {person}"
-
-
-def _person(item: Item) -> str:
-    if not isinstance(item, Cell):
-        return ONE_PERSON
-    if item.subject is None:
-        raise BlastscopeError(
-            f"{item.path}: the run normalises colours per person (--colour-norm subject) but this cell has no subject "
-            "id; name files the C-NMC way (UID_<subject>_...) or give a manifest with a subject column"
-        )
-    return item.subject
 
 
 def readable(items: Sequence[Item], pre: Preprocessing, cache: DecodedCache | None = None) -> Readable:
