@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def main() -> None:
     torch.set_num_threads(1)
     cache = DecodedCache()
     folds = args.folds or sorted(int(p.name.split("-")[1]) for p in (args.bench / "runs").glob("fold-*"))
+    missing = [fold for fold in folds if not (args.bench / "runs" / f"fold-{fold}" / "config.yaml").is_file()]
+    if not folds or missing:
+        which = f"fold {', '.join(map(str, missing))}" if missing else "fold"
+        sys.exit(f"error: {args.bench / 'runs'} has no finished {which}: give a folder that bench_accuracy.py trained")
     for fold in folds:
         run = load_run(args.bench / "runs" / f"fold-{fold}")
         people: dict[str, list[Cell]] = defaultdict(list)

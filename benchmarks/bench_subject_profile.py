@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -107,7 +108,12 @@ def main() -> None:
     parser.add_argument("bench", type=Path, help="a bench_accuracy.py --out folder")
     parser.add_argument("--every", type=int, default=1, help="measure the area of every k-th cell (default: all)")
     args = parser.parse_args()
-    with open(args.bench / "predictions.csv", newline="") as handle:
+    predictions = args.bench / "predictions.csv"
+    if not predictions.is_file():
+        sys.exit(f"error: {predictions} is missing: give a folder that bench_accuracy.py finished")
+    if args.every < 1:
+        sys.exit(f"error: --every {args.every}: give 1 (every cell) or more")
+    with predictions.open(newline="") as handle:
         people = profile(list(csv.DictReader(handle)), args.every)
     print(f"{'person':>7} {'class':>5} {'fold':>4} {'cells':>5} {'median area':>11} {'mean p(ALL)':>11}  call")
     for name, p in sorted(people.items(), key=lambda item: (item[1]["label"], item[1]["mean_p_all"])):
