@@ -36,7 +36,8 @@ from blastscope.segmentation.background import cell_on_black_mask  # noqa: E402
 
 
 def profile(rows: list[dict[str, str]], every: int) -> dict[str, dict]:
-    """Per person: label, fold, cells, median area (px², every ``every``-th cell), mean p(ALL), threshold."""
+    """Per person: label, fold, cells, the areas measured (px², every ``every``-th cell) with those cells' p(ALL), the
+    median area, the mean p(ALL) over all their cells, and whether that mean against their fold's threshold is right."""
     people: dict[str, dict] = defaultdict(lambda: {"areas": [], "p_all": [], "measured": []})
     for index, row in enumerate(rows):
         person = people[row["subject"]]
@@ -90,7 +91,7 @@ def plot(people: dict[str, dict], path: Path) -> None:
     axis.set_xlabel("median cell area, thousand px² on the 450-px C-NMC canvas")
     axis.set_ylabel("mean p(ALL) of the person's cells (out of fold)")
     axis.set_ylim(0, 1)
-    axis.set_title("Mean p(ALL) rises with cell size; people called wrong are ringed")
+    axis.set_title("Each person's cell size against the model's mean p(ALL); wrong calls ringed")
     axis.legend(loc="lower right", title="marker area ~ cells", fontsize=8)
     axis.grid(alpha=0.3)
     figure.text(
