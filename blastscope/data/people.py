@@ -80,7 +80,7 @@ def group_people(
     if readable is not None and person_by in ("auto", "name") and any(subjects) and not all(subjects):
         broken = [i for i, subject in enumerate(subjects) if subject is None and not readable(images[i])]
         if broken:
-            kept = [i for i in range(len(images)) if i not in set(broken)]
+            kept = sorted(set(range(len(images))) - set(broken))
             grouped = group_people([images[i] for i in kept], person_by, door)
             ids = [ONE_PERSON] * len(images)
             for i, person in zip(kept, grouped.ids, strict=True):
