@@ -28,32 +28,33 @@ from torch import nn
 
 from blastscope.data.cache import DecodedCache
 from blastscope.data.table import Cell
-from blastscope.inference.predict import batches, probabilities
+from blastscope.inference.predict import batches, by_person, predict_logits, probabilities
+from blastscope.inference.runners import TorchRunner
 from blastscope.runs.trained import TrainedRun, load_run
 
 BATCH = 64
 
 
 def person_adapted(run: TrainedRun, cells: list[Cell], cache: DecodedCache) -> nn.Module:
-    """A copy of the run's network whose BatchNorm statistics are those of ``cells`` (cumulative over one pass)."""
+    """A copy of the run's network whose BatchNorm statistics are those of ``cells`` (cumulative over one pass), fed
+    as the run's predictions feed them (colours normalised over the person first for ``--colour-norm subject``)."""
     model = copy.deepcopy(run.model)
     norms = [layer for layer in model.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
     for layer in norms:
         layer.reset_running_stats()
         layer.momentum = None  # a plain average over every batch, not an exponential one
         layer.train()
+    pre = run.preprocessing
+    inputs = by_person(cells, pre, cache) if pre.colour_norm == "subject" else cells
     with torch.no_grad():
-        for batch in batches(cells, run.preprocessing, run.transform, BATCH, cache):
+        for batch in batches(inputs, pre, run.transform, BATCH, cache):
             model(batch)
     return model.eval()
 
 
 def p_all(model: nn.Module, run: TrainedRun, cells: list[Cell], cache: DecodedCache) -> np.ndarray:
-    """p(ALL) of every cell, shape (N,), at the run's stored temperature."""
-    with torch.no_grad():
-        logits = np.concatenate(
-            [model(batch).float().numpy() for batch in batches(cells, run.preprocessing, run.transform, BATCH, cache)]
-        )
+    """p(ALL) of every cell, shape (N,), predicted as blastscope predicts, at the run's stored temperature."""
+    logits = predict_logits(TorchRunner(model), cells, run.preprocessing, run.transform, batch_size=BATCH, cache=cache)
     point = run.operating_point
     return probabilities(logits, point.temperature)[:, run.classes.index(point.positive_class)]
 
