@@ -3,9 +3,9 @@
 Reads the pooled out-of-fold ``predictions.csv`` of a ``bench_accuracy.py`` folder, measures every cell's area on its
 black C-NMC canvas (the largest bright component, holes filled: ``cell_on_black_mask``, px² at the stored 450-px
 scale) and prints, per person, the number of cells, the median cell area, the mean p(ALL) and whether the person's
-call (mean p(ALL) against their fold's threshold) is right, plus the Spearman rank correlation of median area and
-mean p(ALL) over the people of each class, the cell-level ROC-AUC of cell area alone beside the model's, and the
-model's ROC-AUC among cells of similar size (area quintiles).
+call (mean p(ALL) against their fold's threshold, from the benchmark's ``results.json``) is right, plus the Spearman
+rank correlation of median area and mean p(ALL) over the people of each class, the cell-level ROC-AUC of cell area
+alone beside the model's, and the model's ROC-AUC among cells of similar size (area quintiles).
 ``subject_profile.png`` in the folder plots the same: one point per person.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_subject_profile.py /tmp/bench-accuracy/lr-ft-3e-4-160 [--every 3]
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -35,29 +37,27 @@ from blastscope.evaluation.plots import class_colors, to_png  # noqa: E402
 from blastscope.segmentation.background import cell_on_black_mask  # noqa: E402
 
 
-def profile(rows: list[dict[str, str]], every: int) -> dict[str, dict]:
-    """Per person: label, fold, cells, the areas measured (px², every ``every``-th cell) with those cells' p(ALL), the
-    median area, the mean p(ALL) over all their cells, and whether that mean against their fold's threshold is right."""
-    people: dict[str, dict] = defaultdict(lambda: {"areas": [], "p_all": [], "measured": []})
-    for index, row in enumerate(rows):
-        person = people[row["subject"]]
-        person.update(label=row["label"], fold=row["fold"], threshold=float(row["threshold"]))
-        person["p_all"].append(float(row["p_all"]))
+def profile(cells: list[dict[str, str]], subjects: list[dict[str, Any]], every: int) -> dict[str, dict]:
+    """Per person: their row of the benchmark's subject table (class, fold, cells, mean p(ALL), their call) with the
+    areas measured (px², every ``every``-th cell of ``predictions.csv``), those cells' p(ALL) and the median area."""
+    measured: dict[str, dict[str, list]] = defaultdict(lambda: {"areas": [], "p_all": []})
+    for index, row in enumerate(cells):
+        person = measured[row["subject"]]
         if index % every == 0 or not person["areas"]:
             person["areas"].append(int(cell_on_black_mask(np.asarray(read_rgb(row["path"]))).sum()))
-            person["measured"].append(float(row["p_all"]))
+            person["p_all"].append(float(row["p_all"]))
     return {
-        name: {
-            "label": p["label"],
-            "fold": p["fold"],
-            "cells": len(p["p_all"]),
-            "areas": p["areas"],
-            "measured_p_all": p["measured"],
-            "median_area": float(np.median(p["areas"])),
-            "mean_p_all": float(np.mean(p["p_all"])),
-            "right": (np.mean(p["p_all"]) >= p["threshold"]) == (p["label"] == "all"),
+        row["subject"]: {
+            "label": row["true_class"],
+            "fold": row["fold"],
+            "cells": row["n_cells"],
+            "areas": measured[row["subject"]]["areas"],
+            "measured_p_all": measured[row["subject"]]["p_all"],
+            "median_area": float(np.median(measured[row["subject"]]["areas"])),
+            "mean_p_all": row["mean_probability"]["all"],
+            "right": row["predicted_class"] == row["true_class"],
         }
-        for name, p in people.items()
+        for row in subjects
     }
 
 
@@ -109,13 +109,16 @@ def main() -> None:
     parser.add_argument("bench", type=Path, help="a bench_accuracy.py --out folder")
     parser.add_argument("--every", type=int, default=1, help="measure the area of every k-th cell (default: all)")
     args = parser.parse_args()
-    predictions = args.bench / "predictions.csv"
-    if not predictions.is_file():
-        sys.exit(f"error: {predictions} is missing: give a folder that bench_accuracy.py finished")
+    predictions, results = args.bench / "predictions.csv", args.bench / "results.json"
+    for path in (predictions, results):
+        if not path.is_file():
+            sys.exit(f"error: {path} is missing: give a folder that bench_accuracy.py finished")
     if args.every < 1:
         sys.exit(f"error: --every {args.every}: give 1 (every cell) or more")
     with predictions.open(newline="") as handle:
-        people = profile(list(csv.DictReader(handle)), args.every)
+        cells = list(csv.DictReader(handle))
+    subjects = json.loads(results.read_text())["pooled"]["subjects"]["rows"]
+    people = profile(cells, subjects, args.every)
     print(f"{'person':>7} {'class':>5} {'fold':>4} {'cells':>5} {'median area':>11} {'mean p(ALL)':>11}  call")
     for name, p in sorted(people.items(), key=lambda item: (item[1]["label"], item[1]["mean_p_all"])):
         verdict = "right" if p["right"] else "WRONG"
