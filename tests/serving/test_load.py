@@ -32,6 +32,10 @@ REQUEST_TIMEOUT_S, KEEP_ALIVE_S = 2.0, 1.0
 CONCURRENT_UPLOADS = 6
 HEADROOM = 256 * 2**20
 """What the server may hold beyond its decoding budget while decoding: request bodies, threads, Python objects."""
+ONE_REQUEST_PER_CONNECTION = httpx.Limits(max_keepalive_connections=0)
+"""For clients that probe: the server closes a connection idle for KEEP_ALIVE_S (1 s), and a request sent on it as it
+closes is dropped unanswered (HTTP/1.1's idle-close race), which a stalled test process (a garbage collection, a busy
+CI machine) can hit. A new connection for every request leaves only real drops to fail the test."""
 
 
 def gray16_png(width: int, height: int) -> bytes:
@@ -108,7 +112,8 @@ def test_memory_is_bounded_under_concurrent_uploads_of_the_memory_case(server: S
     bomb = gray16_png(7000, 7000)
     assert len(bomb) < 200_000  # 95 KB on the wire, 98 MB of 16-bit pixels
     pid = server.process.pid
-    with httpx.Client(timeout=60) as warm_up:  # the first requests import and allocate what every later one reuses
+    # The first requests import and allocate what every later one reuses.
+    with httpx.Client(timeout=60, limits=ONE_REQUEST_PER_CONNECTION) as warm_up:
         small = [("files", ("cell.png", cell_images[0].read_bytes())), ("files", ("gray16.png", gray16_png(600, 400)))]
         assert warm_up.post(f"{server.url}/predict", files=small).status_code == 200
         health = warm_up.get(f"{server.url}/health").json()
@@ -130,7 +135,7 @@ def test_memory_is_bounded_under_concurrent_uploads_of_the_memory_case(server: S
     for thread in uploads:
         thread.start()
     health_seconds: list[float] = []
-    with httpx.Client(timeout=30) as prober:
+    with httpx.Client(timeout=30, limits=ONE_REQUEST_PER_CONNECTION) as prober:
         deadline = time.monotonic() + 180
         while any(thread.is_alive() for thread in uploads) and time.monotonic() < deadline:
             started = time.monotonic()
