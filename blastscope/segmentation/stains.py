@@ -38,6 +38,7 @@ BACKGROUND_QUANTILE = 90
 """Pixels at least as bright (relative to the light source) as this percentile are background: the brightest tenth,
 since a tight crop around a white cell may hold little more background than that."""
 MIN_SIDE = 16  # smaller images hold no cell worth segmenting
+BLACK_LEVEL = 24  # a pixel whose brightest channel is below this is near-black (JPEG noise on black stays below it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ def stain_maps(image: np.ndarray, smoothing: float = 2.0, window: float = WHITE_
     smooth = ndi.gaussian_filter(rgb, (smoothing, smoothing, 0)) if smoothing > 0 else rgb
     density = -np.log((smooth + 1.0) / (white + 1.0))
     stains = density @ hed_from_rgb  # Ruifrok & Johnston: optical densities times the inverse stain matrix
+    unlit = _unlit(rgb, smoothing)
     relative = np.clip(smooth / white, 0.0, 1.5)  # not clipped at 1: the background's noise must stay measurable
     b_star = rgb2lab(relative)[..., 2]
     brightness = relative.min(axis=2)  # the least bright channel, as for the light source
@@ -185,9 +187,21 @@ def stain_maps(image: np.ndarray, smoothing: float = 2.0, window: float = WHITE_
     return StainMaps(
         white=white,
         density=density,
-        haematoxylin=stains[..., 0],
-        red_cell=stains[..., 2],
-        blueness=reference - b_star,
+        haematoxylin=np.where(unlit, 0.0, stains[..., 0]),
+        red_cell=np.where(unlit, 0.0, stains[..., 2]),
+        blueness=np.where(unlit, 0.0, reference - b_star),
         blueness_noise=noise,
         background=background,
     )
+
+
+def _unlit(rgb: np.ndarray, smoothing: float) -> np.ndarray:
+    """HxW bool: near-black pixels (brightest channel below :data:`BLACK_LEVEL`) and those smoothing blurs them into.
+
+    Where no light came through (a black canvas around a cut-out cell, a dark vignette) the optical density is
+    maximal but says nothing about stain: left in, it reads as the darkest nucleus of the image. Such pixels read
+    as unstained background instead.
+    """
+    unlit = rgb.max(axis=2) < BLACK_LEVEL
+    reach = int(np.ceil(2 * smoothing)) + 1
+    return ndi.binary_dilation(unlit, iterations=reach) if unlit.any() else unlit

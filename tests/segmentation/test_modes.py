@@ -11,7 +11,14 @@ from PIL import Image
 
 from blastscope.data.synth import smear_field, synthesize
 from blastscope.errors import BlastscopeError
-from blastscope.segmentation import CNMC_CANVAS, CellNotFoundError, cell_for_model, is_on_black, segmenting_bytes
+from blastscope.segmentation import (
+    CNMC_CANVAS,
+    CellNotFoundError,
+    cell_for_model,
+    is_on_black,
+    segment_cell,
+    segmenting_bytes,
+)
 from blastscope.segmentation.modes import GREY_REASON, MAX_SEGMENT_PIXELS, SEGMENT_PEAK_BYTES_PER_PIXEL, is_grey
 
 
@@ -123,3 +130,40 @@ def test_real_cnmc_cells_are_left_as_they_are(cnmc_sample: Path) -> None:
         image = np.asarray(Image.open(path).convert("RGB"))
         cell = cell_for_model(image, "auto")
         assert not cell.segmented and cell.image is image, path
+
+
+def cut_by_the_border(cell: np.ndarray, sides: int) -> np.ndarray:
+    """A C-NMC cut-out cropped so its cell is cut by the bottom border (``sides=1``) or bottom and right (2)."""
+    rows, cols = np.nonzero(cell.max(axis=2) >= 12)
+    bottom = (rows.min() + rows.max()) // 2 + 20  # through the cell, below its centre
+    right = (cols.min() + cols.max()) // 2 + 20 if sides == 2 else cell.shape[1]
+    return cell[max(0, rows.min() - 30) : bottom, max(0, cols.min() - 30) : right]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sides", [1, 2])
+def test_a_cnmc_cut_out_whose_cell_reaches_the_border_stays_as_it_is(cnmc_sample: Path, sides: int) -> None:
+    # Once read as a natural background, its black canvas had the highest optical density of the image and was cut
+    # out as "the cell": a black canvas the model then classified.
+    for path in sorted(cnmc_sample.rglob("*.png"))[:6]:
+        crop = cut_by_the_border(np.asarray(Image.open(path).convert("RGB")), sides)
+        cell = cell_for_model(crop, "auto")
+        assert not cell.segmented and cell.image is crop, path
+
+
+def test_the_exif_case_is_a_cut_out_on_black(cases: Path) -> None:
+    for name in ("exif_upright.jpg", "exif_orient6.jpg"):
+        image = np.asarray(Image.open(cases / "decode" / name).convert("RGB"))
+        assert is_on_black(image), name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_black_vignette_is_never_taken_for_the_cell(seed: int) -> None:
+    crop = crop_around_cell(seed)
+    vignetted = crop.copy()
+    vignetted[:45, :45] = 0  # the dark corner of a field photographed through an eyepiece
+    assert not is_on_black(vignetted)
+    assert cell_for_model(vignetted, "auto").segmented
+    clean, found = segment_cell(crop), segment_cell(vignetted)
+    assert found.found and found.box is not None and clean.box is not None
+    assert np.abs(np.subtract(found.box, clean.box)).max() <= 3, (found.box, clean.box)  # the same white cell
