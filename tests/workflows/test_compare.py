@@ -338,7 +338,8 @@ def test_compare_trains_again_after_the_data_is_redrawn_under_the_same_names(
 def test_budget_defaults_follow_the_data_and_explicit_numbers_win() -> None:
     assert CompareConfig().resolved_budget() == BUDGETS["demo"]
     assert CompareConfig(data=Path("x")).resolved_budget().name == "standard"
-    custom = CompareConfig(budget="full", epochs_finetune=3, image_size=64).resolved_budget()
+    custom = CompareConfig(budget="full", epochs_finetune=3, image_size=64, bootstrap=2000).resolved_budget()
+    assert custom.purpose == f"{BUDGETS['full'].purpose}; image size and fine-tuning epochs set by flags"
     assert (custom.name, custom.epochs_frozen, custom.epochs_finetune, custom.image_size) == ("full", 10, 3, 64)
     assert "image size 64 px" in custom.describe()
     with pytest.raises(BlastscopeError, match="budget 'huge' is unknown"):

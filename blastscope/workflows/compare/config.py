@@ -56,6 +56,14 @@ BUDGETS = {
     "full": Budget("full", None, 10, 20, 32, 2000, "final numbers for a paper or a decision"),
 }
 
+BUDGET_FIELD_NAMES = {
+    "image_size": "image size",
+    "epochs_frozen": "frozen epochs",
+    "epochs_finetune": "fine-tuning epochs",
+    "batch_size": "batch size",
+    "bootstrap": "bootstrap resamples",
+}
+
 
 @dataclass(slots=True)
 class CompareConfig:
@@ -97,7 +105,8 @@ class CompareConfig:
         Returns
         -------
         Budget
-            The preset (``demo`` without data, ``standard`` with) with any explicitly given numbers applied on top.
+            The preset (``demo`` without data, ``standard`` with) with any explicitly given numbers applied on top;
+            its ``purpose`` then names what the flags changed, so no report calls a 1-epoch run "standard".
 
         Raises
         ------
@@ -115,7 +124,12 @@ class CompareConfig:
             "batch_size": self.batch_size,
             "bootstrap": self.bootstrap,
         }
-        return replace(preset, **{key: value for key, value in given.items() if value is not None})
+        changed = {key: value for key, value in given.items() if value is not None and value != getattr(preset, key)}
+        if not changed:
+            return preset
+        names = [BUDGET_FIELD_NAMES[key] for key in changed]
+        flags = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return replace(preset, **changed, purpose=f"{preset.purpose}; {flags} set by flags")
 
 
 def check_request(config: CompareConfig) -> None:
