@@ -84,11 +84,11 @@ def test_a_grey_photograph_is_listed_as_not_scanned_with_the_reason(
     out = tmp_path / "scan"
     assert main(["scan", str(tiny_run), str(grey), "--out", str(out)]) == 1
     captured = capsys.readouterr()
-    assert f"skipped {grey}: a grey image cannot be segmented by stain" in captured.err
+    assert f"skipped {grey}: a grey photograph cannot be scanned" in captured.err
     assert "0 photographs scanned, 1 not scanned" in captured.out
-    assert f"{grey}: not scanned: a grey image" in (out / "summary.txt").read_text()
+    assert f"{grey}: not scanned: a grey photograph" in (out / "summary.txt").read_text()
     (row,) = csv.DictReader((out / "images.csv").open())
-    assert "--segment never" in row["error"]
+    assert "give a colour photograph" in row["error"] and "--segment" not in row["error"]  # scan has no --segment
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_what_was_kept(

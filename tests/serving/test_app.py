@@ -22,8 +22,10 @@ from PIL import Image
 from blastscope.api import load
 from blastscope.data.cache import ModelInput, resize_rgb
 from blastscope.data.synth import smear_field
+from blastscope.errors import BlastscopeError, DataError, ImageError
 from blastscope.inference.gradcam import Explanation
 from blastscope.runs import load_run
+from blastscope.segmentation.modes import CellNotFoundError
 from blastscope.serving.app import Limits, create_app
 from blastscope.serving.limits import Capacity
 from blastscope.serving.memory import (
@@ -35,6 +37,7 @@ from blastscope.serving.memory import (
     scan_cost,
     segmenting_cost,
 )
+from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
 """A macOS AppleDouble ``._cell.png`` as a zip made on a Mac leaves it beside ``cell.png``: 24 bytes of metadata."""
@@ -456,6 +459,62 @@ def test_scan_with_no_usable_photograph_is_a_4xx(classifier) -> None:
     response = client(classifier).post("/scan", files=upload(("a.png", APPLEDOUBLE), ("b.png", b"")))
     assert response.status_code == 400  # 415 and 400: they differ
     assert response.json()["detail"].startswith("none of the 2 files could be scanned: a.png: ")
+
+
+def _grey_field_file() -> bytes:
+    """The field of :func:`_field_file` as a one-channel (L) PNG: a grey photograph."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(_field_file())).convert("L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_grey_photograph_is_answered_on_its_own_beside_one_scanned(classifier) -> None:
+    """A grey photograph cannot be scanned (its white cells are found by their stain): its own 422 entry with the
+    reason, never the request's 500, and the request's other photographs are scanned."""
+    api = client(classifier)
+    grey = {"file": "grey.png", "error": GREY_PHOTOGRAPH_REASON, "status": 422}
+    response = api.post("/scan", files=upload(("field.png", _field_file()), ("grey.png", _grey_field_file())))
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["scanned"], body["failed"]) == (1, 1)
+    assert body["scans"][0]["file"] == "field.png" and body["scans"][0]["n_cells"] == 3
+    assert body["scans"][1] == grey
+    alone = api.post("/scan", files=upload(("grey.png", _grey_field_file())))
+    assert alone.status_code == 422
+    assert alone.json()["detail"] == f"grey.png: {GREY_PHOTOGRAPH_REASON}" and alone.json()["scans"] == [grey]
+    assert "--segment" not in GREY_PHOTOGRAPH_REASON  # scan has no such option, in any door
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ImageError("bad.png", "a grey photograph"),
+        CellNotFoundError("no cell here"),
+        DataError("not usable data"),
+        BlastscopeError("red cell diameter 0 px is not usable"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_any_input_error_of_a_scan_is_the_files_own_422(
+    classifier, monkeypatch: pytest.MonkeyPatch, error: BlastscopeError
+) -> None:
+    """Every error a scan raises for its input (a :class:`BlastscopeError`) is answered as the file's own entry: one
+    line without a traceback, the name once, while the other photographs are scanned."""
+    scan = classifier.scan
+
+    def failing_on_bad(image: Image.Image, *, name: str, **options: object) -> object:
+        if name == "bad.png":
+            raise error
+        return scan(image, name=name, **options)
+
+    monkeypatch.setattr(classifier, "scan", failing_on_bad)
+    response = client(classifier).post("/scan", files=upload(("bad.png", _field_file()), ("field.png", _field_file())))
+    assert response.status_code == 200
+    bad, good = response.json()["scans"]
+    reason = error.reason if isinstance(error, ImageError) else str(error)
+    assert bad == {"file": "bad.png", "error": reason, "status": 422}
+    assert "bad.png" not in bad["error"] and "\n" not in bad["error"]
+    assert good["file"] == "field.png" and "error" not in good
 
 
 def test_a_large_photograph_is_scanned_within_its_reservation(classifier) -> None:

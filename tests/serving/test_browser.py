@@ -22,6 +22,7 @@ from PIL import Image
 from blastscope.api import load
 from blastscope.data.synth import smear_field
 from blastscope.runs import load_run
+from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -211,3 +212,28 @@ def test_a_smear_photograph_shows_its_overlay_verdict_and_cell_list(server: str,
 
     screenshot = Path(os.environ.get("BLASTSCOPE_SCREENSHOT_DIR", tmp_path)) / "serve-page-smear.png"
     assert browser.save_screenshot(str(screenshot))
+
+
+def test_a_grey_photograph_beside_a_smear_gets_its_own_card(server: str, browser, tmp_path: Path) -> None:
+    """Smear mode, a colour field and a grey one dropped together: the colour one is scanned, the grey one is shown as
+    not scanned with its one-line reason (a 422 of its own), not as an error of the whole upload."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    field = Image.fromarray(smear_field(0, height=480, width=640, white_cells=3, cut_cells=1).image)
+    colour, grey = tmp_path / "colour-field.png", tmp_path / "grey-field.png"
+    field.save(colour)
+    field.convert("L").save(grey)
+    browser.get(server)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model-backend").text.startswith("onnx"))
+    browser.find_element(By.ID, "mode-smear").click()
+    browser.find_element(By.ID, "file-input").send_keys(f"{colour.resolve()}\n{grey.resolve()}")
+    WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == 2)
+
+    (failed,) = browser.find_elements(By.CSS_SELECTOR, ".card.failed")
+    assert failed.find_element(By.CSS_SELECTOR, ".file-name").text == grey.name
+    assert failed.find_element(By.CSS_SELECTOR, ".reason").text == f"{GREY_PHOTOGRAPH_REASON} (HTTP 422)"
+    (scanned,) = browser.find_elements(By.CSS_SELECTOR, ".scan-card")
+    assert scanned.find_element(By.CSS_SELECTOR, ".file-name").text == colour.name
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+    assert browser.find_element(By.ID, "status").text.startswith("1 of 2 photographs scanned")

@@ -18,9 +18,9 @@ from blastscope.data.synth import smear_field
 from blastscope.errors import ImageError
 from blastscope.evaluation.plots import class_colors
 from blastscope.inference.decision import OperatingPoint
-from blastscope.segmentation.modes import GREY_REASON
 from blastscope.workflows.scan import ImageScan, ScannedCell, ScanWriter, scan_photograph, scan_working_bytes, verdict
-from blastscope.workflows.scan.photograph import MAX_WORKING_PIXELS
+from blastscope.workflows.scan.overlay import REFER_TAG, cell_tag, tag_spot
+from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON, MAX_WORKING_PIXELS
 
 POINT = OperatingPoint(("hem", "all"), "all")
 BANDED = OperatingPoint(("hem", "all"), "all", refer_band=(0.4, 0.6))
@@ -148,9 +148,10 @@ def test_a_field_without_white_cells_and_a_cell_already_on_black(field, cell_ima
 
 def test_a_grey_photograph_is_refused_with_the_reason_not_scanned_wrongly(field, cell_images: list[Path]) -> None:
     classify = Recorder()
-    with pytest.raises(ImageError, match="grey.png: a grey image cannot be segmented by stain") as raised:
+    with pytest.raises(ImageError, match="grey.png: a grey photograph cannot be scanned") as raised:
         scan_photograph(Image.fromarray(field.image).convert("L"), classify, POINT, name="grey.png")
-    assert raised.value.reason == GREY_REASON and not classify.seen
+    assert raised.value.reason == GREY_PHOTOGRAPH_REASON and not classify.seen
+    assert "colour photograph" in GREY_PHOTOGRAPH_REASON and "--segment" not in GREY_PHOTOGRAPH_REASON  # no such option
     grey_on_black = Image.open(cell_images[0]).convert("L")  # a cut-out's cell is its bright part: no stain needed
     scan = scan_photograph(grey_on_black, Recorder(), POINT)
     assert len(scan.cells) + len(scan.skipped) == 1
@@ -166,6 +167,41 @@ def test_the_overlay_shows_each_cell_in_its_class_colour(field) -> None:
         assert (np.abs(overlay.astype(int) - rgb).sum(axis=2) < 10).sum() > pixels, name
     small = scan_photograph(Image.fromarray(smear_field(1, height=240, width=320).image), Recorder(), POINT)
     assert max(small.overlay.size) == 640  # enlarged to be read on a screen
+
+
+def _tag(label: str, probabilities: dict[str, float], referred: bool = False, positive: str | None = "all") -> str:
+    """The overlay tag of cell 1, called ``label``, at a threshold of 0.7158 on p(``positive``) (none: multi-class)."""
+    cell = ScannedCell(1, (0, 0, 1, 1), (0.0, 0.0), np.empty((0, 2)), label, probabilities, referred, np.empty(0))
+    return cell_tag(cell, positive, 0.7158 if positive else None)
+
+
+def test_a_cells_tag_gives_p_of_the_positive_class_whatever_its_call() -> None:
+    """As the web page's table and predict do: a HEM call at p(ALL) 0.534 is "p(ALL) 0.53", not "HEM 47%" (which
+    reads as "HEM, 47% sure"); more decimals only where two would put p on the threshold's other side."""
+    assert _tag("hem", {"hem": 0.466, "all": 0.534}, referred=True) == f"1 HEM · p(ALL) 0.53 · {REFER_TAG}"
+    assert _tag("all", {"hem": 0.1, "all": 0.9}) == "1 ALL · p(ALL) 0.90"
+    assert _tag("hem", {"hem": 0.2845, "all": 0.7155}) == "1 HEM · p(ALL) 0.7155"  # not 0.72: over 0.7158
+    three = {"mono": 0.8, "lymph": 0.15, "neut": 0.05}
+    assert _tag("mono", three, positive=None) == "1 mono · p(mono) 0.80"  # multi-class: the called class's
+
+
+def test_each_tag_sits_against_its_own_cell_and_on_no_other_tag(field) -> None:
+    """The tags of a field's cells (the first two touching, one at the top edge) and the cell cut by the border: each
+    touches its own box or lies inside it, and no two overlap, however much wider than its cell a tag is."""
+    scan = scan_photograph(Image.fromarray(field.image), Recorder([0.534] * 4), BANDED)
+    top = 60
+    boxes = [(x0, y0 + top, x1, y1 + top) for x0, y0, x1, y1 in (c.box for c in (*scan.cells, *scan.skipped))]
+    boxes.append((250, top, 400, top + 140))  # a cell against the banner: no room above it
+    placed: list[tuple[int, int, int, int]] = []
+    for index, box in enumerate(boxes):
+        others = boxes[:index] + boxes[index + 1 :]
+        placed.append(tag_spot((260, 26), box, others, placed, (640, 480 + top), top))
+    for tag, box in zip(placed, boxes, strict=True):
+        assert tag[1] >= top and tag[3] <= 480 + top and 0 <= tag[0] and tag[2] <= 640
+        assert min(tag[2], box[2]) > max(tag[0], box[0])  # over its own box's columns
+        assert tag[3] >= box[1] - 2 and tag[1] <= box[3] + 2  # touching its box above or below, or within it
+    for i, a in enumerate(placed):
+        assert all(min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]) for b in placed[i + 1 :])
 
 
 def test_memory_stays_within_the_estimate_a_server_reserves(field) -> None:

@@ -37,6 +37,17 @@ function referralText(p, band) {
   return `p(${displayName(positiveClass)}) ${p.toFixed(digits)} inside the refer band ${bandText(band, digits)}`;
 }
 
+// The answer's JSON body; an answer that is not JSON (a proxy's or a crashed server's error page) is an error that
+// says its HTTP status, never the parser's "Unexpected token".
+async function readJson(response) {
+  const text = await response.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`the server answered HTTP ${response.status} ${response.statusText}: ${text.slice(0, 200)}`);
+  }
+}
+
 function show(box, text) {
   box.textContent = text;
   box.hidden = !text;
@@ -155,7 +166,7 @@ async function classify(files) {
   for (const file of files) form.append("files", file, file.name);
   try {
     const response = await fetch("/predict?explain=true", { method: "POST", body: form });
-    const body = await response.json();
+    const body = await readJson(response);
     // One entry per file, in upload order, whether it was classified or not: each gets its card.
     if (Array.isArray(body.predictions)) {
       // Newest upload first, each upload's files in the order they were chosen.

@@ -83,7 +83,7 @@ async function scanPhotos(files) {
   for (const file of files) form.append("files", file, file.name);
   try {
     const response = await fetch("/scan", { method: "POST", body: form });
-    const body = await response.json();
+    const body = await readJson(response);
     if (Array.isArray(body.scans)) results.prepend(...body.scans.map((entry) => scanCard(entry, body.classes)));
     if (!response.ok) {
       const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);

@@ -1,11 +1,14 @@
 """The picture of a scan: the photograph with each white cell outlined in its class's colour and its call written
-beside it, under a banner with the image's verdict.
+against it, under a banner with the image's verdict.
 
 Classes keep the report's colours (:func:`blastscope.evaluation.plots.class_colors`: the positive class, ALL, is
-red). Each outline has a white halo so it stays visible on pink red cells; uncertain cells are dashed and tagged
-"uncertain — refer" (:data:`~blastscope.workflows.scan.result.REFER_TEXT`), and cells left out (cut by the border,
-too large) are dashed grey. The picture is drawn at a size a person reads on a screen: the longer side between
-``OVERLAY_MIN_SIDE`` and ``OVERLAY_MAX_SIDE`` px, in DejaVu Sans (shipped with matplotlib).
+red). Each outline has a white halo so it stays visible on pink red cells. A cell's tag gives its number, its call and
+p(positive), as the web page's table and ``predict`` give it (``1 HEM · p(ALL) 0.53 · refer``: a tag reading "HEM
+47%" would read as "HEM, 47% sure"); uncertain cells are dashed and tagged "refer" (the verdict's
+:data:`~blastscope.workflows.scan.result.REFER_TEXT`, short), and cells left out (cut by the border, too large) are
+dashed grey. Each tag sits against its own cell's box, where it covers the fewest other tags and cells. The picture
+is drawn at a size a person reads on a screen: the longer side between ``OVERLAY_MIN_SIDE`` and ``OVERLAY_MAX_SIDE``
+px, in DejaVu Sans (shipped with matplotlib).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from blastscope.evaluation.plots import class_colors
 from blastscope.metrics import class_display_name
-from blastscope.workflows.scan.result import REFER_TEXT, ImageScan
+from blastscope.workflows.scan.result import ImageScan, ScannedCell
 
 OVERLAY_MAX_SIDE = 1280
 OVERLAY_MIN_SIDE = 640
@@ -30,6 +33,10 @@ BANNER_COLOR = "#1d2433"
 _FONT_FRACTION = 1 / 42  # label text height, as a fraction of the overlay's longer side
 _LINE_FRACTION = 1 / 280  # outline width, likewise
 _FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+REFER_TAG = "refer"
+"""What an uncertain cell's tag adds: the verdict's "uncertain — refer", short enough for a tag."""
+
+Rect = tuple[int, int, int, int]
 
 
 def draw_overlay(image: Image.Image, scan: ImageScan, classes: Sequence[str]) -> Image.Image:
@@ -61,21 +68,49 @@ def draw_overlay(image: Image.Image, scan: ImageScan, classes: Sequence[str]) ->
     line = max(3, round(max(size) * _LINE_FRACTION))
     font = _font(font_px, bold=True)
     colors = _colors(classes, scan.positive_class)
-    for skipped in scan.skipped:
-        points = _points(skipped.outline, zoom, banner)
-        _dashed(draw, points, SKIPPED_COLOR, line, 3 * font_px // 4)
-        why = "edge: not classified" if skipped.cut_by_border else "too large: not classified"
-        _label(draw, why, skipped.box, zoom, banner, SKIPPED_COLOR, _font(font_px * 4 // 5))
+    tags: list[tuple[str, Rect, str, ImageFont.FreeTypeFont]] = []  # the cells' first: they get the best places
     for cell in scan.cells:
         points = _points(cell.outline, zoom, banner)
         color = colors[cell.label]
         dash = font_px if cell.referred else 0
         _dashed(draw, points, "white", line + 4, dash)
         _dashed(draw, points, color, line, dash)
-        text = f"{cell.index} {class_display_name(cell.label)} {100 * cell.probabilities[cell.label]:.0f}%"
-        _label(draw, text + (f" · {REFER_TEXT}" if cell.referred else ""), cell.box, zoom, banner, color, font)
+        tags.append((cell_tag(cell, scan.positive_class, scan.threshold), _zoomed(cell.box, zoom, banner), color, font))
+    for skipped in scan.skipped:
+        points = _points(skipped.outline, zoom, banner)
+        _dashed(draw, points, SKIPPED_COLOR, line, 3 * font_px // 4)
+        why = "edge: not classified" if skipped.cut_by_border else "too large: not classified"
+        tags.append((why, _zoomed(skipped.box, zoom, banner), SKIPPED_COLOR, _font(font_px * 4 // 5)))
+    boxes = [box for _, box, _, _ in tags]
+    placed: list[Rect] = []
+    for index, (text, box, fill, tag_font) in enumerate(tags):
+        others = boxes[:index] + boxes[index + 1 :]
+        placed.append(_label(draw, text, box, fill, tag_font, others, placed, banner))
     _banner(draw, scan, colors, size[0], font_px)
     return picture
+
+
+def cell_tag(cell: ScannedCell, positive: str | None, threshold: float | None) -> str:
+    """``1 HEM · p(ALL) 0.53 · refer``: number, call, p(positive) (p(called class) for a multi-class run) and
+    :data:`REFER_TAG` when uncertain. Two decimals, more where two would put p on the other side of the threshold."""
+    shown = positive if positive is not None else cell.label
+    p = cell.probabilities[shown]
+    digits = 2
+    while threshold is not None and digits < 6 and (float(f"{p:.{digits}f}") >= threshold) != (p >= threshold):
+        digits += 1
+    text = f"{cell.index} {class_display_name(cell.label)} · p({class_display_name(shown)}) {p:.{digits}f}"
+    return f"{text} · {REFER_TAG}" if cell.referred else text
+
+
+def _zoomed(box: tuple[int, int, int, int], zoom: float, top: int) -> Rect:
+    """A photograph box in the picture's px (zoomed, under the banner)."""
+    x0, y0, x1, y1 = (round(v * zoom) for v in box)
+    return x0, y0 + top, x1, y1 + top
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    """Area shared by two rectangles, px."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _colors(classes: Sequence[str], positive: str | None) -> dict[str, str]:
@@ -112,24 +147,60 @@ def _dashed(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], fill: 
 def _label(
     draw: ImageDraw.ImageDraw,
     text: str,
-    box: tuple[int, int, int, int],
-    zoom: float,
-    top: int,
+    box: Rect,
     fill: str,
     font: ImageFont.FreeTypeFont,
-) -> None:
-    """White text on a ``fill`` tag centred just above the cell's box (below it, or inside, where there is no room)."""
+    others: Sequence[Rect],
+    placed: Sequence[Rect],
+    top: int,
+) -> Rect:
+    """White text on a ``fill`` tag against ``box`` (picture px), where :func:`tag_spot` puts it; returns the tag."""
     left, upper, right, lower = draw.textbbox((0, 0), text, font=font)
     pad = max(2, (lower - upper) // 4)
-    width, height = right - left + 2 * pad, lower - upper + 2 * pad
-    x0, y0, x1, y1 = (round(v * zoom) for v in box)
-    picture_width, picture_height = draw.im.size  # the picture drawn on
-    x = min(max(0, (x0 + x1 - width) // 2), max(0, picture_width - width))
-    y = y0 + top - height - 2
-    if y < top:
-        y = y1 + top + 2 if y1 + top + 2 + height <= picture_height else y0 + top + 2
-    draw.rectangle((x, y, x + width, y + height), fill=fill)
-    draw.text((x + pad - left, y + pad - upper), text, fill="white", font=font)
+    size = (right - left + 2 * pad, lower - upper + 2 * pad)
+    tag = tag_spot(size, box, others, placed, draw.im.size, top)
+    draw.rectangle(tag, fill=fill)
+    draw.text((tag[0] + pad - left, tag[1] + pad - upper), text, fill="white", font=font)
+    return tag
+
+
+def tag_spot(
+    size: tuple[int, int],
+    box: Rect,
+    others: Sequence[Rect],
+    placed: Sequence[Rect],
+    picture: tuple[int, int],
+    top: int,
+) -> Rect:
+    """Where a tag of ``size`` (width, height) goes for the cell in ``box``: above it, below it or inside its top or
+    bottom edge, centred on it or flush with one of its sides, at the spot covering the fewest ``placed`` tags
+    (first) and ``others``' boxes, within ``picture`` (width, height) below ``top`` (the banner).
+
+    Against its own box, a tag cannot be read as a neighbour's, as one centred above a box narrower than it can.
+
+    Returns
+    -------
+    tuple of int
+        The tag's ``(x0, y0, x1, y1)``, picture px.
+    """
+    width, height = size
+    x0, y0, x1, y1 = box
+    rows = (y0 - height - 2, y1 + 2, y0 + 2, y1 - height - 2)  # above, below, inside the top, inside the bottom
+    columns = ((x0 + x1 - width) // 2, x0, x1 - width)  # centred, flush left, flush right
+    spots = [
+        (min(max(0, x), max(0, picture[0] - width)), y)
+        for y in rows
+        for x in columns
+        if y >= top and y + height <= picture[1]
+    ] or [(min(max(0, columns[0]), max(0, picture[0] - width)), top)]
+
+    def cost(rank: int, spot: tuple[int, int]) -> float:
+        tag = (spot[0], spot[1], spot[0] + width, spot[1] + height)
+        covered = 16 * sum(_overlap(tag, other) for other in placed) + sum(_overlap(tag, other) for other in others)
+        return covered + _overlap(tag, box) / 4 + rank  # its own cell covered a little; ties to the earlier spot
+
+    x, y = min(enumerate(spots), key=lambda ranked: cost(*ranked))[1]
+    return x, y, x + width, y + height
 
 
 def _banner(draw: ImageDraw.ImageDraw, scan: ImageScan, colors: dict[str, str], width: int, font_px: int) -> None:

@@ -29,7 +29,7 @@ from skimage.measure import find_contours
 from blastscope.errors import BlastscopeError, ImageError
 from blastscope.inference.decision import OperatingPoint, decide, uncertain
 from blastscope.segmentation import CNMC_CANVAS, FoundCell, find_white_cells, is_on_black
-from blastscope.segmentation.modes import GREY_REASON, is_grey
+from blastscope.segmentation.modes import is_grey
 from blastscope.segmentation.settings import FIELD_FRACTION
 from blastscope.workflows.scan.overlay import OVERLAY_MAX_SIDE, draw_overlay
 from blastscope.workflows.scan.result import ImageScan, ScannedCell, SkippedCell
@@ -44,6 +44,12 @@ ON_BLACK_BYTES_PER_PIXEL = 32
 """The same for a cut-out already on black, whose cell is only thresholded (measured: 24, canvas included)."""
 WORKING_MARGIN_BYTES = 32 * 2**20
 """The cut-outs (0.8 MB a cell on the 450 px canvas), their batch for the network, and the overlay's drawing."""
+GREY_PHOTOGRAPH_REASON = (
+    "a grey photograph cannot be scanned (white cells are found by their stain's colour): give a colour photograph "
+    "of the stained smear"
+)
+"""Why a grey field is not scanned, and the fix. Not ``segmentation.modes.GREY_REASON``: its ``--segment never`` is a
+``predict`` option, and no door to a scan (``blastscope scan``, ``Classifier.scan``, POST /scan) has it."""
 
 Classify = Callable[[Sequence[np.ndarray]], np.ndarray]
 """Cut-outs (SxSx3 uint8 on black) -> probabilities (N, C) in the operating point's class order."""
@@ -191,7 +197,7 @@ def find_cells(
         factor = working_factor(width, height, on_black=True)
         working = _shrunk(rgb_image, factor)
     elif is_grey(np.asarray(working)):
-        raise ImageError(name, GREY_REASON)
+        raise ImageError(name, GREY_PHOTOGRAPH_REASON)
     canvas_per_photo_px = 1.0 if on_black else RED_CELL_ON_CANVAS / diameter
     found = find_white_cells(
         working,

@@ -27,7 +27,8 @@ Box = tuple[int, int, int, int]
 VERDICTS = ("no_white_cell", "positive", "refer", "negative", "classified")
 REFER_TEXT = "uncertain — refer"
 """What a cell in the refer band, and an image with no confident positive call but such a cell, are called: on the
-overlay, in the verdict, on the web page and in ``predict``'s and ``serve``'s outputs alike."""
+overlay's banner (a cell's tag says "refer", short), in the verdict, on the web page and in ``predict``'s and
+``serve``'s outputs alike."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,8 @@ class ImageScan:
     red_cell_diameter : float
         Red-cell diameter (photograph px) the sizes were scaled by: given, or assumed from the image size.
     overlay : PIL.Image.Image
-        RGB picture of the photograph with each cell's outline in its class's colour and its probability.
+        RGB picture of the photograph with each cell's outline in its class's colour, tagged with its number, call
+        and p(positive).
     """
 
     file: str
