@@ -46,7 +46,7 @@ GREY_REASON = (
     "a grey image cannot be segmented by stain: give a colour image, or --segment never if the cell is already cut "
     "out onto black"
 )
-"""The reason :class:`CellNotFoundError` (and ``scan``) gives for a grey image that would need segmenting."""
+"""The reason :class:`CellNotFoundError` gives for a grey image that would need segmenting (scans have their own)."""
 
 
 class CellNotFoundError(BlastscopeError):
