@@ -76,10 +76,17 @@ def cells_to_score(
     if run.preprocessing.colour_norm == "subject":
         require_subjects(cells, source, "score them with `blastscope predict`, which groups images by --person-by")
     if not subject_level:
+        unknown = data is not None and not all(cell.subject for cell in cells)
+        why = (
+            "the evaluated cells carry no subject ids, so whether their people also gave cells to training "
+            "cannot be checked"
+            if unknown
+            else "cells of one subject may be in both the training and the evaluated data"
+        )
         notes.insert(
             0,
-            "results are image-level: cells of one subject may be in both the training and the evaluated "
-            "data, so these numbers can be optimistic and do not say how the model does on new people",
+            f"results are image-level: {why}; these numbers can be optimistic and do not say how the "
+            "model does on new people",
         )
     return cells, source, subject_level, attribution
 

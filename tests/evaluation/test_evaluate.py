@@ -276,6 +276,7 @@ def test_new_data_with_a_background_is_cut_out_and_a_cell_not_found_skipped(
     assert any("1 of 13 scored cells were skipped" in note and "no white cell found" in note for note in result.notes)
     assert all(row["segmented"] is True for row in result.predictions)
     assert "segmented 12 of 12 cells" in format_summary(result)
+    assert result.notes[0].startswith("results are image-level: the evaluated cells carry no subject ids, so whether")
     write_evaluation(result, tmp_path / "out")
     assert (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0].split(",").count("segmented") == 1
     assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["segmented_cells"] == 12
