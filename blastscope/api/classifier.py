@@ -58,7 +58,10 @@ class Prediction:
 
     ``threshold`` is ``None`` for multi-class models (the most probable class wins); ``decided_by`` says where the
     operating point came from (``OperatingPoint.origin``); ``segmented`` whether the cell was cut out of its
-    background before it was classified (``Preprocessing.segment``); ``referred`` whether p(positive) lies inside the
+    background before it was classified (``Preprocessing.segment``); ``tta`` whether ``probabilities`` are the mean
+    over the image's 8 flips/rotations (test-time augmentation, :data:`~blastscope.inference.tta.VIEW_NAMES`) rather
+    than of the image as it is: the operating point is chosen on single-view probabilities either way, so with TTA
+    its threshold, temperature and refer band apply untuned; ``referred`` whether p(positive) lies inside the
     operating point's refer band (:func:`~blastscope.inference.decision.uncertain`): the cell keeps ``label`` but is
     "uncertain — refer", for a person to review.
     """
@@ -69,6 +72,7 @@ class Prediction:
     threshold: float | None
     decided_by: str
     segmented: bool = False
+    tta: bool = False
     referred: bool = False
 
     def to_dict(self) -> dict[str, object]:
@@ -79,6 +83,7 @@ class Prediction:
             "threshold": self.threshold,
             "decided_by": self.decided_by,
             "segmented": self.segmented,
+            "tta": self.tta,
             "referred": self.referred,
         }
 
@@ -148,6 +153,8 @@ class Classifier:
     ) -> list[Prediction]:
         """One Prediction per image (a path, a PIL image or a prepared input), in order.
 
+        ``tta`` averages each image's probabilities over its 8 flips/rotations (``Prediction.tta`` says so); the
+        operating point decides at its threshold and temperature, chosen without TTA, all the same.
         ``threshold`` overrides the operating point's threshold for this call only, and drops its refer band (chosen
         around the stored threshold), so no cell is ``referred``. For a run that normalises colours per person
         (``preprocessing.colour_norm == "subject"``) ``people`` says whose cells are whose (:data:`People`), and
@@ -168,8 +175,9 @@ class Classifier:
                 dict(zip(self.classes, map(float, row), strict=True)),
                 point.threshold if point.binary else None,
                 point.origin(),
-                bool(segmented),
-                bool(flag),
+                segmented=bool(segmented),
+                tta=bool(tta),
+                referred=bool(flag),
             )
             for i, (item, label, row, segmented, flag) in enumerate(
                 zip(items, labels, rows, predicted.segmented, referred, strict=True)

@@ -1,4 +1,4 @@
-"""``blastscope export``: a trained run as ONNX files for ONNX Runtime, checked against PyTorch on its test cells."""
+"""``blastscope export``: a trained run as ONNX files for ONNX Runtime, checked against PyTorch on every test cell."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a trained run to ONNX (optionally int8 / bf16 variants)",
         description="Write RUN_DIR/export/model.onnx carrying its preprocessing, class names and the run's operating "
-        "point (threshold, temperature) as metadata, check its logits against PyTorch on the run's test cells, score "
+        "point (threshold, temperature) as metadata, check its logits against PyTorch on all the run's test cells "
+        "(for a run without any, on the training cells int8 calibrates on), score "
         "every variant's weighted F1 and label agreement with fp32 at that operating point on the validation and test "
         "splits, and record it all in RUN_DIR/export/export.json. `predict` and `serve` then use int8 by default only "
         f"when the run has at least {MIN_DECISION_CELLS} validation cells, int8's labels agree with fp32's on at least "

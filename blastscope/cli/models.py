@@ -11,8 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
         help="list the models that can be trained",
-        description="List the registered models: size, input size, normalisation, and where `--pretrained auto` "
-        "would take their weights from (checked offline, nothing is downloaded).",
+        description="List the registered models: size, the input size `train` uses without --image-size, "
+        "normalisation, and where `--pretrained auto` would take their weights from (checked offline, nothing is "
+        "downloaded).",
     )
     parser.add_argument("--json", action="store_true", help="print JSON (with descriptions and training defaults)")
     parser.set_defaults(run=run)
@@ -25,7 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def model_rows() -> list[dict[str, Any]]:
-    """One row per registered model, in registry order."""
+    """One row per registered model, in registry order.
+
+    ``input_size`` is the pretrained config's (what the weights were trained at); ``train_image_size`` the size
+    ``train`` uses without ``--image-size``: the model's training default when it has one, else that same size."""
     from blastscope.models import get_spec, list_models, parameter_count
     from blastscope.models.weights import describe_weights
 
@@ -33,11 +37,13 @@ def model_rows() -> list[dict[str, Any]]:
     for name in list_models():
         spec = get_spec(name)
         preprocessing = spec.preprocessing()
+        train_size = spec.defaults.image_size or preprocessing.input_size  # as `train` resolves an unset --image-size
         rows.append(
             {
                 "name": name,
-                "parameters_millions": round(parameter_count(name) / 1e6, 2),
+                "parameters_millions": round(parameter_count(name, image_size=train_size) / 1e6, 2),
                 **preprocessing.to_dict(),
+                "train_image_size": train_size,
                 "min_input_size": spec.min_input_size,
                 "weights": describe_weights(spec),
                 "description": spec.description,
@@ -48,14 +54,24 @@ def model_rows() -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Aligned columns; numbers right-aligned so their magnitudes line up."""
-    header = ["model", "params (M)", "input", "min", "interpolation", "mean", "std", "weights (--pretrained auto)"]
+    """Aligned columns; numbers right-aligned so their magnitudes line up. The input size shown is the one ``train``
+    uses by default, which can differ from the pretrained config's (``--json`` gives both)."""
+    header = [
+        "model",
+        "params (M)",
+        "train px",
+        "min px",
+        "interpolation",
+        "mean",
+        "std",
+        "weights (--pretrained auto)",
+    ]
     right = {1, 2, 3}
     cells = [
         [
             row["name"],
             f"{row['parameters_millions']:.2f}",
-            str(row["input_size"]),
+            str(row["train_image_size"]),
             str(row["min_input_size"]),
             row["interpolation"],
             " ".join(f"{v:.3f}" for v in row["mean"]),
@@ -71,4 +87,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
         ).rstrip()
 
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells)])
+    own = ", ".join(
+        f"{row['name']} {row['train_image_size']} px, pretrained at {row['input_size']}"
+        for row in rows
+        if row["train_image_size"] != row["input_size"]
+    )
+    note = (
+        f"train px: the input size `train` uses without --image-size: the model's training default ({own or 'none'}), "
+        "else its preprocessing config's (`--json`: train_image_size and input_size); min px: the smallest "
+        "--image-size it takes"
+    )
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells), "", note])

@@ -19,9 +19,12 @@ from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.errors import BlastscopeError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from blastscope.api.classifier import Classifier
     from blastscope.data.cache import ModelInput
     from blastscope.data.stain import SubjectColour
+    from blastscope.inference.decision import OperatingPoint
 
 Row = dict[str, Any]
 
@@ -41,7 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
     parser.add_argument("--out", type=Path, help="write predictions to this .csv or .json file instead of stdout")
-    parser.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations of each image")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="average over the 8 flips/rotations of each image (said in a header line and a 'tta' column; the run's "
+        "operating point was chosen without it)",
+    )
     parser.add_argument("--gradcam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
     parser.add_argument(
         "--backend",
@@ -86,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
     from blastscope.data.classes import positive_class_line
+    from blastscope.inference.tta import VIEW_NAMES
     from blastscope.metrics import class_display_name
     from blastscope.workflows.scan import REFER_TEXT
 
@@ -115,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)
     print(f"referral: {classifier.describe_referral()}", file=sys.stderr)
+    if args.tta:
+        print(tta_line(point, VIEW_NAMES, args.run_dir), file=sys.stderr)
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
     people, colour = person_colours(classifier, paths, args.person_by)
@@ -150,6 +161,27 @@ def run(args: argparse.Namespace) -> int:
     if ignored:
         print(f"{len(ignored)} more ignored in the folders, not read (the 'ignored' lines above)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def tta_line(point: OperatingPoint, views: Sequence[str], run_dir: Path) -> str:
+    """The header line of a ``--tta`` call: which views each image's probabilities are averaged over, and that the
+    operating point deciding them was tuned (where it was tuned at all) on single-view probabilities, not on these."""
+    head = f"test-time augmentation: each image's probabilities are the mean over its {len(views)} views"
+    head += f" ({', '.join(views)})"
+    tuned = (
+        (["threshold"] if point.binary and point.source.startswith("val:") else [])
+        + (["temperature"] if point.temperature != 1.0 else [])
+        + (["refer band"] if point.refer_band is not None else [])
+    )
+    if not tuned:
+        return f"{head}; the operating point was not tuned on any probabilities, with or without TTA"
+    named = tuned[0] if len(tuned) == 1 else f"{', '.join(tuned[:-1])} and {tuned[-1]}"
+    were, are = ("was", "is") if len(tuned) == 1 else ("were", "are")
+    where = f" on {point.split}" if point.split else ""
+    return (
+        f"{head}; the operating point's {named} {were} chosen{where} without TTA, on single-view probabilities, and "
+        f"{are} applied to these means untuned (`blastscope evaluate {run_dir} --tta` scores the run both ways)"
+    )
 
 
 def person_colours(

@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     photographs = f"{len(paths)} photograph{'s' * (len(paths) != 1)}"
     print(f"{classifier.name}: {photographs}, backend {classifier.backend}", file=sys.stderr)
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
-    band = f"; uncertain (refer) when p is in {point.refer_band}" if point.refer_band else "; no refer band"
-    print(f"decision: {point.describe()}{band}", file=sys.stderr)
+    print(f"decision: {point.describe()}", file=sys.stderr)
+    print(f"referral: {classifier.describe_referral()}", file=sys.stderr)
     about = {
         "model": classifier.name,
         "backend": classifier.backend,

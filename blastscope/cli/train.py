@@ -213,8 +213,43 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = train(build_config(options), run_dir=options.get("run_dir"))
     if line := segmented_line(Path(run_dir)):
         print(line, file=sys.stderr)
+    for line in result_lines(Path(run_dir)):
+        print(line, file=sys.stderr)
     print(run_dir)
     return 0
+
+
+def result_lines(run_dir: Path) -> list[str]:
+    """What the run came to, as ``evaluate`` words it: the starting weights, the test split's weighted F1 and ROC-AUC
+    at the operating point they were decided at (and where it came from), and where the numbers are; none when the
+    run's metrics.json is missing (a DDP worker process other than the first) or unreadable."""
+    from blastscope.inference.decision import OperatingPoint
+    from blastscope.models import model_display_name
+    from blastscope.runs.folder import read_config
+
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        point = OperatingPoint.from_dict(metrics["operating_point"])
+        config = read_config(run_dir)
+        weights = f"model: {model_display_name(config['model'], bool(config['weights_pretrained']))}; weights: "
+        weights += str(config["weights_source"])
+    except (OSError, ValueError, KeyError, TypeError, BlastscopeError):
+        return []
+    test = metrics.get("test")
+    if test:
+        scores = ", ".join(
+            f"{label} {'n/a' if test.get(key) is None else format(test[key], '.4f')}"
+            for key, label in (("weighted_f1", "weighted F1"), ("roc_auc", "ROC-AUC"))
+        )
+        scored = f"test split ({test['n']} cells): {scores}; decision: {point.describe()}"
+    else:
+        scored = "test split: none in this run's split, so nothing was scored"
+    return [
+        weights,
+        scored,
+        f"metrics in {run_dir / 'metrics.json'}, per epoch in {run_dir / 'history.csv'}; `blastscope evaluate "
+        f"{run_dir}` adds 95% CIs and calibration (with `--threshold val`, a threshold chosen on validation)",
+    ]
 
 
 def refuse_flags_with_resume(options: dict[str, Any]) -> None:

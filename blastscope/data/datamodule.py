@@ -10,6 +10,7 @@ class-balanced sampler (``--class-balance sampler``) keeps all of this: its draw
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import defaultdict
@@ -28,6 +29,8 @@ from blastscope.data.dataset import CellDataset
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import eval_transform, train_transform
+
+log = logging.getLogger(__name__)
 
 FeatureExtractor = Callable[[Dataset], TensorDataset]
 Key = tuple[int, ...]
@@ -252,9 +255,20 @@ class CellDataModule(L.LightningDataModule):
 
     def dataset(self, part: str, augment: bool) -> CellDataset:
         """The part's readable cells; unreadable ones are left out and counted in ``skipped[part]``, and
-        ``segmented[part]`` is (cells cut out of their background, readable cells)."""
+        ``segmented[part]`` is (cells cut out of their background, readable cells). The first time a part is loaded,
+        cells the ``--crop-fraction`` window cuts into are counted in one warning."""
         transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre, self.augment)
         dataset = CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
+        if dataset.clipped and part not in self.segmented:  # the first time this part is loaded
+            log.warning(
+                "%d of %d %s cells extend beyond the --crop-fraction %g window (over 1%% of the cell outside it), "
+                "e.g. %s",
+                len(dataset.clipped),
+                len(dataset.cells),
+                part,
+                self.pre.crop_fraction,
+                dataset.clipped[0],
+            )
         self.skipped[part] = dataset.skipped
         self.segmented[part] = (sum(dataset.segmented), len(dataset.segmented))
         return dataset

@@ -51,7 +51,9 @@ class CellDataset(Dataset):
     decoding. A file that cannot be read then is counted in ``skipped`` with its reason, logged, and left out, rather
     than crashing a DataLoader worker mid-epoch; the first epoch also reads warm cache entries. A file that breaks
     after that (deleted mid-run) raises its ImageError. A cell that segmentation (``pre.segment``) cannot find is
-    skipped the same way; ``segmented`` says, per readable cell, whether it was cut out of its background.
+    skipped the same way; ``segmented`` says, per readable cell, whether it was cut out of its background, and
+    ``clipped`` lists the readable cells the ``--crop-fraction`` window cut into (the data module warns of them once
+    per part: a run loads its training part more than once).
 
     With ``pre.colour_norm == "subject"`` each cell is normalised by the colour statistics of its subject's readable
     cells in this dataset (:class:`~blastscope.data.stain.SubjectColour`), fitted while the dataset is built; a
@@ -79,6 +81,7 @@ class CellDataset(Dataset):
         self.colour: SubjectColour | None = None
         if pre.colour_norm == "subject":
             require_subjects(cells, "the dataset", "train with --colour-norm none")
+        self.clipped: list[Path] = []
         self.cells, self.skipped, self.segmented = self._readable(cells, threads or min(8, os.cpu_count() or 1))
         self.targets = [self.classes.index(cell.label) for cell in self.cells]
 
@@ -132,17 +135,9 @@ class CellDataset(Dataset):
                 if isinstance(got, ModelInput)
             )
         segmented = [got.segmented for got in outcomes if isinstance(got, ModelInput)]
-        clipped = [
+        self.clipped = [
             cell.path for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, ModelInput) and got.clipped
         ]
-        if clipped:
-            log.warning(
-                "%d of %d cells extend beyond the --crop-fraction %g window (over 1%% of the cell outside it), e.g. %s",
-                len(clipped),
-                len(readable),
-                self.pre.crop_fraction,
-                clipped[0],
-            )
         skipped = [(cell.path, got) for cell, got in zip(cells, outcomes, strict=True) if isinstance(got, str)]
         if skipped:
             path, reason = skipped[0]

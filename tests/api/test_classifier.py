@@ -43,7 +43,9 @@ def test_probabilities_are_the_inference_cores_at_the_runs_temperature(tiny_run_
         logits = predict_logits(TorchRunner(run.model), cell_images, run.preprocessing, run.transform, tta=tta)
         expected = probabilities(logits, run.operating_point.temperature)
         np.testing.assert_allclose(classifier.predict_proba(cell_images, tta=tta), expected, atol=1e-6)
-        labels = [prediction.label for prediction in classifier.predict(cell_images, tta=tta)]
+        predictions = classifier.predict(cell_images, tta=tta)
+        assert all(prediction.tta is tta and prediction.to_dict()["tta"] is tta for prediction in predictions)
+        labels = [prediction.label for prediction in predictions]
         positive = run.classes.index(run.operating_point.positive_class)
         assert labels == [
             run.operating_point.positive_class if p[positive] >= 0.4 else run.classes[1 - positive] for p in expected

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blastscope.cli import main
-from blastscope.models import list_models
+from blastscope.models import get_spec, list_models
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def _no_hub_cache(monkeypatch, tmp_path):
 def test_table_lists_every_model_in_aligned_columns(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    header, rule, rows = lines[0], lines[1], lines[2:]
+    header, rule, rows, note = lines[0], lines[1], lines[2 : lines.index("")], lines[lines.index("") + 1 :]
     assert [row.split()[0] for row in rows] == list_models()
     starts = [i for i, char in enumerate(rule) if char == "-" and (i == 0 or rule[i - 1] == " ")]
     assert len(starts) == 8
@@ -38,6 +38,22 @@ def test_table_lists_every_model_in_aligned_columns(capsys):
     assert by_name["resnet50"][weights_at:] == "hub download (not cached; random init offline)"
     assert by_name["cnn"][weights_at:] == "none (trains from scratch)"
     assert "0.485 0.456 0.406" in by_name["resnet50"] and "299" in by_name["inception_v3"]
+    assert len(note) == 1 and note[0].startswith("train px: the input size `train` uses without --image-size")
+
+
+def test_the_table_shows_the_size_train_uses_by_default(capsys):
+    """efficientnet_lite0 trains at 160 px by default though its weights were trained at 224: the table shows the
+    size `train` takes, under a header saying so, and its note names the difference."""
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0].split("  "), {line.split()[0]: line.split() for line in lines[2 : lines.index("")]}
+    column = [name.strip() for name in header if name.strip()].index("train px")
+    for name in list_models():
+        spec = get_spec(name)
+        expected = spec.defaults.image_size or spec.preprocessing().input_size
+        assert rows[name][column] == str(expected), name
+    assert rows["efficientnet_lite0"][column] == "160"
+    assert "efficientnet_lite0 160 px, pretrained at 224" in lines[-1]
 
 
 def test_json_carries_preprocessing_sizes_and_defaults(capsys):
@@ -47,3 +63,6 @@ def test_json_carries_preprocessing_sizes_and_defaults(capsys):
     assert rows["inception_v3"]["mean"] == [0.5, 0.5, 0.5] and rows["inception_v3"]["min_input_size"] == 75
     assert rows["resnet50"]["parameters_millions"] == pytest.approx(23.5, abs=0.1)
     assert rows["cnn"]["defaults"]["unfreeze_stages"] == "all"
+    lite0 = rows["efficientnet_lite0"]
+    assert (lite0["train_image_size"], lite0["input_size"], lite0["defaults"]["image_size"]) == (160, 224, 160)
+    assert rows["resnet50"]["train_image_size"] == rows["resnet50"]["input_size"] == 224

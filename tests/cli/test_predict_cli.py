@@ -20,6 +20,9 @@ from PIL import Image
 from blastscope.api import load
 from blastscope.api.classifier import Classifier
 from blastscope.cli import main
+from blastscope.cli.predict import tta_line
+from blastscope.inference.decision import OperatingPoint
+from blastscope.inference.tta import VIEW_NAMES
 from blastscope.runs import load_run
 
 
@@ -57,13 +60,16 @@ def test_csv_lists_every_image_and_every_failure(run_dir: Path, images: Path, tm
     assert "corrupt.png" in err and "empty.jpg" in err and "2 of 5 files could not be read" in err
 
 
-def test_json_and_gradcam_for_good_files(run_dir: Path, images: Path, tmp_path: Path) -> None:
+def test_json_and_gradcam_for_good_files(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
     good = sorted(images.glob("UID_*.png"))
     out, overlays = tmp_path / "preds.json", tmp_path / "gradcam"
     assert main(["predict", str(run_dir), *map(str, good), "--out", str(out), "--gradcam", str(overlays), "--tta"]) == 0
     rows = json.loads(out.read_text())
     assert [row["file"] for row in rows] == list(map(str, good))
     assert all(row["error"] is None and set(row["probabilities"]) == {"all", "hem"} for row in rows)
+    assert all(row["tta"] is True for row in rows)  # each row says its probabilities are the 8 views' mean
+    tta_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("test-time augmentation")]
+    assert len(tta_lines) == 1 and f"8 views ({', '.join(VIEW_NAMES)})" in tta_lines[0]
     assert not (tmp_path / "preds.partial.csv").exists()  # the rows streamed there while predicting are in the JSON
     for path in good:
         overlay = Image.open(overlays / f"{path.stem}_gradcam.png")
@@ -74,8 +80,29 @@ def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:
     first = sorted(images.glob("UID_*.png"))[0]
     assert main(["predict", str(run_dir), str(first), "--backend", "torch"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,segmented,referred,error"
-    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,False,")  # not cut out, no refer band
+    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,segmented,tta,referred,error"
+    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,False,False,")  # not cut out, no TTA, no band
+    assert "test-time augmentation" not in capsys.readouterr().err
+
+
+def test_the_tta_line_names_the_views_and_what_was_tuned_without_them() -> None:
+    """The operating point is chosen on single-view probabilities; the line says which of its parts were, if any."""
+    run = Path("runs/x")
+    stored = OperatingPoint(
+        ("hem", "all"), "all", 0.42, 0.6, "val:weighted_f1", "val", 240, 0.88, "evaluate", refer_band=(0.4, 0.6)
+    )
+    line = tta_line(stored, VIEW_NAMES, run)
+    assert line.startswith(
+        f"test-time augmentation: each image's probabilities are the mean over its 8 views ({', '.join(VIEW_NAMES)})"
+    )
+    assert "threshold, temperature and refer band were chosen on val without TTA" in line
+    assert "`blastscope evaluate runs/x --tta`" in line
+    given = stored.with_threshold(0.3, "predict --threshold")
+    assert "the operating point's temperature was chosen without TTA" in tta_line(given, VIEW_NAMES, run)
+    default = OperatingPoint.default(("hem", "all"), "all")
+    assert tta_line(default, VIEW_NAMES, run).endswith(
+        "the operating point was not tuned on any probabilities, with or without TTA"
+    )
 
 
 def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:

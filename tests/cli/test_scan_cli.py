@@ -7,6 +7,7 @@ import csv
 import errno
 import json
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 from PIL import Image
 
 from blastscope.cli import main
+from blastscope.runs import load_run
+from blastscope.runs.folder import write_operating_point
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,18 @@ def test_a_folder_is_scanned_into_tables_overlays_and_a_summary(
     assert " of " in lines[0] and "white cells called ALL" in lines[0]
     assert lines[2] == document["overall"]["summary"] and lines[2].startswith("2 photographs scanned (")
     assert "decision: ALL when p(ALL) >= 0.5000" in printed.err
+    assert "referral: no refer band" in printed.err  # worded as predict words it
+
+
+def test_the_refer_band_is_printed_as_predict_prints_it(
+    tiny_run_copy: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = load_run(tiny_run_copy)
+    write_operating_point(
+        tiny_run_copy, replace(run.operating_point, refer_band=(0.4627651221060277, 0.7715545443005776))
+    )
+    assert main(["scan", str(tiny_run_copy), str(smear_folder), "--out", str(tmp_path / "scan")]) == 0
+    assert "referral: uncertain — refer when 0.4628 < p(ALL) < 0.7716" in capsys.readouterr().err
 
 
 def test_an_unreadable_file_is_listed_and_the_status_is_1(

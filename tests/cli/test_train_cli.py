@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from blastscope.cli import main
-from blastscope.cli.train import build_config
+from blastscope.cli.train import build_config, result_lines
+from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
 from blastscope.training.config import TrainConfig
 
@@ -171,7 +172,9 @@ def test_a_run_repeats_from_its_config_yaml(
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(first)]) == 0
     assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(second)]) == 0
-    assert capsys.readouterr().out.split() == [str(first), str(second)]
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(first), str(second)]  # stdout: only the run folders, for scripts
+    _assert_result_lines(captured.err, first)
     assert main(["train", "--config", str(first / "config.yaml"), "--run-dir", str(first)]) == 2
     assert "already holds a run" in capsys.readouterr().err
 
@@ -184,6 +187,32 @@ def test_a_run_repeats_from_its_config_yaml(
         torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)
     ]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def _assert_result_lines(err: str, run: Path) -> None:
+    """`train` ends with what the run came to: its starting weights, the test split's headline metrics at the
+    operating point they were decided at, and where the numbers are, as `evaluate` words them."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    point = OperatingPoint.from_dict(metrics["operating_point"])
+    test = metrics["test"]
+    lines = err.splitlines()
+    assert "model: cnn (random init); weights: random init" in lines
+    assert (
+        f"test split ({test['n']} cells): weighted F1 {test['weighted_f1']:.4f}, ROC-AUC {test['roc_auc']:.4f}; "
+        f"decision: {point.describe()}"
+    ) in lines
+    assert any(
+        line.startswith(f"metrics in {run / 'metrics.json'}, per epoch in {run / 'history.csv'}") for line in lines
+    )
+
+
+def test_the_result_lines_say_when_nothing_was_scored_and_are_left_out_without_metrics(tiny_run_copy: Path) -> None:
+    assert result_lines(tiny_run_copy.parent / "missing") == []
+    metrics = json.loads((tiny_run_copy / "metrics.json").read_text())
+    (tiny_run_copy / "metrics.json").write_text(json.dumps({**metrics, "test": None}))
+    lines = result_lines(tiny_run_copy)
+    assert len(lines) == 3 and lines[0].startswith("model: efficientnet_lite0 (random init); weights: ")
+    assert lines[1] == "test split: none in this run's split, so nothing was scored"
 
 
 def test_train_records_its_segment_mode_and_counts_the_cells_cut_out(

@@ -16,7 +16,7 @@ from blastscope.api import load
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.errors import BlastscopeError
 from blastscope.export import choice
-from blastscope.export.onnx import export_run, max_logit_difference, onnx_model_path
+from blastscope.export.onnx import CALIBRATION_CELLS, export_run, max_logit_difference, onnx_model_path
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.inference.predict import batches, predict_logits, probabilities
 from blastscope.inference.runners import OnnxRunner, TorchRunner
@@ -119,6 +119,36 @@ def test_fp32_logits_match_pytorch_on_test_cells(exported_run: Path, record: dic
     )
     assert difference < 1e-4
     assert record["parity"]["max_abs_logit_difference"] < record["parity"]["tolerance"] == 1e-4
+
+
+def test_parity_runs_on_every_test_cell_and_says_which_cells(tiny_run_copy: Path) -> None:
+    """The parity line and export.json name exactly the cells checked: all the test cells, or, for a run without
+    any, the training cells int8 calibrates on, out of how many."""
+    lines: list[str] = []
+    record = export_run(load_run(tiny_run_copy), log=lines.append)
+    tests = len(load_run(tiny_run_copy).split.parts["test"])
+    assert record["parity"] | {"max_abs_logit_difference": 0} == {
+        "cells": tests,
+        "split": "test",
+        "split_cells": tests,
+        "max_abs_logit_difference": 0,
+        "tolerance": 1e-4,
+    }
+    assert [line for line in lines if line.startswith("parity:")][0].endswith(f"on all {tests} of the run's test cells")
+
+    lines.clear()
+    trained = load_run(tiny_run_copy)
+    trained.split.parts["test"] = []  # as an ensemble of cross-validation folds has none
+    record = export_run(trained, log=lines.append)
+    train = len(trained.split.parts["train"])
+    checked = min(train, CALIBRATION_CELLS)
+    assert (record["parity"]["cells"], record["parity"]["split"], record["parity"]["split_cells"]) == (
+        checked,
+        "train",
+        train,
+    )
+    parity = [line for line in lines if line.startswith("parity:")][0]
+    assert parity.endswith(f"on {checked} of the run's {train} training cells (it has no test cells)")
 
 
 def test_max_logit_difference_needs_batches() -> None:
