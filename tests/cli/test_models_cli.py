@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,3 +68,10 @@ def test_json_carries_preprocessing_sizes_and_defaults(capsys):
     lite0 = rows["efficientnet_lite0"]
     assert (lite0["train_image_size"], lite0["input_size"], lite0["defaults"]["image_size"]) == (160, 224, 160)
     assert rows["resnet50"]["train_image_size"] == rows["resnet50"]["input_size"] == 224
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    command = f"{sys.executable} -m blastscope models --json | true"  # a reader gone before the first line
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode in (0, 141)
