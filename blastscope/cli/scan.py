@@ -71,9 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
     from blastscope.cli._output import check_writable
-    from blastscope.cli.predict import expand_inputs
+    from blastscope.cli.predict import expand_inputs, tta_line
     from blastscope.data.classes import positive_class_line
     from blastscope.errors import ImageError
+    from blastscope.inference.tta import VIEW_NAMES
     from blastscope.metrics import class_display_name
     from blastscope.workflows.scan import ScanWriter
 
@@ -89,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)
     print(f"referral: {classifier.describe_referral()}", file=sys.stderr)
+    if args.tta:
+        print(tta_line(point, VIEW_NAMES, args.run_dir), file=sys.stderr)
     about = {
         "model": classifier.name,
         "backend": classifier.backend,
         "classes": list(point.classes),
         "operating_point": {**point.to_dict(), "description": point.describe()},
+        "tta": args.tta,
     }
     writer = ScanWriter(args.out, point.classes, point.positive_class, about)
     together = classifier.per_person and args.person_by == "all"

@@ -66,6 +66,19 @@ def test_the_refer_band_is_printed_as_predict_prints_it(
     assert "referral: uncertain — refer when 0.4628 < p(ALL) < 0.7716" in capsys.readouterr().err
 
 
+def test_tta_is_said_in_the_header_and_scan_json(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for tta in (False, True):
+        out = tmp_path / f"scan-{tta}"
+        assert main(["scan", str(tiny_run), str(smear_folder), "--out", str(out), *(["--tta"] * tta)]) == 0
+        assert (
+            "test-time augmentation: each image's probabilities are the mean over its 8 views"
+            in capsys.readouterr().err
+        ) is tta
+        assert json.loads((out / "scan.json").read_text())["tta"] is tta
+
+
 def test_an_unreadable_file_is_listed_and_the_status_is_1(
     tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
