@@ -188,6 +188,11 @@ class TrainConfig:
             )
         if self.split.folds is not None and not 0 <= self.split.fold < self.split.folds:
             raise BlastscopeError(f"fold {self.split.fold} does not exist: use 0..{self.split.folds - 1}")
+        if self.split.folds is None and self.split.fold != 0:
+            raise BlastscopeError(
+                f"fold {self.split.fold} needs --folds K (k-fold cross-validation by subject); without it the run "
+                "would use the train/val/test split, not a fold"
+            )
         return self
 
     def _check_colour_norm(self) -> None:

@@ -217,6 +217,10 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         try:
             with _fast_cpu_arithmetic():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its checkpoint-safe shutdown
+                raise KeyboardInterrupt from None
+            raise
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
         if trainer.is_global_zero:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -14,6 +16,7 @@ from blastscope.cli import main
 from blastscope.cli.train import build_config, result_lines
 from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
+from blastscope.training import trainer as trainer_module
 from blastscope.training.config import TrainConfig
 
 TINY = [
@@ -234,3 +237,27 @@ def test_train_records_its_segment_mode_and_counts_the_cells_cut_out(
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     assert load_run(run).preprocessing.segment == "never"
     assert TrainConfig.load(run / "config.yaml").segment == "never"
+
+
+class _CtrlC(L.Callback):
+    """Ctrl-C at the start of the second epoch (Lightning catches it and exits 1 after a clean shutdown)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: object) -> None:
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_how_to_resume_and_the_run_resumes(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    built, run = trainer_module.build_callbacks, tmp_path / "run"
+    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), _CtrlC()])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(run)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT from then on
+    assert "blastscope: interrupted; `blastscope train --resume RUN_DIR`" in capsys.readouterr().err
+    monkeypatch.setattr(trainer_module, "build_callbacks", built)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert (run / "metrics.json").is_file()

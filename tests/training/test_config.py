@@ -143,3 +143,11 @@ def test_a_bare_recipe_is_the_default_cpu_recipe_and_flags_still_win():
     assert (given.image_size, given.epochs_frozen, given.epochs_finetune) == (224, 3, 6)
     other = complete_recipe(TrainConfig(data="cells", model="resnet50"))
     assert other.image_size is None  # the size its ImageNet weights were trained at
+
+
+def test_a_fold_without_folds_is_refused_not_ignored() -> None:
+    with pytest.raises(BlastscopeError, match=r"fold 1 needs --folds K .* not a fold$"):
+        _complete(data="x", split=SplitConfig(fold=1)).validate()
+    with pytest.raises(BlastscopeError, match="fold 3 does not exist: use 0..2"):
+        _complete(data="x", split=SplitConfig(folds=3, fold=3)).validate()
+    assert _complete(data="x", split=SplitConfig(folds=3, fold=2)).validate().split.fold == 2
