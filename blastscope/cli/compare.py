@@ -29,7 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=Path, help="dataset folder or CSV manifest (default: synthetic demo cells)")
     parser.add_argument("--models", help="comma-separated model names (default: all 8, see `blastscope models`)")
-    parser.add_argument("--cv", type=int, metavar="K", help="K-fold subject-grouped cross-validation (mean ± sd)")
+    parser.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="K-fold subject-grouped cross-validation (mean ± sd): fold i tests, fold i+1 validates, the other K-2 "
+        "train (60/20/20 at K=5, a third each at K=3)",
+    )
     parser.add_argument("--out", type=Path, default=Path("blastscope-out"), help="output folder (default: %(default)s)")
     parser.add_argument(
         "--budget",

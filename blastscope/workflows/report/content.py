@@ -34,11 +34,16 @@ Table = tuple[list[str], list[list[str]]]
 
 
 def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
-    """``calls every test cell ALL`` (``... of fold 1 ...`` under cross-validation); empty when it does not."""
+    """``calls every test cell ALL`` (under cross-validation ``... in folds 1, 2 and 3 of 3``: every fold it did so
+    in); empty when its first fold did not."""
     if model.single_class is None:
         return ""
-    where = "every test cell of fold 1" if cv_folds else "every test cell"
-    return f"calls {where} {class_display_name(model.single_class)}"
+    text = f"calls every test cell {class_display_name(model.single_class)}"
+    if not cv_folds:
+        return text
+    folds = [str(fold) for fold in model.single_class_folds] or ["1"]
+    named = folds[0] if len(folds) == 1 else f"{', '.join(folds[:-1])} and {folds[-1]}"
+    return f"{text} in fold{'s' * (len(folds) > 1)} {named} of {cv_folds}"
 
 
 def threshold_text(model: ModelResult) -> str:

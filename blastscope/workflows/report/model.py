@@ -122,6 +122,8 @@ class ModelResult:
     run_dir: str
     fold_metrics: list[dict[str, float | None]] = field(default_factory=list)
     """Cross-validation only: the :data:`FOLD_METRICS` of every fold (the fields above describe the first fold)."""
+    fold_confusions: list[list[list[int]]] = field(default_factory=list)
+    """Cross-validation only: every fold's test confusion matrix (rows true, columns decided), in fold order."""
     threshold: float | None = None
     """The threshold on p(positive class) the test cells were decided at; None when not recorded (or multi-class)."""
     threshold_origin: str = ""
@@ -150,11 +152,14 @@ class ModelResult:
         Such a model learned nothing usable about the cells (at its threshold): its accuracy and F1 only restate
         the test split's class balance.
         """
-        counts = self.predicted_per_class
-        if len(counts) < 2 or sum(counts) == 0:
-            return None
-        used = [column for column, count in enumerate(counts) if count]
-        return self.classes[used[0]] if len(used) == 1 else None
+        return _only_class_decided(self.confusion, self.classes)
+
+    @property
+    def single_class_folds(self) -> list[int]:
+        """Cross-validation only: the folds (1-based) whose every test cell this model decided as one class."""
+        return [
+            i + 1 for i, confusion in enumerate(self.fold_confusions) if _only_class_decided(confusion, self.classes)
+        ]
 
     def class_scores(self) -> list[ClassScore]:
         """Precision, recall, F1 and support of each class, from the confusion matrix (zero where undefined)."""
@@ -230,6 +235,15 @@ class Comparison:
         if self.cv_folds:
             return f"mean ± sd over {self.cv_folds} subject-grouped folds"
         return f"95% bootstrap CI, resampling {self.bootstrap_unit}"
+
+
+def _only_class_decided(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> str | None:
+    """The class every cell of a confusion matrix (rows true, columns decided) was decided as, if only one was."""
+    counts = [sum(row[column] for row in confusion) for column in range(len(classes))]
+    if len(counts) < 2 or sum(counts) == 0:
+        return None
+    used = [column for column, count in enumerate(counts) if count]
+    return classes[used[0]] if len(used) == 1 else None
 
 
 def present_values(values: Iterable[float | None]) -> list[float]:

@@ -118,6 +118,8 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
                 "confusion_matrix": model.confusion,
                 "classification_report": [asdict(score) for score in model.class_scores()],
                 "calls_every_cell": model.single_class,
+                "fold_confusion_matrices": model.fold_confusions,
+                "calls_every_cell_in_folds": model.single_class_folds,
                 "threshold": model.threshold,
                 "threshold_origin": model.threshold_origin,
                 "operating_point": model.operating_point,
