@@ -54,8 +54,9 @@ FIELDS = {
 SPLIT_FIELDS = {"split_ratios": "ratios", "split_csv": "csv", "split_by": "by", "folds": "folds", "fold": "fold"}
 NEGATED = {"channels_last", "cached_features", "bf16_frozen_stages", "progress"}
 """Options set by a ``--no-...`` switch, so that a message names the flag as it was typed."""
-NOT_FLAGS = {"command", "run", "resume"}
-"""Keys of the parsed options that are no flag a resumed run could ignore."""
+NOT_FLAGS = {"command", "run", "resume", "progress"}
+"""Keys of the parsed options that are no flag a resumed run could ignore (``--no-progress`` only changes the display,
+and a resumed run takes it)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint, with the recipe and settings recorded in it; "
-        "takes no other flag",
+        "takes no other flag but --no-progress",
     )
     run.add_argument("--run-dir", type=Path, help="exact run directory (default: OUT/<YYYYmmdd-HHMMSS>-<model>)")
     run.add_argument("--out", help="parent folder of run directories (default: runs)")
@@ -208,7 +209,7 @@ def run_train(args: argparse.Namespace) -> int:
     options = vars(args)
     if "resume" in options:
         refuse_flags_with_resume(options)
-        run_dir = resume(options["resume"])
+        run_dir = resume(options["resume"], progress=options.get("progress"))
     else:
         run_dir = train(build_config(options), run_dir=options.get("run_dir"))
     if line := segmented_line(Path(run_dir)):

@@ -91,12 +91,13 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
     return _fit(prepared, resume_from=None)
 
 
-def resume(run_dir: Path) -> Path:
+def resume(run_dir: Path, *, progress: bool | None = None) -> Path:
     """Continue a run from its latest checkpoint, epoch-end or mid-epoch (from scratch if none was written yet).
 
     The run folder may have been moved or renamed since: checkpoints keep no paths that matter. The data must still
     hold the images split.csv records, byte for byte: they are found by their digests there (so the dataset may have
-    moved), which checks runs recorded before ``split_content_hash`` existed as well.
+    moved), which checks runs recorded before ``split_content_hash`` existed as well. ``progress`` overrides the
+    recorded progress bars (display only: the run ends the same either way).
     """
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
@@ -110,6 +111,8 @@ def resume(run_dir: Path) -> Path:
         for folder in (run_dir, run_dir / "checkpoints"):
             remove_partial_writes(folder)
     config = complete_recipe(TrainConfig.from_dict(recorded))
+    if progress is not None:
+        config = replace(config, progress=progress)
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = scan_data(config)
     if "classes" in recorded and list(table.classes) != list(recorded["classes"]):
