@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -66,7 +67,11 @@ def load(
     BlastscopeError
         For an unknown backend or segment mode, an unusable red-cell diameter, a run without an export when
         ``backend="onnx"``, or an export made for other classes or preprocessing.
+    TypeError
+        When ``run_dir`` is not a path.
     """
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir must be the path of a run folder (runs/...), got {type(run_dir).__name__}")
     if backend not in ("auto", "torch", "onnx"):
         raise BlastscopeError(f"unknown backend {backend!r}; use auto, torch or onnx")
     if segment is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -368,6 +368,8 @@ class Classifier:
         self, items: list[ImageInput], tta: bool, batch_size: int, people: People, colour: SubjectColour | None
     ) -> ItemLogits:
         """Logits and ``segmented`` flags; decoding and segmentation run outside the lock, so threads share them."""
+        if not isinstance(tta, bool):  # tta="no" would otherwise count as true
+            raise TypeError(f"tta must be True or False, got {tta!r}")
         prepared = [self.prepare(item) for item in items]  # first: an unreadable image stops the call here
         ids = self._people(items, people) if self.per_person else None
         with self._lock:
@@ -400,8 +402,14 @@ class Classifier:
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One image or a sequence of them as a list; anything else is refused here, by what it is, rather than deep
+    inside (bytes would iterate as integers, a number not at all)."""
     if isinstance(images, (str, Path, Image.Image, ModelInput)):
         return [images]
+    if isinstance(images, (bytes, bytearray)):
+        raise TypeError("got the bytes of a file: pass its path, or a PIL image (PIL.Image.open(io.BytesIO(data)))")
+    if not isinstance(images, Iterable):
+        raise TypeError(f"expected an image path, a PIL image, or a list of them, got {type(images).__name__}")
     return list(images)
 
 

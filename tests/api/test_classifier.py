@@ -58,6 +58,18 @@ def test_single_image_and_package_level_load(tiny_run: Path, cell_images: list[P
     assert len(predictions) == 1 and predictions[0].file == str(cell_images[0])
 
 
+def test_misuse_is_refused_by_what_was_passed(tiny_run: Path, cell_images: list[Path]) -> None:
+    classifier = load(tiny_run)
+    with pytest.raises(TypeError, match="got the bytes of a file: pass its path"):
+        classifier.predict(cell_images[0].read_bytes())
+    with pytest.raises(TypeError, match="expected an image path, a PIL image, or a list of them, got int"):
+        classifier.predict(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tta must be True or False, got 'no'"):
+        classifier.predict(cell_images[0], tta="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="run_dir must be the path of a run folder"):
+        load(3)  # type: ignore[arg-type]
+
+
 def test_unreadable_file_names_itself(tiny_run: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a png")
