@@ -290,7 +290,9 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream, formats=_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(path, f"{_pixel_limit_reason(max_pixels)} ({error})") from error
+        size = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's own limit is another: say only the size
+        pixels = f"{int(size.group(1)):,} pixels: " if size else ""
+        raise ImageError(path, f"{pixels}{_pixel_limit_reason(max_pixels)}") from error
     except UnidentifiedImageError as error:
         raise ImageError(
             path, "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it"

@@ -142,12 +142,14 @@ def give_back_freed_memory() -> bool:
 
 
 class DecodingBusy(Exception):
-    """No room in the decoding budget within the time a request may wait."""
+    """No room in the decoding budget within the time a request may wait (one deadline for all its files, so a later
+    file may find it already passed: ``waited`` is this file's own wait)."""
 
     def __init__(self, needed: int, waited: float) -> None:
         self.needed, self.waited = needed, waited
         super().__init__(
-            f"server busy: {needed / 2**20:,.0f} MB of decoding memory not free within {waited:g} s; retry later"
+            f"server busy: {needed / 2**20:,.0f} MB of decoding memory was not free before the request's decoding "
+            f"deadline (this file waited {waited:g} s of it); retry later"
         )
 
 

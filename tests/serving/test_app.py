@@ -327,6 +327,11 @@ def test_the_budget_refuses_past_the_deadline() -> None:
         with pytest.raises(DecodingBusy, match="server busy"), budget.reserve(1, started + 0.1):
             pass
         assert 0.1 <= time.monotonic() - started < 2
+        with pytest.raises(
+            DecodingBusy, match=r"not free before the request's decoding deadline \(this file waited 0 s"
+        ):
+            with budget.reserve(1, started):  # a later file of a request whose deadline has passed
+                pass
     with budget.reserve(1, time.monotonic()):  # released, so free again
         assert budget.reserved == 1
 
