@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
+import sys
 from pathlib import Path
 
 from blastscope.data.preprocessing import SEGMENT_MODES
@@ -154,8 +156,22 @@ def run(args: argparse.Namespace) -> int:
         f"{capacity.decode_wait_s:g} s, then 503); requests must arrive within {capacity.request_timeout_s:g} s, "
         f"idle connections close after {capacity.keep_alive_s:g} s"
     )
+    if not is_loopback(args.host):
+        print(
+            f"warning: --host {args.host} makes the service reachable from other machines, and it has no "
+            "authentication or encryption: put it behind a proxy that has both",
+            file=sys.stderr,
+        )
     serve(create_app(classifier, limits, capacity), args.host, args.port, capacity)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:

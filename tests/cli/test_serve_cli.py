@@ -6,6 +6,8 @@ import socket
 from pathlib import Path
 
 from blastscope.cli import build_parser, main
+from blastscope.cli.serve import is_loopback
+from blastscope.serving import connections
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -37,3 +39,16 @@ def test_busy_port_exits_2(tmp_path: Path, capsys) -> None:
 def test_not_a_run_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["serve", str(tmp_path), "--port", "0"]) == 2
     assert "not a training run" in capsys.readouterr().err
+
+
+def test_only_loopback_hosts_count_as_this_machine() -> None:
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.1.2.3", "::1", "localhost"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.5", "lab-server"))
+
+
+def test_a_host_other_machines_reach_is_warned_about(tiny_run: Path, monkeypatch, capsys) -> None:
+    served: list[str] = []
+    monkeypatch.setattr(connections, "serve", lambda app, host, port, capacity: served.append(host))
+    assert main(["serve", str(tiny_run), "--host", "0.0.0.0", "--port", "0"]) == 0
+    assert served == ["0.0.0.0"]
+    assert "warning: --host 0.0.0.0 makes the service reachable from other machines" in capsys.readouterr().err
