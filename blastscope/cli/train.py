@@ -243,6 +243,8 @@ def result_lines(run_dir: Path) -> list[str]:
             for key, label in (("weighted_f1", "weighted F1"), ("roc_auc", "ROC-AUC"))
         )
         scored = f"test split ({test['n']} cells): {scores}; decision: {point.describe()}"
+        if metrics.get("data", {}).get("subject_level") is False:
+            scored += " (image-level split: a person may have cells in training and test, so optimistic for new people)"
     else:
         scored = "test split: none in this run's split, so nothing was scored"
     return [

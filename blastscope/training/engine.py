@@ -284,6 +284,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "images_per_second": round(history.images_seen / history.train_seconds, 2) if history.train_seconds else None,
     }
     metrics["data"] = {
+        "subject_level": bool(prepared.split.subject_level),  # False: test people may have trained, scores optimistic
         "cells": len(table.cells),
         "parts": {part: len(cells) for part, cells in prepared.split.parts.items()},
         "skipped_files": len(_all_skipped(table, datamodule)),

@@ -216,6 +216,11 @@ def test_the_result_lines_say_when_nothing_was_scored_and_are_left_out_without_m
     lines = result_lines(tiny_run_copy)
     assert len(lines) == 3 and lines[0].startswith("model: efficientnet_lite0 (random init); weights: ")
     assert lines[1] == "test split: none in this run's split, so nothing was scored"
+    assert metrics["data"]["subject_level"] is True  # the tiny run splits by subject
+    (tiny_run_copy / "metrics.json").write_text(json.dumps({**metrics, "data": {"subject_level": False}}))
+    assert result_lines(tiny_run_copy)[1].endswith(
+        "(image-level split: a person may have cells in training and test, so optimistic for new people)"
+    )
 
 
 def test_train_records_its_segment_mode_and_counts_the_cells_cut_out(
