@@ -429,9 +429,24 @@ def _check_usable(path: Path, table: CellTable) -> None:
         raise DataError(f"{path}: no readable images; {len(table.skipped):,} files skipped{first}")
     if len(table.classes) < 2:
         raise DataError(
-            f"{path}: only one class ({table.classes[0]}) found; a classifier needs at least two class folders "
-            "or labels"
+            f"{path}: only one class ({table.classes[0]}) found{_empty_folders(path, table)}; a classifier needs at "
+            "least two class folders or labels"
         )
+
+
+def _empty_folders(path: Path, table: CellTable) -> str:
+    """`` (hem/ holds no readable image)``: the top folders of ``path`` that gave no cell, when there are any."""
+    if not path.is_dir():
+        return ""
+    used = {cell.path.relative_to(path).parts[0] for cell in table.cells if cell.path.is_relative_to(path)}
+    empty = sorted(
+        f"{entry.name}/"
+        for entry in path.iterdir()
+        if entry.is_dir() and not entry.name.startswith((".", "_")) and entry.name not in used
+    )
+    if not empty:
+        return ""
+    return f" ({', '.join(empty)} {'holds' if len(empty) == 1 else 'hold'} no readable image)"
 
 
 def _note_subjects(table: CellTable) -> None:

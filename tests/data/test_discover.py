@@ -308,6 +308,12 @@ def _one_class(root: Path) -> Path:
     return root
 
 
+def _one_class_and_an_empty_one(root: Path) -> Path:
+    _cell(root / "blast" / "a.png", 1)
+    (root / "normal").mkdir()
+    return root
+
+
 def _one_cnmc_class(root: Path) -> Path:
     return _cnmc_tree(root) / "training_data" / "fold_0" / "all"
 
@@ -328,7 +334,8 @@ def _not_csv(root: Path) -> Path:
     [
         (_missing, r"nowhere does not exist"),
         (lambda root: root, r"holds no images"),
-        (_one_class, r"only one class \(blast\) found"),
+        (_one_class, r"only one class \(blast\) found; a classifier"),
+        (_one_class_and_an_empty_one, r"only one class \(blast\) found \(normal/ holds no readable image\); "),
         (_one_cnmc_class, r"only one class \(all\) found"),
         (_only_unreadable, r"no readable images; 2 files skipped \(first: .*a\.png: empty file"),
         (_not_csv, r"a\.png is a file but not a \.csv manifest"),
