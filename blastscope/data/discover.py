@@ -247,8 +247,14 @@ def _from_manifest(csv_path: Path, notes: list[str]) -> list[LabelledFile]:
     classes = {row["label"].strip().lower() for _, row in rows}
     labelled = []
     named_subjects = 0
+    listed: dict[Path, int] = {}
     for line, row in rows:
         file = _manifest_path(csv_path, line, row["path"])
+        if file.resolve() in listed:
+            raise DataError(
+                f"{csv_path}, lines {listed[file.resolve()]} and {line}: both list {file}; keep one row per file"
+            )
+        listed[file.resolve()] = line
         label = row["label"].strip()
         subject = (row.get("subject") or "").strip().upper() or None
         if not label:

@@ -208,6 +208,10 @@ def test_manifest_takes_subjects_from_cnmc_names_when_it_has_no_subject_column(t
         ),
         ("file,class\nimages/blast/a.png,blast\n", r"needs the columns path and label .* missing label, path"),
         ("path,label\n", r"lists no images"),
+        (
+            "path,label\nimages/blast/a.png,blast\nimages/normal/b.png,normal\n./images/blast/a.png,normal\n",
+            r"cells\.csv, lines 2 and 4: both list .*a\.png; keep one row per file",
+        ),
         ("path,label\nimages/blast/a.png,blast\nimages/normal/b.png\n", r"cells\.csv, line 3: no label column"),
     ],
 )
