@@ -135,7 +135,7 @@ def describe(table: CellTable) -> str:
                 f"dataset  {table.root}",
                 f"layout   {LAYOUTS.get(table.kind, table.kind)}",
                 (
-                    f"files    {read:,} image files: {len(table.cells):,} distinct cells, "
+                    f"files    {read:,} found: {len(table.cells):,} distinct cells, "
                     f"{len(table.duplicates):,} exact duplicates, {len(table.skipped):,} skipped"
                 ),
                 f"classes  {classes}",

@@ -32,7 +32,7 @@ def test_inspect_reports_classes_subjects_folds_sizes_and_skips(
     assert main(["data", "inspect", str(dataset)]) == 0
 
     out = capsys.readouterr().out
-    assert "98 image files: 96 distinct cells, 1 exact duplicates, 1 skipped" in out
+    assert "98 found: 96 distinct cells, 1 exact duplicates, 1 skipped" in out
     assert "classes  hem (index 0), all (index 1, positive)" in out
     assert "Cells per C-NMC fold" in out and "Cells per subject" in out
     assert "Merged subject groups" in out and "99" in out
@@ -98,7 +98,7 @@ def test_inspect_cnmc_dev_reports_the_known_counts(cnmc_dev: Path, capsys: pytes
     assert main(["data", "inspect", str(cnmc_dev)]) == 0
 
     out = capsys.readouterr().out
-    assert "6,403 image files: 6,371 distinct cells, 32 exact duplicates, 0 skipped" in out
+    assert "6,403 found: 6,371 distinct cells, 32 exact duplicates, 0 skipped" in out
     assert "  hem    2,144           14              11" in out
     assert "  all    4,227           27              25" in out
     assert "  total  6,371           41              36" in out
@@ -140,7 +140,7 @@ def test_inspect_and_split_list_pipes_device_links_and_huge_files_and_go_on(
     assert main(["data", "split", str(dataset), "--out", str(tmp_path / "split.csv")]) == 0
     split = capsys.readouterr().out
 
-    assert "99 image files: 96 distinct cells, 0 exact duplicates, 3 skipped" in inspected
+    assert "99 found: 96 distinct cells, 0 exact duplicates, 3 skipped" in inspected
     for name, reason in special.items():
         assert f"{name}: {reason}" in inspected and f"{name}: {reason}" in split
     assert "Skipped files (3; fix or remove them)" in split
