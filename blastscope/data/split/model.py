@@ -105,5 +105,5 @@ class Split:
         ratios = " / ".join(f"{ratio:.0%}" for ratio in self.ratios)
         ratios = f"target {ratios}, seed {self.seed}" if self.seed is not None else f"read from CSV, ratios {ratios}"
         level = "by subject group" if self.subject_level else "BY IMAGE (cells of one subject may sit in several parts)"
-        header = ["part", *classes, "all cells", "subject groups"]
+        header = ["part", *classes, "total cells", "subject groups"]
         return f"split {self.hash}, {level}, {ratios}\n{text_table(header, rows)}"
