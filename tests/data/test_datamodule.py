@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
+from blastscope.data import datamodule
 from blastscope.data.datamodule import (
     BALANCE_TAG,
     BATCH_TAG,
@@ -20,6 +26,8 @@ from blastscope.data.datamodule import (
     derived_seed,
     lone_last_sample,
 )
+from blastscope.data.discover import scan_dataset
+from blastscope.data.preprocessing import Preprocessing
 
 
 def test_order_is_a_function_of_seed_and_epoch() -> None:
@@ -171,3 +179,27 @@ def test_the_data_module_balances_images_and_cached_features_alike() -> None:
     assert sorted(_classes(sampler).values()) == [16, 17, 17]
     plain = CellDataModule({}, ["a", "b", "c"], None, {}, batch_size=8, num_workers=0, seed=0)._sampler(features, True)
     assert type(plain) is EpochSampler
+
+
+def test_cells_the_crop_window_cuts_into_are_warned_about_once_per_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run loads its training part twice (frozen-phase features, then fine-tuning): its warning still comes once."""
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.where(((yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 30**2)[..., None], 180, 0).astype(np.uint8)
+    for shade, label in enumerate(("all", "hem")):
+        (tmp_path / label).mkdir()
+        for index in range(3):  # cells filling their frame: a 50% window cuts into every one
+            cell = np.repeat(disc, 3, axis=2) // (1 + (disc > 0) * (3 * shade + index) / 20)
+            Image.fromarray(cell.astype(np.uint8)).save(tmp_path / label / f"{index}.png")
+    table = scan_dataset(tmp_path)
+    parts = {"train": table.cells[:4], "val": table.cells[4:]}
+    pre = Preprocessing(32, (0.5,) * 3, (0.5,) * 3, crop_fraction=0.5)
+    warned: list[str] = []
+    record = SimpleNamespace(warning=lambda message, *args: warned.append(message % args))
+    monkeypatch.setattr(datamodule, "log", record)
+    module = CellDataModule(parts, table.classes, pre, {}, batch_size=8, num_workers=0, seed=0)
+    for part in ("train", "train", "val"):
+        assert len(module.dataset(part, augment=False).clipped) == len(parts[part])
+    assert [message.split(" cells extend")[0] for message in warned] == ["4 of 4 train", "2 of 2 val"]
+    assert all("--crop-fraction 0.5 window" in message for message in warned)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -181,16 +180,3 @@ def test_random_init_trains_every_layer_at_the_head_learning_rate(tiny_run: Path
     with (tiny_run / "history.csv").open() as handle:
         first = next(csv.DictReader(handle))
     assert first["phase"] == "full" and float(first["lr"]) == pytest.approx(config["lr_head"])
-
-
-def test_cells_the_crop_window_cuts_into_are_counted_once_per_part(
-    tiny_config: Callable[..., TrainConfig], caplog: pytest.LogCaptureFixture
-) -> None:
-    """The training part is loaded twice (frozen-phase features, then fine-tuning): its warning still comes once."""
-    with caplog.at_level(logging.WARNING, logger="blastscope"):
-        run_dir = train(tiny_config(crop_fraction=0.5))
-    warnings = [record.getMessage() for record in caplog.records if "--crop-fraction 0.5 window" in record.getMessage()]
-    parts = json.loads((run_dir / "metrics.json").read_text())["data"]["parts"]
-    assert [message.split(" cells extend")[0].split(" ", 3)[3] for message in warnings] == ["train", "val", "test"]
-    for message, part in zip(warnings, ("train", "val", "test"), strict=True):
-        assert f" of {parts[part]} {part} cells extend beyond" in message
