@@ -310,3 +310,12 @@ def test_under_cross_validation_the_folds_a_model_called_one_class_are_named(tmp
     assert "| vgg16 (calls every test cell ALL in folds 1 and 3 of 3) |" in markdown
     assert "test cell of fold" not in markdown
     assert json.loads((tmp_path / "results.json").read_text())["models"]["vgg16"]["calls_every_cell_in_folds"] == [1, 3]
+
+
+def test_under_cross_validation_a_model_flat_in_a_later_fold_only_is_flagged_too(tmp_path: Path) -> None:
+    comparison = fabricated_comparison(cv_folds=3)
+    model = comparison.models[1]
+    model.fold_confusions = [model.confusion, [[0, 40], [0, 80]], model.confusion]  # fold 2: every cell ALL
+    write_report(comparison, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert f"| {model.name} (calls every test cell ALL in fold 2 of 3) |" in markdown

@@ -35,13 +35,13 @@ Table = tuple[list[str], list[list[str]]]
 
 def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
     """``calls every test cell ALL`` (under cross-validation ``... in folds 1, 2 and 3 of 3``: every fold it did so
-    in); empty when its first fold did not."""
+    in); empty when it never did."""
     if model.single_class is None:
         return ""
     text = f"calls every test cell {class_display_name(model.single_class)}"
     if not cv_folds:
         return text
-    folds = [str(fold) for fold in model.single_class_folds] or ["1"]
+    folds = [str(fold) for fold in model.single_class_folds] or ["1"]  # a result built without every fold's counts
     named = folds[0] if len(folds) == 1 else f"{', '.join(folds[:-1])} and {folds[-1]}"
     return f"{text} in fold{'s' * (len(folds) > 1)} {named} of {cv_folds}"
 

@@ -147,12 +147,16 @@ class ModelResult:
 
     @property
     def single_class(self) -> str | None:
-        """The class this model called every test cell, when it decided all of them alike; else None.
+        """The class this model called every test cell, when it decided all of them alike; else None. Under
+        cross-validation, that of the first fold where it did (:attr:`single_class_folds` lists them all).
 
         Such a model learned nothing usable about the cells (at its threshold): its accuracy and F1 only restate
         the test split's class balance.
         """
-        return _only_class_decided(self.confusion, self.classes)
+        for confusion in self.fold_confusions or [self.confusion]:
+            if (only := _only_class_decided(confusion, self.classes)) is not None:
+                return only
+        return None
 
     @property
     def single_class_folds(self) -> list[int]:
