@@ -319,3 +319,5 @@ def test_under_cross_validation_a_model_flat_in_a_later_fold_only_is_flagged_too
     write_report(comparison, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert f"| {model.name} (calls every test cell ALL in fold 2 of 3) |" in markdown
+    for caption in ("Accuracy per test subject (fold 1 of 3)", "per epoch (fold 1 of 3)", "scaling (fitted on the"):
+        assert caption in markdown, caption  # figures of one fold say which

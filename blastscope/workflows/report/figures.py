@@ -65,7 +65,7 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     label = model.display_name
     figures = []
     if model.history:
-        caption = "Loss and validation weighted F1 per epoch; the dashed line marks the phase change."
+        caption = f"Loss and validation weighted F1 per epoch{_fold_note(comparison)}; dashed: the phase change."
         figures.append(
             ReportFigure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label)))
         )
@@ -75,7 +75,15 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
         matrix.axes[0].set_title(f"{label}\n{'most probable class' if len(model.classes) > 2 else 'threshold n/a'}")
     figures.append(ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix)))
     if model.reliability_before is not None:
-        caption = "Reliability diagram before and after temperature scaling (fitted on the validation split)."
+        caption = (
+            (
+                "Reliability diagram before and after temperature scaling (fitted on the validation split)"
+                if model.reliability_after is not None
+                else "Reliability diagram (no temperature was fitted)"
+            )
+            + _fold_note(comparison)
+            + "."
+        )
         diagram = plots.reliability_diagram(model.reliability_before, model.reliability_after, label)
         figures.append(ReportFigure(f"reliability-{model.name}", caption, plots.to_png(diagram)))
     if model.subjects:
@@ -83,7 +91,7 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
             plots.SubjectAccuracy(s.subject, class_display_name(s.true_class), s.accuracy, s.n_cells)
             for s in model.subjects
         ]
-        caption = "Accuracy per test subject, coloured by the subject's true class."
+        caption = f"Accuracy per test subject{_fold_note(comparison)}, coloured by the subject's true class."
         figures.append(
             ReportFigure(f"subjects-{model.name}", caption, plots.to_png(plots.subject_accuracy(shown, names, label)))
         )
