@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data.people import PERSON_BY
 from blastscope.data.preprocessing import SEGMENT_MODES
+from blastscope.data.text_table import in_words
 from blastscope.errors import BlastscopeError
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def tta_line(point: OperatingPoint, views: Sequence[str], run_dir: Path) -> str:
     )
     if not tuned:
         return f"{head}; the operating point was not tuned on any probabilities, with or without TTA"
-    named = tuned[0] if len(tuned) == 1 else f"{', '.join(tuned[:-1])} and {tuned[-1]}"
+    named = in_words(tuned)
     were, are = ("was", "is") if len(tuned) == 1 else ("were", "are")
     where = f" on {point.split}" if point.split else ""
     return (

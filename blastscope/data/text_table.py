@@ -1,7 +1,7 @@
-"""Plain-text tables for terminals and summary files.
+"""Plain text for terminals and summary files: tables and lists of names in words.
 
 One aligned-column format for every table a person reads in a terminal or a ``.txt`` file (split summaries, dataset
-descriptions), so that numbers line up the same way everywhere.
+descriptions), so that numbers line up the same way everywhere; one way to name several things in a sentence.
 """
 
 from __future__ import annotations
@@ -39,3 +39,8 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         for row in cells
     ]
     return "\n".join(lines)
+
+
+def in_words(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: several things named in a sentence."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

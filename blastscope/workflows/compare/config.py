@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from blastscope.data.text_table import in_words
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.referral import check_refer_error
 from blastscope.evaluation.threshold import parse_threshold
@@ -127,8 +128,7 @@ class CompareConfig:
         changed = {key: value for key, value in given.items() if value is not None and value != getattr(preset, key)}
         if not changed:
             return preset
-        names = [BUDGET_FIELD_NAMES[key] for key in changed]
-        flags = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        flags = in_words([BUDGET_FIELD_NAMES[key] for key in changed])
         return replace(preset, **changed, purpose=f"{preset.purpose}; {flags} set by flags")
 
 

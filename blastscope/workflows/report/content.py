@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from blastscope.data.text_table import in_words
 from blastscope.metrics import class_display_name
 from blastscope.workflows.report.model import (
     METRIC_LABELS,
@@ -42,8 +43,7 @@ def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
     if not cv_folds:
         return text
     folds = [str(fold) for fold in model.single_class_folds] or ["1"]  # a result built without every fold's counts
-    named = folds[0] if len(folds) == 1 else f"{', '.join(folds[:-1])} and {folds[-1]}"
-    return f"{text} in fold{'s' * (len(folds) > 1)} {named} of {cv_folds}"
+    return f"{text} in fold{'s' * (len(folds) > 1)} {in_words(folds)} of {cv_folds}"
 
 
 def threshold_text(model: ModelResult) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from blastscope.data.text_table import text_table
+from blastscope.data.text_table import in_words, text_table
 from blastscope.metrics import class_display_name
 from blastscope.workflows.report.content import Table, score_text, single_class_text, threshold_short
 from blastscope.workflows.report.model import (
@@ -140,7 +140,9 @@ def best_statement(comparison: Comparison) -> str:
     best = scored[0]
     groups = tie_groups(comparison)
     if groups and groups[0][0] == 1:
-        tied = _names([f"{model.name} ({score_text(model, comparison.rank_by, comparison)})" for model in groups[0][1]])
+        tied = in_words(
+            [f"{model.name} ({score_text(model, comparison.rank_by, comparison)})" for model in groups[0][1]]
+        )
         return (
             f"Best by {label}: a tie between {tied}; {best.name} is listed first only because it was given first, "
             "not because it scored higher."
@@ -174,7 +176,7 @@ def ranking_notes(comparison: Comparison) -> list[str]:
         if rank > 1:  # a tie for first is said in the sentence above the table (best_statement)
             value = score_text(group[0], comparison.rank_by, comparison)
             notes.append(
-                f"Tied on {label} ({value}), sharing rank {rank}: {_names([model.name for model in group])}; listed "
+                f"Tied on {label} ({value}), sharing rank {rank}: {in_words([model.name for model in group])}; listed "
                 "in the order given, which says nothing about which is better."
             )
     unranked = comparison.unranked
@@ -232,11 +234,6 @@ def _rank_text(rank: int | None) -> str:
 def _tied(first: float, second: float) -> bool:
     """Whether two scores are equal up to rounding error (the same value reached by other arithmetic)."""
     return math.isclose(first, second, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def _names(names: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _missing_reason(model: ModelResult, metric: str) -> str:
