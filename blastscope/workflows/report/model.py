@@ -143,7 +143,7 @@ class ModelResult:
     @property
     def predicted_per_class(self) -> list[int]:
         """How many test cells were decided as each class: the confusion matrix's column sums."""
-        return [sum(row[column] for row in self.confusion) for column in range(len(self.classes))]
+        return _decided_per_class(self.confusion, len(self.classes))
 
     @property
     def single_class(self) -> str | None:
@@ -241,9 +241,14 @@ class Comparison:
         return f"95% bootstrap CI, resampling {self.bootstrap_unit}"
 
 
+def _decided_per_class(confusion: Sequence[Sequence[int]], n_classes: int) -> list[int]:
+    """A confusion matrix's (rows true, columns decided) column sums: how many cells were decided as each class."""
+    return [sum(row[column] for row in confusion) for column in range(n_classes)]
+
+
 def _only_class_decided(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> str | None:
     """The class every cell of a confusion matrix (rows true, columns decided) was decided as, if only one was."""
-    counts = [sum(row[column] for row in confusion) for column in range(len(classes))]
+    counts = _decided_per_class(confusion, len(classes))
     if len(counts) < 2 or sum(counts) == 0:
         return None
     used = [column for column, count in enumerate(counts) if count]
