@@ -250,11 +250,9 @@ def _from_manifest(csv_path: Path, notes: list[str]) -> list[LabelledFile]:
     listed: dict[Path, int] = {}
     for line, row in rows:
         file = _manifest_path(csv_path, line, row["path"])
-        if file.resolve() in listed:
-            raise DataError(
-                f"{csv_path}, lines {listed[file.resolve()]} and {line}: both list {file}; keep one row per file"
-            )
-        listed[file.resolve()] = line
+        if (where := file.resolve()) in listed:
+            raise DataError(f"{csv_path}, lines {listed[where]} and {line}: both list {file}; keep one row per file")
+        listed[where] = line
         label = row["label"].strip()
         subject = (row.get("subject") or "").strip().upper() or None
         if not label:
