@@ -262,16 +262,15 @@ def measure_mode(kind: str, side: int) -> None:
     """In this (fresh) process: the peak RSS of decoding one image of ``kind`` and shrinking it as the server does."""
     import logging
 
-    from blastscope.data.preprocessing import Preprocessing
+    from blastscope.data.cache import model_input
     from blastscope.serving.app import decode_upload
-    from blastscope.serving.memory import decoding_cost, model_sized
+    from blastscope.serving.memory import decoding_cost
 
     logging.disable(logging.WARNING)
     data = kind_bytes(kind, side)
-    pre = Preprocessing(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear")
     Path("/proc/self/clear_refs").write_text("5")
     at_rest, _ = memory(os.getpid())
-    model_sized(decode_upload(data, kind, side * side), pre)
+    model_input(decode_upload(data, kind, side * side), 224, "bilinear")  # a run that does not segment
     _, peak = memory(os.getpid())
     measured, estimate = (peak - at_rest) * 2**20 / side**2, decoding_cost(data, side * side) / side**2
     verdict = "ok" if estimate >= measured else "UNDER-ESTIMATED"

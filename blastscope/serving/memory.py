@@ -20,9 +20,7 @@ from contextlib import contextmanager
 
 from PIL import Image
 
-from blastscope.data.cache import RESAMPLING, resize_rgb
 from blastscope.data.images import _FORMATS, _WIDE_CHANNELS, _rawmode
-from blastscope.data.preprocessing import Preprocessing
 from blastscope.segmentation.modes import segmenting_bytes
 from blastscope.workflows.scan import scan_working_bytes
 
@@ -210,12 +208,3 @@ class DecodingBudget:
             with self._condition:
                 self._reserved -= granted
                 self._condition.notify_all()
-
-
-def model_sized(image: Image.Image, pre: Preprocessing) -> Image.Image:
-    """``image`` (decoded RGB) at the model's input size, with exactly the pixels the prediction path's
-    :func:`~blastscope.data.cache.resize_rgb` gives, without first copying the full-size picture as it does."""
-    size = pre.input_size
-    if image.mode == "RGB" and image.size != (size, size) and pre.interpolation in RESAMPLING:
-        image = image.resize((size, size), RESAMPLING[pre.interpolation])
-    return Image.fromarray(resize_rgb(image, size, pre.interpolation))

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from blastscope.api import load
-from blastscope.data.cache import ModelInput, resize_rgb
+from blastscope.data.cache import ModelInput
 from blastscope.data.synth import smear_field
 from blastscope.errors import BlastscopeError, DataError, ImageError
 from blastscope.inference.gradcam import Explanation
@@ -33,7 +33,6 @@ from blastscope.serving.memory import (
     DecodingBusy,
     decoding_cost,
     give_back_freed_memory,
-    model_sized,
     scan_cost,
     segmenting_cost,
 )
@@ -339,14 +338,6 @@ def test_the_budget_refuses_past_the_deadline() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_freed_memory_can_be_given_back() -> None:
     assert give_back_freed_memory() is True
-
-
-def test_model_sized_gives_the_pixels_the_prediction_path_gives(classifier) -> None:
-    pre = classifier.preprocessing
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (97, 61, 3), dtype=np.uint8))
-    shrunk = model_sized(image, pre)
-    assert shrunk.size == (pre.input_size, pre.input_size)
-    assert np.array_equal(np.asarray(shrunk), resize_rgb(image, pre.input_size, pre.interpolation))
 
 
 def test_each_image_holds_its_decoding_memory_while_it_decodes(classifier, good, monkeypatch) -> None:
