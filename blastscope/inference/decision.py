@@ -78,6 +78,10 @@ class OperatingPoint:
             raise BlastscopeError(f"threshold {self.threshold} is outside [0, 1]; give a probability")
         if not self.temperature > 0:
             raise BlastscopeError(f"temperature {self.temperature} must be positive")
+        if self.source not in SOURCES and not self.source.startswith("val:sensitivity>="):
+            raise BlastscopeError(
+                f"threshold source {self.source!r} is unknown: one of {', '.join(SOURCES[:3])} or val:sensitivity>=S"
+            )
         if self.split == "test":
             raise BlastscopeError("an operating point is never chosen on the test split; choose it on validation")
         if self.positive_class is not None and self.positive_class not in self.classes:

@@ -40,3 +40,13 @@ def test_the_band_survives_its_record_and_a_given_threshold_drops_it() -> None:
     assert OperatingPoint.from_dict(point.to_dict()) == point
     overridden = point.with_threshold(0.7, "predict --threshold")
     assert overridden.refer_band is None and overridden.refer_target is None
+
+
+@pytest.mark.parametrize("source", ["val:sensitivity>=0.95", "val:weighted_f1", "given", "default"])
+def test_every_source_blastscope_writes_is_accepted(source: str) -> None:
+    assert OperatingPoint(("ALL", "HEM"), "ALL", 0.4, source=source).source == source
+
+
+def test_an_unknown_threshold_source_is_refused_rather_than_described_as_chosen_on_validation() -> None:
+    with pytest.raises(BlastscopeError, match="threshold source 'val:f1' is unknown"):
+        OperatingPoint(("ALL", "HEM"), "ALL", 0.4, source="val:f1")
