@@ -9,20 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.data.split import Split, write_split_csv
 from blastscope.data.synth import synthesize
 from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
+from blastscope.evaluation.calibration import reliability
+from blastscope.evaluation.referral import risk_coverage
+from blastscope.evaluation.run_evaluation import prediction_rows
 from blastscope.evaluation.scoring import evaluate_predictions
 from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows import compare
 from blastscope.workflows.compare import BUDGETS, CompareConfig, find_run, run_compare
-from blastscope.workflows.compare.jobs import dataset_root
-from blastscope.workflows.compare.results import evaluation_scores, subject_scores_missing
+from blastscope.workflows.compare.jobs import FoldEvaluation, dataset_root
+from blastscope.workflows.compare.results import evaluation_scores, pooled_folds, subject_scores_missing
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
 
@@ -231,7 +235,92 @@ def test_cross_validation_trains_every_fold_and_reports_mean_and_sd(synth_small:
     assert results["cv_folds"] == 3 and "weighted_f1_sd" in results["ranking"][0]
     assert results["ranking"][0]["subject_accuracy_sd"] is not None
     assert len(results["models"]["cnn"]["fold_metrics"]) == 3
-    assert "mean ± sd over 3 subject-grouped folds" in files.markdown.read_text()
+    markdown = files.markdown.read_text()
+    assert "mean ± sd over 3 subject-grouped folds" in markdown
+    model = results["models"]["cnn"]
+    pooled = model["pooled_folds"]
+    assert pooled["confusion"] == np.sum(model["fold_confusion_matrices"], axis=0).tolist()
+    assert sum(map(sum, pooled["confusion"])) == len(list(synth_small.rglob("*.png")))  # every cell tested once
+    tested = sorted(row["subject"] for row in pooled["subjects"])
+    assert tested == sorted({row[0] for row in results["dataset"]["subjects"]})  # every subject, once
+    note = "pooled over the 3 folds' test subjects (each tested once), each decided at its fold's threshold"
+    for caption in ("Confusion matrix " + note, "Classification report " + note, "Accuracy per test subject, " + note):
+        assert caption in markdown, caption
+    assert "ROC curves of all models, each over its 3 folds' test cells pooled" in markdown
+    assert markdown.count("(fold 1 of 3)") == 1 and "per epoch (fold 1 of 3)" in markdown  # training curves only
+
+
+def _fold_evaluation(fold: int, point: OperatingPoint, people: int = 3, cells: int = 10) -> FoldEvaluation:
+    """One fold's evaluation as ``compare`` keeps it, scored by the evaluation's own code on random logits of the
+    fold's own ``people`` subjects per class (``cells`` each)."""
+    rng = np.random.default_rng(fold)
+    y = np.repeat([0, 1], people * cells)
+    logits = np.stack([np.zeros(len(y)), (2 * y - 1) + rng.normal(0, 1.5, len(y))], axis=1)
+    subjects = [f"{'H' * (1 - label)}{fold}{index // cells}" for index, label in enumerate(y)]
+    table = [
+        Cell(Path(f"fold{fold}/{i}.png"), ("hem", "all")[y[i]], subjects[i], f"d{fold}.{i}") for i in range(len(y))
+    ]
+    plain = evaluate_predictions(y, logits, subjects, point, bootstrap=0)
+    rows = prediction_rows(table, logits, point, segmented=[False] * len(y))
+    evaluation = {"plain": plain, "operating_point": point.to_dict(), "referral_choice": {"target": 0.1}}
+    return FoldEvaluation(Path(f"runs/fold{fold}"), evaluation, rows)
+
+
+def _pooled_cells(folds: list[FoldEvaluation]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every fold's test cells together: true class index, p(ALL) and whether its fold decided it wrongly."""
+    rows = [row for fold in folds for row in fold.predictions]
+    y = np.array([row["label"] == "all" for row in rows], dtype=np.int64)
+    return y, np.array([row["p_all"] for row in rows]), np.array([row["decided_label"] != row["label"] for row in rows])
+
+
+def test_cross_validation_pools_every_folds_test_cells_each_decided_at_its_own_point() -> None:
+    points = [
+        OperatingPoint(("hem", "all"), "all", threshold=0.4, temperature=1.3, refer_band=(0.25, 0.6)),
+        OperatingPoint(("hem", "all"), "all", threshold=0.65, temperature=0.8),
+        OperatingPoint(("hem", "all"), "all", threshold=0.5),  # no temperature: counts unscaled after scaling too
+    ]
+    folds = [_fold_evaluation(index + 1, point) for index, point in enumerate(points)]
+    pooled = pooled_folds(folds)
+    matrices = [fold.evaluation["plain"]["metrics"]["confusion_matrix"] for fold in folds]
+    assert pooled.confusion == np.sum(matrices, axis=0).tolist() and sum(map(sum, pooled.confusion)) == 180
+    assert (pooled.folds, pooled.thresholds, pooled.scaled_folds) == (3, [0.4, 0.65, 0.5], [1, 2])
+    every = [row["subject"] for fold in folds for row in fold.evaluation["plain"]["subjects"]["per_subject"]]
+    assert sorted(s.subject for s in pooled.subjects) == sorted(every) and len(set(every)) == 18
+    y, p_all, wrong = _pooled_cells(folds)
+    fpr, tpr, _ = roc_curve(y, p_all)
+    assert pooled.roc == (fpr.tolist(), tpr.tolist()) and pooled.roc_auc == pytest.approx(roc_auc_score(y, p_all))
+    scaled = reliability(y, np.column_stack([1 - p_all, p_all]))  # each cell at its fold's temperature
+    assert list(pooled.reliability_after.counts) == scaled["counts"]
+    assert pooled.reliability_after.confidence == pytest.approx(scaled["confidence"])
+    assert pooled.reliability_after.accuracy == pytest.approx(scaled["accuracy"])
+    assert pooled.reliability_after.ece == pytest.approx(scaled["ece"], abs=1e-6)
+    assert sum(pooled.reliability_before.counts) == 180
+    curve = pooled.risk_coverage
+    assert curve.coverage[-1] == 1.0 and curve.error[-1] == pytest.approx(wrong.mean())  # calling every cell
+    referred = np.array([row["referred"] for fold in folds for row in fold.predictions])
+    assert referred[60:].sum() == 0 and referred[:60].any()  # only fold 1 has a band
+    assert curve.band == (pytest.approx(1 - referred.mean()), pytest.approx(wrong[~referred].mean()))
+    assert (curve.band_label, curve.target, curve.n_cells) == (
+        "the refer band of fold 1 (none in folds 2 and 3)",
+        0.1,
+        180,
+    )
+
+
+def test_pooled_folds_with_one_threshold_rank_cells_as_one_split_would() -> None:
+    point = OperatingPoint(("hem", "all"), "all", threshold=0.3)
+    folds = [_fold_evaluation(fold, point) for fold in (1, 2)]
+    y, p_all, wrong = _pooled_cells(folds)
+    coverage, error = risk_coverage(p_all, wrong, 0.3)
+    curve = pooled_folds(folds).risk_coverage
+    assert curve.coverage == pytest.approx(coverage.tolist()) and curve.error == pytest.approx(error.tolist())
+    assert curve.band is None
+
+
+def test_folds_whose_test_cells_overlap_are_not_pooled() -> None:
+    point = OperatingPoint(("hem", "all"), "all")
+    with pytest.raises(ValueError, match="overlap"):
+        pooled_folds([_fold_evaluation(1, point), _fold_evaluation(1, point)])
 
 
 def write_fake_run(

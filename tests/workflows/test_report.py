@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from sklearn.metrics import classification_report, log_loss, roc_auc_score, roc_
 
 from blastscope.data.attribution import CNMC_ATTRIBUTION
 from blastscope.evaluation import plots
-from blastscope.workflows.report import Comparison, DatasetCard, ModelResult, write_report
+from blastscope.workflows.report import Comparison, DatasetCard, ModelResult, PooledFolds, write_report
 from blastscope.workflows.report.figures import draw_figures
 
 CLASSES = ("hem", "all")
@@ -191,6 +192,92 @@ def test_cross_validation_reports_mean_and_sd_over_folds(tmp_path: Path) -> None
     assert "mean ± sd over 3 subject-grouped folds" in markdown and "0.900 ± 0.020" in markdown
     assert float(rows["cnn"]["loss"]) == pytest.approx(0.5) and float(rows["cnn"]["loss_sd"]) == pytest.approx(0.02)
     assert "| 0.500 ± 0.020 |" in markdown  # the test log loss, mean ± sd over the folds
+
+
+def fabricated_pooled(model: ModelResult, seed: int) -> PooledFolds:
+    """Three folds of ``model`` pooled: its own (fold 1) and two more, decided at thresholds 0.4, 0.5 and 0.6."""
+    model.fold_confusions = [model.confusion, [[30, 8], [5, 40]], [[25, 10], [7, 35]]]
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 2, 300)
+    p_all = np.clip(0.5 + (y_true - 0.5) * 0.4 + rng.normal(0, 0.25, 300), 0, 1)
+    fpr, tpr, _ = roc_curve(y_true, p_all)
+    people = [plots.SubjectAccuracy(f"H{i}", "hem", 0.5 + i / 20, 25) for i in range(6)]
+    return PooledFolds(
+        folds=3,
+        thresholds=[0.4, 0.5, 0.6],
+        scaled_folds=[1, 2, 3],
+        confusion=np.sum(model.fold_confusions, axis=0).tolist(),
+        roc=(fpr.tolist(), tpr.tolist()),
+        roc_auc=float(roc_auc_score(y_true, p_all)),
+        reliability_before=plots.ReliabilityCurve([0.55, 0.75, 0.9], [0.5, 0.7, 0.8], [90, 110, 100], 0.07),
+        reliability_after=plots.ReliabilityCurve([0.55, 0.75, 0.9], [0.54, 0.76, 0.88], [95, 105, 100], 0.01),
+        subjects=people + [plots.SubjectAccuracy(str(i), "all", 0.6 + i / 20, 30) for i in range(6)],
+        risk_coverage=plots.RiskCoverage([0.5, 0.8, 1.0], [0.05, 0.1, 0.2], (0.8, 0.1), "each fold's refer band"),
+    )
+
+
+def test_under_cross_validation_the_figures_and_classification_report_pool_every_fold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[str, list[tuple]] = {}
+    for kind in ("confusion_matrix", "roc_curves", "reliability_diagram", "subject_accuracy", "risk_coverage"):
+        draw = getattr(plots, kind)
+        monkeypatch.setattr(
+            plots, kind, lambda *a, _kind=kind, _draw=draw: drawn.setdefault(_kind, []).append(a) or _draw(*a)
+        )
+    comparison = fabricated_comparison(cv_folds=3)
+    for seed, model in enumerate(comparison.models):
+        model.pooled = fabricated_pooled(model, seed)
+    partly = comparison.models[2]
+    partly.pooled = replace(partly.pooled, scaled_folds=[1])  # type: ignore[arg-type]
+    partly.referral = {"band": [0.3, 0.6], "coverage": 0.9, "error_all": 0.2, "error_called": 0.15, "target": 0.1}
+    write_report(comparison, tmp_path)
+    ranked = comparison.ranked
+    pooled = [model.pooled for model in ranked]
+    assert [args[0] for args in drawn["confusion_matrix"]] == [p.confusion for p in pooled]
+    assert pooled[0].confusion == np.sum(ranked[0].fold_confusions, axis=0).tolist() != ranked[0].confusion
+    ((curves, _),) = drawn["roc_curves"]
+    assert curves == {m.name: (*m.pooled.roc, m.pooled.roc_auc) for m in comparison.models}  # type: ignore[union-attr]
+    assert [args[:2] for args in drawn["reliability_diagram"]] == [
+        (p.reliability_before, p.reliability_after) for p in pooled
+    ]
+    assert [len(args[0]) for args in drawn["subject_accuracy"]] == [12, 12, 12]  # every fold's subjects
+    assert [args[0] for args in drawn["risk_coverage"]] == [p.risk_coverage for p in pooled]
+    assert drawn["risk_coverage"][0][2] == "3 folds' test cells pooled"
+    markdown = (tmp_path / "report.md").read_text()
+    note = (
+        "pooled over the 3 folds' test subjects (each tested once), each decided at its fold's threshold (0.400, 0.500 "
+        "and 0.600, fold by fold)"
+    )
+    for caption in (
+        f"Confusion matrix {note}: counts and share of each true class.",
+        f"Classification report {note}.",
+        f"Accuracy per test subject, {note}, coloured by the subject's true class.",
+        f"the rest referred to a person, {note}: the curve refers the cells nearest their fold's threshold first",
+        "Reliability diagram before and after each fold's temperature scaling (fitted on its validation split), pooled "
+        "over the 3 folds' test subjects (each tested once).",
+        "(fitted on the validation split of fold 1; the other folds' cells count unscaled), pooled over the 3 folds'",
+        "ROC curves of all models, each over its 3 folds' test cells pooled (every subject tested once",
+    ):
+        assert caption in markdown, caption
+    assert markdown.count("(fold 1 of 3)") == 3 and markdown.count("per epoch (fold 1 of 3)") == 3  # curves only
+    card = "**Decision threshold**: fold 1 of 3: ALL when p(ALL) ≥ 0.500 (default threshold, by train); each fold's run"
+    assert markdown.count(card) == 3 and "On the test split of fold 1 of 3: 10.0% referred" in markdown
+    total = sum(map(sum, pooled[0].confusion))
+    section = markdown.split(f"### {ranked[0].display_name}")[1].split("\n### ")[0]
+    assert (
+        f"| accuracy |  |  | {(pooled[0].confusion[0][0] + pooled[0].confusion[1][1]) / total:.3f} | {total} |"
+        in section
+    )
+    ranking = markdown.split("| rank |")[1].split("\n\n")[0]
+    assert "| threshold (fold 1) | ECE pooled (→ after scaling) | train time (fold 1) | images/s (fold 1) |" in ranking
+    assert ranking.count("| 0.070 → 0.010 |") == 3  # the pooled cells' ECE, as the reliability diagram shows
+    with (tmp_path / "results.csv").open() as handle:
+        assert {row["ece"] for row in csv.DictReader(handle) if row["ece"]} == {"0.07"}
+    results = json.loads((tmp_path / "results.json").read_text())["models"][ranked[0].name]
+    assert results["confusion_matrix"] == ranked[0].confusion  # fold 1's, as before
+    assert results["pooled_folds"]["confusion"] == pooled[0].confusion
+    assert sum(row["support"] for row in results["pooled_folds"]["classification_report"]) == total
 
 
 def test_ranking_shows_test_log_loss_beside_accuracy_and_each_threshold(report_dir: Path) -> None:

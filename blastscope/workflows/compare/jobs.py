@@ -2,8 +2,9 @@
 
 A job is one model on one fold. :func:`trained_run` reuses a finished run of exactly the job's recipe and split, by
 file names and by contents (:func:`find_run`), else resumes an interrupted one, else trains a new one;
-:func:`evaluate_job` scores it on its test part. Training is looked up on :mod:`blastscope.training` and synthesis on
-:mod:`blastscope.data.synth` at call time, so a test can replace either there.
+:func:`evaluate_job` scores it on its test part (a :class:`FoldEvaluation`). Training is looked up on
+:mod:`blastscope.training` and synthesis on :mod:`blastscope.data.synth` at call time, so a test can replace either
+there.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ IGNORED_WHEN_REUSING = ("progress",)
 
 EVALUATION_FILE = "compare-evaluation.json"
 """Where each run keeps the evaluation ``compare`` made of it (``EvaluationResult.to_dict()``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoldEvaluation:
+    """One job's run scored on its test part: what the report is built from."""
+
+    run_dir: Path
+    evaluation: dict[str, Any]
+    """``EvaluationResult.to_dict()``, as written to the run's :data:`EVALUATION_FILE`."""
+    predictions: list[dict[str, Any]]
+    """One row per test cell (``EvaluationResult.predictions``: ``label``, ``p_<class>``, ``decided_label``,
+    ``threshold``, ``referred``, ...), kept in memory only, so that cross-validation can pool every fold's cells."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +269,7 @@ def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in plain.items() if key not in IGNORED_WHEN_REUSING}
 
 
-def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[str, Any]:
+def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> FoldEvaluation:
     """Score a run's test part at its stored operating point, or at one chosen now and stored in it.
 
     Parameters
@@ -272,8 +285,8 @@ def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[s
 
     Returns
     -------
-    dict
-        ``EvaluationResult.to_dict()``, also written to the run's :data:`EVALUATION_FILE`.
+    FoldEvaluation
+        ``EvaluationResult.to_dict()`` (also written to the run's :data:`EVALUATION_FILE`) and its per-cell rows.
     """
     result = evaluate_run(
         run_dir,
@@ -290,4 +303,4 @@ def evaluate_job(run_dir: Path, config: CompareConfig, budget: Budget) -> dict[s
         tqdm.write(f"{run_dir.name}: {ReferralChoice.from_dict(result.referral_choice).describe()}")
     evaluation = result.to_dict()
     (run_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2, default=str))
-    return evaluation
+    return FoldEvaluation(run_dir, evaluation, result.predictions)

@@ -54,8 +54,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     evaluations: Evaluations = {}
     for job in tqdm(jobs, desc="compare", unit="run", disable=not config.progress):
         run_dir = trained_run(train_config(job, config, budget, data_root, out / "runs"), job.split)
-        evaluations[job.model, job.fold] = run_dir, evaluate_job(run_dir, config, budget)
-        if single := evaluations[job.model, job.fold][1]["plain"]["metrics"].get("single_predicted_class"):
+        evaluations[job.model, job.fold] = evaluate_job(run_dir, config, budget)
+        if single := evaluations[job.model, job.fold].evaluation["plain"]["metrics"].get("single_predicted_class"):
             print(f"warning: {job.model} (fold {job.fold + 1}): {one_class_warning(single, 'test cell')}", flush=True)
     results = [model_result(model, evaluations, len(splits)) for model in config.models]
     comparison = Comparison(

@@ -1,7 +1,8 @@
 """From evaluations to the report's records: one :class:`ModelResult` per model, and the shared budget table.
 
 :func:`model_result_from_evaluation` joins one evaluation (``EvaluationResult.to_dict()``) with its run's recipe,
-timings and history; where the model decided comes from :func:`decision_fields`.
+timings and history; where the model decided comes from :func:`decision_fields`. Under cross-validation
+:func:`pooled_folds` puts every fold's test cells together for the report's figures and classification report.
 """
 
 from __future__ import annotations
@@ -11,16 +12,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from sklearn.metrics import auc, roc_curve
 
+from blastscope.data.text_table import in_words
 from blastscope.evaluation import plots
+from blastscope.evaluation.referral import risk_coverage
 from blastscope.inference.decision import OperatingPoint
 from blastscope.workflows.compare.cards import read_history
 from blastscope.workflows.compare.config import Budget, CompareConfig, threshold_text
-from blastscope.workflows.report import FOLD_METRICS, SUBJECT_METRICS, TTA_LABEL, TTA_SUFFIX, ModelResult, metric_label
+from blastscope.workflows.compare.jobs import FoldEvaluation
+from blastscope.workflows.report import (
+    FOLD_METRICS,
+    SUBJECT_METRICS,
+    TTA_LABEL,
+    TTA_SUFFIX,
+    ModelResult,
+    PooledFolds,
+    metric_label,
+)
 
-Evaluations = dict[tuple[str, int], tuple[Path, dict[str, Any]]]
-"""(model, fold) -> (run folder, ``EvaluationResult.to_dict()``)."""
+Evaluations = dict[tuple[str, int], FoldEvaluation]
+"""(model, fold) -> that run's evaluation on its fold's test part."""
 
 TRAINING_SETTINGS = (
     "image_size",
@@ -55,18 +69,151 @@ def model_result(model: str, evaluations: Evaluations, folds: int) -> ModelResul
     Returns
     -------
     ModelResult
-        From the first fold's run; ``fold_metrics`` holds every fold's :func:`evaluation_scores` when ``folds > 1``.
+        From the first fold's run. When ``folds > 1``, ``fold_metrics`` and ``fold_confusions`` hold every fold's
+        :func:`evaluation_scores` and confusion matrix, and ``pooled`` every fold's test cells (:func:`pooled_folds`).
     """
-    run_dir, evaluation = evaluations[model, 0]
-    recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    result = model_result_from_evaluation(evaluation, recipe, metrics, run_dir)
+    first = evaluations[model, 0]
+    recipe = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+    metrics = json.loads((first.run_dir / "metrics.json").read_text())
+    result = model_result_from_evaluation(first.evaluation, recipe, metrics, first.run_dir)
     if folds > 1:
-        result.fold_metrics = [evaluation_scores(evaluations[model, fold][1]) for fold in range(folds)]
-        result.fold_confusions = [
-            evaluations[model, fold][1]["plain"]["metrics"]["confusion_matrix"] for fold in range(folds)
-        ]
+        every = [evaluations[model, fold] for fold in range(folds)]
+        result.fold_metrics = [evaluation_scores(fold.evaluation) for fold in every]
+        result.fold_confusions = [fold.evaluation["plain"]["metrics"]["confusion_matrix"] for fold in every]
+        result.pooled = pooled_folds(every)
     return result
+
+
+def pooled_folds(folds: Sequence[FoldEvaluation]) -> PooledFolds:
+    """Every fold's test cells together: each subject tested once, by the fold model that never trained on it.
+
+    Parameters
+    ----------
+    folds : sequence of FoldEvaluation
+        One model's evaluations, in fold order, of folds whose test parts are disjoint (``kfold_splits``).
+
+    Returns
+    -------
+    PooledFolds
+        The summed confusion matrices, every fold's per-subject rows, the merged reliability bins, and from the
+        per-cell rows the ROC curve and the risk-coverage curve of the pooled cells (binary models).
+
+    Raises
+    ------
+    ValueError
+        When a test cell appears in two folds' evaluations: pooling them would test it twice.
+    """
+    evaluations = [fold.evaluation for fold in folds]
+    points = [OperatingPoint.from_dict(evaluation["operating_point"]) for evaluation in evaluations]
+    rows = [row for fold in folds for row in fold.predictions]
+    paths = [row["path"] for row in rows]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"the {len(folds)} folds' test parts overlap, so pooling them would test some cells twice")
+    matrices = np.array([evaluation["plain"]["metrics"]["confusion_matrix"] for evaluation in evaluations])
+    calibrations = [evaluation["plain"].get("calibration") or {} for evaluation in evaluations]
+    befores = [calibration.get("before") for calibration in calibrations]
+    afters = [calibration.get("after") for calibration in calibrations]
+    binary = all(point.binary for point in points)
+    roc, auc = _pooled_roc(rows, points[0]) if binary else (None, None)
+    return PooledFolds(
+        folds=len(folds),
+        thresholds=[point.threshold if point.binary else None for point in points],
+        scaled_folds=[index + 1 for index, after in enumerate(afters) if after],
+        confusion=matrices.sum(axis=0).tolist(),
+        roc=roc,
+        roc_auc=auc,
+        reliability_before=_merged_bins(befores) if all(befores) else None,
+        reliability_after=_merged_bins([after or before for after, before in zip(afters, befores, strict=True)])
+        if any(afters) and all(befores)
+        else None,
+        subjects=sorted(
+            (
+                plots.SubjectAccuracy(str(s["subject"]), s["true_class"], float(s["accuracy"]), int(s["n_cells"]))
+                for evaluation in evaluations
+                for s in (evaluation["plain"].get("subjects") or {}).get("per_subject", [])
+            ),
+            key=lambda s: (s.true_class, s.accuracy, s.subject),
+        ),
+        risk_coverage=_pooled_risk_coverage(rows, evaluations, points) if binary and rows else None,
+    )
+
+
+def _pooled_roc(
+    rows: Sequence[dict[str, Any]], point: OperatingPoint
+) -> tuple[tuple[list[float], list[float]] | None, float | None]:
+    """The ROC curve and its area over every pooled cell's p(positive); (None, None) when one class is missing."""
+    y_true = np.array([point.classes.index(row["label"]) for row in rows], dtype=np.int64)
+    if len(np.unique(y_true)) < len(point.classes):
+        return None, None
+    p_positive = np.array([row[f"p_{point.positive_class}"] for row in rows], dtype=np.float64)
+    fpr, tpr, _ = roc_curve(y_true == point.positive_index, p_positive)
+    return (fpr.tolist(), tpr.tolist()), float(auc(fpr, tpr))
+
+
+def _merged_bins(curves: Sequence[dict[str, Any]]) -> plots.ReliabilityCurve:
+    """One reliability curve from several folds' (:func:`~blastscope.evaluation.calibration.reliability`): the cells
+    of bins covering the same confidence range added, and the ECE of the merged bins.
+
+    A bin's mean confidence lies inside its range, so it names the bin (the last range closed by a bin of its own for
+    a confidence of exactly 1.0, as there).
+    """
+    sizes = {int(curve["n_bins"]) for curve in curves}
+    if len(sizes) != 1:
+        raise ValueError(f"the folds' reliability curves have different bin counts ({sorted(sizes)}); cannot merge")
+    edges = np.linspace(0.0, 1.0, sizes.pop() + 1)
+    totals: dict[int, list[float]] = {}  # bin -> [cells, sum of confidences, correct cells]
+    for curve in curves:
+        for confidence, accuracy, count in zip(curve["confidence"], curve["accuracy"], curve["counts"], strict=True):
+            total = totals.setdefault(int(np.searchsorted(edges, confidence, side="right")) - 1, [0.0, 0.0, 0.0])
+            total[0] += count
+            total[1] += confidence * count
+            total[2] += accuracy * count
+    merged = [totals[index] for index in sorted(totals)]
+    cells = sum(total[0] for total in merged)
+    return plots.ReliabilityCurve(
+        confidence=[total[1] / total[0] for total in merged],
+        accuracy=[total[2] / total[0] for total in merged],
+        counts=[int(total[0]) for total in merged],
+        ece=sum(abs(total[2] - total[1]) for total in merged) / cells,
+    )
+
+
+def _pooled_risk_coverage(
+    rows: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]], points: Sequence[OperatingPoint]
+) -> plots.RiskCoverage:
+    """The risk-coverage curve of every pooled cell, each ranked by its margin from its own fold's threshold, with
+    the point every fold's refer band reached on its cells (when any fold has a band).
+
+    Each p(positive) is moved piecewise linearly so that its fold's threshold lands at 0.5: that keeps the margin
+    scaled to each side, which is all :func:`~blastscope.evaluation.referral.risk_coverage` ranks cells by.
+    """
+    positive = points[0].positive_class
+    p = np.array([row[f"p_{positive}"] for row in rows], dtype=np.float64)
+    threshold = np.array([row["threshold"] for row in rows], dtype=np.float64)
+    wrong = np.array([row["decided_label"] != row["label"] for row in rows])
+    referred = np.array([bool(row["referred"]) for row in rows])
+    scale = np.where(p >= threshold, 1.0 - threshold, threshold)
+    margin = np.abs(p - threshold) / np.maximum(scale, np.finfo(np.float64).tiny)
+    centred = 0.5 + np.where(p >= threshold, 0.5, -0.5) * margin
+    coverage, error = risk_coverage(centred, wrong, 0.5)
+    with_band = [index + 1 for index, point in enumerate(points) if point.refer_band is not None]
+    choices = [evaluation.get("referral_choice") for evaluation in evaluations]
+    targets = {choice["target"] if choice else None for choice in choices}
+    target = targets.pop() if len(targets) == 1 else None
+    curve = plots.RiskCoverage(coverage.tolist(), error.tolist(), target=target, n_cells=len(rows))
+    if not with_band:
+        return curve
+    called = ~referred
+    band = (float(called.mean()), float(wrong[called].mean()) if called.any() else None)
+    without = [str(index + 1) for index, point in enumerate(points) if point.refer_band is None]
+    label = "each fold's refer band"
+    if without:
+        several = "s" * (len(with_band) > 1)
+        label = (
+            f"the refer band{several} of fold{several} {in_words([str(fold) for fold in with_band])} "
+            f"(none in fold{'s' * (len(without) > 1)} {in_words(without)})"
+        )
+    return plots.RiskCoverage(coverage.tolist(), error.tolist(), band, label, target, len(rows))
 
 
 def evaluation_scores(evaluation: dict[str, Any]) -> dict[str, float | None]:
@@ -262,7 +409,7 @@ def bootstrap_unit(evaluations: Evaluations) -> str:
     str
         ``subjects`` when every evaluation resampled subjects, else ``cells``.
     """
-    units = {(evaluation["plain"].get("bootstrap") or {}).get("unit") for _, evaluation in evaluations.values()}
+    units = {(fold.evaluation["plain"].get("bootstrap") or {}).get("unit") for fold in evaluations.values()}
     return "subjects" if units == {"subject"} else "cells"
 
 

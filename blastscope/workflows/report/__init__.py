@@ -25,6 +25,7 @@ from blastscope.workflows.report.model import (
     Comparison,
     DatasetCard,
     ModelResult,
+    PooledFolds,
     metric_label,
     rank_metric_choices,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Comparison",
     "DatasetCard",
     "ModelResult",
+    "PooledFolds",
     "ReportFiles",
     "metric_label",
     "rank_metric_choices",

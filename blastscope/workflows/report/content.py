@@ -18,6 +18,7 @@ from blastscope.workflows.report.model import (
     Comparison,
     DatasetCard,
     ModelResult,
+    PooledFolds,
     is_subject_metric,
 )
 
@@ -76,14 +77,16 @@ def threshold_short(model: ModelResult) -> str:
     return f"{model.threshold:.3f} ({how})" if how else f"{model.threshold:.3f}"
 
 
-def referral_text(model: ModelResult) -> str:
-    """What the refer band flags and what that did on the test split, for the model card."""
+def referral_text(model: ModelResult, cv_folds: int | None = None) -> str:
+    """What the refer band flags and what that did on the test split (under cross-validation, fold 1's), for the
+    model card."""
     referral = model.referral or {}
     all_errors = f"{100 * referral.get('error_all', 0.0):.1f}%"
     band = referral.get("band")
+    where = f"the test split of fold 1 of {cv_folds}" if cv_folds else "the test split"
     if band is None:
         return (
-            f"No refer band: every cell is called ({all_errors} errors on the test split). "
+            f"No refer band: every cell is called ({all_errors} errors on {where}). "
             "`blastscope evaluate RUN --refer-error 0.05` chooses one on validation."
         )
     positive = class_display_name(model.classes[-1])
@@ -93,22 +96,24 @@ def referral_text(model: ModelResult) -> str:
     rest = f"{100 * called:.1f}% errors among the rest" if called is not None else "none called"
     return (
         f"Cells with {band[0]:.3g} < p({positive}) < {band[1]:.3g} are flagged 'uncertain — refer' for a person to "
-        f"review, keeping their label{chosen}. On the test split: {100 * (1 - referral['coverage']):.1f}% referred, "
+        f"review, keeping their label{chosen}. On {where}: {100 * (1 - referral['coverage']):.1f}% referred, "
         f"{rest} ({all_errors} over all cells)."
     )
 
 
 def class_report_table(model: ModelResult) -> Table:
     """scikit-learn's classification report as a table: precision, recall, F1 and support per class, then accuracy,
-    macro and weighted (by support) averages, all from the confusion matrix."""
-    scores = model.class_scores()
+    macro and weighted (by support) averages, all from the confusion matrix the report shows (pooled over the folds
+    under cross-validation, :attr:`ModelResult.report_confusion`)."""
+    confusion = model.report_confusion
+    scores = model.class_scores(confusion)
     total = sum(score.support for score in scores)
     rows = [
         [class_display_name(s.name), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.support)]
         for s in scores
     ]
     if total:
-        hits = sum(model.confusion[i][i] for i in range(len(scores)))
+        hits = sum(confusion[i][i] for i in range(len(scores)))
         rows.append(["accuracy", "", "", f"{hits / total:.3f}", str(total)])
         for label, weights in (("macro avg", [1] * len(scores)), ("weighted avg", [s.support for s in scores])):
             averages = [
@@ -124,8 +129,24 @@ def _weighted_mean(values: list[float], weights: list[int]) -> float:
 
 def class_report_caption(model: ModelResult, comparison: Comparison) -> str:
     """What the classification report shows, and at which threshold."""
+    if model.pooled is not None:
+        return f"Classification report {pooled_text(model, model.pooled)}."
     fold = f" (fold 1 of {comparison.cv_folds})" if comparison.cv_folds else ""
     return f"Classification report on the test split{fold}, decided at {threshold_text(model)}."
+
+
+def pooled_text(model: ModelResult, pooled: PooledFolds, decided: bool = True) -> str:
+    """Where a pooled figure's cells come from: ``pooled over the 3 folds' test subjects (each tested once), each
+    decided at its fold's threshold (0.500 in every fold)``; without ``decided`` only the first part, for figures no
+    threshold enters (ROC curves, reliability)."""
+    text = f"pooled over the {pooled.folds} folds' test subjects (each tested once)"
+    if not decided:
+        return text
+    if len(model.classes) > 2:
+        return f"{text}, each decided by its fold's model (most probable class)"
+    values = [f"{threshold:.3f}" for threshold in pooled.thresholds if threshold is not None]
+    where = f"{values[0]} in every fold" if len(set(values)) == 1 else f"{in_words(values)}, fold by fold"
+    return f"{text}, each decided at its fold's threshold ({where})"
 
 
 def metric_table(model: ModelResult, comparison: Comparison) -> Table:
@@ -203,7 +224,11 @@ def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
         f"Data: {card.root} ({card.kind})",
         f"Classes: {', '.join(names)} (positive: {names[-1]})",
         f"Split: {level}"
-        + (f"; {comparison.cv_folds}-fold cross-validation, counts of fold 1" if comparison.cv_folds else ""),
+        + (
+            f"; {comparison.cv_folds}-fold cross-validation (every subject tested in one fold), part counts of fold 1"
+            if comparison.cv_folds
+            else ""
+        ),
         f"Exact duplicate files counted once: {card.duplicates}; unreadable files skipped: {card.skipped}",
         f"Attribution: {card.attribution}",
     ]
@@ -231,11 +256,14 @@ def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = Non
             f"On this test split it {single_class_text(model, cv_folds)}: at this threshold it does not tell the "
             "classes apart.",
         )
+    threshold = threshold_text(model)
+    if cv_folds:  # the card describes the first fold's run
+        threshold = f"fold 1 of {cv_folds}: {threshold}; each fold's run decides at its own"
     return [
         ("Intended use", INTENDED_USE),
         ("Weights", model.weights_source),
-        ("Decision threshold", threshold_text(model)),
-        *([("Referral", referral_text(model))] if model.referral is not None else []),
+        ("Decision threshold", threshold),
+        *([("Referral", referral_text(model, cv_folds))] if model.referral is not None else []),
         ("Limitations", " ".join(limitations)),
         ("Training settings", _settings_text(model.settings)),
         ("Run directory", model.run_dir),

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
+from blastscope.data.text_table import in_words
 from blastscope.evaluation import plots
 from blastscope.metrics import class_display_name
+from blastscope.workflows.report.content import pooled_text
 from blastscope.workflows.report.model import Comparison, ModelResult, is_subject_metric, metric_label, value_or
 
 MODEL_FIGURE_KINDS = ("curves", "confusion", "reliability", "subjects", "referral")
@@ -39,18 +41,40 @@ def draw_figures(comparison: Comparison) -> list[ReportFigure]:
     missing = ", ".join(model.name for model in comparison.unranked)
     unranked = f" {missing}: no {label}, drawn as 0 and ranked last." if missing else ""
     figures = [ReportFigure("ranking", f"Ranking by {label}; error bars: {bars}.{unranked}", plots.to_png(chart))]
-    curves = {
-        model.name: (model.roc[0], model.roc[1], value_or(model.metrics.get("roc_auc"), -math.inf))
-        for model in comparison.models
-        if model.roc is not None
-    }
-    if curves:
-        positive = class_display_name(comparison.dataset.classes[-1])
-        caption = "ROC curves of all models on the same test split" + _fold_note(comparison) + "."
-        figures.append(ReportFigure("roc", caption, plots.to_png(plots.roc_curves(curves, positive))))
+    roc = _roc_figure(comparison)
+    if roc is not None:
+        figures.append(roc)
     for model in comparison.ranked:
         figures.extend(_model_figures(model, comparison))
     return figures
+
+
+def _roc_figure(comparison: Comparison) -> ReportFigure | None:
+    """The ROC curves of every model that has one: over its folds' pooled test cells when every model has them (under
+    cross-validation), else on the test split (the first fold's, and saying so, under cross-validation)."""
+    pooled = all(model.pooled is not None for model in comparison.models)
+    curves = {}
+    for model in comparison.models:
+        roc, auc = model.roc, model.metrics.get("roc_auc")
+        if pooled and model.pooled is not None:
+            roc, auc = model.pooled.roc, model.pooled.roc_auc
+        if roc is not None:
+            curves[model.name] = (roc[0], roc[1], value_or(auc, -math.inf))
+    if not curves:
+        return None
+    positive = class_display_name(comparison.dataset.classes[-1])
+    figure = plots.roc_curves(curves, positive)
+    if not pooled:
+        caption = "ROC curves of all models on the same test split" + _fold_note(comparison) + "."
+        return ReportFigure("roc", caption, plots.to_png(figure))
+    folds = comparison.cv_folds
+    caption = (
+        f"ROC curves of all models, each over its {folds} folds' test cells pooled (every subject tested once, by the "
+        "fold's model that never trained on them); legend: the area under each pooled curve (the ranking's ROC-AUC is "
+        "the mean over folds)."
+    )
+    figure.axes[0].set_title(f"ROC curves, {folds} folds' test cells pooled (positive class: {positive})")
+    return ReportFigure("roc", caption, plots.to_png(figure))
 
 
 def model_figure_keys(model: ModelResult) -> list[str]:
@@ -60,8 +84,8 @@ def model_figure_keys(model: ModelResult) -> list[str]:
 
 def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFigure]:
     """Training curves, confusion matrix, reliability diagram, per-subject accuracy and the risk-coverage curve, each
-    when its data exists."""
-    names = [class_display_name(name) for name in model.classes]
+    when its data exists; under cross-validation all but the training curves pool every fold's test cells when the
+    result has them (:attr:`ModelResult.pooled`), else show the first fold."""
     label = model.display_name
     figures = []
     if model.history:
@@ -69,42 +93,104 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
         figures.append(
             ReportFigure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label)))
         )
-    caption = "Confusion matrix on the test split" + _fold_note(comparison) + ": counts and share of each true class."
-    matrix = plots.confusion_matrix(model.confusion, names, label, 0.5 if model.threshold is None else model.threshold)
+    figures.append(_confusion_figure(model, comparison))
+    pooled = model.pooled
+    before, after = model.report_reliability
+    if before is not None:
+        diagram = plots.reliability_diagram(before, after, label)
+        figures.append(
+            ReportFigure(
+                f"reliability-{model.name}", _reliability_caption(model, comparison, after), plots.to_png(diagram)
+            )
+        )
+    subjects = model.subjects if pooled is None else pooled.subjects
+    if subjects:
+        shown = [
+            plots.SubjectAccuracy(s.subject, class_display_name(s.true_class), s.accuracy, s.n_cells) for s in subjects
+        ]
+        where = _fold_note(comparison) if pooled is None else f", {pooled_text(model, pooled)}"
+        caption = f"Accuracy per test subject{where}, coloured by the subject's true class."
+        names = [class_display_name(name) for name in model.classes]
+        figure = plots.subject_accuracy(shown, names, label)
+        figures.append(ReportFigure(f"subjects-{model.name}", caption, plots.to_png(figure)))
+    curve = model.risk_coverage if pooled is None else pooled.risk_coverage
+    if curve is not None:
+        figures.append(_referral_figure(model, comparison, curve))
+    return figures
+
+
+def _confusion_figure(model: ModelResult, comparison: Comparison) -> ReportFigure:
+    """The confusion matrix the report shows (:attr:`ModelResult.report_confusion`), titled with how it decided."""
+    names = [class_display_name(name) for name in model.classes]
+    label = model.display_name
+    pooled = model.pooled
+    matrix = plots.confusion_matrix(
+        model.report_confusion, names, label, 0.5 if model.threshold is None else model.threshold
+    )
+    if pooled is not None:
+        thresholds = set(pooled.thresholds)
+        if len(model.classes) > 2:
+            rule = "most probable class"
+        elif len(thresholds) == 1 and None not in thresholds:
+            rule = f"threshold {pooled.thresholds[0]:g}"
+        else:
+            rule = "each at its fold's threshold"
+        matrix.axes[0].set_title(f"{label}\n{pooled.folds} folds pooled, {rule}")
+        caption = f"Confusion matrix {pooled_text(model, pooled)}: counts and share of each true class."
+        return ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix))
     if model.threshold is None or len(model.classes) > 2:  # the plot would name a threshold that did not decide
         matrix.axes[0].set_title(f"{label}\n{'most probable class' if len(model.classes) > 2 else 'threshold n/a'}")
-    figures.append(ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix)))
-    if model.reliability_before is not None:
-        caption = (
-            (
-                "Reliability diagram before and after temperature scaling (fitted on the validation split)"
-                if model.reliability_after is not None
-                else "Reliability diagram (no temperature was fitted)"
-            )
-            + _fold_note(comparison)
-            + "."
+    caption = "Confusion matrix on the test split" + _fold_note(comparison) + ": counts and share of each true class."
+    return ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix))
+
+
+def _reliability_caption(model: ModelResult, comparison: Comparison, after: plots.ReliabilityCurve | None) -> str:
+    """What the reliability diagram shows: before and (when a temperature was fitted) after scaling, and whose cells."""
+    pooled = model.pooled
+    if pooled is None:
+        what = (
+            "Reliability diagram before and after temperature scaling (fitted on the validation split)"
+            if after is not None
+            else "Reliability diagram (no temperature was fitted)"
         )
-        diagram = plots.reliability_diagram(model.reliability_before, model.reliability_after, label)
-        figures.append(ReportFigure(f"reliability-{model.name}", caption, plots.to_png(diagram)))
-    if model.subjects:
-        shown = [
-            plots.SubjectAccuracy(s.subject, class_display_name(s.true_class), s.accuracy, s.n_cells)
-            for s in model.subjects
-        ]
-        caption = f"Accuracy per test subject{_fold_note(comparison)}, coloured by the subject's true class."
-        figures.append(
-            ReportFigure(f"subjects-{model.name}", caption, plots.to_png(plots.subject_accuracy(shown, names, label)))
+        return what + _fold_note(comparison) + "."
+    if after is None:
+        what = "Reliability diagram (no fold's temperature was fitted)"
+    elif len(pooled.scaled_folds) == pooled.folds:
+        what = "Reliability diagram before and after each fold's temperature scaling (fitted on its validation split)"
+    else:
+        folds = in_words([str(fold) for fold in pooled.scaled_folds])
+        what = (
+            "Reliability diagram before and after temperature scaling (fitted on the validation split of fold"
+            f"{'s' * (len(pooled.scaled_folds) > 1)} {folds}; the other folds' cells count unscaled)"
         )
-    if model.risk_coverage is not None:
+    return f"{what}, {pooled_text(model, pooled, decided=False)}."
+
+
+def _referral_figure(model: ModelResult, comparison: Comparison, curve: plots.RiskCoverage) -> ReportFigure:
+    """The risk-coverage curve: of the pooled folds' test cells when recorded, else of the test split."""
+    pooled = model.pooled
+    if pooled is None:
         caption = (
             "Errors among the test cells it calls against the share it calls, the rest referred to a person"
             + _fold_note(comparison)
             + ": the curve refers the cells nearest the threshold first; a star marks the refer band chosen on "
             "validation."
         )
-        figure = plots.risk_coverage(model.risk_coverage, label)
-        figures.append(ReportFigure(f"referral-{model.name}", caption, plots.to_png(figure)))
-    return figures
+        return ReportFigure(
+            f"referral-{model.name}", caption, plots.to_png(plots.risk_coverage(curve, model.display_name))
+        )
+    star = (
+        "; a star marks what the folds' refer bands, each chosen on its fold's validation split, did together"
+        if curve.band is not None
+        else ""
+    )
+    caption = (
+        "Errors among the test cells it calls against the share it calls, the rest referred to a person, "
+        f"{pooled_text(model, pooled)}: the curve refers the cells nearest their fold's threshold first{star}."
+    )
+    figure = plots.risk_coverage(curve, model.display_name, f"{pooled.folds} folds' test cells pooled")
+    return ReportFigure(f"referral-{model.name}", caption, plots.to_png(figure))
 
 
 def _label_bars(chart: Figure, comparison: Comparison) -> None:
@@ -130,5 +216,5 @@ def _ranked_score(model: ModelResult, metric: str) -> plots.RankedScore:
 
 
 def _fold_note(comparison: Comparison) -> str:
-    """Caption suffix saying that, under cross-validation, per-split figures show the first fold."""
+    """Caption suffix saying that, under cross-validation, a figure not pooled over the folds shows the first fold."""
     return f" (fold 1 of {comparison.cv_folds})" if comparison.cv_folds else ""

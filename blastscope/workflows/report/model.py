@@ -96,6 +96,39 @@ class DatasetCard:
         return {name: len({row[0] for row in self.subjects if row[1] == name}) for name in self.classes}
 
 
+@dataclass(frozen=True, slots=True)
+class PooledFolds:
+    """Cross-validation: every fold's test cells together, each scored by the fold's model that never trained on it.
+
+    The folds' test parts are disjoint and cover every subject, so each subject is tested exactly once, and each cell is
+    decided at its own fold's operating point (temperature and threshold). This is the whole picture the per-model
+    figures and the classification report show; the ranking keeps the fold mean ± sd.
+    """
+
+    folds: int
+    thresholds: list[float | None]
+    """Each fold's threshold on p(positive), in fold order; None for multi-class folds (most probable class)."""
+    scaled_folds: list[int]
+    """The folds (1-based) whose operating point has a temperature; the others' cells count unscaled in
+    :attr:`reliability_after`."""
+    confusion: list[list[int]]
+    """The sum of the folds' test confusion matrices (rows true, columns decided)."""
+    roc: tuple[list[float], list[float]] | None
+    """False and true positive rates over every fold's p(positive) (at its fold's temperature); None for multi-class
+    or one-class data."""
+    roc_auc: float | None
+    """The area under :attr:`roc`; None without it."""
+    reliability_before: plots.ReliabilityCurve | None
+    """Every fold's reliability bins before temperature scaling, merged (bins of equal confidence range added)."""
+    reliability_after: plots.ReliabilityCurve | None
+    """The same after each fold's temperature; None when no fold has one."""
+    subjects: list[plots.SubjectAccuracy]
+    """Every fold's test subjects, each once; empty without subject ids."""
+    risk_coverage: plots.RiskCoverage | None
+    """Binary models: the risk-coverage curve of every fold's cells, each ranked by its margin from its fold's
+    threshold, with the point every fold's refer band reached together."""
+
+
 @dataclass(slots=True)
 class ModelResult:
     """One model's evaluation on the shared test split, with what is needed for its model card."""
@@ -139,11 +172,23 @@ class ModelResult:
     """How many test subjects the subject-level scores decided (the first fold's); None without subject scores."""
     subject_scores_missing: str | None = None
     """Why the subject-level scores are n/a (``no subject ids``); None when they were measured."""
+    pooled: PooledFolds | None = None
+    """Cross-validation: every fold's test cells together, which the confusion matrix, classification report, ROC,
+    reliability, per-subject and risk-coverage figures show. None for one split, and for a result built without it,
+    whose figures show the first fold (and say so)."""
 
     @property
-    def predicted_per_class(self) -> list[int]:
-        """How many test cells were decided as each class: the confusion matrix's column sums."""
-        return _decided_per_class(self.confusion, len(self.classes))
+    def report_confusion(self) -> list[list[int]]:
+        """The confusion matrix the report shows: :attr:`pooled`'s when recorded, else :attr:`confusion`."""
+        return self.pooled.confusion if self.pooled is not None else self.confusion
+
+    @property
+    def report_reliability(self) -> tuple[plots.ReliabilityCurve | None, plots.ReliabilityCurve | None]:
+        """The reliability curves (before, after temperature scaling) the report shows and its ECE column reads:
+        :attr:`pooled`'s when recorded, else the test split's."""
+        if self.pooled is not None:
+            return self.pooled.reliability_before, self.pooled.reliability_after
+        return self.reliability_before, self.reliability_after
 
     @property
     def single_class(self) -> str | None:
@@ -165,13 +210,16 @@ class ModelResult:
             i + 1 for i, confusion in enumerate(self.fold_confusions) if _only_class_decided(confusion, self.classes)
         ]
 
-    def class_scores(self) -> list[ClassScore]:
-        """Precision, recall, F1 and support of each class, from the confusion matrix (zero where undefined)."""
+    def class_scores(self, confusion: Sequence[Sequence[int]] | None = None) -> list[ClassScore]:
+        """Precision, recall, F1 and support of each class, from ``confusion`` (rows true, columns decided; by default
+        :attr:`confusion`), zero where undefined."""
+        matrix = self.confusion if confusion is None else confusion
+        decided = _decided_per_class(matrix, len(self.classes))
         scores = []
         for index, name in enumerate(self.classes):
-            hits = self.confusion[index][index]
-            support = sum(self.confusion[index])
-            predicted = self.predicted_per_class[index]
+            hits = matrix[index][index]
+            support = sum(matrix[index])
+            predicted = decided[index]
             precision = hits / predicted if predicted else 0.0
             recall = hits / support if support else 0.0
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -59,7 +59,9 @@ def ranking_table(comparison: Comparison) -> Table:
     columns = ranking_columns(comparison)
     header = ["rank", "model", "weights"]
     header += ["test " + metric_label(m) if m == "loss" else metric_label(m) for m in columns]
-    header += ["threshold", "ECE (→ after scaling)", "train time", "images/s"]
+    fold_1 = " (fold 1)" if comparison.cv_folds else ""  # one run per model stands for all folds here
+    ece = " pooled" if any(model.pooled is not None for model in comparison.models) else ""
+    header += [f"threshold{fold_1}", f"ECE{ece} (→ after scaling)", f"train time{fold_1}", f"images/s{fold_1}"]
     rows = []
     for rank, model in zip(ranks(comparison), comparison.ranked, strict=True):
         name = model.name
@@ -250,13 +252,12 @@ def _overlap(first: ModelResult, second: ModelResult, metric: str) -> bool:
 
 
 def _ece_text(model: ModelResult) -> str:
-    """Expected calibration error, and after temperature scaling when that was fitted."""
-    if model.reliability_before is None:
+    """Expected calibration error, and after temperature scaling when that was fitted: of every fold's test cells
+    together under cross-validation (as the reliability diagram shows), else of the test split."""
+    before, after = model.report_reliability
+    if before is None:
         return "n/a"
-    text = f"{model.reliability_before.ece:.3f}"
-    if model.reliability_after is not None:
-        text += f" → {model.reliability_after.ece:.3f}"
-    return text
+    return f"{before.ece:.3f}" + (f" → {after.ece:.3f}" if after is not None else "")
 
 
 def _seconds_text(seconds: float | None) -> str:

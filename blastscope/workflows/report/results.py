@@ -52,8 +52,9 @@ def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
                 row["n_subjects"] = model.n_subjects
                 row["subject_scores_missing"] = model.subject_scores_missing
         row["calls_every_cell"] = model.single_class
-        row["ece"] = model.reliability_before.ece if model.reliability_before else None
-        row["ece_after_scaling"] = model.reliability_after.ece if model.reliability_after else None
+        before, after = model.report_reliability
+        row["ece"] = before.ece if before else None
+        row["ece_after_scaling"] = after.ece if after else None
         row["threshold"] = model.threshold
         row["threshold_origin"] = model.threshold_origin
         referral = model.referral or {}
@@ -89,7 +90,11 @@ def write_results_csv(comparison: Comparison, path: Path) -> None:
 
 
 def write_results_json(comparison: Comparison, path: Path) -> None:
-    """Everything the report shows as numbers and text, plus each model's full metrics, settings and model card."""
+    """Everything the report shows as numbers and text, plus each model's full metrics, settings and model card.
+
+    Under cross-validation a model's ``confusion_matrix``, ``classification_report`` and ``subjects`` are the first
+    fold's; ``pooled_folds`` holds every fold's test cells together, which the report's figures show.
+    """
     path.write_text(json.dumps(_results_document(comparison), indent=2, default=_json_fallback), encoding="utf-8")
 
 
@@ -120,6 +125,7 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
                 "calls_every_cell": model.single_class,
                 "fold_confusion_matrices": model.fold_confusions,
                 "calls_every_cell_in_folds": model.single_class_folds,
+                "pooled_folds": _pooled_document(model),
                 "threshold": model.threshold,
                 "threshold_origin": model.threshold_origin,
                 "operating_point": model.operating_point,
@@ -131,6 +137,15 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
             for model in comparison.ranked
         },
     }
+
+
+def _pooled_document(model: ModelResult) -> dict[str, Any] | None:
+    """Cross-validation: every fold's test cells together (``PooledFolds``), with the classification report of their
+    confusion matrix, as the report shows them; None when the result has no pooled folds."""
+    if model.pooled is None:
+        return None
+    scores = model.class_scores(model.pooled.confusion)
+    return {**asdict(model.pooled), "classification_report": [asdict(score) for score in scores]}
 
 
 def _json_fallback(value: object) -> object:
