@@ -7,10 +7,13 @@ One decoder serves files (:func:`read_rgb`) and uploads (:func:`decode_image_byt
   a 64x96 JPEG tagged "rotate 90°" is read as the 96x64 picture every viewer shows.
 * **Bit depth**: 16-bit containers (grey ``I;16``/``I;16B``/``I``, and 48/64-bit RGB(A) PNG and TIFF, which Pillow
   reads only as their high bytes and which are therefore decoded at full depth with OpenCV) are scaled to 8 bits by
-  their real range. Many microscope cameras store 10- or 12-bit values in 16-bit files: when the brightest value fits
-  in 10 or 12 bits the image is scaled by 1023 or 4095, not 65535 (which would make it nearly black), and the decoder
-  says so in one line (``x.tif: 16-bit container with values 0-4095: scaled as 12-bit``), as
-  :attr:`Decoded.note` and as a logging warning. Pixels are scaled, never clipped.
+  their real range. Many microscope cameras store 10-, 12- or 14-bit values in 16-bit files: when the brightest value
+  fits in 10, 12 or 14 bits the image is scaled by 1023, 4095 or 16383, not 65535 (which would make it nearly black),
+  and the decoder says so in one line (``x.tif: 16-bit container with values 0-4095: scaled as 12-bit``), as
+  :attr:`Decoded.note` and as a logging warning. The depth is read from each file's own values, so a dim file of a
+  12-bit camera can be read as 10-bit: when files read in one process are scaled by different depths, a warning names
+  two of them (their brightness is not comparable; convert such a set to 8 bits with one scale). Pixels are scaled,
+  never clipped.
 * **Transparency** is composited on black, the background cells are segmented on.
 
 The pixel limit guards against decompression bombs: it is checked from the header, before any pixel is decoded. Files
@@ -38,8 +41,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 50_000_000
-DECODER_VERSION = 2
-"""Bumped whenever decoding gives different pixels for the same bytes (2: EXIF orientation, 10/12-bit range), so the
+DECODER_VERSION = 3
+"""Bumped whenever decoding gives different pixels for the same bytes (2: EXIF orientation, 10/12-bit range; 3: 14-bit
+range), so the
 decoded-image cache re-decodes what an older decoder stored."""
 
 _FORMATS = ("PNG", "BMP", "JPEG", "TIFF", "WEBP")  # Pillow tries only these decoders, in this order
@@ -47,11 +51,13 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _WIDE_CHANNELS = re.compile(r";16[BLN]?$")  # Pillow's raw modes for 16 bits per channel, which it cuts to 8 bits
 _CONTAINER_BITS = re.compile(r";(\d+)")
-_SCALES = {  # value -> 8 bits, for values in 10, 12 or 16 bits: lookup tables keep 16-bit decoding at one byte a sample
-    bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in (10, 12, 16)
+_DEPTHS = (10, 12, 14, 16)  # the camera depths a 16-bit container's values are read as, smallest that holds them
+_SCALES = {  # value -> 8 bits, for values in each depth: lookup tables keep 16-bit decoding at one byte a sample
+    bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in _DEPTHS
 }
 _EMPTY = "empty file (0 bytes); delete it or replace it with the image"
 _reported: set[tuple[int, int]] = set()  # (container bits, scaled bits) already warned about in this process
+_first_at_depth: dict[int, str] = {}  # scaled bits -> the first wide file read at that depth in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,10 @@ class Decoded:
     image: Image.Image
     note: str | None = None
     scaling: tuple[int, int] | None = None
-    """(container bits, bits scaled by) when the range was read from the values, e.g. (16, 12); else None."""
+    """(container bits, bits scaled by) of an image wider than 8 bits, its range read from its values, e.g. (16, 12);
+    else None."""
+    name: str = ""
+    """The file or upload the image came from, for messages."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -133,9 +142,11 @@ def decode_pil(image: Image.Image, name: Path | str | None = None) -> Decoded:
 
     Pillow keeps only the high byte of 16-bit-per-channel colour; such an image not yet loaded is read again from its
     file at full depth, and one without a file is an ImageError asking for the path or bytes instead. (An image
-    already loaded can no longer tell.)"""
+    already loaded can no longer tell.) Its note is logged as :func:`read_rgb` logs a file's."""
     name = name or getattr(image, "filename", "") or "<image>"
-    return _decode_opened(image, name, None)
+    decoded = _decode_opened(image, name, None)
+    _reported_image(decoded)
+    return decoded
 
 
 def _decode_opened(image: Image.Image, name: Path | str, data: bytes | None) -> Decoded:
@@ -165,7 +176,7 @@ def _decode_opened(image: Image.Image, name: Path | str, data: bytes | None) -> 
         decoded = _wide_channels_to_rgb(image, data, name, stored_orientation or orientation)
     else:
         decoded = Decoded(to_rgb(image, name))
-    return Decoded(_upright(decoded.image, orientation), decoded.note, decoded.scaling)
+    return Decoded(_upright(decoded.image, orientation), decoded.note, decoded.scaling, str(name))
 
 
 def to_rgb(image: Image.Image, path: Path | str = "<image>") -> Image.Image:
@@ -188,7 +199,22 @@ def to_rgb(image: Image.Image, path: Path | str = "<image>") -> Image.Image:
 
 def _reported_image(decoded: Decoded) -> Image.Image:
     """The image, after logging its note: a warning the first time each kind of scaling is met, then at debug level
-    (a 12-bit dataset would otherwise repeat one line per file)."""
+    (a 12-bit dataset would otherwise repeat one line per file), and a warning the first time a file is scaled by
+    another depth than one read before it."""
+    if decoded.scaling is not None:
+        bits = decoded.scaling[1]
+        others = {depth: name for depth, name in _first_at_depth.items() if depth != bits}
+        if bits not in _first_at_depth and others:
+            depth, name = next(iter(others.items()))
+            log.warning(
+                "%s was read as %d-bit but %s as %d-bit (each 16-bit file's depth is read from its own values): "
+                "their brightness is not comparable; if one camera made them, convert them to 8 bits with one scale",
+                decoded.name,
+                bits,
+                name,
+                depth,
+            )
+        _first_at_depth.setdefault(bits, decoded.name)
     if decoded.note is not None:
         if decoded.scaling in _reported:
             log.debug(decoded.note)
@@ -233,7 +259,7 @@ def _container_bits(rawmode: str, mode: str) -> int:
 
 
 def _scaled(values: np.ndarray, name: Path | str, container: int) -> tuple[np.ndarray, str | None, tuple[int, int]]:
-    """``values`` scaled to uint8 by the smallest of 10, 12 or 16 bits that holds their maximum; the note says so
+    """``values`` scaled to uint8 by the smallest of 10, 12, 14 or 16 bits that holds their maximum; the note says so
     whenever that is less than the container's bits."""
     low, high = int(values.min()), int(values.max())
     if low < 0:
@@ -244,7 +270,7 @@ def _scaled(values: np.ndarray, name: Path | str, container: int) -> tuple[np.nd
         raise ImageError(
             name, f"{container}-bit pixel values up to {high:,} are not supported; save the image as 8- or 16-bit"
         )
-    bits = next(bits for bits in (10, 12, 16) if high < 2**bits)
+    bits = next(bits for bits in _DEPTHS if high < 2**bits)
     note = None
     if bits < container:
         note = f"{name}: {container}-bit container with values {low}-{high}: scaled as {bits}-bit (0-{2**bits - 1})"
@@ -254,7 +280,7 @@ def _scaled(values: np.ndarray, name: Path | str, container: int) -> tuple[np.nd
 def _sixteen_bit_gray_to_rgb(image: Image.Image, rawmode: str, name: Path | str) -> Decoded:
     """Scale by the real range (Pillow's own conversion clips everything above 255 to white)."""
     gray, note, scaling = _scaled(np.asarray(image), name, _container_bits(rawmode, image.mode))
-    return Decoded(Image.fromarray(gray).convert("RGB"), note, scaling if note else None)
+    return Decoded(Image.fromarray(gray).convert("RGB"), note, scaling)
 
 
 def _wide_channels_to_rgb(image: Image.Image, data: bytes, name: Path | str, stored_orientation: int | None) -> Decoded:
@@ -277,8 +303,8 @@ def _wide_channels_to_rgb(image: Image.Image, data: bytes, name: Path | str, sto
     colour, note, scaling = _scaled(pixels[..., :3], name, 16)
     if pixels.shape[2] == 4:
         alpha = _SCALES[16][pixels[..., 3]]
-        return Decoded(to_rgb(Image.fromarray(np.dstack([colour, alpha])), name), note, scaling if note else None)
-    return Decoded(Image.fromarray(colour), note, scaling if note else None)
+        return Decoded(to_rgb(Image.fromarray(np.dstack([colour, alpha])), name), note, scaling)
+    return Decoded(Image.fromarray(colour), note, scaling)
 
 
 def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:

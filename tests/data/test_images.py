@@ -215,9 +215,9 @@ def test_exif_orientation_is_applied_for_files_and_uploads(tmp_path: Path) -> No
     assert np.array_equal(np.asarray(from_file), np.asarray(from_upload))
 
 
-@pytest.mark.parametrize("bits", [10, 12])
+@pytest.mark.parametrize("bits", [10, 12, 14])
 @pytest.mark.parametrize("container", ["gray.png", "gray.tif", "rgb.png", "rgb.tif"])
-def test_10_and_12_bit_values_in_16_bit_files_are_scaled_by_their_range(
+def test_10_12_and_14_bit_values_in_16_bit_files_are_scaled_by_their_range(
     tmp_path: Path, bits: int, container: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     reference = _cell_like()
@@ -253,8 +253,29 @@ def test_full_range_16_bit_images_are_scaled_by_65535_without_a_note(tmp_path: P
 
     decoded = decode_image((tmp_path / "rgb.png").read_bytes(), "rgb.png")
 
-    assert decoded.note is None and decoded.scaling is None
+    assert decoded.note is None and decoded.scaling == (16, 16)
     assert np.abs(np.asarray(decoded.image).astype(int) - reference).max() <= 1
+
+
+def test_files_read_at_different_depths_are_announced_once_naming_two_of_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blastscope.data import images
+
+    monkeypatch.setattr(images, "_first_at_depth", {})
+    for name, bits in (("a12.tif", 12), ("b12.tif", 12), ("c16.tif", 16), ("d16.tif", 16), ("e10.tif", 10)):
+        tifffile.imwrite(tmp_path / name, _scaled_to(_cell_like(), bits)[..., 0])
+    with caplog.at_level(logging.WARNING, logger="blastscope.data.images"):
+        read_rgb(tmp_path / "a12.tif")
+        read_rgb(tmp_path / "b12.tif")
+        assert not [r for r in caplog.records if "brightness is not comparable" in r.getMessage()]
+        for name in ("c16.tif", "d16.tif", "e10.tif"):
+            read_rgb(tmp_path / name)
+
+    mixed = [r.getMessage() for r in caplog.records if "brightness is not comparable" in r.getMessage()]
+    assert len(mixed) == 2  # once for 16-bit, once for 10-bit; never again for a depth already met
+    assert mixed[0].startswith(f"{tmp_path / 'c16.tif'} was read as 16-bit but {tmp_path / 'a12.tif'} as 12-bit")
+    assert mixed[1].startswith(f"{tmp_path / 'e10.tif'} was read as 10-bit but {tmp_path / 'a12.tif'} as 12-bit")
 
 
 def test_16_bit_rgba_is_scaled_and_composited_on_black(tmp_path: Path) -> None:
