@@ -58,8 +58,9 @@ def subject_report(
     Returns
     -------
     dict
-        ``n_subjects``, ``per_subject`` rows (sorted by true class, then accuracy) and ``subject_level`` (the
-        ``classification_metrics`` of one decision per subject).
+        ``n_subjects`` (units), ``mixed_subjects`` (the subjects whose cells carry more than one label, each counted
+        once per label; sorted), ``per_subject`` rows (sorted by true class, then accuracy) and ``subject_level`` (the
+        ``classification_metrics`` of one decision per unit).
 
     Raises
     ------
@@ -88,8 +89,12 @@ def subject_report(
         }
         for i, (subject, label) in enumerate(units)
     ]
+    labels_of: dict[str, int] = {}
+    for subject, _ in units:
+        labels_of[subject] = labels_of.get(subject, 0) + 1
     return {
         "n_subjects": len(units),
+        "mixed_subjects": sorted(subject for subject, count in labels_of.items() if count > 1),
         "per_subject": sorted(per_subject, key=lambda row: (row["true_class"], row["accuracy"], row["subject"])),
         "subject_level": classification_metrics(
             unit_true, unit_prob, unit_pred, classes, point.positive_class, point.threshold

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from blastscope.data.text_table import in_words
 from blastscope.evaluation.calibration import temperature_bound_warning
 from blastscope.evaluation.referral import ReferralChoice
 from blastscope.evaluation.run_evaluation import EvaluationResult
@@ -54,7 +55,7 @@ def format_summary(result: EvaluationResult) -> str:
     lines += [
         f"model: {result.display_name}; weights: {result.weights_source}",
         f"data: {result.data}: {result.n_cells} cells"
-        + (f" from {plain['subjects']['n_subjects']} subjects" if plain["subjects"] else "")
+        + (_subjects_text(plain["subjects"]) if plain["subjects"] else "")
         + (f"; segmented {result.segmented_cells} of {result.n_cells} cells" if result.segmented_cells else "")
         + (f"; colours normalised per person ({result.colour_people} people)" if result.colour_people else ""),
         f"decision: {point.describe()}",
@@ -102,6 +103,18 @@ def format_summary(result: EvaluationResult) -> str:
     if result.attribution:
         lines += ["", f"credit: {result.attribution}"]
     return "\n".join(lines)
+
+
+def _subjects_text(subjects: dict[str, Any]) -> str:
+    """`` from 8 subjects``; when some subjects' cells carry two labels, says so, as each counts once per label."""
+    mixed = subjects.get("mixed_subjects") or []
+    if not mixed:
+        return f" from {subjects['n_subjects']} subjects"
+    verb = "has" if len(mixed) == 1 else "have"
+    return (
+        f" from {subjects['n_subjects']} subject units ({in_words(mixed)} {verb} cells of more than one class, each "
+        "label scored as its own subject)"
+    )
 
 
 def _transductive_lines(result: EvaluationResult) -> list[str]:

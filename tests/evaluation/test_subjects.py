@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from blastscope.evaluation.subjects import subject_report
+from blastscope.evaluation.summary import _subjects_text
 from blastscope.inference.decision import OperatingPoint, decide
 
 CLASSES = ("hem", "all")
@@ -46,3 +47,22 @@ def test_subjects_are_decided_at_the_operating_point() -> None:
     assert report["subject_level"]["threshold"] == 0.35
     with pytest.raises(ValueError, match="differ"):
         subject_report(y_true, y_prob, decide(y_prob, point)[:-1], subjects, point)
+
+
+def test_a_subject_with_cells_of_two_classes_is_named_and_counted_once_per_label() -> None:
+    subjects = ["P1", "P1", "P2", "P3", "P3"]
+    y_true = np.array([0, 1, 0, 1, 1])
+    p_all = np.array([0.2, 0.8, 0.3, 0.9, 0.7])
+    y_prob = np.stack([1 - p_all, p_all], 1)
+    report = subject_report(y_true, y_prob, decide(y_prob, POINT), subjects, POINT)
+
+    assert report["n_subjects"] == 4 and report["mixed_subjects"] == ["P1"]
+    assert sorted((row["subject"], row["true_class"]) for row in report["per_subject"])[:2] == [
+        ("P1", "all"),
+        ("P1", "hem"),
+    ]
+    assert _subjects_text(report) == (
+        " from 4 subject units (P1 has cells of more than one class, each label scored as its own subject)"
+    )
+    report["mixed_subjects"] = []
+    assert _subjects_text(report) == " from 4 subjects"
