@@ -91,6 +91,16 @@ def scan_dataset(
                 f"{found.litter:,} operating-system files ignored (__MACOSX/, ._* AppleDouble files, .DS_Store, "
                 "Thumbs.db, desktop.ini)"
             )
+        if found.other:
+            kinds = ", ".join(
+                f"{extension or 'no extension'} {count:,}" for extension, count in sorted(found.other.items())
+            )
+            count = found.other.total()
+            what = "file of another type" if count == 1 else "files of other types"
+            notes.append(
+                f"{count:,} {what} passed over ({kinds}); only {', '.join(sorted(IMAGE_EXTENSIONS))} files are read "
+                "as cells"
+            )
         if not files:
             extensions = " ".join(sorted(IMAGE_EXTENSIONS))
             hidden = ""

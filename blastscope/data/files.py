@@ -10,12 +10,14 @@ on a Mac, ``.DS_Store``, ``Thumbs.db``, ``desktop.ini`` and the like. Anything e
 (a hidden image file, an image inside a hidden folder, a folder that cannot be listed, an image name that is not a
 regular file, such as a named pipe or a link to a device, or a file over the byte limit of
 :func:`blastscope.data.reading.max_file_bytes`; these two are judged from metadata, without opening the file); files
-whose extension is not an image extension are not dataset files and are passed over, as before.
+whose extension is not an image extension are not dataset files and are passed over, counted by extension
+(:attr:`ImageFiles.other`) so that a folder of GIFs or camera formats is not read as an empty class without a word.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,8 @@ class ImageFiles:
     files: list[Path] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     litter: int = 0
+    other: Counter[str] = field(default_factory=Counter)
+    """Files passed over for their extension, counted by lower-case extension (``""`` for none)."""
 
 
 def is_litter(name: str) -> bool:
@@ -92,7 +96,8 @@ def find_image_files(root: Path | str) -> ImageFiles:
             if is_litter(name):
                 found.litter += 1
             elif not is_image_file(Path(name)):
-                continue
+                if not is_hidden(name):
+                    found.other[Path(name).suffix.lower()] += 1
             elif is_hidden(name):
                 found.skipped.append((here / name, "hidden file (its name starts with '.'); rename it to include it"))
             elif (problem := file_problem(here / name)) is not None:

@@ -192,3 +192,18 @@ def test_predict_on_a_folder_with_x_and_its_appledouble_twin_gives_one_row_and_e
 
     rows = out.read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith(str(folder / "x.png"))
+
+
+def test_files_of_other_types_are_counted_by_extension_in_a_note(tmp_path: Path) -> None:
+    for label, seed in (("blast", 1), ("normal", 2)):
+        _cell(tmp_path / label / "x.png", seed)
+    Image.new("RGB", (8, 8)).save(tmp_path / "blast" / "moving.gif")
+    Image.new("RGB", (8, 8)).save(tmp_path / "normal" / "other.gif")
+    (tmp_path / "README").write_text("cells from our microscope")
+    (tmp_path / ".hidden.txt").write_text("not counted: hidden")
+
+    found = find_image_files(tmp_path)
+    table = scan_dataset(tmp_path)
+
+    assert found.other == {".gif": 2, "": 1}
+    assert "3 files of other types passed over (no extension 1, .gif 2); only .bmp" in " ".join(table.notes)
