@@ -117,6 +117,8 @@ def scan_dataset(
             kind, labelled = "folders", _from_folders(root, files, skipped)
     table = _hash_and_deduplicate(root, kind, labelled, max_pixels, skipped, notes)
     _check_usable(path, table)
+    if kind == "folders" and (empty := _empty_folders(path, table)):
+        table.notes.append(f"not a class: {empty.strip(' ()')}")
     if for_splits:
         _note_subjects(table)
     return table

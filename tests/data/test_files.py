@@ -207,3 +207,14 @@ def test_files_of_other_types_are_counted_by_extension_in_a_note(tmp_path: Path)
 
     assert found.other == {".gif": 2, "": 1}
     assert "3 files of other types passed over (no extension 1, .gif 2); only .bmp" in " ".join(table.notes)
+
+
+def test_a_class_folder_without_a_readable_image_is_named_as_not_a_class(tmp_path: Path) -> None:
+    for label, seed in (("blast", 1), ("normal", 2)):
+        _cell(tmp_path / label / "x.png", seed)
+    (tmp_path / "reactive").mkdir()
+
+    table = scan_dataset(tmp_path)
+
+    assert table.classes == ("blast", "normal")
+    assert "not a class: reactive/ holds no readable image" in table.notes
