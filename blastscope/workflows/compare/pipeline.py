@@ -9,11 +9,18 @@ from tqdm.auto import tqdm
 
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.discover import scan_dataset
+from blastscope.errors import BlastscopeError
 from blastscope.metrics import class_display_name, one_class_warning
 from blastscope.workflows.compare.cards import dataset_card
 from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
 from blastscope.workflows.compare.jobs import Job, dataset_root, evaluate_job, shared_splits, train_config, trained_run
-from blastscope.workflows.compare.results import Evaluations, bootstrap_unit, budget_table, model_result
+from blastscope.workflows.compare.results import (
+    Evaluations,
+    bootstrap_unit,
+    budget_table,
+    model_result,
+    runs_positive_class,
+)
 from blastscope.workflows.report import TTA_LABEL, Comparison, ReportFiles, metric_label, summary_text, write_report
 
 
@@ -34,7 +41,8 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     Raises
     ------
     BlastscopeError
-        For a bad request, or data that cannot be split or trained on.
+        For a bad request, data that cannot be split or trained on, or runs that decide about another positive class
+        than the one announced (or than each other).
     """
     budget = config.resolved_budget()
     check_request(config)
@@ -56,10 +64,17 @@ def run_compare(config: CompareConfig) -> ReportFiles:
         run_dir = trained_run(train_config(job, config, budget, data_root, out / "runs"), job.split)
         evaluations[job.model, job.fold] = evaluate_job(run_dir, config, budget)
         if single := evaluations[job.model, job.fold].evaluation["plain"]["metrics"].get("single_predicted_class"):
-            print(f"warning: {job.model} (fold {job.fold + 1}): {one_class_warning(single, 'test cell')}", flush=True)
+            fold = f" (fold {job.fold + 1})" if config.cv else ""
+            print(f"warning: {job.model}{fold}: {one_class_warning(single, 'test cell')}", flush=True)
+    decided = runs_positive_class(evaluations)
+    if decided != positive:
+        raise BlastscopeError(
+            f"the runs under {out / 'runs'} decide about positive class {decided}, not the {positive} announced "
+            "above (runs reused from an older blastscope?); compare into a new --out to retrain them"
+        )
     results = [model_result(model, evaluations, len(splits)) for model in config.models]
     comparison = Comparison(
-        dataset=dataset_card(table, splits[0][0]),
+        dataset=dataset_card(table, splits[0][0], decided),
         models=results,
         budget=budget_table(config, budget, results),
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -17,6 +17,7 @@ import yaml
 from sklearn.metrics import auc, roc_curve
 
 from blastscope.data.text_table import in_words
+from blastscope.errors import BlastscopeError
 from blastscope.evaluation import plots
 from blastscope.evaluation.referral import risk_coverage
 from blastscope.inference.decision import OperatingPoint
@@ -113,6 +114,9 @@ def pooled_folds(folds: Sequence[FoldEvaluation]) -> PooledFolds:
     calibrations = [evaluation["plain"].get("calibration") or {} for evaluation in evaluations]
     befores = [calibration.get("before") for calibration in calibrations]
     afters = [calibration.get("after") for calibration in calibrations]
+    positives = {point.positive_class for point in points}
+    if len(positives) > 1:
+        raise ValueError(f"the {len(folds)} folds decide about different positive classes ({positives}); cannot pool")
     binary = all(point.binary for point in points)
     roc, auc = _pooled_roc(rows, points[0]) if binary else (None, None)
     return PooledFolds(
@@ -344,12 +348,50 @@ def decision_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``threshold`` (float: the threshold on p(positive); 0.5 and unused for multi-class data), ``threshold_origin``
-        (str, ``OperatingPoint.origin()``, e.g. "chosen on val (240 cells) for best weighted F1, reaching 0.9120
-        there, by compare; temperature 1.310") and ``operating_point`` (dict, the full ``OperatingPoint.to_dict()``).
+        ``positive_class`` (str, the class the threshold is on; None for multi-class data), ``threshold`` (float: the
+        threshold on p(positive); 0.5 and unused for multi-class data), ``threshold_origin`` (str,
+        ``OperatingPoint.origin()``, e.g. "chosen on val (240 cells) for best weighted F1, reaching 0.9120 there, by
+        compare; temperature 1.310") and ``operating_point`` (dict, the full ``OperatingPoint.to_dict()``).
     """
     point = OperatingPoint.from_dict(evaluation["operating_point"])
-    return {"threshold": point.threshold, "threshold_origin": point.origin(), "operating_point": point.to_dict()}
+    return {
+        "positive_class": point.positive_class,
+        "threshold": point.threshold,
+        "threshold_origin": point.origin(),
+        "operating_point": point.to_dict(),
+    }
+
+
+def runs_positive_class(evaluations: Evaluations) -> str | None:
+    """The positive class every run of a comparison decided about, from their operating points.
+
+    Parameters
+    ----------
+    evaluations : dict
+        :data:`Evaluations` of every model and fold.
+
+    Returns
+    -------
+    str or None
+        The class; None when the data has more than two classes (each cell gets its most probable class).
+
+    Raises
+    ------
+    BlastscopeError
+        When the runs disagree (e.g. a run reused from an older comparison): one report cannot name two positive
+        classes, and sensitivity of one is specificity of the other.
+    """
+    by_class: dict[str | None, list[str]] = {}
+    for (model, fold), found in evaluations.items():
+        positive = OperatingPoint.from_dict(found.evaluation["operating_point"]).positive_class
+        by_class.setdefault(positive, []).append(f"{model} fold {fold + 1} ({found.run_dir})")
+    if len(by_class) > 1:
+        which = "; ".join(f"{positive}: {', '.join(runs)}" for positive, runs in by_class.items())
+        raise BlastscopeError(
+            f"the runs of this comparison decide about different positive classes ({which}); retrain the odd ones "
+            "out with the same --positive-class, or compare into a new --out"
+        )
+    return next(iter(by_class), None)
 
 
 def referral_fields(evaluation: dict[str, Any]) -> dict[str, Any]:

@@ -49,11 +49,11 @@ def single_class_text(model: ModelResult, cv_folds: int | None = None) -> str:
 
 def threshold_text(model: ModelResult) -> str:
     """The decision rule in words with where its threshold came from, for the model card."""
-    if len(model.classes) > 2:
+    if model.positive_class is None:
         return "the most probable class (multi-class: no threshold)"
     if model.threshold is None:
         return "not recorded"
-    positive = class_display_name(model.classes[-1])
+    positive = class_display_name(model.positive_class)
     rule = f"{positive} when p({positive}) ≥ {model.threshold:.3f}"
     return f"{rule} ({model.threshold_origin})" if model.threshold_origin else f"{rule} (origin not recorded)"
 
@@ -89,7 +89,9 @@ def referral_text(model: ModelResult, cv_folds: int | None = None) -> str:
             f"No refer band: every cell is called ({all_errors} errors on {where}). "
             "`blastscope evaluate RUN --refer-error 0.05` chooses one on validation."
         )
-    positive = class_display_name(model.classes[-1])
+    if model.positive_class is None:
+        raise ValueError(f"model {model.name} has a refer band but no positive class for it to be on")
+    positive = class_display_name(model.positive_class)
     target = referral.get("target")
     chosen = f", chosen on validation for at most {100 * target:g}% errors among called cells" if target else ""
     called = referral.get("error_called")
@@ -218,11 +220,16 @@ def dataset_tables(card: DatasetCard) -> list[tuple[str, list[str], list[list[st
 
 def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
     """One-line facts about the data: source, classes, split level, duplicates and skips, attribution, notes."""
-    names = [class_display_name(name) for name in card.classes]
+    names = ", ".join(class_display_name(name) for name in card.classes)
+    positive = (
+        f"positive: {class_display_name(card.positive_class)}"
+        if card.positive_class is not None
+        else "no positive class: each cell gets its most probable class"
+    )
     level = "subject-level (no person in two parts)" if card.subject_level else "image-level (persons may be shared)"
     facts = [
         f"Data: {card.root} ({card.kind})",
-        f"Classes: {', '.join(names)} (positive: {names[-1]})",
+        f"Classes: {names} ({positive})",
         f"Split: {level}"
         + (
             f"; {comparison.cv_folds}-fold cross-validation (every subject tested in one fold), part counts of fold 1"

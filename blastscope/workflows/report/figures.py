@@ -62,7 +62,9 @@ def _roc_figure(comparison: Comparison) -> ReportFigure | None:
             curves[model.name] = (roc[0], roc[1], value_or(auc, -math.inf))
     if not curves:
         return None
-    positive = class_display_name(comparison.dataset.classes[-1])
+    if comparison.dataset.positive_class is None:
+        raise ValueError(f"ROC curves of {', '.join(curves)} without a positive class for them to be about")
+    positive = class_display_name(comparison.dataset.positive_class)
     figure = plots.roc_curves(curves, positive)
     if not pooled:
         caption = "ROC curves of all models on the same test split" + _fold_note(comparison) + "."
@@ -110,8 +112,9 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
         ]
         where = _fold_note(comparison) if pooled is None else f", {pooled_text(model, pooled)}"
         caption = f"Accuracy per test subject{where}, coloured by the subject's true class."
-        names = [class_display_name(name) for name in model.classes]
-        figure = plots.subject_accuracy(shown, names, label)
+        last = [model.positive_class] if model.positive_class is not None else []  # the positive class is red
+        order = [name for name in model.classes if name != model.positive_class] + last
+        figure = plots.subject_accuracy(shown, [class_display_name(name) for name in order], label)
         figures.append(ReportFigure(f"subjects-{model.name}", caption, plots.to_png(figure)))
     curve = model.risk_coverage if pooled is None else pooled.risk_coverage
     if curve is not None:

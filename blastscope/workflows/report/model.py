@@ -77,6 +77,9 @@ class DatasetCard:
     root: str
     kind: str
     classes: tuple[str, ...]
+    positive_class: str | None
+    """The class every model's threshold, sensitivity and ROC curve are about, as the runs recorded it (never read
+    from the order of :attr:`classes`); None for data of more than two classes (most probable class)."""
     cells_per_part: dict[str, dict[str, int]]
     """split part (train/val/test) -> class -> cells."""
     subjects: list[tuple[str, str, str, int]]
@@ -86,6 +89,9 @@ class DatasetCard:
     duplicates: int = 0
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_positive(self.positive_class, self.classes, f"the dataset card of {self.root}")
 
     def cells_per_class(self) -> dict[str, int]:
         """Cells of each class over all parts."""
@@ -138,6 +144,8 @@ class ModelResult:
     weights_source: str
     pretrained: bool
     classes: tuple[str, ...]
+    positive_class: str | None
+    """The class its threshold is on (its operating point's); None for multi-class models (most probable class)."""
     metrics: dict[str, float | None]
     """The test split's numbers by name: ``classification_metrics``' numeric entries (e.g. ``loss``: log loss), the
     :data:`SUBJECT_METRICS` (None without subject scores) and, with TTA, each of :data:`FOLD_METRICS` again under its
@@ -176,6 +184,9 @@ class ModelResult:
     """Cross-validation: every fold's test cells together, which the confusion matrix, classification report, ROC,
     reliability, per-subject and risk-coverage figures show. None for one split, and for a result built without it,
     whose figures show the first fold (and say so)."""
+
+    def __post_init__(self) -> None:
+        _check_positive(self.positive_class, self.classes, f"model {self.name}")
 
     @property
     def report_confusion(self) -> list[list[int]]:
@@ -271,6 +282,13 @@ class Comparison:
     tta: bool = False
     """Whether every model was also scored with test-time augmentation (the ``_tta`` metrics)."""
 
+    def __post_init__(self) -> None:
+        """Refuse models whose positive class is not the dataset card's: one report line would contradict another."""
+        positive = self.dataset.positive_class
+        others = [f"{model.name} ({model.positive_class})" for model in self.models if model.positive_class != positive]
+        if others:
+            raise ValueError(f"positive class {positive}, but {', '.join(others)} decided about another class")
+
     @property
     def ranked(self) -> list[ModelResult]:
         """Models by :attr:`rank_by`, best first; a model without that score ranks last (see :attr:`unranked`)."""
@@ -287,6 +305,14 @@ class Comparison:
         if self.cv_folds:
             return f"mean ± sd over {self.cv_folds} subject-grouped folds"
         return f"95% bootstrap CI, resampling {self.bootstrap_unit}"
+
+
+def _check_positive(positive: str | None, classes: Sequence[str], what: str) -> None:
+    """Binary classes have a positive class among them; more classes have none (a wrong one would swap sensitivity
+    and specificity in every line that names it)."""
+    fits = positive in classes if len(classes) == 2 else positive is None
+    if not fits:
+        raise ValueError(f"{what}: positive class {positive!r} does not fit the classes {', '.join(classes)}")
 
 
 def _decided_per_class(confusion: Sequence[Sequence[int]], n_classes: int) -> list[int]:

@@ -201,8 +201,8 @@ def ranking_notes(comparison: Comparison) -> list[str]:
             "Subject accuracy and subject balanced accuracy: one call per test subject, from the mean probability of "
             f"their cells at the model's threshold{counted}."
         )
-    if len(comparison.dataset.classes) == 2:
-        positive = class_display_name(comparison.dataset.classes[-1])
+    if comparison.dataset.positive_class is not None:
+        positive = class_display_name(comparison.dataset.positive_class)
         notes.append(
             f"Threshold: each model calls a cell {positive} when p({positive}) ≥ its threshold; the column says where "
             "the threshold came from (the model card has the details). A threshold is never chosen on the test split."

@@ -33,8 +33,9 @@ def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
     a model without that score, see :func:`~blastscope.workflows.report.ranking.ranks`): scores with their CI bounds
     or fold sd, test log loss, balanced accuracy and macro F1, the subject-level scores (with the number of test
     subjects, or why they are missing), with TTA every one of these again under its ``_tta`` name, the class it called
-    every test cell (None unless it did), calibration, threshold and its origin, the refer band with the share of test
-    cells it referred and the error rate among the rest (binary models), speed, run folder."""
+    every test cell (None unless it did), calibration, the positive class (None for multi-class models), threshold
+    and its origin, the refer band with the share of test cells it referred and the error rate among the rest
+    (binary models), speed, run folder."""
     rows = []
     for rank, model in zip(ranks(comparison), comparison.ranked, strict=True):
         row: dict[str, Any] = {
@@ -55,6 +56,7 @@ def result_rows(comparison: Comparison) -> list[dict[str, Any]]:
         before, after = model.report_reliability
         row["ece"] = before.ece if before else None
         row["ece_after_scaling"] = after.ece if after else None
+        row["positive_class"] = model.positive_class
         row["threshold"] = model.threshold
         row["threshold_origin"] = model.threshold_origin
         referral = model.referral or {}
@@ -107,6 +109,7 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
         "intended_use": INTENDED_USE,
         "interval": comparison.interval_label,
         "cv_folds": comparison.cv_folds,
+        "positive_class": comparison.dataset.positive_class,
         "ranked_by": comparison.rank_by,
         "best": best_statement(comparison),
         "tta": comparison.tta,
@@ -126,6 +129,7 @@ def _results_document(comparison: Comparison) -> dict[str, Any]:
                 "fold_confusion_matrices": model.fold_confusions,
                 "calls_every_cell_in_folds": model.single_class_folds,
                 "pooled_folds": _pooled_document(model),
+                "positive_class": model.positive_class,
                 "threshold": model.threshold,
                 "threshold_origin": model.threshold_origin,
                 "operating_point": model.operating_point,
