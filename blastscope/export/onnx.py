@@ -1,11 +1,13 @@
 """ONNX export of a trained run: self-describing model files, checked against PyTorch on the run's own test cells.
 
-Every file carries what a consumer needs to feed it (input size, mean/std, interpolation, and the ``--segment`` mode
-that cuts cells out of their background before resizing), to read its output (class names) and to decide (the run's
-operating point: positive class, threshold, temperature) as ONNX ``metadata_props`` under ``blastscope.*`` keys,
-exactly the keys ``inference.runners.OnnxRunner`` reads back. ``export/export.json`` records the parity check, each
-variant's weighted F1 and label agreement with fp32 on the validation and test splits, and the variant ``predict``
-and ``serve`` use by default with the reason, chosen by the rule of ``blastscope.export.choice`` on validation only.
+Every file carries what a consumer needs to feed it (every preprocessing step in the order applied, with its
+parameters: ``--segment``, ``--crop-fraction``, resize, ``--colour-norm``, ``--augment denoise`` and ``stain_norm``
+with the reference's numbers, ``--channels``, mean/std; segmentation, which no stand-alone rule states, says so), to
+read its output (class names) and to decide (the run's operating point: positive class, threshold, temperature) as
+ONNX ``metadata_props`` under ``blastscope.*`` keys, exactly the keys ``inference.runners.OnnxRunner`` reads back.
+``export/export.json`` records the parity check, each variant's weighted F1 and label agreement with fp32 on the
+validation and test splits, and the variant ``predict`` and ``serve`` use by default with the reason, chosen by the
+rule of ``blastscope.export.choice`` on validation only.
 
 Every score goes through the one inference path: ``predict_logits`` with an ``OnnxRunner``, ``probabilities`` at the
 point's temperature, ``decide`` at its threshold, then ``metrics.weighted_f1``, as ``evaluate`` and ``predict`` do.
@@ -26,9 +28,19 @@ import onnx
 import torch
 
 from blastscope import __version__
+from blastscope.data.augment import AugmentConfig, augment_config
 from blastscope.data.cache import DecodedCache
 from blastscope.data.preprocessing import Preprocessing
-from blastscope.data.stain import BACKGROUND_LEVEL, DEFAULT_LAB, MIN_CELL_PIXELS
+from blastscope.data.stain import (
+    BACKGROUND_LEVEL,
+    DEFAULT_LAB,
+    LIGHT,
+    MIN_CELL_PIXELS,
+    RIM,
+    LabStatistics,
+    MacenkoStains,
+    StainNormalizer,
+)
 from blastscope.data.table import Cell
 from blastscope.data.transforms import Transform
 from blastscope.errors import BlastscopeError, DataError
@@ -57,32 +69,215 @@ CALIBRATION_CELLS = 64
 """Training cells the int8 activation ranges are calibrated on."""
 SCORE_BATCH_SIZE = 32
 SEGMENT_TEXT = {
-    "never": "",
-    "auto": "; first, an image not already on black (as C-NMC cells are) has its white cell cut out onto a black "
-    "square by blastscope.segmentation (segment=auto)",
-    "always": "; first, every image has its white cell cut out onto a black square by blastscope.segmentation "
-    "(segment=always)",
+    "auto": "an image not already on black (as C-NMC cells are) has its white cell cut out onto a black square by "
+    "blastscope.segmentation (segment=auto)",
+    "always": "every image has its white cell cut out onto a black square by blastscope.segmentation (segment=always)",
 }
-"""How the ``blastscope.input`` metadata describes each ``Preprocessing.segment`` mode."""
+"""How the ``blastscope.input`` metadata describes each ``Preprocessing.segment`` mode other than ``never``."""
+SEGMENT_CAVEAT = (
+    "; this step has no stand-alone rule: run blastscope.segmentation.cell_for_model on the decoded image (an image "
+    "it leaves unchanged needs nothing)"
+)
+"""Said after every segmentation step: an ONNX Runtime user cannot reproduce it from the metadata alone."""
 
 
-def _numbers(values: np.ndarray) -> str:
-    return "[" + ", ".join(f"{value:g}" for value in values) + "]"
+def _numbers(values: Iterable[float]) -> str:
+    return "[" + ", ".join(f"{value:.9g}" for value in values) + "]"
 
+
+def _rows(matrix: np.ndarray) -> str:
+    return "[" + ", ".join(_numbers(row) for row in matrix) + "]"
+
+
+CELL_RULE = f"cell pixels are those whose brightest channel is >= {BACKGROUND_LEVEL} of 255"
+"""Which pixels stain normalisation, colour normalisation and the stain channels treat as cell
+(``blastscope.data.stain.cell_pixels``), stated so that it can be reproduced."""
+LAB_RULE = "CIE L*a*b* values (skimage.color.rgb2lab of RGB / 255: D65, 2-degree observer)"
+BACK_TO_UINT8 = "back to RGB (skimage.color.lab2rgb), x 255, rounded half to even and clipped to uint8"
 
 COLOUR_NORM_TEXT = {
     "none": "",
-    "subject": "; after resizing and before scaling, each cell's colours are mapped by the L*a*b* mean and std pooled "
-    "over all cells of its person onto the C-NMC reference (blastscope.data.stain.SubjectColour, "
-    f"colour_norm=subject): cell pixels are those whose brightest channel is >= {BACKGROUND_LEVEL} of 255; pool the "
-    "CIE L*a*b* values (D65, of RGB / 255) of the cell pixels of all of a person's cells into a per-channel mean m "
-    "and std s; map each cell pixel's L*a*b* x to (x - m) * std_ref / max(s, 1e-6) + mean_ref, with mean_ref = "
-    f"{_numbers(DEFAULT_LAB.mean)} and std_ref = {_numbers(DEFAULT_LAB.std)}, back to RGB, x 255, rounded and "
-    f"clipped to uint8; the background stays black, and a person with under {MIN_CELL_PIXELS} cell pixels in all "
-    "is left as decoded: feed all of a person's cells together",
+    "subject": "each cell's colours are mapped by the L*a*b* mean and std pooled over all cells of its person onto "
+    f"the C-NMC reference (blastscope.data.stain.SubjectColour, colour_norm=subject): {CELL_RULE}; pool the "
+    f"{LAB_RULE} of the cell pixels of all of a person's cells into a per-channel mean m and (population) std s; "
+    "map each cell pixel's L*a*b* x to (x - m) * std_ref / max(s, 1e-6) + mean_ref, with mean_ref = "
+    f"{_numbers(DEFAULT_LAB.mean)} and std_ref = {_numbers(DEFAULT_LAB.std)}, {BACK_TO_UINT8}; other pixels stay "
+    f"as they are, and a person with under {MIN_CELL_PIXELS} cell pixels in all is left as decoded: feed all of a "
+    "person's cells together",
 }
 """How the ``blastscope.input`` metadata describes each ``Preprocessing.colour_norm``, with the reference's numbers
 so that ONNX Runtime users can reproduce it."""
+
+DENOISE_TEXT = {
+    "median": "3x3 median filter of each channel of the uint8 image, edges mirrored with the edge pixel repeated "
+    "(scipy.ndimage.median_filter(x, size=(3, 3, 1)), mode 'reflect') (denoise=median)",
+    "bilateral": "skimage.restoration.denoise_bilateral(x / 255, sigma_color=0.05, sigma_spatial=1.5, "
+    "channel_axis=-1), x 255, rounded half to even and clipped to uint8 (denoise=bilateral)",
+    "nl_means": "skimage.restoration.denoise_nl_means(x / 255, h=0.04, fast_mode=True, patch_size=5, "
+    "patch_distance=6, channel_axis=-1), x 255, rounded half to even and clipped to uint8 (denoise=nl_means)",
+}
+"""How the ``blastscope.input`` metadata states each ``--augment denoise`` (``blastscope.data.transforms.denoise``);
+tests/export check each statement against it."""
+
+OD_RULE = f"-ln((v + 1) / {LIGHT:g}), v the uint8 value, in float64"
+"""Optical density as ``blastscope.data.stain.optical_density`` computes it."""
+
+
+def stain_target(augment: AugmentConfig) -> MacenkoStains | LabStatistics | None:
+    """The reference ``--augment stain_norm`` maps every cell onto (the C-NMC default, or fitted on
+    ``stain_reference``); None without stain normalisation.
+
+    Raises ``BlastscopeError`` (or ``ImageError``) when the reference image cannot be read or fitted, as training's
+    transform would."""
+    if augment.stain_norm is None:
+        return None
+    return StainNormalizer.from_reference_file(augment.stain_norm, augment.stain_reference).target  # type: ignore[arg-type]
+
+
+def stain_norm_text(augment: AugmentConfig, target: MacenkoStains | LabStatistics) -> str:
+    """``--augment stain_norm`` as one step of the ``blastscope.input`` text: the rule and its reference numbers."""
+    source = (
+        "the C-NMC default reference"
+        if augment.stain_reference is None
+        else f"the reference fitted on {Path(augment.stain_reference).name}"
+    )
+    common = (
+        f"each image on its own (blastscope.data.stain.StainNormalizer, stain_norm={augment.stain_norm}): {CELL_RULE}; "
+        f"an image with under {MIN_CELL_PIXELS} cell pixels is left unchanged; only cell pixels change"
+    )
+    if isinstance(target, LabStatistics):
+        return (
+            f"Reinhard stain normalisation of {common}: take the {LAB_RULE} of the image's cell pixels, their "
+            "per-channel mean m and (population) std s; map each cell pixel's L*a*b* x to "
+            f"(x - m) * std_ref / max(s, 1e-6) + mean_ref, with mean_ref = {_numbers(target.mean)} and std_ref = "
+            f"{_numbers(target.std)} ({source}), {BACK_TO_UINT8}"
+        )
+    return (
+        f"Macenko stain normalisation of {common}: with OD = {OD_RULE} per channel, fit the image's stains: its "
+        f"interior is the cell pixels eroded {RIM} times by the 3x3 cross (scipy.ndimage.binary_erosion, the border "
+        "counting as background); D = the interior's OD rows whose three values are all > 0.15 (under "
+        f"{MIN_CELL_PIXELS} rows: image unchanged); P = the eigenvectors of D^T D for its two largest eigenvalues, "
+        "smaller first (numpy.linalg.eigh's columns 1 and 2), each column multiplied by the sign of its sum; angles = "
+        "atan2(second, first column of D P); lo, hi = their 1st and 99th percentiles (numpy.percentile, linear); "
+        "V = P [[cos lo, cos hi], [sin lo, sin hi]] with unit columns, the two swapped when V[0,0] < V[0,1]; "
+        "c = the 99th percentile of each row of pinv(V) D^T. Then each cell pixel's concentrations "
+        "C = max(pinv(V) OD^T, 0), multiplied per stain by c_ref / max(c, 1e-6), give "
+        f"RGB = {LIGHT:g} exp(-V_ref C) - 1, rounded half to even and clipped to uint8, with V_ref (3x2, rows R, G, B) "
+        f"= {_rows(target.vectors)} and c_ref = {_numbers(target.max_concentrations)} ({source})"
+    )
+
+
+def channels_text(pre: Preprocessing) -> str:
+    """The step from uint8 RGB to the [0, 1] scale ``mean`` and ``std`` apply to, for ``pre.channels``."""
+    if pre.channels == "rgb":
+        return "to float32 RGB / 255"
+    if pre.channels == "od":
+        values = (
+            f"each channel's optical density {OD_RULE}, divided by ln({LIGHT:g}) (x {_numbers(pre.channel_scale)}"
+            " per channel; channels=od)"
+        )
+    else:
+        values = (
+            "the haematoxylin, eosin and DAB amounts skimage.color.rgb2hed(RGB / 255), multiplied by "
+            f"{_numbers(pre.channel_scale)} per channel (channels=hed)"
+        )
+    return (
+        f"{values}; then all three set to 0 at every pixel whose brightest channel (max of R, G, B of the uint8 image "
+        f"from the step before) is < {BACKGROUND_LEVEL} of 255 (the black canvas carries no stain); as float32"
+    )
+
+
+CHANNEL_NAMES = {"rgb": "RGB", "od": "optical densities of R, G, B", "hed": "haematoxylin, eosin, DAB amounts"}
+
+
+def input_steps(pre: Preprocessing, augment: AugmentConfig) -> list[str]:
+    """Every step from an image file to the model's input, in the order blastscope applies them, each stated so that
+    it can be reproduced (or said plainly when it cannot): the ``blastscope.input`` metadata.
+
+    Raises ``BlastscopeError`` when the run's stain reference image cannot be read or fitted.
+    """
+    steps = ["decode to upright 8-bit RGB (EXIF orientation applied, transparency composited on black)"]
+    if pre.segment != "never":
+        diameter = (
+            f", at a red-cell diameter of {pre.red_cell_diameter:g} px"
+            if pre.red_cell_diameter is not None
+            else ", the red-cell diameter measured on each image"
+        )
+        steps.append(SEGMENT_TEXT[pre.segment] + diameter + SEGMENT_CAVEAT)
+    if pre.crop_fraction < 1.0:
+        steps.append(
+            f"keep the centred square of side s = max(1, round({pre.crop_fraction:.9g} x min(W, H))) px (round half to "
+            "even), left = floor((W - s) / 2), top = floor((H - s) / 2): PIL Image.crop((left, top, left + s, "
+            f"top + s)) (crop_fraction={pre.crop_fraction:.9g})"
+        )
+    steps.append(
+        f"resize to {pre.input_size}x{pre.input_size} with Pillow's {pre.interpolation} filter (PIL Image.resize on "
+        "the uint8 RGB image; an image already that size is left as is)"
+    )
+    if pre.colour_norm != "none":
+        steps.append(COLOUR_NORM_TEXT[pre.colour_norm])
+    if augment.denoise is not None:
+        steps.append(DENOISE_TEXT[augment.denoise])
+    target = stain_target(augment)
+    if target is not None:
+        steps.append(stain_norm_text(augment, target))
+    steps.append(channels_text(pre))
+    steps.append(f"(x - mean) / std per channel, mean = {_numbers(pre.mean)}, std = {_numbers(pre.std)}")
+    return steps
+
+
+def input_text(pre: Preprocessing, augment: AugmentConfig) -> str:
+    """The ``blastscope.input`` metadata: the input tensor, then :func:`input_steps` numbered."""
+    steps = "; ".join(f"({number}) {step}" for number, step in enumerate(input_steps(pre, augment), start=1))
+    return (
+        f"float32 NCHW, {pre.input_size}x{pre.input_size}, channels {CHANNEL_NAMES[pre.channels]}; from each image, in "
+        f"this order: {steps}"
+    )
+
+
+def preprocessing_record(pre: Preprocessing, augment: AugmentConfig) -> dict[str, Any]:
+    """The ``blastscope.preprocessing`` metadata: ``pre.to_dict()`` plus the run's stain normalisation (with its
+    reference numbers), denoising, the colour-norm reference, and the names of the steps in order.
+
+    Raises ``BlastscopeError`` when the run's stain reference image cannot be read or fitted.
+    """
+    target = stain_target(augment)
+    reference: dict[str, Any] | None = None
+    if isinstance(target, LabStatistics):
+        reference = {"lab_mean": list(map(float, target.mean)), "lab_std": list(map(float, target.std))}
+    elif target is not None:
+        reference = {
+            "vectors": [list(map(float, row)) for row in target.vectors],
+            "max_concentrations": list(map(float, target.max_concentrations)),
+        }
+    if reference is not None:
+        reference["fitted_on"] = None if augment.stain_reference is None else Path(augment.stain_reference).name
+    steps = [
+        "decode",
+        *(["segment"] if pre.segment != "never" else []),
+        *(["crop"] if pre.crop_fraction < 1.0 else []),
+        "resize",
+        *(["colour_norm"] if pre.colour_norm != "none" else []),
+        *(["denoise"] if augment.denoise is not None else []),
+        *(["stain_norm"] if augment.stain_norm is not None else []),
+        "channels",
+        "normalise",
+    ]
+    return {
+        **pre.to_dict(),
+        "cell_level": BACKGROUND_LEVEL,
+        "colour_norm_reference": (
+            {"lab_mean": list(map(float, DEFAULT_LAB.mean)), "lab_std": list(map(float, DEFAULT_LAB.std))}
+            if pre.colour_norm == "subject"
+            else None
+        ),
+        "denoise": augment.denoise,
+        "stain_norm": augment.stain_norm,
+        "stain_reference": reference,
+        "steps": steps,
+    }
+
+
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "bf16": "model_bf16.onnx"}
 VARIANT_NOTES = {
     "fp32": "float32 weights and compute",
@@ -105,38 +300,39 @@ def decision_text(point: OperatingPoint) -> str:
     )
 
 
-def model_metadata(pre: Preprocessing, point: OperatingPoint, model_name: str, variant: str) -> dict[str, str]:
+def model_metadata(
+    pre: Preprocessing, point: OperatingPoint, model_name: str, variant: str, augment: AugmentConfig | None = None
+) -> dict[str, str]:
     """The ``metadata_props`` of an exported file: how to preprocess its input, name its output and decide.
 
     Parameters
     ----------
     pre : Preprocessing
-        The run's input size, normalisation, interpolation and segmentation mode.
+        The run's input size, normalisation, interpolation, segmentation, crop, channels and colour normalisation.
     point : OperatingPoint
         The run's operating point at export time; its classes name the output columns.
     model_name, variant : str
         The architecture (``config.yaml``'s ``model``) and ``fp32``, ``int8`` or ``bf16``.
+    augment : AugmentConfig, optional
+        The run's ``augmentation``, whose stain normalisation and denoising apply at every door; None: neither.
 
     Returns
     -------
     dict of str to str
         Keys under ``blastscope.``; ``positive_class`` only for binary points.
+
+    Raises
+    ------
+    BlastscopeError
+        When the run's stain reference image cannot be read or fitted.
     """
+    augment = augment or AugmentConfig.off()
     key = METADATA_PREFIX
     metadata = {
         f"{key}classes": json.dumps(list(point.classes)),
-        f"{key}preprocessing": json.dumps(pre.to_dict()),
+        f"{key}preprocessing": json.dumps(preprocessing_record(pre, augment)),
         f"{key}operating_point": json.dumps(point.to_dict()),
-        f"{key}input": (
-            f"float32 NCHW RGB, {pre.input_size}x{pre.input_size} ({pre.interpolation} resize), "
-            f"scaled to [0, 1], then (x - mean) / std per channel{SEGMENT_TEXT[pre.segment]}"
-            + (
-                f", at a red-cell diameter of {pre.red_cell_diameter:g} px"
-                if pre.segment != "never" and pre.red_cell_diameter is not None
-                else ""
-            )
-            + COLOUR_NORM_TEXT[pre.colour_norm]
-        ),
+        f"{key}input": input_text(pre, augment),
         f"{key}output": decision_text(point),
         f"{key}model": model_name,
         f"{key}variant": variant,
@@ -324,9 +520,10 @@ def _build(
     """Every variant's file in ``out``, checked and scored; the record that export.json will hold."""
     pre, transform, point = trained.preprocessing, trained.transform, trained.operating_point
     model_name = trained.model_name
+    augment = augment_config(trained.config.get("augmentation") or {})
     cache = DecodedCache()
     built = {"fp32": export_onnx(trained.model, pre, out / VARIANT_FILES["fp32"])}
-    set_metadata(built["fp32"], model_metadata(pre, point, model_name, "fp32"))
+    set_metadata(built["fp32"], model_metadata(pre, point, model_name, "fp32", augment))
     # every readable test cell: one more PyTorch and ONNX pass over the split, a few seconds for a few hundred cells;
     # without test cells, the training cells int8 calibrates on (faithfulness needs inputs, not held-out ones)
     parity_part, parity_cells = ("test", test_cells) if test_cells else ("train", calibration)
@@ -355,7 +552,7 @@ def _build(
         built["bf16"] = bf16_weights(built["fp32"], out / VARIANT_FILES["bf16"])
     for variant, path in built.items():
         if variant != "fp32":
-            set_metadata(path, model_metadata(pre, point, model_name, variant))
+            set_metadata(path, model_metadata(pre, point, model_name, variant, augment))
 
     val_cells = _usable(trained, "val", log)
     splits = {name: cells for name, cells in (("val", val_cells), ("test", test_cells)) if cells}
@@ -376,7 +573,7 @@ def _build(
         "model": model_name,
         "display_name": trained.display_name,
         "classes": list(trained.classes),
-        "preprocessing": pre.to_dict(),
+        "preprocessing": preprocessing_record(pre, augment),
         "operating_point": point.to_dict(),
         "parity": {
             "cells": len(parity_cells),
