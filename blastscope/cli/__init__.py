@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from blastscope import __version__
+from blastscope.cli._interrupt import Interrupted
 from blastscope.errors import BlastscopeError
 
 ORDER = [
@@ -50,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BlastscopeError as error:
         print(f"blastscope: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as interrupted:  # the command says what it kept and how to go on
+        print(f"blastscope: interrupted; {interrupted.advice}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("blastscope: interrupted; `blastscope train --resume RUN_DIR` continues a training run.", file=sys.stderr)
+        print("blastscope: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush at exit must not fail too

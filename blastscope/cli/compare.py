@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blastscope.cli._interrupt import Interrupted
 from blastscope.errors import BlastscopeError
 
 
@@ -145,7 +146,13 @@ def run(args: argparse.Namespace) -> int:
         rank_by=args.rank_by,
         progress=args.progress,
     )
-    files = run_compare(config)
+    try:
+        files = run_compare(config)
+    except KeyboardInterrupt:  # trained_run picks up where this stopped: say so, not `train --resume`
+        raise Interrupted(
+            f"running the same command again (the same --out {args.out}) reuses the runs finished in "
+            f"{args.out / 'runs'} and resumes the interrupted one"
+        ) from None
     print(f"report: {files.html}")
     print(f"        {files.markdown}")
     print(f"results: {files.csv}, {files.json}")

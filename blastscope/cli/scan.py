@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cells are, classify it with the run, and judge the image. Writes OUT/cells.csv (one row per cell: "
         "centroid, box, class, probabilities, uncertain), OUT/images.csv and OUT/summary.txt (one line per "
         "photograph: n of m white cells called ALL; verdict), OUT/scan.json (all of it) and an overlay PNG per "
-        "photograph in OUT/overlays. Unreadable files are listed and skipped; the exit status is 1 when any failed. "
+        "photograph in OUT/overlays. Unreadable files, grey photographs and single cells already cut out onto black "
+        "(`blastscope predict` classifies those) are listed as not scanned; the exit status is 1 when any was. "
+        "Interrupted (Ctrl-C), it writes the files for the photographs finished so far and says so. "
         "For a run trained with --colour-norm subject, the white cells of all the photographs of one call are "
         "taken as one person's and their colours normalised together (--person-by).",
     )
@@ -70,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
+    from blastscope.cli._interrupt import Interrupted
     from blastscope.cli._output import check_writable
     from blastscope.cli.predict import expand_inputs, tta_line
     from blastscope.data.classes import positive_class_line
@@ -103,32 +106,40 @@ def run(args: argparse.Namespace) -> int:
     together = classifier.per_person and args.person_by == "all"
     if classifier.per_person:
         print(_person_line(len(paths), together), file=sys.stderr)
-    scans = (
-        classifier.scan_together(
-            paths, red_cell_diameter=args.red_cell_diameter, tta=args.tta, names=[str(path) for path in paths]
+    try:
+        scans = (
+            classifier.scan_together(
+                paths, red_cell_diameter=args.red_cell_diameter, tta=args.tta, names=[str(path) for path in paths]
+            )
+            if together
+            else []
         )
-        if together
-        else []
-    )
-    for i, path in enumerate(paths):
-        try:
-            if together:
-                scan = scans[i]
-                if isinstance(scan, ImageError):
-                    raise scan
-            else:
-                scan = classifier.scan(path, red_cell_diameter=args.red_cell_diameter, tta=args.tta, name=str(path))
-        except ImageError as error:
-            print(f"skipped {error}", file=sys.stderr)
-            writer.add_error(str(path), error.reason)
-            continue
-        print(_written(partial(writer.add, scan, path), writer, args.out))
+        for i, path in enumerate(paths):
+            try:
+                if together:
+                    scan = scans[i]
+                    if isinstance(scan, ImageError):
+                        raise scan
+                else:
+                    scan = classifier.scan(path, red_cell_diameter=args.red_cell_diameter, tta=args.tta, name=str(path))
+            except ImageError as error:
+                print(f"skipped {error}", file=sys.stderr)
+                writer.add_error(str(path), error.reason)
+                continue
+            print(_written(partial(writer.add, scan, path), writer, args.out))
+    except KeyboardInterrupt:  # Ctrl-C: the photographs finished are written below, not lost with the rest
+        writer.interrupted(len(paths))
     written = _written(writer.close, writer, args.out)
     overall = writer.overall()
     print(overall["summary"])
     if ignored:
         print(f"{len(ignored)} more ignored in the folders, not read (the 'ignored' lines above)", file=sys.stderr)
     print(f"wrote {', '.join(str(path) for path in written)} and the overlays in {args.out / 'overlays'}")
+    if overall["interrupted"] is not None:
+        raise Interrupted(
+            f"{args.out} holds the {len(writer.images)} of {len(paths)} photographs finished (its summary says it "
+            f"was interrupted); running the same command again scans all {len(paths)} from the start, replacing them"
+        )
     return 1 if overall["failed"] else 0
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blastscope.cli._interrupt import Interrupted
 from blastscope.data.preprocessing import CHANNELS, COLOUR_NORMS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError
@@ -209,15 +210,42 @@ def run_train(args: argparse.Namespace) -> int:
     options = vars(args)
     if "resume" in options:
         refuse_flags_with_resume(options)
-        run_dir = resume(options["resume"], progress=options.get("progress"))
+        try:
+            run_dir = resume(options["resume"], progress=options.get("progress"))
+        except KeyboardInterrupt:
+            raise Interrupted(resume_advice([Path(options["resume"])])) from None
     else:
-        run_dir = train(build_config(options), run_dir=options.get("run_dir"))
+        config = build_config(options)
+        given = options.get("run_dir")
+        before = _folders(Path(config.out))
+        try:
+            run_dir = train(config, run_dir=given)
+        except KeyboardInterrupt:
+            started = [Path(given)] if given is not None else sorted(_folders(Path(config.out)) - before)
+            raise Interrupted(resume_advice(started)) from None
     if line := segmented_line(Path(run_dir)):
         print(line, file=sys.stderr)
     for line in result_lines(Path(run_dir)):
         print(line, file=sys.stderr)
     print(run_dir)
     return 0
+
+
+def resume_advice(started: list[Path]) -> str:
+    """How to go on after Ctrl-C, given the run folders this call may have started: ``--resume`` with the one that
+    holds a run (its config.yaml is written before training starts), else the same command again (nothing to resume:
+    it stopped while reading the data)."""
+    runs = [folder for folder in started if (folder / "config.yaml").is_file()]
+    if len(runs) == 1:
+        return f"`blastscope train --resume {runs[0]}` continues it"
+    if runs:  # another train wrote into the same --out meanwhile
+        return f"`blastscope train --resume RUN_DIR` continues it, RUN_DIR its folder among {', '.join(map(str, runs))}"
+    return "no run was written yet, so nothing to resume: run the same command again"
+
+
+def _folders(out: Path) -> set[Path]:
+    """The folders in ``out`` (none when it does not exist yet): a new run's is the one that appears."""
+    return {path for path in out.iterdir() if path.is_dir()} if out.is_dir() else set()
 
 
 def result_lines(run_dir: Path) -> list[str]:

@@ -16,6 +16,23 @@ from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig
 from blastscope.workflows.report import DEFAULT_RANK_METRIC, rank_metric_choices
 
 
+def test_ctrl_c_says_the_same_command_picks_up_where_it_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """compare's runs are reused when finished and resumed when interrupted (``trained_run``): its interrupt line
+    says so, not train's ``--resume RUN_DIR``."""
+
+    def interrupted(config: CompareConfig) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("blastscope.workflows.compare.run_compare", interrupted)
+    assert main(["compare", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"blastscope: interrupted; running the same command again (the same --out {tmp_path / 'out'}) reuses the "
+        f"runs finished in {tmp_path / 'out' / 'runs'} and resumes the interrupted one"
+    )
+
+
 def test_flags_reach_the_comparison(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

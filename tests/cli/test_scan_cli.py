@@ -1,5 +1,6 @@
 """``blastscope scan``: a folder of smear photographs scanned with a tiny run, its files written and its summary
-printed; an unreadable file listed and the exit status 1; a real BCCD photograph scanned where ../shared has it."""
+printed; an unreadable file, a grey photograph and a cell already on black listed and the exit status 1; Ctrl-C keeps
+the photographs finished; a real BCCD photograph scanned where ../shared has it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blastscope.api.classifier import Classifier
 from blastscope.cli import main
 from blastscope.runs import load_run
 from blastscope.runs.folder import write_operating_point
@@ -117,6 +119,61 @@ def test_a_grey_photograph_is_listed_as_not_scanned_with_the_reason(
     assert f"{grey}: not scanned: a grey photograph" in (out / "summary.txt").read_text()
     (row,) = csv.DictReader((out / "images.csv").open())
     assert "give a colour photograph" in row["error"] and "--segment" not in row["error"]  # scan has no --segment
+
+
+def test_a_cell_already_on_black_is_listed_as_not_scanned_and_left_to_predict(
+    tiny_run: Path, smear_folder: Path, cell_images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A C-NMC-like cut-out is not scanned as a field (rescaled, cut out again, called unlike predict calls it)."""
+    cell, out = cell_images[0], tmp_path / "scan"
+    assert main(["scan", str(tiny_run), str(smear_folder / "smear_000.png"), str(cell), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert (
+        f"skipped {cell}: a single cut-out cell on black, not a smear photograph: classify it with `blastscope "
+        "predict`" in captured.err
+    )
+    assert "1 photograph scanned, 1 not scanned" in captured.out
+    assert f"{cell}: not scanned: a single cut-out cell on black" in (out / "summary.txt").read_text()
+    rows = list(csv.DictReader((out / "images.csv").open()))
+    assert rows[1]["image"] == str(cell) and rows[1]["error"].startswith("a single cut-out cell on black")
+    assert {row["image"] for row in csv.DictReader((out / "cells.csv").open())} == {rows[0]["image"]}
+
+
+def test_ctrl_c_writes_the_photographs_finished_and_says_so(
+    tiny_run: Path,
+    smear_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Interrupted on its second of three photographs, scan writes the first one's rows, not only its overlay, says in
+    its summary and scan.json that it was interrupted after 1 of 3, and its last line says what to do (not train's)."""
+    photos = [str(smear_folder / name) for name in ("smear_000.png", "smear_001.png", "smear_000.png")]
+    scan, calls, out = Classifier.scan, [], tmp_path / "scan"
+
+    def ctrl_c_on_the_second(self: Classifier, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return scan(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "scan", ctrl_c_on_the_second)
+    assert main(["scan", str(tiny_run), *photos, "--out", str(out)]) == 130
+    images = list(csv.DictReader((out / "images.csv").open()))
+    assert [row["image"] for row in images] == photos[:1] and images[0]["overlay"]
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    assert len(cells) == int(images[0]["n_cells"]) > 0
+    overall = json.loads((out / "scan.json").read_text())["overall"]
+    assert overall["interrupted"] == {"after": 1, "of": 3}
+    summary = (out / "summary.txt").read_text().splitlines()[-1]
+    assert summary == overall["summary"] and summary.startswith("interrupted after 1 of 3 photographs: 1 photograph")
+    captured = capsys.readouterr()
+    assert summary in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert last == (
+        f"blastscope: interrupted; {out} holds the 1 of 3 photographs finished (its summary says it was interrupted); "
+        "running the same command again scans all 3 from the start, replacing them"
+    )
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_what_was_kept(

@@ -16,6 +16,7 @@ from blastscope.cli import main
 from blastscope.cli.train import build_config, result_lines
 from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
+from blastscope.training import engine as engine_module
 from blastscope.training import trainer as trainer_module
 from blastscope.training.config import TrainConfig
 
@@ -134,7 +135,7 @@ def test_the_red_cell_diameter_flag_reaches_the_recipe_and_its_preprocessing(
     assert build_config(vars(build_parser().parse_args(["train"]))).red_cell_diameter is None
     pre = Preprocessing(32, (0.5,) * 3, (0.5,) * 3, red_cell_diameter=config.red_cell_diameter)
     text = model_metadata(pre, OperatingPoint.default(("all", "hem")), "cnn", "fp32")["blastscope.input"]
-    assert text.endswith("(segment=auto), at a red-cell diameter of 95 px")
+    assert "(segment=auto), at a red-cell diameter of 95 px;" in text
     assert main(["train", "--data", "d", "--red-cell-diameter", "0"]) != 0
     assert "red-cell diameter 0.0 is invalid" in capsys.readouterr().err
 
@@ -262,7 +263,41 @@ def test_ctrl_c_says_how_to_resume_and_the_run_resumes(
         assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(run)]) == 130
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT from then on
-    assert "blastscope: interrupted; `blastscope train --resume RUN_DIR`" in capsys.readouterr().err
+    assert f"blastscope: interrupted; `blastscope train --resume {run}` continues it" in capsys.readouterr().err
     monkeypatch.setattr(trainer_module, "build_callbacks", built)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # a display flag, taken
     assert (run / "metrics.json").is_file()
+
+
+def test_ctrl_c_names_the_run_folder_it_made_or_says_there_is_none_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --run-dir the run's folder is named by the time it started: the interrupt line names it, as it names
+    the folder --resume was given; stopped before the run's files were written, it says to run the same command."""
+    out, stop_after_writing = tmp_path / "runs", [True]
+    (out / "earlier-cnn").mkdir(parents=True)
+    (out / "earlier-cnn" / "config.yaml").write_text("model: cnn\n")  # another run's: never named
+
+    def interrupted_train(config: TrainConfig, run_dir: Path | None = None) -> Path:
+        if stop_after_writing[0]:
+            made = out / "20250101-000000-cnn"
+            made.mkdir()
+            (made / "config.yaml").write_text("model: cnn\n")
+        raise KeyboardInterrupt
+
+    def interrupted_resume(run_dir: Path, *, progress: bool | None = None) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_module, "train", interrupted_train)
+    monkeypatch.setattr(engine_module, "resume", interrupted_resume)
+    argv = ["train", "--data", str(tmp_path), "--model", "cnn", "--out", str(out)]
+    assert main(argv) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == f"blastscope: interrupted; `blastscope train --resume {out / '20250101-000000-cnn'}` continues it"
+    stop_after_writing[0] = False
+    assert main([*argv[:-1], str(tmp_path / "other")]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "blastscope: interrupted; no run was written yet, so nothing to resume: run the same command again"
+    assert main(["train", "--resume", str(out / "earlier-cnn")]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == f"blastscope: interrupted; `blastscope train --resume {out / 'earlier-cnn'}` continues it"

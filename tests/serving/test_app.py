@@ -36,7 +36,7 @@ from blastscope.serving.memory import (
     scan_cost,
     segmenting_cost,
 )
-from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON
+from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON, ON_BLACK_REASON
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
 """A macOS AppleDouble ``._cell.png`` as a zip made on a Mac leaves it beside ``cell.png``: 24 bytes of metadata."""
@@ -479,6 +479,22 @@ def test_a_grey_photograph_is_answered_on_its_own_beside_one_scanned(classifier)
     assert alone.status_code == 422
     assert alone.json()["detail"] == f"grey.png: {GREY_PHOTOGRAPH_REASON}" and alone.json()["scans"] == [grey]
     assert "--segment" not in GREY_PHOTOGRAPH_REASON  # scan has no such option, in any door
+
+
+def test_a_cell_already_on_black_is_answered_on_its_own_as_the_grey_photograph_is(classifier, good) -> None:
+    """A C-NMC-like cut-out sent to /scan is not scanned as a field (it would be called unlike /predict calls it):
+    its own 422 entry saying to classify it instead, beside the photographs scanned; alone, the request's 422."""
+    api = client(classifier)
+    name = good[0]
+    cell = {"file": name, "error": ON_BLACK_REASON, "status": 422}
+    response = api.post("/scan", files=upload(("field.png", _field_file()), good))
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["scanned"], body["failed"]) == (1, 1) and body["scans"][1] == cell
+    alone = api.post("/scan", files=upload(good))
+    assert alone.status_code == 422
+    assert alone.json()["detail"] == f"{name}: {ON_BLACK_REASON}" and alone.json()["scans"] == [cell]
+    assert api.post("/predict", files=upload(good)).status_code == 200  # where it belongs
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blastscope.data.images import read_rgb
 from blastscope.data.synth import smear_field
 from blastscope.errors import ImageError
 from blastscope.evaluation.plots import class_colors
 from blastscope.inference.decision import OperatingPoint
 from blastscope.workflows.scan import ImageScan, ScannedCell, ScanWriter, scan_photograph, scan_working_bytes, verdict
 from blastscope.workflows.scan.overlay import REFER_TAG, cell_tag, tag_spot
-from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON, MAX_WORKING_PIXELS
+from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON, MAX_WORKING_PIXELS, ON_BLACK_REASON
 
 POINT = OperatingPoint(("hem", "all"), "all")
 BANDED = OperatingPoint(("hem", "all"), "all", refer_band=(0.4, 0.6))
@@ -132,18 +133,34 @@ def test_the_verdict_rule(cells: list[ScannedCell], expected: str) -> None:
     assert verdict(cells, None) == ("no_white_cell" if not cells else "classified")
 
 
-def test_a_field_without_white_cells_and_a_cell_already_on_black(field, cell_images: list[Path]) -> None:
+def test_a_field_without_white_cells_says_so(field) -> None:
     empty = smear_field(3, height=240, width=320, white_cells=0)
     scan = scan_photograph(Image.fromarray(empty.image), Recorder(), POINT)
     assert scan.cells == () and (scan.verdict, scan.verdict_text) == ("no_white_cell", "no white cell found")
     assert scan.summary() == "no white cells found"  # not "0 of 0 white cells called ALL"
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     assert scan_photograph(Image.fromarray(noise), Recorder(), POINT).summary() == "no white cells found"
-    on_black = Image.open(cell_images[0])
-    scan = scan_photograph(on_black, Recorder(), POINT)
-    assert len(scan.cells) + len(scan.skipped) == 1
-    cell = (scan.cells or scan.skipped)[0]
-    assert cell.box[2] - cell.box[0] <= on_black.width  # kept at its own scale, not enlarged as a field would be
+
+
+def test_a_cell_already_on_black_is_refused_as_predicts_not_scanned_as_a_field(cell_images: list[Path]) -> None:
+    """A C-NMC-like cut-out, in colour or grey, is no smear photograph: scanning it would rescale it and cut its cell
+    out again, calling it unlike ``predict`` does. Refused with the reason, never classified."""
+    for on_black in (Image.open(cell_images[0]), Image.open(cell_images[-1]).convert("L")):
+        classify = Recorder()
+        with pytest.raises(ImageError, match="cell.png: a single cut-out cell on black") as raised:
+            scan_photograph(on_black, classify, POINT, name="cell.png")
+        assert raised.value.reason == ON_BLACK_REASON and not classify.seen
+    assert "`blastscope predict`" in ON_BLACK_REASON
+
+
+def test_real_cells_on_black_and_a_grey_crop_on_black_are_refused(cases: Path) -> None:
+    """The C-NMC-style cells of ../shared/cases/class-names (450 px) and its grey 16-bit crops on black."""
+    images = sorted((cases / "class-names").rglob("*.png")) + sorted((cases / "decode").glob("gray16_*.tif"))
+    assert len(images) == 10
+    for path in images:
+        with pytest.raises(ImageError) as raised:
+            scan_photograph(read_rgb(path), Recorder(), POINT, name=path.name)
+        assert raised.value.reason == ON_BLACK_REASON, path
 
 
 def test_a_grey_photograph_is_refused_with_the_reason_not_scanned_wrongly(field, cell_images: list[Path]) -> None:
@@ -152,9 +169,10 @@ def test_a_grey_photograph_is_refused_with_the_reason_not_scanned_wrongly(field,
         scan_photograph(Image.fromarray(field.image).convert("L"), classify, POINT, name="grey.png")
     assert raised.value.reason == GREY_PHOTOGRAPH_REASON and not classify.seen
     assert "colour photograph" in GREY_PHOTOGRAPH_REASON and "--segment" not in GREY_PHOTOGRAPH_REASON  # no such option
-    grey_on_black = Image.open(cell_images[0]).convert("L")  # a cut-out's cell is its bright part: no stain needed
-    scan = scan_photograph(grey_on_black, Recorder(), POINT)
-    assert len(scan.cells) + len(scan.skipped) == 1
+    grey_on_black = Image.open(cell_images[0]).convert("L")  # not a grey photograph: a cut-out, refused as one
+    with pytest.raises(ImageError) as raised:
+        scan_photograph(grey_on_black, Recorder(), POINT)
+    assert raised.value.reason == ON_BLACK_REASON
 
 
 def test_the_overlay_shows_each_cell_in_its_class_colour(field) -> None:
@@ -243,6 +261,23 @@ def test_the_writer_writes_tables_json_overlays_and_summary(field, tmp_path: Pat
         "2 of 8 white cells called ALL, 2 cut by the border"
     )
     assert (tmp_path / "summary.txt").read_text().splitlines()[-1] == overall["summary"]
+    assert overall["interrupted"] is None
+
+
+def test_an_interrupted_scan_writes_what_it_finished_and_says_so(field, tmp_path: Path) -> None:
+    """Ctrl-C after 2 of 5 photographs: the tables, JSON and summary hold those 2, and say they are 2 of 5."""
+    scan = scan_photograph(Image.fromarray(field.image), Recorder([0.9, 0.1, 0.1, 0.1]), POINT, name="a.png")
+    writer = ScanWriter(tmp_path, POINT.classes, "all", {"model": "test"})
+    writer.add(scan, Path("a.png"))
+    writer.add_error("b.png", "cannot be decoded")
+    writer.interrupted(5)
+    writer.close()
+    overall = json.loads((tmp_path / "scan.json").read_text())["overall"]
+    assert overall["interrupted"] == {"after": 2, "of": 5}
+    assert overall["summary"].startswith("interrupted after 2 of 5 photographs: 1 photograph scanned, 1 not scanned")
+    assert (tmp_path / "summary.txt").read_text().splitlines()[-1] == overall["summary"]
+    assert len(list(csv.DictReader((tmp_path / "cells.csv").open()))) == 4
+    assert [row["image"] for row in csv.DictReader((tmp_path / "images.csv").open())] == ["a.png", "b.png"]
 
 
 def test_an_image_scan_is_json_ready(field) -> None:

@@ -2,7 +2,8 @@
 JSON), and a summary per photograph and overall.
 
 Overlays are written as each photograph is scanned, so a folder of any size is held in memory one photograph at a
-time; the tables and the summary are written by :meth:`ScanWriter.close`.
+time; the tables and the summary are written by :meth:`ScanWriter.close`, also for a scan interrupted part-way
+(:meth:`ScanWriter.interrupted`), so the photographs finished are kept and the files say how many of all they are.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class ScanWriter:
         self._used: set[str] = set()
         self.overlays = 0
         self.tables: list[Path] = []
+        self.total: int | None = None
+
+    def interrupted(self, total: int) -> None:
+        """Mark the scan as stopped (Ctrl-C) after the photographs added so far, of the ``total`` it was given: the
+        overall summary and scan.json's ``interrupted`` say so."""
+        self.total = total
 
     def add(self, scan: ImageScan, path: Path) -> str:
         """Write ``scan``'s overlay, keep its rows; return its line ``file: n of m white cells called ALL; verdict``."""
@@ -87,7 +94,9 @@ class ScanWriter:
             for key in ("n_cells", "n_positive", "n_referred", "n_cut_by_border", "n_not_classified")
         }
         failed = len(self.images) - len(scanned)
-        text = f"{len(scanned)} photograph{'s' * (len(scanned) != 1)} scanned" + (
+        interrupted = None if self.total is None else {"after": len(self.images), "of": self.total}
+        text = "" if interrupted is None else f"interrupted after {len(self.images)} of {self.total} photographs: "
+        text += f"{len(scanned)} photograph{'s' * (len(scanned) != 1)} scanned" + (
             f", {failed} not scanned" if failed else ""
         )
         if scanned:
@@ -103,7 +112,14 @@ class ScanWriter:
                 text += f"; {totals['n_cells']} {cells} classified"
             text += f" ({totals['n_referred']} uncertain)" if totals["n_referred"] else ""
             text += f", {totals['n_cut_by_border']} cut by the border" if totals["n_cut_by_border"] else ""
-        return {"photographs": len(scanned), "failed": failed, "verdicts": dict(verdicts), **totals, "summary": text}
+        return {
+            "photographs": len(scanned),
+            "failed": failed,
+            "interrupted": interrupted,
+            "verdicts": dict(verdicts),
+            **totals,
+            "summary": text,
+        }
 
     def close(self) -> list[Path]:
         """Write the tables, the JSON and the summary; return their paths.
@@ -178,12 +194,16 @@ def _image_line(image: dict[str, Any]) -> str:
 
 
 def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(path)``; when it fails (a full disk), remove the partial file and raise the error with ``path`` named."""
+    """``write(path)``; when it fails (a full disk), remove the partial file and raise the error with ``path`` named;
+    when it is interrupted (Ctrl-C), remove the partial file too."""
     try:
         write(path)
     except OSError as error:
         path.unlink(missing_ok=True)
         raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+    except KeyboardInterrupt:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:

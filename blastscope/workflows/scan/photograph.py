@@ -13,7 +13,9 @@ tracemalloc: 243 bytes per pixel, 75 MB on a 640x480 BCCD field, 1.22 GB on the 
 ``benchmarks/RESULTS.md``), which is why it runs on the
 working copy: :func:`scan_working_bytes` is the estimate a server reserves before scanning.
 
-A photograph that is already one cell on black (a C-NMC image) keeps its scale: its cell is its bright part.
+An image that is already one cell on black (a C-NMC image, or a crop of one) is not a smear photograph: it is refused
+(``ON_BLACK_REASON``) rather than scanned as a field, since it would be rescaled and cut out again and so classified
+unlike ``predict`` classifies it.
 """
 
 from __future__ import annotations
@@ -40,8 +42,6 @@ MAX_WORKING_PIXELS = 2_000_000
 """The largest working copy, px: about 0.5 GB of segmentation memory."""
 SEGMENTATION_BYTES_PER_PIXEL = 250  # 243 measured, rounded up
 """Peak bytes of :func:`~blastscope.segmentation.find_white_cells` per working pixel of a field (measured: 232)."""
-ON_BLACK_BYTES_PER_PIXEL = 32
-"""The same for a cut-out already on black, whose cell is only thresholded (measured: 24, canvas included)."""
 WORKING_MARGIN_BYTES = 32 * 2**20
 """The cut-outs (0.8 MB a cell on the 450 px canvas), their batch for the network, and the overlay's drawing."""
 GREY_PHOTOGRAPH_REASON = (
@@ -50,17 +50,21 @@ GREY_PHOTOGRAPH_REASON = (
 )
 """Why a grey field is not scanned, and the fix. Not ``segmentation.modes.GREY_REASON``: its ``--segment never`` is a
 ``predict`` option, and no door to a scan (``blastscope scan``, ``Classifier.scan``, POST /scan) has it."""
+ON_BLACK_REASON = (
+    "a single cut-out cell on black, not a smear photograph: classify it with `blastscope predict` "
+    "(POST /predict, Classifier.predict)"
+)
+"""Why an image already on black (:func:`~blastscope.segmentation.is_on_black`) is not scanned, and the fix: scanning
+would take it for a field, rescale it and cut its cell out again, and so call it unlike ``predict`` does."""
 
 Classify = Callable[[Sequence[np.ndarray]], np.ndarray]
 """Cut-outs (SxSx3 uint8 on black) -> probabilities (N, C) in the operating point's class order."""
 
 
-def working_factor(width: int, height: int, red_cell_diameter: float | None = None, on_black: bool = False) -> float:
+def working_factor(width: int, height: int, red_cell_diameter: float | None = None) -> float:
     """Working px per photograph px: red cells brought to ``RED_CELL_ON_CANVAS`` px (never enlarged), and the copy
-    within ``MAX_WORKING_PIXELS``. A cut-out on black (``on_black``) keeps its scale unless it is over that size."""
+    within ``MAX_WORKING_PIXELS``."""
     cap = math.sqrt(MAX_WORKING_PIXELS / (width * height))
-    if on_black:
-        return min(1.0, cap)
     return min(1.0, RED_CELL_ON_CANVAS / field_diameter(width, height, red_cell_diameter), cap)
 
 
@@ -82,17 +86,13 @@ def field_diameter(width: int, height: int, red_cell_diameter: float | None) -> 
 def scan_working_bytes(width: int, height: int, red_cell_diameter: float | None = None) -> int:
     """Peak bytes a scan of a ``width`` x ``height`` photograph takes beyond the decoded photograph itself.
 
-    The working copy's segmentation (a field's at ``SEGMENTATION_BYTES_PER_PIXEL`` a working pixel, or a cut-out's on
-    black at ``ON_BLACK_BYTES_PER_PIXEL``, whichever is more: the kind is known only once decoded), the display copy
-    the overlay is drawn on (RGB and RGBA, 7 bytes a pixel), and ``WORKING_MARGIN_BYTES``.
+    The working copy's segmentation (``SEGMENTATION_BYTES_PER_PIXEL`` a working pixel; an image on black is refused
+    on that copy before it is segmented), the display copy the overlay is drawn on (RGB and RGBA, 7 bytes a pixel),
+    and ``WORKING_MARGIN_BYTES``.
     """
-
-    def pixels(factor: float) -> int:
-        return math.ceil(width * factor) * math.ceil(height * factor)
-
-    field = pixels(working_factor(width, height, red_cell_diameter)) * SEGMENTATION_BYTES_PER_PIXEL
-    on_black = pixels(working_factor(width, height, on_black=True)) * ON_BLACK_BYTES_PER_PIXEL
-    return max(field, on_black) + OVERLAY_MAX_SIDE**2 * 7 + WORKING_MARGIN_BYTES
+    factor = working_factor(width, height, red_cell_diameter)
+    working = math.ceil(width * factor) * math.ceil(height * factor)
+    return working * SEGMENTATION_BYTES_PER_PIXEL + OVERLAY_MAX_SIDE**2 * 7 + WORKING_MARGIN_BYTES
 
 
 def scan_photograph(
@@ -181,9 +181,10 @@ def find_cells(
     Raises
     ------
     ImageError
-        Named ``name``, when the photograph is a grey field (:func:`~blastscope.segmentation.modes.is_grey`): its
-        white cells are found by their stain's colour, so it would be scanned wrongly. A grey cut-out on black is
-        scanned (its cell is only its bright part).
+        Named ``name``, when the image is one cell on black (:func:`~blastscope.segmentation.is_on_black`), grey or
+        in colour: ``ON_BLACK_REASON``, it is ``predict``'s to classify; or when it is a grey field
+        (:func:`~blastscope.segmentation.modes.is_grey`): its white cells are found by their stain's colour, so it
+        would be scanned wrongly (``GREY_PHOTOGRAPH_REASON``).
     BlastscopeError
         When ``red_cell_diameter`` is not usable.
     """
@@ -192,18 +193,15 @@ def find_cells(
     diameter = field_diameter(width, height, red_cell_diameter)
     factor = working_factor(width, height, red_cell_diameter)
     working = _shrunk(rgb_image, factor)
-    on_black = is_on_black(working)
-    if on_black:  # a C-NMC-like cut-out: its scale is C-NMC's already
-        factor = working_factor(width, height, on_black=True)
-        working = _shrunk(rgb_image, factor)
-    elif is_grey(np.asarray(working)):
+    if is_on_black(working):
+        raise ImageError(name, ON_BLACK_REASON)
+    if is_grey(working):
         raise ImageError(name, GREY_PHOTOGRAPH_REASON)
-    canvas_per_photo_px = 1.0 if on_black else RED_CELL_ON_CANVAS / diameter
     found = find_white_cells(
         working,
         canvas_size=canvas_size,
-        scale=canvas_per_photo_px / factor,
-        red_cell_diameter=None if on_black else diameter * factor,
+        scale=RED_CELL_ON_CANVAS / diameter / factor,
+        red_cell_diameter=diameter * factor,
         keep_cut=True,
     )
     kept = [cell for cell in found if not cell.cut_by_border and cell.cutout.found]
