@@ -126,6 +126,21 @@ def tiny_colour_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory)
     return _train_tiny(synth_small, tmp_path_factory.mktemp("runs-colour"), colour_norm="subject")
 
 
+@pytest.fixture(scope="session")
+def tiny_three_class_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run like ``tiny_run`` on three classes, ``all``, ``hem`` and ``other`` (the hem cells with new bytes): a
+    multi-class run, which has no positive class and decides by the most probable class."""
+    data = tmp_path_factory.mktemp("three-classes")
+    for name in ("all", "hem", "other"):
+        (data / name).mkdir()
+    for index, source in enumerate(sorted(synth_small.rglob("*.png"))):
+        label = "all" if source.stem.endswith("_all") else "hem"
+        shutil.copyfile(source, data / label / f"cell{index}.png")
+        if label == "hem":  # new bytes, so the copies are not duplicates
+            (data / "other" / f"cell{index}.png").write_bytes(source.read_bytes() + bytes([index % 256]) * 7)
+    return _train_tiny(data, tmp_path_factory.mktemp("runs-three"))
+
+
 @pytest.fixture
 def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     """A private copy of ``tiny_run`` for a test that changes the run folder."""

@@ -39,6 +39,7 @@ def load(
     precision: InferencePrecision = "fp32",
     segment: str | None = None,
     red_cell_diameter: float | None = None,
+    threshold_by: str = "load(threshold=...)",
 ) -> Classifier:
     """A Classifier for a training run directory, deciding at the run's stored operating point.
 
@@ -52,7 +53,8 @@ def load(
     checkpoint : str
         ``best``, ``last`` or a path to a checkpoint file.
     threshold : float, optional
-        Replaces the run's stored threshold for this classifier (``source: given``).
+        Replaces the run's stored threshold for this classifier (``source: given``); refused for a multi-class run,
+        which decides by the most probable class.
     precision : {"fp32", "bf16", "auto"}
         The PyTorch backend's precision; fp32 (the default) matches ``blastscope evaluate`` and the ONNX export.
     segment : {"auto", "always", "never"}, optional
@@ -61,12 +63,15 @@ def load(
     red_cell_diameter : float, optional
         Replaces the run's recorded red-cell diameter (px of the input images; the run's None measures it on each
         image) that cells are cut out at, with a warning when it differs.
+    threshold_by : str
+        Who gave ``threshold``, as every prediction's ``decided_by`` credits it and a refusal names it: a command
+        passes its own option (``predict --threshold``).
 
     Raises
     ------
     BlastscopeError
-        For an unknown backend or segment mode, an unusable red-cell diameter, a run without an export when
-        ``backend="onnx"``, or an export made for other classes or preprocessing.
+        For an unknown backend or segment mode, an unusable red-cell diameter, a threshold for a multi-class run, a
+        run without an export when ``backend="onnx"``, or an export made for other classes or preprocessing.
     TypeError
         When ``run_dir`` is not a path.
     """
@@ -80,7 +85,7 @@ def load(
     trained = load_run(Path(run_dir), checkpoint=checkpoint)
     point = trained.operating_point
     if threshold is not None:
-        point = point.with_threshold(threshold, "load(threshold=...)")
+        point = point.with_threshold(threshold, threshold_by, trained.run_dir)
     runner = trained.runner(precision)
     path = None if backend == "torch" else onnx_model_path(trained.run_dir, variant)
     if path is not None:

@@ -31,6 +31,7 @@ from blastscope.inference.predict import (
     ONE_PERSON,
     ItemLogits,
     by_person,
+    check_batch_size,
     fit_colour,
     predict_items,
     probabilities,
@@ -156,12 +157,13 @@ class Classifier:
         ``tta`` averages each image's probabilities over its 8 flips/rotations (``Prediction.tta`` says so); the
         operating point decides at its threshold and temperature, chosen without TTA, all the same.
         ``threshold`` overrides the operating point's threshold for this call only, and drops its refer band (chosen
-        around the stored threshold), so no cell is ``referred``. For a run that normalises colours per person
-        (``preprocessing.colour_norm == "subject"``) ``people`` says whose cells are whose (:data:`People`), and
-        ``colour`` gives statistics fitted beforehand (:meth:`fit_colour`) over more of each person's images than
-        this call's; by default they are fitted over this call's. Raises ``ImageError`` naming the image for an
-        unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare` each image first to
-        skip such images one by one).
+        around the stored threshold), so no cell is ``referred``; a multi-class model refuses it
+        (``BlastscopeError``). For a run that normalises colours per person (``preprocessing.colour_norm ==
+        "subject"``) ``people`` says whose cells are whose (:data:`People`), and ``colour`` gives statistics fitted
+        beforehand (:meth:`fit_colour`) over more of each person's images than this call's; by default they are
+        fitted over this call's. Raises ``ImageError`` naming the image for an unreadable file or, when the run
+        segments, a cell that cannot be found (:meth:`prepare` each image first to skip such images one by one), and
+        ``ValueError`` for a ``batch_size`` below 1.
         """
         items = _as_list(images)
         point = self._point(threshold)
@@ -362,7 +364,7 @@ class Classifier:
         """The operating point a call decides at: the classifier's, or its threshold replaced for this call."""
         if threshold is None:
             return self.operating_point
-        return self.operating_point.with_threshold(threshold, "predict(threshold=...)")
+        return self.operating_point.with_threshold(threshold, "predict(threshold=...)", self.name or "this model")
 
     def _predicted(
         self, items: list[ImageInput], tta: bool, batch_size: int, people: People, colour: SubjectColour | None
@@ -370,6 +372,7 @@ class Classifier:
         """Logits and ``segmented`` flags; decoding and segmentation run outside the lock, so threads share them."""
         if not isinstance(tta, bool):  # tta="no" would otherwise count as true
             raise TypeError(f"tta must be True or False, got {tta!r}")
+        check_batch_size(batch_size)  # before the images are read
         prepared = [self.prepare(item) for item in items]  # first: an unreadable image stops the call here
         ids = self._people(items, people) if self.per_person else None
         with self._lock:

@@ -31,15 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threshold",
         default=None,
-        help="choose and store a new operating point: a threshold on p(positive class), or 'val' to choose it on "
-        "the validation split (best weighted F1, or see --target-sensitivity); default: the run's stored point",
+        help="choose and store a new operating point: a threshold on p(positive class) (two-class runs), or 'val' "
+        "to choose it on the validation split (best weighted F1, or see --target-sensitivity; for a multi-class run, "
+        "'val' fits only the temperature); default: the run's stored point",
     )
     parser.add_argument(
         "--target-sensitivity",
         type=float,
         metavar="S",
         help="choose and store a new operating point whose threshold is the highest reaching this validation "
-        "sensitivity, e.g. 0.95",
+        "sensitivity, e.g. 0.95 (two-class runs)",
     )
     parser.add_argument(
         "--refer-error",

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from blastscope.cli._interrupt import Interrupted
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data.people import PERSON_BY
 from blastscope.data.preprocessing import SEGMENT_MODES
@@ -65,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         metavar="P",
         help="decide at p(positive) >= P for this call instead of the run's stored operating point (and refer no "
-        "cell: the run's refer band belongs to its own threshold)",
+        "cell: the run's refer band belongs to its own threshold); two-class runs only",
     )
     parser.add_argument(
         "--segment",
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         segment=args.segment,
         red_cell_diameter=args.red_cell_diameter,
+        threshold_by="predict --threshold",
     )
     images = f"{len(paths)} image{'s' * (len(paths) != 1)}"
     print(f"{classifier.name}: {images}, backend {classifier.backend}", file=sys.stderr)
@@ -147,7 +149,11 @@ def run(args: argparse.Namespace) -> int:
             f"stopped: {error.filename or writer.where}: {error.strerror or error}; {writer.saved_note(len(paths))}; "
             "free space or choose another --out, then run again"
         ) from error
-    except BaseException:  # a crash of the model, Ctrl-C: the finished chunks are kept; say where, then let it surface
+    except KeyboardInterrupt:  # Ctrl-C: the finished chunks are kept; say where and how to go on
+        raise Interrupted(
+            f"{writer.saved_note(len(paths))}; running the same command again predicts all {len(paths)} from the start"
+        ) from None
+    except BaseException:  # a crash of the model: the finished chunks are kept; say where, then let it surface
         print(f"{writer.saved_note(len(paths))} before the failure", file=sys.stderr)
         raise
     finally:

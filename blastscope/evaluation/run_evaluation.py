@@ -44,6 +44,7 @@ from blastscope.evaluation.scoring import decisions, evaluate_predictions
 from blastscope.evaluation.threshold import (
     ThresholdSpec,
     check_target_sensitivity,
+    check_threshold_options,
     choose_point,
     conflicting_threshold_options,
     parse_threshold,
@@ -230,15 +231,21 @@ def evaluate_run(
             "cells it scores); use --split test or give --threshold a number"
         )
     run = load_run(run_dir, checkpoint)
+    notes: list[str] = []
     if announce is not None:
         announce(positive_class_line(run.operating_point.positive_class, run.classes, "run", class_display_name))
+    check_threshold_options(run.operating_point, spec, target_sensitivity, run.run_dir)
+    if spec == "val" and not run.operating_point.binary:
+        notes.append(
+            f"{run.run_dir} has {len(run.classes)} classes, decided by the most probable class: --threshold val fits "
+            "only the temperature on validation (there is no threshold to choose)"
+        )
     if refer_error is not None and not run.operating_point.binary:
         raise BlastscopeError(
             f"{run.run_dir}: --refer-error needs a binary run (a threshold on p(positive)); this one has "
             f"{len(run.classes)} classes"
         )
     _move_to(run.model, device)
-    notes: list[str] = []
     overridden = []
     if segment is not None and (line := segment_override_line(run.preprocessing.segment, segment)):
         run.preprocessing = replace(run.preprocessing, segment=segment)

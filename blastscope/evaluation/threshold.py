@@ -61,6 +61,25 @@ def check_target_sensitivity(target: float | None) -> None:
         raise BlastscopeError(f"--target-sensitivity {target} is outside (0, 1]; use e.g. 0.95")
 
 
+def check_threshold_options(
+    point: OperatingPoint, spec: ThresholdSpec, target_sensitivity: float | None, model: object
+) -> None:
+    """Refuse a given threshold or a target sensitivity for a multi-class ``model`` (the run, named in the message):
+    it decides by its most probable class, so the point chosen would silently not be the one asked for.
+
+    ``spec="val"`` is left to :func:`choose_point`, which fits only the temperature for such a model.
+
+    Raises
+    ------
+    BlastscopeError
+        For a number or a target with a multi-class ``point``.
+    """
+    if target_sensitivity is not None:
+        point.check_threshold_applies(f"--target-sensitivity {target_sensitivity:g}", model)
+    if spec not in (None, "val"):
+        point.check_threshold_applies(f"--threshold {float(spec):g}", model)
+
+
 def conflicting_threshold_options(threshold: str | float) -> str:
     """The one-line message for a number given together with ``--target-sensitivity``."""
     return (
@@ -85,7 +104,8 @@ def choose_point(
         replaced and its refer band dropped.
     spec : {None, "val"} or float
         ``"val"`` chooses the threshold on validation (best weighted F1, or see ``target_sensitivity``), a number is
-        taken as given, ``None`` keeps the default 0.5 (or chooses for ``target_sensitivity``).
+        taken as given, ``None`` keeps the default 0.5 (or chooses for ``target_sensitivity``). A multi-class
+        ``base`` has no threshold: ``"val"`` fits only the temperature, and a number is refused.
     val : tuple (y_true, logits) or None
         The validation split's class indices (N,) and logits (N, C) or (N, 1, C): the only data fitted on. ``None``
         or empty: no temperature scaling (T = 1) and no ``"val"`` threshold.
@@ -102,7 +122,8 @@ def choose_point(
     Raises
     ------
     BlastscopeError
-        For a number together with ``target_sensitivity``, a bad target, or ``"val"`` without usable validation cells.
+        For a number together with ``target_sensitivity``, a bad target, ``"val"`` without usable validation cells,
+        or a number or target for multi-class data.
     """
     point = replace(
         base,
@@ -152,6 +173,7 @@ def choose_threshold(
     spec = parse_threshold(spec)
     if target_sensitivity is not None and spec not in (None, "val"):
         raise BlastscopeError(conflicting_threshold_options(spec))  # type: ignore[arg-type]
+    check_threshold_options(point, spec, target_sensitivity, "this model")
     if target_sensitivity is not None:
         spec = "val"
     if spec is None or not point.binary:  # multi-class data is decided by argmax: there is no threshold to choose

@@ -120,11 +120,31 @@ class OperatingPoint:
     def positive_index(self) -> int | None:
         return self.classes.index(self.positive_class) if self.positive_class is not None else None
 
-    def with_threshold(self, threshold: float, chosen_by: str) -> OperatingPoint:
+    def check_threshold_applies(self, option: str, model: object) -> None:
+        """Refuse a threshold given for a multi-class model, which decides by its most probable class: taking it
+        would ignore it while every output said it had decided.
+
+        ``option`` names how it was given (``predict --threshold``, ``load(threshold=...)``), ``model`` the run.
+
+        Raises
+        ------
+        BlastscopeError
+            When the point is not binary.
+        """
+        if not self.binary:
+            raise BlastscopeError(
+                f"{option} needs a two-class run; {model} has {len(self.classes)} classes "
+                f"({', '.join(self.classes)}), decided by the most probable class"
+            )
+
+    def with_threshold(self, threshold: float, chosen_by: str, model: object = "this model") -> OperatingPoint:
         """The same point with a threshold the user gave, e.g. ``predict --threshold 0.3`` for one call.
 
-        The refer band is dropped: it was chosen around the stored threshold, for that threshold's error rate.
+        ``chosen_by`` is recorded and names the option in the refusal of a multi-class ``model``
+        (:meth:`check_threshold_applies`). The refer band is dropped: it was chosen around the stored threshold, for
+        that threshold's error rate.
         """
+        self.check_threshold_applies(chosen_by, model)
         return replace(
             self,
             threshold=float(threshold),
@@ -140,14 +160,17 @@ class OperatingPoint:
     def describe(self) -> str:
         """One line a person reads: the rule, and where it came from."""
         if not self.binary:
-            rule = "the most probable class (multi-class: no threshold)"
-        else:
-            name = class_display_name(self.positive_class)
-            rule = f"{name} when p({name}) >= {self.threshold:.4f}"
-        return f"{rule} ({self.origin()})"
+            return f"the most probable class (multi-class: no threshold; {self.origin()})"
+        name = class_display_name(self.positive_class)
+        return f"{name} when p({name}) >= {self.threshold:.4f} ({self.origin()})"
 
     def origin(self) -> str:
-        """Where the threshold and temperature came from, e.g. ``chosen on val (240 cells) for weighted F1 ...``."""
+        """Where the threshold and temperature came from, e.g. ``chosen on val (240 cells) for weighted F1 ...``;
+        for a multi-class point, which has no threshold, only the temperature's origin (``by train``)."""
+        if not self.binary:
+            fitted = f" fitted on {self.split} ({self.n_cells} cells)" if self.split else ""
+            scaling = f"temperature {self.temperature:.3f}{fitted}, " if self.temperature != 1.0 else ""
+            return f"{scaling}by {self.chosen_by}"
         if self.source == "default":
             how = "default threshold"
         elif self.source == "given":

@@ -210,12 +210,17 @@ def batches(
         yield batch
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Raise ``ValueError`` for a ``batch_size`` below 1, before any image is read or batch counted."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+
+
 def _flagged_batches(
     items: Sequence[Item], pre: Preprocessing, transform: Transform, batch_size: int, cache: DecodedCache | None
 ) -> Iterator[tuple[torch.Tensor, list[bool]]]:
     """:func:`batches`, each with its items' ``segmented`` flags."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    check_batch_size(batch_size)
     if cache is None and any(isinstance(item, Cell) for item in items):
         cache = DecodedCache()
     for start in range(0, len(items), batch_size):
@@ -263,6 +268,7 @@ def predict_items(
     as :func:`by_person`'s."""
     if not len(items):
         raise ValueError("no images to predict")
+    check_batch_size(batch_size)
     if pre.colour_norm == "subject":
         items = by_person(items, pre, cache, people, colour)
     total = -(-len(items) // batch_size)

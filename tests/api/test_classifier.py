@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
 from blastscope.runs import load_run
 from blastscope.segmentation import segment_cell
+from blastscope.workflows.scan.photograph import ON_BLACK_REASON
 
 
 def test_predict_paths_and_pil_images_alike(tiny_run: Path, cell_images: list[Path]) -> None:
@@ -70,6 +72,30 @@ def test_misuse_is_refused_by_what_was_passed(tiny_run: Path, cell_images: list[
         load(3)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_a_batch_size_below_one_is_refused_before_any_image_is_read(
+    tiny_run: Path, tmp_path: Path, batch_size: int
+) -> None:
+    with pytest.raises(ValueError, match=f"^batch_size must be at least 1, not {batch_size}$"):
+        load(tiny_run).predict([tmp_path / "missing.png"], batch_size=batch_size)
+
+
+def test_a_threshold_for_a_multi_class_run_is_refused_at_load_and_at_predict(
+    tiny_three_class_run: Path, cell_images: list[Path]
+) -> None:
+    """A multi-class run decides by its most probable class: a threshold given to it would be ignored while every
+    prediction said it had decided, so it is refused, naming who gave it."""
+    refusal = "needs a two-class run; {} has 3 classes (all, hem, other), decided by the most probable class"
+    with pytest.raises(BlastscopeError, match=re.escape("load(threshold=...) " + refusal.format(tiny_three_class_run))):
+        load(tiny_three_class_run, threshold=0.3)
+    classifier = load(tiny_three_class_run)
+    with pytest.raises(BlastscopeError, match=re.escape("predict(threshold=...) needs a two-class run")):
+        classifier.predict(cell_images, threshold=0.3)
+    predictions = classifier.predict(cell_images)
+    assert {(p.threshold, p.decided_by) for p in predictions} == {(None, "by train")}
+    assert classifier.operating_point.describe() == "the most probable class (multi-class: no threshold; by train)"
+
+
 def test_unreadable_file_names_itself(tiny_run: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a png")
@@ -117,6 +143,22 @@ def test_scan_classifies_each_cut_out_as_predict_does(tiny_run: Path, tmp_path: 
         classifier.scan(tmp_path / "missing.png")
     with pytest.raises(BlastscopeError, match="red cell diameter"):
         classifier.scan(path, red_cell_diameter=-1)
+
+
+def test_scan_refuses_a_cell_already_on_black_as_it_refuses_a_grey_photograph(
+    tiny_run: Path, cell_images: list[Path], tmp_path: Path
+) -> None:
+    """clf.scan and clf.scan_together answer a C-NMC-like cut-out with its ImageError (the reason says to predict
+    it), as they answer a grey photograph; scan_together scans the others."""
+    classifier = load(tiny_run)
+    with pytest.raises(ImageError) as raised:
+        classifier.scan(cell_images[0], name="cell.png")
+    assert raised.value.reason == ON_BLACK_REASON and str(raised.value).startswith("cell.png: ")
+    field = tmp_path / "field.png"
+    Image.fromarray(smear_field(0, height=480, width=640, white_cells=3).image).save(field)
+    scanned, refused = classifier.scan_together([field, cell_images[0]], names=["field", "cell"])
+    assert isinstance(scanned, ImageScan) and len(scanned.cells) == 3
+    assert isinstance(refused, ImageError) and refused.reason == ON_BLACK_REASON
 
 
 def test_crops_with_a_background_are_cut_out_and_say_so(tiny_run: Path, cell_images, natural_crops, caplog) -> None:

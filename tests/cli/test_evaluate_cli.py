@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +81,36 @@ def test_a_given_threshold_is_stored_as_given(tiny_run_copy: Path, tmp_path: Pat
     assert evaluation["stored_to"] == str(tiny_run_copy / "operating_point.json")
     rows = _predictions(tmp_path)
     assert {row["threshold"] for row in rows} == {"0.3"} and {row["decided_by"] for row in rows} == {stored.origin()}
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [(["--threshold", "0.3"], "--threshold 0.3"), (["--target-sensitivity", "0.9"], "--target-sensitivity 0.9")],
+)
+def test_a_threshold_for_a_multi_class_run_is_a_one_line_error(
+    tiny_three_class_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str
+) -> None:
+    stored = (tiny_three_class_run / "operating_point.json").read_text()
+    assert main(["evaluate", str(tiny_three_class_run), "--bootstrap", "0", "--out", str(tmp_path), *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("blastscope: error")]
+    assert errors == [
+        f"blastscope: error: {option} needs a two-class run; {tiny_three_class_run} has 3 classes (all, hem, other), "
+        "decided by the most probable class"
+    ]
+    assert (tiny_three_class_run / "operating_point.json").read_text() == stored
+
+
+def test_threshold_val_on_a_multi_class_run_fits_only_the_temperature_and_says_so(
+    tiny_three_class_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = Path(shutil.copytree(tiny_three_class_run, tmp_path / "run"))
+    evaluation = _evaluate(run_dir, tmp_path / "out", "--threshold", "val")
+    stored = load_run(run_dir).operating_point
+    assert stored.to_dict() == evaluation["operating_point"] and evaluation["stored_to"]
+    assert (stored.positive_class, stored.split, stored.chosen_by) == (None, "val", "evaluate")
+    out = capsys.readouterr().out
+    assert f"note: {run_dir} has 3 classes, decided by the most probable class: --threshold val fits only" in out
+    assert f"decision: {stored.describe()}" in out.splitlines() and "default threshold" not in out
 
 
 def test_the_confusion_matrix_is_decide_on_the_written_probabilities(tiny_run_copy: Path, tmp_path: Path) -> None:

@@ -60,6 +60,27 @@ def test_csv_lists_every_image_and_every_failure(run_dir: Path, images: Path, tm
     assert "corrupt.png" in err and "empty.jpg" in err and "2 of 5 files could not be read" in err
 
 
+def test_a_given_threshold_is_credited_to_the_command(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(images), "--threshold", "0.3", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "decision: ALL when p(ALL) >= 0.3000 (threshold given, by predict --threshold)" in err.splitlines()
+    good = {(row["threshold"], row["decided_by"]) for row in csv.DictReader(out.open()) if not row["error"]}
+    assert good == {("0.300000", "threshold given, by predict --threshold")}
+
+
+def test_a_threshold_for_a_multi_class_run_is_a_one_line_error(
+    tiny_three_class_run: Path, images: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(tiny_three_class_run), str(images), "--threshold", "0.3", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"blastscope: error: predict --threshold needs a two-class run; {tiny_three_class_run} has 3 classes "
+        "(all, hem, other), decided by the most probable class"
+    ]
+    assert not out.exists()
+
+
 def test_json_and_gradcam_for_good_files(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
     good = sorted(images.glob("UID_*.png"))
     out, overlays = tmp_path / "preds.json", tmp_path / "gradcam"
@@ -178,6 +199,29 @@ def test_a_crash_of_the_model_keeps_the_chunks_before_it(
 
     partial = tmp_path / "preds.partial.csv"
     assert f"2 of 5 predictions saved in {partial} before the failure" in capsys.readouterr().err
+    assert len(list(csv.DictReader(partial.open()))) == 2 and not out.exists()
+
+
+def test_ctrl_c_keeps_the_chunks_before_it_and_says_what_to_do(
+    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Ctrl-C in the second chunk: the first chunk's rows are kept, and the last line says where and that the same
+    command predicts them all again (not train's ``--resume``)."""
+    out, predict, calls = tmp_path / "preds.json", Classifier.predict, []
+
+    def ctrl_c_on_second_chunk(self: Classifier, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", ctrl_c_on_second_chunk)
+    assert main(["predict", str(run_dir), str(images), "--out", str(out), "--batch-size", "2"]) == 130
+    partial = tmp_path / "preds.partial.csv"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"blastscope: interrupted; 2 of 5 predictions saved in {partial}; running the same command again predicts "
+        "all 5 from the start"
+    )
     assert len(list(csv.DictReader(partial.open()))) == 2 and not out.exists()
 
 

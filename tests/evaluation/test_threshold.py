@@ -179,3 +179,18 @@ def test_midway_keeps_the_decisions_at_the_ends_and_between_adjacent_floats() ->
     adjacent = np.array([0.3, np.nextafter(0.3, 1.0)])  # no float between them: the upper cell stays the threshold
     assert midway(adjacent, adjacent[1]) == adjacent[1]
     assert midway(np.array([0.3, np.nextafter(1.0, 0.0)]), 1.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("spec", "target", "option"), [(0.3, None, "--threshold 0.3"), (None, 0.9, "--target-sensitivity 0.9")]
+)
+def test_a_threshold_for_multi_class_data_is_refused_but_val_fits_the_temperature(
+    spec: float | None, target: float | None, option: str
+) -> None:
+    base = OperatingPoint.default(("a", "b", "c"))
+    y = np.repeat([0, 1, 2], 10)
+    logits = np.random.default_rng(0).normal(size=(30, 3)) + 3 * np.eye(3)[y]
+    with pytest.raises(BlastscopeError, match=f"^{option} needs a two-class run; this model has 3 classes"):
+        choose_point(base, spec, (y, logits), target)
+    fitted = choose_point(base, "val", (y, logits))
+    assert fitted.temperature != 1.0 and (fitted.split, fitted.n_cells, fitted.source) == ("val", 30, "default")

@@ -50,3 +50,23 @@ def test_every_source_blastscope_writes_is_accepted(source: str) -> None:
 def test_an_unknown_threshold_source_is_refused_rather_than_described_as_chosen_on_validation() -> None:
     with pytest.raises(BlastscopeError, match="threshold source 'val:f1' is unknown"):
         OperatingPoint(("ALL", "HEM"), "ALL", 0.4, source="val:f1")
+
+
+def test_a_multi_class_point_describes_no_threshold_origin() -> None:
+    point = OperatingPoint.default(("a", "b", "c"))
+    assert point.describe() == "the most probable class (multi-class: no threshold; by train)"
+    fitted = OperatingPoint(("a", "b", "c"), None, temperature=1.5, split="val", n_cells=20, chosen_by="evaluate")
+    assert fitted.origin() == "temperature 1.500 fitted on val (20 cells), by evaluate"
+    assert "threshold" not in fitted.origin()
+
+
+def test_a_threshold_for_a_multi_class_point_is_refused_naming_who_gave_it() -> None:
+    point = OperatingPoint.default(("a", "b", "c"))
+    message = (
+        r"^predict --threshold needs a two-class run; runs/x has 3 classes \(a, b, c\), decided by the most "
+        r"probable class$"
+    )
+    with pytest.raises(BlastscopeError, match=message):
+        point.with_threshold(0.3, "predict --threshold", "runs/x")
+    given = _point().with_threshold(0.3, "predict --threshold", "runs/x")
+    assert given.describe() == "ALL when p(ALL) >= 0.3000 (threshold given, by predict --threshold)"

@@ -137,6 +137,12 @@ def test_nothing_to_predict_is_refused() -> None:
         predict_logits(TorchRunner(TinyNet()), [], PRE, TRANSFORM)
 
 
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_a_batch_size_below_one_is_refused_in_one_line(images: list[Image.Image], batch_size: int) -> None:
+    with pytest.raises(ValueError, match=f"^batch_size must be at least 1, not {batch_size}$"):
+        predict_logits(TorchRunner(TinyNet()), images, PRE, TRANSFORM, batch_size=batch_size)
+
+
 def test_segmented_flags_come_with_the_logits_and_unreadable_items_are_set_aside(
     natural_crops: list[Path], tmp_path: Path
 ) -> None:

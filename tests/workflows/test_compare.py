@@ -559,3 +559,22 @@ def test_folders_that_sort_the_positive_class_first_are_reported_with_it(
     run_compare(tiny_config(tmp_path / "folders", tmp_path / "out", threshold="0"))  # every cell called ALL
     printed = capsys.readouterr().out
     assert "warning: cnn: the model calls every test cell ALL" in printed and "(fold" not in printed  # no folds
+
+
+def test_a_given_threshold_on_three_classes_is_refused_before_any_model_trains(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blastscope.workflows.compare import pipeline
+
+    for index, source in enumerate(sorted(synth_small.rglob("*.png"))):
+        label = "all" if source.stem.endswith("_all") else "hem"
+        copies = {label: source.read_bytes()}
+        if label == "hem":  # a third class of the same cells, with new bytes so they are not duplicates
+            copies["other"] = source.read_bytes() + bytes([index % 256]) * 7
+        for name, data in copies.items():
+            (tmp_path / "three" / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "three" / name / f"cell{index}.png").write_bytes(data)
+    monkeypatch.setattr(pipeline, "trained_run", lambda *args: pytest.fail("trained before refusing the threshold"))
+
+    with pytest.raises(BlastscopeError, match=r"--threshold 0\.3 needs a two-class run; .*three has 3 classes"):
+        run_compare(tiny_config(tmp_path / "three", tmp_path / "out", threshold="0.3"))

@@ -10,6 +10,8 @@ from tqdm.auto import tqdm
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.discover import scan_dataset
 from blastscope.errors import BlastscopeError
+from blastscope.evaluation.threshold import parse_threshold
+from blastscope.inference.decision import OperatingPoint
 from blastscope.metrics import class_display_name, one_class_warning
 from blastscope.workflows.compare.cards import dataset_card
 from blastscope.workflows.compare.config import CompareConfig, check_request, threshold_text
@@ -52,6 +54,10 @@ def run_compare(config: CompareConfig) -> ReportFiles:
     positive = positive_class(table.classes, config.positive_class)
     how = "given" if config.positive_class else "name"
     print(positive_class_line(positive, table.classes, how, class_display_name), flush=True)
+    if isinstance(parse_threshold(config.threshold), float):  # refused now, not after the first model has trained
+        OperatingPoint.default(table.classes, positive).check_threshold_applies(
+            f"--threshold {config.threshold}", data_root
+        )
     splits = shared_splits(table, config, out / "splits")
     print(f"{budget.describe()}; decision threshold: {threshold_text(config.threshold)}", flush=True)
     layout = f"{config.cv} subject-grouped folds" if config.cv else "one shared split"
