@@ -322,8 +322,8 @@ class Classifier:
         person's, for a run that normalises colours per person (its statistics pooled over every photograph's cells).
 
         Every photograph is kept (with its cut-outs) until all are found. A photograph that cannot be read, or is a
-        grey field, is answered by its ``ImageError`` in its place; ``BlastscopeError`` for an unusable
-        ``red_cell_diameter``."""
+        grey field or a cell already on black, is answered by its ``ImageError`` in its place; ``BlastscopeError``
+        for an unusable ``red_cell_diameter``."""
         found: list[FoundCells | ImageError] = []
         for i, image in enumerate(images):
             name = names[i] if names is not None else _display_file(image, i)

@@ -11,7 +11,7 @@ entry says so (``segmented``); an image whose cell cannot be found is answered 4
 of the request as a whole (an oversized body, too many files, a malformed request) is a 4xx JSON
 ``{"detail": ..., "file": null}``. The server keeps serving. /scan takes whole smear photographs the same way and
 answers each with its white cells, verdict and overlay (:mod:`blastscope.workflows.scan`); a photograph it cannot
-scan (a grey one) gets its own 422 entry with the reason.
+scan (a grey one, or one cell already on black) gets its own 422 entry with the reason.
 
 A run trained with ``--colour-norm subject`` normalises each cell's colours by its person's: a /predict request's
 images are grouped as ``predict --person-by auto`` groups files (by the subject in their C-NMC names when every name
@@ -78,7 +78,10 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 SCAN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **PREDICT_RESPONSES,
     200: {"description": "At least one photograph scanned; a file that is not a usable image has an error entry"},
-    422: {"description": f"No photograph scanned: none could be (a grey photograph, say); {_FILE_ERRORS}"},
+    422: {
+        "description": "No photograph scanned: none could be (a grey photograph or a cell already on black, say); "
+        + _FILE_ERRORS
+    },
 }
 
 
@@ -330,14 +333,15 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         ignored, touching cells split), cut out onto black as C-NMC cells are and classified, with its box,
         centroid, class, probabilities and uncertain flag; the cells left out (cut by the border) with the reason;
         the verdict (``n of m white cells called ALL``) and the overlay as a base64 PNG. A file that is not a
-        usable image, or cannot be scanned (a grey photograph: 422), gets ``{"file", "error", "status"}``; statuses
-        as for /predict. Each photograph reserves its decoding and scanning memory before it is decoded."""
+        usable image, or cannot be scanned (a grey photograph, a cell already on black: 422), gets
+        ``{"file", "error", "status"}``; statuses as for /predict. Each photograph reserves its decoding and scanning
+        memory before it is decoded."""
         return await anyio.to_thread.run_sync(partial(scan_photographs, files), limiter=predict_threads)
 
     def scan_one(data: bytes, name: str, deadline: float) -> dict[str, Any]:
         """One photograph scanned under a reservation of its peak decoding and scanning memory. A photograph that
-        decodes but cannot be scanned (a grey field) is answered 422 with the reason, as /predict answers a cell it
-        cannot cut out: its own entry, not the request's 500."""
+        decodes but cannot be scanned (a grey field, a cell already on black) is answered 422 with the reason, as
+        /predict answers a cell it cannot cut out: its own entry, not the request's 500."""
         if not data:
             raise UploadRejected(400, "empty file", name)
         try:
