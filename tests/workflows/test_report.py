@@ -467,3 +467,20 @@ def test_a_comparison_refuses_models_of_another_positive_class() -> None:
         Comparison(comparison.dataset, [*comparison.models, odd], {}, "2026-01-01 00:00 UTC")
     with pytest.raises(ValueError, match="positive class None does not fit the classes hem, all"):
         replace(comparison.dataset, positive_class=None)
+
+
+def test_a_temperature_at_its_bound_is_flagged_in_the_ranking_and_the_model_card(tmp_path: Path) -> None:
+    comparison = fabricated_comparison()
+    bound = comparison.models[0]
+    bound.operating_point = {"temperature": 20.0, "n_cells": 12}
+    comparison.models[1].operating_point = {"temperature": 1.7, "n_cells": 400}
+
+    write_report(comparison, tmp_path)
+
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.count("(temperature at its bound: not to be trusted, see the model card)") == 1
+    assert (
+        "**Limitations**: Calibration: the temperature 20 (fitted on 12 validation cells) sits at the upper bound"
+        in (markdown)
+    )
+    assert markdown.count("Calibration: the temperature") == 1  # 1.7 is an ordinary fit

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from blastscope.data.text_table import in_words
+from blastscope.evaluation.calibration import temperature_bound_warning
 from blastscope.metrics import class_display_name
 from blastscope.workflows.report.model import (
     METRIC_LABELS,
@@ -242,6 +243,17 @@ def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
     return facts + [f"Note: {note}" for note in card.notes]
 
 
+def calibration_warning(model: ModelResult) -> str | None:
+    """:func:`~blastscope.evaluation.calibration.temperature_bound_warning` for the model's operating point (the
+    first fold's under cross-validation), else None: a temperature at a bound of its fit looks like a calibration
+    success in the ECE column while every probability it scales is untrustworthy."""
+    point = model.operating_point or {}
+    temperature = point.get("temperature")
+    if temperature is None or temperature == 1.0:
+        return None
+    return temperature_bound_warning(float(temperature), point.get("n_cells"))
+
+
 def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = None) -> list[tuple[str, str]]:
     """(heading, text) pairs of a model card: intended use, weights, threshold, limitations, settings, run folder."""
     totals = card.cells_per_class()
@@ -263,6 +275,8 @@ def model_card(model: ModelResult, card: DatasetCard, cv_folds: int | None = Non
             f"On this test split it {single_class_text(model, cv_folds)}: at this threshold it does not tell the "
             "classes apart.",
         )
+    if warning := calibration_warning(model):
+        limitations.insert(0, f"Calibration: the {warning}.")
     threshold = threshold_text(model)
     if cv_folds:  # the card describes the first fold's run
         threshold = f"fold 1 of {cv_folds}: {threshold}; each fold's run decides at its own"

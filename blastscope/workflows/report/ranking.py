@@ -11,7 +11,13 @@ import math
 
 from blastscope.data.text_table import in_words, text_table
 from blastscope.metrics import class_display_name
-from blastscope.workflows.report.content import Table, score_text, single_class_text, threshold_short
+from blastscope.workflows.report.content import (
+    Table,
+    calibration_warning,
+    score_text,
+    single_class_text,
+    threshold_short,
+)
 from blastscope.workflows.report.model import (
     DEFAULT_RANK_METRIC,
     TTA_LABEL,
@@ -257,7 +263,10 @@ def _ece_text(model: ModelResult) -> str:
     before, after = model.report_reliability
     if before is None:
         return "n/a"
-    return f"{before.ece:.3f}" + (f" → {after.ece:.3f}" if after is not None else "")
+    text = f"{before.ece:.3f}" + (f" → {after.ece:.3f}" if after is not None else "")
+    return text + (
+        " (temperature at its bound: not to be trusted, see the model card)" if calibration_warning(model) else ""
+    )
 
 
 def _seconds_text(seconds: float | None) -> str:
