@@ -220,8 +220,10 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         try:
             with _fast_cpu_arithmetic():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        except SystemExit:
-            if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its checkpoint-safe shutdown
+        except (SystemExit, Exception):
+            # Lightning turns Ctrl-C into sys.exit(1) after its checkpoint-safe shutdown; a Ctrl-C while its data
+            # loaders shut down can end in a RuntimeError of that shutdown instead. Either way: an interruption.
+            if trainer.interrupted:
                 raise KeyboardInterrupt from None
             raise
         finally:

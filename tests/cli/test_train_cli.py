@@ -269,6 +269,29 @@ def test_ctrl_c_says_how_to_resume_and_the_run_resumes(
     assert (run / "metrics.json").is_file()
 
 
+class _CtrlCInShutdown(_CtrlC):
+    """Ctrl-C whose shutdown fails, as one in the last epoch's data-loader teardown did with Lightning's
+    ``RuntimeError: Please call iter(combined_loader) first``."""
+
+    def on_exception(self, trainer: L.Trainer, module: object, exception: BaseException) -> None:
+        raise RuntimeError("Please call `iter(combined_loader)` first.")
+
+
+def test_ctrl_c_whose_shutdown_fails_is_still_an_interruption(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    built, run = trainer_module.build_callbacks, tmp_path / "run"
+    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), _CtrlCInShutdown()])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(run)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    err = capsys.readouterr().err
+    assert f"blastscope: interrupted; `blastscope train --resume {run}` continues it" in err
+    assert "Traceback" not in err
+
+
 def test_ctrl_c_names_the_run_folder_it_made_or_says_there_is_none_yet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
