@@ -79,10 +79,10 @@ def format_summary(result: EvaluationResult) -> str:
             + ([_number(tta["metrics"][key])] if tta else [])
         )
     lines += ["", *_aligned(rows)]
-    if boot and min(boot["units_per_class"]) < FEW_UNITS:
+    if boot and (fewest := min(boot["units_per_class"])) < FEW_UNITS:
         lines.append(
-            f"(only {min(boot['units_per_class'])} {boot['unit']}s in the smallest class: the intervals "
-            "understate the uncertainty)"
+            f"(only {fewest} {boot['unit']}{'s' * (fewest != 1)} in the smallest class: the intervals understate the "
+            "uncertainty)"
         )
     if referral.get("band") is not None:
         lines += ["", _referral_text(referral, result.split)]

@@ -58,7 +58,7 @@ def complete_recipe(config: TrainConfig) -> TrainConfig:
 def scan_data(config: TrainConfig) -> CellTable:
     table = scan_dataset(Path(config.data))
     if table.skipped:
-        log.warning("%d unreadable files skipped in %s (see metrics.json)", len(table.skipped), config.data)
+        log.warning("%d files skipped in %s, each with its reason in metrics.json", len(table.skipped), config.data)
     return table
 
 

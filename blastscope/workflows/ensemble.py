@@ -126,7 +126,9 @@ def make_ensemble(
             split = _seen_cells(runs)
             write_split_csv(split, building / "split.csv")
         write_yaml(_config(runs, checkpoint, split, shared), building / "config.yaml")
-        write_operating_point(building, OperatingPoint.default(first.classes, first.operating_point.positive_class))
+        write_operating_point(
+            building, OperatingPoint.default(first.classes, first.operating_point.positive_class, chosen_by="ensemble")
+        )
         if out.exists():
             out.rmdir()  # empty, checked above
         building.rename(out)

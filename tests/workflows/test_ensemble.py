@@ -73,6 +73,7 @@ def test_members_on_different_splits_leave_no_held_out_cells(
     assert yaml.safe_load((out / "config.yaml").read_text())["split_hash"] is None
     assert not ensemble.split.parts["test"] and not ensemble.split.parts["val"]
     assert len(ensemble.split.parts["train"]) == 96  # train + val of one member and val of the other: every cell
+    assert ensemble.operating_point.describe().endswith("(default threshold, by ensemble)")  # not "by train"
     with pytest.raises(BlastscopeError, match="every cell is one the run trained or validated on"):
         evaluate_run(out, data=synth_small, bootstrap=0)
 

@@ -237,7 +237,8 @@ def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
             if comparison.cv_folds
             else ""
         ),
-        f"Exact duplicate files counted once: {card.duplicates}; unreadable files skipped: {card.skipped}",
+        f"Exact duplicate files counted once: {card.duplicates}; files skipped (unreadable, hidden or linked twice): "
+        f"{card.skipped}",
         f"Attribution: {card.attribution}",
     ]
     return facts + [f"Note: {note}" for note in card.notes]
