@@ -13,13 +13,20 @@ from scipy import ndimage as ndi
 from blastscope.segmentation.stains import BLACK_LEVEL, as_rgb
 
 CELL_LEVEL = 12  # C-NMC cell pixels: brightest channel at or above this (as blastscope.data.stain reads them)
+PALE_LEVEL = 160  # a pixel whose every channel reaches this is pale: a bright-field background, never C-NMC cell
 BORDER_BAND = 0.02  # the border checked is this fraction of the shorter side wide (at least 1 px)
 
 
 def is_on_black(
-    image: np.ndarray, *, level: int = BLACK_LEVEL, border_fraction: float = 0.5, black_fraction: float = 0.25
+    image: np.ndarray,
+    *,
+    level: int = BLACK_LEVEL,
+    border_fraction: float = 0.5,
+    black_fraction: float = 0.25,
+    pale_fraction: float = 0.25,
+    field_fraction: float = 0.4,
 ) -> bool:
-    """Tell whether ``image`` looks like a C-NMC cell: on a near-black background.
+    """Tell whether ``image`` looks like a C-NMC cell: on a near-black background, not a smear field in a black frame.
 
     Parameters
     ----------
@@ -34,6 +41,12 @@ def is_on_black(
         a crop of one may cut its cell at one or two sides (half its border and a quarter of its area stay black),
         while bright-field photographs have no near-black pixel at all (none in BCCD's 364 fields or 372 white-cell
         boxes), so the bounds are loose.
+    pale_fraction, field_fraction : float
+        ...unless at least ``field_fraction`` of the image is lit (not near-black) and at least ``pale_fraction`` of
+        that is pale (every channel at least :data:`PALE_LEVEL`): a smear field seen through a black frame (an
+        eyepiece circle, a masked border) is dark at its border too, but lit over most of the picture and mostly
+        pale background there (48-100% in each of BCCD's 364 fields cut to a circle, none in every fifth cnmc-dev
+        cell). A white cell cut out of a smear onto a canvas may have pale cytoplasm, but fills a small part of it.
 
     Returns
     -------
@@ -45,13 +58,19 @@ def is_on_black(
     ImageError
         When ``image`` is not an 8-bit RGB array of at least 16x16 px.
     """
-    brightest = as_rgb(image).max(axis=2)
-    dark = brightest < level
+    rgb = as_rgb(image)
+    dark = rgb.max(axis=2) < level
     band = max(1, int(round(BORDER_BAND * min(dark.shape))))
     border = np.concatenate(
         [dark[:band].ravel(), dark[-band:].ravel(), dark[band:-band, :band].ravel(), dark[band:-band, -band:].ravel()]
     )
-    return bool(border.mean() >= border_fraction and dark.mean() >= black_fraction)
+    if border.mean() < border_fraction or dark.mean() < black_fraction:
+        return False
+    lit = ~dark
+    if lit.mean() < field_fraction:
+        return True
+    pale = (rgb.min(axis=2) >= PALE_LEVEL) & lit
+    return bool(pale.sum() < pale_fraction * lit.sum())
 
 
 def cell_on_black_mask(image: np.ndarray, level: int = CELL_LEVEL) -> np.ndarray:

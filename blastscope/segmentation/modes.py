@@ -27,10 +27,11 @@ from blastscope.segmentation.canvas import CNMC_CANVAS
 from blastscope.segmentation.cell import segment_cell
 from blastscope.segmentation.stains import as_rgb
 
-SEGMENTATION_VERSION = 3
+SEGMENTATION_VERSION = 4
 """Part of the decoded-image cache's keys: raise it when a change to the segmentation changes its cut-outs (2: a
 crop's red-cell diameter measured on it, its light source fitted over the whole crop; 3: a cut-out on black whose
-cell reaches the border is read as on black, and unlit pixels are never stain)."""
+cell reaches the border is read as on black, and unlit pixels are never stain; 4: a photograph in a black frame, its
+lit part mostly pale background, is not on black)."""
 MAX_SEGMENT_PIXELS = 2_000_000
 """Largest image (pixels) a single cell is cut out of. Its cell must fit the 450 px C-NMC canvas at the photo's own
 scale, so a larger image is a field, not a crop around one cell; and segmentation peaks at

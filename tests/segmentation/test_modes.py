@@ -46,6 +46,19 @@ def test_auto_cuts_out_a_crop_with_a_natural_background(seed: int) -> None:
     assert np.array_equal(cell_for_model(crop, "always").image, cell.image)
 
 
+@pytest.mark.parametrize("frame", ["eyepiece circle", "black border"])
+def test_a_smear_field_in_a_black_frame_is_a_photograph_not_a_cut_out(frame: str, on_black: np.ndarray) -> None:
+    """Dark at its border like a C-NMC cell, but what is lit is mostly pale background."""
+    field = smear_field(0, height=240, width=320).image.copy()
+    y, x = np.mgrid[:240, :320]
+    if frame == "eyepiece circle":
+        field[np.hypot(y - 120, x - 160) > 120] = 0  # 41% of the picture black
+    else:
+        field[:40], field[-40:], field[:, :40], field[:, -40:] = 0, 0, 0, 0  # 58% of it black
+    assert not is_on_black(field)
+    assert is_on_black(on_black)
+
+
 def test_auto_leaves_a_cut_out_on_black_as_it_is(on_black: np.ndarray) -> None:
     cell = cell_for_model(on_black, "auto")
     assert not cell.segmented and cell.image is on_black

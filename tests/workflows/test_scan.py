@@ -153,6 +153,21 @@ def test_a_cell_already_on_black_is_refused_as_predicts_not_scanned_as_a_field(c
     assert "`blastscope predict`" in ON_BLACK_REASON
 
 
+def test_a_field_seen_through_a_black_eyepiece_circle_is_scanned_like_the_field(field) -> None:
+    """Dark at its border like a cut-out, but a photograph: its white cells are found where the open field has them."""
+    y, x = np.mgrid[: field.image.shape[0], : field.image.shape[1]]
+    framed = field.image.copy()
+    framed[np.hypot(y - y.mean(), x - x.mean()) > min(framed.shape[:2]) / 2] = 0
+    open_field = scan_photograph(Image.fromarray(field.image), Recorder(), POINT)
+    through_eyepiece = scan_photograph(Image.fromarray(framed), Recorder(), POINT)
+    assert len(through_eyepiece.cells) == len(open_field.cells) == 4
+    distances = [
+        np.hypot(*np.subtract(seen.centroid, cell.centroid))
+        for seen, cell in zip(through_eyepiece.cells, open_field.cells, strict=True)
+    ]
+    assert sorted(distances)[1] < 5  # two cells lie inside the circle; the circle cuts into the other two
+
+
 def test_real_cells_on_black_and_a_grey_crop_on_black_are_refused(cases: Path) -> None:
     """The C-NMC-style cells of ../shared/cases/class-names (450 px) and its grey 16-bit crops on black."""
     images = sorted((cases / "class-names").rglob("*.png")) + sorted((cases / "decode").glob("gray16_*.tif"))
