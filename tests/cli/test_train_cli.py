@@ -253,18 +253,24 @@ class _CtrlC(L.Callback):
             raise KeyboardInterrupt
 
 
+def _train_interrupted_by(callback: L.Callback, data: Path, run: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``train``'s exit status with ``callback`` among its callbacks (which are then put back)."""
+    built = trainer_module.build_callbacks
+    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), callback])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return main(["train", "--data", str(data), "--model", "cnn", *TINY, "--run-dir", str(run)])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT from then on
+        monkeypatch.setattr(trainer_module, "build_callbacks", built)
+
+
 def test_ctrl_c_says_how_to_resume_and_the_run_resumes(
     synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    built, run = trainer_module.build_callbacks, tmp_path / "run"
-    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), _CtrlC()])
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(run)]) == 130
-    finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT from then on
+    run = tmp_path / "run"
+    assert _train_interrupted_by(_CtrlC(), synth_small, run, monkeypatch) == 130
     assert f"blastscope: interrupted; `blastscope train --resume {run}` continues it" in capsys.readouterr().err
-    monkeypatch.setattr(trainer_module, "build_callbacks", built)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # a display flag, taken
     assert (run / "metrics.json").is_file()
 
@@ -280,13 +286,8 @@ class _CtrlCInShutdown(_CtrlC):
 def test_ctrl_c_whose_shutdown_fails_is_still_an_interruption(
     synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    built, run = trainer_module.build_callbacks, tmp_path / "run"
-    monkeypatch.setattr(trainer_module, "build_callbacks", lambda *args: [*built(*args), _CtrlCInShutdown()])
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        assert main(["train", "--data", str(synth_small), "--model", "cnn", *TINY, "--run-dir", str(run)]) == 130
-    finally:
-        signal.signal(signal.SIGINT, handler)
+    run = tmp_path / "run"
+    assert _train_interrupted_by(_CtrlCInShutdown(), synth_small, run, monkeypatch) == 130
     err = capsys.readouterr().err
     assert f"blastscope: interrupted; `blastscope train --resume {run}` continues it" in err
     assert "Traceback" not in err
