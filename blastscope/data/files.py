@@ -11,7 +11,8 @@ on a Mac, ``.DS_Store``, ``Thumbs.db``, ``desktop.ini`` and the like. Anything e
 regular file, such as a named pipe or a link to a device, or a file over the byte limit of
 :func:`blastscope.data.reading.max_file_bytes`; these two are judged from metadata, without opening the file); files
 whose extension is not an image extension are not dataset files and are passed over, counted by extension
-(:attr:`ImageFiles.other`) so that a folder of GIFs or camera formats is not read as an empty class without a word.
+(:attr:`ImageFiles.other`, manifests and notes aside) so that a folder of GIFs or camera formats is not read as an
+empty class without a word.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from blastscope.data.reading import file_problem
 
 Skip = tuple[Path, str]  # a file or folder set aside, and why
 
+COMPANION_EXTENSIONS = frozenset(
+    {".csv", ".tsv", ".txt", ".md", ".json", ".yaml", ".yml", ".xml", ".html", ".pdf", ".log"}
+)
+"""Files that travel with image datasets (manifests, notes, licences): passed over without being counted."""
 LITTER_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".localized", "icon\r"})
 LITTER_FOLDERS = frozenset(
     {
@@ -49,7 +54,8 @@ class ImageFiles:
     skipped: list[Skip] = field(default_factory=list)
     litter: int = 0
     other: Counter[str] = field(default_factory=Counter)
-    """Files passed over for their extension, counted by lower-case extension (``""`` for none)."""
+    """Files passed over for their extension, counted by lower-case extension (``""`` for none); not the
+    :data:`COMPANION_EXTENSIONS` (a manifest, a README)."""
 
 
 def is_litter(name: str) -> bool:
@@ -96,8 +102,8 @@ def find_image_files(root: Path | str) -> ImageFiles:
             if is_litter(name):
                 found.litter += 1
             elif not is_image_file(Path(name)):
-                if not is_hidden(name):
-                    found.other[Path(name).suffix.lower()] += 1
+                if not is_hidden(name) and (suffix := Path(name).suffix.lower()) not in COMPANION_EXTENSIONS:
+                    found.other[suffix] += 1
             elif is_hidden(name):
                 found.skipped.append((here / name, "hidden file (its name starts with '.'); rename it to include it"))
             elif (problem := file_problem(here / name)) is not None:

@@ -59,6 +59,8 @@ def scan_data(config: TrainConfig) -> CellTable:
     table = scan_dataset(Path(config.data))
     if table.skipped:
         log.warning("%d files skipped in %s, each with its reason in metrics.json", len(table.skipped), config.data)
+    for note in table.notes:  # what `data inspect` lists under Notes: classes left out, files passed over, merges
+        log.warning("note: %s", note)
     return table
 
 

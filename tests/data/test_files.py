@@ -201,6 +201,7 @@ def test_files_of_other_types_are_counted_by_extension_in_a_note(tmp_path: Path)
     Image.new("RGB", (8, 8)).save(tmp_path / "normal" / "other.gif")
     (tmp_path / "README").write_text("cells from our microscope")
     (tmp_path / ".hidden.txt").write_text("not counted: hidden")
+    (tmp_path / "MANIFEST.csv").write_text("not counted: a manifest travels with its images")
 
     found = find_image_files(tmp_path)
     table = scan_dataset(tmp_path)
