@@ -14,6 +14,10 @@ from blastscope.segmentation.stains import BLACK_LEVEL, as_rgb
 
 CELL_LEVEL = 12  # C-NMC cell pixels: brightest channel at or above this (as blastscope.data.stain reads them)
 PALE_LEVEL = 160  # a pixel whose every channel reaches this is pale: a bright-field background, never C-NMC cell
+GREY_TOLERANCE = 2
+"""Largest channel difference (8-bit levels, |R-G| and |G-B| over the whole image) of an image taken as grey: colour
+deconvolution separates stains by their colour, so it has nothing to work on in such an image (JPEG chroma noise on a
+grey photograph stays within a level or two)."""
 BORDER_BAND = 0.02  # the border checked is this fraction of the shorter side wide (at least 1 px)
 
 
@@ -46,7 +50,8 @@ def is_on_black(
         that is pale (every channel at least :data:`PALE_LEVEL`): a smear field seen through a black frame (an
         eyepiece circle, a masked border) is dark at its border too, but lit over most of the picture and mostly
         pale background there (48-100% in each of BCCD's 364 fields cut to a circle, none in every fifth cnmc-dev
-        cell). A white cell cut out of a smear onto a canvas may have pale cytoplasm, but fills a small part of it.
+        cell). A white cell cut out of a smear onto a canvas may have pale cytoplasm, but fills a small part of it;
+        a grey image (:func:`is_grey`) is never read as such a field, as a grey cut-out may be pale.
 
     Returns
     -------
@@ -67,10 +72,20 @@ def is_on_black(
     if border.mean() < border_fraction or dark.mean() < black_fraction:
         return False
     lit = ~dark
-    if lit.mean() < field_fraction:
+    if lit.mean() < field_fraction or is_grey(rgb):  # a grey cut-out may be pale: only colour tells a field here
         return True
     pale = (rgb.min(axis=2) >= PALE_LEVEL) & lit
     return bool(pale.sum() < pale_fraction * lit.sum())
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """Whether an HxWx3 uint8 image has no colour to deconvolve: every pixel's ``|R-G|`` and ``|G-B|`` are at most
+    :data:`GREY_TOLERANCE`."""
+    channels = rgb[..., :3].astype(np.int16)
+    return bool(
+        np.abs(channels[..., 0] - channels[..., 1]).max() <= GREY_TOLERANCE
+        and np.abs(channels[..., 1] - channels[..., 2]).max() <= GREY_TOLERANCE
+    )
 
 
 def cell_on_black_mask(image: np.ndarray, level: int = CELL_LEVEL) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blastscope.errors import BlastscopeError, ImageError
-from blastscope.segmentation.background import CELL_LEVEL, is_on_black
+from blastscope.segmentation.background import CELL_LEVEL, is_grey, is_on_black
 from blastscope.segmentation.canvas import CNMC_CANVAS
 from blastscope.segmentation.cell import segment_cell
 from blastscope.segmentation.stains import as_rgb
@@ -39,10 +39,6 @@ scale, so a larger image is a field, not a crop around one cell; and segmentatio
 SEGMENT_PEAK_BYTES_PER_PIXEL = 260
 """Peak memory of :func:`~blastscope.segmentation.segment_cell` per input pixel: 243 bytes measured with tracemalloc
 on synthetic smear crops of 300-1000 px (float64 stain maps, labels, distance transforms), plus a margin."""
-GREY_TOLERANCE = 2
-"""Largest channel difference (8-bit levels, |R-G| and |G-B| over the whole image) of an image taken as grey: colour
-deconvolution separates stains by their colour, so it has nothing to work on in such an image (JPEG chroma noise on a
-grey photograph stays within a level or two)."""
 GREY_REASON = (
     "a grey image cannot be segmented by stain: give a colour image, or --segment never if the cell is already cut "
     "out onto black"
@@ -130,16 +126,6 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
     if not cell.found:
         raise CellNotFoundError(cell.reason)
     return CellImage(cell.canvas, True)
-
-
-def is_grey(rgb: np.ndarray) -> bool:
-    """Whether an HxWx3 uint8 image has no colour to deconvolve: every pixel's ``|R-G|`` and ``|G-B|`` are at most
-    :data:`GREY_TOLERANCE`."""
-    channels = rgb[..., :3].astype(np.int16)
-    return bool(
-        np.abs(channels[..., 0] - channels[..., 1]).max() <= GREY_TOLERANCE
-        and np.abs(channels[..., 1] - channels[..., 2]).max() <= GREY_TOLERANCE
-    )
 
 
 def segmenting_bytes(pixels: int, mode: str) -> int:
