@@ -220,10 +220,12 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         try:
             with _fast_cpu_arithmetic():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        except (SystemExit, Exception):
-            # Lightning turns Ctrl-C into sys.exit(1) after its checkpoint-safe shutdown; a Ctrl-C while its data
-            # loaders shut down can end in a RuntimeError of that shutdown instead. Either way: an interruption.
-            if trainer.interrupted:
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its checkpoint-safe shutdown
+                raise KeyboardInterrupt from None
+            raise
+        except Exception as error:
+            if _raised_handling_ctrl_c(error):  # e.g. a RuntimeError of the data loaders' shutdown after Ctrl-C
                 raise KeyboardInterrupt from None
             raise
         finally:
@@ -232,6 +234,17 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
             history = next(cb for cb in trainer.callbacks if isinstance(cb, History))
             _write_metrics(prepared, datamodule, history, time.perf_counter() - started)
     return run_dir
+
+
+def _raised_handling_ctrl_c(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a Ctrl-C (``KeyboardInterrupt``) was being handled: Lightning marks a trainer
+    interrupted after any exception, so only the exception's context tells a Ctrl-C from a failure."""
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, KeyboardInterrupt):
+            return True
+        context = context.__context__
+    return False
 
 
 @contextmanager
