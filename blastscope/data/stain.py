@@ -23,6 +23,7 @@ BACKGROUND_LEVEL = 12  # pixels whose brightest channel is below this are segmen
 MIN_CELL_PIXELS = 64  # fewer cell pixels than this give no usable stain statistics
 RIM = 2  # pixels of the cell's outline left out of stain fits: segmentation blends them with the black background
 LIGHT = 256.0  # incident light; one above the brightest uint8 value keeps log() finite
+MACENKO_LOW_DENSITY = 0.15  # optical densities at or below this in any channel are too faint to fit stains on
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return -np.log((rgb.astype(np.float64) + 1.0) / LIGHT)
 
 
-def fit_macenko(rgb: np.ndarray, low_density: float = 0.15, percentile: float = 1.0) -> MacenkoStains:
+def fit_macenko(rgb: np.ndarray, low_density: float = MACENKO_LOW_DENSITY, percentile: float = 1.0) -> MacenkoStains:
     """Estimate the two stains of an image (Macenko et al. 2009): the extreme angles of its cell interior's optical
     densities within their principal plane.
 

@@ -35,6 +35,7 @@ from blastscope.data.stain import (
     BACKGROUND_LEVEL,
     DEFAULT_LAB,
     LIGHT,
+    MACENKO_LOW_DENSITY,
     MIN_CELL_PIXELS,
     RIM,
     LabStatistics,
@@ -155,7 +156,8 @@ def stain_norm_text(augment: AugmentConfig, target: MacenkoStains | LabStatistic
     return (
         f"Macenko stain normalisation of {common}: with OD = {OD_RULE} per channel, fit the image's stains: its "
         f"interior is the cell pixels eroded {RIM} times by the 3x3 cross (scipy.ndimage.binary_erosion, the border "
-        "counting as background); D = the interior's OD rows whose three values are all > 0.15 (under "
+        "counting as background); D = the interior's OD rows whose three values are all > "
+        f"{MACENKO_LOW_DENSITY:g} (under "
         f"{MIN_CELL_PIXELS} rows: image unchanged); P = the eigenvectors of D^T D for its two largest eigenvalues, "
         "smaller first (numpy.linalg.eigh's columns 1 and 2), each column multiplied by the sign of its sum; angles = "
         "atan2(second, first column of D P); lo, hi = their 1st and 99th percentiles (numpy.percentile, linear); "
