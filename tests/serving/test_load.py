@@ -204,17 +204,18 @@ def test_trickling_bytes_does_not_extend_the_deadline(server: Server) -> None:
     """The deadline runs from a request's first byte: a byte every 0.2 s (slowloris) is cut off all the same."""
     request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
-        started, closed = time.monotonic(), None
+        started, closed, answer = time.monotonic(), None, b""
         for byte in request:  # bounded: 245 bytes, 0.2 s apart, stops at the first sign of a close
             try:
                 connection.sendall(bytes([byte]))
             except OSError:
                 break
             received, closed = read_until_closed(connection, 0.2)
+            answer += received  # on a busy machine the 408 and the close can fall in different 0.2-s windows
             if closed is not None:
                 break
     assert closed is not None and closed - started <= REQUEST_TIMEOUT_S + 3
-    assert received.startswith(b"HTTP/1.1 408 ")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
 
 
 def test_many_half_sent_requests_are_all_closed(server: Server) -> None:
