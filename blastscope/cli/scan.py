@@ -86,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, "--out")
     ignored: list[tuple[Path, str]] = []
     paths = expand_inputs(args.inputs, ignored)
-    classifier = load(args.run_dir, backend=args.backend, variant=args.variant, threshold=args.threshold)
+    classifier = load(
+        args.run_dir,
+        backend=args.backend,
+        variant=args.variant,
+        threshold=args.threshold,
+        threshold_by="scan --threshold",
+    )
     point = classifier.operating_point
     photographs = f"{len(paths)} photograph{'s' * (len(paths) != 1)}"
     print(f"{classifier.name}: {photographs}, backend {classifier.backend}", file=sys.stderr)

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         segment=args.segment,
         red_cell_diameter=args.red_cell_diameter,
+        threshold_by="serve --threshold",
     )
     limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
     capacity = Capacity(

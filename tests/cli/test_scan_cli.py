@@ -219,6 +219,16 @@ def test_bad_arguments_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsy
     assert "missing.jpg" in errors[0] and "--red-cell-diameter" in errors[1]
 
 
+def test_a_threshold_for_a_multi_class_run_is_refused_naming_scan(
+    tiny_three_class_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photograph = tmp_path / "field.png"
+    Image.new("RGB", (64, 64), (230, 200, 210)).save(photograph)
+    args = ["scan", str(tiny_three_class_run), str(photograph), "--threshold", "0.3", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("blastscope: error: scan --threshold needs a two-class run")
+
+
 def _voc_boxes(xml: Path, name: str) -> list[tuple[int, int, int, int]]:
     root = ElementTree.parse(xml).getroot()
     return [

@@ -52,3 +52,11 @@ def test_a_host_other_machines_reach_is_warned_about(tiny_run: Path, monkeypatch
     assert main(["serve", str(tiny_run), "--host", "0.0.0.0", "--port", "0"]) == 0
     assert served == ["0.0.0.0"]
     assert "warning: --host 0.0.0.0 makes the service reachable from other machines" in capsys.readouterr().err
+
+
+def test_a_threshold_for_a_multi_class_run_is_refused_naming_serve(
+    tiny_three_class_run: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(connections, "serve", lambda app, host, port, capacity: None)
+    assert main(["serve", str(tiny_three_class_run), "--threshold", "0.3", "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("blastscope: error: serve --threshold needs a two-class run")
