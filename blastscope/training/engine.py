@@ -59,8 +59,10 @@ from blastscope.training.trainer import (
 )
 
 
-def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
+def train(config: TrainConfig, run_dir: Path | None = None, *, announce: bool = True) -> Path:
     """Train a new run from ``config``; returns the run directory.
+
+    ``announce=False`` leaves out the positive-class line, for callers (``compare``) that said it once for all runs.
 
     Raises
     ------
@@ -78,7 +80,7 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
     table = scan_data(config)
     given = config.positive_class is not None
     config, positive = resolve_positive_class(config, table)  # before anything is written: unclear names stop here
-    if not worker:
+    if announce and not worker:
         _announce(positive_class_line(positive, table.classes, "given" if given else "name", class_display_name))
     split = make_run_split(config, table)
     bundle = build_model(config, table)
@@ -91,13 +93,13 @@ def train(config: TrainConfig, run_dir: Path | None = None) -> Path:
     return _fit(prepared, resume_from=None)
 
 
-def resume(run_dir: Path, *, progress: bool | None = None) -> Path:
+def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True) -> Path:
     """Continue a run from its latest checkpoint, epoch-end or mid-epoch (from scratch if none was written yet).
 
     The run folder may have been moved or renamed since: checkpoints keep no paths that matter. The data must still
     hold the images split.csv records, byte for byte: they are found by their digests there (so the dataset may have
     moved), which checks runs recorded before ``split_content_hash`` existed as well. ``progress`` overrides the
-    recorded progress bars (display only: the run ends the same either way).
+    recorded progress bars (display only: the run ends the same either way); ``announce`` as for :func:`train`.
     """
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
@@ -125,7 +127,7 @@ def resume(run_dir: Path, *, progress: bool | None = None) -> Path:
     else:  # a run written before the positive class was recorded: the one its stored operating point decides on
         recorded_positive = read_operating_point(run_dir, table.classes).positive_class
     positive = positive_class(table.classes, recorded_positive)
-    if RUN_DIR_ENV not in os.environ:
+    if announce and RUN_DIR_ENV not in os.environ:
         _announce(positive_class_line(positive, table.classes, "recorded", class_display_name))
     try:  # cells are found by digest: a file that now holds other bytes is not found
         split = read_split_csv(run_dir / "split.csv", table)

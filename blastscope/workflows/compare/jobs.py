@@ -187,13 +187,13 @@ def trained_run(recipe: TrainConfig, split: Split) -> Path:
     resolved = recipe.with_defaults(get_spec(recipe.model).defaults.to_dict())
     found = find_run(Path(recipe.out), resolved.to_dict(), split)
     if found is None:
-        return Path(training.train(recipe))
+        return Path(training.train(recipe, announce=False))  # compare said it once
     run_dir, finished = found
     if finished:
         tqdm.write(f"reusing finished run {run_dir}")
         return run_dir
     tqdm.write(f"resuming interrupted run {run_dir}")
-    return Path(training.resume(run_dir))
+    return Path(training.resume(run_dir, announce=False))
 
 
 def find_run(runs: Path, recipe: dict[str, Any], split: Split) -> tuple[Path, bool] | None:
