@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from datetime import timedelta
@@ -130,8 +131,14 @@ def build_strategy(config: TrainConfig) -> Any:
     return config.strategy
 
 
+def _no_product_tips(record: logging.LogRecord) -> bool:
+    """Lightning's "💡 Tip" lines advertise its cloud services on every fit; they say nothing about the run."""
+    return not record.getMessage().startswith("💡 Tip")
+
+
 def build_trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
     config = prepared.config
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_product_tips)  # adding twice is a no-op
     accelerator = resolve_accelerator(config)
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
