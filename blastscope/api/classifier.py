@@ -107,6 +107,9 @@ class Classifier:
         ``TrainedRun.transform``.
     name, attribution : str
         The model's display name, and the credit line its training data asks for wherever it is served.
+    warnings : sequence of str
+        Lines every door shows beside its output: e.g. a temperature at a bound of its fit, which makes every
+        probability it scales untrustworthy (``runs.trained.temperature_warnings``).
 
     Calls are serialised by a lock so one instance can serve many threads.
     """
@@ -121,6 +124,7 @@ class Classifier:
         transform: Transform | None = None,
         name: str = "",
         attribution: str = "",
+        warnings: Sequence[str] = (),
     ) -> None:
         self.runner = runner
         self.model = model.eval()
@@ -128,6 +132,7 @@ class Classifier:
         self.operating_point = operating_point
         self.name = name
         self.attribution = attribution
+        self.warnings = tuple(warnings)
         self._transform = transform or eval_transform(preprocessing)
         self._lock = threading.Lock()
 

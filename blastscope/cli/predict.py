@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name), file=sys.stderr)
     print(f"decision: {point.describe()}", file=sys.stderr)
     print(f"referral: {classifier.describe_referral()}", file=sys.stderr)
+    for line in classifier.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.tta:
         print(tta_line(point, VIEW_NAMES, args.run_dir), file=sys.stderr)
     if args.gradcam:

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     print(positive_class_line(point.positive_class, point.classes, "run", class_display_name))
     print(f"decision: {point.describe()}")
     print(f"referral: {classifier.describe_referral()}")
+    for line in classifier.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if classifier.per_person:
         print(
             "colours normalised per person: a /predict request's cells by the subject in their C-NMC names when "

@@ -5,8 +5,8 @@ right, in ``n_bins`` equal-width bins over [0, 1]: ECE is the count-weighted mea
 bins (torchmetrics' binned L1 calibration error; a confidence of exactly 1.0 falls in a bin of its own, as there).
 Temperature scaling divides the logits by one scalar T fitted on the validation split (it is part of a run's operating
 point); it changes confidences but never the ranking of cells, so ROC-AUC stays the same. T is searched within
-:data:`TEMPERATURE_BOUNDS`; a fit that ends at a bound wanted to go further, and :func:`temperature_bound_warning` says
-so wherever that temperature is fitted or used.
+:data:`~blastscope.inference.decision.TEMPERATURE_BOUNDS`; a fit that ends at a bound wanted to go further, and
+:func:`~blastscope.inference.decision.temperature_bound_warning` says so wherever that temperature is fitted or used.
 """
 
 from __future__ import annotations
@@ -20,17 +20,12 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from blastscope.inference.decision import LOG_T_BOUNDS, temperature_bound_warning
 from blastscope.inference.predict import probabilities
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BINS = 15
-TEMPERATURE_BOUNDS = (0.05, 20.0)
-"""The range T is searched in (on log T); a fit that ends at either end wanted to go further."""
-LOG_T_BOUNDS = (float(np.log(TEMPERATURE_BOUNDS[0])), float(np.log(TEMPERATURE_BOUNDS[1])))
-AT_BOUND = 1e-3
-"""How close to a bound, in log T (0.1% of T), counts as at it: the bounded search stops within about 1e-4 of a
-bound it runs into."""
 
 
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
@@ -120,7 +115,7 @@ def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
     float
         T in [0.05, 20]; > 1 softens over-confident logits. Perfectly separated classes drive it to the lower bound,
         and a network whose confident calls are often wrong to the upper one: either is logged as a warning
-        (:func:`temperature_bound_warning`).
+        (:func:`~blastscope.inference.decision.temperature_bound_warning`).
     """
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(y_true, logits, float(np.exp(log_t))),
@@ -132,38 +127,6 @@ def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
     if warning := temperature_bound_warning(temperature, len(y_true)):
         log.warning("%s", warning)
     return temperature
-
-
-def temperature_bound_warning(temperature: float, n_cells: int | None = None) -> str | None:
-    """One line saying that ``temperature`` sits at a bound of its fit and what that means, else None.
-
-    At the lower bound the validation cells are separated so cleanly that ever sharper probabilities fit them better,
-    so scaling makes the network surer than any data showed; at the upper bound its probabilities are overconfident
-    beyond what dividing the logits can mend. Either way the scaled probabilities are not to be trusted.
-
-    Parameters
-    ----------
-    temperature : float
-        A fitted temperature (1.0, no scaling, is never at a bound).
-    n_cells : int, optional
-        The validation cells it was fitted on, named in the line when given.
-    """
-    log_t = float(np.log(temperature))
-    on = f" (fitted on {n_cells} validation cells)" if n_cells else ""
-    if abs(log_t - LOG_T_BOUNDS[0]) < AT_BOUND:
-        return (
-            f"temperature {temperature:.3g}{on} sits at the lower bound of its fit: the validation cells are "
-            "separated so cleanly that sharper always fits them better, so the scaled probabilities are overconfident "
-            "beyond what the fit can judge; the validation part is probably too small or separable (give it more "
-            "cells before trusting the probabilities)"
-        )
-    if abs(log_t - LOG_T_BOUNDS[1]) < AT_BOUND:
-        return (
-            f"temperature {temperature:.3g}{on} sits at the upper bound of its fit: the network's probabilities are "
-            "overconfident beyond what temperature scaling can fix (its confident calls on validation are wrong too "
-            "often); the validation part is probably too small or unlike the training data"
-        )
-    return None
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from blastscope.data.text_table import in_words
-from blastscope.evaluation.calibration import temperature_bound_warning
 from blastscope.evaluation.referral import ReferralChoice
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
 from blastscope.metrics import class_display_name, one_class_warning
-from blastscope.runs.ensemble import ENSEMBLE
 from blastscope.runs.folder import OPERATING_POINT_FILE, read_config
+from blastscope.runs.trained import temperature_warnings
 
 FEW_UNITS = 5
 SUMMARY_ROWS = (
@@ -87,7 +86,7 @@ def format_summary(result: EvaluationResult) -> str:
     if referral.get("band") is not None:
         lines += ["", _referral_text(referral, result.split)]
     lines += ["", _calibration_text(plain["calibration"], point)]
-    lines += [f"warning: {line}" for line in _temperature_warnings(result)]
+    lines += [f"warning: {line}" for line in temperature_warnings(read_config(Path(result.run_dir)), result.point)]
     if plain["subjects"]:
         level = plain["subjects"]["subject_level"]
         lines.append(
@@ -136,19 +135,6 @@ def _transductive_lines(result: EvaluationResult) -> list[str]:
             f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
         )
     return lines
-
-
-def _temperature_warnings(result: EvaluationResult) -> list[str]:
-    """:func:`~blastscope.evaluation.calibration.temperature_bound_warning` for the point's temperature and, for an
-    ensemble, for each member's (each member's probabilities enter the ensemble's mean scaled by its own)."""
-    point = result.point
-    warnings = [line] if (line := temperature_bound_warning(point.temperature, point.n_cells)) else []
-    config = read_config(Path(result.run_dir))
-    if config.get("model") == ENSEMBLE:
-        for index, member in enumerate(config["members"], start=1):
-            if line := temperature_bound_warning(float(member["temperature"])):
-                warnings.append(f"ensemble member {index} ({member['path']}), whose probabilities it averages: {line}")
-    return warnings
 
 
 def _point_source(result: EvaluationResult) -> str:

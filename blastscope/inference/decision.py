@@ -20,6 +20,46 @@ from blastscope.metrics import class_display_name
 DEFAULT_THRESHOLD = 0.5
 SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
 """How a threshold can come about; ``val:sensitivity`` is followed by ``>=S``, the target."""
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+"""The range a temperature is fitted in (``evaluation.calibration.fit_temperature``, searched on log T); a fit that
+ends at either end wanted to go further. Kept here, beside the point that carries the temperature, so that every door
+that decides with it (predict, scan, serve) can say when it sits at a bound."""
+LOG_T_BOUNDS = (float(np.log(TEMPERATURE_BOUNDS[0])), float(np.log(TEMPERATURE_BOUNDS[1])))
+AT_BOUND = 1e-3
+"""How close to a bound, in log T (0.1% of T), counts as at it: the bounded search stops within about 1e-4 of a
+bound it runs into."""
+
+
+def temperature_bound_warning(temperature: float, n_cells: int | None = None) -> str | None:
+    """One line saying that ``temperature`` sits at a bound of its fit and what that means, else None.
+
+    At the lower bound the validation cells are separated so cleanly that ever sharper probabilities fit them better,
+    so scaling makes the network surer than any data showed; at the upper bound its probabilities are overconfident
+    beyond what dividing the logits can mend. Either way the scaled probabilities are not to be trusted.
+
+    Parameters
+    ----------
+    temperature : float
+        A fitted temperature (1.0, no scaling, is never at a bound).
+    n_cells : int, optional
+        The validation cells it was fitted on, named in the line when given.
+    """
+    log_t = float(np.log(temperature))
+    on = f" (fitted on {n_cells} validation cells)" if n_cells else ""
+    if abs(log_t - LOG_T_BOUNDS[0]) < AT_BOUND:
+        return (
+            f"temperature {temperature:.3g}{on} sits at the lower bound of its fit: the validation cells are "
+            "separated so cleanly that sharper always fits them better, so the scaled probabilities are overconfident "
+            "beyond what the fit can judge; the validation part is probably too small or separable (give it more "
+            "cells before trusting the probabilities)"
+        )
+    if abs(log_t - LOG_T_BOUNDS[1]) < AT_BOUND:
+        return (
+            f"temperature {temperature:.3g}{on} sits at the upper bound of its fit: the network's probabilities are "
+            "overconfident beyond what temperature scaling can fix (its confident calls on validation are wrong too "
+            "often); the validation part is probably too small or unlike the training data"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.split import Split, read_split_csv
 from blastscope.data.transforms import Transform, eval_transform
 from blastscope.errors import BlastscopeError
-from blastscope.inference.decision import OperatingPoint
+from blastscope.inference.decision import OperatingPoint, temperature_bound_warning
 from blastscope.inference.precision import InferencePrecision
 from blastscope.inference.runners import TorchRunner
 from blastscope.models import create_model, model_display_name
@@ -101,6 +101,26 @@ class TrainedRun:
         path = write_operating_point(self.run_dir, point)
         self.operating_point = point
         return path
+
+
+def temperature_warnings(config: dict[str, Any], point: OperatingPoint) -> list[str]:
+    """Lines saying which temperatures a run's probabilities are scaled by sit at a bound of their fit
+    (:func:`~blastscope.inference.decision.temperature_bound_warning`): the point's own and, for an ensemble, each
+    member's, since each member's probabilities enter the ensemble's mean scaled by its own. Empty when none does.
+
+    Parameters
+    ----------
+    config : dict
+        The run's ``config.yaml``.
+    point : OperatingPoint
+        The operating point it decides at (stored, or chosen by an evaluation not yet stored).
+    """
+    warnings = [line] if (line := temperature_bound_warning(point.temperature, point.n_cells)) else []
+    if config.get("model") == ENSEMBLE:
+        for index, member in enumerate(config["members"], start=1):
+            if line := temperature_bound_warning(float(member["temperature"])):
+                warnings.append(f"ensemble member {index} ({member['path']}), whose probabilities it averages: {line}")
+    return warnings
 
 
 def run_eval_transform(pre: Preprocessing, config: dict[str, Any]) -> Transform:

@@ -203,6 +203,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         "limits": asdict(limits),
         "capacity": {**asdict(capacity), "max_decoding_mb": round(capacity.decoding_mb(limits), 1)},
         "attribution": classifier.attribution or None,
+        "warnings": list(classifier.warnings),
         "segment": classifier.preprocessing.segment,
         "colour_norm": {
             "mode": classifier.preprocessing.colour_norm,

@@ -60,6 +60,17 @@ def test_csv_lists_every_image_and_every_failure(run_dir: Path, images: Path, tm
     assert "corrupt.png" in err and "empty.jpg" in err and "2 of 5 files could not be read" in err
 
 
+def test_a_temperature_at_a_bound_of_its_fit_is_one_warning_line(
+    run_dir: Path, images: Path, tmp_path: Path, capsys
+) -> None:
+    from blastscope.runs.folder import write_operating_point
+
+    write_operating_point(run_dir, replace(load_run(run_dir).operating_point, temperature=0.05, n_cells=16))
+    main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "preds.csv")])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: temperature")]
+    assert len(warnings) == 1 and "0.05 (fitted on 16 validation cells) sits at the lower bound" in warnings[0]
+
+
 def test_a_given_threshold_is_credited_to_the_command(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "preds.csv"
     assert main(["predict", str(run_dir), str(images), "--threshold", "0.3", "--out", str(out)]) == 1

@@ -7,15 +7,14 @@ import pytest
 from scipy.special import softmax
 
 from blastscope.evaluation.calibration import (
-    TEMPERATURE_BOUNDS,
     apply_temperature,
     calibration_report,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     reliability,
-    temperature_bound_warning,
 )
+from blastscope.inference.decision import TEMPERATURE_BOUNDS, temperature_bound_warning
 from blastscope.inference.predict import probabilities
 
 

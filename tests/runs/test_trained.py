@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,15 @@ def test_a_corrupt_operating_point_stops_loading_in_one_line(tiny_run_copy: Path
     with pytest.raises(BlastscopeError, match=OPERATING_POINT_FILE) as caught:
         load_run(tiny_run_copy)
     assert "\n" not in str(caught.value)
+
+
+def test_temperature_warnings_name_the_point_and_each_ensemble_member_at_a_bound() -> None:
+    from blastscope.runs.trained import temperature_warnings
+
+    point = OperatingPoint.default(("all", "hem"), "all")
+    assert temperature_warnings({"model": "cnn"}, point) == []
+    [own] = temperature_warnings({"model": "cnn"}, replace(point, temperature=0.05))
+    assert own.startswith("temperature 0.05 sits at the lower bound of its fit")
+    members = [{"path": "runs/a", "temperature": 1.3}, {"path": "runs/b", "temperature": 20.0}]
+    [member] = temperature_warnings({"model": "ensemble", "members": members}, point)
+    assert member.startswith("ensemble member 2 (runs/b), whose probabilities it averages: temperature 20 sits at")

@@ -74,6 +74,11 @@ async function loadHealth() {
       document.getElementById("model-colour-row").hidden = false;
       document.getElementById("model-colour").textContent = health.colour_norm.description;
     }
+    if (health.warnings && health.warnings.length) {
+      // e.g. a temperature at a bound of its fit: every probability shown is scaled by it
+      document.getElementById("model-warning-row").hidden = false;
+      document.getElementById("model-warning").textContent = health.warnings.join(" · ");
+    }
     const limits = health.limits;
     document.getElementById("limits").textContent =
       `PNG, JPEG, BMP, TIFF, WebP · up to ${limits.max_files} files of ${limits.max_file_mb} MB`;

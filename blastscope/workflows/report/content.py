@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from blastscope.data.text_table import in_words
-from blastscope.evaluation.calibration import temperature_bound_warning
+from blastscope.inference.decision import temperature_bound_warning
 from blastscope.metrics import class_display_name
 from blastscope.workflows.report.model import (
     METRIC_LABELS,
@@ -245,7 +245,7 @@ def dataset_facts(card: DatasetCard, comparison: Comparison) -> list[str]:
 
 
 def calibration_warning(model: ModelResult) -> str | None:
-    """:func:`~blastscope.evaluation.calibration.temperature_bound_warning` for the model's operating point (the
+    """:func:`~blastscope.inference.decision.temperature_bound_warning` for the model's operating point (the
     first fold's under cross-validation), else None: a temperature at a bound of its fit looks like a calibration
     success in the ECE column while every probability it scales is untrustworthy."""
     point = model.operating_point or {}
