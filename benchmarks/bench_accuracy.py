@@ -17,7 +17,9 @@ per-subject table.
 ``--setting proxy``: 3 folds; the recipe fields left to the model's defaults become 96 px and 3 + 2 epochs (a quick
 ablation). ``--setting full``: 5 folds, the recipe exactly as ``blastscope train`` runs it. Any other
 ``blastscope train`` flag (``--model``, ``--pretrained``, ``--lr-head``, ``--augment KEY=VALUE``, ``--config FILE``...)
-goes to every fold. Re-running the same command reuses finished folds and resumes an interrupted one.
+goes to every fold. Re-running the same command reuses finished folds and resumes an interrupted one. The folds are
+drawn with the recipe's ``--seed`` unless ``--fold-seed`` fixes them: ``--seed 1 --fold-seed 0`` retrains seed 0's folds
+with another training seed, the spread a recipe shows for nothing but its seed.
 
 ``--ensemble-of OUT1 OUT2 ...`` trains nothing: for every fold it makes the ensemble of each ``OUTk/runs/fold-<i>``
 (``blastscope ensemble``: the mean of their temperature-scaled probabilities; each must have trained on that fold's
@@ -128,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="results folder, e.g. results/cv-proxy")
     parser.add_argument("--folds", type=int, help="k (default: 3 for proxy, 5 for full)")
     parser.add_argument("--val-ratio", type=float, default=0.2, help="share of each fold's training cells validating")
+    parser.add_argument(
+        "--fold-seed",
+        type=int,
+        help="seed of the fold assignment (default: the recipe's --seed); keep it to retrain the same folds with "
+        "another --seed, which measures what the training seed alone moves",
+    )
     parser.add_argument("--threshold", default="val", help="val (default: chosen per fold on validation), X or stored")
     parser.add_argument("--bootstrap", type=int, default=1000, help="subject resamples for the 95%% CIs")
     parser.add_argument(
@@ -183,8 +191,11 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
     table = scan_dataset(args.data)
     if not table.has_subjects:
         raise BlastscopeError(f"{args.data}: not every cell has a subject id; subject-grouped CV needs them")
-    splits = kfold_splits(table, k, seed=config.seed, val_ratio=args.val_ratio)
+    fold_seed = config.seed if args.fold_seed is None else args.fold_seed
+    splits = kfold_splits(table, k, seed=fold_seed, val_ratio=args.val_ratio)
     plan = {"setting": args.setting, "folds": k, "val_ratio": args.val_ratio, "threshold": args.threshold}
+    if fold_seed != config.seed:  # recorded only when it differs, so earlier results' plans still match
+        plan["fold_seed"] = fold_seed
     if args.ensemble_of:
         args.ensemble_of = [member.resolve() for member in args.ensemble_of]
         plan["ensemble_of"] = [str(member) for member in args.ensemble_of]
@@ -383,7 +394,7 @@ def _ensemble_fold(
             raise BlastscopeError(
                 f"{run} holds other folds (split {made_on}, fold {index} here is {split.hash}/{split.content_hash}); "
                 "ensemble members must share every fold: give the --data, --setting, --folds, --val-ratio and --seed "
-                "their benchmarks had"
+                "(or --fold-seed) their benchmarks had"
             )
     sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
     print(f"fold {index}/{k}: ensemble of {', '.join(map(str, runs))}", flush=True)
