@@ -40,10 +40,10 @@ from skimage.transform import rescale
 from threadpoolctl import threadpool_limits
 
 from blastscope.segmentation import SegmentedCell, is_on_black, label_white_cells, segment_cell
+from blastscope.segmentation.background import CELL_LEVEL
 
 RECALL_TARGET, PRECISION_TARGET, IOU_TARGET = 0.95, 0.90, 0.90
 MATCH_IOU = 0.5
-CELL_LEVEL = 12  # a C-NMC pixel belongs to the cell when its brightest channel reaches this
 BCCD_LIGHT = np.array([210.0, 212.0, 210.0])  # typical BCCD background, the light a pasted cell's density is against
 Box = tuple[int, int, int, int]
 

@@ -32,6 +32,7 @@ from PIL import Image
 from blastscope.data.images import DECODER_VERSION, read_rgb
 from blastscope.data.preprocessing import check_crop_fraction, check_segment_mode
 from blastscope.errors import BlastscopeError, ImageError
+from blastscope.segmentation.background import CELL_LEVEL
 from blastscope.segmentation.modes import SEGMENTATION_VERSION, CellNotFoundError, cell_for_model
 
 CACHE_ENV = "BLASTSCOPE_CACHE"
@@ -46,7 +47,6 @@ RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-CELL_LEVEL = 12  # pixels whose brightest channel reaches this are cell, not the black canvas (as data.stain reads them)
 CLIPPED_SHARE = 0.01  # a crop that leaves more than this share of the cell's pixels outside its window clipped the cell
 
 

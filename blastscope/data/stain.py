@@ -18,8 +18,8 @@ from skimage.color import hed2rgb, lab2rgb, rgb2hed, rgb2lab
 from blastscope.data.augment import STAIN_METHODS, StainMethod
 from blastscope.data.images import read_rgb
 from blastscope.errors import BlastscopeError
+from blastscope.segmentation.background import CELL_LEVEL
 
-BACKGROUND_LEVEL = 12  # pixels whose brightest channel is below this are segmentation background
 MIN_CELL_PIXELS = 64  # fewer cell pixels than this give no usable stain statistics
 RIM = 2  # pixels of the cell's outline left out of stain fits: segmentation blends them with the black background
 LIGHT = 256.0  # incident light; one above the brightest uint8 value keeps log() finite
@@ -53,7 +53,7 @@ DEFAULT_LAB = LabStatistics(mean=np.array([18.0, 27.7, -22.6]), std=np.array([4.
 
 def cell_pixels(rgb: np.ndarray) -> np.ndarray:
     """Boolean HxW mask of the pixels that belong to the cell rather than the black background."""
-    return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) >= BACKGROUND_LEVEL
+    return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) >= CELL_LEVEL
 
 
 def cell_interior(rgb: np.ndarray) -> np.ndarray:

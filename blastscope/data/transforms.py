@@ -128,7 +128,7 @@ def eval_transform(pre: Preprocessing, aug: AugmentConfig | None = None) -> Tran
 class StainChannels(torch.nn.Module):
     """uint8 RGB CHW tensor -> float32 optical-density or HED channels on the [0, 1] scale (``pre.channels``).
 
-    The black canvas (brightest channel below ``BACKGROUND_LEVEL``) carries no stain: it is set to 0 rather than to
+    The black canvas (brightest channel below ``CELL_LEVEL``) carries no stain: it is set to 0 rather than to
     the density of a black pixel, which would be the largest value in the image.
     """
 

@@ -32,7 +32,6 @@ from blastscope.data.augment import AugmentConfig, augment_config
 from blastscope.data.cache import DecodedCache
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.stain import (
-    BACKGROUND_LEVEL,
     DEFAULT_LAB,
     LIGHT,
     MACENKO_LOW_DENSITY,
@@ -61,6 +60,7 @@ from blastscope.inference.predict import (
 from blastscope.inference.runners import METADATA_PREFIX, ONNX_INPUT, ONNX_OUTPUT, OnnxRunner, Runner, TorchRunner
 from blastscope.metrics import weighted_f1
 from blastscope.models.base import CellClassifier
+from blastscope.segmentation.background import CELL_LEVEL
 
 EXPORT_DIR = "export"
 RECORD_NAME = "export.json"
@@ -90,7 +90,7 @@ def _rows(matrix: np.ndarray) -> str:
     return "[" + ", ".join(_numbers(row) for row in matrix) + "]"
 
 
-CELL_RULE = f"cell pixels are those whose brightest channel is >= {BACKGROUND_LEVEL} of 255"
+CELL_RULE = f"cell pixels are those whose brightest channel is >= {CELL_LEVEL} of 255"
 """Which pixels stain normalisation, colour normalisation and the stain channels treat as cell
 (``blastscope.data.stain.cell_pixels``), stated so that it can be reproduced."""
 LAB_RULE = "CIE L*a*b* values (skimage.color.rgb2lab of RGB / 255: D65, 2-degree observer)"
@@ -185,7 +185,7 @@ def channels_text(pre: Preprocessing) -> str:
         )
     return (
         f"{values}; then all three set to 0 at every pixel whose brightest channel (max of R, G, B of the uint8 image "
-        f"from the step before) is < {BACKGROUND_LEVEL} of 255 (the black canvas carries no stain); as float32"
+        f"from the step before) is < {CELL_LEVEL} of 255 (the black canvas carries no stain); as float32"
     )
 
 
@@ -267,7 +267,7 @@ def preprocessing_record(pre: Preprocessing, augment: AugmentConfig) -> dict[str
     ]
     return {
         **pre.to_dict(),
-        "cell_level": BACKGROUND_LEVEL,
+        "cell_level": CELL_LEVEL,
         "colour_norm_reference": (
             {"lab_mean": list(map(float, DEFAULT_LAB.mean)), "lab_std": list(map(float, DEFAULT_LAB.std))}
             if pre.colour_norm == "subject"

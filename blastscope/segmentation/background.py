@@ -12,7 +12,9 @@ from scipy import ndimage as ndi
 
 from blastscope.segmentation.stains import BLACK_LEVEL, as_rgb
 
-CELL_LEVEL = 12  # C-NMC cell pixels: brightest channel at or above this (as blastscope.data.stain reads them)
+CELL_LEVEL = 12
+"""A pixel whose brightest channel reaches this (8-bit) is cell, below it the black canvas C-NMC cells are cut out
+onto: the one cut every step that tells cell from canvas uses (stain fits, crop checks, OD zeroing, the ONNX text)."""
 PALE_LEVEL = 160  # a pixel whose every channel reaches this is pale: a bright-field background, never C-NMC cell
 GREY_TOLERANCE = 2
 """Largest channel difference (8-bit levels, |R-G| and |G-B| over the whole image) of an image taken as grey: colour
