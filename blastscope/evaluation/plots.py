@@ -227,21 +227,27 @@ def _plot_reliability(axes: plt.Axes, curve: ReliabilityCurve, color: str, label
 
 
 def subject_accuracy(subjects: Sequence[SubjectAccuracy], classes: Sequence[str], model: str) -> Figure:
-    """One bar per test subject, grouped and coloured by true class, so a subject the model fails stands out."""
+    """One bar per test subject, grouped and coloured by true class, so a subject the model fails stands out.
+
+    Each bar is labelled with its accuracy, so a subject with none of its cells right reads "0%" rather than as a
+    missing bar; each tick names the subject and, in brackets, its test cells."""
     colors = class_colors(classes)
     order = sorted(subjects, key=lambda s: (classes.index(s.true_class), s.accuracy, s.subject))
     figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.38 * len(order)), 4), layout="constrained")
     positions = np.arange(len(order))
     axes.bar(positions, [s.accuracy for s in order], color=[colors[s.true_class] for s in order], width=0.75)
     for position, item in zip(positions, order, strict=True):
-        axes.text(position, item.accuracy + 0.01, str(item.n_cells), ha="center", va="bottom", fontsize=7)
-    axes.set_xticks(positions, labels=[s.subject for s in order], rotation=90 if len(order) > 12 else 0)
+        axes.text(position, item.accuracy + 0.01, f"{item.accuracy:.0%}", ha="center", va="bottom", fontsize=6.5)
+    many = len(order) > 12
+    ticks = [f"{s.subject} ({s.n_cells})" if many else f"{s.subject}\n({s.n_cells})" for s in order]
+    axes.set_xticks(positions, labels=ticks, rotation=90 if many else 0)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[name]) for name in classes]
     labels = [f"true class {name}" for name in classes]
     axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set(
-        ylim=(0, 1.08),
-        xlabel="subject (number above each bar: its test cells)",
+        ylim=(0, 1.1),
+        xlabel="subject (its test cells)",
         ylabel="accuracy on the subject's cells",
         title=f"{model}: accuracy per test subject",
     )

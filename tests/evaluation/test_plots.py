@@ -107,7 +107,8 @@ def test_subject_accuracy_groups_subjects_by_true_class(tmp_path: Path) -> None:
     ]
     figure = plots.subject_accuracy(subjects, ["HEM", "ALL"], "cnn")
     axes = figure.axes[0]
-    assert [t.get_text() for t in axes.get_xticklabels()] == ["H2", "3", "7"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["H2\n(12)", "3\n(25)", "7\n(30)"]
+    assert [t.get_text() for t in axes.texts] == ["40%", "60%", "90%"]  # a 0% bar is labelled, not just absent
     bar_colors = [tuple(np.round(patch.get_facecolor()[:3], 3)) for patch in axes.patches]
     assert bar_colors[0] != bar_colors[1] and bar_colors[1] == bar_colors[2]
     assert legend_texts(figure) == ["true class HEM", "true class ALL"]
