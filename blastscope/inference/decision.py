@@ -223,7 +223,8 @@ class OperatingPoint:
         return f"{how}, by {self.chosen_by}{scaling}"
 
     def describe_referral(self) -> str:
-        """One line on which cells are referred to a person, e.g. ``refer when 0.31 < p(ALL) < 0.72 (...)``."""
+        """One line on which cells are referred to a person, e.g. ``refer when 0.31 < p(ALL) < 0.72 (...)``; an empty
+        band (both edges at the threshold, stored when validation met the target without referring) refers none."""
         if self.refer_band is None:
             return "no refer band: every cell is called (choose one with `blastscope evaluate --refer-error 0.05`)"
         name = class_display_name(self.positive_class)
@@ -233,6 +234,9 @@ class OperatingPoint:
             if self.refer_target
             else ""
         )
+        if low == high:  # the empty band at the threshold: validation met the target with every cell called
+            met = f" (validation already met <= {self.refer_target:.1%} errors with every cell called)"
+            return "refer no cell: every cell is called" + (met if self.refer_target else "")
         return f"uncertain — refer when {low:.4f} < p({name}) < {high:.4f}{target}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,14 @@ def test_no_band_refers_nothing_and_says_how_to_choose_one() -> None:
     assert "--refer-error" in _point().describe_referral()
 
 
+def test_an_empty_band_at_the_threshold_refers_nothing_and_says_so_not_as_a_rule() -> None:
+    point = _point(refer_band=(0.4, 0.4), refer_target=0.2)
+    assert not uncertain(np.array([[0.4, 0.6], [0.41, 0.59], [0.39, 0.61]]), point).any()
+    assert point.describe_referral() == (
+        "refer no cell: every cell is called (validation already met <= 20.0% errors with every cell called)"
+    )
+
+
 @pytest.mark.parametrize("band", [(0.5, 0.7), (0.1, 0.3), (-0.1, 0.5)])
 def test_a_band_must_hold_the_threshold(band: tuple[float, float]) -> None:
     with pytest.raises(BlastscopeError, match="refer band"):

@@ -65,7 +65,8 @@ async function loadHealth() {
     classNames = Object.fromEntries(health.classes.map((cls) => [cls.name, cls.display]));
     referBand = health.operating_point.refer_band;
     const referral = document.getElementById("model-referral");
-    referral.textContent = referBand
+    // an empty band (both edges at the threshold) was chosen, but refers no cell: validation met its target
+    referral.textContent = referBand && referBand[0] < referBand[1]
       ? `p(${displayName(positiveClass)}) ${bandText(referBand)}`
       : "none";
     referral.title = health.operating_point.referral;
