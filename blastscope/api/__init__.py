@@ -54,8 +54,8 @@ def load(
     checkpoint : str
         ``best``, ``last`` or a path to a checkpoint file.
     threshold : float, optional
-        Replaces the run's stored threshold for this classifier (``source: given``); refused for a multi-class run,
-        which decides by the most probable class.
+        Replaces the run's stored threshold for this classifier (``source: given``); a number in [0, 1] (a bool is
+        refused, not read as 0 or 1); refused for a multi-class run, which decides by the most probable class.
     precision : {"fp32", "bf16", "auto"}
         The PyTorch backend's precision; fp32 (the default) matches ``blastscope evaluate`` and the ONNX export.
     segment : {"auto", "always", "never"}, optional
@@ -71,8 +71,9 @@ def load(
     Raises
     ------
     BlastscopeError
-        For an unknown backend or segment mode, an unusable red-cell diameter, a threshold for a multi-class run, a
-        run without an export when ``backend="onnx"``, or an export made for other classes or preprocessing.
+        For an unknown backend or segment mode, an unusable red-cell diameter, a threshold that is not a number in
+        [0, 1] or is given for a multi-class run, a run without an export when ``backend="onnx"``, or an export made
+        for other classes or preprocessing.
     TypeError
         When ``run_dir`` is not a path.
     """

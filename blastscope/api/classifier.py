@@ -57,19 +57,21 @@ is logged at INFO. A run without ``colour_norm`` ignores it."""
 class Prediction:
     """The class of one image, the probability of every class, and the threshold that decided it.
 
-    ``threshold`` is ``None`` for multi-class models (the most probable class wins); ``decided_by`` says where the
-    operating point came from (``OperatingPoint.origin``); ``segmented`` whether the cell was cut out of its
-    background before it was classified (``Preprocessing.segment``); ``tta`` whether ``probabilities`` are the mean
-    over the image's 8 flips/rotations (test-time augmentation, :data:`~blastscope.inference.tta.VIEW_NAMES`) rather
-    than of the image as it is: the operating point is chosen on single-view probabilities either way, so with TTA
-    its threshold, temperature and refer band apply untuned; ``referred`` whether p(positive) lies inside the
-    operating point's refer band (:func:`~blastscope.inference.decision.uncertain`): the cell keeps ``label`` but is
-    "uncertain — refer", for a person to review.
+    ``threshold`` is on p(``positive_class``), so a saved row says which class it is about; both are ``None`` for
+    multi-class models (the most probable class wins). ``decided_by`` says where the operating point came from
+    (``OperatingPoint.origin``); ``segmented`` whether the cell was cut out of its background before it was classified
+    (``Preprocessing.segment``); ``tta`` whether ``probabilities`` are the mean over the image's 8 flips/rotations
+    (test-time augmentation, :data:`~blastscope.inference.tta.VIEW_NAMES`) rather than of the image as it is: the
+    operating point is chosen on single-view probabilities either way, so with TTA its threshold, temperature and refer
+    band apply untuned; ``referred`` whether p(positive) lies inside the operating point's refer band
+    (:func:`~blastscope.inference.decision.uncertain`): the cell keeps ``label`` but is "uncertain — refer", for a
+    person to review.
     """
 
     file: str
     label: str
     probabilities: dict[str, float]
+    positive_class: str | None
     threshold: float | None
     decided_by: str
     segmented: bool = False
@@ -81,6 +83,7 @@ class Prediction:
             "file": self.file,
             "label": self.label,
             "probabilities": self.probabilities,
+            "positive_class": self.positive_class,
             "threshold": self.threshold,
             "decided_by": self.decided_by,
             "segmented": self.segmented,
@@ -162,13 +165,13 @@ class Classifier:
         ``tta`` averages each image's probabilities over its 8 flips/rotations (``Prediction.tta`` says so); the
         operating point decides at its threshold and temperature, chosen without TTA, all the same.
         ``threshold`` overrides the operating point's threshold for this call only, and drops its refer band (chosen
-        around the stored threshold), so no cell is ``referred``; a multi-class model refuses it
-        (``BlastscopeError``). For a run that normalises colours per person (``preprocessing.colour_norm ==
-        "subject"``) ``people`` says whose cells are whose (:data:`People`), and ``colour`` gives statistics fitted
-        beforehand (:meth:`fit_colour`) over more of each person's images than this call's; by default they are
-        fitted over this call's. Raises ``ImageError`` naming the image for an unreadable file or, when the run
-        segments, a cell that cannot be found (:meth:`prepare` each image first to skip such images one by one), and
-        ``ValueError`` for a ``batch_size`` below 1.
+        around the stored threshold), so no cell is ``referred``; a multi-class model refuses it, and so does every
+        model a threshold that is not a number (``True``, ``"0.3"``) or outside [0, 1] (``BlastscopeError``). For a
+        run that normalises colours per person (``preprocessing.colour_norm == "subject"``) ``people`` says whose cells
+        are whose (:data:`People`), and ``colour`` gives statistics fitted beforehand (:meth:`fit_colour`) over more of
+        each person's images than this call's; by default they are fitted over this call's. Raises ``ImageError``
+        naming the image for an unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare`
+        each image first to skip such images one by one), and ``ValueError`` for a ``batch_size`` below 1.
         """
         items = _as_list(images)
         point = self._point(threshold)
@@ -180,6 +183,7 @@ class Classifier:
                 _display_file(item, i),
                 self.classes[label],
                 dict(zip(self.classes, map(float, row), strict=True)),
+                point.positive_class,
                 point.threshold if point.binary else None,
                 point.origin(),
                 segmented=bool(segmented),

@@ -7,9 +7,11 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import numbers
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -23,12 +25,20 @@ from blastscope.errors import BlastscopeError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from blastscope.api.classifier import Classifier
+    from PIL import Image, ImageFont
+    from PIL.PngImagePlugin import PngInfo
+
+    from blastscope.api.classifier import Classifier, Prediction
     from blastscope.data.cache import ModelInput
     from blastscope.data.stain import SubjectColour
     from blastscope.inference.decision import OperatingPoint
+    from blastscope.inference.gradcam import Explanation
 
 Row = dict[str, Any]
+CAPTION_COLOR = "#1d2433"
+"""The Grad-CAM caption strip's background (the scan overlay's banner colour), under white text."""
+CAPTION_FRACTION, CAPTION_MIN_PX = 1 / 28, 11
+"""The caption's text height: a fraction of the overlay's width, and at least this many px, to stay readable."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="average over the 8 flips/rotations of each image (said in a header line and a 'tta' column; the run's "
         "operating point was chosen without it)",
     )
-    parser.add_argument("--gradcam", type=Path, metavar="DIR", help="save a Grad-CAM overlay PNG per image here")
+    parser.add_argument(
+        "--gradcam",
+        type=Path,
+        metavar="DIR",
+        help="save a Grad-CAM overlay PNG per image here, captioned with the class it explains, the call and the "
+        "threshold (<name>_gradcam.png; inputs sharing a name get their path from their common folder); each row's "
+        "'gradcam' column gives its file",
+    )
     parser.add_argument(
         "--backend",
         choices=["auto", "torch", "onnx"],
@@ -131,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     if args.tta:
         print(tta_line(point, VIEW_NAMES, args.run_dir), file=sys.stderr)
+    overlays = [args.gradcam / name for name in gradcam_names(paths)] if args.gradcam else None
     if args.gradcam:
         args.gradcam.mkdir(parents=True, exist_ok=True)
     people, colour = person_colours(classifier, paths, args.person_by)
@@ -140,7 +158,12 @@ def run(args: argparse.Namespace) -> int:
         for start in range(0, len(paths), args.batch_size):
             end = start + args.batch_size
             rows = predict_chunk(
-                classifier, paths[start:end], paths, args, people[start:end] if people else None, colour
+                classifier,
+                paths[start:end],
+                args.tta,
+                overlays[start:end] if overlays else None,
+                people[start:end] if people else None,
+                colour,
             )
             writer.write_rows(rows)
             failures += sum(row["error"] is not None for row in rows)
@@ -211,15 +234,17 @@ def person_colours(
 def predict_chunk(
     classifier: Classifier,
     chunk: list[Path],
-    all_paths: list[Path],
-    args: argparse.Namespace,
+    tta: bool,
+    overlays: list[Path] | None = None,
     people: list[str] | None = None,
     colour: SubjectColour | None = None,
 ) -> list[Row]:
     """One row per file of ``chunk``, in order: its prediction, or why it could not be read or its cell not found.
 
-    ``people`` (one per file) and ``colour`` (:func:`person_colours`) for a run that normalises colours per person:
-    each row then also names its ``person``."""
+    ``overlays`` (one path per file, :func:`gradcam_names`) saves each file's captioned Grad-CAM overlay there, and
+    the rows then name it in a ``gradcam`` column (empty where none was saved). ``people`` (one per file) and
+    ``colour`` (:func:`person_colours`) for a run that normalises colours per person: each row then also names its
+    ``person``."""
     from blastscope.api.classifier import Prediction
     from blastscope.errors import ImageError
 
@@ -234,24 +259,34 @@ def predict_chunk(
     ids = people or [""] * len(chunk)
     good = list(images)
     predicted = (  # a chunk of only failures predicts nothing
-        classifier.predict(list(images.values()), tta=args.tta, people=[ids[i] for i in good], colour=colour)
+        classifier.predict(list(images.values()), tta=tta, people=[ids[i] for i in good], colour=colour)
         if images
         else []
     )
     predictions = dict(zip(images, predicted, strict=True))
+    empty = dict.fromkeys(field.name for field in dataclasses.fields(Prediction))  # the columns of a good row
     rows: list[Row] = []
     for i, path in enumerate(chunk):
-        if i in errors:
-            empty = dict.fromkeys(field.name for field in dataclasses.fields(Prediction))  # the columns of a good row
-            rows.append({**empty, "file": str(path), "error": errors[i], **_person(people, i)})
-            continue
-        rows.append({**predictions[i].to_dict(), "file": str(path), "error": None, **_person(people, i)})
-        if args.gradcam:
-            explanation = classifier.explain(images[i], target=predictions[i].label, person=ids[i], colour=colour)
+        saved = None
+        if i in predictions and overlays is not None:
+            prediction = predictions[i]
+            explanation = classifier.explain(images[i], target=prediction.label, person=ids[i], colour=colour)
             if explanation.usable:
-                explanation.overlay.save(args.gradcam / gradcam_name(path, all_paths))
+                picture, text = captioned_overlay(explanation, prediction, path)
+                picture.save(overlays[i], pnginfo=text)
+                saved = str(overlays[i])
             else:
                 print(f"no Grad-CAM overlay for {path}: {explanation.note}", file=sys.stderr)
+        found = predictions[i].to_dict() if i in predictions else empty
+        rows.append(
+            {
+                **found,
+                "file": str(path),
+                **({} if overlays is None else {"gradcam": saved}),
+                "error": errors.get(i),
+                **_person(people, i),
+            }
+        )
     return rows
 
 
@@ -286,10 +321,101 @@ def expand_inputs(inputs: list[Path], ignored: list[tuple[Path, str]] | None = N
     return paths
 
 
-def gradcam_name(path: Path, all_paths: list[Path]) -> str:
-    """``<stem>_gradcam.png``, prefixed by the parent folder when two inputs share a stem."""
-    clash = sum(p.stem == path.stem for p in all_paths) > 1
-    return f"{path.parent.name}_{path.stem}_gradcam.png" if clash else f"{path.stem}_gradcam.png"
+def gradcam_names(paths: Sequence[Path]) -> list[str]:
+    """One overlay file name per input, so that no overlay overwrites another's: ``<stem>_gradcam.png`` for a stem no
+    other input shares; for inputs that share one, their path from the folder they all lie in, extension kept
+    (``p1_sub_c.webp_gradcam.png`` and ``p2_sub_c.webp_gradcam.png``; ``cell.png_gradcam.png`` and
+    ``cell.webp_gradcam.png``), and a number (``_2``) only where even that is taken (a file given twice). Names are
+    compared ignoring case, as macOS and Windows disks do, and depend only on ``paths``, in order."""
+    stems = Counter(path.stem.casefold() for path in paths)
+    parents: dict[str, list[str]] = {}
+    for path in paths:
+        if stems[path.stem.casefold()] > 1:
+            parents.setdefault(path.stem.casefold(), []).append(os.path.abspath(path.parent))
+    common = {stem: os.path.commonpath(folders) for stem, folders in parents.items()}
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in paths:
+        folder = common.get(path.stem.casefold())
+        base = path.stem if folder is None else "_".join(Path(os.path.relpath(os.path.abspath(path), folder)).parts)
+        name = f"{base}_gradcam.png"
+        count = 1
+        while name.casefold() in taken:
+            count += 1
+            name = f"{base}_{count}_gradcam.png"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def captioned_overlay(explanation: Explanation, prediction: Prediction, path: Path) -> tuple[Image.Image, PngInfo]:
+    """The overlay, unchanged, above a strip saying which class the map explains, the call with its probability and
+    the threshold it was decided at (an overlay alone does not say whether it shows why a cell is ALL or HEM); with
+    the same and the rest of the row (``path``, the probabilities, ``decided_by``, the layer, the overlay's box in the
+    picture) as PNG text, ``Description`` and ``blastscope.gradcam`` (JSON)."""
+    from PIL import Image, ImageDraw
+    from PIL.PngImagePlugin import PngInfo
+
+    lines = gradcam_caption(explanation.label, prediction)
+    overlay = explanation.overlay
+    font = _caption_font(max(CAPTION_MIN_PX, round(overlay.width * CAPTION_FRACTION)))
+    ascent, descent = font.getmetrics()
+    step, margin = ascent + descent + font.size // 4, font.size // 2
+    width = max(overlay.width, math.ceil(max(font.getlength(line) for line in lines)) + 2 * margin)
+    picture = Image.new("RGB", (width, overlay.height + 2 * margin + step * len(lines)), CAPTION_COLOR)
+    left = (width - overlay.width) // 2
+    picture.paste(overlay, (left, 0))
+    draw = ImageDraw.Draw(picture)
+    for index, line in enumerate(lines):
+        draw.text((margin, overlay.height + margin + index * step), line, fill="white", font=font)
+    about = {
+        "file": str(path),
+        "explained_class": explanation.label,
+        "label": prediction.label,
+        "probabilities": prediction.probabilities,
+        "positive_class": prediction.positive_class,
+        "threshold": prediction.threshold,
+        "decided_by": prediction.decided_by,
+        "referred": prediction.referred,
+        "tta": prediction.tta,
+        "layer": explanation.layer,
+        "overlay_box": [left, 0, left + overlay.width, overlay.height],
+    }
+    text = PngInfo()
+    text.add_text("Description", "\n".join(lines))
+    text.add_text("blastscope.gradcam", json.dumps(about, ensure_ascii=False))
+    return picture, text
+
+
+def gradcam_caption(explained: str, prediction: Prediction) -> list[str]:
+    """The caption's lines: ``Grad-CAM of HEM``, ``called HEM · p(HEM) 0.9425`` (``· uncertain — refer`` when
+    referred), and ``ALL when p(ALL) ≥ 0.3538; here 0.0575`` (the threshold is on p(positive), whatever the call);
+    for a multi-class run ``called other · p(other) 0.50`` and ``the most probable class wins (no threshold)``.
+    Probabilities of a two-class run get 4 decimals, more where 4 would show p(positive) on the other side of the
+    threshold (0.35379 as ``0.35379`` at 0.3538, not ``0.3538``)."""
+    from blastscope.metrics import class_display_name as shown
+    from blastscope.workflows.scan import REFER_TEXT
+
+    label, positive, threshold = prediction.label, prediction.positive_class, prediction.threshold
+    digits = 2
+    if positive is not None and threshold is not None:
+        p = prediction.probabilities[positive]
+        digits = 4  # the fewest at which p and the threshold, both rounded, compare as they do unrounded
+        while digits < 10 and (float(f"{p:.{digits}f}") >= float(f"{threshold:.{digits}f}")) != (p >= threshold):
+            digits += 1
+        rule = f"{shown(positive)} when p({shown(positive)}) ≥ {threshold:.{digits}f}; here {p:.{digits}f}"
+    else:
+        rule = "the most probable class wins (no threshold)"
+    called = f"called {shown(label)} · p({shown(label)}) {prediction.probabilities[label]:.{digits}f}"
+    return [f"Grad-CAM of {shown(explained)}", called + (f" · {REFER_TEXT}" if prediction.referred else ""), rule]
+
+
+def _caption_font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib, as the scan overlay's), at ``size`` px."""
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
 
 
 class PredictionWriter:

@@ -8,6 +8,7 @@ the ONNX file's metadata) reads the same point and calls :func:`decide`, so they
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -183,7 +184,17 @@ class OperatingPoint:
         ``chosen_by`` is recorded and names the option in the refusal of a multi-class ``model``
         (:meth:`check_threshold_applies`). The refer band is dropped: it was chosen around the stored threshold, for
         that threshold's error rate.
+
+        Raises
+        ------
+        BlastscopeError
+            When ``threshold`` is not a number (``True`` would otherwise read as 1.0, ``"0.3"`` as 0.3), is outside
+            [0, 1], or the point is not binary.
         """
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise BlastscopeError(
+                f"{chosen_by} must be a number, a probability in [0, 1]; got {type(threshold).__name__} {threshold!r}"
+            )
         self.check_threshold_applies(chosen_by, model)
         return replace(
             self,

@@ -92,8 +92,34 @@ def test_a_threshold_for_a_multi_class_run_is_refused_at_load_and_at_predict(
     with pytest.raises(BlastscopeError, match=re.escape("predict(threshold=...) needs a two-class run")):
         classifier.predict(cell_images, threshold=0.3)
     predictions = classifier.predict(cell_images)
-    assert {(p.threshold, p.decided_by) for p in predictions} == {(None, "by train")}
+    assert {(p.positive_class, p.threshold, p.decided_by) for p in predictions} == {(None, None, "by train")}
+    assert all(p.to_dict()["positive_class"] is None for p in predictions)
     assert classifier.operating_point.describe() == "the most probable class (multi-class: no threshold; by train)"
+
+
+def test_a_prediction_names_the_class_its_threshold_is_on(tiny_run: Path, cell_images: list[Path]) -> None:
+    """A saved row with a threshold but not its class would leave open whether 0.35 is on p(ALL) or on p(HEM)."""
+    point = load_run(tiny_run).operating_point
+    for prediction in load(tiny_run).predict(cell_images):
+        assert (prediction.positive_class, prediction.threshold) == (point.positive_class, point.threshold)
+        assert list(prediction.to_dict())[3:5] == ["positive_class", "threshold"]
+
+
+@pytest.mark.parametrize("threshold", [True, False, np.True_, "0.3"])
+def test_a_threshold_that_is_not_a_number_is_refused_naming_its_type(
+    tiny_run: Path, cell_images: list[Path], threshold: object
+) -> None:
+    """``True`` once decided at 1.0 (every cell HEM) and ``"0.3"`` at 0.3, each without a word."""
+    said = f"must be a number, a probability in [0, 1]; got {type(threshold).__name__} {threshold!r}"
+    with pytest.raises(BlastscopeError, match=re.escape(f"load(threshold=...) {said}")):
+        load(tiny_run, threshold=threshold)  # type: ignore[arg-type]
+    with pytest.raises(BlastscopeError, match=re.escape(f"predict(threshold=...) {said}")):
+        load(tiny_run).predict(cell_images, threshold=threshold)  # type: ignore[arg-type]
+
+
+def test_a_threshold_of_any_numeric_type_is_taken(tiny_run: Path) -> None:
+    assert load(tiny_run, threshold=np.float32(0.25)).operating_point.threshold == pytest.approx(0.25)
+    assert load(tiny_run, threshold=1).operating_point.threshold == 1.0  # an int is a number: positive only at p = 1
 
 
 def test_unreadable_file_names_itself(tiny_run: Path, tmp_path: Path) -> None:

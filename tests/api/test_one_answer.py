@@ -44,7 +44,7 @@ def test_every_door_gives_the_stored_answer(chosen, tmp_path: Path, capsys: pyte
     assert all(float(row["threshold"]) == pytest.approx(point.threshold) for row in rows)
     assert reference_labels == [positive if p >= point.threshold else _other(point, positive) for p in reference_p]
 
-    answers: dict[str, tuple[list[str], np.ndarray, set[float]]] = {}
+    answers: dict[str, tuple[list[str], np.ndarray, set[float], set[str]]] = {}
     for backend in ("torch", "onnx"):
         classifier = blastscope.load(run_dir, backend=backend)
         assert classifier.operating_point == point
@@ -59,6 +59,7 @@ def test_every_door_gives_the_stored_answer(chosen, tmp_path: Path, capsys: pyte
         [row["label"] for row in cli_rows],
         np.array([float(row[f"p_{positive}"]) for row in cli_rows]),
         {float(row["threshold"]) for row in cli_rows},
+        {row["positive_class"] for row in cli_rows},
     )
 
     client = TestClient(create_app(blastscope.load(run_dir)))
@@ -68,10 +69,11 @@ def test_every_door_gives_the_stored_answer(chosen, tmp_path: Path, capsys: pyte
     served = client.post("/predict", files=files).json()["predictions"]
     answers["POST /predict"] = _answer_dicts(served, positive)
 
-    for door, (labels, p_positive, thresholds) in answers.items():
+    for door, (labels, p_positive, thresholds, positives) in answers.items():
         assert labels == reference_labels, door
         np.testing.assert_allclose(p_positive, reference_p, atol=ATOL, err_msg=door)
         assert len(thresholds) == 1 and thresholds.pop() == pytest.approx(point.threshold, abs=1e-6), door
+        assert positives == {positive}, door  # the class the threshold is on, in every door's rows
 
 
 def test_threshold_override_changes_the_labels_for_that_call_only(chosen, tmp_path: Path) -> None:
@@ -97,13 +99,14 @@ def _other(point, positive: str) -> str:
     return next(name for name in point.classes if name != positive)
 
 
-def _answer(predictions, positive: str) -> tuple[list[str], np.ndarray, set[float]]:
+def _answer(predictions, positive: str) -> tuple[list[str], np.ndarray, set[float], set[str]]:
     return _answer_dicts([prediction.to_dict() for prediction in predictions], positive)
 
 
-def _answer_dicts(entries: list[dict], positive: str) -> tuple[list[str], np.ndarray, set[float]]:
+def _answer_dicts(entries: list[dict], positive: str) -> tuple[list[str], np.ndarray, set[float], set[str]]:
     return (
         [entry["label"] for entry in entries],
         np.array([entry["probabilities"][positive] for entry in entries]),
         {entry["threshold"] for entry in entries},
+        {entry["positive_class"] for entry in entries},
     )

@@ -18,10 +18,11 @@ import pytest
 from PIL import Image
 
 from blastscope.api import load
-from blastscope.api.classifier import Classifier
+from blastscope.api.classifier import Classifier, Prediction
 from blastscope.cli import main
-from blastscope.cli.predict import tta_line
+from blastscope.cli.predict import gradcam_caption, gradcam_names, tta_line
 from blastscope.inference.decision import OperatingPoint
+from blastscope.inference.gradcam import Explanation
 from blastscope.inference.tta import VIEW_NAMES
 from blastscope.runs import load_run
 
@@ -103,16 +104,151 @@ def test_json_and_gradcam_for_good_files(run_dir: Path, images: Path, tmp_path: 
     tta_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("test-time augmentation")]
     assert len(tta_lines) == 1 and f"8 views ({', '.join(VIEW_NAMES)})" in tta_lines[0]
     assert not (tmp_path / "preds.partial.csv").exists()  # the rows streamed there while predicting are in the JSON
-    for path in good:
-        overlay = Image.open(overlays / f"{path.stem}_gradcam.png")
-        assert overlay.size == (32, 32) and overlay.mode == "RGB"
+    assert [row["gradcam"] for row in rows] == [str(overlays / f"{path.stem}_gradcam.png") for path in good]
+    for row in rows:
+        picture = Image.open(row["gradcam"])
+        box = json.loads(picture.info["blastscope.gradcam"])["overlay_box"]
+        assert picture.mode == "RGB" and picture.crop(box).size == (32, 32)  # the model's input, under its caption
+
+
+def test_inputs_sharing_a_name_get_their_own_overlays_and_each_row_names_its_own(
+    run_dir: Path, synth_small: Path, tmp_path: Path
+) -> None:
+    """p1/sub/c.png (an ALL cell) and p2/sub/c.png (a HEM cell), and cell.png beside cell.webp, once made two
+    overlays of four images, the second of each pair written over the first without a word."""
+    files = sorted(synth_small.rglob("*.png"))
+    blast, normal = (next(path for path in files if path.parent.name == name) for name in ("all", "hem"))
+    for folder, source in (("p1", blast), ("p2", normal)):
+        (tmp_path / folder / "sub").mkdir(parents=True)
+        shutil.copy(source, tmp_path / folder / "sub" / "c.png")
+    pair = tmp_path / "dupB"
+    pair.mkdir()
+    shutil.copy(blast, pair / "cell.png")
+    Image.open(normal).save(pair / "cell.webp", lossless=True)
+    overlays, out = tmp_path / "gradcam", tmp_path / "preds.csv"
+    inputs = [tmp_path / "p1", tmp_path / "p2", pair]
+    assert main(["predict", str(run_dir), *map(str, inputs), "--gradcam", str(overlays), "--out", str(out)]) == 0
+
+    saved = {Path(row["file"]).relative_to(tmp_path).as_posix(): row["gradcam"] for row in csv.DictReader(out.open())}
+    assert saved == {
+        "p1/sub/c.png": str(overlays / "p1_sub_c.png_gradcam.png"),
+        "p2/sub/c.png": str(overlays / "p2_sub_c.png_gradcam.png"),
+        "dupB/cell.png": str(overlays / "cell.png_gradcam.png"),
+        "dupB/cell.webp": str(overlays / "cell.webp_gradcam.png"),
+    }
+    assert sorted(overlays.iterdir()) == sorted(map(Path, saved.values()))
+    for file, overlay in saved.items():  # each overlay is its own image's
+        assert json.loads(Image.open(overlay).info["blastscope.gradcam"])["file"] == str(tmp_path / file)
+    first, second = (np.asarray(Image.open(saved[f"{name}/sub/c.png"])) for name in ("p1", "p2"))
+    assert not np.array_equal(first, second)
+
+
+def test_a_map_that_shows_nothing_leaves_the_gradcam_column_empty(
+    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def flat(self: Classifier, image: object, target: str | None = None, **kwargs: object) -> Explanation:
+        return Explanation(str(target), np.zeros((8, 8), np.float32), Image.new("RGB", (8, 8)), "bn2", (1, 1))
+
+    monkeypatch.setattr(Classifier, "explain", flat)
+    overlays, out = tmp_path / "gradcam", tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(images), "--gradcam", str(overlays), "--out", str(out)]) == 1
+    assert {row["gradcam"] for row in csv.DictReader(out.open())} == {""}  # the failed files' rows too
+    assert not any(overlays.iterdir()) and "no Grad-CAM overlay for " in capsys.readouterr().err
+
+
+def test_overlay_names_are_unique_ignoring_case_and_depend_only_on_the_inputs() -> None:
+    paths = [
+        Path("a/x.png"),
+        Path("b/x.png"),
+        Path("a/X.jpg"),  # the same name as a/x.png's on a macOS or Windows disk, were the extension dropped
+        Path("solo.png"),
+        Path("y.png"),
+        Path("y.png"),  # one file given twice
+        Path("a_b/c/z.png"),
+        Path("a/b_c/z.png"),  # flattened, the same path as the one before
+    ]
+    names = gradcam_names(paths)
+    assert names == [
+        "a_x.png_gradcam.png",
+        "b_x.png_gradcam.png",
+        "a_X.jpg_gradcam.png",
+        "solo_gradcam.png",
+        "y.png_gradcam.png",
+        "y.png_2_gradcam.png",
+        "a_b_c_z.png_gradcam.png",
+        "a_b_c_z.png_2_gradcam.png",
+    ]
+    assert gradcam_names(list(paths)) == names and gradcam_names(paths[3:4]) == ["solo_gradcam.png"]
+
+
+def test_an_overlay_is_captioned_with_what_it_explains_above_the_map_unchanged(
+    run_dir: Path, images: Path, tmp_path: Path
+) -> None:
+    """Which class the map explains, the call and its probability and the threshold, in the picture and in its PNG
+    text; the overlay itself is the one ``explain`` gives, pixel for pixel."""
+    path = sorted(images.glob("UID_*.png"))[0]
+    overlays, out = tmp_path / "gradcam", tmp_path / "preds.json"
+    assert (
+        main(["predict", str(run_dir), str(path), "--gradcam", str(overlays), "--out", str(out), "--threshold", "0.3"])
+        == 0
+    )
+    row = json.loads(out.read_text())[0]
+    picture = Image.open(row["gradcam"])
+    about = json.loads(picture.info["blastscope.gradcam"])
+    overlay = load(run_dir, backend="torch").explain(path, target=row["label"]).overlay
+    np.testing.assert_array_equal(np.asarray(picture.crop(about["overlay_box"])), np.asarray(overlay))
+    label, p_all = row["label"].upper(), row["probabilities"]["all"]
+    assert picture.info["Description"].splitlines() == [
+        f"Grad-CAM of {label}",
+        f"called {label} · p({label}) {row['probabilities'][row['label']]:.4f}",
+        f"ALL when p(ALL) ≥ 0.3000; here {p_all:.4f}",
+    ]
+    assert {key: about[key] for key in ("explained_class", "label", "positive_class", "threshold")} == {
+        "explained_class": row["label"],
+        "label": row["label"],
+        "positive_class": "all",
+        "threshold": 0.3,
+    }
+    strip = np.asarray(picture)[overlay.height :]
+    assert strip.shape[0] > 30 and strip.max() == 255  # white text on the caption strip
+
+
+def test_the_caption_shows_p_on_the_side_of_the_threshold_it_is_on() -> None:
+    """Rounded to 4 decimals, 0.35379 would read as 0.3538, at the threshold of 0.3538 it is under."""
+    under = Prediction("c.png", "hem", {"hem": 0.64621, "all": 0.35379}, "all", 0.3538, "given", referred=True)
+    assert gradcam_caption("hem", under) == [
+        "Grad-CAM of HEM",
+        "called HEM · p(HEM) 0.64621 · uncertain — refer",
+        "ALL when p(ALL) ≥ 0.35380; here 0.35379",
+    ]
+    three = Prediction("c.png", "other", {"all": 0.2, "hem": 0.3, "other": 0.5}, None, None, "by train")
+    assert gradcam_caption("all", three) == [
+        "Grad-CAM of ALL",
+        "called other · p(other) 0.50",
+        "the most probable class wins (no threshold)",
+    ]
+
+
+def test_rows_name_the_class_the_threshold_is_on(
+    run_dir: Path, tiny_three_class_run: Path, images: Path, tmp_path: Path
+) -> None:
+    """A saved threshold of 0.35 is on p(ALL), not p(HEM); a multi-class run has neither (the most probable class)."""
+    good = sorted(images.glob("UID_*.png"))
+    point = load_run(run_dir).operating_point
+    for run, expected in (
+        (run_dir, (point.positive_class, f"{point.threshold:.6f}")),
+        (tiny_three_class_run, ("", "")),
+    ):
+        out = tmp_path / "preds.csv"
+        assert main(["predict", str(run), *map(str, good), "--out", str(out)]) == 0
+        assert {(row["positive_class"], row["threshold"]) for row in csv.DictReader(out.open())} == {expected}
 
 
 def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:
     first = sorted(images.glob("UID_*.png"))[0]
     assert main(["predict", str(run_dir), str(first), "--backend", "torch"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,label,p_hem,p_all,threshold,decided_by,segmented,tta,referred,error"
+    assert lines[0] == "file,label,p_hem,p_all,positive_class,threshold,decided_by,segmented,tta,referred,error"
     assert lines[1].startswith(str(first)) and lines[1].endswith(",False,False,False,")  # not cut out, no TTA, no band
     assert "test-time augmentation" not in capsys.readouterr().err
 

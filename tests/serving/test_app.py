@@ -127,6 +127,8 @@ def test_predict_several_files_with_explanations(classifier, cell_images: list[P
     for entry, prediction in zip(entries, expected, strict=True):
         assert entry["label"] == prediction.label
         assert entry["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
+        assert (entry["positive_class"], entry["threshold"]) == (prediction.positive_class, prediction.threshold)
+        assert entry["positive_class"] == classifier.operating_point.positive_class  # what the threshold is on
         overlay = Image.open(io.BytesIO(base64.b64decode(entry["gradcam_png"])))
         assert overlay.format == "PNG" and overlay.size == (size, size)
         # efficientnet_lite0 at 32 px: bn2 is 1x1 (an all-zero heat map), so the stride-8 map (4x4) is explained
