@@ -82,7 +82,8 @@ def test_a_new_run_trains_through_the_training_package(
     class Stop(Exception):
         """Stops the comparison at its first training call: only the call matters here."""
 
-    def fake_train(config: TrainConfig) -> None:
+    def fake_train(config: TrainConfig, *, announce: bool = True) -> None:
+        assert not announce  # compare said the positive class once, for all runs
         asked.append(config)
         raise Stop
 
@@ -448,11 +449,11 @@ def test_compare_trains_again_after_the_data_is_redrawn_under_the_same_names(
     class Stop(Exception):
         """Stops the comparison at its first training call."""
 
-    def fake_train(config: TrainConfig) -> None:
+    def fake_train(config: TrainConfig, *, announce: bool = True) -> None:
         raise Stop
 
     monkeypatch.setattr("blastscope.training.train", fake_train)
-    monkeypatch.setattr("blastscope.training.resume", lambda *_a: pytest.fail("the old run is finished"))
+    monkeypatch.setattr("blastscope.training.resume", lambda *_a, **_k: pytest.fail("the old run is finished"))
     with pytest.raises(Stop):
         run_compare(tiny_config(data, tmp_path / "out"))
 
