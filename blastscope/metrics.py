@@ -70,13 +70,14 @@ def roc_auc(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive
 
 
 def pr_auc(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
-    """Average precision of the positive class (one-vs-rest macro for multi-class); ``None`` when undefined."""
+    """Average precision of the positive class (one-vs-rest macro for multi-class); ``None`` when a class is missing
+    (with positives alone every ranking scores 1.0, which says nothing)."""
     del y_pred
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
     num_classes = y_prob.shape[1]
     if positive is not None:
         hits = y_true == positive
-        return float(skm.average_precision_score(hits, y_prob[:, positive])) if hits.any() else None
+        return float(skm.average_precision_score(hits, y_prob[:, positive])) if 0 < hits.sum() < len(hits) else None
     if len(np.unique(y_true)) < num_classes:
         return None
     one_hot = np.eye(num_classes, dtype=np.int64)[y_true]

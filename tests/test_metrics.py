@@ -91,6 +91,7 @@ def test_single_class_labels_leave_undefined_metrics_empty() -> None:
     y_prob = np.array([[0.2, 0.8], [0.7, 0.3]])
     result = classification_metrics(np.array([1, 1]), y_prob, _decided(y_prob), CLASSES, "all")
     assert result["roc_auc"] is None and result["specificity"] is None
+    assert result["pr_auc"] is None  # positives alone: every ranking would score 1.0
     assert result["sensitivity"] == pytest.approx(0.5)
 
 

@@ -247,12 +247,14 @@ def positive_class_line(
 
 
 def match_class_names(found: Sequence[str], known: Sequence[str]) -> dict[str, str] | None:
-    """Map every name of ``found`` to the name of ``known`` it stands for, ignoring case; ``None`` if they differ.
+    """Map every name of ``found`` to the name of ``known`` it stands for, ignoring case; ``None`` if one is not
+    among ``known`` or two stand for one.
 
-    ``ALL``/``HEM`` maps onto a run's ``all``/``hem``; the two sets must match one to one.
+    ``ALL``/``HEM`` maps onto a run's ``all``/``hem``; ``found`` may be any part of ``known`` (new cells of one
+    class, such as one new person's normal cells, are scored by a two-class run).
     """
     mapping = {name: match_class(name, known) for name in found}
-    if None in mapping.values() or len(set(mapping.values())) != len(mapping) or len(mapping) != len(set(known)):
+    if None in mapping.values() or len(set(mapping.values())) != len(mapping):
         return None
     return mapping  # type: ignore[return-value]
 

@@ -69,7 +69,8 @@ def scan_dataset(
     """Read the dataset at ``path`` (folder or ``.csv`` manifest); raise DataError when it cannot be used.
 
     ``for_splits``: the table will be split (train, compare, ``data``), so missing subject ids are warned about
-    (splits then go by image); False for a dataset only scored (``evaluate --data``), where that note would mislead.
+    (splits then go by image) and two classes are needed; False for a dataset only scored (``evaluate --data``),
+    where that note would mislead and one class is enough (one new person's normal cells).
     """
     path = Path(path).expanduser().resolve()
     if prelim not in PRELIM_CHOICES:
@@ -116,7 +117,7 @@ def scan_dataset(
             _refuse_repeated_class_folders(root, files)
             kind, labelled = "folders", _from_folders(root, files, skipped)
     table = _hash_and_deduplicate(root, kind, labelled, max_pixels, skipped, notes)
-    _check_usable(path, table)
+    _check_usable(path, table, for_splits)
     if kind == "folders" and (empty := _empty_folders(path, table)):
         table.notes.append(f"not a class: {empty.strip(' ()')}")
     if for_splits:
@@ -439,11 +440,11 @@ def class_order(labels: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(present, key=natural_key))
 
 
-def _check_usable(path: Path, table: CellTable) -> None:
+def _check_usable(path: Path, table: CellTable, for_splits: bool) -> None:
     if not table.cells:
         first = f" (first: {table.skipped[0][0]}: {table.skipped[0][1]})" if table.skipped else ""
         raise DataError(f"{path}: no readable images; {len(table.skipped):,} files skipped{first}")
-    if len(table.classes) < 2:
+    if for_splits and len(table.classes) < 2:
         raise DataError(
             f"{path}: only one class ({table.classes[0]}) found{_empty_folders(path, table)}; a classifier needs at "
             "least two class folders or labels"

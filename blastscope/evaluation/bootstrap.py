@@ -2,7 +2,9 @@
 
 Cells of one subject are correlated (same smear, same staining, same person), so resampling cells would give
 intervals that are too narrow. Each resample draws, per class, as many subjects as that class has, with replacement,
-so every resample holds both classes. Without subject ids cells are resampled instead and the result says so.
+so every resample holds both classes. Without subject ids cells are resampled instead and the result says so. A class
+with a single unit would be the same in every resample, so its share of the uncertainty would vanish (with one subject
+per class every interval has zero width): then there are no intervals.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 
 from blastscope.evaluation.subjects import subject_units
 from blastscope.metrics import SCALAR_METRICS, MetricFn
+
+MIN_UNITS_PER_CLASS = 2  # fewer: that class is identical in every resample, and the interval too narrow to mean much
 
 
 def bootstrap_ci(
@@ -31,7 +35,8 @@ def bootstrap_ci(
 
     Each resample draws the same cells from ``y_true``, ``y_prob`` and ``y_pred`` together: the decisions were made
     once, at the operating point, and are not remade per resample. A metric that is undefined on a resample (returns
-    ``None``) skips that resample; ``n_valid`` counts the rest.
+    ``None``) skips that resample; ``n_valid`` counts the rest. When a class has fewer than 2 units there is no
+    interval (``low`` and ``high`` are ``None``, ``n_valid`` 0; ``units_per_class`` says why).
 
     Parameters
     ----------
@@ -68,7 +73,9 @@ def bootstrap_ci(
     unit = "subject" if subjects is not None and all(s is not None for s in subjects) else "cell"
     members, strata = _units(y_true, subjects if unit == "subject" else None)
     rng = np.random.default_rng(seed)
-    draws = [resample_indices(members, strata, rng) for _ in range(n_resamples)]
+    units_per_class = [len(stratum) for stratum in strata]
+    drawable = min(units_per_class) >= MIN_UNITS_PER_CLASS
+    draws = [resample_indices(members, strata, rng) for _ in range(n_resamples)] if drawable else []
     alpha = (1.0 - level) / 2.0
     results = {}
     for name, fn in metrics.items():
@@ -86,7 +93,7 @@ def bootstrap_ci(
     return {
         "unit": unit,
         "n_units": len(members),
-        "units_per_class": [len(stratum) for stratum in strata],
+        "units_per_class": units_per_class,
         "n_resamples": n_resamples,
         "level": level,
         "seed": seed,

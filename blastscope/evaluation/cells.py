@@ -1,10 +1,12 @@
 """Which cells an evaluation scores: a part of the run's own split, or the unseen cells of another dataset.
 
 Cells the run trained or validated on never count as new data, and whether the result may be read at subject level
-(no person in both training and the evaluated data) is decided here, with a note for the reader when it may not.
-Cells whose image cannot be read, or whose white cell the run's segmentation cannot find, are set aside here too
-(:func:`readable_cells`), with a note: they are reported, never scored as blanks. A run that normalises colours per
-person needs every scored cell's subject id, checked here before any image is read.
+(no person in both training and the evaluated data, which needs subject ids on both sides) is decided here, with a
+note for the reader when it may not. New data may hold any of the run's classes, one alone too (the normal cells of
+one new person). Files its scan sets aside (unreadable, outside a class folder, not a C-NMC name...) and cells whose
+image cannot be decoded or whose white cell the run's segmentation cannot find (:func:`readable_cells`) are reported
+with their reasons, never scored as blanks. A run that normalises colours per person needs every scored cell's
+subject id, checked here before any image is read.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from blastscope.data.attribution import dataset_attribution
 from blastscope.data.cache import DecodedCache
-from blastscope.data.classes import match_class_names
+from blastscope.data.classes import match_class, match_class_names
 from blastscope.data.discover import scan_dataset
 from blastscope.data.people import require_subjects
 from blastscope.data.table import Cell
@@ -26,12 +28,14 @@ from blastscope.inference.predict import readable
 from blastscope.runs import TrainedRun
 
 SPLITS = ("test", "val", "train")
+SKIP_REASONS = 5  # reasons for skipped files of new data noted one per line; the rest in one line
 
 
 def cells_to_score(
     run: TrainedRun, data: Path | str | None, split: str, notes: list[str]
-) -> tuple[list[Cell], str, bool, str | None]:
-    """The cells to evaluate, where they come from, whether results are subject-level, and whom to credit.
+) -> tuple[list[Cell], str, bool, str | None, list[tuple[str, str]]]:
+    """The cells to evaluate, where they come from, whether results are subject-level, whom to credit, and the files
+    of ``data`` its scan set aside.
 
     Parameters
     ----------
@@ -49,18 +53,23 @@ def cells_to_score(
     source : str
         What was scored, for the summary.
     subject_level : bool
-        Whether every cell has a subject and no evaluated subject gave cells to training or validation.
+        Whether every cell has a subject and no evaluated subject gave cells to training or validation (with
+        ``data``: which every training and validation cell's subject id must show).
     attribution : str or None
         The data's credit line.
+    skipped : list of (str, str)
+        Path and reason of each file of ``data`` its scan set aside; empty for a split.
 
     Raises
     ------
     BlastscopeError
         For an unknown split.
     DataError
-        For an empty split, a dataset with other classes, or one whose every cell the run has seen; for a run that
-        normalises colours per person (``--colour-norm subject``), cells without a subject id.
+        For an empty split, a dataset with a class the run does not have, or one whose every cell the run has seen;
+        for a run that normalises colours per person (``--colour-norm subject``), cells without a subject id.
     """
+    skipped: list[tuple[str, str]] = []
+    shared, seen_unknown = False, False
     if data is None:
         cells, source = _split_cells(run, split), f"{split} split of {run.run_dir}"
         attribution = run.config.get("attribution")
@@ -71,24 +80,31 @@ def cells_to_score(
                 "so its scores here are optimistic; the test split is the honest one"
             )
     else:
-        (cells, attribution), source = _external_cells(run, Path(data), notes), str(data)
-        subject_level = all(cell.subject for cell in cells) and not _shared_subjects(run, cells, notes)
+        (cells, attribution, skipped), source = _external_cells(run, Path(data), notes), str(data)
+        shared = _shared_subjects(run, cells, notes)
+        seen_unknown = any(cell.subject is None for part in ("train", "val") for cell in run.split.parts.get(part, []))
+        subject_level = all(cell.subject for cell in cells) and not shared and not seen_unknown
     if run.preprocessing.colour_norm == "subject":
         require_subjects(cells, source, "score them with `blastscope predict`, which groups images by --person-by")
     if not subject_level:
-        unknown = data is not None and not all(cell.subject for cell in cells)
-        why = (
-            "the evaluated cells carry no subject ids, so whether their people also gave cells to training "
-            "cannot be checked"
-            if unknown
-            else "cells of one subject may be in both the training and the evaluated data"
-        )
+        if data is not None and not all(cell.subject for cell in cells):
+            why = (
+                "the evaluated cells carry no subject ids, so whether their people also gave cells to training "
+                "cannot be checked"
+            )
+        elif seen_unknown and not shared:
+            why = (
+                "the run's training cells carry no subject ids, so whether the evaluated people also gave cells to "
+                "training cannot be checked"
+            )
+        else:
+            why = "cells of one subject may be in both the training and the evaluated data"
         notes.insert(
             0,
             f"results are image-level: {why}; these numbers can be optimistic and do not say how the "
             "model does on new people",
         )
-    return cells, source, subject_level, attribution
+    return cells, source, subject_level, attribution, skipped
 
 
 def readable_cells(
@@ -143,19 +159,22 @@ def _split_cells(run: TrainedRun, split: str) -> list[Cell]:
     return list(cells)
 
 
-def _external_cells(run: TrainedRun, data: Path, notes: list[str]) -> tuple[list[Cell], str]:
+def _external_cells(run: TrainedRun, data: Path, notes: list[str]) -> tuple[list[Cell], str, list[tuple[str, str]]]:
     """Every cell of a dataset the run was not trained on (cells identical to its training or validation cells go),
-    labelled with the run's class names, and the dataset's credit line.
+    labelled with the run's class names, the dataset's credit line, and the files its scan set aside (each reason
+    noted with its count and first file).
 
-    Class names are matched ignoring case (a run trained on ``all/hem`` scores ``ALL/HEM``); only names that differ
-    otherwise are refused.
+    Class names are matched ignoring case (a run trained on ``all/hem`` scores ``ALL/HEM``); the data may hold any of
+    the run's classes, one alone too; a class the run does not have is refused.
     """
     table = scan_dataset(data, for_splits=False)
     names = match_class_names(table.classes, run.classes)
     if names is None:
+        unknown = [name for name in table.classes if match_class(name, run.classes) is None]
         raise DataError(
-            f"{data}: classes {', '.join(table.classes)} differ from the run's {', '.join(run.classes)}; "
-            "evaluate on a dataset with the same class folders (case does not matter)"
+            f"{data}: classes {', '.join(table.classes)} differ from the run's {', '.join(run.classes)}: "
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among them; evaluate on class folders "
+            "named as the run's (any of them; case does not matter)"
         )
     seen = {cell.digest for part in ("train", "val") for cell in run.split.parts.get(part, [])}
     cells = [replace(cell, label=names[cell.label]) for cell in table.cells if cell.digest not in seen]
@@ -164,11 +183,30 @@ def _external_cells(run: TrainedRun, data: Path, notes: list[str]) -> tuple[list
             f"{len(table.cells) - len(cells)} cells of {data} are identical to cells the run trained or "
             "validated on and were left out"
         )
-    if table.skipped:
-        notes.append(f"{len(table.skipped)} files of {data} could not be read and were skipped")
+    notes.extend(_skip_notes(table.skipped, data))
     if not cells:
         raise DataError(f"{data}: every cell is one the run trained or validated on; evaluate on unseen cells")
-    return cells, dataset_attribution(table)
+    return cells, dataset_attribution(table), [(str(path), reason) for path, reason in table.skipped]
+
+
+def _skip_notes(skipped: Sequence[tuple[Path, str]], data: Path) -> list[str]:
+    """One line per reason files of ``data`` were set aside: how many, the first of them, and the reason."""
+    by_reason: dict[str, list[Path]] = {}
+    for path, reason in skipped:
+        by_reason.setdefault(reason, []).append(path)
+    lines = []
+    for reason, paths in list(by_reason.items())[:SKIP_REASONS]:
+        if len(paths) == 1:
+            lines.append(f"1 file of {data} was skipped ({paths[0]}): {reason}")
+        else:
+            lines.append(f"{len(paths)} files of {data} were skipped (first: {paths[0]}): {reason}")
+    if len(by_reason) > SKIP_REASONS:
+        rest = sum(len(paths) for paths in list(by_reason.values())[SKIP_REASONS:])
+        lines.append(
+            f"{rest} more file{'s' * (rest != 1)} of {data} skipped for other reasons (evaluation.json's skipped_cells "
+            "lists each with its reason)"
+        )
+    return lines
 
 
 def _shared_subjects(run: TrainedRun, cells: Sequence[Cell], notes: list[str]) -> bool:

@@ -88,7 +88,8 @@ class EvaluationResult:
         How many people's cells had their colours normalised together (the run's ``--colour-norm subject``); 0 when
         the run feeds colours as decoded.
     skipped_cells : list of [path, reason]
-        Cells left out because their image cannot be read or no cell was found in it.
+        Files left out, each with its reason: set aside by the scan of ``data`` (unreadable, outside a class folder,
+        not a C-NMC name...), or cells whose image cannot be decoded or in which no cell was found.
     predictions : list of dict
         Per-cell rows for ``predictions.csv``; left out of :meth:`to_dict` to keep the JSON small.
     """
@@ -259,11 +260,11 @@ def evaluate_run(
         notes.append(line)
         if announce is not None:
             announce(line)
-    cells, source, subject_level, attribution = cells_to_score(run, data, split, notes)
+    cells, source, subject_level, attribution, scan_skipped = cells_to_score(run, data, split, notes)
     if data is None:
         new_data = f"`blastscope evaluate {run.run_dir} --data {run.config.get('data') or 'DIR'}`"
         _check_unchanged(run, cells, split, f"score the images as they are now as new data with {new_data}")
-    cells, segmented, skipped = readable_cells(run, cells, notes, "scored")
+    cells, segmented, unreadable = readable_cells(run, cells, notes, "scored")
     features = None  # first: a network without features of its own (an ensemble) stops before any other work
     if transductive_neighbours is not None:
         if transductive_neighbours >= len(cells):
@@ -342,7 +343,7 @@ def evaluate_run(
         referral_choice=choice.to_dict() if choice is not None else None,
         segmented_cells=sum(segmented),
         colour_people=len({cell.subject for cell in cells}) if run.preprocessing.colour_norm == "subject" else 0,
-        skipped_cells=skipped,
+        skipped_cells=[*scan_skipped, *unreadable],
         predictions=prediction_rows(
             cells, logits, point, tta_logits, segmented=segmented, transductive_logits=transductive_logits
         ),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from blastscope.data.text_table import in_words
+from blastscope.evaluation.bootstrap import MIN_UNITS_PER_CLASS
 from blastscope.evaluation.referral import ReferralChoice
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
@@ -15,6 +16,7 @@ from blastscope.runs.folder import OPERATING_POINT_FILE, read_config
 from blastscope.runs.trained import temperature_warnings
 
 FEW_UNITS = 5
+RANKING_KEYS = ("roc_auc", "pr_auc")  # always shown: n/a when a class is missing from the scored cells
 SUMMARY_ROWS = (
     ("weighted_f1", "weighted F1"),
     ("accuracy", "accuracy"),
@@ -31,11 +33,13 @@ SUMMARY_ROWS = (
 def format_summary(result: EvaluationResult) -> str:
     """An aligned, human-readable report of ``result``.
 
-    Notes first, then the model, the data, ``decision: <OperatingPoint.describe()>``, where that point came from and
-    its refer band, a table of metric, value, 95% CI (the value on the called cells with a refer band, the TTA value
-    when run), what referral did, calibration (with a warning when the point's temperature, or an ensemble member's,
-    sits at a bound of its fit), subject-level scores and the confusion matrix; then, apart, the transductive section
-    when run, under a title naming the view and K, its label, and with "transductive" on every line.
+    A warning first when the scored cells hold one class only (ROC-AUC and PR-AUC then print n/a) or the model calls
+    them all one class, then the notes, the model, the data, ``decision: <OperatingPoint.describe()>``, where that
+    point came from and its refer band, a table of metric, value, 95% CI (n/a, with the reason, when a class has fewer
+    than 2 units to resample; the value on the called cells with a refer band, the TTA value when run), what referral
+    did, calibration (with a warning when the point's temperature, or an ensemble member's, sits at a bound of its
+    fit), subject-level scores and the confusion matrix; then, apart, the transductive section when run, under a title
+    naming the view and K, its label, and with "transductive" on every line.
 
     Parameters
     ----------
@@ -49,7 +53,10 @@ def format_summary(result: EvaluationResult) -> str:
     plain, tta = result.plain, result.tta
     point = result.point
     lines = [f"note: {note}" for note in result.notes]
-    if single := plain["metrics"].get("single_predicted_class"):
+    present = _present_classes(plain["metrics"])
+    if len(present) == 1 and len(result.classes) > 1:
+        lines.insert(0, f"warning: {_one_true_class_warning(present[0], result.n_cells)}")
+    elif single := plain["metrics"].get("single_predicted_class"):
         lines.insert(0, f"warning: {one_class_warning(single)}")
     lines += [
         f"model: {result.display_name}; weights: {result.weights_source}",
@@ -70,19 +77,16 @@ def format_summary(result: EvaluationResult) -> str:
     rows = [header]
     for key, label in SUMMARY_ROWS:
         value = plain["metrics"][key]
-        if value is None:
+        if value is None and key not in RANKING_KEYS:
             continue
         rows.append(
-            [_metric_label(key, label, point), f"{value:.4f}", _ci_text(boot, key)]
+            [_metric_label(key, label, point), _number(value), _ci_text(boot, key)]
             + ([_number(called[key])] if called else [])
             + ([_number(tta["metrics"][key])] if tta else [])
         )
     lines += ["", *_aligned(rows)]
-    if boot and (fewest := min(boot["units_per_class"])) < FEW_UNITS:
-        lines.append(
-            f"(only {fewest} {boot['unit']}{'s' * (fewest != 1)} in the smallest class: the intervals understate the "
-            "uncertainty)"
-        )
+    if boot and (intervals := _intervals_line(boot, present)):
+        lines.append(intervals)
     if referral.get("band") is not None:
         lines += ["", _referral_text(referral, result.split)]
     lines += ["", _calibration_text(plain["calibration"], point)]
@@ -91,7 +95,7 @@ def format_summary(result: EvaluationResult) -> str:
         level = plain["subjects"]["subject_level"]
         lines.append(
             f"subject level (mean probability per subject): accuracy {level['accuracy']:.4f}, "
-            f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
+            f"weighted F1 {level['weighted_f1']:.4f} over {_count(level['n'], 'subject')}"
         )
     lines += ["", "confusion matrix (rows = true class, columns = predicted):"]
     names = [class_display_name(c) for c in result.classes]
@@ -108,7 +112,7 @@ def _subjects_text(subjects: dict[str, Any]) -> str:
     """`` from 8 subjects``; when some subjects' cells carry two labels, says so, as each counts once per label."""
     mixed = subjects.get("mixed_subjects") or []
     if not mixed:
-        return f" from {subjects['n_subjects']} subjects"
+        return f" from {_count(subjects['n_subjects'], 'subject')}"
     verb = "has" if len(mixed) == 1 else "have"
     return (
         f" from {subjects['n_subjects']} subject units ({in_words(mixed)} {verb} cells of more than one class, each "
@@ -123,16 +127,16 @@ def _transductive_lines(result: EvaluationResult) -> list[str]:
     ci_header = f"95% CI ({boot['n_resamples']} resamples of {boot['unit']}s)" if boot else ""
     rows = [["transductive metric", "value", ci_header]]
     for key, label in SUMMARY_ROWS:
-        if (value := section["metrics"][key]) is not None:
+        if (value := section["metrics"][key]) is not None or key in RANKING_KEYS:
             name = f"transductive {_metric_label(key, label, result.point)}"
-            rows.append([name, f"{value:.4f}", _ci_text(boot, key)])
+            rows.append([name, _number(value), _ci_text(boot, key)])
     view = "plain view, not the TTA views" if result.tta else "plain view"
     lines = [f"transductive ({view}, K={section['neighbours']})", section["label"], *_aligned(rows)]
     if section["subjects"]:
         level = section["subjects"]["subject_level"]
         lines.append(
             f"transductive subject level (mean probability per subject): accuracy {level['accuracy']:.4f}, "
-            f"weighted F1 {level['weighted_f1']:.4f} over {level['n']} subjects"
+            f"weighted F1 {level['weighted_f1']:.4f} over {_count(level['n'], 'subject')}"
         )
     return lines
 
@@ -185,10 +189,50 @@ def _metric_label(key: str, label: str, point: OperatingPoint) -> str:
 
 
 def _ci_text(boot: dict[str, Any] | None, key: str) -> str:
+    """The interval, ``n/a`` where the bootstrap ran but gives none (too few units, or undefined on every resample),
+    empty for a metric without one."""
     interval = boot["metrics"].get(key) if boot else None
-    if not interval or interval["low"] is None:
+    if not interval:
         return ""
+    if interval["low"] is None:
+        return "n/a"
     return f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+
+
+def _present_classes(metrics: dict[str, Any]) -> list[str]:
+    """The classes with scored cells, in the run's order (which is the bootstrap's order of ``units_per_class``)."""
+    return [name for name in metrics["classes"] if metrics["per_class"][name]["support"] > 0]
+
+
+def _one_true_class_warning(label: str, n_cells: int) -> str:
+    name = class_display_name(label)
+    return (
+        f"only one class ({name}) is left among the {_count(n_cells, 'scored cell')}: ROC-AUC and PR-AUC are not "
+        f"defined (n/a) and F1 summarises {name} alone; accuracy is the share called {name}"
+    )
+
+
+def _intervals_line(boot: dict[str, Any], present: Sequence[str]) -> str | None:
+    """Why there are no intervals (a class with fewer than 2 units), or that they understate (fewer than 5)."""
+    unit, counts = boot["unit"], boot["units_per_class"]
+    fewest = min(counts)
+    if fewest < MIN_UNITS_PER_CLASS:
+        short = [
+            f"{_count(count, unit)} of {class_display_name(name)}"
+            for name, count in zip(present, counts, strict=True)
+            if count < MIN_UNITS_PER_CLASS
+        ]
+        return (
+            f"(95% CI n/a: {' and '.join(short)}; an interval needs at least {MIN_UNITS_PER_CLASS} {unit}s of each "
+            "class, as one alone is the same in every resample)"
+        )
+    if fewest < FEW_UNITS:
+        return f"(only {_count(fewest, unit)} in the smallest class: the intervals understate the uncertainty)"
+    return None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _number(value: float | None) -> str:

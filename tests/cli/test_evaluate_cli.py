@@ -46,7 +46,9 @@ def test_evaluate_writes_json_and_prints_an_aligned_summary(
     assert header.startswith("path,subject,label,p_hem,p_all,decided_label,threshold,decided_by")
     assert "weights: random init" in out and "95% CI (40 resamples of subjects)" in out and "with TTA" in out
     table = [line for line in out.splitlines() if line.startswith(("weighted F1", "accuracy", "ROC-AUC"))]
-    assert len(table) == 3 and len({line.index("[") for line in table if "[" in line}) == 1  # CI column aligned
+    assert len(table) == 3 and len({line.index("n/a") for line in table}) == 1  # CI column aligned
+    # the suite's test split holds one subject of each class: an interval from it would have zero width
+    assert "(95% CI n/a: 1 subject of HEM and 1 subject of ALL; an interval needs at least 2 subjects" in out
 
 
 def test_a_threshold_chosen_on_val_is_stored_and_used_by_the_next_evaluate(
@@ -262,3 +264,58 @@ def test_a_stored_band_flags_cells_without_relabelling_them_and_a_new_threshold_
     third = _evaluate(tiny_run_copy, tmp_path / "third", "--threshold", "0.4")
     assert third["operating_point"]["refer_band"] is None and load_run(tiny_run_copy).operating_point.refer_band is None
     assert any("refer band" in note and "dropped" in note for note in third["notes"])
+
+
+def test_one_new_persons_normal_cells_are_scored_and_a_class_the_run_lacks_is_refused(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person = [cell for cell in load_run(tiny_run).split.parts["test"] if cell.label == "hem"]
+    data = tmp_path / "newperson"
+    (data / "hem").mkdir(parents=True)
+    for cell in person:
+        shutil.copyfile(cell.path, data / "hem" / cell.path.name)
+
+    evaluation = _evaluate(tiny_run, tmp_path / "out", "--data", str(data))
+
+    out = capsys.readouterr().out
+    metrics = evaluation["plain"]["metrics"]
+    assert evaluation["n_cells"] == len(person) and sum(metrics["confusion_matrix"][0]) == len(person)
+    assert metrics["confusion_matrix"][1] == [0, 0] and metrics["sensitivity"] is None
+    assert metrics["specificity"] == metrics["accuracy"] and metrics["roc_auc"] is None and metrics["pr_auc"] is None
+    (subject,) = evaluation["plain"]["subjects"]["per_subject"]
+    assert subject["subject"] == person[0].subject and subject["true_class"] == "hem"
+    assert out.splitlines()[0].startswith(f"warning: only one class (HEM) is left among the {len(person)} scored")
+    assert any(line.startswith("specificity (HEM)") for line in out.splitlines())
+
+    (tmp_path / "other" / "normal").mkdir(parents=True)
+    shutil.copyfile(person[0].path, tmp_path / "other" / "normal" / "cell.png")
+    assert main(["evaluate", str(tiny_run), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("blastscope: error:") and "normal is not among them" in error and "run's hem, all" in error
+
+
+def test_files_the_scan_sets_aside_are_counted_and_listed_with_their_reasons(
+    tiny_run: Path, synth_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = Path(shutil.copytree(synth_small, tmp_path / "data"))
+    cell = next(data.rglob("*_all.png"))
+    truncated = cell.with_name("UID_99_1_1_all.png")
+    truncated.write_bytes(cell.read_bytes()[: len(cell.read_bytes()) // 2])
+    (data / "mono").mkdir()
+    for name in ("m1.png", "m2.png"):  # readable, but not named as C-NMC cells are
+        shutil.copyfile(cell, data / "mono" / name)
+
+    evaluation = _evaluate(tiny_run, tmp_path / "out", "--data", str(data))
+
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert f"note: 1 file of {data} was skipped ({truncated}): corrupt or truncated PNG file" in "\n".join(notes)
+    mono = sorted((data / "mono").iterdir())
+    assert (
+        f"note: 2 files of {data} were skipped (first: {mono[0]}): not a C-NMC cell name "
+        "UID_<subject>_<image>_<cell>_<all|hem>; rename or remove it"
+    ) in notes
+    assert not any("could not be read" in note for note in notes)
+    reasons = dict(evaluation["skipped_cells"])
+    assert sorted(reasons) == sorted(map(str, [truncated, *mono]))
+    assert reasons[str(truncated)].startswith("corrupt or truncated PNG file")
+    assert reasons[str(mono[1])].startswith("not a C-NMC cell name")

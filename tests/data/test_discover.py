@@ -353,6 +353,15 @@ def test_unusable_datasets_stop_with_one_line_errors(tmp_path: Path, make, messa
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("make", [_one_class, _one_cnmc_class])
+def test_one_class_is_enough_for_data_only_scored_but_not_for_a_split(tmp_path: Path, make) -> None:
+    path = make(tmp_path)
+
+    assert len(scan_dataset(path, for_splits=False).classes) == 1  # `evaluate --data`: one new person's cells
+    with pytest.raises(DataError, match="only one class"):
+        scan_dataset(path)
+
+
 @pytest.fixture(scope="module")
 def dev_table(cnmc_dev: Path) -> CellTable:
     return scan_dataset(cnmc_dev)

@@ -89,3 +89,15 @@ def test_subject_intervals_are_wider_than_cell_intervals_when_subjects_differ() 
     by_cell = bootstrap_ci(y_true, y_prob, y_pred, None, metrics={"accuracy": accuracy}, n_resamples=300)
     width = lambda r: r["metrics"]["accuracy"]["high"] - r["metrics"]["accuracy"]["low"]  # noqa: E731
     assert width(by_subject) > 2 * width(by_cell)
+
+
+@pytest.mark.parametrize("kept_subjects", [{"S0", "S2", "S4", "S1"}, {"S0", "S1"}])  # 1 subject of ALL; 1 of each
+def test_a_class_of_one_subject_gives_no_interval_rather_than_a_zero_width_one(kept_subjects: set[str]) -> None:
+    y_true, y_prob, subjects = _dataset()
+    keep = np.array([subject in kept_subjects for subject in subjects])
+    kept = [subject for subject, k in zip(subjects, keep, strict=True) if k]
+    result = bootstrap_ci(y_true[keep], y_prob[keep], _decided(y_prob[keep]), kept, n_resamples=50)
+    assert min(result["units_per_class"]) == 1
+    for name, ci in result["metrics"].items():
+        assert ci["low"] is None and ci["high"] is None and ci["n_valid"] == 0, name
+    assert result["metrics"]["accuracy"]["estimate"] is not None  # the value stands; only its interval is undefined

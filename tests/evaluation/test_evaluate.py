@@ -201,6 +201,67 @@ def test_new_data_with_other_classes_is_refused(tiny_run: Path, tmp_path: Path) 
         evaluate_run(tiny_run, data=tmp_path, bootstrap=0)
 
 
+def test_a_run_trained_without_subject_ids_cannot_vouch_for_new_people(tiny_run_copy: Path, synth_small: Path) -> None:
+    """The run's split.csv without subject ids is a run trained on plain class folders: whether the evaluated people
+    gave it cells cannot be checked, so results with subject ids on the evaluated side only are not subject-level."""
+    split_csv = tiny_run_copy / "split.csv"
+    with split_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with split_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "subject": "", "group": ""} for row in rows)
+
+    result = evaluate_run(tiny_run_copy, data=synth_small, bootstrap=0)
+
+    assert all(row["subject"] for row in result.predictions)  # the evaluated cells carry subject ids
+    assert result.subject_level is False and result.to_dict()["subject_level"] is False
+    assert result.notes[0] == (
+        "results are image-level: the run's training cells carry no subject ids, so whether the evaluated people also "
+        "gave cells to training cannot be checked; these numbers can be optimistic and do not say how the model does "
+        "on new people"
+    )
+    assert sum("subject ids" in note for note in result.notes) == 1
+
+
+def test_new_data_of_which_one_class_is_left_says_so_and_gives_no_aucs_or_intervals(
+    tiny_run: Path, synth_small: Path, tmp_path: Path
+) -> None:
+    """The cells the run trained or validated on are left out; here that leaves only ALL (one subject's cells)."""
+    data = Path(shutil.copytree(synth_small, tmp_path / "data"))
+    for cell in load_run(tiny_run).split.parts["test"]:
+        if cell.label == "hem":
+            (data / cell.path.relative_to(synth_small.resolve())).unlink()
+
+    result = evaluate_run(tiny_run, data=data, bootstrap=50)
+
+    metrics = result.plain["metrics"]
+    assert [row["support"] for row in metrics["per_class"].values()] == [0, result.n_cells]
+    assert metrics["roc_auc"] is None and metrics["pr_auc"] is None  # not PR-AUC 1.0: every ranking would get it
+    assert all(ci["low"] is None and ci["high"] is None for ci in result.plain["bootstrap"]["metrics"].values())
+    lines = format_summary(result).splitlines()
+    assert lines[0] == (
+        f"warning: only one class (ALL) is left among the {result.n_cells} scored cells: ROC-AUC and PR-AUC are not "
+        "defined (n/a) and F1 summarises ALL alone; accuracy is the share called ALL"
+    )
+    assert sum(line.startswith("warning: ") for line in lines) == 1
+    table = {line.split("  ")[0]: line.split() for line in lines if line.startswith(("ROC-AUC", "PR-AUC", "accuracy"))}
+    assert table["ROC-AUC"][1:] == ["n/a", "n/a"] and table["PR-AUC"][1:] == ["n/a"]
+    assert table["accuracy"][1] == f"{metrics['accuracy']:.4f}" and table["accuracy"][2] == "n/a"
+    assert (
+        "(95% CI n/a: 1 subject of ALL; an interval needs at least 2 subjects of each class, as one alone is the same "
+        "in every resample)"
+    ) in lines
+    assert any(line.startswith("subject level") and line.endswith(" over 1 subject") for line in lines)
+    written = json.loads(write_evaluation(result, tmp_path / "out").read_text())
+    assert written["plain"]["metrics"]["pr_auc"] is None and written["plain"]["bootstrap"]["metrics"]["accuracy"] == {
+        "estimate": metrics["accuracy"],
+        "low": None,
+        "high": None,
+        "n_valid": 0,
+    }
+
+
 def _run_on_own_data(run_dir: Path, synth_small: Path, data: Path) -> list[dict[str, str]]:
     """Point ``run_dir`` (a copy of ``tiny_run``) at a private copy ``data`` of ``synth_small``; its split's rows."""
     shutil.copytree(synth_small, data)
