@@ -404,7 +404,8 @@ def prediction_rows(
     -------
     list of dict
         ``path``, ``subject``, ``label``, ``p_<class>`` (exact, so ``decide`` on them gives ``decided_label`` again),
-        ``decided_label``, ``threshold`` (empty for multi-class), ``decided_by`` (``point.origin()``), ``referred``
+        ``decided_label``, ``positive_class`` and ``threshold`` (on p(positive); both empty for multi-class),
+        ``decided_by`` (``point.origin()``), ``referred``
         (inside the point's refer band: flagged for a person, label unchanged), ``segmented``, and with TTA
         ``p_<class>_tta``, ``decided_label_tta`` and ``referred_tta``; with transductive logits the same three
         ending in ``_transductive``.
@@ -415,13 +416,14 @@ def prediction_rows(
     referred_tta = uncertain(tta[0], point) if tta is not None else None
     corrected = decisions(transductive_logits, point) if transductive_logits is not None else None
     referred_corrected = uncertain(corrected[0], point) if corrected is not None else None
-    threshold = point.threshold if point.binary else ""
+    threshold, positive = (point.threshold, point.positive_class) if point.binary else ("", "")
     origin = point.origin()
     rows = []
     for i, cell in enumerate(cells):
         row: dict[str, Any] = {"path": str(cell.path), "subject": cell.subject or "", "label": cell.label}
         row.update({f"p_{name}": float(p) for name, p in zip(point.classes, y_prob[i], strict=True)})
-        row.update({"decided_label": point.classes[y_pred[i]], "threshold": threshold, "decided_by": origin})
+        row.update({"decided_label": point.classes[y_pred[i]], "positive_class": positive, "threshold": threshold})
+        row["decided_by"] = origin
         row["referred"] = bool(referred[i])
         row["segmented"] = bool(segmented[i])
         if tta is not None:

@@ -43,7 +43,7 @@ def test_evaluate_writes_json_and_prints_an_aligned_summary(
     )
     assert evaluation["plain"]["bootstrap"]["n_resamples"] == 40 and evaluation["tta"] is not None
     header = (tmp_path / "predictions.csv").read_text().splitlines()[0]
-    assert header.startswith("path,subject,label,p_hem,p_all,decided_label,threshold,decided_by")
+    assert header.startswith("path,subject,label,p_hem,p_all,decided_label,positive_class,threshold,decided_by")
     assert "weights: random init" in out and "95% CI (40 resamples of subjects)" in out and "with TTA" in out
     table = [line for line in out.splitlines() if line.startswith(("weighted F1", "accuracy", "ROC-AUC"))]
     assert len(table) == 3 and len({line.index("n/a") for line in table}) == 1  # CI column aligned

@@ -143,6 +143,7 @@ def test_evaluate_run_on_the_test_split(tiny_run_copy: Path) -> None:
     columns = {"p_hem", "p_all", "decided_label", "threshold", "decided_by", "p_hem_tta", "p_all_tta"}
     assert columns <= set(result.predictions[0])
     assert {row["decided_by"] for row in result.predictions} == {point.origin()}
+    assert {row["positive_class"] for row in result.predictions} == {"all"}  # the class the threshold is on
     data = json.loads(json.dumps(result.to_dict()))
     assert "predictions" not in data and data["plain"]["metrics"]["n"] == len(test_cells)
     assert data["operating_point"] == point.to_dict()
