@@ -11,8 +11,15 @@ from typing import Any
 from blastscope.cli._interrupt import Interrupted
 from blastscope.data.preprocessing import CHANNELS, COLOUR_NORMS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
-from blastscope.errors import BlastscopeError
-from blastscope.training.config import CLASS_BALANCE, LOGGERS, MONITORS, PRECISIONS
+from blastscope.errors import BlastscopeError, DataError
+from blastscope.training.config import (
+    CLASS_BALANCE,
+    LOGGERS,
+    MONITORS,
+    PRECISIONS,
+    RATIOS_HINT,
+    valid_split_ratios,
+)
 
 # flag -> TrainConfig field; flags left out keep the config file's (or the default) value
 FIELDS = {
@@ -212,15 +219,19 @@ def run_train(args: argparse.Namespace) -> int:
         refuse_flags_with_resume(options)
         try:
             run_dir = resume(options["resume"], progress=options.get("progress"))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            _leave_ctrl_c_line(stop)
             raise Interrupted(resume_advice([Path(options["resume"])])) from None
     else:
         config = build_config(options)
+        if "config" in options and "data" not in options:
+            refuse_missing_recorded_data(Path(options["config"]), config.data)
         given = options.get("run_dir")
         before = _folders(Path(config.out))
         try:
-            run_dir = train(config, run_dir=given)
-        except KeyboardInterrupt:
+            run_dir = train(config, run_dir=given, repeating=options.get("config"))
+        except KeyboardInterrupt as stop:
+            _leave_ctrl_c_line(stop)
             started = [Path(given)] if given is not None else sorted(_folders(Path(config.out)) - before)
             raise Interrupted(resume_advice(started)) from None
     if line := segmented_line(Path(run_dir)):
@@ -241,6 +252,36 @@ def resume_advice(started: list[Path]) -> str:
     if runs:  # another train wrote into the same --out meanwhile
         return f"`blastscope train --resume RUN_DIR` continues it, RUN_DIR its folder among {', '.join(map(str, runs))}"
     return "no run was written yet, so nothing to resume: run the same command again"
+
+
+def _leave_ctrl_c_line(stop: KeyboardInterrupt) -> None:
+    """End the line a terminal echoed ``^C`` on, so that the interrupt line starts a line of its own; Lightning's
+    shutdown has done so when fitting was interrupted."""
+    from blastscope.training.engine import FitInterrupted
+
+    if not isinstance(stop, FitInterrupted):
+        print(file=sys.stderr, flush=True)
+
+
+def refuse_missing_recorded_data(config: Path, data: str | None) -> None:
+    """Refuse a re-run whose recorded data is not there, in one line with the ways on: a relative path, as runs
+    recorded before data paths were absolute, names the data only from the folder its run was started in.
+
+    Raises
+    ------
+    DataError
+        When ``data`` names nothing from here.
+    """
+    if data is None or Path(data).exists():
+        return
+    relative = not Path(data).is_absolute()
+    raise DataError(
+        f"{config} records the data as {data!r}"
+        + (", relative to the folder its run was started in," if relative else "")
+        + f" and {Path(data).resolve()} does not exist: "
+        + ("run from that folder, or " if relative else "")
+        + "pass --data with the dataset's folder"
+    )
 
 
 def _folders(out: Path) -> set[Path]:
@@ -373,8 +414,8 @@ def _ratios(text: str) -> tuple[float, float, float]:
         ratios = tuple(float(part) for part in text.split(","))
     except ValueError:
         ratios = ()
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise argparse.ArgumentTypeError(f"{text!r}: give three non-negative fractions summing to 1, e.g. 0.6,0.2,0.2")
+    if not valid_split_ratios(ratios):
+        raise argparse.ArgumentTypeError(f"{text!r}: {RATIOS_HINT}")
     return ratios  # type: ignore[return-value]
 
 

@@ -53,6 +53,8 @@ class ModelBundle:
         Where the weights came from, in words, e.g. ``"ImageNet (hub cache, timm/resnet50.a1_in1k)"``.
     spec : ModelSpec
         The registry entry it was built from.
+    weights_sha256 : str or None
+        The SHA-256 of the weights file it started from; ``None`` for weights not from a file.
     """
 
     name: str
@@ -61,6 +63,7 @@ class ModelBundle:
     pretrained: bool
     weights_source: str
     spec: ModelSpec
+    weights_sha256: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -116,6 +119,7 @@ def create_model(
         pretrained=weights.pretrained,
         weights_source=weights.source,
         spec=spec,
+        weights_sha256=weights.sha256,
     )
 
 

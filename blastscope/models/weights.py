@@ -6,8 +6,10 @@ and ``auto`` falls back to random initialisation with a warning instead of faili
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import socket
@@ -20,7 +22,7 @@ from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import constants, try_to_load_from_cache
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 from timm.models import get_pretrained_cfg
 from torch import nn
 
@@ -46,11 +48,13 @@ class WeightsChoice:
 
 @dataclass(slots=True)
 class ResolvedWeights:
-    """What the backbone got; ``classifier_state`` holds a whole-classifier checkpoint still to be loaded."""
+    """What the backbone got; ``classifier_state`` holds a whole-classifier checkpoint still to be loaded, ``sha256``
+    the SHA-256 of a weights file's bytes (``None`` for weights not from a file)."""
 
     pretrained: bool
     source: str
     classifier_state: dict[str, torch.Tensor] | None = None
+    sha256: str | None = None
 
 
 def parse_pretrained(value: str | Path | bool | None) -> WeightsChoice:
@@ -129,15 +133,21 @@ def describe_weights(spec: ModelSpec) -> str:
 # --- weights from a file ---------------------------------------------------------------------------------------------
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file: a plain state dict, a timm checkpoint or a blastscope/Lightning checkpoint."""
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of a weights file (a plain state dict, a timm checkpoint or a blastscope/Lightning checkpoint) and
+    the SHA-256 of the very bytes they were read from, so a run names exactly the weights it started from."""
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file; use {OPTIONS}")
     try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot be read ({error.strerror or error}); use {OPTIONS}") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
         if path.suffix == ".safetensors":
-            content: Any = load_file(str(path))
+            content: Any = load_safetensors(data)
         else:
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            content = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # any unreadable file is the same user error
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(
@@ -147,7 +157,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         content = content["state_dict"]
     if not isinstance(content, dict) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):
         raise WeightsError(f"{path}: holds no state dict of tensors; save one with torch.save(model.state_dict(), ...)")
-    return _strip_wrapper_prefix(content)
+    return _strip_wrapper_prefix(content), sha256
 
 
 def _strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,17 +174,18 @@ def _is_classifier_state(state: dict[str, torch.Tensor]) -> bool:
 
 
 def _from_file(spec: ModelSpec, path: Path) -> tuple[nn.Module | None, ResolvedWeights]:
-    state = read_state_dict(path)
-    source = f"file {path}"
+    """Weights from the file at ``path``, recorded by its absolute path (a run must name them wherever it is read)."""
+    state, sha256 = read_state_dict(path)
+    source = f"file {path.absolute()}"
     if _is_classifier_state(state):
         backbone = _random_backbone(spec) if spec.timm_name is not None else None
-        return backbone, ResolvedWeights(True, source, classifier_state=state)
+        return backbone, ResolvedWeights(True, source, classifier_state=state, sha256=sha256)
     if spec.timm_name is None:
         raise WeightsError(f"{path}: not a blastscope {spec.name} checkpoint (no backbone./head. keys); use {OPTIONS}")
     dropped = classifier_prefixes(spec.timm_name)
     backbone = _random_backbone(spec)
     load_checked(backbone, {k: v for k, v in state.items() if not k.startswith(dropped)}, path, f"{spec.name} backbone")
-    return backbone, ResolvedWeights(True, source)
+    return backbone, ResolvedWeights(True, source, sha256=sha256)
 
 
 def load_classifier_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -153,13 +153,16 @@ def load_run(run_dir: Path | str, checkpoint: str = "best") -> TrainedRun:
             config["model"], num_classes=len(classes), pretrained="none", image_size=preprocessing.input_size
         ).model
     model = load_network_weights(network, checkpoint_path(run_dir, checkpoint)).eval()
+    split = read_split_csv(run_dir / "split.csv")
+    # a split whose parts keep people apart is still image-level when the run's starting weights saw its test people
+    split.subject_level = split.subject_level and bool(config.get("split_subject_level", True))
     return TrainedRun(
         run_dir=run_dir,
         config=config,
         model=model,
         preprocessing=preprocessing,
         classes=classes,
-        split=read_split_csv(run_dir / "split.csv"),
+        split=split,
         weights_source=str(config["weights_source"]),
         pretrained=bool(config["weights_pretrained"]),
         operating_point=read_operating_point(run_dir, classes, config.get("resolved_positive_class")),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow")
 CLASS_BALANCE = ("loss", "sampler", "none")
+RATIOS_HINT = "give three fractions >= 0 for train,val,test summing to 1, e.g. 0.6,0.2,0.2"
 
 # Keys that a run adds to its config.yaml on top of the recipe; a re-run reads past them.
 RESOLVED_KEYS = (
@@ -35,6 +38,7 @@ RESOLVED_KEYS = (
     "preprocessing",
     "weights_source",
     "weights_pretrained",
+    "weights_sha256",
     "split_hash",
     "split_content_hash",
     "split_subject_level",
@@ -128,6 +132,12 @@ class TrainConfig:
     out: str = "runs"
     progress: bool = True
 
+    def with_absolute_paths(self) -> TrainConfig:
+        """The recipe with ``data`` and ``split.csv`` as absolute paths: config.yaml must name the files the run read
+        wherever it is re-run (``--config``) or resumed from, not whatever those names mean in another folder."""
+        split = dataclasses.replace(self.split, csv=_absolute(self.split.csv))
+        return dataclasses.replace(self, data=_absolute(self.data), split=split)
+
     @property
     def total_epochs(self) -> int:
         return (self.epochs_frozen or 0) + (self.epochs_finetune or 0)
@@ -149,6 +159,9 @@ class TrainConfig:
             raise BlastscopeError(f"precision {self.precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
         if self.logger not in LOGGERS:
             raise BlastscopeError(f"logger {self.logger!r} is unknown: use one of {', '.join(LOGGERS)}")
+        if not valid_split_ratios(self.split.ratios):
+            ratios = ",".join(f"{ratio:g}" for ratio in self.split.ratios)
+            raise BlastscopeError(f"split ratios {ratios} are invalid: {RATIOS_HINT} (--split-ratios)")
         if self.split.by not in (None, *SPLIT_BY):
             raise BlastscopeError(f"split by {self.split.by!r} is unknown: use subject or image")
         if None in (self.epochs_frozen, self.epochs_finetune, self.lr_head, self.lr_finetune, self.unfreeze_stages):
@@ -255,6 +268,20 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise BlastscopeError(f"{path}: not a mapping of settings; pass a config.yaml written by a run")
         return cls.from_dict(data)
+
+
+def valid_split_ratios(ratios: Sequence[float]) -> bool:
+    """Whether ``ratios`` are three shares >= 0 of train, val and test that sum to 1. Each must be finite: NaN
+    compares false with everything, so it passed ``< 0`` and ``> 1e-6`` checks and then split into no part at all."""
+    return (
+        len(ratios) == 3
+        and all(math.isfinite(ratio) and ratio >= 0 for ratio in ratios)
+        and abs(sum(ratios) - 1) <= 1e-6
+    )
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 def write_yaml(data: dict[str, Any], path: Path) -> None:

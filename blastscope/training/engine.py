@@ -18,7 +18,7 @@ import torch
 
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.datamodule import CellDataModule
-from blastscope.data.split import SplitContentsMissing, read_split_csv
+from blastscope.data.split import Split, SplitContentsMissing, read_split_csv
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.inference.decision import decide
@@ -59,10 +59,20 @@ from blastscope.training.trainer import (
 )
 
 
-def train(config: TrainConfig, run_dir: Path | None = None, *, announce: bool = True) -> Path:
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C while Lightning was fitting, which has already said so on a line of its own."""
+
+
+def train(
+    config: TrainConfig, run_dir: Path | None = None, *, announce: bool = True, repeating: Path | None = None
+) -> Path:
     """Train a new run from ``config``; returns the run directory.
 
-    ``announce=False`` leaves out the positive-class line, for callers (``compare``) that said it once for all runs.
+    The data and a ``--split-csv`` are recorded by their absolute paths, so the recipe names the same files wherever
+    it is re-run or resumed from. ``announce=False`` leaves out the positive-class line, for callers (``compare``)
+    that said it once for all runs. ``repeating`` is the config.yaml the recipe was read from (``--config``): when
+    the run beside it trained on other cells than this split holds, a warning line names both data paths (new data
+    for the same recipe may be meant, so it is not refused).
 
     Raises
     ------
@@ -70,7 +80,7 @@ def train(config: TrainConfig, run_dir: Path | None = None, *, announce: bool = 
         Before any work if the output folder cannot be written; during training if the disk fills up or turns
         read-only (the finished epochs stay in the run's checkpoints).
     """
-    config = complete_recipe(config)
+    config = complete_recipe(config.with_absolute_paths())
     worker = RUN_DIR_ENV in os.environ  # a DDP worker process: its launcher made the run directory
     if run_dir is not None and not worker and (Path(run_dir) / "config.yaml").exists():
         raise BlastscopeError(f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir")
@@ -83,6 +93,8 @@ def train(config: TrainConfig, run_dir: Path | None = None, *, announce: bool = 
     if announce and not worker:
         _announce(positive_class_line(positive, table.classes, "given" if given else "name", class_display_name))
     split = make_run_split(config, table)
+    if repeating is not None and not worker and (line := other_cells_line(Path(repeating), split, str(config.data))):
+        _announce(line)
     bundle = build_model(config, table)
     with storage_errors(Path(run_dir) if run_dir is not None else Path(config.out)):
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
@@ -98,8 +110,10 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
 
     The run folder may have been moved or renamed since: checkpoints keep no paths that matter. The data must still
     hold the images split.csv records, byte for byte: they are found by their digests there (so the dataset may have
-    moved), which checks runs recorded before ``split_content_hash`` existed as well. ``progress`` overrides the
-    recorded progress bars (display only: the run ends the same either way); ``announce`` as for :func:`train`.
+    moved, and ``data:`` in config.yaml may be set to where it is now), which checks runs recorded before
+    ``split_content_hash`` existed as well. A run that finished (:func:`finished`) is left as it is: there is nothing
+    to resume, and fitting again from its last checkpoint would only rewrite its metrics.json. ``progress`` overrides
+    the recorded progress bars (display only: the run ends the same either way); ``announce`` as for :func:`train`.
     """
     run_dir = Path(run_dir)
     recorded = read_config(run_dir)
@@ -108,6 +122,10 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
             f"{run_dir} is an ensemble (`blastscope ensemble`): it is not trained; resume or retrain its member runs, "
             "then make the ensemble again"
         )
+    if finished(run_dir):
+        if announce and RUN_DIR_ENV not in os.environ:
+            _announce(f"{run_dir} finished training already (its metrics.json is written): nothing to resume")
+        return run_dir
     if RUN_DIR_ENV not in os.environ:
         ensure_writable(run_dir / "checkpoints", run_dir)
         for folder in (run_dir, run_dir / "checkpoints"):
@@ -115,6 +133,8 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
     config = complete_recipe(TrainConfig.from_dict(recorded))
     if progress is not None:
         config = replace(config, progress=progress)
+    if not Path(str(config.data)).exists():
+        raise DataError(_data_not_found(run_dir, str(config.data)))
     L.seed_everything(config.seed, workers=True, verbose=False)
     table = scan_data(config)
     if "classes" in recorded and list(table.classes) != list(recorded["classes"]):
@@ -137,6 +157,7 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
             f"the contents the run trained on, e.g. {missing.first} (changed, redrawn or removed since); restore them, "
             "or train a new run on the data as it is"
         ) from missing
+    split.subject_level = split.subject_level and bool(recorded.get("split_subject_level", True))  # weights' leak
     if "split_hash" in recorded and split.hash != recorded["split_hash"]:
         raise DataError(
             f"{run_dir}: split.csv no longer matches the split the run was trained on (hash {split.hash} != "
@@ -145,6 +166,51 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
     checkpoint = latest_checkpoint(run_dir)
     bundle = _resumed_model(config, table, recorded, run_dir, from_checkpoint=checkpoint is not None)
     return _fit(Prepared(config, table, split, bundle, run_dir, positive), resume_from=checkpoint)
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run trained to its end: metrics.json is written only then, after its best checkpoint."""
+    return (run_dir / "metrics.json").is_file() and checkpoint_path(run_dir, "best").is_file()
+
+
+def _data_not_found(run_dir: Path, data: str) -> str:
+    """Where a resumed run's recorded data is not, and how to point the run at it: a relative path (recorded before
+    runs recorded absolute ones) means something only in the folder the run was started in."""
+    config = run_dir / "config.yaml"
+    where = f"{run_dir}: the data it trained on is not at {Path(data).resolve()}"
+    if not Path(data).is_absolute():
+        return (
+            f"{where} ({config} records it as {data!r}, relative to the folder the run was started in): resume from "
+            f"that folder, or set data: in {config} to the data's absolute path (its cells are found by their contents)"
+        )
+    return (
+        f"{where} (moved or removed since?): restore it, or set data: in {config} to where it is now (its cells are "
+        "found by their contents)"
+    )
+
+
+def other_cells_line(config_file: Path, split: Split, data: str) -> str | None:
+    """The warning that a recipe re-run from ``config_file`` trains on other cells than the run it was read from.
+
+    The run's cells are the content digests in the split.csv beside ``config_file``; none is said without a readable
+    one (a recipe kept on its own). Seeds, ratios and folds may change with flags and still draw from the same cells,
+    so only which cells there are is compared, not how they were split.
+    """
+    try:
+        before = {cell.digest for _, cell in read_split_csv(config_file.parent / "split.csv").cells()}
+        recorded = TrainConfig.load(config_file).data
+    except BlastscopeError:
+        return None
+    now = {cell.digest for _, cell in split.cells()}
+    if now == before:
+        return None
+    relative = recorded is not None and not Path(recorded).is_absolute()
+    return (
+        f"warning: {data} holds other cells than the run of {config_file} trained on from {recorded}"
+        f"{' (relative to the folder that run was started in)' if relative else ''}: {len(now)} cells here, "
+        f"{len(now & before)} of them among its {len(before)} (fine for the same recipe on new data; to repeat that "
+        "run, pass --data with its data)"
+    )
 
 
 def _announce(line: str) -> None:
@@ -224,11 +290,11 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except SystemExit:
             if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its checkpoint-safe shutdown
-                raise KeyboardInterrupt from None
+                raise FitInterrupted from None
             raise
         except Exception as error:
             if _raised_handling_ctrl_c(error):  # e.g. a RuntimeError of the data loaders' shutdown after Ctrl-C
-                raise KeyboardInterrupt from None
+                raise FitInterrupted from None
             raise
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
@@ -272,6 +338,9 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
     """Score the best checkpoint on the test split, through the inference core at the run's operating point (as
     ``blastscope evaluate`` would), and record speed and data problems next to it."""
     run_dir, table = prepared.run_dir, prepared.table
+    for part in ("train", "val"):  # read by fitting, yet not val by a resume with no epoch left (stopped scoring)
+        if prepared.split.parts.get(part) and part not in datamodule.segmented:
+            datamodule.dataset(part, augment=False)
     test_cells = datamodule.dataset("test", augment=False).cells if prepared.split.parts.get("test") else []
     model = load_network_weights(prepared.bundle.model, checkpoint_path(run_dir, "best")).eval()
     point = read_operating_point(run_dir, tuple(table.classes), prepared.positive_class)
@@ -304,6 +373,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "subject_level": bool(prepared.split.subject_level),  # False: test people may have trained, scores optimistic
         "cells": len(table.cells),
         "parts": {part: len(cells) for part, cells in prepared.split.parts.items()},
+        "left_out": len(prepared.split.left_out),  # cells of the data a --split-csv puts in no part
         "skipped_files": len(_all_skipped(table, datamodule)),
         "skipped": [[str(path), reason] for path, reason in _all_skipped(table, datamodule)[:100]],
         "duplicates": len(table.duplicates),

@@ -14,13 +14,23 @@ from blastscope.data.augment import augment_config
 from blastscope.data.classes import positive_class
 from blastscope.data.discover import scan_dataset
 from blastscope.data.people import require_subjects
-from blastscope.data.split import Split, check_leakage, kfold_splits, make_split, read_split_csv, write_split_csv
+from blastscope.data.split import (
+    Split,
+    check_leakage,
+    groups_in_several_parts,
+    kfold_splits,
+    make_split,
+    read_split_csv,
+    write_split_csv,
+)
 from blastscope.data.table import CellTable
-from blastscope.errors import DataError
+from blastscope.errors import DataError, LeakageError
 from blastscope.inference.decision import OperatingPoint
 from blastscope.models import ModelBundle, create_model, get_spec
+from blastscope.models.weights import parse_pretrained
 from blastscope.runs.folder import write_operating_point
 from blastscope.training.config import TrainConfig, write_yaml
+from blastscope.training.lineage import check_starting_weights
 from blastscope.training.module import unfrozen_stage_count
 
 log = logging.getLogger(__name__)
@@ -51,7 +61,11 @@ class Prepared:
 
 
 def complete_recipe(config: TrainConfig) -> TrainConfig:
-    """The recipe with the model's own defaults filled in, checked before any data is read."""
+    """The recipe with the model's own defaults filled in, checked before any data is read; a ``--pretrained`` file
+    by its absolute path, so that config.yaml names it wherever the run is repeated or read."""
+    choice = parse_pretrained(config.pretrained)
+    if choice.mode == "file":
+        config = replace(config, pretrained=str(choice.path.resolve()))  # type: ignore[union-attr]
     return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 
@@ -76,10 +90,18 @@ def resolve_positive_class(config: TrainConfig, table: CellTable) -> tuple[Train
 
 
 def make_run_split(config: TrainConfig, table: CellTable) -> Split:
-    """The run's split: read from ``--split-csv``, one fold of ``--folds``, or drawn by ``--split-ratios``.
+    """The run's split: read from ``--split-csv``, one fold of ``--folds``, or drawn by ``--split-ratios``; checked
+    against what a ``--pretrained`` checkpoint already saw (:func:`check_starting_weights`).
+
+    A split CSV that puts one subject group in several parts is read as a split by image, with a line naming the
+    group, unless ``--split-by subject`` was given, which refuses it; cells of the data that the CSV puts in no part
+    are left out, with a line counting them.
 
     Raises
     ------
+    LeakageError
+        With ``--split-by subject``: for a split CSV with a subject group in several parts or cells without a subject
+        id, and for ``--pretrained`` weights that were trained or validated on people of the test part.
     DataError
         For a split that leaves no training or validation cells, and with ``--colour-norm subject`` for cells
         without a subject id or a split that puts one subject's cells in several parts (checked before any image is
@@ -88,7 +110,7 @@ def make_run_split(config: TrainConfig, table: CellTable) -> Split:
     if config.colour_norm == "subject":
         require_subjects(table.cells, config.data, "train with --colour-norm none")
     if config.split.csv:
-        split = read_split_csv(Path(config.split.csv), table)
+        split = _read_run_split(config, table)
     elif config.split.folds:
         split = kfold_splits(table, config.split.folds, seed=config.seed, by=config.split.by)[config.split.fold]
     else:
@@ -99,12 +121,51 @@ def make_run_split(config: TrainConfig, table: CellTable) -> Split:
             "normalises each person's cells together within one part: split by subject (drop --split-csv to draw "
             "one), or train with --colour-norm none"
         )
-    if not split.subject_level:
+    if not split.subject_level and not (config.split.csv and groups_in_several_parts(split)):  # else said when read
         log.warning("split by image: cells of one subject can land in train and test, which inflates test scores")
+    if parse_pretrained(config.pretrained).mode == "file" and Path(config.pretrained).is_file():
+        check_starting_weights(Path(config.pretrained), table, split, subject_split_asked=config.split.by == "subject")
     check_leakage(split)
     for part in ("train", "val"):
         if not split.parts.get(part):
             raise DataError(f"{config.data}: the split leaves no {part} cells; add cells or change --split-ratios")
+    return split
+
+
+def _read_run_split(config: TrainConfig, table: CellTable) -> Split:
+    """``--split-csv`` read against the data: a subject group in several parts makes it a split by image (said, or
+    refused with ``--split-by subject``), and cells of the data in no part are said, counted, and left out."""
+    path = Path(config.split.csv)  # type: ignore[arg-type]
+    split = read_split_csv(path, table)
+    spread = groups_in_several_parts(split)
+    if spread:
+        group, parts = next(iter(spread.items()))
+        where = f"{path}: subject group {group} sits in {' and '.join(parts)}" + (
+            f" ({len(spread) - 1} more group{'s' * (len(spread) > 2)} in several parts)" if len(spread) > 1 else ""
+        )
+        if config.split.by == "subject":
+            raise LeakageError(
+                f"{where}, but --split-by subject needs every subject group in one part: move its rows into one "
+                "part, or drop --split-by subject to train on it as a split by image"
+            )
+        log.warning(
+            "split by image: %s, which inflates test scores (--split-by subject refuses such a split)",
+            where,
+        )
+    elif config.split.by == "subject" and not split.subject_level:
+        unnamed = next(cell for _, cell in split.cells() if cell.subject is None)
+        raise LeakageError(
+            f"{path}: {unnamed.path} has no subject id, but --split-by subject needs one for every cell: drop "
+            "--split-by subject to train on it as a split by image"
+        )
+    if split.left_out:
+        log.warning(
+            "%d cells of %s are in no part of %s: left out (first: %s)",
+            len(split.left_out),
+            config.data,
+            path,
+            split.left_out[0].path,
+        )
     return split
 
 
@@ -140,7 +201,8 @@ def package_versions() -> dict[str, str]:
 def write_run_files(prepared: Prepared, precision: str) -> None:
     """config.yaml holds the recipe (re-runnable with --config) plus what it resolved to on this machine, among it
     ``resolved_positive_class``, on which the default operating point written here decides, and the split by file
-    names (``split_hash``) and by contents (``split_content_hash``, which tells a redrawn dataset from the old one)."""
+    names (``split_hash``) and by contents (``split_content_hash``, which tells a redrawn dataset from the old one),
+    and the SHA-256 of a ``--pretrained`` file (``weights_sha256``)."""
     config, bundle = prepared.config, prepared.bundle
     recipe = config.to_dict()
     recipe["image_size"] = bundle.preprocessing.input_size
@@ -151,6 +213,7 @@ def write_run_files(prepared: Prepared, precision: str) -> None:
         "preprocessing": bundle.preprocessing.to_dict(),
         "weights_source": bundle.weights_source,
         "weights_pretrained": bool(bundle.pretrained),
+        **({"weights_sha256": bundle.weights_sha256} if bundle.weights_sha256 is not None else {}),
         "split_hash": prepared.split.hash,
         "split_content_hash": prepared.split.content_hash,
         "split_subject_level": bool(prepared.split.subject_level),

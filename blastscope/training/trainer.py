@@ -19,6 +19,7 @@ from blastscope.models import get_spec
 from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
 from blastscope.training.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from blastscope.training.config import MONITORS, TrainConfig, lightning_precision
+from blastscope.training.lineage import TrainingDataRecord
 from blastscope.training.module import CellClassifierModule
 from blastscope.training.prepare import Prepared
 
@@ -60,6 +61,7 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
     callbacks: list[Callback] = [
         History(run_dir / "history.csv"),
         Reseed(config.seed),
+        TrainingDataRecord(prepared.split),
         LastPhaseEarlyStopping(
             first_epoch=module.hparams.frozen_epochs,
             monitor=config.monitor,

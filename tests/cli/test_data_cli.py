@@ -78,7 +78,9 @@ def test_split_by_image_is_announced(synth_small: Path, tmp_path: Path, capsys: 
     [
         (["inspect", "{tmp}/missing"], "missing does not exist"),
         (["split", "{synth}", "--out", "{tmp}/s.csv", "--ratios", "0.5,0.5,0.5"], "must be three numbers"),
+        (["split", "{synth}", "--out", "{tmp}/s.csv", "--ratios", "0.6,0.2,nan"], "must be three numbers"),
         (["split", "{synth}", "--out", "{tmp}/s.csv", "--cv", "7"], "class 'all' has only 6 subject groups"),
+        (["split", "{synth}", "--out", "{tmp}/s.csv", "--cv", "7"], "add subjects, use at most 6 folds (--cv 6 "),
         (["split", "{synth}", "--out", "{tmp}/s.csv", "--cv", "3", "--ratios", "0.8,0.2,0"], "exclude each other"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -85,10 +86,15 @@ def test_an_ensemble_runs_config_is_refused_in_one_line_saying_how_ensembles_are
     assert "`blastscope ensemble`" in error and "unknown config keys" not in error
 
 
-def test_bad_split_ratios_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("ratios", ["0.5,0.5,0.5", "0.6,0.2,nan", "0.6,0.2,inf", "0.6,0.2"])
+def test_bad_split_ratios_are_refused(ratios: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN too: it compares false with everything, so it passed the checks and split into no part at all."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--data", "x", "--split-ratios", "0.5,0.5,0.5"])
-    assert exit_info.value.code == 2 and "summing to 1" in capsys.readouterr().err
+        main(["train", "--data", "x", "--split-ratios", ratios])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and error.endswith(
+        f"--split-ratios: '{ratios}': give three fractions >= 0 for train,val,test summing to 1, e.g. 0.6,0.2,0.2"
+    )
 
 
 def test_flags_override_the_config_file(tmp_path: Path) -> None:
@@ -193,6 +199,44 @@ def test_a_run_repeats_from_its_config_yaml(
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+def test_a_config_rerun_reads_the_recorded_data_from_any_folder_and_says_when_the_cells_differ(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.yaml records the data by its absolute path. One recorded as typed (before), re-run from another folder,
+    reads what that name means there: a warning line names both paths, as new data for a recipe may be meant."""
+    from blastscope.data.synth import synthesize
+
+    project, other = tmp_path / "project", tmp_path / "other"
+    shutil.copytree(synth_small, project / "cells")
+    synthesize(other / "cells", subjects_per_class=3, cells_per_subject=4, image_size=64, seed=5, separation=2.0)
+    monkeypatch.chdir(project)
+    assert main(["train", "--data", "cells", "--model", "cnn", *TINY, "--run-dir", "first"]) == 0
+    config = project / "first" / "config.yaml"
+    assert yaml.safe_load(config.read_text())["data"] == str(project / "cells")
+
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--run-dir", "same"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert (other / "same" / "split.csv").read_bytes() == (project / "first" / "split.csv").read_bytes()
+
+    config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "data": "cells"}))  # as once recorded
+    assert main(["train", "--config", str(config), "--run-dir", "new"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {other / 'cells'} holds other cells than the run of {config} trained on from cells (relative to "
+        "the folder that run was started in): 24 cells here, 0 of them among its 96 (fine for the same recipe on new "
+        "data; to repeat that run, pass --data with its data)"
+    ]
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(config), "--run-dir", "none"]) == 2
+    assert capsys.readouterr().err == (
+        f"blastscope: error: {config} records the data as 'cells', relative to the folder its run was started in, and "
+        f"{tmp_path / 'cells'} does not exist: run from that folder, or pass --data with the dataset's folder\n"
+    )
+
+
 def _assert_result_lines(err: str, run: Path) -> None:
     """`train` ends with what the run came to: its starting weights, the test split's headline metrics at the
     operating point they were decided at, and where the numbers are, as `evaluate` words them."""
@@ -265,6 +309,26 @@ def _train_interrupted_by(callback: L.Callback, data: Path, run: Path, monkeypat
         monkeypatch.setattr(trainer_module, "build_callbacks", built)
 
 
+def test_a_run_given_relative_data_resumes_after_ctrl_c_from_a_moved_folder_then_says_it_finished(
+    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the README says moved runs resume: the data is recorded by its absolute path, not as typed. Resuming it
+    again once finished leaves its files as they are."""
+    shutil.copytree(synth_small, tmp_path / "cells")
+    monkeypatch.chdir(tmp_path)
+    assert _train_interrupted_by(_CtrlC(), Path("cells"), Path("run"), monkeypatch) == 130
+    assert "\n\nblastscope: interrupted" not in capsys.readouterr().err  # Lightning's shutdown line ended the ^C line
+    moved = Path(shutil.move(tmp_path / "run", tmp_path / "elsewhere" / "moved"))
+    monkeypatch.chdir(moved.parent)
+    assert main(["train", "--resume", "moved"]) == 0
+    metrics = (moved / "metrics.json").read_bytes()
+
+    assert main(["train", "--resume", "moved"]) == 0
+    captured = capsys.readouterr()
+    assert "moved finished training already (its metrics.json is written): nothing to resume" in captured.err
+    assert captured.out.split()[-1] == "moved" and (moved / "metrics.json").read_bytes() == metrics
+
+
 def test_ctrl_c_says_how_to_resume_and_the_run_resumes(
     synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -302,7 +366,7 @@ def test_ctrl_c_names_the_run_folder_it_made_or_says_there_is_none_yet(
     (out / "earlier-cnn").mkdir(parents=True)
     (out / "earlier-cnn" / "config.yaml").write_text("model: cnn\n")  # another run's: never named
 
-    def interrupted_train(config: TrainConfig, run_dir: Path | None = None) -> Path:
+    def interrupted_train(config: TrainConfig, run_dir: Path | None = None, repeating: Path | None = None) -> Path:
         if stop_after_writing[0]:
             made = out / "20250101-000000-cnn"
             made.mkdir()
@@ -320,8 +384,10 @@ def test_ctrl_c_names_the_run_folder_it_made_or_says_there_is_none_yet(
     assert line == f"blastscope: interrupted; `blastscope train --resume {out / '20250101-000000-cnn'}` continues it"
     stop_after_writing[0] = False
     assert main([*argv[:-1], str(tmp_path / "other")]) == 130
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line == "blastscope: interrupted; no run was written yet, so nothing to resume: run the same command again"
+    err = capsys.readouterr().err  # on a line of its own, not after the ^C a terminal echoes
+    assert (
+        err == "\nblastscope: interrupted; no run was written yet, so nothing to resume: run the same command again\n"
+    )
     assert main(["train", "--resume", str(out / "earlier-cnn")]) == 130
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == f"blastscope: interrupted; `blastscope train --resume {out / 'earlier-cnn'}` continues it"

@@ -7,6 +7,7 @@ import errno
 import math
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from blastscope.data.split import (
     SplitContentsMissing,
     changed_cells,
     check_leakage,
+    groups_in_several_parts,
     kfold_splits,
     make_split,
     read_split_csv,
@@ -349,7 +351,48 @@ def test_a_subject_moved_across_parts_reads_back_as_not_subject_level(tmp_path: 
         writer.writeheader()
         writer.writerows(rows)
 
-    assert not read_split_csv(path).subject_level
+    read = read_split_csv(path)
+    assert not read.subject_level
+    used = {row["split"] for row in rows if row["subject"] == first["subject"]}
+    assert groups_in_several_parts(read) == {first["subject"]: [p for p in ("train", "val", "test") if p in used]}
+
+
+def _rewrite(path: Path, edit: Callable[[list[dict[str, str]]], list[dict[str, str]]]) -> None:
+    with path.open() as handle:
+        rows = edit(list(csv.DictReader(handle)))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["path", "split", "label", "subject", "group", "digest"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_cells_of_the_data_a_split_csv_puts_in_no_part_are_left_out_and_listed(tmp_path: Path) -> None:
+    """A split CSV with rows deleted trains on the rest: the cells it no longer names are counted, not lost."""
+    table = _table(BALANCED)
+    path = tmp_path / "split.csv"
+    write_split_csv(make_split(table), path)
+    dropped: list[str] = []
+
+    def drop_test_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        dropped.extend(row["digest"] for row in rows if row["split"] == "test")
+        return [row for row in rows if row["split"] != "test"]
+
+    _rewrite(path, drop_test_rows)
+    read = read_split_csv(path, table)
+
+    assert sorted(cell.digest for cell in read.left_out) == sorted(dropped)
+    assert sum(len(cells) for cells in read.parts.values()) + len(read.left_out) == len(table.cells)
+    assert read_split_csv(path).left_out == []  # without the data there is nothing to leave out
+
+
+def test_two_rows_of_one_image_in_one_part_are_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    write_split_csv(make_split(_table(BALANCED)), path)
+    _rewrite(path, lambda rows: [*rows, rows[0]])
+    last = sum(BALANCED["normal"]) + sum(BALANCED["blast"]) + 2
+
+    with pytest.raises(DataError, match=rf"line {last}: .* is the image of line 2 again .*delete one of the two rows"):
+        read_split_csv(path)
 
 
 def test_kfold_tests_every_cell_once_with_whole_groups() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -76,6 +77,20 @@ def test_lightning_checkpoint_of_a_previous_run_restores_the_whole_classifier(tm
     bundle = create_model("cnn", pretrained=tmp_path / "best.ckpt", image_size=32)
     assert bundle.pretrained
     assert _equal_states(bundle.model.state_dict(), trained.state_dict())
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_a_weights_file_is_recorded_by_its_absolute_path_and_sha256(tmp_path, monkeypatch, suffix):
+    """Every result names the weights a model started from: a relative path would name another file elsewhere."""
+    state = create_model("cnn", pretrained="none", image_size=32).model.state_dict()
+    (torch.save if suffix == ".pt" else save_file)(state, tmp_path / f"w{suffix}")
+    monkeypatch.chdir(tmp_path)
+
+    bundle = create_model("cnn", pretrained=f"w{suffix}", image_size=32)
+
+    assert bundle.weights_source == f"file {tmp_path / f'w{suffix}'}"
+    assert bundle.weights_sha256 == hashlib.sha256((tmp_path / f"w{suffix}").read_bytes()).hexdigest()
+    assert create_model("cnn", pretrained="none", image_size=32).weights_sha256 is None
 
 
 def test_file_for_another_model_names_the_mismatched_keys(tmp_path):

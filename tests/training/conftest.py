@@ -11,6 +11,14 @@ from blastscope.training import TrainConfig
 
 
 @pytest.fixture
+def stopped_run(tiny_run_copy: Path) -> Path:
+    """A copy of ``tiny_run`` as a run stopped after its last checkpoint but before its metrics.json (while scoring
+    the test split): trained to the end yet unfinished, so ``resume`` does the rest."""
+    (tiny_run_copy / "metrics.json").unlink()
+    return tiny_run_copy
+
+
+@pytest.fixture
 def tiny_config(synth_small: Path, tmp_path: Path) -> Callable[..., TrainConfig]:
     """Recipes that train in seconds: 32 px, batch 8, one epoch per phase, no workers, no progress bars."""
     return lambda **changes: _tiny_config(**{"data": str(synth_small), "out": str(tmp_path / "runs"), **changes})

@@ -124,12 +124,12 @@ def test_a_writable_folder_passes_the_probe_and_keeps_no_trace(tmp_path: Path) -
 
 
 def test_resuming_into_a_read_only_run_folder_fails_in_one_line(
-    tiny_run_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    stopped_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _read_only(monkeypatch, tiny_run_copy / "checkpoints")
-    assert main(["train", "--resume", str(tiny_run_copy)]) == 2
+    _read_only(monkeypatch, stopped_run / "checkpoints")
+    assert main(["train", "--resume", str(stopped_run)]) == 2
     [line] = _error_lines(capsys)
-    assert str(tiny_run_copy / "checkpoints") in line and "Read-only" in line and "--resume" in line
+    assert str(stopped_run / "checkpoints") in line and "Read-only" in line and "--resume" in line
 
 
 def test_a_disk_that_fills_during_training_ends_in_one_line_and_keeps_the_finished_epochs(

@@ -94,6 +94,9 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"label_smoothing": "0.1"}, "label smoothing '0.1' is invalid"),
         ({"class_balance": "oversample"}, "class balance 'oversample' is unknown.*--class-balance loss|sampler|none"),
         ({"colour_norm": "image"}, "colour normalisation 'image' is unknown: use one of none, subject"),
+        ({"split": SplitConfig(ratios=(0.6, 0.2, float("nan")))}, "split ratios 0.6,0.2,nan are invalid"),
+        ({"split": SplitConfig(ratios=(0.6, 0.2, float("inf")))}, "split ratios 0.6,0.2,inf are invalid"),
+        ({"split": SplitConfig(ratios=(0.7, 0.7, -0.4))}, r"split ratios 0.7,0.7,-0.4 are invalid: .*--split-ratios"),
         (
             {"colour_norm": "subject", "split": SplitConfig(by="image")},
             "--colour-norm subject .* needs a split by subject: drop --split-by image, or train with --colour-norm "
@@ -151,3 +154,13 @@ def test_a_fold_without_folds_is_refused_not_ignored() -> None:
     with pytest.raises(BlastscopeError, match="fold 3 does not exist: use 0..2"):
         _complete(data="x", split=SplitConfig(folds=3, fold=3)).validate()
     assert _complete(data="x", split=SplitConfig(folds=3, fold=2)).validate().split.fold == 2
+
+
+def test_data_and_split_csv_are_recorded_absolute_so_a_rerun_elsewhere_reads_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data="cells", split=SplitConfig(csv="../splits/s.csv")).with_absolute_paths()
+    assert (config.data, config.split.csv) == (str(tmp_path / "cells"), str(tmp_path.parent / "splits" / "s.csv"))
+    assert config.with_absolute_paths() == config
+    assert TrainConfig().with_absolute_paths() == TrainConfig()  # no data: validate() says how to get some

@@ -142,6 +142,7 @@ def test_resume_keeps_the_runs_positive_class(
 ) -> None:
     """Even a run written before the class was recorded (only its operating point names it) keeps it."""
     run_dir = Path(shutil.copytree(cats_run, tmp_path / "run"))
+    (run_dir / "metrics.json").unlink()  # stopped while scoring: a finished run is left as it is
     recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
     del recipe["positive_class"], recipe["resolved_positive_class"]  # cats/dogs: resolving it again would stop
     (run_dir / "config.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))

@@ -1,7 +1,8 @@
-"""Preparing a training run: what the data scan found is said before training starts."""
+"""Preparing a training run: what the data scan found and what a split CSV does are said before training starts."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import shutil
 from collections.abc import Callable
@@ -9,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from blastscope.data.discover import scan_dataset
+from blastscope.data.split import Split, make_split, write_split_csv
+from blastscope.errors import LeakageError
 from blastscope.training import TrainConfig
-from blastscope.training.prepare import complete_recipe, scan_data
+from blastscope.training.config import SplitConfig
+from blastscope.training.prepare import complete_recipe, make_run_split, scan_data
 
 
 def test_the_scan_notes_are_said_when_training_starts(
@@ -29,3 +34,82 @@ def test_the_scan_notes_are_said_when_training_starts(
     said = [record.getMessage() for record in caplog.records]
     assert "note: not a class: mono/ holds no readable image" in said
     assert any(line.startswith("note: 1 file of another type passed over (.gif 1)") for line in said)
+
+
+def _edited_split(run: Path, out: Path, edit: Callable[[list[dict[str, str]]], list[dict[str, str]]]) -> Path:
+    """A copy of ``run``'s split.csv at ``out`` with its rows changed by ``edit``, as a person would in a
+    spreadsheet."""
+    with (run / "split.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(edit(rows))
+    return out
+
+
+def _moved_one_train_cell_to_test(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    next(row for row in rows if row["split"] == "train")["split"] = "test"
+    return rows
+
+
+def _prepared_split(config: TrainConfig) -> Split:
+    config = complete_recipe(config)
+    return make_run_split(config, scan_data(config))
+
+
+def test_a_split_csv_with_a_subject_in_two_parts_is_refused_with_split_by_subject_naming_it(
+    tiny_run: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    edited = _edited_split(tiny_run, tmp_path / "edit.csv", _moved_one_train_cell_to_test)
+    moved = next(row for row in csv.DictReader(edited.open()) if row["split"] == "test")
+    with pytest.raises(LeakageError, match=rf"edit\.csv: subject group {moved['group']} sits in train and test, but "):
+        _prepared_split(tiny_config(split=SplitConfig(csv=str(edited), by="subject")))
+
+
+def test_a_split_csv_with_a_subject_in_two_parts_trains_by_image_naming_it(
+    tiny_run: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    edited = _edited_split(tiny_run, tmp_path / "edit.csv", _moved_one_train_cell_to_test)
+    moved = next(row for row in csv.DictReader(edited.open()) if row["split"] == "test")
+    with caplog.at_level(logging.WARNING, logger="blastscope.training.prepare"):
+        split = _prepared_split(tiny_config(split=SplitConfig(csv=str(edited))))
+
+    assert not split.subject_level
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 1 and said[0].startswith(f"split by image: {edited}: subject group {moved['group']} sits in")
+
+
+def test_a_split_csv_without_subject_ids_is_refused_with_split_by_subject(
+    natural_crop_dataset: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    write_split_csv(make_split(scan_dataset(natural_crop_dataset)), tmp_path / "split.csv")
+    config = tiny_config(
+        data=str(natural_crop_dataset), split=SplitConfig(csv=str(tmp_path / "split.csv"), by="subject")
+    )
+    with pytest.raises(LeakageError, match=r"split\.csv: .*\.png has no subject id, but --split-by subject needs one"):
+        _prepared_split(config)
+
+
+def test_cells_a_split_csv_leaves_out_are_counted_and_the_first_named(
+    tiny_run: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    edited = _edited_split(tiny_run, tmp_path / "drop.csv", lambda rows: [r for r in rows if r["split"] != "test"])
+    config = tiny_config(split=SplitConfig(csv=str(edited)))
+    with caplog.at_level(logging.WARNING, logger="blastscope.training.prepare"):
+        split = _prepared_split(config)
+
+    tested = [row for row in csv.DictReader((tiny_run / "split.csv").open()) if row["split"] == "test"]
+    assert len(split.left_out) == len(tested) and not split.parts["test"]
+    first = split.left_out[0].path
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{len(tested)} cells of {config.data} are in no part of {edited}: left out (first: {first})"
+    ]
+
+
+def test_a_weights_file_is_recorded_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert complete_recipe(tiny_config(pretrained="w.ckpt")).pretrained == str((tmp_path / "w.ckpt").resolve())
+    assert complete_recipe(tiny_config(pretrained="auto")).pretrained == "auto"

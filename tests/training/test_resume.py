@@ -1,6 +1,7 @@
 """resume(run_dir): a multi-worker run stopped at any point, in either phase, and resumed (also from a moved folder)
-ends bit-identical to an uninterrupted one; a run whose data changed since is refused; the run, not the request, says
-where its weights came from."""
+ends bit-identical to an uninterrupted one; a run whose data changed since is refused, one whose data path no longer
+resolves says how to point it at its data, and a finished one is left as it is; the run, not the request, says where
+its weights came from."""
 
 from __future__ import annotations
 
@@ -160,47 +161,45 @@ def test_a_class_balanced_run_stopped_mid_epoch_resumes_bit_identical(
 @pytest.mark.parametrize(
     ("key", "value", "words"), [("classes", ["x", "y"], "classes"), ("split_hash", "0" * 16, "split.csv")]
 )
-def test_resume_refuses_data_that_changed_since_the_run(
-    tiny_run_copy: Path, key: str, value: object, words: str
-) -> None:
+def test_resume_refuses_data_that_changed_since_the_run(stopped_run: Path, key: str, value: object, words: str) -> None:
     from blastscope.training import resume
 
-    path = tiny_run_copy / "config.yaml"
+    path = stopped_run / "config.yaml"
     config = yaml.safe_load(path.read_text())
     config[key] = value
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(DataError, match=words) as caught:
-        resume(tiny_run_copy)
-    assert str(tiny_run_copy) in str(caught.value) and "\n" not in str(caught.value)
+        resume(stopped_run)
+    assert str(stopped_run) in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_a_run_recorded_before_split_contents_were_resumes_as_before(tiny_run_copy: Path) -> None:
-    path = tiny_run_copy / "config.yaml"
+def test_a_run_recorded_before_split_contents_were_resumes_as_before(stopped_run: Path) -> None:
+    path = stopped_run / "config.yaml"
     config = yaml.safe_load(path.read_text())
     del config["split_content_hash"]
     path.write_text(yaml.safe_dump(config))
 
-    assert resume(tiny_run_copy) == tiny_run_copy
-    assert (tiny_run_copy / "metrics.json").is_file()
+    assert resume(stopped_run) == stopped_run
+    assert (stopped_run / "metrics.json").is_file()
 
 
 def test_resume_refuses_images_redrawn_under_the_names_split_csv_records(
-    tiny_run_copy: Path, synth_small: Path, tmp_path: Path
+    stopped_run: Path, synth_small: Path, tmp_path: Path
 ) -> None:
     from blastscope.data.synth import synthesize
 
     data = Path(shutil.copytree(synth_small, tmp_path / "data"))
-    path = tiny_run_copy / "config.yaml"
+    path = stopped_run / "config.yaml"
     config = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**config, "data": str(data)}))  # the data moved: still the run's images
     drawn = json.loads((data / "blastscope-synth.json").read_text())
     sizes = ("subjects_per_class", "cells_per_subject", "image_size", "separation")
     synthesize(data, **{key: drawn[key] for key in sizes}, seed=drawn["seed"] + 1)  # the same file names, other cells
-    rows = (tiny_run_copy / "split.csv").read_text().count("\n") - 1
+    rows = (stopped_run / "split.csv").read_text().count("\n") - 1
 
     with pytest.raises(DataError, match=rf"{rows} of the {rows} images in its split\.csv are not in {data} ") as caught:
-        resume(tiny_run_copy)
-    assert str(tiny_run_copy) in str(caught.value) and "\n" not in str(caught.value)
+        resume(stopped_run)
+    assert str(stopped_run) in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_resume_takes_pretrainedness_from_the_run_not_the_request(tiny_run_copy: Path) -> None:
@@ -214,3 +213,43 @@ def test_resume_takes_pretrainedness_from_the_run_not_the_request(tiny_run_copy:
     table = scan_dataset(Path(recorded["data"]))
     bundle = _resumed_model(config, table, recorded, tiny_run_copy, from_checkpoint=True)
     assert bundle.pretrained and bundle.weights_source == "gone"
+
+
+def test_a_finished_run_is_left_as_it_is(tiny_run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resuming a run that trained to its end says so and changes nothing: fitting again from its last checkpoint
+    would only rewrite metrics.json, without the validation cells it never read again."""
+    files = {path: path.read_bytes() for path in sorted(tiny_run_copy.rglob("*")) if path.is_file()}
+
+    assert resume(tiny_run_copy) == tiny_run_copy
+    assert {path: path.read_bytes() for path in sorted(tiny_run_copy.rglob("*")) if path.is_file()} == files
+    assert f"{tiny_run_copy} finished training already" in capsys.readouterr().err
+
+
+def test_a_run_stopped_while_scoring_resumes_to_the_metrics_of_the_whole_run(stopped_run: Path, tiny_run: Path) -> None:
+    """No epoch is left to fit, so no validation cells are read by fitting: metrics.json still counts them."""
+    resume(stopped_run)
+    assert _record(stopped_run) == _record(tiny_run)
+    assert set(json.loads((stopped_run / "metrics.json").read_text())["data"]["segmented"]) == {"train", "val", "test"}
+
+
+def test_a_moved_run_with_a_relative_data_path_resumes_from_where_it_was_started_or_says_how(
+    stopped_run: Path, synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs recorded their data as typed before it was recorded absolute: relative to the folder they started in."""
+    started_in = tmp_path / "project"
+    shutil.copytree(synth_small, started_in / "cells")
+    path = stopped_run / "config.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "data": "cells"}))
+    moved = Path(shutil.move(stopped_run, tmp_path / "elsewhere" / "moved"))
+
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(DataError) as caught:
+        resume(Path("moved"))
+    message = str(caught.value)
+    assert f"is not at {tmp_path / 'elsewhere' / 'cells'} (moved/config.yaml records it as 'cells'" in message
+    assert "resume from that folder, or set data: in moved/config.yaml" in message and "\n" not in message
+    assert not (moved / "metrics.json").exists()
+
+    monkeypatch.chdir(started_in)
+    assert resume(moved) == moved
+    assert (moved / "metrics.json").is_file()

@@ -17,7 +17,7 @@ from blastscope.data.split.csv_file import (
     read_split_csv,
     write_split_csv,
 )
-from blastscope.data.split.leakage import check_leakage
+from blastscope.data.split.leakage import check_leakage, groups_in_several_parts
 from blastscope.data.split.make import DEFAULT_RATIOS, SPLIT_BY, kfold_splits, make_split
 from blastscope.data.split.model import PARTS, PartShare, Split
 
@@ -31,6 +31,7 @@ __all__ = [
     "SplitContentsMissing",
     "changed_cells",
     "check_leakage",
+    "groups_in_several_parts",
     "kfold_splits",
     "make_split",
     "read_split_csv",

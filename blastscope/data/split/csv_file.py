@@ -88,20 +88,21 @@ def read_split_csv(path: Path | str, table: CellTable | None = None) -> Split:
     -------
     Split
         With ``seed`` None and ``ratios`` the achieved shares of all cells. It counts as subject-level when every cell
-        has a group and no group spans two parts.
+        has a group and no group spans two parts. With ``table``, its cells that no row names are in ``left_out``.
 
     Raises
     ------
     SplitContentsMissing
         With ``table``, when rows name contents no file of the dataset has (counted, the first one named).
     DataError
-        When the file cannot be read, lacks a column, is empty, names an unknown part, or (with ``table``) holds a file
-        with another label.
+        When the file cannot be read, lacks a column, is empty, names an unknown part, holds two rows of one image
+        (the same digest: the cell would count twice), or (with ``table``) holds a file with another label.
     LeakageError
         When an identical file, or a subject group of a subject-level split, sits in two parts.
     """
     path = Path(path)
     rows = _read_rows(path)
+    named = _one_row_per_image(path, rows)
     by_digest = {cell.digest: cell for cell in table.cells} if table is not None else {}
     if table is not None:
         _check_contents_present(path, rows, table, by_digest)
@@ -125,6 +126,7 @@ def read_split_csv(path: Path | str, table: CellTable | None = None) -> Split:
         seed=None,
         ratios=tuple(len(parts[part]) / len(cells) for part in PARTS),
         classes=table.classes if table is not None else class_order(cell.label for cell in cells),
+        left_out=[cell for cell in table.cells if cell.digest not in named] if table is not None else [],
     )
     check_leakage(split)
     return split
@@ -147,6 +149,20 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     if not rows:
         raise DataError(f"{path}: the split CSV has no rows; make one with `blastscope data split`")
     return rows
+
+
+def _one_row_per_image(path: Path, rows: list[tuple[int, dict[str, str]]]) -> set[str]:
+    """The digests the rows name; two rows of one image in different parts are a leak, left to
+    :func:`check_leakage` to name, but two in one part would count the cell twice, which no count should."""
+    lines: dict[str, tuple[int, str]] = {}
+    for line, row in rows:
+        first = lines.setdefault(row["digest"], (line, row["split"]))
+        if first[0] != line and first[1] == row["split"]:
+            raise DataError(
+                f"{path}, line {line}: {row['path']} is the image of line {first[0]} again (digest {row['digest']}); "
+                "delete one of the two rows"
+            )
+    return set(lines)
 
 
 def changed_cells(cells: Iterable[Cell]) -> list[Cell]:

@@ -6,7 +6,7 @@ person) be seen in training never reaches a model.
 
 from __future__ import annotations
 
-from blastscope.data.split.model import Split
+from blastscope.data.split.model import PARTS, Split
 from blastscope.data.table import Cell
 from blastscope.errors import LeakageError
 
@@ -45,3 +45,25 @@ def check_leakage(split: Split) -> None:
                 f"subject group {group} sits in {other[0]} ({other[1].path.name}) and {part} ({cell.path.name}); "
                 "make a new split with `blastscope data split`"
             )
+
+
+def groups_in_several_parts(split: Split) -> dict[str, list[str]]:
+    """Each subject group that has cells in more than one part, with those parts in part order.
+
+    What makes a split read from CSV image-level rather than subject-level; named to the person so they can find the
+    rows (cells without a subject id belong to no group and are not listed).
+
+    Parameters
+    ----------
+    split : Split
+
+    Returns
+    -------
+    dict of str to list of str
+        Group -> its parts, groups in the order their first cell comes in the split.
+    """
+    parts: dict[str, set[str]] = {}
+    for part, cell in split.cells():
+        if cell.subject is not None:
+            parts.setdefault(split.group_of(cell), set()).add(part)
+    return {group: [part for part in PARTS if part in used] for group, used in parts.items() if len(used) > 1}

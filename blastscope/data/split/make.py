@@ -7,6 +7,7 @@ that explain a bad choice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from blastscope.data.discover import subject_groups
@@ -145,7 +146,8 @@ def kfold_splits(
 def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
     """The ratios as floats, or an error that shows the expected form."""
     ratios = tuple(float(ratio) for ratio in ratios)
-    if len(ratios) != len(PARTS) or min(ratios) < 0 or ratios[0] <= 0 or abs(sum(ratios) - 1) > 1e-6:
+    finite = all(math.isfinite(ratio) for ratio in ratios)  # NaN passes every comparison below
+    if not finite or len(ratios) != len(PARTS) or min(ratios) < 0 or ratios[0] <= 0 or abs(sum(ratios) - 1) > 1e-6:
         raise BlastscopeError(
             f"ratios {','.join(f'{r:g}' for r in ratios)} must be three numbers >= 0 for train,val,test "
             "that sum to 1, train above 0 (e.g. 0.6,0.2,0.2)"

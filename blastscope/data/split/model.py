@@ -36,6 +36,8 @@ class Split:
 
     ``subject_level`` is False when cells were split one by one (no subject ids, or asked for): then cells of one
     person may sit on both sides and scores are optimistic. ``seed`` is None for a split read back from CSV.
+    ``left_out`` holds the dataset's cells that a split CSV read against it puts in no part, so that counts of the
+    dataset and of the parts can be told apart and said.
     """
 
     parts: dict[str, list[Cell]]
@@ -44,6 +46,7 @@ class Split:
     seed: int | None
     ratios: tuple[float, ...]
     classes: tuple[str, ...] = field(default=())
+    left_out: list[Cell] = field(default_factory=list)
 
     def cells(self) -> Iterator[tuple[str, Cell]]:
         """Every ``(part, cell)`` pair in part order, so that files written from a split come out the same each time."""

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from blastscope.data.discover import subject_groups
+from blastscope.data.split.model import PARTS
 from blastscope.data.table import Cell, CellTable
-from blastscope.errors import DataError
+from blastscope.errors import BlastscopeError, DataError
 
 SUBJECT_TRIALS = 200
 """Seeded orders tried for subject groups; single cells reach their targets in one pass."""
@@ -99,10 +100,18 @@ def assign(units: Sequence[Unit], ratios: Mapping[str, float], seed: int, subjec
 
     Raises
     ------
+    BlastscopeError
+        When a ratio is not a number >= 0 (NaN included) or none is above 0.
     DataError
         When a class has fewer units than there are receiving parts, or no order tried puts every class in every
         receiving part.
     """
+    if not all(math.isfinite(ratio) and ratio >= 0 for ratio in ratios.values()) or not any(ratios.values()):
+        given = ", ".join(f"{part} {ratio:g}" for part, ratio in ratios.items())
+        raise BlastscopeError(
+            "ratios must be three numbers >= 0 for train,val,test that sum to 1, train above 0 (e.g. 0.6,0.2,0.2), "
+            + ("and nan is not a number" if any(math.isnan(ratio) for ratio in ratios.values()) else f"not {given}")
+        )
     placement = {unit.key: unit.fixed for unit in units if unit.fixed is not None}
     free = [unit for unit in units if unit.fixed is None]
     totals = sum((unit.counts for unit in free), Counter())
@@ -157,17 +166,24 @@ def _unit_quotas(units: Sequence[Unit], ratios: Mapping[str, float]) -> dict[str
 def _check_enough_units(
     free: Sequence[Unit], totals: Counter[str], receiving: Sequence[str], subject_level: bool
 ) -> None:
-    """Fail early, with the ways out, when a class cannot reach every receiving part whatever the order."""
+    """Fail early, with the ways out, when a class cannot reach every receiving part whatever the order: a part's
+    ratio of 0 for train/val/test, fewer folds for cross-validation (its parts are folds, which take no ratios)."""
     unit_name = "subject groups" if subject_level else "cells"
-    for label in sorted(totals):
-        units = sum(1 for unit in free if unit.counts[label])
-        if units < len(receiving):
-            raise DataError(
-                f"class '{label}' has only {units} {unit_name}, too few for {len(receiving)} parts "
-                f"({', '.join(receiving)}): add subjects, set a part's ratio to 0 "
-                "(e.g. --ratios 0.8,0.2,0 (data split) / --split-ratios 0.8,0.2,0 (train))"
-                + (", or split by image (--split-by image)" if subject_level else "")
-            )
+    units = {label: sum(1 for unit in free if unit.counts[label]) for label in sorted(totals)}
+    short = [label for label, count in units.items() if count < len(receiving)]
+    if not short:
+        return
+    ways, fewest = ["add subjects"], min(units.values())
+    if set(receiving) <= set(PARTS):
+        ways.append("set a part's ratio to 0 (e.g. --ratios 0.8,0.2,0 (data split) / --split-ratios 0.8,0.2,0 (train))")
+    elif fewest >= 3:  # cross-validation tests on one fold and validates on another
+        ways.append(f"use at most {fewest} folds (--cv {fewest} (data split, compare) / --folds {fewest} (train))")
+    if subject_level:
+        ways.append("split by image (--split-by image)")
+    raise DataError(
+        f"class '{short[0]}' has only {units[short[0]]} {unit_name}, too few for {len(receiving)} parts "
+        f"({', '.join(receiving)}): {', '.join(ways[:-1])}{', or ' if len(ways) > 1 else ''}{ways[-1]}"
+    )
 
 
 def _greedy(
