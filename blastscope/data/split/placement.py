@@ -23,7 +23,7 @@ import numpy as np
 from blastscope.data.discover import subject_groups
 from blastscope.data.split.model import PARTS
 from blastscope.data.table import Cell, CellTable
-from blastscope.errors import BlastscopeError, DataError
+from blastscope.errors import DataError
 
 SUBJECT_TRIALS = 200
 """Seeded orders tried for subject groups; single cells reach their targets in one pass."""
@@ -100,18 +100,10 @@ def assign(units: Sequence[Unit], ratios: Mapping[str, float], seed: int, subjec
 
     Raises
     ------
-    BlastscopeError
-        When a ratio is not a number >= 0 (NaN included) or none is above 0.
     DataError
         When a class has fewer units than there are receiving parts, or no order tried puts every class in every
         receiving part.
     """
-    if not all(math.isfinite(ratio) and ratio >= 0 for ratio in ratios.values()) or not any(ratios.values()):
-        given = ", ".join(f"{part} {ratio:g}" for part, ratio in ratios.items())
-        raise BlastscopeError(
-            "ratios must be three numbers >= 0 for train,val,test that sum to 1, train above 0 (e.g. 0.6,0.2,0.2), "
-            + ("and nan is not a number" if any(math.isnan(ratio) for ratio in ratios.values()) else f"not {given}")
-        )
     placement = {unit.key: unit.fixed for unit in units if unit.fixed is not None}
     free = [unit for unit in units if unit.fixed is None]
     totals = sum((unit.counts for unit in free), Counter())
