@@ -69,6 +69,11 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
     return path
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether the run trained to its end: ``metrics.json`` is written only then, after its best checkpoint."""
+    return (Path(run_dir) / "metrics.json").is_file() and (Path(run_dir) / "checkpoints" / "best.ckpt").is_file()
+
+
 def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
     """Copy the network of a Lightning checkpoint (keys ``model.*``) into ``model``, loading only plain tensors."""
     try:

@@ -30,6 +30,7 @@ from blastscope.runs.ensemble import ENSEMBLE
 from blastscope.runs.folder import (
     RUN_DIR_ENV,
     checkpoint_path,
+    finished,
     load_network_weights,
     new_run_dir,
     read_config,
@@ -166,11 +167,6 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
     checkpoint = latest_checkpoint(run_dir)
     bundle = _resumed_model(config, table, recorded, run_dir, from_checkpoint=checkpoint is not None)
     return _fit(Prepared(config, table, split, bundle, run_dir, positive), resume_from=checkpoint)
-
-
-def finished(run_dir: Path) -> bool:
-    """Whether the run trained to its end: metrics.json is written only then, after its best checkpoint."""
-    return (run_dir / "metrics.json").is_file() and checkpoint_path(run_dir, "best").is_file()
 
 
 def _data_not_found(run_dir: Path, data: str) -> str:

@@ -28,7 +28,7 @@ from blastscope.errors import BlastscopeError
 from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import TrainedRun, load_run
 from blastscope.runs.ensemble import ENSEMBLE, SHARED_PREPROCESSING, EnsembleNetwork
-from blastscope.runs.folder import read_config, write_operating_point
+from blastscope.runs.folder import finished, read_config, write_operating_point
 from blastscope.training.config import write_yaml
 from blastscope.training.prepare import package_versions
 
@@ -150,9 +150,9 @@ def _member(run_dir: Path, checkpoint: str) -> TrainedRun:
             f"{run_dir} is itself an ensemble; nesting would weigh its members unequally: name its member runs "
             "(listed under `members` in its config.yaml) instead"
         )
-    if not (run_dir / "metrics.json").is_file():
+    if not finished(run_dir):
         raise BlastscopeError(
-            f"{run_dir}: not a finished run (no metrics.json: training did not end); finish it with "
+            f"{run_dir}: not a finished run (no metrics.json or best checkpoint: training did not end); finish it with "
             f"`blastscope train --resume {run_dir}` or leave it out"
         )
     return load_run(run_dir, checkpoint)

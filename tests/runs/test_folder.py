@@ -14,6 +14,7 @@ from blastscope.runs import load_run
 from blastscope.runs.folder import (
     OPERATING_POINT_FILE,
     checkpoint_path,
+    finished,
     load_network_weights,
     read_operating_point,
     write_operating_point,
@@ -50,6 +51,13 @@ def test_checkpoints_are_named_or_given_as_paths(tiny_run: Path, tmp_path: Path)
     with pytest.raises(BlastscopeError, match="checkpoint not found") as caught:
         checkpoint_path(tiny_run, str(missing))
     assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_run_is_finished_only_with_its_metrics_and_best_checkpoint(tiny_run_copy: Path) -> None:
+    assert finished(tiny_run_copy)
+    (tiny_run_copy / "checkpoints" / "best.ckpt").unlink()
+    assert not finished(tiny_run_copy)  # an answer, not a missing-checkpoint error
+    assert not finished(tiny_run_copy.parent / "no-such-run")
 
 
 def test_a_missing_checkpoint_is_a_one_line_error_naming_it(tiny_run_copy: Path) -> None:

@@ -27,6 +27,7 @@ from blastscope.errors import BlastscopeError
 from blastscope.evaluation.evaluate import evaluate_run
 from blastscope.evaluation.referral import ReferralChoice
 from blastscope.models import get_spec
+from blastscope.runs.folder import finished
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows.compare.config import Budget, CompareConfig
 
@@ -235,11 +236,9 @@ def find_run(runs: Path, recipe: dict[str, Any], split: Split) -> tuple[Path, bo
         except (BlastscopeError, yaml.YAMLError, AttributeError, TypeError):
             continue  # a foreign or damaged run is simply not reused
         run_dir = config_path.parent
-        matches.append(
-            (run_dir, (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file())
-        )
-    finished = [match for match in matches if match[1]]
-    return (finished or matches or [None])[0]
+        matches.append((run_dir, finished(run_dir)))
+    done = [match for match in matches if match[1]]
+    return (done or matches or [None])[0]
 
 
 def _content_hash(run_dir: Path, saved: dict[str, Any]) -> str:
