@@ -101,6 +101,24 @@ second, not minutes of scikit-learn's per-call input checks. The tests hold them
 """
 
 
+def decision_arrays(
+    y_true: Sequence[int], y_prob: Sequence[Sequence[float]], y_pred: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and decisions as int64, probabilities as float64, one row per cell.
+
+    Raises
+    ------
+    ValueError
+        For arrays of different lengths.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if not len(y_true) == len(y_prob) == len(y_pred):
+        raise ValueError(f"{len(y_true)} labels, {len(y_prob)} probability rows and {len(y_pred)} decisions differ")
+    return y_true, y_prob, y_pred
+
+
 def classification_metrics(
     y_true: np.ndarray,
     y_prob: np.ndarray,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from blastscope.evaluation.subjects import subject_units
-from blastscope.metrics import SCALAR_METRICS, MetricFn
+from blastscope.metrics import SCALAR_METRICS, MetricFn, decision_arrays
 
 MIN_UNITS_PER_CLASS = 2  # fewer: that class is identical in every resample, and the interval too narrow to mean much
 
@@ -65,11 +65,7 @@ def bootstrap_ci(
     ValueError
         For arrays of different lengths.
     """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if not len(y_true) == len(y_prob) == len(y_pred):
-        raise ValueError(f"{len(y_true)} labels, {len(y_prob)} probability rows and {len(y_pred)} decisions differ")
+    y_true, y_prob, y_pred = decision_arrays(y_true, y_prob, y_pred)
     unit = "subject" if subjects is not None and all(s is not None for s in subjects) else "cell"
     members, strata = _units(y_true, subjects if unit == "subject" else None)
     rng = np.random.default_rng(seed)

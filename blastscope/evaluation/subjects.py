@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.metrics import classification_metrics
+from blastscope.metrics import classification_metrics, decision_arrays
 
 
 def subject_units(y_true: np.ndarray, subjects: Sequence[str]) -> tuple[list[tuple[str, int]], np.ndarray]:
@@ -67,11 +67,7 @@ def subject_report(
     ValueError
         For arrays of different lengths.
     """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_prob = np.asarray(y_prob, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if not len(y_true) == len(y_prob) == len(y_pred):
-        raise ValueError(f"{len(y_true)} labels, {len(y_prob)} probability rows and {len(y_pred)} decisions differ")
+    y_true, y_prob, y_pred = decision_arrays(y_true, y_prob, y_pred)
     classes = point.classes
     units, unit_of_cell = subject_units(y_true, subjects)
     cell_correct = y_pred == y_true
