@@ -8,7 +8,8 @@ Three layouts are read, tried in this order:
 * **class per folder** (kind ``"folders"``): the class of an image is the *top-level* folder under the root it sits in,
   at any depth below (``root/blast/patient_7/img.png`` is class ``blast``). Such trees carry no subject ids. A root
   whose top-level folders all hold the same class folders (``train/{a,b}`` and ``test/{a,b}``; two copies
-  ``v1/{all,hem}`` and ``v2/{all,hem}``) is refused: its top-level folders are splits or copies, not classes.
+  ``v1/{all,hem}`` and ``v2/{all,hem}``), or whose top-level folders are named as dataset parts and hold folders
+  (``train/{a,b,c}`` and ``val/{a,b}``), is refused: its top-level folders are splits or copies, not classes.
 * **CSV manifest** (kind ``"manifest"``): only when the path given *is* a ``.csv`` file. Columns are found by header
   name: ``path`` (relative to the CSV's folder, or absolute; ``\\`` separators as Windows writes them are accepted),
   ``label``, optional ``subject``; others are ignored. The delimiter (``,``, ``;`` or tab, as spreadsheet programs
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from blastscope.data import cnmc
-from blastscope.data.classes import canonical_spellings
+from blastscope.data.classes import canonical_spellings, name_tokens
 from blastscope.data.files import find_image_files
 from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, probe_image
 from blastscope.data.reading import read_image_file
@@ -51,6 +52,10 @@ PRELIM_CHOICES = ("pool", "test")
 MANIFEST_DELIMITERS = ",;\t"
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 Skip = tuple[Path, str]  # a file set aside, and why
+_PART_WORDS = frozenset(
+    {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval", "evaluation", "holdout"}
+)
+_PART_FILLER_WORDS = frozenset({"data", "set", "split", "images"})  # training_data, test_set, val_images
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,26 +227,43 @@ def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list[Skip], notes
 
 def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
     """Stop when every top-level folder holds the same set of two or more subfolders (``train/{a,b}``,
-    ``test/{a,b}``): those would be taken as the classes (train, test) while the real classes sit one level down."""
+    ``test/{a,b}``), or when two or more are named as dataset parts and hold subfolders (``train/{a,b,c}``,
+    ``val/{a,b}``: a part may lack a class): those would be taken as the classes (train, test) while the real classes
+    sit one level down."""
     inner: dict[str, set[str]] = defaultdict(set)
     for file in files:
         parts = file.relative_to(root).parts
         if len(parts) >= 2:
             inner[parts[0]].add(parts[1].lower() if len(parts) >= 3 else "")  # "": an image right in the top folder
     shapes = {frozenset(names) for names in inner.values()}
-    if len(inner) < 2 or len(shapes) != 1:
-        return
-    shared = next(iter(shapes))
-    if "" in shared or len(shared) < 2:
-        return
-    tops = sorted(inner, key=natural_key)
-    first = tops[0]
-    classes = sorted({file.relative_to(root).parts[1] for file in files if file.relative_to(root).parts[0] == first})
-    raise DataError(
-        f"{root}: every top-level folder ({', '.join(tops)}) holds the same class folders ({', '.join(classes)}), so "
-        f"they look like splits or copies, not classes; point at one of them, e.g. {root / first}, or list the files "
-        "and their classes in a CSV manifest (path,label) to use them all"
-    )
+    shared = next(iter(shapes), frozenset())
+    if len(inner) >= 2 and len(shapes) == 1 and "" not in shared and len(shared) >= 2:
+        tops = sorted(inner, key=natural_key)
+        first = tops[0]
+        classes = sorted(
+            {file.relative_to(root).parts[1] for file in files if file.relative_to(root).parts[0] == first}
+        )
+        raise DataError(
+            f"{root}: every top-level folder ({', '.join(tops)}) holds the same class folders ({', '.join(classes)}), "
+            f"so they look like splits or copies, not classes; point at one of them, e.g. {root / first}, or list the "
+            "files and their classes in a CSV manifest (path,label) to use them all"
+        )
+    named_parts = sorted((top for top, names in inner.items() if _names_a_part(top) and names - {""}), key=natural_key)
+    if len(named_parts) >= 2:
+        classes = sorted({name for top in named_parts for name in inner[top] - {""}}, key=natural_key)
+        raise DataError(
+            f"{root}: the top-level folders {', '.join(named_parts)} are named as dataset parts and hold folders "
+            f"({', '.join(classes)}), so they look like splits, not classes; point at one of them, e.g. "
+            f"{root / named_parts[0]}, or list the files and their classes in a CSV manifest (path,label) to use them "
+            "all"
+        )
+
+
+def _names_a_part(folder: str) -> bool:
+    """Whether a folder's name says it is a dataset part (``train``, ``Validation``, ``test_set``, ``training_data``),
+    not a class."""
+    words = {word for word in name_tokens(folder) if not word.isdigit()} - _PART_FILLER_WORDS
+    return bool(words) and words <= _PART_WORDS
 
 
 def _from_folders(root: Path, files: Sequence[Path], skipped: list[Skip]) -> list[LabelledFile]:

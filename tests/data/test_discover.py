@@ -421,6 +421,19 @@ def test_top_level_folders_that_repeat_the_class_folders_are_refused(
     assert "\n" not in str(error.value)
 
 
+def test_top_level_folders_named_as_parts_are_refused_even_when_a_part_lacks_a_class(tmp_path: Path) -> None:
+    tree = {"train": ("blast", "mono", "normal"), "Validation": ("blast", "normal"), "test_set": ("mono", "normal")}
+    seed = 0
+    for top, classes in tree.items():
+        for label in classes:
+            _cell(tmp_path / top / label / "cell.png", seed := seed + 1)
+
+    with pytest.raises(DataError, match="named as dataset parts") as error:  # was: three classes train, test_set, ...
+        scan_dataset(tmp_path)
+    assert f"point at one of them, e.g. {tmp_path / 'Validation'}" in str(error.value)
+    assert "(blast, mono, normal)" in str(error.value) and "\n" not in str(error.value)
+
+
 def test_class_folders_with_their_own_subfolders_are_still_classes(tmp_path: Path) -> None:
     for label, seed in (("blast", 0), ("normal", 10)):
         for patient in ("p1", f"{label}-p2"):
