@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 50_000_000
-DECODER_VERSION = 3
+DECODER_VERSION = 4
 """Bumped whenever decoding gives different pixels for the same bytes (2: EXIF orientation, 10/12-bit range; 3: 14-bit
-range), so the
+range; 4: 16-bit TIFFs Pillow reads as 8-bit refused, not scrambled), so the
 decoded-image cache re-decodes what an older decoder stored."""
 
 _FORMATS = ("PNG", "BMP", "JPEG", "TIFF", "WEBP")  # Pillow tries only these decoders, in this order
@@ -51,6 +51,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _WIDE_CHANNELS = re.compile(r";16[BLN]?$")  # Pillow's raw modes for 16 bits per channel, which it cuts to 8 bits
 _CONTAINER_BITS = re.compile(r";(\d+)")
+_BITS_PER_SAMPLE = 258  # the TIFF tag
 _DEPTHS = (10, 12, 14, 16)  # the camera depths a 16-bit container's values are read as, smallest that holds them
 _SCALES = {  # value -> 8 bits, for values in each depth: lookup tables keep 16-bit decoding at one byte a sample
     bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in _DEPTHS
@@ -99,6 +100,7 @@ def probe_image(path: Path, data: bytes | None = None, max_pixels: int = DEFAULT
         raise ImageError(path, "empty file (0 bytes); delete it or replace it with the image")
     with _open(path, io.BytesIO(data), max_pixels) as image:
         header = ImageHeader(image.width, image.height, image.mode, image.format or "unknown")
+        _refuse_misread_tiff(image, path, _rawmode(image))
         try:
             if image.format == "PNG":
                 image.verify()
@@ -157,6 +159,7 @@ def _decode_opened(image: Image.Image, name: Path | str, data: bytes | None) -> 
         and image.mode not in _SIXTEEN_BIT_MODES
         and bool(_WIDE_CHANNELS.search(rawmode))
     )
+    _refuse_misread_tiff(image, name, rawmode)
     if wide and data is None:
         filename = getattr(image, "filename", "")
         if not filename:
@@ -233,6 +236,23 @@ def _rawmode(image: Image.Image) -> str:
         if isinstance(args, tuple) and args and isinstance(args[0], str):
             return args[0]
     return ""
+
+
+def _refuse_misread_tiff(image: Image.Image, name: Path | str, rawmode: str) -> None:
+    """An ImageError for a TIFF whose header declares more than 8 bits per sample in a layout that Pillow reads as
+    8-bit samples (16-bit colour planes stored one after another), which would decode as a scrambled picture. A
+    picture already loaded has no raw mode left to tell by and passes."""
+    wide = _WIDE_CHANNELS.search(rawmode)
+    if image.format != "TIFF" or not rawmode or wide or image.mode in (*_SIXTEEN_BIT_MODES, "F"):
+        return
+    bits = image.tag_v2.get(_BITS_PER_SAMPLE, 8)  # type: ignore[attr-defined]
+    bits = max(bits) if isinstance(bits, tuple) else int(bits)
+    if bits > 8:
+        raise ImageError(
+            name,
+            f"{bits}-bit TIFF stored in a layout Pillow reads as 8-bit, a scrambled picture (e.g. each colour in its "
+            "own plane); save it as 8-bit, or as 16-bit RGB with interleaved channels",
+        )
 
 
 def _orientation(image: Image.Image, name: Path | str) -> int | None:

@@ -356,3 +356,14 @@ def test_pipes_device_links_and_huge_files_are_refused_before_reading(
     for path, reason in special_files(tmp_path).items():
         with pytest.raises(ImageError, match=re.escape(f"{path}: {reason}")):
             returns_within(10, reader, path)
+
+
+def test_a_16_bit_tiff_with_separate_colour_planes_is_refused_not_scrambled(tmp_path: Path) -> None:
+    wide = _scaled_to(_cell_like(), 12)
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(path, np.moveaxis(wide, -1, 0), photometric="rgb", planarconfig="separate")
+
+    for read in (read_rgb, probe_image):  # probe_image: the dataset scan skips it with the reason, before training
+        with pytest.raises(ImageError, match="16-bit TIFF stored in a layout Pillow reads as 8-bit") as error:
+            read(path)  # was: a scrambled picture of noise, with no word said
+        assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
