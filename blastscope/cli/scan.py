@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise BlastscopeError(f"--red-cell-diameter {args.red_cell_diameter}: give the red cells' size in px (> 2)")
     check_writable(args.out, "--out")
     ignored: list[tuple[Path, str]] = []
-    paths = expand_inputs(args.inputs, ignored)
+    paths = _once_each(expand_inputs(args.inputs, ignored))
     classifier = load(
         args.run_dir,
         backend=args.backend,
@@ -149,6 +149,17 @@ def run(args: argparse.Namespace) -> int:
             f"was interrupted); running the same command again scans all {len(paths)} from the start, replacing them"
         )
     return 1 if overall["failed"] else 0
+
+
+def _once_each(paths: list[Path]) -> list[Path]:
+    """Each photograph once, in the order first given: one named twice (``photos photos/a.jpg``) would count its
+    cells twice in the totals and, for a run normalising colours per person, weigh twice in that person's colours."""
+    first: dict[Path, Path] = {}
+    for path in paths:
+        given = first.setdefault(path.resolve(), path)
+        if given is not path:
+            print(f"ignored {path}: the same file as {given}, scanned once", file=sys.stderr)
+    return list(first.values())
 
 
 def _person_line(photographs: int, together: bool) -> str:

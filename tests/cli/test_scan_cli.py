@@ -94,6 +94,22 @@ def test_an_unreadable_file_is_listed_and_the_status_is_1(
     assert len(list((out / "overlays").iterdir())) == 1
 
 
+def test_a_photograph_given_twice_is_scanned_once(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    again = smear_folder / "." / "smear_000.png"  # the folder names it too
+    assert main(["scan", str(tiny_run), str(smear_folder), str(again), "--out", str(tmp_path / "scan")]) == 0
+
+    printed = capsys.readouterr()
+    images = list(csv.DictReader((tmp_path / "scan" / "images.csv").open()))
+    assert [Path(row["image"]).name for row in images] == [
+        "smear_000.png",
+        "smear_001.png",
+    ]  # was: 3, cells counted twice
+    assert printed.out.splitlines()[2].startswith("2 photographs scanned (")
+    assert f"ignored {again}: the same file as {smear_folder / 'smear_000.png'}, scanned once" in printed.err
+
+
 def test_a_field_of_noise_says_no_white_cells_found_not_0_of_0(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -148,7 +164,8 @@ def test_ctrl_c_writes_the_photographs_finished_and_says_so(
 ) -> None:
     """Interrupted on its second of three photographs, scan writes the first one's rows, not only its overlay, says in
     its summary and scan.json that it was interrupted after 1 of 3, and its last line says what to do (not train's)."""
-    photos = [str(smear_folder / name) for name in ("smear_000.png", "smear_001.png", "smear_000.png")]
+    (tmp_path / "smear_002.png").write_bytes((smear_folder / "smear_000.png").read_bytes())  # a third photograph
+    photos = [str(smear_folder / "smear_000.png"), str(smear_folder / "smear_001.png"), str(tmp_path / "smear_002.png")]
     scan, calls, out = Classifier.scan, [], tmp_path / "scan"
 
     def ctrl_c_on_the_second(self: Classifier, *args: object, **kwargs: object) -> object:
