@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise BlastscopeError(f"--red-cell-diameter {args.red_cell_diameter}: give the red cells' size in px (> 2)")
     check_writable(args.out, "--out")
     ignored: list[tuple[Path, str]] = []
-    paths = _once_each(expand_inputs(args.inputs, ignored))
+    paths = _photographs(expand_inputs(args.inputs, ignored), args.out)
     classifier = load(
         args.run_dir,
         backend=args.backend,
@@ -151,14 +151,26 @@ def run(args: argparse.Namespace) -> int:
     return 1 if overall["failed"] else 0
 
 
-def _once_each(paths: list[Path]) -> list[Path]:
-    """Each photograph once, in the order first given: one named twice (``photos photos/a.jpg``) would count its
-    cells twice in the totals and, for a run normalising colours per person, weigh twice in that person's colours."""
+def _photographs(paths: list[Path], out: Path) -> list[Path]:
+    """Each photograph once, in the order first given, and none from ``out``: one named twice (``photos
+    photos/a.jpg``) would count its cells twice in the totals (and, for a run normalising colours per person, weigh
+    twice in that person's colours), and an earlier scan's overlays in an ``--out`` inside the folder scanned would be
+    scanned as photographs."""
+    own = out.resolve()
     first: dict[Path, Path] = {}
+    in_out = 0
     for path in paths:
-        given = first.setdefault(path.resolve(), path)
+        resolved = path.resolve()
+        if resolved.is_relative_to(own):
+            in_out += 1
+            continue
+        given = first.setdefault(resolved, path)
         if given is not path:
             print(f"ignored {path}: the same file as {given}, scanned once", file=sys.stderr)
+    if in_out:
+        print(f"ignored {in_out} file{'s' * (in_out != 1)} in {out}: this scan's own output", file=sys.stderr)
+    if not first:
+        raise BlastscopeError(f"no photographs to scan outside {out} (--out)")
     return list(first.values())
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import shutil
 import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
 from pathlib import Path
@@ -108,6 +109,23 @@ def test_a_photograph_given_twice_is_scanned_once(
     ]  # was: 3, cells counted twice
     assert printed.out.splitlines()[2].startswith("2 photographs scanned (")
     assert f"ignored {again}: the same file as {smear_folder / 'smear_000.png'}, scanned once" in printed.err
+
+
+def test_an_earlier_scan_in_the_folder_scanned_is_not_scanned_again(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = tmp_path / "photos"
+    shutil.copytree(smear_folder, photos)
+    command = ["scan", str(tiny_run), str(photos), "--out", str(photos / "scan")]
+    assert main(command) == 0
+    capsys.readouterr()
+
+    assert main(command) == 0  # run again, as one does
+
+    printed = capsys.readouterr()
+    images = list(csv.DictReader((photos / "scan" / "images.csv").open()))
+    assert [Path(row["image"]).name for row in images] == ["smear_000.png", "smear_001.png"]  # was: and 2 overlays
+    assert f"ignored 2 files in {photos / 'scan'}: this scan's own output" in printed.err
 
 
 def test_a_field_of_noise_says_no_white_cells_found_not_0_of_0(
