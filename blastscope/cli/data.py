@@ -61,8 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split-by",
         choices=SPLIT_BY,
         default=None,
-        help="subject (default when every cell has a subject id) or image (cells of one person may then sit in "
-        "several parts)",
+        help="subject (default when any cell has a subject id; then every cell needs one) or image (cells of one "
+        "person may then sit in several parts)",
     )
     split.add_argument(
         "--cv",

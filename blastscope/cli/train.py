@@ -102,7 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--split-by",
         choices=SPLIT_BY,
-        help="keep each subject in one part or not (default: by subject when every cell has one)",
+        help="keep each subject in one part or not (default: by subject when any cell has a subject id; then every "
+        "cell needs one)",
     )
     data.add_argument("--folds", type=int, help="k of k-fold cross-validation by subject")
     data.add_argument("--fold", type=int, help="which fold (0..k-1) to train")

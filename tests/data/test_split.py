@@ -339,6 +339,16 @@ def test_tampered_split_csvs_are_refused(tmp_path: Path, edit, message: str) -> 
         read_split_csv(path)
 
 
+def test_a_hand_made_csv_without_the_recorded_columns_names_them_and_the_way_to_a_whole_one(tmp_path: Path) -> None:
+    path = tmp_path / "mine.csv"
+    path.write_text("path,split\na.png,train\n")
+    with pytest.raises(
+        DataError, match=r"mine\.csv: .*missing columns digest, group, label, subject; .*data split"
+    ) as caught:
+        read_split_csv(path)
+    assert "\n" not in str(caught.value)
+
+
 def test_a_subject_moved_across_parts_reads_back_as_not_subject_level(tmp_path: Path) -> None:
     path = tmp_path / "split.csv"
     write_split_csv(make_split(_table(BALANCED)), path)

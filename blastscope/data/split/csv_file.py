@@ -139,7 +139,10 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
             reader = csv.DictReader(handle)
             missing = set(CSV_COLUMNS) - set(reader.fieldnames or [])
             if missing:
-                raise DataError(f"{path}: not a split CSV, missing columns {', '.join(sorted(missing))}")
+                raise DataError(
+                    f"{path}: not a split CSV, missing columns {', '.join(sorted(missing))}; write one with "
+                    "`blastscope data split DATA --out FILE` and edit its split column"
+                )
             rows = list(enumerate(reader, start=2))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: cannot be read as a split CSV ({error})") from error
