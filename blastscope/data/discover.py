@@ -418,6 +418,7 @@ def _hash_and_deduplicate(
     notes: list[str],
 ) -> CellTable:
     spelling = canonical_spellings(entry.label for entry in labelled)  # `ALL` and `all` are one class, not two
+    notes.extend(_merged_spellings_note(spelling))
     labelled = [dataclasses.replace(entry, label=spelling[entry.label]) for entry in labelled]
     copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
     for entry in labelled:
@@ -432,6 +433,19 @@ def _hash_and_deduplicate(
     table.cells.sort(key=lambda cell: cell.path)
     table.classes = class_order(cell.label for cell in table.cells)
     return table
+
+
+def _merged_spellings_note(spelling: dict[str, str]) -> list[str]:
+    """One line per class spelt in several ways, so that a folder ``Blast/`` beside ``blast/`` is not merged unsaid."""
+    merged: dict[str, list[str]] = defaultdict(list)
+    for variant, chosen in sorted(spelling.items()):
+        merged[chosen].append(variant)
+    return [
+        f"labels {', '.join(repr(variant) for variant in variants)} differ only in case: taken as one class "
+        f"{chosen!r} (the most frequent spelling); rename them alike to fix the name"
+        for chosen, variants in merged.items()
+        if len(variants) > 1
+    ]
 
 
 def _keep_one(table: CellTable, digest: str, copies: list[tuple[LabelledFile, ImageHeader]]) -> None:

@@ -547,3 +547,10 @@ def test_one_class_however_its_folders_or_labels_are_spelled(tmp_path: Path) -> 
     table = scan_dataset(tmp_path / "root")
     assert sorted(table.classes) == ["ALL", "Hem"]  # the most frequent spelling; a tie goes to the first sorted
     assert len(table.cells) == 5 and sorted(cell.label for cell in table.cells) == ["ALL", "ALL", "ALL", "Hem", "Hem"]
+    merges = [note for note in table.notes if "differ only in case" in note]
+    assert merges == [
+        "labels 'ALL', 'all' differ only in case: taken as one class 'ALL' (the most frequent spelling); rename them "
+        "alike to fix the name",
+        "labels 'Hem', 'hem' differ only in case: taken as one class 'Hem' (the most frequent spelling); rename them "
+        "alike to fix the name",
+    ]
