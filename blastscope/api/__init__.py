@@ -21,7 +21,7 @@ from blastscope.export.onnx import onnx_model_path
 from blastscope.inference.precision import InferencePrecision
 from blastscope.inference.runners import OnnxRunner
 from blastscope.runs import load_run
-from blastscope.runs.trained import temperature_warnings
+from blastscope.runs.trained import temperature_warnings, unfinished_warnings
 from blastscope.workflows.scan import ImageScan
 
 __all__ = ["Classifier", "ImageScan", "Prediction", "load"]
@@ -123,5 +123,5 @@ def load(
         transform=trained.transform,
         name=trained.display_name,
         attribution=trained.attribution,
-        warnings=temperature_warnings(trained.config, point),
+        warnings=unfinished_warnings(trained.run_dir, trained.config) + temperature_warnings(trained.config, point),
     )

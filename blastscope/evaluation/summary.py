@@ -13,7 +13,7 @@ from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
 from blastscope.metrics import class_display_name, one_class_warning
 from blastscope.runs.folder import OPERATING_POINT_FILE, read_config
-from blastscope.runs.trained import temperature_warnings
+from blastscope.runs.trained import temperature_warnings, unfinished_warnings
 
 FEW_UNITS = 5
 RANKING_KEYS = ("roc_auc", "pr_auc")  # always shown: n/a when a class is missing from the scored cells
@@ -33,13 +33,14 @@ SUMMARY_ROWS = (
 def format_summary(result: EvaluationResult) -> str:
     """An aligned, human-readable report of ``result``.
 
-    A warning first when the scored cells hold one class only (ROC-AUC and PR-AUC then print n/a) or the model calls
-    them all one class, then the notes, the model, the data, ``decision: <OperatingPoint.describe()>``, where that
-    point came from and its refer band, a table of metric, value, 95% CI (n/a, with the reason, when a class has fewer
-    than 2 units to resample; the value on the called cells with a refer band, the TTA value when run), what referral
-    did, calibration (with a warning when the point's temperature, or an ensemble member's, sits at a bound of its
-    fit), subject-level scores and the confusion matrix; then, apart, the transductive section when run, under a title
-    naming the view and K, its label, and with "transductive" on every line.
+    Warnings first when the run's training did not end, and when the scored cells hold one class only (ROC-AUC and
+    PR-AUC then print n/a) or the model calls them all one class, then the notes, the model, the data, ``decision:
+    <OperatingPoint.describe()>``, where that point came from and its refer band, a table of metric, value, 95% CI
+    (n/a, with the reason, when a class has fewer than 2 units to resample; the value on the called cells with a
+    refer band, the TTA value when run), what referral did, calibration (with a warning when the point's
+    temperature, or an ensemble member's, sits at a bound of its fit), subject-level scores and the confusion
+    matrix; then, apart, the transductive section when run, under a title naming the view and K, its label, and with
+    "transductive" on every line.
 
     Parameters
     ----------
@@ -58,6 +59,8 @@ def format_summary(result: EvaluationResult) -> str:
         lines.insert(0, f"warning: {_one_true_class_warning(present[0], result.n_cells)}")
     elif single := plain["metrics"].get("single_predicted_class"):
         lines.insert(0, f"warning: {one_class_warning(single)}")
+    config = read_config(Path(result.run_dir))
+    lines[:0] = [f"warning: {line}" for line in unfinished_warnings(Path(result.run_dir), config)]
     lines += [
         f"model: {result.display_name}; weights: {result.weights_source}",
         f"data: {result.data}: {result.n_cells} cells"
@@ -90,7 +93,7 @@ def format_summary(result: EvaluationResult) -> str:
     if referral.get("band") is not None:
         lines += ["", _referral_text(referral, result.split)]
     lines += ["", _calibration_text(plain["calibration"], point)]
-    lines += [f"warning: {line}" for line in temperature_warnings(read_config(Path(result.run_dir)), result.point)]
+    lines += [f"warning: {line}" for line in temperature_warnings(config, result.point)]
     if plain["subjects"]:
         level = plain["subjects"]["subject_level"]
         lines.append(

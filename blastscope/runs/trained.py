@@ -19,6 +19,7 @@ from blastscope.models.base import CellClassifier
 from blastscope.runs.ensemble import ENSEMBLE, build_ensemble, ensemble_name
 from blastscope.runs.folder import (
     checkpoint_path,
+    finished,
     load_network_weights,
     read_config,
     read_operating_point,
@@ -121,6 +122,21 @@ def temperature_warnings(config: dict[str, Any], point: OperatingPoint) -> list[
             if line := temperature_bound_warning(float(member["temperature"])):
                 warnings.append(f"ensemble member {index} ({member['path']}), whose probabilities it averages: {line}")
     return warnings
+
+
+def unfinished_warnings(run_dir: Path, config: dict[str, Any]) -> list[str]:
+    """A line saying the run's training did not end (killed, crashed, or still running), so its weights are those
+    saved so far and not the finished run's; empty for a finished run or an ensemble (it is not trained).
+
+    Loading such a run is allowed (its best checkpoint so far can be worth a look), but nothing else would tell a
+    prediction from it apart from the finished run's.
+    """
+    if config.get("model") == ENSEMBLE or finished(run_dir):
+        return []
+    return [
+        f"{run_dir}: training did not end (no metrics.json), so these are the weights saved so far, not the finished "
+        f"run's; `blastscope train --resume {run_dir}` finishes it"
+    ]
 
 
 def run_eval_transform(pre: Preprocessing, config: dict[str, Any]) -> Transform:

@@ -72,6 +72,16 @@ def test_a_temperature_at_a_bound_of_its_fit_is_one_warning_line(
     assert len(warnings) == 1 and "0.05 (fitted on 16 validation cells) sits at the lower bound" in warnings[0]
 
 
+def test_a_run_whose_training_did_not_end_is_warned_of(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
+    (run_dir / "metrics.json").unlink()  # killed, or still training: its best checkpoint is only the best so far
+    main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "preds.csv")])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {run_dir}: training did not end (no metrics.json), so these are the weights saved so far, not the "
+        f"finished run's; `blastscope train --resume {run_dir}` finishes it"
+    ]
+
+
 def test_a_given_threshold_is_credited_to_the_command(run_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "preds.csv"
     assert main(["predict", str(run_dir), str(images), "--threshold", "0.3", "--out", str(out)]) == 1

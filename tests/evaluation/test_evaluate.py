@@ -183,6 +183,12 @@ def test_a_point_chosen_with_another_checkpoint_is_not_stored(tiny_run_copy: Pat
     assert "chosen by this evaluation, not stored" in format_summary(result)
 
 
+def test_the_summary_of_a_run_whose_training_did_not_end_says_so_first(tiny_run_copy: Path) -> None:
+    (tiny_run_copy / "metrics.json").unlink()
+    first = format_summary(evaluate_run(tiny_run_copy, bootstrap=0)).splitlines()[0]
+    assert first.startswith(f"warning: {tiny_run_copy}: training did not end (no metrics.json)")
+
+
 def test_new_data_drops_cells_the_run_has_seen(tiny_run: Path, synth_small: Path) -> None:
     split = load_run(tiny_run).split
     result = evaluate_run(tiny_run, data=synth_small, bootstrap=0)

@@ -60,3 +60,15 @@ def test_temperature_warnings_name_the_point_and_each_ensemble_member_at_a_bound
     members = [{"path": "runs/a", "temperature": 1.3}, {"path": "runs/b", "temperature": 20.0}]
     [member] = temperature_warnings({"model": "ensemble", "members": members}, point)
     assert member.startswith("ensemble member 2 (runs/b), whose probabilities it averages: temperature 20 sits at")
+
+
+def test_a_run_whose_training_did_not_end_is_named_in_one_warning_line(tiny_run_copy: Path) -> None:
+    from blastscope.runs.trained import unfinished_warnings
+
+    config = load_run(tiny_run_copy).config
+    assert unfinished_warnings(tiny_run_copy, config) == []
+    (tiny_run_copy / "metrics.json").unlink()  # killed mid-training, or still training: best.ckpt is an early epoch's
+    [line] = unfinished_warnings(tiny_run_copy, config)
+    assert line.startswith(f"{tiny_run_copy}: training did not end (no metrics.json)")
+    assert f"`blastscope train --resume {tiny_run_copy}`" in line and "\n" not in line
+    assert unfinished_warnings(tiny_run_copy, {"model": "ensemble"}) == []  # an ensemble has no metrics.json to write
