@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from blastscope.data.cache import ModelInput, model_input
+from blastscope.data.classes import match_class
 from blastscope.data.images import decode_pil, read_rgb
 from blastscope.data.people import group_people
 from blastscope.data.preprocessing import Preprocessing
@@ -276,10 +277,10 @@ class Classifier:
         person: str = ONE_PERSON,
         colour: SubjectColour | None = None,
     ) -> Explanation:
-        """Grad-CAM of ``target`` (default: the decided class) over the image as the model saw it (cut out, when
-        the run segments, resized to the model's input, and, for a run that normalises colours per person, with its
-        colours normalised by ``person``'s statistics in ``colour``: by default the image alone, one person per call
-        as :meth:`predict`).
+        """Grad-CAM of ``target`` (a class name, matched ignoring case; default: the decided class) over the image as
+        the model saw it (cut out, when the run segments, resized to the model's input, and, for a run that normalises
+        colours per person, with its colours normalised by ``person``'s statistics in ``colour``: by default the image
+        alone, one person per call as :meth:`predict`).
 
         The explained layer is the deepest whose feature map is at least 3x3 at the model's input size;
         ``Explanation.usable`` is false (with a ``note`` saying why) when the map shows nothing."""
@@ -408,9 +409,11 @@ class Classifier:
         return grouped.ids
 
     def _class_index(self, label: str) -> int:
-        if label not in self.classes:
+        """The index of ``label``, matched ignoring case as ``--positive-class`` is (``ALL``, as every door shows it,
+        is the class ``all``)."""
+        if (found := match_class(label, self.classes)) is None:
             raise ValueError(f"unknown class {label!r}; this model knows {', '.join(self.classes)}")
-        return self.classes.index(label)
+        return self.classes.index(found)
 
 
 def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:

@@ -143,6 +143,12 @@ def test_explain_gives_heatmap_and_overlay_at_input_size(tiny_run: Path, cell_im
         classifier.explain(cell_images[0], target="no-such-class")
 
 
+def test_explain_takes_a_class_spelled_as_the_doors_show_it(tiny_run: Path, cell_images: list[Path]) -> None:
+    classifier = load(tiny_run)  # classes ("hem", "all"); predict, serve and the page show them as HEM and ALL
+    assert classifier.explain(cell_images[0], target="ALL").label == "all"
+    assert classifier.explain(cell_images[0], target="Hem").label == "hem"
+
+
 def test_onnx_backend_needs_an_export(tiny_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="blastscope export"):
         load(tiny_run, backend="onnx")
