@@ -71,9 +71,9 @@ def load(
     Raises
     ------
     BlastscopeError
-        For an unknown backend or segment mode, an unusable red-cell diameter, a threshold that is not a number in
-        [0, 1] or is given for a multi-class run, a run without an export when ``backend="onnx"``, or an export made
-        for other classes or preprocessing.
+        For an unknown backend or segment mode, a ``variant`` with ``backend="torch"``, an unusable red-cell
+        diameter, a threshold that is not a number in [0, 1] or is given for a multi-class run, a run without an
+        export when ``backend="onnx"``, or an export made for other classes or preprocessing.
     TypeError
         When ``run_dir`` is not a path.
     """
@@ -81,6 +81,11 @@ def load(
         raise TypeError(f"run_dir must be the path of a run folder (runs/...), got {type(run_dir).__name__}")
     if backend not in ("auto", "torch", "onnx"):
         raise BlastscopeError(f"unknown backend {backend!r}; use auto, torch or onnx")
+    if backend == "torch" and variant is not None:  # else the PyTorch network would answer for the variant asked
+        raise BlastscopeError(
+            f"variant {variant!r} names an ONNX export, which backend 'torch' does not run; drop the variant, or use "
+            "backend 'onnx' or 'auto'"
+        )
     if segment is not None:
         check_segment_mode(segment)
     check_red_cell_diameter(red_cell_diameter)

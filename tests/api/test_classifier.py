@@ -149,6 +149,12 @@ def test_explain_takes_a_class_spelled_as_the_doors_show_it(tiny_run: Path, cell
     assert classifier.explain(cell_images[0], target="Hem").label == "hem"
 
 
+def test_a_variant_is_refused_with_the_torch_backend_it_would_not_run_on(tiny_run: Path) -> None:
+    with pytest.raises(BlastscopeError, match="variant 'int8' names an ONNX export") as caught:
+        load(tiny_run, backend="torch", variant="int8")  # it answered with the PyTorch fp32 network
+    assert "\n" not in str(caught.value)
+
+
 def test_onnx_backend_needs_an_export(tiny_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="blastscope export"):
         load(tiny_run, backend="onnx")
