@@ -33,13 +33,14 @@ import base64
 import io
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -99,6 +100,22 @@ class UploadRejected(Exception):
     def entry(self) -> dict[str, Any]:
         """This file's entry among a request's results."""
         return {"file": self.file, "error": self.reason, "status": self.status}
+
+
+def only_query_parameters(*names: str) -> Callable[[Request], None]:
+    """A dependency refusing (422) query parameters its endpoint does not take, which FastAPI would drop unsaid: a
+    client sending ``?threshold=0.1`` would get answers decided at the server's own threshold."""
+
+    def check(request: Request) -> None:
+        if unknown := sorted(set(request.query_params) - set(names)):
+            takes = f"takes only {', '.join(names)}" if names else "takes none"
+            raise UploadRejected(
+                422,
+                f"unknown query parameter {', '.join(unknown)}: {request.url.path} {takes}; the threshold and every "
+                "other setting are the server's (blastscope serve --threshold P ...)",
+            )
+
+    return check
 
 
 class BodyTooLarge(HTTPException):
@@ -254,7 +271,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         reserved by requests in flight."""
         return {**served, "decoding_mb_reserved": round(budget.reserved / 2**20, 1)}
 
-    @app.post("/predict", responses=PREDICT_RESPONSES)
+    @app.post("/predict", responses=PREDICT_RESPONSES, dependencies=[Depends(only_query_parameters("explain"))])
     async def predict(
         files: Annotated[list[UploadFile], File(description="One or more cell images (multipart field `files`)")],
         explain: Annotated[bool, Query(description="Add each image's Grad-CAM overlay as a base64 PNG")] = False,
@@ -326,7 +343,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         }
         return body if decoded else _none_done(entries, body, capacity, "classified")
 
-    @app.post("/scan", responses=SCAN_RESPONSES)
+    @app.post("/scan", responses=SCAN_RESPONSES, dependencies=[Depends(only_query_parameters())])
     async def scan(
         files: Annotated[list[UploadFile], File(description="One or more smear photographs (multipart `files`)")],
     ) -> Any:

@@ -252,6 +252,20 @@ def test_validation_errors_have_the_same_shape(classifier) -> None:
     assert set(body) == {"detail", "file"} and body["file"] is None and "files" in body["detail"]
 
 
+@pytest.mark.parametrize(
+    ("path", "query"), [("/predict", "threshold=0.1"), ("/predict", "explain=true&tta=1"), ("/scan", "explain=1")]
+)
+def test_a_query_parameter_the_endpoint_does_not_take_is_refused_not_dropped(
+    classifier, good, path: str, query: str
+) -> None:
+    response = client(classifier).post(f"{path}?{query}", files=upload(good))
+    assert response.status_code == 422
+    body = response.json()
+    unknown = [pair.split("=")[0] for pair in query.split("&") if not pair.startswith("explain") or path == "/scan"]
+    assert body["detail"].startswith(f"unknown query parameter {', '.join(unknown)}: {path} takes")
+    assert "serve --threshold" in body["detail"] and body["file"] is None
+
+
 def test_too_many_files(classifier, good) -> None:
     api = client(classifier, max_files=2)
     response = api.post("/predict", files=upload(good, good, good))
