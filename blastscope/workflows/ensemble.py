@@ -13,6 +13,7 @@ out, and nothing can be scored as held out by mistake.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -80,9 +81,9 @@ def make_ensemble(
     Raises
     ------
     BlastscopeError
-        For fewer than two runs, a run given twice, a folder that is not a finished run or is an ensemble, members
-        that differ in classes, positive class or shared preprocessing (naming the field and the fix), or an ``out``
-        that already holds files.
+        For fewer than two runs, a run given twice or two runs holding the same weights (a copied run folder), a
+        folder that is not a finished run or is an ensemble, members that differ in classes, positive class or shared
+        preprocessing (naming the field and the fix), or an ``out`` that already holds files.
     """
     out = Path(out)
     if len(run_dirs) < 2:
@@ -97,6 +98,7 @@ def make_ensemble(
     first = runs[0]
     for run in runs[1:]:
         _check_compatible(first, run)
+    _check_distinct_weights(runs)
     for index, run in enumerate(runs, start=1):
         log(f"member {index}: {run.run_dir} ({run.display_name}; {run.operating_point.describe()})")
         if run.operating_point.split != "val":
@@ -156,6 +158,22 @@ def _member(run_dir: Path, checkpoint: str) -> TrainedRun:
             f"`blastscope train --resume {run_dir}` or leave it out"
         )
     return load_run(run_dir, checkpoint)
+
+
+def _check_distinct_weights(runs: Sequence[TrainedRun]) -> None:
+    """Refuse two members with identical weights (one run folder copied under another name): the mean would count
+    that network twice, unsaid."""
+    seen: dict[str, Path] = {}
+    for run in runs:
+        digest = hashlib.sha256()
+        for name, tensor in run.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if (same := seen.setdefault(digest.hexdigest(), run.run_dir)) != run.run_dir:
+            raise BlastscopeError(
+                f"{run.run_dir} holds the same weights as {same} (a copy of one run?); the mean would count that "
+                "network twice: name one of them"
+            )
 
 
 def _check_compatible(first: TrainedRun, run: TrainedRun) -> None:

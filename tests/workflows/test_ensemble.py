@@ -161,13 +161,16 @@ def test_members_that_normalise_colours_per_person_make_an_ensemble_that_does(
     assert load_run(out).preprocessing.colour_norm == "subject"
 
 
-def test_fewer_than_two_runs_a_run_twice_and_a_used_out_are_refused(
+def test_fewer_than_two_runs_a_run_twice_or_copied_and_a_used_out_are_refused(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(BlastscopeError, match="at least 2 runs"):
         make_ensemble([tiny_run], tmp_path / "ens", log=_quiet)
     with pytest.raises(BlastscopeError, match="given twice"):
         make_ensemble([tiny_run, tiny_run_seed1, tiny_run], tmp_path / "ens", log=_quiet)
+    copy = _copy(tiny_run, tmp_path / "copy")
+    with pytest.raises(BlastscopeError, match=rf"{copy} holds the same weights as {tiny_run}.*name one of them"):
+        make_ensemble([tiny_run, tiny_run_seed1, copy], tmp_path / "ens", log=_quiet)
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
     with pytest.raises(BlastscopeError, match="choose a new --out"):
