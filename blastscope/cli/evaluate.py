@@ -87,11 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from blastscope.cli._output import check_writable
     from blastscope.errors import BlastscopeError
     from blastscope.evaluation.evaluate import evaluate_run, format_summary, write_evaluation
 
     if args.bootstrap < 0 or args.batch_size < 1:
         raise BlastscopeError("--bootstrap must be 0 or more and --batch-size at least 1")
+    out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
+    check_writable(out, "--out")  # before the cells are scored and a new operating point is stored in the run
     result = evaluate_run(
         args.run_dir,
         data=args.data,
@@ -111,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         announce=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
     path = write_evaluation(result, out)
     print(format_summary(result))
     written = [path.with_name(name) for name in ("predictions.csv", "risk_coverage.png")]

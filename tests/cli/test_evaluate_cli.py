@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,6 +162,27 @@ def test_bad_options_are_one_line_errors(
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tiny_run / "operating_point.json").exists() or load_run(tiny_run).operating_point.chosen_by == "train"
+
+
+def test_an_unwritable_output_folder_stops_before_a_new_operating_point_is_stored(
+    tiny_run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    mkstemp = tempfile.mkstemp
+
+    def refuse(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
+        if dir is not None and Path(os.fsdecode(dir)) == read_only:
+            raise OSError(errno.EROFS, "Read-only file system", str(read_only))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    code = main(["evaluate", str(tiny_run_copy), "--threshold", "0.3", "--out", str(read_only / "ev")])
+    assert code == 2 and capsys.readouterr().err == (
+        f"blastscope: error: {read_only}: cannot write there (Read-only file system); choose another --out or make "
+        "the folder writable\n"
+    )
+    assert load_run(tiny_run_copy).operating_point.chosen_by == "train"
 
 
 def test_transductive_neighbours_adds_a_labelled_section_apart_from_the_plain_one(
