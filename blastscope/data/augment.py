@@ -14,6 +14,16 @@ from blastscope.errors import BlastscopeError
 StainMethod = Literal["macenko", "reinhard"]
 STAIN_METHODS: tuple[str, ...] = ("macenko", "reinhard")
 DENOISERS: tuple[str, ...] = ("median", "bilateral", "nl_means")
+SWITCHES: tuple[str, ...] = ("rotation", "shift", "shear", "zoom", "hflip", "vflip", "color_jitter", "hed_jitter")
+STRENGTHS: tuple[str, ...] = (
+    "rotation_degrees",
+    "shift_fraction",
+    "shear_degrees",
+    "brightness",
+    "saturation",
+    "hue",
+    "hed_strength",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,16 @@ class AugmentConfig:
     hed_strength: float = 0.04
 
     def __post_init__(self) -> None:
+        # `--augment rotation=maybe` reads as a string, which is truthy, and a negative strength fails deep in training
+        for name in SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise BlastscopeError(
+                    f"{name}={getattr(self, name)!r} is not a switch: write {name}=true or {name}=false"
+                )
+        for name in STRENGTHS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise BlastscopeError(f"{name}={value!r} is invalid: give a number, 0 or more")
         object.__setattr__(self, "zoom_range", tuple(float(v) for v in self.zoom_range))
         if self.stain_norm is not None and self.stain_norm not in STAIN_METHODS:
             raise BlastscopeError(f"unknown stain_norm {self.stain_norm!r}; use one of {', '.join(STAIN_METHODS)}")
@@ -60,8 +80,7 @@ class AugmentConfig:
     @classmethod
     def off(cls, **preprocessing: Any) -> AugmentConfig:
         """No random augmentation at all; keyword arguments may still switch on stain normalisation or denoising."""
-        switches = {"rotation", "shift", "shear", "zoom", "hflip", "vflip", "color_jitter", "hed_jitter"}
-        return cls(**{name: False for name in switches}, **preprocessing)
+        return cls(**{name: False for name in SWITCHES}, **preprocessing)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for config.yaml; ``AugmentConfig(**config.to_dict())`` rebuilds it."""

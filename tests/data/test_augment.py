@@ -22,6 +22,12 @@ def test_config_round_trips_through_plain_values() -> None:
         {"stain_reference": "ref.png"},
         {"zoom_range": (1.2, 0.8)},
         {"shift_fraction": 0.7},
+        {"rotation": "maybe"},  # `--augment rotation=maybe`: a string, truthy, so rotation stayed on unsaid
+        {"hflip": 1},
+        {"rotation_degrees": -30.0},  # failed deep inside torchvision after the data was read
+        {"hed_strength": "abc"},
+        {"brightness": float("nan")},
+        {"saturation": True},
     ],
 )
 def test_bad_settings_are_user_errors(bad: dict) -> None:
