@@ -183,8 +183,10 @@ class TrainConfig:
         check_crop_fraction(self.crop_fraction)
         check_channels(self.channels)
         self._check_colour_norm()
-        if self.lr_head <= 0 or self.lr_finetune <= 0:
+        if not (0 < self.lr_head < math.inf and 0 < self.lr_finetune < math.inf):  # nan fails too
             raise BlastscopeError("learning rates must be above 0: check --lr-head and --lr-finetune")
+        if not 0 <= self.weight_decay < math.inf:
+            raise BlastscopeError(f"weight decay {self.weight_decay} is invalid: use --weight-decay 0 (none) or more")
         if self.total_epochs < 1:
             raise BlastscopeError("no epochs to train: set --epochs-frozen and/or --epochs-finetune to 1 or more")
         if self.unfreeze_stages != "all" and (not isinstance(self.unfreeze_stages, int) or self.unfreeze_stages < 0):

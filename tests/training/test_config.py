@@ -80,6 +80,10 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"precision": "fp8"}, "precision"),
         ({"seed": -1}, "seed -1"),
         ({"batch_size": 0}, "batch size 0"),
+        ({"lr_head": float("nan")}, "learning rates must be above 0"),  # passed `<= 0` and failed in sklearn
+        ({"lr_finetune": float("inf")}, "learning rates must be above 0"),
+        ({"weight_decay": -1.0}, "weight decay -1.0 is invalid: use --weight-decay 0"),  # a traceback from torch
+        ({"weight_decay": float("nan")}, "weight decay nan is invalid"),
         ({"num_workers": -1}, "num_workers -1"),
         ({"epochs_frozen": -1}, "negative"),
         ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
