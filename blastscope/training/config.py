@@ -170,6 +170,11 @@ class TrainConfig:
             raise BlastscopeError(f"seed {self.seed} is invalid: use 0 or more")
         if self.batch_size < 1:
             raise BlastscopeError(f"batch size {self.batch_size} is invalid: use 1 or more")
+        if self.patience < 0:  # Lightning's early stopping reads a negative patience as 0 unsaid
+            raise BlastscopeError(
+                f"patience {self.patience} is invalid: use --patience 0 (stop at the first epoch "
+                "without improvement) or more"
+            )
         if self.num_workers < 0:
             raise BlastscopeError(f"num_workers {self.num_workers} is invalid: use 0 (the main process) or more")
         if self.epochs_frozen < 0 or self.epochs_finetune < 0:

@@ -85,6 +85,7 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"weight_decay": -1.0}, "weight decay -1.0 is invalid: use --weight-decay 0"),  # a traceback from torch
         ({"weight_decay": float("nan")}, "weight decay nan is invalid"),
         ({"num_workers": -1}, "num_workers -1"),
+        ({"patience": -1}, "patience -1 is invalid: use --patience 0"),
         ({"epochs_frozen": -1}, "negative"),
         ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
         ({"augmentation": {"spin": True}}, "augmentation settings"),
