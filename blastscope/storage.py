@@ -13,11 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: the only way to read it, and not safe to repeat beside other threads
+FILE_MODE = 0o666 & ~_UMASK
+"""The mode of files written here: what ``open()`` would give them, where ``mkstemp`` alone gives 0600 and a colleague
+sharing the run folder could not read its files."""
+
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` through ``write(handle)`` into a temporary file beside it, then rename it into place.
 
-    Readers (and a resume after a kill) see the old file or the complete new one, never a partial file.
+    Readers (and a resume after a kill) see the old file or the complete new one, never a partial file. The file
+    gets :data:`FILE_MODE`, as a plain ``open()`` would give it.
 
     Raises
     ------
@@ -30,6 +37,7 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(descriptor, FILE_MODE)
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
