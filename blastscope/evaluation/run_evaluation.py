@@ -296,6 +296,11 @@ def evaluate_run(
                 "the run's operating point (threshold and temperature) was chosen on these validation cells, so the "
                 "decisions and calibration here are flattered"
             )
+        if checkpoint != "best" and point.split is not None:
+            notes.append(
+                f"the run's operating point (threshold and temperature) was chosen with its best checkpoint, not the "
+                f"{checkpoint} one scored here, so it may not fit it: --threshold val chooses one for it (not stored)"
+            )
     y_true, subjects = class_indices(cells, run.classes), [cell.subject for cell in cells]
     logits = predict(cells, False)
     plain = evaluate_predictions(y_true, logits, subjects, point, bootstrap, seed)

@@ -183,6 +183,16 @@ def test_a_point_chosen_with_another_checkpoint_is_not_stored(tiny_run_copy: Pat
     assert "chosen by this evaluation, not stored" in format_summary(result)
 
 
+def test_another_checkpoint_scored_at_the_stored_point_is_told_the_point_was_chosen_for_the_best(
+    tiny_run_copy: Path,
+) -> None:
+    assert not any("best checkpoint, not" in note for note in evaluate_run(tiny_run_copy, bootstrap=0).notes)
+    evaluate_run(tiny_run_copy, threshold="val", bootstrap=0)  # stores a point chosen with the best checkpoint
+    last = evaluate_run(tiny_run_copy, checkpoint="last", bootstrap=0)
+    assert any("chosen with its best checkpoint, not the last one scored here" in note for note in last.notes)
+    assert not any("best checkpoint, not" in note for note in evaluate_run(tiny_run_copy, bootstrap=0).notes)
+
+
 def test_the_summary_of_a_run_whose_training_did_not_end_says_so_first(tiny_run_copy: Path) -> None:
     (tiny_run_copy / "metrics.json").unlink()
     first = format_summary(evaluate_run(tiny_run_copy, bootstrap=0)).splitlines()[0]
