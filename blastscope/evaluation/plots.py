@@ -299,6 +299,7 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
             facecolors="white",
             edgecolors="#1c2833",
             zorder=4,
+            clip_on=False,  # at 100% called, on the frame's edge
             label=f"no referral: {error[-1]:.1f}% errors",
         )
     if curve.target is not None:
@@ -320,12 +321,13 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
             color="#d68910",
             edgecolors="#1c2833",
             zorder=5,
+            clip_on=False,
             label=f"{curve.band_label} (chosen on validation): {100 - called:.0f}% referred, {wrong:.1f}% errors",
         )
         tops.append(wrong)
     axes.set(
-        xlim=(0, 101),
-        ylim=(0, 1.2 * max(tops)),
+        xlim=(0, 100),
+        ylim=(0, min(105.0, 1.2 * max(tops))),  # room above 100% errors (every called cell wrong), no ticks past it
         xlabel=f"cells called (share of the {cells}cells; the rest are referred to a person)",
         ylabel="errors among the called cells",
         title=f"{model}: errors against cells called ({where})",

@@ -163,3 +163,12 @@ def test_risk_coverage_without_a_band_shows_the_curve_only(tmp_path: Path) -> No
     assert figure.axes[0].get_title() == "cnn: errors against cells called (cnmc-dev)"
     assert legend_texts(figure) == ["referring the cells nearest the threshold first", "no referral: 10.0% errors"]
     rendered(figure, tmp_path / "risk_coverage.png")
+
+
+def test_risk_coverage_of_a_model_wrong_on_every_cell_stops_its_axis_near_100_percent(tmp_path: Path) -> None:
+    referral = {"curve": {"coverage": [0.5, 1.0], "error": [1.0, 1.0]}, "band": None, "n": 20}
+    figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", None), "cnn")
+    axes = figure.axes[0]
+    assert axes.get_ylim()[1] == 105 and axes.get_xlim() == (0, 100)  # not 120%; no room past every cell called
+    assert not axes.collections[0].get_clip_on()  # the no-referral circle on the right edge is drawn whole
+    rendered(figure, tmp_path / "risk_coverage.png")
