@@ -156,6 +156,12 @@ def _split_cells(run: TrainedRun, split: str) -> list[Cell]:
     cells = run.split.parts.get(split, [])
     if not cells:
         raise DataError(f"{run.run_dir}: the run's {split} split is empty; evaluate another split or pass --data DIR")
+    if not any(cell.path.exists() for cell in cells):
+        raise DataError(
+            f"{run.run_dir}: none of its {len(cells)} {split} cells is where the run recorded it (e.g. "
+            f"{cells[0].path}): the data moved or is gone; score it where it is now with `blastscope evaluate "
+            f"{run.run_dir} --data NEW_PATH` (cells the run trained or validated on are left out by their contents)"
+        )
     return list(cells)
 
 

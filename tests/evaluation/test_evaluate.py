@@ -396,3 +396,10 @@ def test_a_temperature_at_a_bound_of_its_fit_is_warned_about_for_the_run_and_an_
     summary = format_summary(evaluate_run(ensemble, bootstrap=0))
     member = f"warning: ensemble member 1 ({tiny_run_copy}), whose probabilities it averages: temperature 0.05"
     assert member in summary and "ensemble member 2" not in summary
+
+
+def test_a_run_whose_data_moved_names_the_way_to_score_it_where_it_is(tiny_run_copy: Path, synth_small: Path) -> None:
+    split_csv = tiny_run_copy / "split.csv"
+    split_csv.write_text(split_csv.read_text().replace(str(synth_small), str(synth_small.parent / "moved-away")))
+    with pytest.raises(DataError, match=r"none of its \d+ test cells is where the run recorded it .*--data NEW_PATH"):
+        evaluate_run(tiny_run_copy, bootstrap=0)
