@@ -3,9 +3,11 @@ dataset and the one tiny trained run made from it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,20 @@ def natural_crop_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _smear_crop(seed, root / label / f"crop{seed}.png")
     Image.new("RGB", (120, 120), (215, 205, 210)).save(root / "hem" / "blank.png")
     return root
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
+    """``read_only(folder)`` makes ``folder`` refuse new files as a read-only file system does (EROFS), where
+    blastscope creates them (``tempfile.mkstemp``: its write probe and atomic writes); the tests run as root, which
+    ignores permission bits."""
+    folders: set[Path] = set()
+    create = tempfile.mkstemp
+
+    def refuse(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
+        if dir is not None and Path(os.fsdecode(dir)).absolute() in folders:  # type: ignore[arg-type]
+            raise OSError(errno.EROFS, "Read-only file system", os.fsdecode(dir))  # type: ignore[arg-type]
+        return create(*args, dir=dir, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    return lambda folder: folders.add(Path(folder).absolute())

@@ -7,8 +7,7 @@ import faulthandler
 import os
 import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,22 +148,14 @@ def test_inspect_and_split_list_pipes_device_links_and_huge_files_and_go_on(
     assert len(list(read_split_csv(tmp_path / "split.csv").cells())) == 96
 
 
-def _refuse_writes_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``folder`` read-only for the write probe, as a read-only mount is (the tests run as root)."""
-    mkstemp = tempfile.mkstemp
-
-    def refuse(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
-        if dir is not None and Path(os.fsdecode(dir)) == folder:
-            raise OSError(errno.EROFS, "Read-only file system", str(folder))
-        return mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-
-
 def test_split_into_a_read_only_folder_stops_before_the_scan(
-    synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    synth_small: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    read_only: Callable[[Path], None],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _refuse_writes_in(tmp_path, monkeypatch)
+    read_only(tmp_path)
     monkeypatch.setattr(data_cli, "scan_dataset", lambda *args, **kwargs: pytest.fail("scanned before the check"))
 
     assert main(["data", "split", str(synth_small), "--out", str(tmp_path / "new" / "split.csv")]) == 2

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import errno
 import json
-import os
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,21 +163,14 @@ def test_bad_options_are_one_line_errors(
 
 
 def test_an_unwritable_output_folder_stops_before_a_new_operating_point_is_stored(
-    tiny_run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_run_copy: Path, tmp_path: Path, read_only: Callable[[Path], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    read_only = tmp_path / "read-only"
-    read_only.mkdir()
-    mkstemp = tempfile.mkstemp
-
-    def refuse(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
-        if dir is not None and Path(os.fsdecode(dir)) == read_only:
-            raise OSError(errno.EROFS, "Read-only file system", str(read_only))
-        return mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    code = main(["evaluate", str(tiny_run_copy), "--threshold", "0.3", "--out", str(read_only / "ev")])
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    read_only(folder)
+    code = main(["evaluate", str(tiny_run_copy), "--threshold", "0.3", "--out", str(folder / "ev")])
     assert code == 2 and capsys.readouterr().err == (
-        f"blastscope: error: {read_only}: cannot write there (Read-only file system); choose another --out or make "
+        f"blastscope: error: {folder}: cannot write there (Read-only file system); choose another --out or make "
         "the folder writable\n"
     )
     assert load_run(tiny_run_copy).operating_point.chosen_by == "train"

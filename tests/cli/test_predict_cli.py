@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -383,16 +383,9 @@ def test_ctrl_c_keeps_the_chunks_before_it_and_says_what_to_do(
 
 
 def test_an_unwritable_output_folder_stops_before_the_model_loads(
-    run_dir: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    run_dir: Path, images: Path, tmp_path: Path, read_only: Callable[[Path], None], capsys
 ) -> None:
-    mkstemp = tempfile.mkstemp
-
-    def read_only(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
-        if dir is not None and Path(os.fsdecode(dir)) == tmp_path:
-            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path))
-        return mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    read_only(tmp_path)
     for option in ("--out", "--gradcam"):
         target = tmp_path / ("preds.csv" if option == "--out" else "overlays")
         assert main(["predict", str(run_dir), str(images), option, str(target)]) == 2

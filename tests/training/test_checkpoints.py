@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
-import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -86,27 +86,16 @@ def test_a_timed_checkpoint_never_falls_on_the_last_batch_of_an_epoch(
     assert bool(calls) == saves
 
 
-def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Root ignores permission bits, so a read-only file system is simulated where files are created: in ``folder``."""
-    create = tempfile.mkstemp
-
-    def refuse(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:  # noqa: A002
-        if dir is not None and Path(str(dir)).absolute() == folder.absolute():
-            raise OSError(errno.EROFS, "Read-only file system", str(dir))
-        return create(*args, dir=dir, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-
-
 @pytest.mark.parametrize("below", ["", "runs/new"])
 def test_an_output_folder_that_cannot_be_written_stops_train_before_any_work(
     synth_small: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    read_only: Callable[[Path], None],
     capsys: pytest.CaptureFixture[str],
     below: str,
 ) -> None:
-    _read_only(monkeypatch, tmp_path)
+    read_only(tmp_path)
     monkeypatch.setattr(engine, "scan_data", lambda config: pytest.fail("the data was scanned"))
     assert main(["train", "--data", str(synth_small), *TINY, "--out", str(tmp_path / below)]) == 2
     [line] = _error_lines(capsys)
@@ -124,9 +113,9 @@ def test_a_writable_folder_passes_the_probe_and_keeps_no_trace(tmp_path: Path) -
 
 
 def test_resuming_into_a_read_only_run_folder_fails_in_one_line(
-    stopped_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    stopped_run: Path, read_only: Callable[[Path], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _read_only(monkeypatch, stopped_run / "checkpoints")
+    read_only(stopped_run / "checkpoints")
     assert main(["train", "--resume", str(stopped_run)]) == 2
     [line] = _error_lines(capsys)
     assert str(stopped_run / "checkpoints") in line and "Read-only" in line and "--resume" in line
