@@ -95,11 +95,7 @@ def seen_by_weights(path: Path) -> SeenCells | str | None:
         split = read_split_csv(run_dir / "split.csv")
     except BlastscopeError as error:
         return f"the split.csv of its run folder cannot be read ({error})"
-    return SeenCells(
-        {part: frozenset(cell.digest for cell in split.parts.get(part, [])) for part in SEEN_PARTS},
-        {part: frozenset(cell.subject for cell in split.parts.get(part, []) if cell.subject) for part in SEEN_PARTS},
-        f"found by {run_dir / 'split.csv'}",
-    )
+    return _from_record(training_data_record(split), f"found by {run_dir / 'split.csv'}")
 
 
 def _is_head_key(key: object) -> bool:
@@ -107,12 +103,13 @@ def _is_head_key(key: object) -> bool:
     return isinstance(key, str) and key.removeprefix("module.").removeprefix("model.").startswith("head.")
 
 
-def _from_record(record: dict[str, Any]) -> SeenCells:
+def _from_record(record: dict[str, Any], origin: str = "as the checkpoint records") -> SeenCells:
+    """The cells of a :func:`training_data_record`, read from a checkpoint or made from an old run's split.csv."""
     parts = {part: record.get(part) or {} for part in SEEN_PARTS}
     return SeenCells(
         {part: frozenset(str(digest) for digest in found.get("digests", [])) for part, found in parts.items()},
         {part: frozenset(str(name) for name in found.get("subjects", []) if name) for part, found in parts.items()},
-        "as the checkpoint records",
+        origin,
     )
 
 
