@@ -185,7 +185,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recipe.add_argument("--seed", type=int, help="seeds split, sampling, augmentation and initialisation (default 0)")
     recipe.add_argument("--monitor", choices=list(MONITORS), help="picks best.ckpt, early stopping")
     recipe.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 5)")
-    recipe.add_argument("--checkpoint-minutes", type=float, help="also save a mid-epoch checkpoint this often")
+    recipe.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        metavar="M",
+        help="also save a mid-epoch checkpoint (interval.ckpt) every M minutes, for --resume; 0 turns it off "
+        "(default 10)",
+    )
 
     speed = parser.add_argument_group("speed and hardware")
     speed.add_argument("--precision", choices=PRECISIONS, help="default auto")

@@ -9,7 +9,10 @@ Three layouts are read, tried in this order:
   at any depth below (``root/blast/patient_7/img.png`` is class ``blast``). Such trees carry no subject ids. A root
   whose top-level folders all hold the same class folders (``train/{a,b}`` and ``test/{a,b}``; two copies
   ``v1/{all,hem}`` and ``v2/{all,hem}``), or whose top-level folders are named as dataset parts and hold folders
-  (``train/{a,b,c}`` and ``val/{a,b}``), is refused: its top-level folders are splits or copies, not classes.
+  (``train/{a,b,c}`` and ``val/{a,b}``), is refused: its top-level folders are splits or copies, not classes. Only
+  when the top-level names surely are classes (each reads as one, positive and negative both present) and the shared
+  subfolders read neither as classes nor as parts (``Blast/{day1,day2}``, ``Normal/{day1,day2}``) are they classes
+  holding sessions.
 * **CSV manifest** (kind ``"manifest"``): only when the path given *is* a ``.csv`` file. Columns are found by header
   name: ``path`` (relative to the CSV's folder, or absolute; ``\\`` separators as Windows writes them are accepted),
   ``label``, optional ``subject``; others are ignored. The delimiter (``,``, ``;`` or tab, as spreadsheet programs
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from blastscope.data import cnmc
-from blastscope.data.classes import canonical_spellings, name_tokens
+from blastscope.data.classes import NEGATIVE, POSITIVE, canonical_spellings, name_meaning, name_tokens
 from blastscope.data.files import find_image_files
 from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, probe_image
 from blastscope.data.reading import read_image_file
@@ -229,7 +232,7 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
     """Stop when every top-level folder holds the same set of two or more subfolders (``train/{a,b}``,
     ``test/{a,b}``), or when two or more are named as dataset parts and hold subfolders (``train/{a,b,c}``,
     ``val/{a,b}``: a part may lack a class): those would be taken as the classes (train, test) while the real classes
-    sit one level down."""
+    sit one level down. Classes holding the same session folders (:func:`_classes_holding_sessions`) pass."""
     inner: dict[str, set[str]] = defaultdict(set)
     for file in files:
         parts = file.relative_to(root).parts
@@ -237,7 +240,13 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
             inner[parts[0]].add(parts[1].lower() if len(parts) >= 3 else "")  # "": an image right in the top folder
     shapes = {frozenset(names) for names in inner.values()}
     shared = next(iter(shapes), frozenset())
-    if len(inner) >= 2 and len(shapes) == 1 and "" not in shared and len(shared) >= 2:
+    if (
+        len(inner) >= 2
+        and len(shapes) == 1
+        and "" not in shared
+        and len(shared) >= 2
+        and not _classes_holding_sessions(root, files)
+    ):
         tops = sorted(inner, key=natural_key)
         first = tops[0]
         classes = sorted(
@@ -257,6 +266,22 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
             f"{root / named_parts[0]}, or list the files and their classes in a CSV manifest (path,label) to use them "
             "all"
         )
+
+
+def _classes_holding_sessions(root: Path, files: Sequence[Path]) -> bool:
+    """Whether a tree whose top-level folders hold the same subfolders is, unambiguously, classes holding sessions
+    (``Blast/{day1,day2}``, ``Normal/{day1,day2}``): every top-level name reads as a class, positive and negative both
+    present (so not two copies of one class), and no subfolder name reads as a class or a dataset part."""
+    tops: set[str] = set()
+    subfolders: set[str] = set()
+    for file in files:
+        parts = file.relative_to(root).parts
+        if len(parts) >= 3:
+            tops.add(parts[0])
+            subfolders.add(parts[1])
+    return {name_meaning(top) for top in tops} == {POSITIVE, NEGATIVE} and not any(
+        name_meaning(name) or _names_a_part(name) for name in subfolders
+    )
 
 
 def _names_a_part(folder: str) -> bool:

@@ -175,6 +175,11 @@ class TrainConfig:
                 f"patience {self.patience} is invalid: use --patience 0 (stop at the first epoch "
                 "without improvement) or more"
             )
+        if not 0 <= self.checkpoint_minutes < math.inf:  # nan fails too; a negative one turned it off unsaid
+            raise BlastscopeError(
+                f"checkpoint minutes {self.checkpoint_minutes} is invalid: use --checkpoint-minutes 0 (no mid-epoch "
+                "checkpoint) or more"
+            )
         if self.num_workers < 0:
             raise BlastscopeError(f"num_workers {self.num_workers} is invalid: use 0 (the main process) or more")
         if self.epochs_frozen < 0 or self.epochs_finetune < 0:

@@ -421,6 +421,40 @@ def test_top_level_folders_that_repeat_the_class_folders_are_refused(
     assert "\n" not in str(error.value)
 
 
+def _repeated_tree(root: Path, tree: dict[str, tuple[str, ...]]) -> Path:
+    seed = 0
+    for top, subfolders in tree.items():
+        for subfolder in subfolders:
+            for index in range(2):
+                _cell(root / top / subfolder / f"cell{index}.png", seed := seed + 1)
+    return root
+
+
+def test_class_folders_holding_the_same_session_folders_are_classes(tmp_path: Path) -> None:
+    table = scan_dataset(_repeated_tree(tmp_path, {"Blast": ("day1", "day2"), "Normal": ("day1", "Day2")}))
+
+    assert table.kind == "folders" and table.classes == ("Blast", "Normal")
+    assert Counter(cell.label for cell in table.cells) == {"Blast": 4, "Normal": 4}
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {"Blast": ("all", "hem"), "Normal": ("all", "hem")},  # the subfolders read as classes too
+        {"ALL": ("train", "test"), "HEM": ("train", "test")},  # the subfolders are dataset parts
+        {"blast_v1": ("day1", "day2"), "blast_v2": ("day1", "day2")},  # two copies of one class
+        {"run1": ("day1", "day2"), "run2": ("day1", "day2")},  # no top-level name reads as a class
+        {"blast": ("day1", "day2"), "mono": ("day1", "day2")},  # one of them does not
+    ],
+    ids=["class-subfolders", "part-subfolders", "same-class-copies", "no-class-names", "one-unknown-name"],
+)
+def test_repeated_subfolders_are_refused_unless_the_top_folders_are_surely_classes(
+    tmp_path: Path, tree: dict[str, tuple[str, ...]]
+) -> None:
+    with pytest.raises(DataError, match="holds the same class folders"):
+        scan_dataset(_repeated_tree(tmp_path, tree))
+
+
 def test_top_level_folders_named_as_parts_are_refused_even_when_a_part_lacks_a_class(tmp_path: Path) -> None:
     tree = {"train": ("blast", "mono", "normal"), "Validation": ("blast", "normal"), "test_set": ("mono", "normal")}
     seed = 0

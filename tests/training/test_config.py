@@ -86,6 +86,8 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"weight_decay": float("nan")}, "weight decay nan is invalid"),
         ({"num_workers": -1}, "num_workers -1"),
         ({"patience": -1}, "patience -1 is invalid: use --patience 0"),
+        ({"checkpoint_minutes": -1.0}, "checkpoint minutes -1.0 is invalid: use --checkpoint-minutes 0"),
+        ({"checkpoint_minutes": float("nan")}, "checkpoint minutes nan is invalid"),
         ({"epochs_frozen": -1}, "negative"),
         ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
         ({"augmentation": {"spin": True}}, "augmentation settings"),
@@ -118,6 +120,10 @@ def test_unusable_recipes_are_refused_before_training(changes: dict, message: st
     with pytest.raises(BlastscopeError, match=message) as caught:
         _complete(data="x", **changes).validate()
     assert "\n" not in str(caught.value)
+
+
+def test_checkpoint_minutes_0_is_a_recipe_without_the_mid_epoch_checkpoint() -> None:
+    assert _complete(data="x", checkpoint_minutes=0).validate().checkpoint_minutes == 0
 
 
 def _complete(**changes: object) -> TrainConfig:
