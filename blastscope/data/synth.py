@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from scipy.ndimage import gaussian_filter
 
 from blastscope import __version__
-from blastscope.data.attribution import SYNTH_MARKER
+from blastscope.data.attribution import SYNTH_MARKER, SYNTH_PNG_KEY
 from blastscope.errors import DataError
 
 FOLDS = 3
@@ -72,13 +73,15 @@ def synthesize(
     out = Path(out)
     rng = np.random.default_rng(seed)
     plan = _plan_cells(rng, subjects_per_class, cells_per_subject, separation)
+    marker = PngInfo()
+    marker.add_text(SYNTH_PNG_KEY, str(seed))  # credited as synthetic, not C-NMC, wherever the cell is copied
     for start in range(0, len(plan["paths"]), RENDER_CHUNK):
         chunk = slice(start, start + RENDER_CHUNK)
         images = _render({key: value[chunk] for key, value in plan.items() if key != "paths"}, image_size, rng)
         for relative, pixels in zip(plan["paths"][chunk], images, strict=True):
             path = out / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path, format="PNG")
+            Image.fromarray(pixels).save(path, format="PNG", pnginfo=marker)
     recipe = {
         "generator": f"blastscope synth {__version__}",
         "seed": seed,
