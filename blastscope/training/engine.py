@@ -297,6 +297,8 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         if trainer.is_global_zero:
             history = next(cb for cb in trainer.callbacks if isinstance(cb, History))
             _write_metrics(prepared, datamodule, history, time.perf_counter() - started)
+            # finished now: the mid-epoch checkpoint served only a resume, which a finished run no longer takes
+            (run_dir / "checkpoints" / f"{INTERVAL_CHECKPOINT}.ckpt").unlink(missing_ok=True)
     return run_dir
 
 

@@ -232,6 +232,16 @@ def test_a_run_stopped_while_scoring_resumes_to_the_metrics_of_the_whole_run(sto
     assert set(json.loads((stopped_run / "metrics.json").read_text())["data"]["segmented"]) == {"train", "val", "test"}
 
 
+def test_a_run_that_finishes_keeps_no_mid_epoch_checkpoint(stopped_run: Path) -> None:
+    """interval.ckpt serves only the resume of an unfinished run: at the end the epoch-end checkpoints remain."""
+    checkpoints = stopped_run / "checkpoints"
+    shutil.copyfile(checkpoints / "last.ckpt", checkpoints / f"{INTERVAL_CHECKPOINT}.ckpt")
+
+    resume(stopped_run)
+    assert (stopped_run / "metrics.json").is_file()
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_a_moved_run_with_a_relative_data_path_resumes_from_where_it_was_started_or_says_how(
     stopped_run: Path, synth_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
