@@ -24,6 +24,11 @@ class ImageError(BlastscopeError):
         super().__init__(f"{path}: {reason}")
 
 
+class ImageTooLargeError(ImageError):
+    """An image over the pixel limit, refused from its header before any pixel is decoded (a guard against
+    decompression bombs): too large to decode, not broken, so a server answers it 413 rather than 415."""
+
+
 class LeakageError(DataError):
     """A subject group or an identical file sits in more than one part of a split."""
 

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from blastscope.data.reading import read_image_file
-from blastscope.errors import ImageError
+from blastscope.errors import ImageError, ImageTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         size = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's own limit is another: say only the size
         pixels = f"{int(size.group(1)):,} pixels: " if size else ""
-        raise ImageError(path, f"{pixels}{_pixel_limit_reason(max_pixels)}") from error
+        raise ImageTooLargeError(path, f"{pixels}{_pixel_limit_reason(max_pixels)}") from error
     except UnidentifiedImageError as error:
         raise ImageError(
             path, "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it"
@@ -348,7 +348,9 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
     if image.width * image.height > max_pixels:
         pixels = image.width * image.height
         image.close()
-        raise ImageError(path, f"{image.width}x{image.height} = {pixels:,} pixels: {_pixel_limit_reason(max_pixels)}")
+        raise ImageTooLargeError(
+            path, f"{image.width}x{image.height} = {pixels:,} pixels: {_pixel_limit_reason(max_pixels)}"
+        )
     return image
 
 

@@ -50,10 +50,10 @@ from PIL import Image, UnidentifiedImageError
 from blastscope import __version__
 from blastscope.api.classifier import Classifier
 from blastscope.data.cache import ModelInput, model_input
-from blastscope.data.images import _pixel_limit_reason, decode_image_bytes
+from blastscope.data.images import decode_image_bytes
 from blastscope.data.people import ONE_PERSON, People, group_people
 from blastscope.data.stain import SubjectColour
-from blastscope.errors import BlastscopeError, ImageError
+from blastscope.errors import BlastscopeError, ImageError, ImageTooLargeError
 from blastscope.inference.predict import FEW_CELLS
 from blastscope.metrics import class_display_name
 from blastscope.segmentation.modes import CellNotFoundError
@@ -175,13 +175,11 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise UploadRejected(400, "empty file", name)
     try:
         return decode_image_bytes(data, name, max_pixels)
+    except ImageTooLargeError as error:  # over the pixel limit, decompression bombs included
+        raise UploadRejected(413, error.reason, name) from None
     except ImageError as error:
-        cause = error.__cause__
-        if isinstance(cause, UnidentifiedImageError):
+        if isinstance(error.__cause__, UnidentifiedImageError):
             raise UploadRejected(415, "not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
-        bomb = isinstance(cause, (Image.DecompressionBombError, Image.DecompressionBombWarning))
-        if bomb or _pixel_limit_reason(max_pixels) in error.reason:
-            raise UploadRejected(413, error.reason, name) from None
         raise UploadRejected(415, error.reason, name) from None
     except Exception as error:  # an undecodable upload must never become a 500
         raise UploadRejected(415, f"cannot be decoded ({type(error).__name__}: {error})", name) from None

@@ -20,7 +20,7 @@ from PIL import ExifTags, Image
 
 from blastscope.cli import build_parser
 from blastscope.data.images import decode_image, decode_image_bytes, decode_pil, probe_image, read_rgb
-from blastscope.errors import ImageError
+from blastscope.errors import ImageError, ImageTooLargeError
 
 FORMATS = {
     ".bmp": "BMP",
@@ -109,9 +109,16 @@ def test_pixel_limit_is_checked_from_the_header_and_can_be_raised(tmp_path: Path
     path = tmp_path / "big.png"
     Image.fromarray(_noise(20)).save(path)
 
-    with pytest.raises(ImageError, match=r"400 pixels.*--max-pixels"):
+    with pytest.raises(ImageTooLargeError, match=r"400 pixels.*--max-pixels"):
         read_rgb(path, max_pixels=399)
     assert read_rgb(path, max_pixels=400).size == (20, 20)
+
+
+def test_a_decompression_bomb_is_too_large_not_broken() -> None:
+    """Over Pillow's own guard too (twice its limit): the same typed error, which a server answers 413, not 415."""
+    bomb = _png(20_000, 20_000, 8, 0, b"")  # 400 Mpx declared; refused from the header before any pixel
+    with pytest.raises(ImageTooLargeError, match=r"400,000,000 pixels: over the limit of 50,000,000"):
+        decode_image_bytes(bomb, "bomb.png")
 
 
 def test_the_pixel_limit_advice_names_only_options_that_exist(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from PIL import Image
 from blastscope.api import load
 from blastscope.data.cache import ModelInput
 from blastscope.data.synth import smear_field
-from blastscope.errors import BlastscopeError, DataError, ImageError
+from blastscope.errors import BlastscopeError, DataError, ImageError, ImageTooLargeError
 from blastscope.inference.gradcam import Explanation
 from blastscope.runs import load_run
 from blastscope.segmentation.modes import CellNotFoundError
@@ -286,6 +286,20 @@ def test_decompression_bomb(classifier, good, side: int) -> None:
 def test_pixel_limit_is_configurable(classifier, good) -> None:
     response = client(classifier, max_pixels=100).post("/predict", files=upload(good))
     assert response.status_code == 413 and "over the limit of 100" in response.json()["detail"]
+
+
+def test_the_status_follows_the_decoders_error_type_not_its_words(classifier, good, monkeypatch) -> None:
+    """413 for an ImageTooLargeError whatever its reason says; 415 for another ImageError."""
+    from blastscope.serving import app as app_module
+
+    def refuse(data: bytes, name: str, max_pixels: int) -> Image.Image:
+        kind = ImageTooLargeError if name == "large.png" else ImageError
+        raise kind(name, "reworded reason")
+
+    monkeypatch.setattr(app_module, "decode_image_bytes", refuse)
+    response = client(classifier).post("/predict", files=upload(("large.png", good[1]), ("broken.png", good[1])))
+    entries = [(entry["file"], entry["status"], entry["error"]) for entry in response.json()["predictions"]]
+    assert entries == [("large.png", 413, "reworded reason"), ("broken.png", 415, "reworded reason")]
 
 
 def test_decoding_cost_is_read_from_the_header() -> None:
