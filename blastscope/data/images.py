@@ -26,13 +26,14 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from blastscope.data.reading import read_image_file
 from blastscope.errors import ImageError, ImageTooLargeError
@@ -52,6 +53,8 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _WIDE_CHANNELS = re.compile(r";16[BLN]?$")  # Pillow's raw modes for 16 bits per channel, which it cuts to 8 bits
 _CONTAINER_BITS = re.compile(r";(\d+)")
 _BITS_PER_SAMPLE = 258  # the TIFF tag
+_SAMPLE_FORMAT = 339  # the TIFF tag, and its values' names
+_SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
 _DEPTHS = (10, 12, 14, 16)  # the camera depths a 16-bit container's values are read as, smallest that holds them
 _SCALES = {  # value -> 8 bits, for values in each depth: lookup tables keep 16-bit decoding at one byte a sample
     bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in _DEPTHS
@@ -340,8 +343,9 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
         pixels = f"{int(size.group(1)):,} pixels: " if size else ""
         raise ImageTooLargeError(path, f"{pixels}{_pixel_limit_reason(max_pixels)}") from error
     except UnidentifiedImageError as error:
+        reason = _tiff_samples_reason(stream)
         raise ImageError(
-            path, "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it"
+            path, reason or "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it"
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(path, f"corrupt or truncated image ({error}); replace it") from error
@@ -352,6 +356,25 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
             path, f"{image.width}x{image.height} = {pixels:,} pixels: {_pixel_limit_reason(max_pixels)}"
         )
     return image
+
+
+def _tiff_samples_reason(stream: io.BytesIO) -> str | None:
+    """Why a TIFF Pillow could not open is refused, when its first directory declares samples Pillow has no mode for
+    (32-bit floating-point RGB, as image-analysis software saves it), so that it is not called "not a TIFF"; None for
+    other files. Only the header and the first directory's tags are read."""
+    header = stream.getvalue()[:16]
+    try:
+        tags = TiffImagePlugin.ImageFileDirectory_v2(header if header[2:3] == b"+" else header[:8])  # "+": BigTIFF
+        stream.seek(tags.next)
+        tags.load(stream)
+    except (SyntaxError, struct.error, OSError):  # not a TIFF, or its header is cut short
+        return None
+    bits, kind = tags.get(_BITS_PER_SAMPLE, 1), tags.get(_SAMPLE_FORMAT, 1)  # one value, or one per sample
+    bits = max(bits) if isinstance(bits, tuple) else int(bits)
+    kind = max(kind) if isinstance(kind, tuple) else int(kind)
+    if kind not in _SAMPLE_KINDS or (kind == 1 and bits <= 16):
+        return None
+    return f"{bits}-bit {_SAMPLE_KINDS[kind]} TIFF, which cannot be read; save the image as 8- or 16-bit PNG or TIFF"
 
 
 def _pixel_limit_reason(max_pixels: int) -> str:

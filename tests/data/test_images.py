@@ -322,6 +322,20 @@ def test_pixels_outside_16_bits_are_refused_not_clipped(tmp_path: Path, values: 
         read_rgb(tmp_path / "odd.tif")
 
 
+@pytest.mark.parametrize(
+    ("dtype", "reason"),
+    [(np.float32, "32-bit floating-point TIFF"), (np.int32, "32-bit signed integer TIFF")],
+)
+def test_a_tiff_with_samples_pillow_cannot_open_says_which(tmp_path: Path, dtype: type, reason: str) -> None:
+    path = tmp_path / "analysis.tif"
+    tifffile.imwrite(path, np.zeros((8, 8, 3), dtype), photometric="rgb")  # as image-analysis software saves it
+
+    for read in (read_rgb, probe_image):
+        with pytest.raises(ImageError) as error:
+            read(path)  # was: "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension"
+        assert str(error.value) == f"{path}: {reason}, which cannot be read; save the image as 8- or 16-bit PNG or TIFF"
+
+
 def test_images_opened_by_the_caller_are_read_like_files(tmp_path: Path) -> None:
     stored = _cell_like(96, 64)
     exif = Image.Exif()
