@@ -25,6 +25,16 @@ def class_display_name(label: str) -> str:
     return DISPLAY_NAMES.get(label.lower(), label)
 
 
+def metric_value(value: torch.Tensor) -> float:
+    """A torchmetrics result as the number it stands for, without float32 noise in the JSON it is written to.
+
+    torchmetrics divides in float32 whatever the inputs, and ``float()`` of a float32 spells out its binary error
+    (0.800000011920929 for 4/5). The shortest decimal that reads back as the same float32 (numpy's repr, Steele &
+    White / Dragon4) is the value to the precision it was computed at: 0.8.
+    """
+    return float(np.format_float_positional(value.numpy(force=True)[()], unique=True))
+
+
 def accuracy(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float:
     """Share of cells whose decided class is their true class."""
     del y_prob, positive  # every scalar metric has the same signature (see ``SCALAR_METRICS``)
@@ -36,7 +46,9 @@ def weighted_f1(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, posi
     del positive
     num_classes = np.asarray(y_prob).shape[1]
     predicted, target = _tensors(y_pred, y_true)
-    return float(tmf.multiclass_f1_score(predicted, target, num_classes, average="weighted", validate_args=False))
+    return metric_value(
+        tmf.multiclass_f1_score(predicted, target, num_classes, average="weighted", validate_args=False)
+    )
 
 
 def sensitivity(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
@@ -65,8 +77,10 @@ def roc_auc(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive
         return None
     probabilities, target = _tensors(y_prob, y_true)
     if positive is not None:
-        return float(tmf.binary_auroc(probabilities[:, positive], (target == positive).long(), validate_args=False))
-    return float(tmf.multiclass_auroc(probabilities, target, num_classes, average="macro", validate_args=False))
+        return metric_value(
+            tmf.binary_auroc(probabilities[:, positive], (target == positive).long(), validate_args=False)
+        )
+    return metric_value(tmf.multiclass_auroc(probabilities, target, num_classes, average="macro", validate_args=False))
 
 
 def pr_auc(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray, positive: int | None = 1) -> float | None:
@@ -206,7 +220,7 @@ def one_class_warning(label: str, where: str = "cell") -> str:
 
 def _recall(y_true: np.ndarray, y_pred: np.ndarray, label: int) -> float:
     predicted, target = _tensors(np.asarray(y_pred) == label, np.asarray(y_true) == label)
-    return float(tmf.binary_recall(predicted.long(), target.long(), validate_args=False))
+    return metric_value(tmf.binary_recall(predicted.long(), target.long(), validate_args=False))
 
 
 def _tensors(values: np.ndarray, y_true: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,6 +87,16 @@ def test_known_confusion_matrix_by_hand() -> None:
     assert result["specificity"] == pytest.approx(2 / 3)
 
 
+def test_metrics_are_written_as_the_numbers_they_stand_for_not_float32_noise() -> None:
+    """torchmetrics computes in float32: 4/5 must reach the JSON as 0.8, not 0.800000011920929."""
+    y_true = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+    p_all = np.array([0.8, 0.7, 0.9, 0.6, 0.4, 0.1, 0.3, 0.2, 0.35, 0.55])
+    y_prob = np.stack([1 - p_all, p_all], 1)
+    result = classification_metrics(y_true, y_prob, _decided(y_prob), CLASSES, "all")
+    assert [result[key] for key in ("weighted_f1", "sensitivity", "specificity")] == [0.8, 0.8, 0.8]
+    assert '"weighted_f1": 0.8,' in json.dumps(result)
+
+
 def test_single_class_labels_leave_undefined_metrics_empty() -> None:
     y_prob = np.array([[0.2, 0.8], [0.7, 0.3]])
     result = classification_metrics(np.array([1, 1]), y_prob, _decided(y_prob), CLASSES, "all")

@@ -22,6 +22,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from blastscope.inference.decision import LOG_T_BOUNDS, temperature_bound_warning
 from blastscope.inference.predict import probabilities
+from blastscope.metrics import metric_value
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: i
         In [0, 1]: the count-weighted mean |accuracy - confidence| over the bins.
     """
     y_prob = np.asarray(y_prob, dtype=np.float64)
-    return float(
+    return metric_value(
         multiclass_calibration_error(
             torch.from_numpy(y_prob),
             torch.from_numpy(np.asarray(y_true, dtype=np.int64)),

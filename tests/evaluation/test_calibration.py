@@ -38,6 +38,10 @@ def test_reliability_bins_reproduce_the_ece() -> None:
     assert curve["ece"] == pytest.approx(expected_calibration_error(y, probs, 10))
 
 
+def test_the_ece_is_the_number_it_stands_for_not_float32_noise() -> None:
+    assert expected_calibration_error(np.array([0, 1, 0, 1]), np.tile([0.2, 0.8], (4, 1))) == 0.3
+
+
 def test_perfectly_calibrated_confidence_has_small_ece() -> None:
     rng = np.random.default_rng(1)
     p_all = rng.uniform(0, 1, 20000)
