@@ -59,7 +59,8 @@ _DEPTHS = (10, 12, 14, 16)  # the camera depths a 16-bit container's values are 
 _SCALES = {  # value -> 8 bits, for values in each depth: lookup tables keep 16-bit decoding at one byte a sample
     bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in _DEPTHS
 }
-_EMPTY = "empty file (0 bytes); delete it or replace it with the image"
+EMPTY_FILE_REASON = "empty file (0 bytes); delete it or replace it with the image"
+"""Why a file or upload of 0 bytes is refused, and the fix: one text for every door (``serve`` answers it 400)."""
 _reported: set[tuple[int, int]] = set()  # (container bits, scaled bits) already warned about in this process
 _first_at_depth: dict[int, str] = {}  # scaled bits -> the first wide file read at that depth in this process
 
@@ -136,7 +137,7 @@ def decode_image(data: bytes, name: Path | str, max_pixels: int = DEFAULT_MAX_PI
     when its bit depth was read from its values (see the module docstring). Logs nothing; an ImageError says why the
     bytes are not a usable image."""
     if not data:
-        raise ImageError(name, _EMPTY)
+        raise ImageError(name, EMPTY_FILE_REASON)
     with _open(name, io.BytesIO(data), max_pixels) as image:
         return _decode_opened(image, name, data)
 

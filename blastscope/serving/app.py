@@ -45,12 +45,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from blastscope import __version__
 from blastscope.api.classifier import Classifier
 from blastscope.data.cache import ModelInput, model_input
-from blastscope.data.images import decode_image_bytes
+from blastscope.data.images import EMPTY_FILE_REASON, decode_image_bytes
 from blastscope.data.people import ONE_PERSON, People, group_people
 from blastscope.data.stain import SubjectColour
 from blastscope.errors import BlastscopeError, ImageError, ImageTooLargeError
@@ -172,14 +172,12 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """The RGB image in ``data``, judged by its content (BMP, PNG, JPEG, TIFF or WebP only, as for files on disk); the
     pixel count is checked from the header before decoding. Whatever goes wrong is a 4xx, never a 500."""
     if not data:
-        raise UploadRejected(400, "empty file", name)
+        raise UploadRejected(400, EMPTY_FILE_REASON, name)
     try:
         return decode_image_bytes(data, name, max_pixels)
     except ImageTooLargeError as error:  # over the pixel limit, decompression bombs included
         raise UploadRejected(413, error.reason, name) from None
-    except ImageError as error:
-        if isinstance(error.__cause__, UnidentifiedImageError):
-            raise UploadRejected(415, "not an image (PNG, JPEG, BMP, TIFF or WebP expected)", name) from None
+    except ImageError as error:  # the reason `blastscope predict` prints for the same file
         raise UploadRejected(415, error.reason, name) from None
     except Exception as error:  # an undecodable upload must never become a 500
         raise UploadRejected(415, f"cannot be decoded ({type(error).__name__}: {error})", name) from None
@@ -287,7 +285,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         """The upload as the model takes it (its cell cut out when the run segments, at the model's input size),
         decoded and segmented under a reservation of the peak memory of both."""
         if not data:
-            raise UploadRejected(400, "empty file", name)
+            raise UploadRejected(400, EMPTY_FILE_REASON, name)
         pre = classifier.preprocessing
         cost = decoding_cost(data, limits.max_pixels) + segmenting_cost(data, limits.max_pixels, pre.segment)
         try:
@@ -359,7 +357,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         decodes but cannot be scanned (a grey field, a cell already on black) is answered 422 with the reason, as
         /predict answers a cell it cannot cut out: its own entry, not the request's 500."""
         if not data:
-            raise UploadRejected(400, "empty file", name)
+            raise UploadRejected(400, EMPTY_FILE_REASON, name)
         try:
             with budget.reserve(scan_cost(data, limits.max_pixels), deadline):
                 result = classifier.scan(decode_upload(data, name, limits.max_pixels), name=name)

@@ -40,7 +40,8 @@ from blastscope.workflows.scan.photograph import GREY_PHOTOGRAPH_REASON, ON_BLAC
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
 """A macOS AppleDouble ``._cell.png`` as a zip made on a Mac leaves it beside ``cell.png``: 24 bytes of metadata."""
-NOT_AN_IMAGE = "not an image (PNG, JPEG, BMP, TIFF or WebP expected)"
+NOT_AN_IMAGE = "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it"
+"""The reason `blastscope predict` prints for such a file, which serve answers 415."""
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,32 @@ def test_every_file_bad_is_a_4xx_with_each_files_reason(classifier, good) -> Non
         ("empty.png", 400),
         ("big.png", 413),
     ]
-    assert mixed.json()["predictions"][1]["error"] == "empty file"
+    assert mixed.json()["predictions"][1]["error"] == "empty file (0 bytes); delete it or replace it with the image"
+
+
+def test_a_bad_file_is_answered_with_the_reason_predict_prints(
+    classifier, tiny_run: Path, good, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same file gets the same one-line reason (what is wrong, and the fix) from serve as from the CLI."""
+    from blastscope.cli import main
+
+    bad = {"empty.png": b"", "notes.png": b"%PDF-1.4 not an image", "cut.png": good[1][: len(good[1]) // 2]}
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    assert main(["predict", str(tiny_run), str(folder), "--out", str(tmp_path / "predictions.csv")]) == 1
+    printed = dict(
+        line.removeprefix(f"skipped {folder}/").split(": ", 1)
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("skipped ")
+    )
+    assert sorted(printed) == sorted(bad)
+    api = client(classifier)
+    for name, data in bad.items():
+        for path, entries in (("/predict", "predictions"), ("/scan", "scans")):
+            body = api.post(path, files=upload((name, data))).json()
+            assert (body["detail"], body[entries][0]["error"]) == (f"{name}: {printed[name]}", printed[name]), path
 
 
 def test_any_decoding_failure_is_415(classifier, good, monkeypatch: pytest.MonkeyPatch) -> None:

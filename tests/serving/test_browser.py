@@ -167,7 +167,7 @@ def test_a_bad_file_beside_a_good_cell_gets_its_own_card(
     assert failed[0].find_element(By.CSS_SELECTOR, ".file-name").text == appledouble.name
     assert failed[0].find_element(By.CSS_SELECTOR, ".label").text.lower() == "not classified"
     reason = failed[0].find_element(By.CSS_SELECTOR, ".reason").text
-    assert reason == "not an image (PNG, JPEG, BMP, TIFF or WebP expected) (HTTP 415)"
+    assert reason == "not a BMP, PNG, JPEG, TIFF or WebP image despite its extension; delete or convert it (HTTP 415)"
     (classified,) = browser.find_elements(By.CSS_SELECTOR, ".card:not(.failed)")
     assert classified.find_element(By.CSS_SELECTOR, ".file-name").text == cell_images[0].name
     assert classified.find_element(By.CSS_SELECTOR, ".label").text in {"ALL", "HEM"}
