@@ -164,9 +164,10 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
             f"{run_dir}: split.csv no longer matches the split the run was trained on (hash {split.hash} != "
             f"{recorded['split_hash']}); restore it or start a new run"
         )
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint, step = latest_checkpoint(run_dir) or (None, 0)
     bundle = _resumed_model(config, table, recorded, run_dir, from_checkpoint=checkpoint is not None)
-    return _fit(Prepared(config, table, split, bundle, run_dir, positive), resume_from=checkpoint)
+    prepared = Prepared(config, table, split, bundle, run_dir, positive)
+    return _fit(prepared, resume_from=checkpoint, logs=f"resumed-at-step-{step}")
 
 
 def _data_not_found(run_dir: Path, data: str) -> str:
@@ -237,11 +238,12 @@ def _resumed_model(
     return bundle
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The furthest-trained of the epoch-end ``last.ckpt`` and the mid-epoch ``interval.ckpt``, if any exists."""
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    """The furthest-trained of the epoch-end ``last.ckpt`` and the mid-epoch ``interval.ckpt`` with its global
+    step, if any exists."""
     candidates = [run_dir / "checkpoints" / f"{name}.ckpt" for name in ("last", INTERVAL_CHECKPOINT)]
     steps = {path: _global_step(path) for path in candidates if path.is_file()}
-    return max(steps, key=steps.__getitem__) if steps else None
+    return max(steps.items(), key=lambda item: item[1]) if steps else None
 
 
 def _global_step(path: Path) -> int:
@@ -253,7 +255,9 @@ def _global_step(path: Path) -> int:
         ) from error
 
 
-def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
+def _fit(prepared: Prepared, resume_from: Path | None, logs: str = "") -> Path:
+    """Fit from scratch or from the checkpoint ``resume_from``, logging as
+    :func:`~blastscope.training.trainer.build_logger` says, then score the test split into metrics.json."""
     config, run_dir = prepared.config, prepared.run_dir
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run the command and must join this run
     module = build_module(prepared)
@@ -267,7 +271,7 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
         seed=config.seed,
         balance_classes=config.class_balance == "sampler",
     )
-    trainer = build_trainer(prepared, module)
+    trainer = build_trainer(prepared, module, logs)
     datamodule.feature_extractor = lambda dataset: extract_features(
         module.model,
         dataset,
@@ -280,7 +284,9 @@ def _fit(prepared: Prepared, resume_from: Path | None) -> Path:
     # Lightning's pytree helper uses torch's LeafSpec, deprecated in torch 2.14; nothing for a user to act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     started = time.perf_counter()
-    with storage_errors(run_dir, run_dir):
+    with storage_errors(run_dir, run_dir), warnings.catch_warnings():
+        if resume_from is not None:  # a resume continues the run's own checkpoints there: nothing to warn about
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .+ exists and is not empty\.$")
         try:
             with _fast_cpu_arithmetic():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)

@@ -105,12 +105,14 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
     return callbacks
 
 
-def build_logger(config: TrainConfig, run_dir: Path) -> Any:
+def build_logger(config: TrainConfig, run_dir: Path, logs: str = "") -> Any:
+    """The recipe's logger, writing into ``logs/`` or, when ``logs`` names one, a sub-folder of it: a resumed fit
+    logs into its own, since Lightning's CSV logger deletes the ``metrics.csv`` it finds (the earlier fit's log)."""
     from lightning.pytorch import loggers
 
     try:
         if config.logger == "tensorboard":
-            return loggers.TensorBoardLogger(run_dir, name="logs", version="")
+            return loggers.TensorBoardLogger(run_dir, name="logs", version=logs)
         if config.logger == "mlflow":
             return loggers.MLFlowLogger(
                 experiment_name="blastscope", run_name=run_dir.name, tracking_uri=f"file:{run_dir / 'mlruns'}"
@@ -119,7 +121,7 @@ def build_logger(config: TrainConfig, run_dir: Path) -> Any:
         raise BlastscopeError(
             f"the {config.logger} logger is not installed: pip install 'blastscope[loggers]'"
         ) from error
-    return loggers.CSVLogger(run_dir, name="logs", version="")
+    return loggers.CSVLogger(run_dir, name="logs", version=logs)
 
 
 def build_strategy(config: TrainConfig) -> Any:
@@ -138,7 +140,7 @@ def _no_product_tips(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("💡 Tip")
 
 
-def build_trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer:
+def build_trainer(prepared: Prepared, module: CellClassifierModule, logs: str = "") -> L.Trainer:
     config = prepared.config
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_product_tips)  # adding twice is a no-op
     accelerator = resolve_accelerator(config)
@@ -153,7 +155,7 @@ def build_trainer(prepared: Prepared, module: CellClassifierModule) -> L.Trainer
         max_epochs=config.total_epochs,
         callbacks=build_callbacks(prepared, module),
         plugins=[AtomicCheckpointIO()],
-        logger=build_logger(config, prepared.run_dir),
+        logger=build_logger(config, prepared.run_dir, logs),
         deterministic=True if accelerator == "cpu" else "warn",
         use_distributed_sampler=False,
         reload_dataloaders_every_n_epochs=1 if module.hparams.cached_features else 0,

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,19 @@ def test_a_run_that_finishes_keeps_no_mid_epoch_checkpoint(stopped_run: Path) ->
     resume(stopped_run)
     assert (stopped_run / "metrics.json").is_file()
     assert sorted(path.name for path in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_resume_keeps_the_earlier_log_and_warns_about_nothing(stopped_run: Path) -> None:
+    """Lightning warns that the checkpoint folder is not empty (it is the run's own) and its CSV logger deletes the
+    logs/metrics.csv it finds, saying so: a resumed fit logs into a folder of its own instead."""
+    log = (stopped_run / "logs" / "metrics.csv").read_bytes()
+    step = torch.load(stopped_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resume(stopped_run)
+    assert not [str(warning.message) for warning in caught if "exists and is not empty" in str(warning.message)]
+    assert (stopped_run / "logs" / "metrics.csv").read_bytes() == log
+    assert (stopped_run / "logs" / f"resumed-at-step-{step}" / "hparams.yaml").is_file()
 
 
 def test_a_moved_run_with_a_relative_data_path_resumes_from_where_it_was_started_or_says_how(
