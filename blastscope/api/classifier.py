@@ -19,7 +19,7 @@ from PIL import Image
 
 from blastscope.data.cache import ModelInput, model_input
 from blastscope.data.classes import match_class
-from blastscope.data.images import decode_pil, read_rgb
+from blastscope.data.images import DEFAULT_MAX_PIXELS, decode_pil, read_rgb
 from blastscope.data.people import group_people
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.stain import SubjectColour
@@ -304,16 +304,17 @@ class Classifier:
         red_cell_diameter: float | None = None,
         tta: bool = False,
         name: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> ImageScan:
         """Every white cell of a smear photograph (a path or a PIL image), cut out onto black as C-NMC cells are and
         classified at the operating point, with the image's verdict and an overlay (:mod:`blastscope.workflows.scan`).
 
         ``red_cell_diameter`` (photograph px; default 1/6.4 of the longer side, as in BCCD fields) sets the scale the
-        cells are cut out at. Raises ``ImageError`` for an unreadable file, ``BlastscopeError`` for an unusable
-        ``red_cell_diameter``."""
+        cells are cut out at. A path is decoded only within ``max_pixels`` (a guard against decompression bombs).
+        Raises ``ImageError`` for an unreadable file, ``BlastscopeError`` for an unusable ``red_cell_diameter``."""
         name = name or _display_file(image, 0)
         return scan_photograph(
-            _rgb(image),
+            _rgb(image, max_pixels),
             partial(self._classify_cutouts, tta=tta, photograph=name),
             self.operating_point,
             name=name,
@@ -327,6 +328,7 @@ class Classifier:
         red_cell_diameter: float | None = None,
         tta: bool = False,
         names: Sequence[str] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> list[ImageScan | ImageError]:
         """:meth:`scan` of every photograph, with the white cells of all of them classified in one call: one
         person's, for a run that normalises colours per person (its statistics pooled over every photograph's cells).
@@ -338,7 +340,7 @@ class Classifier:
         for i, image in enumerate(images):
             name = names[i] if names is not None else _display_file(image, i)
             try:
-                found.append(find_cells(_rgb(image), name=name, red_cell_diameter=red_cell_diameter))
+                found.append(find_cells(_rgb(image, max_pixels), name=name, red_cell_diameter=red_cell_diameter))
             except ImageError as error:
                 found.append(error)
         canvases = [cell.canvas for one in found if isinstance(one, FoundCells) for cell in one.kept]
@@ -428,11 +430,11 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return list(images)
 
 
-def _rgb(item: ImageInput) -> Image.Image:
+def _rgb(item: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if isinstance(item, Image.Image):
         return decode_pil(item).image
     if isinstance(item, (str, Path)):
-        return read_rgb(Path(item))
+        return read_rgb(Path(item), max_pixels)
     raise TypeError(f"expected an image path or a PIL image, got {type(item).__name__}")
 
 

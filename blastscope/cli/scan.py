@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from blastscope.workflows.scan import ScanWriter
 
+from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.errors import BlastscopeError
 
 T = TypeVar("T")
@@ -44,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="red-cell diameter in the photographs, px; sets the scale cells are cut out at (default: 1/6.4 of "
         "the longer side, as in a BCCD field: 100 px at 640x480)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=float,
+        default=float(DEFAULT_MAX_PIXELS),
+        metavar="N",
+        help=f"largest photograph read, in pixels (default {DEFAULT_MAX_PIXELS:g}; guards against decompression "
+        "bombs): a larger one is listed as not scanned",
     )
     parser.add_argument("--tta", action="store_true", help="average each cell over its 8 flips/rotations")
     parser.add_argument(
@@ -83,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.red_cell_diameter is not None and not args.red_cell_diameter > 2:
         raise BlastscopeError(f"--red-cell-diameter {args.red_cell_diameter}: give the red cells' size in px (> 2)")
+    if not args.max_pixels >= 1:
+        raise BlastscopeError(f"--max-pixels {args.max_pixels:g}: give the largest photograph's pixel count (>= 1)")
     check_writable(args.out, "--out")
     ignored: list[tuple[Path, str]] = []
     paths = _photographs(expand_inputs(args.inputs, ignored), args.out)
@@ -117,7 +128,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         scans = (
             classifier.scan_together(
-                paths, red_cell_diameter=args.red_cell_diameter, tta=args.tta, names=[str(path) for path in paths]
+                paths,
+                red_cell_diameter=args.red_cell_diameter,
+                tta=args.tta,
+                names=[str(path) for path in paths],
+                max_pixels=int(args.max_pixels),
             )
             if together
             else []
@@ -129,7 +144,13 @@ def run(args: argparse.Namespace) -> int:
                     if isinstance(scan, ImageError):
                         raise scan
                 else:
-                    scan = classifier.scan(path, red_cell_diameter=args.red_cell_diameter, tta=args.tta, name=str(path))
+                    scan = classifier.scan(
+                        path,
+                        red_cell_diameter=args.red_cell_diameter,
+                        tta=args.tta,
+                        name=str(path),
+                        max_pixels=int(args.max_pixels),
+                    )
             except ImageError as error:
                 print(f"skipped {error}", file=sys.stderr)
                 writer.add_error(str(path), error.reason)

@@ -379,9 +379,11 @@ def _tiff_samples_reason(stream: io.BytesIO) -> str | None:
 
 
 def _pixel_limit_reason(max_pixels: int) -> str:
-    """Why a picture is refused, and what works: only ``data inspect|split`` and ``serve`` have ``--max-pixels``
-    (``train``, ``evaluate``, ``predict``, ``scan`` and the Python API decode at :data:`DEFAULT_MAX_PIXELS`)."""
+    """Why a picture is refused, and what works: only ``data inspect|split``, ``scan`` and ``serve`` have
+    ``--max-pixels`` (``train``, ``evaluate``, ``predict`` and the Python API's cells decode at
+    :data:`DEFAULT_MAX_PIXELS`)."""
     return (
         f"over the limit of {max_pixels:,} pixels (a guard against decompression bombs); shrink or crop the image "
-        "(`data inspect|split --max-pixels N` and `serve --max-pixels N` raise the limit; other commands keep it)"
+        "(`data inspect|split --max-pixels N`, `scan --max-pixels N` and `serve --max-pixels N` raise the limit; other "
+        "commands keep it)"
     )

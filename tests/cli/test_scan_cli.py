@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blastscope.api import load
 from blastscope.api.classifier import Classifier
 from blastscope.cli import main
+from blastscope.errors import ImageTooLargeError
 from blastscope.runs import load_run
 from blastscope.runs.folder import write_operating_point
 
@@ -252,6 +254,28 @@ def test_bad_arguments_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsy
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2 and all(line.startswith("blastscope: error:") for line in errors)
     assert "missing.jpg" in errors[0] and "--red-cell-diameter" in errors[1]
+
+
+def test_max_pixels_refuses_a_larger_photograph_as_predict_refuses_a_cell(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The decoder's own limit and reason (the default: predict's and serve's, 50 Mpx), listed as not scanned."""
+    from blastscope.cli import build_parser
+    from blastscope.data.images import DEFAULT_MAX_PIXELS
+
+    assert build_parser().parse_args(["scan", "run", "x.jpg"]).max_pixels == DEFAULT_MAX_PIXELS
+    photo = smear_folder / "smear_000.png"  # 640x480
+    assert main(["scan", str(tiny_run), str(photo), "--max-pixels", "3e5", "--out", str(tmp_path / "o")]) == 1
+    assert (
+        f"skipped {photo}: 640x480 = 307,200 pixels: over the limit of 300,000 pixels (a guard against "
+        "decompression bombs)" in capsys.readouterr().err
+    )
+    (row,) = csv.DictReader((tmp_path / "o" / "images.csv").open())
+    assert "over the limit of 300,000 pixels" in row["error"]
+    assert main(["scan", str(tiny_run), str(photo), "--max-pixels", "0", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("blastscope: error: --max-pixels 0:")
+    (together,) = load(tiny_run).scan_together([photo], max_pixels=300_000)  # --person-by all's door
+    assert isinstance(together, ImageTooLargeError)
 
 
 def test_a_threshold_for_a_multi_class_run_is_refused_naming_scan(
