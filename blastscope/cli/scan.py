@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -90,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.metrics import class_display_name
     from blastscope.workflows.scan import ScanWriter
 
-    if args.red_cell_diameter is not None and not args.red_cell_diameter > 2:
-        raise BlastscopeError(f"--red-cell-diameter {args.red_cell_diameter}: give the red cells' size in px (> 2)")
+    if args.red_cell_diameter is not None and not 2 < args.red_cell_diameter < math.inf:
+        raise BlastscopeError(
+            f"--red-cell-diameter {args.red_cell_diameter:g}: not a red cell's size in pixels; give it above 2 px "
+            "(the segmentation's sizes are fractions of it) and below the photographs' shorter side (a whole white "
+            "cell must fit; a photograph too small for it is listed as not scanned)"
+        )
     if not args.max_pixels >= 1:
         raise BlastscopeError(f"--max-pixels {args.max_pixels:g}: give the largest photograph's pixel count (>= 1)")
     check_writable(args.out, "--out")

@@ -250,10 +250,25 @@ def test_a_full_disk_is_one_line_naming_the_file_and_what_was_kept(
 
 def test_bad_arguments_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scan", str(tiny_run), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
-    assert main(["scan", str(tiny_run), str(tmp_path), "--red-cell-diameter", "0", "--out", str(tmp_path / "o")]) == 2
+    for diameter in ("0", "-5", "inf"):
+        assert main(["scan", str(tiny_run), str(tmp_path), "--red-cell-diameter", diameter, "--out", "o"]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 2 and all(line.startswith("blastscope: error:") for line in errors)
-    assert "missing.jpg" in errors[0] and "--red-cell-diameter" in errors[1]
+    assert len(errors) == 4 and all(line.startswith("blastscope: error:") for line in errors)
+    assert "missing.jpg" in errors[0]
+    for line, diameter in zip(errors[1:], ("0", "-5", "inf"), strict=True):
+        assert f"--red-cell-diameter {diameter}: not a red cell's size in pixels; give it above 2 px" in line
+        assert "below the photographs' shorter side" in line
+
+
+def test_a_red_cell_diameter_larger_than_the_photograph_lists_it_as_not_scanned(
+    tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "no white cells found" with exit status 0: no whole white cell could lie in the photograph at that scale."""
+    photo = smear_folder / "smear_000.png"  # 640x480
+    assert main(["scan", str(tiny_run), str(photo), "--red-cell-diameter", "1e9", "--out", str(tmp_path / "o")]) == 1
+    assert f"skipped {photo}: red-cell diameter 1e+09 px is not below this 640x480 photograph's shorter side" in (
+        capsys.readouterr().err
+    )
 
 
 def test_max_pixels_refuses_a_larger_photograph_as_predict_refuses_a_cell(

@@ -178,6 +178,19 @@ def test_real_cells_on_black_and_a_grey_crop_on_black_are_refused(cases: Path) -
         assert raised.value.reason == ON_BLACK_REASON, path
 
 
+@pytest.mark.parametrize("diameter", [480, 1e9])
+def test_a_red_cell_diameter_the_photograph_cannot_hold_is_refused_not_scanned_into_no_cells(
+    field, diameter: float
+) -> None:
+    """A red cell at least as wide as the 640x480 photograph's shorter side leaves no room for a whole white cell:
+    refused with the range that works, never "no white cells found"."""
+    classify = Recorder()
+    with pytest.raises(ImageError, match=r"field.png: red-cell diameter .* px is not below") as raised:
+        scan_photograph(Image.fromarray(field.image), classify, POINT, name="field.png", red_cell_diameter=diameter)
+    assert "above 2 and below 480 px (by default 1/6.4 of the longer side: 100 px)" in raised.value.reason
+    assert not classify.seen
+
+
 def test_a_grey_photograph_is_refused_with_the_reason_not_scanned_wrongly(field, cell_images: list[Path]) -> None:
     classify = Recorder()
     with pytest.raises(ImageError, match="grey.png: a grey photograph cannot be scanned") as raised:

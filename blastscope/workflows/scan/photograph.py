@@ -184,13 +184,22 @@ def find_cells(
         Named ``name``, when the image is one cell on black (:func:`~blastscope.segmentation.is_on_black`), grey or
         in colour: ``ON_BLACK_REASON``, it is ``predict``'s to classify; or when it is a grey field
         (:func:`~blastscope.segmentation.modes.is_grey`): its white cells are found by their stain's colour, so it
-        would be scanned wrongly (``GREY_PHOTOGRAPH_REASON``).
+        would be scanned wrongly (``GREY_PHOTOGRAPH_REASON``); or when ``red_cell_diameter`` is not below its shorter
+        side: no whole white cell (a red cell across at least) could lie in it, so none would be found.
     BlastscopeError
-        When ``red_cell_diameter`` is not usable.
+        When ``red_cell_diameter`` is not usable in any photograph (not a number above 2 px).
     """
     rgb_image = image.convert("RGB") if image.mode != "RGB" else image
     width, height = rgb_image.size
     diameter = field_diameter(width, height, red_cell_diameter)
+    if diameter >= min(width, height):  # only a given diameter can be: the default is 1/6.4 of the longer side
+        raise ImageError(
+            name,
+            f"red-cell diameter {diameter:g} px is not below this {width}x{height} photograph's shorter side, so no "
+            "whole white cell (at least a red cell across) could lie in it and none would be found; give the red "
+            f"cells' size in its pixels, above 2 and below {min(width, height)} px (by default 1/6.4 of the longer "
+            f"side: {field_diameter(width, height, None):.0f} px)",
+        )
     factor = working_factor(width, height, red_cell_diameter)
     working = _shrunk(rgb_image, factor)
     if is_on_black(working):
