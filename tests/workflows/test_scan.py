@@ -5,6 +5,7 @@ size, memory within the estimate a server reserves, and the files a folder's sca
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import tracemalloc
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blastscope.api.classifier import Prediction
 from blastscope.data.images import read_rgb
 from blastscope.data.synth import smear_field
 from blastscope.errors import ImageError
@@ -290,6 +292,33 @@ def test_the_writer_writes_tables_json_overlays_and_summary(field, tmp_path: Pat
     )
     assert (tmp_path / "summary.txt").read_text().splitlines()[-1] == overall["summary"]
     assert overall["interrupted"] is None
+
+
+def test_each_cell_row_says_what_its_probability_was_compared_with_as_predicts_csv_does(field, tmp_path: Path) -> None:
+    """cells.csv alone tells the decision: predict's column names, in predict's order (after the probabilities),
+    empty for a multi-class run, which has no positive class or threshold."""
+    given = OperatingPoint(("hem", "all"), "all", threshold=0.3, source="given", chosen_by="scan --threshold")
+    three = OperatingPoint(("all", "hem", "other"), None)
+    for point, folder in ((given, tmp_path / "two"), (three, tmp_path / "three")):
+        classify = Recorder() if point.binary else lambda canvases: np.tile([0.6, 0.3, 0.1], (len(canvases), 1))
+        scan = scan_photograph(Image.fromarray(field.image), classify, point, name="field.png")
+        writer = ScanWriter(folder, point.classes, point.positive_class, {})
+        writer.add(scan, Path("field.png"))
+        writer.close()
+        with (folder / "cells.csv").open() as handle:
+            reader = csv.DictReader(handle)
+            header, rows = list(reader.fieldnames or ()), list(reader)
+        predict_columns = [field.name for field in dataclasses.fields(Prediction)]
+        assert header[header.index("label") :] == [
+            "label",
+            *(f"p_{name}" for name in point.classes),
+            *(name for name in predict_columns if name in {"positive_class", "threshold", "decided_by"}),
+            "referred",
+        ]
+        assert len(rows) == 4
+        decision = {(row["positive_class"], row["threshold"], row["decided_by"]) for row in rows}
+        expected = ("all", "0.300000", given.origin()) if point is given else ("", "", three.origin())
+        assert decision == {expected}
 
 
 def test_an_interrupted_scan_writes_what_it_finished_and_says_so(field, tmp_path: Path) -> None:

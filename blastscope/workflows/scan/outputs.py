@@ -34,6 +34,9 @@ IMAGE_COLUMNS = (
     "overlay",
     "error",
 )
+DECISION_COLUMNS = ("positive_class", "threshold", "decided_by")
+"""The operating point each cell was decided at, in ``cells.csv`` as in ``predict``'s CSV: the threshold is on
+p(``positive_class``); both are empty for a multi-class run (the most probable class wins)."""
 CELL_FILE, IMAGE_FILE, JSON_FILE, SUMMARY_FILE, OVERLAY_DIR = (
     "cells.csv",
     "images.csv",
@@ -163,8 +166,10 @@ class ScanWriter:
         return name
 
     def _cell_columns(self) -> list[str]:
+        """As ``predict``'s CSV names them: each row says what its p(positive) was compared with, and who set it."""
         box = ["centroid_x", "centroid_y", "x0", "y0", "x1", "y1"]
-        return ["image", "cell", *box, "label", *(f"p_{name}" for name in self.classes), "referred"]
+        probabilities = [f"p_{name}" for name in self.classes]
+        return ["image", "cell", *box, "label", *probabilities, *DECISION_COLUMNS, "referred"]
 
     def _cell_rows(self) -> list[dict[str, Any]]:
         return [
@@ -172,6 +177,9 @@ class ScanWriter:
                 "image": image["file"],
                 **{key: cell[key] for key in ("cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "label")},
                 **{f"p_{name}": f"{cell['probabilities'][name]:.6f}" for name in self.classes},
+                "positive_class": image["positive_class"] or "",  # empty, as the threshold, for a multi-class run
+                "threshold": "" if image["threshold"] is None else f"{image['threshold']:.6f}",
+                "decided_by": image["decided_by"],
                 "referred": cell["referred"],
             }
             for image in self.images
