@@ -32,6 +32,13 @@ def test_synthetic_cells_copied_out_of_their_folder_are_still_synthetic_unless_r
     assert dataset_attribution(scan_dataset(copied)) == CNMC_ATTRIBUTION
 
 
+def test_real_cnmc_cells_added_to_a_synth_folder_are_credited_to_cnmc(tmp_path: Path) -> None:
+    data = synthesize(tmp_path / "synth", subjects_per_class=2, cells_per_subject=2, image_size=32, seed=7)
+    cell = data / "training_data" / "fold_0" / "all" / "UID_9_1_1_all.png"
+    Image.new("RGB", (16, 16), (200, 40, 90)).save(cell)  # beside the folder's blastscope-synth.json, no mark
+    assert dataset_attribution(scan_dataset(data)) == CNMC_ATTRIBUTION
+
+
 def test_cnmc_cells_and_their_manifest_carry_the_cnmc_credit(cnmc_sample: Path, cnmc_dev: Path) -> None:
     assert dataset_attribution(scan_dataset(cnmc_sample)) == CNMC_ATTRIBUTION
     assert dataset_attribution(scan_dataset(cnmc_dev / "MANIFEST.csv")) == CNMC_ATTRIBUTION
