@@ -252,6 +252,14 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
         classes = sorted(
             {file.relative_to(root).parts[1] for file in files if file.relative_to(root).parts[0] == first}
         )
+        if _reads_as_classes(tops) and all(_names_a_part(name) for name in shared):
+            raise DataError(
+                f"{root}: the class folders ({', '.join(tops)}) each hold the same dataset parts "
+                f"({', '.join(classes)}), but the class is read from the top-level folder, so pointing at {first}/ "
+                f"would take the parts for classes; rearrange as {root / classes[0] / first}/... and point at "
+                f"{root / classes[0]}, or list the files and their classes in a CSV manifest (path,label) to use "
+                "them all"
+            )
         raise DataError(
             f"{root}: every top-level folder ({', '.join(tops)}) holds the same class folders ({', '.join(classes)}), "
             f"so they look like splits or copies, not classes; point at one of them, e.g. {root / first}, or list the "
@@ -279,9 +287,13 @@ def _classes_holding_sessions(root: Path, files: Sequence[Path]) -> bool:
         if len(parts) >= 3:
             tops.add(parts[0])
             subfolders.add(parts[1])
-    return {name_meaning(top) for top in tops} == {POSITIVE, NEGATIVE} and not any(
-        name_meaning(name) or _names_a_part(name) for name in subfolders
-    )
+    return _reads_as_classes(tops) and not any(name_meaning(name) or _names_a_part(name) for name in subfolders)
+
+
+def _reads_as_classes(names: Iterable[str]) -> bool:
+    """Whether folder names surely are a two-class dataset's classes: each reads as a class, positive and negative
+    both present (``Blast``, ``Normal``), so not two copies of one class nor dataset parts."""
+    return {name_meaning(name) for name in names} == {POSITIVE, NEGATIVE}
 
 
 def _names_a_part(folder: str) -> bool:

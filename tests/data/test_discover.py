@@ -441,18 +441,25 @@ def test_class_folders_holding_the_same_session_folders_are_classes(tmp_path: Pa
     "tree",
     [
         {"Blast": ("all", "hem"), "Normal": ("all", "hem")},  # the subfolders read as classes too
-        {"ALL": ("train", "test"), "HEM": ("train", "test")},  # the subfolders are dataset parts
         {"blast_v1": ("day1", "day2"), "blast_v2": ("day1", "day2")},  # two copies of one class
         {"run1": ("day1", "day2"), "run2": ("day1", "day2")},  # no top-level name reads as a class
         {"blast": ("day1", "day2"), "mono": ("day1", "day2")},  # one of them does not
     ],
-    ids=["class-subfolders", "part-subfolders", "same-class-copies", "no-class-names", "one-unknown-name"],
+    ids=["class-subfolders", "same-class-copies", "no-class-names", "one-unknown-name"],
 )
 def test_repeated_subfolders_are_refused_unless_the_top_folders_are_surely_classes(
     tmp_path: Path, tree: dict[str, tuple[str, ...]]
 ) -> None:
     with pytest.raises(DataError, match="holds the same class folders"):
         scan_dataset(_repeated_tree(tmp_path, tree))
+
+
+def test_class_folders_holding_the_same_parts_are_refused_naming_the_layout_to_make(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"the class folders \(ALL, HEM\) each hold the same dataset parts") as error:
+        scan_dataset(_repeated_tree(tmp_path, {"ALL": ("train", "test"), "HEM": ("train", "test")}))
+    # was: "point at one of them, e.g. ALL", which then took the parts test and train for the classes
+    assert f"rearrange as {tmp_path / 'test' / 'ALL'}/... and point at {tmp_path / 'test'}" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_top_level_folders_named_as_parts_are_refused_even_when_a_part_lacks_a_class(tmp_path: Path) -> None:
