@@ -58,7 +58,10 @@ def training_cell(path: Path) -> CnmcName:
         raise DataError(f"{path}: not a C-NMC cell name UID_<subject>_<image>_<cell>_<all|hem>; rename or remove it")
     folder = path.parent.name.lower()
     if folder not in CLASSES:
-        raise DataError(f"{path}: a C-NMC cell must sit in a folder named all/ or hem/; move it into {name.label}/")
+        raise DataError(
+            f"{path}: a file with a C-NMC name must sit directly in a folder named all/ or hem/, not in "
+            f"{path.parent.name}/; move it into {name.label}/ (or rename it, for a class-per-folder dataset)"
+        )
     if name.label != folder:
         raise DataError(
             f"{path}: its name says '{name.label}' but it sits in {path.parent.name}/; move it or fix its name"

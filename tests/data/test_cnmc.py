@@ -23,8 +23,10 @@ def test_the_folder_gives_the_class_and_must_agree_with_the_name(tmp_path: Path)
 
     with pytest.raises(DataError, match=r"UID_7_1_1_hem\.bmp.*name says 'hem' but it sits in all/"):
         training_cell(tmp_path / "all" / "UID_7_1_1_hem.bmp")
-    with pytest.raises(DataError, match=r"UID_7_1_1_all\.bmp: a C-NMC cell must sit in a folder named all/ or hem/"):
+    with pytest.raises(DataError, match=r"UID_7_1_1_all\.bmp: .* must sit directly in a folder named all/ or hem/"):
         training_cell(tmp_path / "cells" / "UID_7_1_1_all.bmp")
+    with pytest.raises(DataError, match=r"directly in .*, not in patient1/; move it into all/"):
+        training_cell(tmp_path / "all" / "patient1" / "UID_7_1_1_all.bmp")  # was told to move into all/, where it was
 
 
 def test_hem_subjects_start_with_h_and_all_subjects_do_not(tmp_path: Path) -> None:
