@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow")
 CLASS_BALANCE = ("loss", "sampler", "none")
+MAX_CHECKPOINT_MINUTES = timedelta.max / timedelta(minutes=1)  # the longest interval Lightning's timer can hold
 RATIOS_HINT = "give three fractions >= 0 for train,val,test summing to 1, e.g. 0.6,0.2,0.2"
 
 # Keys that a run adds to its config.yaml on top of the recipe; a re-run reads past them.
@@ -175,10 +177,10 @@ class TrainConfig:
                 f"patience {self.patience} is invalid: use --patience 0 (stop at the first epoch "
                 "without improvement) or more"
             )
-        if not 0 <= self.checkpoint_minutes < math.inf:  # nan fails too; a negative one turned it off unsaid
+        if not 0 <= self.checkpoint_minutes < MAX_CHECKPOINT_MINUTES:  # nan fails; a negative one turned it off unsaid
             raise BlastscopeError(
                 f"checkpoint minutes {self.checkpoint_minutes} is invalid: use --checkpoint-minutes 0 (no mid-epoch "
-                "checkpoint) or more"
+                f"checkpoint) or more, below {MAX_CHECKPOINT_MINUTES:.3g}"
             )
         if self.num_workers < 0:
             raise BlastscopeError(f"num_workers {self.num_workers} is invalid: use 0 (the main process) or more")

@@ -88,6 +88,7 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"patience": -1}, "patience -1 is invalid: use --patience 0"),
         ({"checkpoint_minutes": -1.0}, "checkpoint minutes -1.0 is invalid: use --checkpoint-minutes 0"),
         ({"checkpoint_minutes": float("nan")}, "checkpoint minutes nan is invalid"),
+        ({"checkpoint_minutes": 1e300}, "checkpoint minutes 1e.300 is invalid: .* below 1.44e.12"),  # was a traceback
         ({"epochs_frozen": -1}, "negative"),
         ({"epochs_finetune": -2, "epochs_frozen": 3}, "negative"),
         ({"augmentation": {"spin": True}}, "augmentation settings"),
