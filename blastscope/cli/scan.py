@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
             "(the segmentation's sizes are fractions of it) and below the photographs' shorter side (a whole white "
             "cell must fit; a photograph too small for it is listed as not scanned)"
         )
-    if not args.max_pixels >= 1:
-        raise BlastscopeError(f"--max-pixels {args.max_pixels:g}: give the largest photograph's pixel count (>= 1)")
+    if not 1 <= args.max_pixels < math.inf:  # inf would pass on to int() and stop in a traceback
+        raise BlastscopeError(
+            f"--max-pixels {args.max_pixels:g}: give the largest photograph's pixel count (a number >= 1, e.g. 1e8)"
+        )
     check_writable(args.out, "--out")
     ignored: list[tuple[Path, str]] = []
     paths = _photographs(expand_inputs(args.inputs, ignored), args.out)
