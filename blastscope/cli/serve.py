@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import socket
 import sys
 from pathlib import Path
@@ -115,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.serving.app import create_app
     from blastscope.serving.connections import serve
 
-    if args.max_file_mb <= 0 or args.max_files < 1 or args.max_pixels < 1:
-        raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive")
+    if not (0 < args.max_file_mb < math.inf and args.max_files >= 1 and 1 <= args.max_pixels < math.inf):
+        raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive numbers")  # not nan, inf
     timings = (args.decode_wait, args.request_timeout, args.keep_alive)
-    if (args.max_decoding_mb is not None and args.max_decoding_mb <= 0) or args.predict_threads < 1:
+    if (args.max_decoding_mb is not None and not 0 < args.max_decoding_mb < math.inf) or args.predict_threads < 1:
         raise BlastscopeError("--max-decoding-mb and --predict-threads must be positive")
     if not all(0 < seconds < float("inf") for seconds in timings):
         raise BlastscopeError("--decode-wait, --request-timeout and --keep-alive must be positive numbers of seconds")

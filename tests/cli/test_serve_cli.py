@@ -17,8 +17,13 @@ def test_defaults_are_the_documented_ones() -> None:
 
 
 def test_bad_limits_exit_2(tmp_path: Path, capsys) -> None:
-    assert main(["serve", str(tmp_path), "--max-files", "0"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    """One line before anything loads, also for nan and inf (which passed a `<= 0` check, then broke int())."""
+    for option in ("--max-files 0", "--max-pixels inf", "--max-pixels nan", "--max-file-mb nan", "--max-file-mb inf"):
+        assert main(["serve", str(tmp_path), *option.split()]) == 2
+        assert "must be positive" in capsys.readouterr().err
+    for value in ("nan", "inf"):
+        assert main(["serve", str(tmp_path), "--max-decoding-mb", value]) == 2
+        assert "--max-decoding-mb and --predict-threads must be positive" in capsys.readouterr().err
 
 
 def test_port_out_of_range_exits_2(tmp_path: Path, capsys) -> None:
