@@ -55,6 +55,7 @@ _CONTAINER_BITS = re.compile(r";(\d+)")
 _BITS_PER_SAMPLE = 258  # the TIFF tag
 _SAMPLE_FORMAT = 339  # the TIFF tag, and its values' names
 _SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+_UNREADABLE_SAMPLES = "{bits}-bit {kind} TIFF, which cannot be read; save the image as 8- or 16-bit PNG or TIFF"
 _DEPTHS = (10, 12, 14, 16)  # the camera depths a 16-bit container's values are read as, smallest that holds them
 _SCALES = {  # value -> 8 bits, for values in each depth: lookup tables keep 16-bit decoding at one byte a sample
     bits: np.rint(np.arange(65536) * (255 / (2**bits - 1))).clip(0, 255).astype(np.uint8) for bits in _DEPTHS
@@ -356,6 +357,9 @@ def _open(path: Path, stream: io.BytesIO, max_pixels: int) -> Image.Image:
         raise ImageTooLargeError(
             path, f"{image.width}x{image.height} = {pixels:,} pixels: {_pixel_limit_reason(max_pixels)}"
         )
+    if image.mode == "F":  # float grey: Pillow opens it, to_rgb cannot use it, so the scan refuses it as decoding does
+        image.close()
+        raise ImageError(path, _UNREADABLE_SAMPLES.format(bits=32, kind="floating-point"))
     return image
 
 
@@ -375,7 +379,7 @@ def _tiff_samples_reason(stream: io.BytesIO) -> str | None:
     kind = max(kind) if isinstance(kind, tuple) else int(kind)
     if kind not in _SAMPLE_KINDS or (kind == 1 and bits <= 16):
         return None
-    return f"{bits}-bit {_SAMPLE_KINDS[kind]} TIFF, which cannot be read; save the image as 8- or 16-bit PNG or TIFF"
+    return _UNREADABLE_SAMPLES.format(bits=bits, kind=_SAMPLE_KINDS[kind])
 
 
 def _pixel_limit_reason(max_pixels: int) -> str:

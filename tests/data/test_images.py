@@ -336,6 +336,18 @@ def test_a_tiff_with_samples_pillow_cannot_open_says_which(tmp_path: Path, dtype
         assert str(error.value) == f"{path}: {reason}, which cannot be read; save the image as 8- or 16-bit PNG or TIFF"
 
 
+def test_a_float_grey_tiff_is_refused_at_the_scan_as_decoding_refuses_it(tmp_path: Path) -> None:
+    path = tmp_path / "analysis.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.float32))  # Pillow opens it (mode F), unlike float RGB
+
+    for read in (read_rgb, probe_image):  # the probe passed it: data inspect counted it, training then skipped it
+        with pytest.raises(ImageError) as error:
+            read(path)
+        assert str(error.value) == (
+            f"{path}: 32-bit floating-point TIFF, which cannot be read; save the image as 8- or 16-bit PNG or TIFF"
+        )
+
+
 def test_images_opened_by_the_caller_are_read_like_files(tmp_path: Path) -> None:
     stored = _cell_like(96, 64)
     exif = Image.Exif()
