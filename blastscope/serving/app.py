@@ -414,7 +414,9 @@ def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:
     """The upload's bytes, refusing it as soon as it passes the per-file limit."""
     data = upload.file.read(limits.max_file_bytes + 1)
     if len(data) > limits.max_file_bytes:
-        raise UploadRejected(413, f"over the limit of {limits.max_file_mb:g} MB a file", name)
+        limit = f"{limits.max_file_mb:g} MB ({limits.max_file_bytes:,} bytes)"
+        fix = "shrink or compress the image, or start the server with a larger --max-file-mb"
+        raise UploadRejected(413, f"over the limit of {limit} for a file; {fix}", name)
     return data
 
 

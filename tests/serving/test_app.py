@@ -249,6 +249,10 @@ def test_oversized_file(classifier, good) -> None:
     api = client(classifier, max_file_mb=0.001)
     response = api.post("/predict", files=upload(("big.png", good[1] + b"\0" * 2048)))
     assert response.status_code == 413 and "big.png" in response.json()["detail"]
+    assert response.json()["predictions"][0]["error"] == (  # what is wrong and the fix, as for every other bad file
+        "over the limit of 0.001 MB (1,048 bytes) for a file; shrink or compress the image, or start the server "
+        "with a larger --max-file-mb"
+    )
     oversized_body = api.post("/predict", files=upload(("huge.png", b"\0" * 3_000_000)))
     assert oversized_body.status_code == 413 and "request of" in oversized_body.json()["detail"]
     assert api.get("/health").status_code == 200
