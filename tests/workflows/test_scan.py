@@ -294,6 +294,19 @@ def test_the_writer_writes_tables_json_overlays_and_summary(field, tmp_path: Pat
     assert overall["interrupted"] is None
 
 
+def test_a_scan_into_an_earlier_scans_folder_leaves_none_of_its_overlays(field, tmp_path: Path) -> None:
+    """Re-run into the same --out with fewer photographs: overlays/ holds this scan's overlays only, as the tables
+    do (an earlier overlay could show a call made at another threshold); other files there are kept."""
+    (tmp_path / "overlays").mkdir()
+    (tmp_path / "overlays" / "gone_scan.png").write_bytes(b"an earlier scan's overlay")
+    (tmp_path / "overlays" / "notes.txt").write_text("the user's")
+    scan = scan_photograph(Image.fromarray(field.image), Recorder(), POINT, name="field.png")
+    writer = ScanWriter(tmp_path, POINT.classes, "all", {})
+    writer.add(scan, Path("field.png"))
+    writer.close()
+    assert sorted(path.name for path in (tmp_path / "overlays").iterdir()) == ["field_scan.png", "notes.txt"]
+
+
 def test_each_cell_row_says_what_its_probability_was_compared_with_as_predicts_csv_does(field, tmp_path: Path) -> None:
     """cells.csv alone tells the decision: predict's column names, in predict's order (after the probabilities),
     empty for a multi-class run, which has no positive class or threshold."""

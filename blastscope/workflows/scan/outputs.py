@@ -53,7 +53,8 @@ class ScanWriter:
     ----------
     out : Path
         Folder to write into (created): ``cells.csv``, ``images.csv``, ``scan.json``, ``summary.txt`` and
-        ``overlays/<stem>_scan.png``.
+        ``overlays/<stem>_scan.png``. An earlier scan's overlays there are removed first, as its tables are replaced:
+        an overlay left from it (another threshold, a photograph now not scanned) would contradict the new tables.
     classes : sequence of str
         The run's classes (one ``p_<class>`` column each).
     positive_class : str or None
@@ -65,6 +66,8 @@ class ScanWriter:
     def __init__(self, out: Path, classes: Sequence[str], positive_class: str | None, about: dict[str, Any]) -> None:
         self.out, self.classes, self.positive_class, self.about = out, tuple(classes), positive_class, about
         (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
+        for earlier in (out / OVERLAY_DIR).glob("*_scan.png"):
+            earlier.unlink()
         self.images: list[dict[str, Any]] = []
         self._used: set[str] = set()
         self.overlays = 0
