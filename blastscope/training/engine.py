@@ -165,6 +165,8 @@ def resume(run_dir: Path, *, progress: bool | None = None, announce: bool = True
             f"{recorded['split_hash']}); restore it or start a new run"
         )
     checkpoint, step = latest_checkpoint(run_dir) or (None, 0)
+    if checkpoint is None and announce and RUN_DIR_ENV not in os.environ:  # else it reads as continuing unsaid
+        _announce(f"{run_dir}: no checkpoint was written before it stopped, so training starts from the first epoch")
     bundle = _resumed_model(config, table, recorded, run_dir, from_checkpoint=checkpoint is not None)
     prepared = Prepared(config, table, split, bundle, run_dir, positive)
     return _fit(prepared, resume_from=checkpoint, logs=f"resumed-at-step-{step}")

@@ -21,7 +21,7 @@ import yaml
 
 from blastscope.data.datamodule import BalancedEpochSampler
 from blastscope.errors import DataError
-from blastscope.training import TrainConfig, resume, train
+from blastscope.training import TrainConfig, engine, resume, train
 from blastscope.training import trainer as trainer_module
 from blastscope.training.trainer import INTERVAL_CHECKPOINT
 
@@ -231,6 +231,19 @@ def test_a_run_stopped_while_scoring_resumes_to_the_metrics_of_the_whole_run(sto
     resume(stopped_run)
     assert _record(stopped_run) == _record(tiny_run)
     assert set(json.loads((stopped_run / "metrics.json").read_text())["data"]["segmented"]) == {"train", "val", "test"}
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_it_starts_again(
+    stopped_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for checkpoint in (stopped_run / "checkpoints").iterdir():
+        checkpoint.unlink()
+    monkeypatch.setattr(engine, "_fit", lambda prepared, resume_from, logs: resume_from)  # what resume fits from
+
+    assert resume(stopped_run) is None
+    assert f"{stopped_run}: no checkpoint was written before it stopped, so training starts from the first epoch" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_run_that_finishes_keeps_no_mid_epoch_checkpoint(stopped_run: Path) -> None:
