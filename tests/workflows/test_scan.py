@@ -300,11 +300,16 @@ def test_a_scan_into_an_earlier_scans_folder_leaves_none_of_its_overlays(field, 
     (tmp_path / "overlays").mkdir()
     (tmp_path / "overlays" / "gone_scan.png").write_bytes(b"an earlier scan's overlay")
     (tmp_path / "overlays" / "notes.txt").write_text("the user's")
+    (tmp_path / "overlays" / "kept_scan.png").mkdir()  # a folder, whatever its name: not an overlay
     scan = scan_photograph(Image.fromarray(field.image), Recorder(), POINT, name="field.png")
     writer = ScanWriter(tmp_path, POINT.classes, "all", {})
     writer.add(scan, Path("field.png"))
     writer.close()
-    assert sorted(path.name for path in (tmp_path / "overlays").iterdir()) == ["field_scan.png", "notes.txt"]
+    assert sorted(path.name for path in (tmp_path / "overlays").iterdir()) == [
+        "field_scan.png",
+        "kept_scan.png",
+        "notes.txt",
+    ]
 
 
 def test_each_cell_row_says_what_its_probability_was_compared_with_as_predicts_csv_does(field, tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ class ScanWriter:
         self.out, self.classes, self.positive_class, self.about = out, tuple(classes), positive_class, about
         (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
         for earlier in (out / OVERLAY_DIR).glob("*_scan.png"):
-            earlier.unlink()
+            if not earlier.is_dir():  # a folder of that name is no overlay
+                earlier.unlink()
         self.images: list[dict[str, Any]] = []
         self._used: set[str] = set()
         self.overlays = 0
