@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.inference.tta import VIEW_NAMES
     from blastscope.metrics import class_display_name
     from blastscope.workflows.scan import ScanWriter
+    from blastscope.workflows.scan.outputs import OVERLAY_DIR
 
     if args.red_cell_diameter is not None and not 2 < args.red_cell_diameter < math.inf:
         raise BlastscopeError(
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise BlastscopeError(
             f"--max-pixels {args.max_pixels:g}: give the largest photograph's pixel count (a number >= 1, e.g. 1e8)"
         )
-    check_writable(args.out, "--out")
+    check_writable(args.out / OVERLAY_DIR, "--out")  # a file of that name stops here in one line, not in ScanWriter
     ignored: list[tuple[Path, str]] = []
     paths = _photographs(expand_inputs(args.inputs, ignored), args.out)
     classifier = load(

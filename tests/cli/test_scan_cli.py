@@ -260,6 +260,15 @@ def test_bad_arguments_are_one_line_errors(tiny_run: Path, tmp_path: Path, capsy
         assert "below the photographs' shorter side" in line
 
 
+def test_an_out_folder_whose_overlays_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the run loads, as an unwritable --out is (it stopped in a FileExistsError traceback)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "overlays").write_text("not a folder")
+    assert main(["scan", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == f"blastscope: error: {tmp_path / 'out' / 'overlays'} is a file, not a folder; choose another --out"
+
+
 def test_a_red_cell_diameter_larger_than_the_photograph_lists_it_as_not_scanned(
     tiny_run: Path, smear_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
