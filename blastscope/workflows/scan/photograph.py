@@ -192,7 +192,7 @@ def find_cells(
     rgb_image = image.convert("RGB") if image.mode != "RGB" else image
     width, height = rgb_image.size
     diameter = field_diameter(width, height, red_cell_diameter)
-    if diameter >= min(width, height):  # only a given diameter can be: the default is 1/6.4 of the longer side
+    if diameter >= min(width, height):  # a given one, or the default for a strip over 6.4 times as long as high
         raise ImageError(
             name,
             f"red-cell diameter {diameter:g} px is not below this {width}x{height} photograph's shorter side, so no "
