@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "architectures and normalisation may differ. When all trained on one split, DIR keeps it: `evaluate DIR` "
             "scores its test cells and `evaluate DIR --threshold val` chooses the ensemble's own threshold and "
             "temperature on its validation cells. Members trained on different splits (e.g. cross-validation folds) "
-            "leave no held-out cells: score DIR with `evaluate DIR --data OTHER` on cells none of them trained on."
+            "leave few or no held-out cells: score DIR with `evaluate DIR --data OTHER` on cells none of them "
+            "trained on."
         ),
     )
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="two or more finished run folders")

@@ -51,6 +51,11 @@ NO_HELD_OUT = (
     "no held-out cells: the members trained on different splits, so every cell of theirs trained or validated one of "
     "them; score it with `evaluate {out} --data DIR` on cells none of the members trained on"
 )
+FEW_HELD_OUT = (
+    "the members trained on different splits: only {n} of their cells (subjects {subjects}) were held out from every "
+    "one of them; score it with `evaluate {out} --data DIR`, which scores those and leaves out every cell a member "
+    "trained or validated on"
+)
 
 
 def make_ensemble(
@@ -140,7 +145,7 @@ def make_ensemble(
     if shared:
         log(f"split: the members' shared split {split.hash}; `evaluate {out}` scores its test cells")
     else:
-        log(NO_HELD_OUT.format(out=out))
+        log(_split_note(runs, split, str(out)))
     return out
 
 
@@ -205,8 +210,8 @@ def _check_compatible(first: TrainedRun, run: TrainedRun) -> None:
 
 
 def _seen_cells(runs: Sequence[TrainedRun]) -> Split:
-    """Every cell some member trained or validated on, once each (by content), all in ``train``: no cell is held out
-    from every member, and ``evaluate --data`` must leave all of them out."""
+    """Every cell some member trained or validated on, once each (by content), all in ``train``: ``evaluate --data``
+    must leave all of them out."""
     cells: dict[str, Cell] = {}
     groups: dict[str, str] = {}
     for run in runs:
@@ -223,6 +228,20 @@ def _seen_cells(runs: Sequence[TrainedRun]) -> Split:
         ratios=(1.0, 0.0, 0.0),
         classes=runs[0].classes,
     )
+
+
+def _split_note(runs: Sequence[TrainedRun], seen: Split, out: str) -> str:
+    """What members on different splits leave unseen: K-fold models none, members on unrelated splits the cells all
+    of them held out, which must not be called none."""
+    digests = {cell.digest for cell in seen.parts["train"]}
+    unseen = {
+        cell.digest: cell for run in runs for cell in run.split.parts.get("test", []) if cell.digest not in digests
+    }
+    if not unseen:
+        return NO_HELD_OUT.format(out=out)
+    subjects = sorted({str(cell.subject) for cell in unseen.values() if cell.subject is not None})
+    named = ", ".join(subjects[:5]) + (", ..." if len(subjects) > 5 else "") if subjects else "unknown"
+    return FEW_HELD_OUT.format(n=len(unseen), subjects=named, out=out)
 
 
 def _config(runs: Sequence[TrainedRun], checkpoint: str, split: Split, shared: bool) -> dict[str, Any]:
@@ -258,7 +277,7 @@ def _config(runs: Sequence[TrainedRun], checkpoint: str, split: Split, shared: b
         "weights_pretrained": all(run.pretrained for run in runs),
         "split_hash": split.hash if shared else None,
         "split_subject_level": bool(split.subject_level),
-        "split_note": None if shared else NO_HELD_OUT.format(out="ENSEMBLE"),
+        "split_note": None if shared else _split_note(runs, split, "ENSEMBLE"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }

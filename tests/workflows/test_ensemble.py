@@ -78,6 +78,24 @@ def test_members_on_different_splits_leave_no_held_out_cells(
         evaluate_run(out, data=synth_small, bootstrap=0)
 
 
+def test_members_on_different_splits_that_all_held_out_some_cells_say_how_many(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    other = _copy(tiny_run_seed1, tmp_path)
+    rows = list(csv.DictReader((other / "split.csv").open()))
+    for row in rows:  # validation and training swapped, the test part kept: its cells trained neither member
+        row["split"] = {"val": "train", "train": "val"}.get(row["split"], row["split"])
+    with (other / "split.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines: list[str] = []
+    out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
+    tested = sum(row["split"] == "test" for row in rows)
+    assert lines[-1].startswith(f"the members trained on different splits: only {tested} of their cells (subjects ")
+    assert yaml.safe_load((out / "config.yaml").read_text())["split_note"].startswith("the members trained on")
+
+
 def test_members_whose_cells_share_names_but_not_pixels_are_on_different_splits(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
@@ -91,7 +109,8 @@ def test_members_whose_cells_share_names_but_not_pixels_are_on_different_splits(
         writer.writerows(rows)
     lines: list[str] = []
     out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
-    assert lines[-1].startswith("no held-out cells: ")
+    tested = 2 * sum(row["split"] == "test" for row in rows)  # each member's test cells are images the other never saw
+    assert lines[-1].startswith(f"the members trained on different splits: only {tested} of their cells ")
     assert yaml.safe_load((out / "config.yaml").read_text())["split_hash"] is None
 
 
