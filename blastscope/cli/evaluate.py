@@ -82,7 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cut cells out at this red-cell diameter (px of the images) instead of the run's own (measured on each "
         "image unless the run was trained with one); an operating point chosen so is not stored",
     )
-    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/evaluation-<split or data name>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default RUN_DIR/evaluation-<split or data name>, "
+        "with -<checkpoint> for another checkpoint than best)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -93,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0 or args.batch_size < 1:
         raise BlastscopeError("--bootstrap must be 0 or more and --batch-size at least 1")
-    out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}"
+    scored = "" if args.checkpoint == "best" else f"-{Path(args.checkpoint).stem}"  # never over the best's folder
+    out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}{scored}"
     check_writable(out, "--out")  # before the cells are scored and a new operating point is stored in the run
     result = evaluate_run(
         args.run_dir,

@@ -65,6 +65,8 @@ class EvaluationResult:
 
     Attributes
     ----------
+    checkpoint : str
+        The weights scored: ``best``, ``last`` or a checkpoint's path (the stored point belongs to ``best``).
     operating_point : dict
         ``OperatingPoint.to_dict()`` of the point every decision was made at.
     point_source : {"stored", "chosen"}
@@ -105,6 +107,7 @@ class EvaluationResult:
     n_cells: int
     subject_level: bool
     precision: str
+    checkpoint: str
     operating_point: dict[str, Any]
     point_source: str
     plain: dict[str, Any]
@@ -337,6 +340,7 @@ def evaluate_run(
         n_cells=len(cells),
         subject_level=subject_level,
         precision=precision,
+        checkpoint=str(checkpoint),
         operating_point=point.to_dict(),
         point_source="chosen" if choosing else "stored",
         plain=plain,

@@ -62,7 +62,8 @@ def format_summary(result: EvaluationResult) -> str:
     config = read_config(Path(result.run_dir))
     lines[:0] = [f"warning: {line}" for line in unfinished_warnings(Path(result.run_dir), config)]
     lines += [
-        f"model: {result.display_name}; weights: {result.weights_source}",
+        f"model: {result.display_name}; weights: {result.weights_source}"
+        + ("" if result.checkpoint == "best" else f"; scored with the {result.checkpoint} checkpoint"),
         f"data: {result.data}: {result.n_cells} cells"
         + (_subjects_text(plain["subjects"]) if plain["subjects"] else "")
         + (f"; segmented {result.segmented_cells} of {result.n_cells} cells" if result.segmented_cells else "")

@@ -334,3 +334,17 @@ def test_files_the_scan_sets_aside_are_counted_and_listed_with_their_reasons(
     assert sorted(reasons) == sorted(map(str, [truncated, *mono]))
     assert reasons[str(truncated)].startswith("corrupt or truncated PNG file")
     assert reasons[str(mono[1])].startswith("not a C-NMC cell name")
+
+
+def test_another_checkpoint_is_named_in_the_summary_and_json_and_gets_its_own_folder(
+    tiny_run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--checkpoint last`` must not overwrite the best checkpoint's evaluation-test/ unsaid, nor read as it."""
+    assert main(["evaluate", str(tiny_run_copy), "--bootstrap", "0"]) == 0
+    best = json.loads((tiny_run_copy / "evaluation-test" / "evaluation.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_run_copy), "--bootstrap", "0", "--checkpoint", "last"]) == 0
+    assert "; scored with the last checkpoint" in capsys.readouterr().out
+    last = json.loads((tiny_run_copy / "evaluation-test-last" / "evaluation.json").read_text())
+    assert (best["checkpoint"], last["checkpoint"]) == ("best", "last")
+    assert json.loads((tiny_run_copy / "evaluation-test" / "evaluation.json").read_text()) == best
