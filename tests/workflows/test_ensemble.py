@@ -33,6 +33,19 @@ def _copy(run_dir: Path, where: Path) -> Path:
     return Path(shutil.copytree(run_dir, where / run_dir.name))
 
 
+def _resplit(run_dir: Path, where: Path, change: Callable[[dict[str, str]], None]) -> tuple[Path, list[dict[str, str]]]:
+    """A copy of ``run_dir`` whose split.csv has each row passed through ``change``, and the rows it now holds."""
+    other = _copy(run_dir, where)
+    rows = list(csv.DictReader((other / "split.csv").open()))
+    for row in rows:
+        change(row)
+    with (other / "split.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return other, rows
+
+
 def test_an_ensemble_on_a_shared_split_is_scored_and_calibrated_on_it(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
@@ -58,14 +71,8 @@ def test_an_ensemble_on_a_shared_split_is_scored_and_calibrated_on_it(
 def test_members_on_different_splits_leave_no_held_out_cells(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path, synth_small: Path
 ) -> None:
-    other = _copy(tiny_run_seed1, tmp_path)
-    rows = list(csv.DictReader((other / "split.csv").open()))
-    for row in rows:  # the same cells, validation and test swapped: another split
-        row["split"] = {"val": "test", "test": "val"}.get(row["split"], row["split"])
-    with (other / "split.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    swap = {"val": "test", "test": "val"}  # the same cells, validation and test swapped: another split
+    other, _ = _resplit(tiny_run_seed1, tmp_path, lambda row: row.update(split=swap.get(row["split"], row["split"])))
     lines: list[str] = []
     out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
     assert lines[-1].startswith("no held-out cells: ") and f"`evaluate {out} --data DIR`" in lines[-1]
@@ -81,14 +88,8 @@ def test_members_on_different_splits_leave_no_held_out_cells(
 def test_members_on_different_splits_that_all_held_out_some_cells_say_how_many(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
-    other = _copy(tiny_run_seed1, tmp_path)
-    rows = list(csv.DictReader((other / "split.csv").open()))
-    for row in rows:  # validation and training swapped, the test part kept: its cells trained neither member
-        row["split"] = {"val": "train", "train": "val"}.get(row["split"], row["split"])
-    with (other / "split.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    swap = {"val": "train", "train": "val"}  # the test part kept: its cells trained neither member
+    other, rows = _resplit(tiny_run_seed1, tmp_path, lambda row: row.update(split=swap.get(row["split"], row["split"])))
     lines: list[str] = []
     out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
     tested = sum(row["split"] == "test" for row in rows)
@@ -99,14 +100,8 @@ def test_members_on_different_splits_that_all_held_out_some_cells_say_how_many(
 def test_members_whose_cells_share_names_but_not_pixels_are_on_different_splits(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
-    other = _copy(tiny_run_seed1, tmp_path)
-    rows = list(csv.DictReader((other / "split.csv").open()))
-    for row in rows:  # the same file names and parts, other images (e.g. a dataset redrawn with another seed)
-        row["digest"] = row["digest"][::-1]
-    with (other / "split.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    # the same file names and parts, other images (e.g. a dataset redrawn with another seed)
+    other, rows = _resplit(tiny_run_seed1, tmp_path, lambda row: row.update(digest=row["digest"][::-1]))
     lines: list[str] = []
     out = make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)
     tested = 2 * sum(row["split"] == "test" for row in rows)  # each member's test cells are images the other never saw
