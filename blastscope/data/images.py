@@ -102,7 +102,7 @@ def probe_image(path: Path, data: bytes | None = None, max_pixels: int = DEFAULT
     """
     data = read_image_file(path) if data is None else data
     if not data:
-        raise ImageError(path, "empty file (0 bytes); delete it or replace it with the image")
+        raise ImageError(path, EMPTY_FILE_REASON)
     with _open(path, io.BytesIO(data), max_pixels) as image:
         header = ImageHeader(image.width, image.height, image.mode, image.format or "unknown")
         _refuse_misread_tiff(image, path, _rawmode(image))
