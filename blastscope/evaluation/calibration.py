@@ -6,12 +6,13 @@ bins (torchmetrics' binned L1 calibration error; a confidence of exactly 1.0 fal
 Temperature scaling divides the logits by one scalar T fitted on the validation split (it is part of a run's operating
 point); it changes confidences but never the ranking of cells, so ROC-AUC stays the same. T is searched within
 :data:`~blastscope.inference.decision.TEMPERATURE_BOUNDS`; a fit that ends at a bound wanted to go further, and
-:func:`~blastscope.inference.decision.temperature_bound_warning` says so wherever that temperature is fitted or used.
+:func:`~blastscope.inference.decision.temperature_bound_warning` says so, once, wherever the point carrying that
+temperature is used (``evaluate``'s summary, ``predict``, ``scan``, ``serve``, the ``compare`` report); the fit itself
+stays silent, or ``evaluate --threshold val`` would say it twice.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from blastscope.inference.decision import LOG_T_BOUNDS, temperature_bound_warning
+from blastscope.inference.decision import LOG_T_BOUNDS
 from blastscope.inference.predict import probabilities
 from blastscope.metrics import metric_value
-
-log = logging.getLogger(__name__)
 
 DEFAULT_BINS = 15
 
@@ -115,7 +114,7 @@ def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
     -------
     float
         T in [0.05, 20]; > 1 softens over-confident logits. Perfectly separated classes drive it to the lower bound,
-        and a network whose confident calls are often wrong to the upper one: either is logged as a warning
+        and a network whose confident calls are often wrong to the upper one: the point carrying it warns of either
         (:func:`~blastscope.inference.decision.temperature_bound_warning`).
     """
     result = minimize_scalar(
@@ -124,10 +123,7 @@ def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
         method="bounded",
         options={"xatol": 1e-4},
     )
-    temperature = float(np.exp(result.x))
-    if warning := temperature_bound_warning(temperature, len(y_true)):
-        log.warning("%s", warning)
-    return temperature
+    return float(np.exp(result.x))
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -8,13 +8,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from blastscope.cli import main
-from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.inference.decision import LOG_T_BOUNDS, OperatingPoint, decide
 from blastscope.runs import load_run
 from blastscope.runs.folder import write_operating_point
 
@@ -73,6 +75,19 @@ def test_a_threshold_chosen_on_val_is_stored_and_used_by_the_next_evaluate(
     assert second["operating_point"] == first["operating_point"]
     assert second["plain"]["metrics"]["confusion_matrix"] == first["plain"]["metrics"]["confusion_matrix"]
     assert second["plain"]["metrics"]["threshold"] == stored.threshold
+
+
+def test_a_temperature_fitted_at_a_bound_is_warned_of_once(
+    tiny_run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fit used to log the line as well as the summary printing it: twice on the terminal (the log on stderr)."""
+    lowest = SimpleNamespace(x=LOG_T_BOUNDS[0])  # what the search returns for cleanly separated validation cells
+    with patch("blastscope.evaluation.calibration.minimize_scalar", return_value=lowest), caplog.at_level("DEBUG"):
+        _evaluate(tiny_run_copy, tmp_path, "--threshold", "val")
+    captured = capsys.readouterr()
+    said = [*captured.out.splitlines(), *captured.err.splitlines(), *(r.getMessage() for r in caplog.records)]
+    bound = [line for line in said if "sits at the lower bound of its fit" in line]
+    assert len(bound) == 1 and bound[0].startswith("warning: temperature 0.05 (fitted on 16 validation cells)")
 
 
 def test_a_given_threshold_is_stored_as_given(tiny_run_copy: Path, tmp_path: Path) -> None:
