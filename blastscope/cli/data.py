@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from blastscope.cli._arguments import pixel_count
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data import cnmc
 from blastscope.data.classes import positive_class
@@ -242,7 +243,7 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=pixel_count,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"skip images with more pixels than this (default {DEFAULT_MAX_PIXELS:,}; guards against decompression "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from blastscope.workflows.scan import ScanWriter
 
+from blastscope.cli._arguments import pixel_count
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.errors import BlastscopeError
 
@@ -50,10 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-pixels",
-        type=float,
-        default=float(DEFAULT_MAX_PIXELS),
+        type=pixel_count,
+        default=DEFAULT_MAX_PIXELS,
         metavar="N",
-        help=f"largest photograph read, in pixels (default {DEFAULT_MAX_PIXELS:g}; guards against decompression "
+        help=f"largest photograph read, in pixels (default {DEFAULT_MAX_PIXELS:,}; guards against decompression "
         "bombs): a larger one is listed as not scanned",
     )
     parser.add_argument("--tta", action="store_true", help="average each cell over its 8 flips/rotations")
@@ -99,10 +100,6 @@ def run(args: argparse.Namespace) -> int:
             "(the segmentation's sizes are fractions of it) and below the photographs' shorter side (a whole white "
             "cell must fit; a photograph too small for it is listed as not scanned)"
         )
-    if not 1 <= args.max_pixels < math.inf:  # inf would pass on to int() and stop in a traceback
-        raise BlastscopeError(
-            f"--max-pixels {args.max_pixels:g}: give the largest photograph's pixel count (a number >= 1, e.g. 1e8)"
-        )
     check_writable(args.out / OVERLAY_DIR, "--out")  # a file of that name stops here in one line, not in ScanWriter
     ignored: list[tuple[Path, str]] = []
     paths = _photographs(expand_inputs(args.inputs, ignored), args.out)
@@ -141,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 red_cell_diameter=args.red_cell_diameter,
                 tta=args.tta,
                 names=[str(path) for path in paths],
-                max_pixels=int(args.max_pixels),
+                max_pixels=args.max_pixels,
             )
             if together
             else []
@@ -158,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                         red_cell_diameter=args.red_cell_diameter,
                         tta=args.tta,
                         name=str(path),
-                        max_pixels=int(args.max_pixels),
+                        max_pixels=args.max_pixels,
                     )
             except ImageError as error:
                 print(f"skipped {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+from blastscope.cli._arguments import pixel_count
 from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.errors import BlastscopeError
 from blastscope.serving.limits import DECODING_BYTES_PER_LIMIT_PIXEL, Capacity, Limits
@@ -41,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-pixels",
-        type=float,
-        default=float(limits.max_pixels),
-        help=f"largest accepted image in pixels (default {limits.max_pixels:g})",
+        type=pixel_count,
+        default=limits.max_pixels,
+        metavar="N",
+        help=f"largest accepted image in pixels (default {limits.max_pixels:,})",
     )
     capacity = Capacity()
     parser.add_argument(
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="memory all requests together may use to decode images; an image's share is estimated from its header "
         "before decoding, and an image larger than the whole budget decodes alone "
         f"(default {DECODING_BYTES_PER_LIMIT_PIXEL} bytes per pixel of --max-pixels: "
-        f"{capacity.decoding_mb(limits):.0f} MB for {limits.max_pixels:g} pixels)",
+        f"{capacity.decoding_mb(limits):.0f} MB for {limits.max_pixels:,} pixels)",
     )
     parser.add_argument(
         "--decode-wait",
@@ -116,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.serving.app import create_app
     from blastscope.serving.connections import serve
 
-    if not (0 < args.max_file_mb < math.inf and args.max_files >= 1 and 1 <= args.max_pixels < math.inf):
-        raise BlastscopeError("--max-file-mb, --max-files and --max-pixels must be positive numbers")  # not nan, inf
+    if not (0 < args.max_file_mb < math.inf and args.max_files >= 1):
+        raise BlastscopeError("--max-file-mb and --max-files must be positive numbers")  # not nan, inf
     timings = (args.decode_wait, args.request_timeout, args.keep_alive)
     if (args.max_decoding_mb is not None and not 0 < args.max_decoding_mb < math.inf) or args.predict_threads < 1:
         raise BlastscopeError("--max-decoding-mb and --predict-threads must be positive")
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         red_cell_diameter=args.red_cell_diameter,
         threshold_by="serve --threshold",
     )
-    limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=int(args.max_pixels))
+    limits = Limits(max_file_mb=args.max_file_mb, max_files=args.max_files, max_pixels=args.max_pixels)
     capacity = Capacity(
         max_decoding_mb=args.max_decoding_mb,
         decode_wait_s=args.decode_wait,
