@@ -495,7 +495,9 @@ class PredictionWriter:
 
 
 def flat_row(row: Row, classes: tuple[str, ...]) -> dict[str, str]:
-    """A row as CSV cells: ``probabilities`` becomes ``p_<class>`` columns, numbers 6 decimals, None empty."""
+    """A row as CSV cells: ``probabilities`` becomes ``p_<class>`` columns, None empty, and numbers in full (``repr``:
+    the shortest text that reads back as the same float, as ``evaluate``'s CSV and every JSON write them), so a p within
+    1e-6 of the threshold never reads as equal to it while called the other class."""
     flat: dict[str, str] = {}
     for key, value in row.items():
         if key == "probabilities":
@@ -509,5 +511,5 @@ def _cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
-        return f"{value:.6f}"
+        return repr(float(value))
     return str(value)

@@ -246,12 +246,26 @@ def test_rows_name_the_class_the_threshold_is_on(
     good = sorted(images.glob("UID_*.png"))
     point = load_run(run_dir).operating_point
     for run, expected in (
-        (run_dir, (point.positive_class, f"{point.threshold:.6f}")),
+        (run_dir, (point.positive_class, repr(point.threshold))),
         (tiny_three_class_run, ("", "")),
     ):
         out = tmp_path / "preds.csv"
         assert main(["predict", str(run), *map(str, good), "--out", str(out)]) == 0
         assert {(row["positive_class"], row["threshold"]) for row in csv.DictReader(out.open())} == {expected}
+
+
+def test_csv_numbers_read_back_as_the_cell_was_decided_within_1e_6_of_the_threshold(
+    run_dir: Path, images: Path, tmp_path: Path
+) -> None:
+    """At 6 decimals a p(ALL) 4e-7 under the threshold read equal to it, yet the cell was called HEM."""
+    first = sorted(images.glob("UID_*.png"))[0]
+    p_all = load(run_dir).predict([first])[0].probabilities["all"]
+    out = tmp_path / "preds.csv"
+    for threshold in (p_all + 4e-7, p_all):
+        assert main(["predict", str(run_dir), str(first), "--threshold", repr(threshold), "--out", str(out)]) == 0
+        (row,) = csv.DictReader(out.open())
+        assert (float(row["p_all"]), float(row["threshold"])) == (p_all, threshold)
+        assert (row["label"] == "all") == (float(row["p_all"]) >= float(row["threshold"]))
 
 
 def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:

@@ -335,8 +335,25 @@ def test_each_cell_row_says_what_its_probability_was_compared_with_as_predicts_c
         ]
         assert len(rows) == 4
         decision = {(row["positive_class"], row["threshold"], row["decided_by"]) for row in rows}
-        expected = ("all", "0.300000", given.origin()) if point is given else ("", "", three.origin())
+        expected = ("all", "0.3", given.origin()) if point is given else ("", "", three.origin())
         assert decision == {expected}
+
+
+def test_cells_csv_numbers_read_back_as_each_cell_was_decided_within_1e_6_of_the_threshold(
+    field, tmp_path: Path
+) -> None:
+    """At 6 decimals p(ALL) 0.2999996 read as the threshold 0.300000, yet the cell was called HEM."""
+    point = OperatingPoint(("hem", "all"), "all", threshold=0.3, source="given", chosen_by="scan --threshold")
+    p_all = [0.3 - 4e-7, 0.3, 0.3 + 4e-7, 0.9]
+    scan = scan_photograph(Image.fromarray(field.image), Recorder(p_all), point, name="field.png")
+    writer = ScanWriter(tmp_path, point.classes, point.positive_class, {})
+    writer.add(scan, Path("field.png"))
+    writer.close()
+    with (tmp_path / "cells.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(float(row["p_all"]) for row in rows) == p_all
+    assert [row["label"] == "all" for row in rows] == [float(row["p_all"]) >= float(row["threshold"]) for row in rows]
+    assert {row["threshold"] for row in rows} == {"0.3"}
 
 
 def test_an_interrupted_scan_writes_what_it_finished_and_says_so(field, tmp_path: Path) -> None:

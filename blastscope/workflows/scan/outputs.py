@@ -180,9 +180,10 @@ class ScanWriter:
             {
                 "image": image["file"],
                 **{key: cell[key] for key in ("cell", "centroid_x", "centroid_y", "x0", "y0", "x1", "y1", "label")},
-                **{f"p_{name}": f"{cell['probabilities'][name]:.6f}" for name in self.classes},
+                # numbers in full, as predict's CSV: p and the threshold never read as equal when they decided apart
+                **{f"p_{name}": repr(float(cell["probabilities"][name])) for name in self.classes},
                 "positive_class": image["positive_class"] or "",  # empty, as the threshold, for a multi-class run
-                "threshold": "" if image["threshold"] is None else f"{image['threshold']:.6f}",
+                "threshold": "" if image["threshold"] is None else repr(float(image["threshold"])),
                 "decided_by": image["decided_by"],
                 "referred": cell["referred"],
             }
