@@ -106,7 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         metavar="PX",
         help="cut cells out at this red-cell diameter (px of the uploaded images) instead of the run's own (measured "
-        "on each image unless the run was trained with one)",
+        "on each image unless the run was trained with one); /scan takes it as its photographs' red-cell diameter, "
+        "as `blastscope scan --red-cell-diameter` does (default there: 1/6.4 of each photograph's longer side)",
     )
     parser.set_defaults(run=run)
 
@@ -168,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
             "authentication or encryption: put it behind a proxy that has both",
             file=sys.stderr,
         )
-    serve(create_app(classifier, limits, capacity), args.host, args.port, capacity)
+    app = create_app(classifier, limits, capacity, scan_red_cell_diameter=args.red_cell_diameter)
+    serve(app, args.host, args.port, capacity)
     return 0
 
 

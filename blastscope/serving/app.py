@@ -189,9 +189,19 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def create_app(classifier: Classifier, limits: Limits | None = None, capacity: Capacity | None = None) -> FastAPI:
+def create_app(
+    classifier: Classifier,
+    limits: Limits | None = None,
+    capacity: Capacity | None = None,
+    *,
+    scan_red_cell_diameter: float | None = None,
+) -> FastAPI:
     """The FastAPI application serving ``classifier`` under ``limits`` and ``capacity`` (defaults: ``Limits()``,
-    ``Capacity()``). ``app.state.decoding_budget`` is the :class:`DecodingBudget` its requests share."""
+    ``Capacity()``). ``app.state.decoding_budget`` is the :class:`DecodingBudget` its requests share.
+
+    ``scan_red_cell_diameter`` (photograph px; ``serve --red-cell-diameter``) is the scale /scan cuts cells out at, as
+    ``blastscope scan --red-cell-diameter`` is the command's; None: 1/6.4 of each photograph's longer side, as there.
+    The run's own diameter is not used for photographs, as ``scan`` does not use it either."""
     limits, capacity = limits or Limits(), capacity or Capacity()
     budget = DecodingBudget(capacity.decoding_bytes(limits))
     predict_threads = anyio.CapacityLimiter(capacity.predict_threads)
@@ -359,8 +369,10 @@ def create_app(classifier: Classifier, limits: Limits | None = None, capacity: C
         if not data:
             raise UploadRejected(400, EMPTY_FILE_REASON, name)
         try:
-            with budget.reserve(scan_cost(data, limits.max_pixels), deadline):
-                result = classifier.scan(decode_upload(data, name, limits.max_pixels), name=name)
+            with budget.reserve(scan_cost(data, limits.max_pixels, scan_red_cell_diameter), deadline):
+                result = classifier.scan(
+                    decode_upload(data, name, limits.max_pixels), red_cell_diameter=scan_red_cell_diameter, name=name
+                )
         except DecodingBusy as busy:
             raise UploadRejected(503, str(busy), name) from None
         except ImageError as error:

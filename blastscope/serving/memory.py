@@ -79,11 +79,12 @@ def decoding_cost(data: bytes, max_pixels: int) -> int:
     return pixels * (per_pixel + FORMAT_EXTRA_BYTES.get(kind, 0))
 
 
-def scan_cost(data: bytes, max_pixels: int) -> int:
+def scan_cost(data: bytes, max_pixels: int, red_cell_diameter: float | None = None) -> int:
     """The peak bytes that scanning the smear photograph in ``data`` may take, from its header alone: decoding it
-    (:func:`decoding_cost`) plus the scan's working memory at its size
-    (:func:`~blastscope.workflows.scan.scan_working_bytes`; the photograph is shrunk to a working copy before its
-    cells are looked for). 0 for what the decoder refuses at the header, as for :func:`decoding_cost`."""
+    (:func:`decoding_cost`) plus the scan's working memory at its size and ``red_cell_diameter``
+    (:func:`~blastscope.workflows.scan.scan_working_bytes`; the photograph is shrunk to a working copy, by less for
+    smaller red cells, before its cells are looked for). 0 for what the decoder refuses at the header, as for
+    :func:`decoding_cost`."""
     decoding = decoding_cost(data, max_pixels)
     if not decoding:
         return 0
@@ -91,7 +92,7 @@ def scan_cost(data: bytes, max_pixels: int) -> int:
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
             width, height = image.size
-    return decoding + scan_working_bytes(width, height)
+    return decoding + scan_working_bytes(width, height, red_cell_diameter)
 
 
 def segmenting_cost(data: bytes, max_pixels: int, segment: str) -> int:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import socket
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+from PIL import Image
+
 from blastscope.cli import build_parser, main
 from blastscope.cli.serve import is_loopback
+from blastscope.data.synth import smear_field
 from blastscope.serving import connections
 
 
@@ -65,3 +70,15 @@ def test_a_threshold_for_a_multi_class_run_is_refused_naming_serve(
     monkeypatch.setattr(connections, "serve", lambda app, host, port, capacity: None)
     assert main(["serve", str(tiny_three_class_run), "--threshold", "0.3", "--port", "0"]) == 2
     assert capsys.readouterr().err.startswith("blastscope: error: serve --threshold needs a two-class run")
+
+
+def test_scan_takes_the_red_cell_diameter_serve_was_given(tiny_run: Path, monkeypatch) -> None:
+    """As `blastscope scan --red-cell-diameter` does; without it, 1/6.4 of the longer side as there (100 px here)."""
+    apps = []
+    monkeypatch.setattr(connections, "serve", lambda app, host, port, capacity: apps.append(app))
+    field = io.BytesIO()
+    Image.fromarray(smear_field(0, height=480, width=640, white_cells=3, cut_cells=1).image).save(field, format="PNG")
+    for given, used in ((["--red-cell-diameter", "60"], 60.0), ([], 100.0)):
+        assert main(["serve", str(tiny_run), "--port", "0", *given]) == 0
+        response = TestClient(apps.pop()).post("/scan", files=[("files", ("field.png", field.getvalue(), "image/png"))])
+        assert response.status_code == 200 and response.json()["scans"][0]["red_cell_diameter"] == used

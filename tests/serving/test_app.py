@@ -613,6 +613,7 @@ def test_a_large_photograph_is_scanned_within_its_reservation(classifier) -> Non
     budget = app.state.decoding_budget
     assert budget.peak == scan_cost(data, Limits().max_pixels) > decoding_cost(data, Limits().max_pixels)
     assert budget.peak < budget.capacity / 2 and budget.reserved == 0
+    assert scan_cost(data, Limits().max_pixels, 30) > budget.peak  # smaller red cells: a larger working copy
 
 
 def test_cells_on_a_background_are_cut_out_and_one_not_found_is_answered_on_its_own(
