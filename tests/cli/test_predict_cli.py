@@ -88,7 +88,7 @@ def test_a_given_threshold_is_credited_to_the_command(run_dir: Path, images: Pat
     err = capsys.readouterr().err
     assert "decision: ALL when p(ALL) >= 0.3000 (threshold given, by predict --threshold)" in err.splitlines()
     good = {(row["threshold"], row["decided_by"]) for row in csv.DictReader(out.open()) if not row["error"]}
-    assert good == {("0.300000", "threshold given, by predict --threshold")}
+    assert good == {("0.3", "threshold given, by predict --threshold")}
 
 
 def test_a_threshold_for_a_multi_class_run_is_a_one_line_error(
