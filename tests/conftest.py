@@ -91,13 +91,13 @@ def tiny_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return _train_tiny(synth_small, tmp_path_factory.mktemp("runs"))
 
 
-def _train_tiny(data: Path, out: Path, **recipe: Any) -> Path:
-    """One epoch of random-init efficientnet_lite0 at 32 px on ``data`` into ``out``; ``recipe`` overrides fields."""
+def _train_tiny(data: Path, out: Path, model: str = "efficientnet_lite0", **recipe: Any) -> Path:
+    """One epoch of random-init ``model`` at 32 px on ``data`` into ``out``; ``recipe`` overrides fields."""
     from blastscope.training import TrainConfig, train
 
     config = TrainConfig(
         data=str(data),
-        model="efficientnet_lite0",
+        model=model,
         pretrained="none",
         image_size=32,
         epochs_frozen=1,
@@ -150,12 +150,28 @@ def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of ``tiny_run`` exported with every variant (fp32, int8, bf16), so ``tiny_run`` stays PyTorch-only."""
+def tiny_cnn_run(synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run like ``tiny_run`` of the small ``cnn``, for tests that need some exported model: its dynamo ONNX export
+    takes a few seconds where efficientnet_lite0's takes 20-30 s on a shared core (tests/cli/test_export_cli.py
+    exports the real efficientnet_lite0 run end to end). It calls every cell ALL near p = 0.52, and its Grad-CAM of hem
+    is empty: tests that need heat maps of both classes use ``tiny_run``."""
+    return _train_tiny(synth_small, tmp_path_factory.mktemp("runs-cnn"), model="cnn")
+
+
+@pytest.fixture
+def tiny_cnn_run_copy(tiny_cnn_run: Path, tmp_path: Path) -> Path:
+    """A private copy of ``tiny_cnn_run`` for a test that changes the run folder (exports it, say)."""
+    return Path(shutil.copytree(tiny_cnn_run, tmp_path / tiny_cnn_run.name))
+
+
+@pytest.fixture(scope="session")
+def exported_run(tiny_cnn_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``tiny_cnn_run`` exported with every variant (fp32, int8, bf16), so ``tiny_cnn_run`` stays
+    PyTorch-only."""
     from blastscope.export.onnx import export_run
     from blastscope.runs import load_run
 
-    run_dir = shutil.copytree(tiny_run, tmp_path_factory.mktemp("exported") / tiny_run.name)
+    run_dir = shutil.copytree(tiny_cnn_run, tmp_path_factory.mktemp("exported") / tiny_cnn_run.name)
     export_run(load_run(run_dir), int8=True, bf16=True, log=lambda _: None)
     return run_dir
 

@@ -1,4 +1,7 @@
-"""`blastscope export` on a real tiny run, then `blastscope predict` picking the exported default variant."""
+"""`blastscope export` on a real tiny run, then `blastscope predict` picking the exported default variant.
+
+The suite's one export of efficientnet_lite0, end to end with its parity check: the other export tests use the small
+cnn (``tiny_cnn_run``), which exports in seconds where efficientnet_lite0 takes 20-30 s."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ def test_export_int8_then_predict_uses_default_variant(run_dir: Path, synth_smal
     assert main(["export", str(run_dir), "--format", "onnx", "--quantize", "int8"]) == 0
     report = capsys.readouterr().out
     record = json.loads((run_dir / "export" / "export.json").read_text())
+    assert record["model"] == "efficientnet_lite0"
     tests = record["test_cells"]
     parity = [line for line in report.splitlines() if line.startswith("parity: max |logit(PyTorch) - logit(ONNX)|")]
     assert parity[0].endswith(f"on all {tests} of the run's test cells")

@@ -1,4 +1,5 @@
-"""ONNX export of a real tiny run: self-describing files, PyTorch parity on test cells, scored variants, backends."""
+"""ONNX export of a real tiny run of the small cnn: self-describing files, PyTorch parity on test cells, scored
+variants, backends (tests/cli/test_export_cli.py exports efficientnet_lite0 end to end)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ def record(exported_run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def chosen_point_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OperatingPoint]:
-    """A copy of the tiny run with a stored operating point that is not the default (threshold at the median test
+def chosen_point_export(tiny_cnn_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OperatingPoint]:
+    """A copy of the tiny cnn run with a stored operating point that is not the default (threshold at the median test
     probability, temperature 1.7), then exported with int8 after its validation split was taken away."""
-    run_dir = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("chosen-point") / tiny_run.name))
+    run_dir = Path(shutil.copytree(tiny_cnn_run, tmp_path_factory.mktemp("chosen-point") / tiny_cnn_run.name))
     trained = load_run(run_dir)
     cells = trained.split.parts["test"]
     logits = predict_logits(trained.runner(), cells, trained.preprocessing, trained.transform)
@@ -121,11 +122,11 @@ def test_fp32_logits_match_pytorch_on_test_cells(exported_run: Path, record: dic
     assert record["parity"]["max_abs_logit_difference"] < record["parity"]["tolerance"] == 1e-4
 
 
-def test_parity_runs_on_every_test_cell_and_says_which_cells(record: dict, tiny_run_copy: Path) -> None:
+def test_parity_runs_on_every_test_cell_and_says_which_cells(record: dict, tiny_cnn_run_copy: Path) -> None:
     """export.json and the parity line name exactly the cells checked: all the test cells (the shared export; its
     printed line is checked in tests/cli/test_export_cli.py), or, for a run without any, the training cells int8
     calibrates on, out of how many."""
-    tests = len(load_run(tiny_run_copy).split.parts["test"])
+    tests = len(load_run(tiny_cnn_run_copy).split.parts["test"])
     assert record["parity"] | {"max_abs_logit_difference": 0} == {
         "cells": tests,
         "split": "test",
@@ -135,7 +136,7 @@ def test_parity_runs_on_every_test_cell_and_says_which_cells(record: dict, tiny_
     }
 
     lines: list[str] = []
-    trained = load_run(tiny_run_copy)
+    trained = load_run(tiny_cnn_run_copy)
     trained.split.parts["test"] = []  # as an ensemble of cross-validation folds has none
     without_tests = export_run(trained, log=lines.append)
     train = len(trained.split.parts["train"])

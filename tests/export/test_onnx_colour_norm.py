@@ -4,12 +4,12 @@ model is fed."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 import blastscope.export.onnx as export
 from blastscope.data.cache import DecodedCache
@@ -18,10 +18,16 @@ from blastscope.runs import load_run
 
 
 def test_metadata_and_calibration_follow_the_runs_colour_norm(
-    tiny_colour_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_cnn_run_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_dir = Path(shutil.copytree(tiny_colour_run, tmp_path / "run"))
+    """On ``tiny_cnn_run`` re-recorded as trained with --colour-norm subject: the network does not matter to which
+    colours it is fed and calibrated on."""
+    run_dir = tiny_cnn_run_copy
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["colour_norm"] = config["preprocessing"]["colour_norm"] = "subject"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     trained = load_run(run_dir)
+    assert trained.preprocessing.colour_norm == "subject"
     seen: list[np.ndarray] = []
     real = export.quantize_int8
 

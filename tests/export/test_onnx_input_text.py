@@ -67,10 +67,10 @@ def _follow(image: Image.Image, record: dict) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def preprocessed_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny_run`` re-recorded as trained with --augment stain_norm=reinhard, denoise=median, --channels od and
+def preprocessed_export(tiny_cnn_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_cnn_run`` re-recorded as trained with --augment stain_norm=reinhard, denoise=median, --channels od and
     --crop-fraction 0.9, then exported (the network does not matter to what its files say about their input)."""
-    run_dir = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("preprocessed") / tiny_run.name))
+    run_dir = Path(shutil.copytree(tiny_cnn_run, tmp_path_factory.mktemp("preprocessed") / tiny_cnn_run.name))
     path = run_dir / "config.yaml"
     config = yaml.safe_load(path.read_text())
     config["augmentation"].update(stain_norm="reinhard", denoise="median")
@@ -101,7 +101,7 @@ def test_the_metadata_names_every_step_in_order(preprocessed_export: Path) -> No
     marks = [
         "(segment=auto)",
         "round(0.9 x min(W, H))",
-        "resize to 32x32 with Pillow's bicubic filter",
+        "resize to 32x32 with Pillow's bilinear filter",
         "median_filter(x, size=(3, 3, 1)), mode 'reflect'",
         "Reinhard stain normalisation",
         "mean_ref = [18, 27.7, -22.6] and std_ref = [4, 2.8, 3.2]",
