@@ -23,13 +23,13 @@ ATOL = 1e-4
 
 
 @pytest.fixture
-def chosen(tiny_run_copy: Path) -> tuple[Path, list[dict[str, str]]]:
-    """The run after `evaluate --target-sensitivity 1.0` (a threshold chosen on validation, never 0.5 here) and an
-    fp32 ONNX export; with the evaluation's per-cell rows of the test split."""
-    assert main(["evaluate", str(tiny_run_copy), "--target-sensitivity", "1.0", "--bootstrap", "0"]) == 0
-    export_run(load_run(tiny_run_copy), log=lambda _: None)
-    rows = list(csv.DictReader((tiny_run_copy / "evaluation-test" / "predictions.csv").open()))
-    return tiny_run_copy, rows
+def chosen(tiny_cnn_run_copy: Path) -> tuple[Path, list[dict[str, str]]]:
+    """The tiny cnn run (it exports in seconds) after `evaluate --target-sensitivity 1.0` (a threshold chosen on
+    validation, never 0.5 here) and an fp32 ONNX export; with the evaluation's per-cell rows of the test split."""
+    assert main(["evaluate", str(tiny_cnn_run_copy), "--target-sensitivity", "1.0", "--bootstrap", "0"]) == 0
+    export_run(load_run(tiny_cnn_run_copy), log=lambda _: None)
+    rows = list(csv.DictReader((tiny_cnn_run_copy / "evaluation-test" / "predictions.csv").open()))
+    return tiny_cnn_run_copy, rows
 
 
 def test_every_door_gives_the_stored_answer(chosen, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
