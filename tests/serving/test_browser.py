@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,12 +39,6 @@ CHROMIUM_FLAGS = (
 pytestmark = pytest.mark.browser
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def banded_run(tiny_run: Path, cell_images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of ``tiny_run`` whose refer band holds the first cell of ``cell_images`` and not the last: the first is
@@ -64,7 +57,7 @@ def banded_run(tiny_run: Path, cell_images: list[Path], tmp_path_factory: pytest
 
 
 @pytest.fixture(scope="module")
-def server(banded_run: Path) -> Iterator[str]:
+def server(banded_run: Path, free_port: Callable[[], int]) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "blastscope", "serve", str(banded_run), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

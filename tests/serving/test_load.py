@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +50,6 @@ def gray16_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def memory(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of a process, in bytes."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -79,7 +73,7 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_run: Path) -> Iterator[Server]:
+def server(tiny_run: Path, free_port: Callable[[], int]) -> Iterator[Server]:
     port = free_port()
     command = [
         *(sys.executable, "-m", "blastscope", "serve", str(tiny_run), "--port", str(port)),
