@@ -96,6 +96,22 @@ def test_the_report_shows_the_band_its_test_numbers_and_the_curve(tmp_path: Path
     )
 
 
+def test_an_empty_band_reads_as_referring_no_cell(tmp_path: Path) -> None:
+    """A band with both edges at the threshold (validation met the target with every cell called) refers nothing: the
+    model card said "Cells with 0.5 < p(ALL) < 0.5 are flagged 'uncertain — refer'"."""
+    base = OperatingPoint.default(CLASSES, "all")
+    empty = referral_fields(_evaluation(replace(base, refer_band=(0.5, 0.5)), 0.2))
+    card = DatasetCard("data", "folders", CLASSES, "all", {"test": {"hem": 150, "all": 150}}, [], True, "synthetic")
+    files = write_report(Comparison(card, [_model("cnn", empty)], {}, "2026-01-01 00:00 UTC"), tmp_path)
+    markdown = files.markdown.read_text()
+    errors = f"{100 * empty['referral']['error_all']:.1f}%"
+    assert "0.5 < p(ALL) < 0.5" not in markdown
+    assert (
+        "**Referral**: Refers no cell: validation already met at most 20% errors with every cell called. "
+        f"On the test split: {errors} errors, every cell called." in markdown
+    )
+
+
 def test_multiclass_models_have_no_referral() -> None:
     point = OperatingPoint.default(("a", "b", "c"))
     rng = np.random.default_rng(0)

@@ -95,6 +95,9 @@ def referral_text(model: ModelResult, cv_folds: int | None = None) -> str:
     positive = class_display_name(model.positive_class)
     target = referral.get("target")
     chosen = f", chosen on validation for at most {100 * target:g}% errors among called cells" if target else ""
+    if band[0] == band[1]:  # the empty band at the threshold: validation met the target with every cell called
+        met = f": validation already met at most {100 * target:g}% errors with every cell called" if target else ""
+        return f"Refers no cell{met}. On {where}: {all_errors} errors, every cell called."
     called = referral.get("error_called")
     rest = f"{100 * called:.1f}% errors among the rest" if called is not None else "none called"
     return (
