@@ -232,3 +232,35 @@ def test_a_grey_photograph_beside_a_smear_gets_its_own_card(server: str, browser
     assert scanned.find_element(By.CSS_SELECTOR, ".file-name").text == colour.name
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
     assert browser.find_element(By.ID, "status").text.startswith("1 of 2 photographs scanned")
+
+
+def test_a_p_just_under_the_threshold_never_reads_as_reaching_it(server: str, browser) -> None:
+    """p(ALL) 0.4276 under a threshold of 0.42780 read "42.8%" beside "threshold 0.428", as if called ALL, on a cell's
+    card and in a smear card's list of cells: both show the decimals that tell p from the threshold, and no more
+    elsewhere."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model-backend").text.startswith("torch"))
+    shown = browser.execute_script(
+        """
+        const classes = [{name: "hem", display: "HEM"}, {name: "all", display: "ALL"}];
+        const point = {positive_class: "all", threshold: 0.4278, decided_by: "chosen on val"};
+        const cell = (p) => ({probabilities: {hem: 1 - p, all: p}, label: p < 0.4278 ? "hem" : "all", referred: false});
+        const texts = (node, selector) => [...node.querySelectorAll(selector)].map((element) => element.textContent);
+        return [0.4276, 0.9].flatMap((p) => {
+          const entry = {...point, ...cell(p), file: "c.png", display_label: "?", segmented: false, gradcam_png: null};
+          const smear = {...point, file: "f.png", verdict: "x", verdict_text: "x", summary: "x", overlay_png: "",
+                         cells: [{...cell(p), cell: 1, centroid_x: 1, centroid_y: 1}]};
+          const single = card(new Blob([]), entry, classes), field = scanCard(smear, classes);
+          return [texts(single, ".decided-by, .percent"), texts(field, ".decided-by, td:nth-child(3)")];
+        });
+        """
+    )
+    assert shown == [
+        ["threshold 0.4278 · chosen on val", "42.76%", "57.24%"],
+        ["42.76%", "threshold 0.4278 · chosen on val"],
+        ["threshold 0.428 · chosen on val", "90.0%", "10.0%"],
+        ["90.0%", "threshold 0.428 · chosen on val"],
+    ]

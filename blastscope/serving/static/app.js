@@ -31,6 +31,15 @@ function digitsFor(values) {
   return 6;
 }
 
+// Decimals of a probability that show p beside the threshold on the side it lies (3 unless more are needed): at 3, a
+// p(ALL) of 0.4276 under a threshold of 0.42780 read "42.8%" against "threshold 0.428", as if called ALL.
+function decisionDigits(p, threshold) {
+  for (let digits = 3; digits < 20; digits += 1) {
+    if ((p >= threshold) === (Number(p.toFixed(digits)) >= Number(threshold.toFixed(digits)))) return digits;
+  }
+  return 20;
+}
+
 // Why a cell is referred: "p(ALL) 0.45 inside the refer band 0.31–0.72".
 function referralText(p, band) {
   const digits = digitsFor([band[0], p, band[1]]);
@@ -128,11 +137,13 @@ function card(file, prediction, classes) {
     const why = node.querySelector(".refer-why");
     if (referBand) why.textContent = referralText(prediction.probabilities[positiveClass], referBand);
   }
+  const digits =
+    prediction.threshold === null ? 3 : decisionDigits(prediction.probabilities[positiveClass], prediction.threshold);
   const decidedBy = node.querySelector(".decided-by");
   decidedBy.textContent =
     prediction.threshold === null
       ? "most probable class"
-      : `threshold ${prediction.threshold.toFixed(3)} · ${prediction.decided_by.split(",")[0]}`;
+      : `threshold ${prediction.threshold.toFixed(digits)} · ${prediction.decided_by.split(",")[0]}`;
   decidedBy.title = prediction.decided_by;
   const list = node.querySelector(".probabilities");
   for (const cls of [...classes].reverse()) {
@@ -155,10 +166,10 @@ function card(file, prediction, classes) {
       const mark = document.createElement("i");
       mark.className = "threshold";
       mark.style.left = `${(100 * prediction.threshold).toFixed(1)}%`;
-      mark.title = `threshold ${prediction.threshold.toFixed(3)}`;
+      mark.title = `threshold ${prediction.threshold.toFixed(digits)}`;
       item.querySelector(".bar").appendChild(mark);
     }
-    item.querySelector(".percent").textContent = `${(100 * p).toFixed(1)}%`;
+    item.querySelector(".percent").textContent = `${(100 * p).toFixed(digits - 2)}%`;
     list.appendChild(item);
   }
   return node;

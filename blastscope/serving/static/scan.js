@@ -20,14 +20,14 @@ for (const input of document.querySelectorAll('input[name="mode"]')) {
   });
 }
 
-function cellRow(cell, shown, classes) {
+function cellRow(cell, shown, classes, digits) {
   const row = document.createElement("tr");
   const display = classes.find((cls) => cls.name === cell.label)?.display ?? cell.label;
   const p = cell.probabilities[shown ?? cell.label];
   const values = [
     String(cell.cell),
     display,
-    `${(100 * p).toFixed(1)}%`,
+    `${(100 * p).toFixed(digits - 2)}%`,
     cell.referred ? "uncertain — refer" : "",
     `(${Math.round(cell.centroid_x)}, ${Math.round(cell.centroid_y)})`,
   ];
@@ -58,8 +58,11 @@ function scanCard(entry, classes) {
   const shown = entry.positive_class; // the column shows p(positive); multi-class runs show p(called class)
   const name = classes.find((cls) => cls.name === shown)?.display;
   node.querySelector(".p-column").textContent = shown ? `p(${name})` : "p(class)";
+  // As on a single cell's card (app.js): decimals enough to show every cell's p(positive) on its side of the threshold.
+  const sides = entry.threshold === null ? [] : entry.cells.map((cell) => cell.probabilities[shown]);
+  const digits = Math.max(3, ...sides.map((p) => decisionDigits(p, entry.threshold)));
   const body = node.querySelector(".cell-list tbody");
-  for (const cell of entry.cells) body.appendChild(cellRow(cell, shown, classes));
+  for (const cell of entry.cells) body.appendChild(cellRow(cell, shown, classes, digits));
   if (!entry.cells.length) {
     const row = body.insertRow();
     const td = row.insertCell();
@@ -70,7 +73,7 @@ function scanCard(entry, classes) {
   decidedBy.textContent =
     entry.threshold === null
       ? "most probable class"
-      : `threshold ${entry.threshold.toFixed(3)} · ${entry.decided_by.split(",")[0]}`;
+      : `threshold ${entry.threshold.toFixed(digits)} · ${entry.decided_by.split(",")[0]}`;
   decidedBy.title = entry.decided_by;
   return node;
 }
