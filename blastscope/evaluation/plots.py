@@ -144,7 +144,8 @@ def training_curves(history: Sequence[HistoryRow], model: str) -> Figure:
         _mark_phase_changes(axes, history)
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")
-        axes.xaxis.get_major_locator().set_params(integer=True)
+        # whole epochs only, one tick if need be: by default a one-epoch run was ticked 0.96, 0.98, 1.00...
+        axes.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     figure.suptitle(f"{model}: training curves")
     return figure
 

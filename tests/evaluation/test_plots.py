@@ -56,6 +56,15 @@ def test_single_phase_history_draws_no_boundary(tmp_path: Path) -> None:
     rendered(figure, tmp_path / "curves.png")
 
 
+def test_one_epoch_is_ticked_at_whole_epochs_only(tmp_path: Path) -> None:
+    """A one-epoch run (a quick compare) had its lone epoch ticked 0.96, 0.98, 1.00, 1.02, 1.04."""
+    figure = plots.training_curves([plots.HistoryRow(1, "full", 0.7, 0.69, 0.33)], "cnn")
+    rendered(figure, tmp_path / "curves.png")
+    for axes in figure.axes:
+        low, high = axes.get_xlim()
+        assert [tick for tick in axes.get_xticks() if low <= tick <= high] == [1]
+
+
 def test_confusion_matrix_shows_counts_row_shares_and_class_names(tmp_path: Path) -> None:
     figure = plots.confusion_matrix([[30, 10], [5, 55]], ["HEM", "ALL"], "cnn (random init)", 0.5)
     axes = figure.axes[0]
