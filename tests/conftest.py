@@ -206,6 +206,19 @@ def natural_crops(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def smear_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic smear photograph (240 px) with two whole white cells apart, given where one cell is expected:
+    segmentation finds both and cuts out only one (``ModelInput.white_cells`` is 2)."""
+    from PIL import Image
+
+    from blastscope.data.synth import smear_field
+
+    path = tmp_path_factory.mktemp("smear-photo") / "smear.png"
+    Image.fromarray(smear_field(0, height=240, width=240, white_cells=2, touching=False).image).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def natural_crop_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A class-per-folder dataset (``all/``, ``hem/``; no subject ids) of 6 natural-background crops per class, plus
     ``hem/blank.png``, a bright field without any cell that segmentation cannot find."""

@@ -6,8 +6,10 @@ records the source file's byte size and modification time and the decoder's vers
 hashed, or an entry written by an older decoder (before EXIF orientation and 10/12-bit scaling), no longer matches
 and is decoded again, never served stale. With segmentation on (``--segment auto|always``) the entry's name also says
 whether its cell was cut out, and by which :data:`~blastscope.segmentation.modes.SEGMENTATION_VERSION`, so a cached
-read reports it as a fresh decode does; a cell that cannot be found is not cached. A cropped entry
-(``--crop-fraction``) also records whether the crop clipped its cell. Entries are written to a temporary file and
+read reports it as a fresh decode does; a cell that cannot be found is not cached. A cut-out entry also records how
+many whole white cells its image held (``ModelInput.white_cells``); one written before that field is stale and decoded
+again, never read as uncounted. A cropped entry (``--crop-fraction``) also records whether the crop clipped its
+cell. Entries are written to a temporary file and
 renamed into place, so a killed run or two DataLoader workers filling the same entry leave either nothing or a
 complete entry.
 
@@ -48,6 +50,7 @@ RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 CLIPPED_SHARE = 0.01  # a crop that leaves more than this share of the cell's pixels outside its window clipped the cell
+NOT_COUNTED = -1  # an entry's white_cells when segmentation did not count them (a cut-out re-centred on black)
 
 
 def cache_root() -> Path:
@@ -72,11 +75,16 @@ class ModelInput:
         True when the pixels are the cell cut out onto black (``--segment``), False for the image as decoded.
     clipped : bool
         True when the ``--crop-fraction`` window left more than :data:`CLIPPED_SHARE` of the cell outside it.
+    white_cells : int or None
+        Whole white cells segmentation found in the image (``CellImage.white_cells``): more than one means the image
+        was not of one cell (a smear photograph) and ``pixels`` show only the one nearest its centre. None where not
+        counted (not segmented).
     """
 
     pixels: np.ndarray
     segmented: bool
     clipped: bool = False
+    white_cells: int | None = None
 
 
 def model_input(
@@ -94,14 +102,14 @@ def model_input(
     interpolation, crop fraction or red-cell diameter.
     """
     check_crop_fraction(crop_fraction)
-    segmented = False
+    segmented, white_cells = False, None
     if check_segment_mode(segment) != "never":
         rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
         cell = cell_for_model(rgb, segment, red_cell_diameter)
         image = Image.fromarray(cell.image) if cell.segmented else image
-        segmented = cell.segmented
+        segmented, white_cells = cell.segmented, cell.white_cells
     image, clipped = crop_centre(image, crop_fraction)
-    return ModelInput(resize_rgb(image, size, interpolation), segmented, clipped)
+    return ModelInput(resize_rgb(image, size, interpolation), segmented, clipped, white_cells)
 
 
 def crop_centre(image: Image.Image, fraction: float) -> tuple[Image.Image, bool]:
@@ -185,8 +193,8 @@ class DecodedCache:
         red_cell_diameter: float | None = None,
     ) -> ModelInput:
         """The (size, size, 3) uint8 pixels of ``path`` as :func:`decode_resized` gives them, whether its cell was cut
-        out and whether the crop clipped it; decoded and stored on the first request only. Raises ``ImageError`` as
-        ``decode_resized`` does."""
+        out, whether the crop clipped it and how many white cells it held; decoded and stored on the first request
+        only. Raises ``ImageError`` as ``decode_resized`` does."""
         path = Path(path)
         try:
             stat = path.stat()
@@ -195,11 +203,11 @@ class DecodedCache:
         outcomes = (False,) if segment == "never" else (True,) if segment == "always" else (True, False)
         for segmented in outcomes:
             entry = self._entry(digest, size, interpolation, segment, segmented, crop_fraction, red_cell_diameter)
-            if (fresh := self._read_fresh(entry, stat)) is not None:
-                return ModelInput(fresh[0], segmented, fresh[1])
+            if (fresh := self._read_fresh(entry, stat, segmented)) is not None:
+                return fresh
         decoded = decode_resized(path, size, interpolation, segment, crop_fraction, red_cell_diameter)
         entry = self._entry(digest, size, interpolation, segment, decoded.segmented, crop_fraction, red_cell_diameter)
-        self._write(entry, decoded.pixels, stat, decoded.clipped if crop_fraction < 1.0 else None)
+        self._write(entry, decoded, stat, crop_fraction < 1.0)
         return decoded
 
     def usage(self) -> CacheUsage:
@@ -233,9 +241,10 @@ class DecodedCache:
         return self.root / digest[:2] / f"{digest}-{size}-{interpolation}{outcome}{crop}.npy"
 
     @staticmethod
-    def _read_fresh(entry: Path, stat: os.stat_result) -> tuple[np.ndarray, bool] | None:
-        """The entry's pixels and clipped flag if it exists, is intact and was made from a file of the same size and
-        mtime by this decoder (an entry without a decoder field predates the field and is stale)."""
+    def _read_fresh(entry: Path, stat: os.stat_result, segmented: bool) -> ModelInput | None:
+        """The entry's model input (``segmented``: whether the entry is a cut-out) if it exists, is intact and was made
+        from a file of the same size and mtime by this decoder (an entry without a decoder field predates the field
+        and is stale, and so is a cut-out without a white-cell count)."""
         try:
             with _npy_header_lock:
                 record = np.load(entry, allow_pickle=False)
@@ -243,26 +252,35 @@ class DecodedCache:
                 return None
             if record["decoder"] != DECODER_VERSION:
                 return None
-            clipped = bool(record["clipped"]) if "clipped" in (record.dtype.names or ()) else False
-            return np.array(record["pixels"]), clipped
+            fields = record.dtype.names or ()
+            if segmented and "white_cells" not in fields:
+                return None
+            clipped = bool(record["clipped"]) if "clipped" in fields else False
+            counted = int(record["white_cells"]) if segmented else NOT_COUNTED
+            white_cells = None if counted == NOT_COUNTED else counted
+            return ModelInput(np.array(record["pixels"]), segmented, clipped, white_cells)
         except (OSError, ValueError, KeyError, IndexError):
             return None
 
     @staticmethod
-    def _write(entry: Path, pixels: np.ndarray, stat: os.stat_result, clipped: bool | None = None) -> None:
+    def _write(entry: Path, decoded: ModelInput, stat: os.stat_result, cropped: bool = False) -> None:
         """Write atomically: readers see the old entry, no entry, or the complete new one, never a partial file.
-        ``clipped`` is stored for cropped entries only, so uncropped ones keep their old layout.
+        ``clipped`` is stored for ``cropped`` entries only and ``white_cells`` for cut-outs only, so other entries
+        keep their old layout.
 
         The cache only saves time: when the entry cannot be written (full disk, read-only or forbidden folder) it is
         left out, the caller keeps its decoded pixels, and the process warns once.
         """
-        record = np.zeros((), dtype=_record_dtype(pixels.shape, with_clipped=clipped is not None))
+        dtype = _record_dtype(decoded.pixels.shape, with_clipped=cropped, with_white_cells=decoded.segmented)
+        record = np.zeros((), dtype=dtype)
         record["source_bytes"] = stat.st_size
         record["source_mtime_ns"] = stat.st_mtime_ns
         record["decoder"] = DECODER_VERSION
-        record["pixels"] = pixels
-        if clipped is not None:
-            record["clipped"] = clipped
+        record["pixels"] = decoded.pixels
+        if cropped:
+            record["clipped"] = decoded.clipped
+        if decoded.segmented:
+            record["white_cells"] = NOT_COUNTED if decoded.white_cells is None else decoded.white_cells
         temporary = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
@@ -289,8 +307,9 @@ def _warn_unwritable(root: Path, error: OSError) -> None:
     )
 
 
-def _record_dtype(shape: tuple[int, ...], with_clipped: bool = False) -> np.dtype:
+def _record_dtype(shape: tuple[int, ...], with_clipped: bool = False, with_white_cells: bool = False) -> np.dtype:
     """One record per entry: the source file's fingerprint and the decoder's version next to its pixels (and, for a
-    cropped entry, whether the crop clipped its cell), in a plain .npy file."""
+    cropped entry, whether the crop clipped its cell; for a cut-out, how many whole white cells its image held, or
+    :data:`NOT_COUNTED`), in a plain .npy file."""
     fields = [("source_bytes", "<i8"), ("source_mtime_ns", "<i8"), ("decoder", "<i4"), ("pixels", "u1", shape)]
-    return np.dtype([*fields, ("clipped", "?")] if with_clipped else fields)
+    return np.dtype(fields + [("clipped", "?")] * with_clipped + [("white_cells", "<i4")] * with_white_cells)

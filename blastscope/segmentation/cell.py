@@ -15,6 +15,8 @@ smaller neighbourhood).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -68,7 +70,8 @@ def segment_cell(
         red-cell diameter used and how it was found; or ``found=False``, a black canvas and the reason (what was
         missing: any stain, a nucleus standing out from the noise, one large enough; or a cell larger than the
         canvas). The cell chosen is the one under the image centre, else the nearest one not cut by the border,
-        else the nearest.
+        else the nearest; ``white_cells`` counts the whole white cells found (more than one: the image is not of one
+        cell, and only the chosen one is cut out).
 
     Raises
     ------
@@ -100,7 +103,8 @@ def segment_cell(
     how = f"white cell found by stain (red-cell diameter {found_scale.diameter:.0f} px, {found_scale.source})" + (
         f"; {others} other white cell(s) in the image left out" if others else ""
     )
-    return cut_out(rgb, mask, box, centroid, bool(labels.cut_by_border[index - 1]), canvas_size, scale, how)
+    cell = cut_out(rgb, mask, box, centroid, bool(labels.cut_by_border[index - 1]), canvas_size, scale, how)
+    return replace(cell, white_cells=int((~labels.cut_by_border).sum()))
 
 
 def _central(cells: np.ndarray, cut: np.ndarray) -> int:

@@ -89,6 +89,10 @@ class SegmentedCell:
         The cell touches the input's edge, so part of it may be missing.
     scale : float
         Canvas pixels per input pixel.
+    white_cells : int or None
+        How many whole white cells (not cut by the border) :func:`~blastscope.segmentation.segment_cell` found in its
+        input, of which it cut out one: more than one means the input was not a single-cell image (a smear
+        photograph, say). None where not counted (a cut-out already on black, a cell of a field).
     """
 
     canvas: np.ndarray
@@ -100,6 +104,7 @@ class SegmentedCell:
     centroid: tuple[float, float] | None = None
     cut_by_border: bool = False
     scale: float = 1.0
+    white_cells: int | None = None
 
     def input_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """The cell's mask on the whole input, an HxW bool array for an input of ``shape`` ``(H, W)``."""

@@ -64,10 +64,15 @@ class CellImage:
         HxWx3 uint8 RGB: the input itself, or its cell centred on a black square canvas.
     segmented : bool
         True when ``image`` is :func:`~blastscope.segmentation.segment_cell`'s canvas.
+    white_cells : int or None
+        Whole white cells segmentation found in the input (``SegmentedCell.white_cells``): more than one means an
+        image given as one cell held several (a smear photograph) and only one of them is ``image``. None where not
+        counted (not segmented, or already on black).
     """
 
     image: np.ndarray
     segmented: bool
+    white_cells: int | None = None
 
 
 def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None = None) -> CellImage:
@@ -125,7 +130,7 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
     cell = segment_cell(rgb, canvas_size=canvas, red_cell_diameter=red_cell_diameter)
     if not cell.found:
         raise CellNotFoundError(cell.reason)
-    return CellImage(cell.canvas, True)
+    return CellImage(cell.canvas, True, cell.white_cells)
 
 
 def segmenting_bytes(pixels: int, mode: str) -> int:

@@ -280,3 +280,21 @@ def test_crop_is_part_of_the_key_and_the_clipped_flag_survives_a_cached_read(
     again = cache.load(image, DIGEST, 32, "bilinear", crop_fraction=0.5)
     assert again.clipped and np.array_equal(again.pixels, cropped.pixels)
     assert not cache.load(image, DIGEST, 32, "bilinear").clipped
+
+
+def test_the_white_cell_count_survives_a_cached_read_and_an_entry_without_it_is_decoded_again(
+    cache: DecodedCache, smear_photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A smear photograph's cut-out says it held two white cells, read fresh or cached; a cut-out entry written before
+    the count was stored is stale, never read as uncounted (which would hide the photograph)."""
+    assert cache.load(smear_photo, DIGEST, 32, "bilinear", "auto").white_cells == 2
+    (entry,) = cache.root.rglob("*.npy")
+    stored = np.load(entry)
+    old = np.zeros((), cache_module._record_dtype(stored["pixels"].shape))  # the layout before white_cells
+    for field in old.dtype.names:
+        old[field] = stored[field]
+    np.save(entry, old)
+    assert cache.load(smear_photo, DIGEST, 32, "bilinear", "auto").white_cells == 2
+    assert "white_cells" in np.load(entry).dtype.names, "the stale entry was rewritten"
+    forbid_decoding(monkeypatch)
+    assert cache.load(smear_photo, DIGEST, 32, "bilinear", "auto").white_cells == 2

@@ -167,3 +167,12 @@ def test_a_uniform_image_says_what_is_missing_not_nan() -> None:
     assert not cell.found and cell.reason == "no white cell found: the image is uniform: no stained region at all"
     field = segment_cell(smear_field(7, white_cells=0).image)
     assert not field.found and "nan" not in field.reason and "no white cell found: no " in field.reason
+
+
+def test_the_whole_white_cells_of_an_image_are_counted(smear_photo) -> None:
+    """A smear photograph given as one cell says it held two whole white cells (one cut out); a crop around one cell
+    counts one, a neighbour cut by its border not counted; a cut-out on black is not counted by stain."""
+    assert segment_cell(np.asarray(Image.open(smear_photo).convert("RGB"))).white_cells == 2
+    field = smear_field(0, height=320, width=320, white_cells=2, touching=False)
+    assert segment_cell(_crop_around(field, 1, 180)[0], red_cell_diameter=field.red_cell_diameter).white_cells == 1
+    assert segment_cell(segment_cell(_crop_around(field, 1, 180)[0]).canvas).white_cells is None
