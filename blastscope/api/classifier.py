@@ -37,6 +37,8 @@ from blastscope.inference.predict import (
     predict_items,
     probabilities,
     resized_pixels,
+    several_cells,
+    several_cells_line,
 )
 from blastscope.inference.runners import Runner
 from blastscope.models.base import CellClassifier
@@ -66,7 +68,9 @@ class Prediction:
     operating point is chosen on single-view probabilities either way, so with TTA its threshold, temperature and refer
     band apply untuned; ``referred`` whether p(positive) lies inside the operating point's refer band
     (:func:`~blastscope.inference.decision.uncertain`): the cell keeps ``label`` but is "uncertain — refer", for a
-    person to review.
+    person to review; ``white_cells`` how many whole white cells segmentation found in the image (None where it did
+    not count them): more than one means the image was not of one cell (a smear photograph) and the prediction is
+    about the one nearest its centre only (:meth:`Classifier.scan` classifies every one).
     """
 
     file: str
@@ -78,6 +82,7 @@ class Prediction:
     segmented: bool = False
     tta: bool = False
     referred: bool = False
+    white_cells: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -90,6 +95,7 @@ class Prediction:
             "segmented": self.segmented,
             "tta": self.tta,
             "referred": self.referred,
+            "white_cells": self.white_cells,
         }
 
 
@@ -173,12 +179,24 @@ class Classifier:
         each person's images than this call's; by default they are fitted over this call's. Raises ``ImageError``
         naming the image for an unreadable file or, when the run segments, a cell that cannot be found (:meth:`prepare`
         each image first to skip such images one by one), and ``ValueError`` for a ``batch_size`` below 1.
+
+        An image in which segmentation finds several whole white cells (a smear photograph given as one cell) is
+        classified by the one nearest its centre: its ``white_cells`` says how many, and one warning per call names
+        such images among those given as paths or PIL images (a prepared input carries its count from
+        :meth:`prepare`).
         """
         items = _as_list(images)
         point = self._point(threshold)
         predicted = self._predicted(items, tta, batch_size, people, colour)
         rows = probabilities(predicted.logits, point.temperature)
         labels, referred = decide(rows, point), uncertain(rows, point)
+        several = [
+            (_display_file(item, i), count)
+            for i, (item, count) in enumerate(zip(items, predicted.white_cells, strict=True))
+            if several_cells(count) and not isinstance(item, ModelInput)
+        ]
+        if several:
+            log.warning("%s", several_cells_line(several, "Classifier.scan"))
         return [
             Prediction(
                 _display_file(item, i),
@@ -190,9 +208,10 @@ class Classifier:
                 segmented=bool(segmented),
                 tta=bool(tta),
                 referred=bool(flag),
+                white_cells=count,
             )
-            for i, (item, label, row, segmented, flag) in enumerate(
-                zip(items, labels, rows, predicted.segmented, referred, strict=True)
+            for i, (item, label, row, segmented, flag, count) in enumerate(
+                zip(items, labels, rows, predicted.segmented, referred, predicted.white_cells, strict=True)
             )
         ]
 

@@ -47,11 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classify cell images with a trained run",
         description="Print (or write) the class and per-class probabilities of each image, whether its cell was "
         "cut out of its background (--segment), and whether it is referred to a person (its p(positive) inside the "
-        "run's refer band: `evaluate --refer-error`). Unreadable files, and images whose cell cannot be found, are "
-        "listed and skipped; the exit status is 1 when any file failed. Files a folder holds but that are not read "
-        "(hidden, special or over-size files) are listed as ignored; the last lines count both. For a run trained "
-        "with --colour-norm subject, each cell's colours are normalised over all the cells of its person in this "
-        "call (--person-by), and the rows get a 'person' column.",
+        "run's refer band: `evaluate --refer-error`). An image in which segmentation finds several whole white cells "
+        "(a smear photograph) is classified by the one nearest its centre: its 'white_cells' column says how many, "
+        "and a closing line names such files (`blastscope scan` classifies every cell of a smear photograph). "
+        "Unreadable files, and images whose cell cannot be found, are listed and skipped; the exit status is 1 when "
+        "any file failed. Files a folder holds but that are not read (hidden, special or over-size files) are listed "
+        "as ignored; the last lines count both. For a run trained with --colour-norm subject, each cell's colours are "
+        "normalised over all the cells of its person in this call (--person-by), and the rows get a 'person' column.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders")
@@ -113,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blastscope.api import load
     from blastscope.data.classes import positive_class_line
+    from blastscope.inference.predict import several_cells, several_cells_line
     from blastscope.inference.tta import VIEW_NAMES
     from blastscope.metrics import class_display_name
     from blastscope.workflows.scan import REFER_TEXT
@@ -154,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     people, colour = person_colours(classifier, paths, args.person_by)
     writer = PredictionWriter(args.out, classifier.classes)
     failures = referred = 0
+    several: list[tuple[str, int]] = []  # files holding several whole white cells, each classified by one of them
     try:
         for start in range(0, len(paths), args.batch_size):
             end = start + args.batch_size
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             writer.write_rows(rows)
             failures += sum(row["error"] is not None for row in rows)
             referred += sum(bool(row["referred"]) for row in rows)
+            several += [(row["file"], row["white_cells"]) for row in rows if several_cells(row["white_cells"])]
         writer.finish()
     except OSError as error:  # a full disk, mostly: say what is kept, in one line
         raise BlastscopeError(
@@ -185,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         writer.close()
     if point.refer_band is not None:
         print(f"{referred} of {len(paths) - failures} cells {REFER_TEXT}", file=sys.stderr)
+    if several:
+        print(f"warning: {several_cells_line(several)}", file=sys.stderr)
     if failures:
         print(
             f"{failures} of {len(paths)} files could not be read or had no cell found (the 'skipped' lines above)",

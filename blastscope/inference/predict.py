@@ -49,7 +49,8 @@ Item = Cell | ModelInput | Image.Image | str | Path
 
 @dataclass(frozen=True, slots=True)
 class ItemLogits:
-    """Logits of every item in every view, and whether each item's cell was cut out of its background.
+    """Logits of every item in every view, whether each item's cell was cut out of its background, and how many
+    whole white cells segmentation found in it.
 
     Attributes
     ----------
@@ -57,10 +58,14 @@ class ItemLogits:
         float32, shape (N, V, C): V = 8 with test-time augmentation, else 1.
     segmented : numpy.ndarray
         bool, shape (N,).
+    white_cells : list of int or None
+        Per item, ``ModelInput.white_cells``: more than one means the item was not one cell's image (a smear
+        photograph) and only the cell nearest its centre was classified; None where not counted.
     """
 
     logits: np.ndarray
     segmented: np.ndarray
+    white_cells: list[int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,29 @@ class Readable:
     items: list[Item]
     segmented: list[bool]
     skipped: list[tuple[Item, str]]
+
+
+def several_cells(white_cells: int | None) -> bool:
+    """Whether segmentation found more than one whole white cell in an image given as one cell
+    (``ModelInput.white_cells``): only the one nearest its centre is then classified."""
+    return white_cells is not None and white_cells > 1
+
+
+def several_cells_line(counts: Sequence[tuple[str, int]], scan: str = "`blastscope scan`", shown: int = 5) -> str:
+    """One line naming the images (``(name, white cells)``, the first ``shown`` of them) given as single cells in which
+    segmentation found several whole white cells, saying that only the cell nearest each one's centre was classified,
+    and that smear photographs are for ``scan``: such an answer is about one cell, not the image."""
+    listed = ", ".join(f"{name}: {count}" for name, count in counts[:shown])
+    more = f" and {len(counts) - shown} more" if len(counts) > shown else ""
+    if len(counts) == 1:
+        name, count = counts[0]
+        head = f"{name} holds {count} whole white cells, not one: only the one nearest its centre was classified"
+    else:
+        head = (
+            f"{len(counts)} images hold several whole white cells, not one ({listed}{more}): only the one nearest "
+            "each image's centre was classified"
+        )
+    return f"{head}; for smear photographs use {scan}, which finds and classifies every white cell"
 
 
 def resized_pixels(item: Item, pre: Preprocessing, cache: DecodedCache | None = None) -> ModelInput:
@@ -206,7 +234,7 @@ def batches(
     cache: DecodedCache | None = None,
 ) -> Iterator[torch.Tensor]:
     """Normalised float32 batches of shape (B, 3, S, S), B <= ``batch_size``, in item order."""
-    for batch, _ in _flagged_batches(items, pre, transform, batch_size, cache):
+    for batch, _ in _inputs_and_batches(items, pre, transform, batch_size, cache):
         yield batch
 
 
@@ -216,16 +244,16 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
 
 
-def _flagged_batches(
+def _inputs_and_batches(
     items: Sequence[Item], pre: Preprocessing, transform: Transform, batch_size: int, cache: DecodedCache | None
-) -> Iterator[tuple[torch.Tensor, list[bool]]]:
-    """:func:`batches`, each with its items' ``segmented`` flags."""
+) -> Iterator[tuple[torch.Tensor, list[ModelInput]]]:
+    """:func:`batches`, each with its items' model inputs (whether they were cut out, how many white cells)."""
     check_batch_size(batch_size)
     if cache is None and any(isinstance(item, Cell) for item in items):
         cache = DecodedCache()
     for start in range(0, len(items), batch_size):
         inputs = [resized_pixels(item, pre, cache) for item in items[start : start + batch_size]]
-        yield torch.stack([transform(one.pixels) for one in inputs]), [one.segmented for one in inputs]
+        yield torch.stack([transform(one.pixels) for one in inputs]), inputs
 
 
 def predict_logits(
@@ -264,25 +292,26 @@ def predict_items(
     people: Sequence[str] | None = None,
     colour: SubjectColour | None = None,
 ) -> ItemLogits:
-    """:func:`predict_logits` together with each item's ``segmented`` flag, from one read of each item; ``colour``
-    as :func:`by_person`'s."""
+    """:func:`predict_logits` together with each item's ``segmented`` flag and white-cell count, from one read of
+    each item; ``colour`` as :func:`by_person`'s."""
     if not len(items):
         raise ValueError("no images to predict")
     check_batch_size(batch_size)
     if pre.colour_norm == "subject":
         items = by_person(items, pre, cache, people, colour)
     total = -(-len(items) // batch_size)
-    chunks, flags = [], []
-    for batch, segmented in tqdm(
-        _flagged_batches(items, pre, transform, batch_size, cache),
+    chunks, segmented, white_cells = [], [], []  # the inputs' flags only: their pixels are not kept
+    for batch, inputs in tqdm(
+        _inputs_and_batches(items, pre, transform, batch_size, cache),
         total=total,
         desc="predict",
         unit="batch",
         disable=not progress,
     ):
         chunks.append(view_logits(runner, batch, tta).float().numpy())
-        flags += segmented
-    return ItemLogits(np.concatenate(chunks), np.array(flags, dtype=bool))
+        segmented += [one.segmented for one in inputs]
+        white_cells += [one.white_cells for one in inputs]
+    return ItemLogits(np.concatenate(chunks), np.array(segmented, dtype=bool), white_cells)
 
 
 class _PooledFeatures(nn.Module):

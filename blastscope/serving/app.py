@@ -6,7 +6,9 @@ AppleDouble ``._x.png`` beside ``x.png``) gets its own entry ``{"file", "error",
 classified, and the request succeeds (200) when at least one file was. When none was, the status is the files' own
 (415, 413, 422 or 400; 400 when they differ; 503 when one found no room to decode) with every file's entry. When the
 run segments (``Preprocessing.segment``), each image's cell is cut out of its background before it is shrunk, and its
-entry says so (``segmented``); an image whose cell cannot be found is answered 422 with the reason. An entry is
+entry says so (``segmented``); an image whose cell cannot be found is answered 422 with the reason, and one in which
+segmentation finds several whole white cells (a smear photograph sent as one cell) is classified by the one nearest
+its centre, its entry's ``white_cells`` saying how many and its ``note`` that /scan classifies every one. An entry is
 ``referred`` when its p(positive) lies in the run's refer band (``Prediction.referred``). A rejection
 of the request as a whole (an oversized body, too many files, a malformed request) is a 4xx JSON
 ``{"detail": ..., "file": null}``. The server keeps serving. /scan takes whole smear photographs the same way and
@@ -54,7 +56,7 @@ from blastscope.data.images import EMPTY_FILE_REASON, decode_image_bytes
 from blastscope.data.people import ONE_PERSON, People, group_people
 from blastscope.data.stain import SubjectColour
 from blastscope.errors import BlastscopeError, ImageError, ImageTooLargeError
-from blastscope.inference.predict import FEW_CELLS
+from blastscope.inference.predict import FEW_CELLS, several_cells, several_cells_line
 from blastscope.metrics import class_display_name
 from blastscope.segmentation.modes import CellNotFoundError
 from blastscope.serving.limits import Capacity, Limits
@@ -284,7 +286,9 @@ def create_app(
     ) -> Any:
         """One entry per uploaded file, in upload order: the class and per-class probabilities of each image, with
         the threshold that decided it and where that threshold came from, and ``referred`` (its p(positive) lies in
-        the run's refer band: "uncertain — refer"), or, for a file that is not a usable image,
+        the run's refer band: "uncertain — refer"), ``white_cells`` (whole white cells segmentation found; more than
+        one: only the one nearest the image's centre was classified, and ``note`` says so), or, for a file that is
+        not a usable image,
         ``{"file", "error", "status"}``. 200 when at least one file was classified; otherwise the files' status
         (503 with ``Retry-After`` when a file found no room in the server's decoding memory in time). For a run that
         normalises colours per person, ``people`` says how the files were grouped into people (as ``predict
@@ -331,7 +335,10 @@ def create_app(
         predicted = classifier.predict(images, people=ids, colour=colour) if images else []
         for (index, image), prediction, person in zip(decoded, predicted, ids, strict=True):
             label = class_display_name(prediction.label)
-            entry = {**prediction.to_dict(), "file": names[index], "display_label": label}
+            entry = {**prediction.to_dict(), "file": names[index], "display_label": label, "note": None}
+            if several_cells(prediction.white_cells):
+                scan = "POST /scan (the page's smear-photograph mode)"
+                entry["note"] = several_cells_line([(names[index], prediction.white_cells)], scan)
             if people:
                 entry["person"] = person
             if explain:

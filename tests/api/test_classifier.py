@@ -305,3 +305,17 @@ def test_cells_inside_the_refer_band_are_referred_and_a_given_threshold_drops_it
     assert not any(prediction.referred for prediction in classifier.predict(files, threshold=point.threshold))
     for line in (given.describe_referral(), classifier.describe_referral(threshold=point.threshold)):
         assert line.startswith("no refer band with a given threshold")
+
+
+def test_a_smear_photograph_given_as_one_cell_says_how_many_white_cells_it_held(
+    tiny_run: Path, smear_photo: Path, natural_crops: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the cell nearest its centre is classified: the prediction counts the photograph's white cells, and one
+    warning names it and points to scan; a crop of one cell says one and warns of nothing."""
+    classifier = load(tiny_run)
+    photo, crop = classifier.predict([smear_photo, natural_crops[0]])
+    assert (photo.white_cells, crop.white_cells) == (2, 1) and photo.to_dict()["white_cells"] == 2
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warning.startswith(f"{smear_photo} holds 2 whole white cells, not one") and "Classifier.scan" in warning
+    caplog.clear()
+    assert classifier.predict(natural_crops[0])[0].white_cells == 1 and not caplog.records

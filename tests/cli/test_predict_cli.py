@@ -272,8 +272,9 @@ def test_stdout_table_when_no_out(run_dir: Path, images: Path, capsys) -> None:
     first = sorted(images.glob("UID_*.png"))[0]
     assert main(["predict", str(run_dir), str(first), "--backend", "torch"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,label,p_hem,p_all,positive_class,threshold,decided_by,segmented,tta,referred,error"
-    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,False,False,")  # not cut out, no TTA, no band
+    header = "file,label,p_hem,p_all,positive_class,threshold,decided_by,segmented,tta,referred,white_cells,error"
+    assert lines[0] == header
+    assert lines[1].startswith(str(first)) and lines[1].endswith(",False,False,False,,")  # not cut out: not counted
     assert "test-time augmentation" not in capsys.readouterr().err
 
 
@@ -506,3 +507,15 @@ def test_a_red_cell_diameter_for_this_call_is_announced(
     assert "red-cell diameter of 60 px for this call; the run was trained with the diameter measured" in caplog.text
     assert main(["predict", str(run_dir), str(natural_crops[0]), "--red-cell-diameter", "1"]) != 0
     assert "red-cell diameter 1.0 is invalid: give the red cells' size in pixels" in capsys.readouterr().err
+
+
+def test_a_smear_photograph_given_as_one_cell_is_counted_and_named(
+    tiny_run: Path, smear_photo: Path, natural_crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its row's white_cells says 2 (the crop's 1), and a closing line names it and points to `blastscope scan`."""
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(tiny_run), str(smear_photo), str(natural_crops[0]), "--out", str(out)]) == 0
+    assert [row["white_cells"] for row in csv.DictReader(out.open())] == ["2", "1"]
+    lines = capsys.readouterr().err.splitlines()
+    (line,) = [line for line in lines if "white cells" in line]
+    assert line.startswith(f"warning: {smear_photo} holds 2 whole white cells, not one") and "`blastscope scan`" in line

@@ -675,3 +675,16 @@ def test_cells_in_the_refer_band_are_referred_and_health_reports_the_band(
     point = given.get("/health").json()["operating_point"]
     assert point["refer_band"] is None and point["referral"].startswith("no refer band with a given threshold")
     assert not any(entry["referred"] for entry in given.post("/predict", files=files).json()["predictions"])
+
+
+def test_a_smear_photograph_sent_as_one_cell_is_counted_and_noted(
+    classifier, smear_photo: Path, natural_crops: list[Path]
+) -> None:
+    """/predict classifies its central cell and says so: white_cells 2 and a note naming /scan; a crop: 1, no note."""
+    photo, crop = [(path.name, path.read_bytes()) for path in (smear_photo, natural_crops[0])]
+    response = client(classifier).post("/predict", files=upload(photo, crop))
+    assert response.status_code == 200, response.text
+    photo_entry, crop_entry = response.json()["predictions"]
+    assert photo_entry["white_cells"] == 2 and photo_entry["note"].startswith("smear.png holds 2 whole white cells")
+    assert "POST /scan" in photo_entry["note"]
+    assert crop_entry["white_cells"] == 1 and crop_entry["note"] is None

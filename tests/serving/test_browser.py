@@ -264,3 +264,24 @@ def test_a_p_just_under_the_threshold_never_reads_as_reaching_it(server: str, br
         ["threshold 0.428 · chosen on val", "90.0%", "10.0%"],
         ["90.0%", "threshold 0.428 · chosen on val"],
     ]
+
+
+def test_a_cards_note_says_when_its_image_held_several_white_cells(server: str, browser) -> None:
+    """A /predict entry's ``note`` (a smear photograph sent as one cell) is shown on its card; no note, nothing."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "model-backend").text.startswith("torch"))
+    shown = browser.execute_script(
+        """
+        const classes = [{name: "hem", display: "HEM"}, {name: "all", display: "ALL"}];
+        const entry = {probabilities: {hem: 0.4, all: 0.6}, label: "all", referred: false, positive_class: "all",
+                       threshold: 0.5, decided_by: "x", file: "s.png", display_label: "ALL", gradcam_png: null};
+        return [{...entry, note: "s.png holds 2 whole white cells, not one"}, {...entry, note: null}].map((one) => {
+          const note = card(new Blob([]), one, classes).querySelector(".note");
+          return [note.hidden, note.textContent];
+        });
+        """
+    )
+    assert shown == [[False, "s.png holds 2 whole white cells, not one"], [True, ""]]

@@ -130,6 +130,10 @@ function card(file, prediction, classes) {
   label.classList.add(prediction.label.toLowerCase());
   // The run segments: this cell was cut out onto black first, as C-NMC cells are (the Grad-CAM shows the cut-out).
   node.querySelector(".segmented").hidden = !prediction.segmented;
+  // Several whole white cells in an image sent as one cell (a smear photograph): only one of them was classified.
+  const several = node.querySelector(".note");
+  several.hidden = !prediction.note;
+  several.textContent = prediction.note || "";
   // p(positive) inside the run's refer band: the label stands, but a person should review the cell.
   if (prediction.referred) {
     node.classList.add("referred");
