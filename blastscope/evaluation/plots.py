@@ -129,8 +129,9 @@ def to_png(figure: Figure, path: Path | None = None) -> bytes:
     return data
 
 
-def training_curves(history: Sequence[HistoryRow], model: str) -> Figure:
-    """Loss (train and validation) and validation weighted F1 per epoch, with each phase change marked."""
+def training_curves(history: Sequence[HistoryRow], model: str, run: str = "") -> Figure:
+    """Loss (train and validation) and validation weighted F1 per epoch, with each phase change marked; ``run``
+    names which of several trainings it is (e.g. ``fold 1 of 3``) in the title, which may be shown alone."""
     epochs = [row.epoch for row in history]
     figure, (loss_axes, f1_axes) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     loss_axes.plot(epochs, [row.train_loss for row in history], "o-", color="#2e86c1", label="train loss")
@@ -146,7 +147,7 @@ def training_curves(history: Sequence[HistoryRow], model: str) -> Figure:
         axes.legend(loc="best", fontsize="small")
         # whole epochs only, one tick if need be: by default a one-epoch run was ticked 0.96, 0.98, 1.00...
         axes.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
-    figure.suptitle(f"{model}: training curves")
+    figure.suptitle(f"{model}: training curves ({run})" if run else f"{model}: training curves")
     return figure
 
 

@@ -65,6 +65,13 @@ def test_one_epoch_is_ticked_at_whole_epochs_only(tmp_path: Path) -> None:
         assert [tick for tick in axes.get_xticks() if low <= tick <= high] == [1]
 
 
+def test_training_curves_of_one_of_several_trainings_say_which(tmp_path: Path) -> None:
+    """Under ``compare --cv`` only the caption said the curves were fold 1's; the picture alone did not."""
+    figure = plots.training_curves([plots.HistoryRow(1, "full", 0.7, 0.69, 0.33)], "cnn", "fold 1 of 3")
+    assert figure.get_suptitle() == "cnn: training curves (fold 1 of 3)"
+    rendered(figure, tmp_path / "curves.png")
+
+
 def test_confusion_matrix_shows_counts_row_shares_and_class_names(tmp_path: Path) -> None:
     figure = plots.confusion_matrix(
         [[30, 10], [5, 55]], ["HEM", "ALL"], "cnn (random init)", "called ALL when p(ALL) ≥ 0.500"

@@ -419,6 +419,16 @@ def test_the_confusion_matrix_title_says_which_class_a_threshold_calls(monkeypat
     assert "cnn (random init)\n3 folds pooled,\ncalled ALL when p(ALL) ≥ its fold's threshold" in titles
 
 
+def test_under_cross_validation_the_training_curves_title_names_their_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the caption said the curves were fold 1's: the picture, saved or shared alone, did not."""
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "to_png", lambda figure: titles.append(figure.get_suptitle()) or plt.close(figure))
+    comparison = fabricated_comparison(cv_folds=3)
+    comparison.models = comparison.models[:1]
+    draw_figures(comparison)
+    assert "cnn (random init): training curves (fold 1 of 3)" in titles
+
+
 def test_under_cross_validation_the_folds_a_model_called_one_class_are_named(tmp_path: Path) -> None:
     comparison = fabricated_comparison(cv_folds=3)
     lazy = fabricated_model("vgg16", 0.0, 4, threshold=0.0)  # every cell of fold 1 called ALL

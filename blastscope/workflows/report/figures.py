@@ -90,11 +90,11 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     result has them (:attr:`ModelResult.pooled`), else show the first fold."""
     label = model.display_name
     figures = []
+    first_fold = f"fold 1 of {comparison.cv_folds}" if comparison.cv_folds else ""
     if model.history:
         caption = f"Loss and validation weighted F1 per epoch{_fold_note(comparison)}; dashed: the phase change."
-        figures.append(
-            ReportFigure(f"curves-{model.name}", caption, plots.to_png(plots.training_curves(model.history, label)))
-        )
+        curves = plots.training_curves(model.history, label, first_fold)
+        figures.append(ReportFigure(f"curves-{model.name}", caption, plots.to_png(curves)))
     figures.append(_confusion_figure(model, comparison))
     pooled = model.pooled
     before, after = model.report_reliability
