@@ -289,8 +289,8 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
     """The risk-coverage curve (Geifman & El-Yaniv, 2017): errors among the cells called as more are referred.
 
     The curve refers the cells nearest the threshold first; the star is the refer band chosen on validation, the
-    dashed line the error rate it was chosen for, and the open circle calling every cell (no referral). ``where``
-    names the scored cells in the title.
+    dashed line the error rate it was chosen for, and the ring calling every cell (no referral), drawn over the star
+    so that both show where the band refers no cell. ``where`` names the scored cells in the title.
     """
     coverage, error = 100 * np.asarray(curve.coverage, dtype=float), 100 * np.asarray(curve.error, dtype=float)
     figure, axes = plt.subplots(figsize=(6.8, 5.4), layout="constrained")
@@ -301,10 +301,11 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
         axes.scatter(
             [coverage[-1]],
             [error[-1]],
-            s=70,
-            facecolors="white",
+            s=340,  # a ring around the star where the refer band refers no cell and so sits on it
+            facecolors="none",
             edgecolors="#1c2833",
-            zorder=4,
+            linewidths=1.2,
+            zorder=6,
             clip_on=False,  # at 100% called, on the frame's edge
             label=f"no referral: {error[-1]:.1f}% errors",
         )

@@ -176,6 +176,23 @@ def test_risk_coverage_marks_the_band_the_target_and_no_referral(tmp_path: Path)
     rendered(figure, tmp_path / "risk_coverage.png")
 
 
+def test_risk_coverage_shows_no_referral_where_a_band_that_refers_no_cell_sits_on_it(tmp_path: Path) -> None:
+    """The star of a band that refers no cell hid the no-referral circle at the same point."""
+    referral = {
+        "curve": {"coverage": [0.5, 1.0], "error": [0.0, 0.078]},
+        "band": [0.43, 0.43],
+        "n": 64,
+        "coverage": 1.0,
+        "error_called": 0.078,
+    }
+    figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", 0.2), "cnn")
+    ring, star = figure.axes[0].collections
+    np.testing.assert_allclose(ring.get_offsets(), star.get_offsets())
+    assert ring.get_zorder() > star.get_zorder() and ring.get_sizes()[0] > star.get_sizes()[0]
+    assert not len(ring.get_facecolor())  # hollow: the star shows through
+    rendered(figure, tmp_path / "risk_coverage.png")
+
+
 def test_risk_coverage_without_a_band_shows_the_curve_only(tmp_path: Path) -> None:
     referral = {"curve": {"coverage": [0.5, 1.0], "error": [0.01, 0.1]}, "band": None, "n": 20}
     figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", None), "cnn", "cnmc-dev")
