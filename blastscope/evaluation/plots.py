@@ -203,12 +203,16 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
     return figure
 
 
-def reliability_diagram(before: ReliabilityCurve, after: ReliabilityCurve | None, model: str) -> Figure:
-    """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect."""
+def reliability_diagram(
+    before: ReliabilityCurve, after: ReliabilityCurve | None, model: str, where: str = "test split"
+) -> Figure:
+    """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect. ``where``
+    names the scored cells in the title, as calibration on validation (where the temperature was fitted) and on
+    test read differently."""
     figure, axes = plt.subplots(figsize=(5.6, 6.4), layout="constrained")
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
     _plot_reliability(axes, before, "#d68910", "before scaling")
-    title = f"{model}: reliability\nECE {before.ece:.3f}"
+    title = f"{model}: reliability ({where})\nECE {before.ece:.3f}"
     if after is not None:
         _plot_reliability(axes, after, "#2e86c1", "after temperature scaling")
         title += f" → {after.ece:.3f} after temperature scaling"

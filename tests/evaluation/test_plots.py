@@ -106,8 +106,9 @@ def test_models_keep_their_colour_whatever_subset_is_shown() -> None:
 def test_reliability_diagram_titles_ece_before_and_after(tmp_path: Path) -> None:
     before = plots.ReliabilityCurve([0.6, 0.9], [0.5, 0.7], [10, 30], 0.142)
     after = plots.ReliabilityCurve([0.6, 0.9], [0.58, 0.88], [12, 28], 0.021)
-    figure = plots.reliability_diagram(before, after, "cnn")
+    figure = plots.reliability_diagram(before, after, "cnn", "3 folds' test cells pooled")
     axes = figure.axes[0]
+    assert axes.get_title().startswith("cnn: reliability (3 folds' test cells pooled)\n")  # which cells, not just ECE
     assert "ECE 0.142 → 0.021 after temperature scaling" in axes.get_title()
     assert legend_texts(figure) == [
         "perfectly calibrated",

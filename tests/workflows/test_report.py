@@ -429,6 +429,25 @@ def test_under_cross_validation_the_training_curves_title_names_their_fold(monke
     assert "cnn (random init): training curves (fold 1 of 3)" in titles
 
 
+def test_the_reliability_diagram_title_names_the_cells_it_is_drawn_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "to_png", lambda figure: titles.append(figure.axes[0].get_title()) or plt.close(figure))
+    for folds, pooled, where in (
+        (None, False, "test split"),
+        (3, False, "test split of fold 1 of 3"),
+        (3, True, "3 folds' test cells pooled"),
+    ):
+        comparison = fabricated_comparison(cv_folds=folds)
+        comparison.models = comparison.models[:1]
+        if pooled:
+            comparison.models[0].pooled = fabricated_pooled(comparison.models[0], 0)
+        titles.clear()
+        draw_figures(comparison)
+        assert [title for title in titles if "reliability" in title][0].startswith(
+            f"cnn (random init): reliability ({where})\n"
+        )
+
+
 def test_under_cross_validation_the_folds_a_model_called_one_class_are_named(tmp_path: Path) -> None:
     comparison = fabricated_comparison(cv_folds=3)
     lazy = fabricated_model("vgg16", 0.0, 4, threshold=0.0)  # every cell of fold 1 called ALL

@@ -99,7 +99,9 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     pooled = model.pooled
     before, after = model.report_reliability
     if before is not None:
-        diagram = plots.reliability_diagram(before, after, label)
+        tested = f"test split of {first_fold}" if first_fold else "test split"
+        where = f"{pooled.folds} folds' test cells pooled" if pooled is not None else tested
+        diagram = plots.reliability_diagram(before, after, label, where)
         figures.append(
             ReportFigure(
                 f"reliability-{model.name}", _reliability_caption(model, comparison, after), plots.to_png(diagram)
