@@ -21,7 +21,6 @@ Data: C-NMC 2019 (CC BY 3.0), SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_accuracy import CELL_METRICS, SUBJECT_METRICS
+from bench_accuracy import CELL_METRICS, SUBJECT_METRICS, _write_predictions
 from bench_accuracy_delta import paired_delta
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -119,9 +118,9 @@ def _features(bundle: ModelBundle, split: Split, args: argparse.Namespace) -> tu
             final, stages = backbone.forward_intermediates(images, indices=STAGES)
             pooled.append(torch.cat([m.mean(dim=(2, 3)) for m in [*stages, final]], dim=1).numpy())
     print(f"features of {len(cells)} cells in {time.perf_counter() - tick:.0f} s", flush=True)
-    names = [str(cell.path) for cell in dataset.cells]
-    np.savez(path, paths=np.array(names), features=np.concatenate(pooled))
-    return names, np.concatenate(pooled)
+    names, features = [str(cell.path) for cell in dataset.cells], np.concatenate(pooled)
+    np.savez(path, paths=np.array(names), features=features)
+    return names, features
 
 
 def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int]) -> dict:
@@ -141,11 +140,10 @@ def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int]) -> 
         LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(scaler.transform(x_train), y_train)
         for c in REGULARISATION
     ]
-    losses = [log_loss(y_val, model.predict_proba(scaler.transform(x_val))) for model in fitted]
-    model = fitted[int(np.argmin(losses))]
-    point = threshold_for_weighted_f1(
-        y_val, model.predict_proba(scaler.transform(x_val)), OperatingPoint(classes=CLASSES, positive_class="all")
-    )
+    on_val = [model.predict_proba(scaler.transform(x_val)) for model in fitted]
+    best = int(np.argmin([log_loss(y_val, probabilities) for probabilities in on_val]))
+    model = fitted[best]
+    point = threshold_for_weighted_f1(y_val, on_val[best], OperatingPoint(classes=CLASSES, positive_class="all"))
     probabilities = model.predict_proba(scaler.transform(x_test))
     decided = decide(probabilities, point)
     metrics = classification_metrics(y_test, probabilities, decided, CLASSES, "all")
@@ -186,10 +184,13 @@ def _pool(folds: list[dict], resamples: int) -> dict:
     y_pred = np.array([CLASSES.index(row["decided_label"]) for row in rows])
     subjects = [row["subject"] for row in rows]
     cells = bootstrap_ci(y_true, y_prob, y_pred, subjects, CELL_METRICS, 1, resamples, 0)
-    people = sorted({(row["fold"], row["subject"]) for row in rows})
-    mean_p = np.array([np.mean([r["p_all"] for r in rows if (r["fold"], r["subject"]) == who]) for who in people])
+    cells_of: dict[tuple[int, str], list[dict]] = {}
+    for row in rows:
+        cells_of.setdefault((row["fold"], row["subject"]), []).append(row)
+    people = sorted(cells_of)
+    mean_p = np.array([np.mean([row["p_all"] for row in cells_of[who]]) for who in people])
     thresholds = {fold["fold"]: fold["threshold"] for fold in folds}
-    s_true = np.array([next(CLASSES.index(r["label"]) for r in rows if r["subject"] == s) for _, s in people])
+    s_true = np.array([CLASSES.index(cells_of[who][0]["label"]) for who in people])  # a person is all-ALL or all-HEM
     s_pred = (mean_p >= np.array([thresholds[k] for k, _ in people])).astype(int)
     s_prob = np.stack([1 - mean_p, mean_p], axis=1)
     return {
@@ -201,14 +202,6 @@ def _pool(folds: list[dict], resamples: int) -> dict:
             "wrong": [s for (_, s), t, p in zip(people, s_true, s_pred, strict=True) if t != p],
         },
     }
-
-
-def _write_predictions(folds: list[dict], path: Path) -> None:
-    rows = [row for fold in folds for row in fold["rows"]]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _print(results: dict) -> None:
