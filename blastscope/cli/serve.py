@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     timings = (args.decode_wait, args.request_timeout, args.keep_alive)
     if (args.max_decoding_mb is not None and not 0 < args.max_decoding_mb < math.inf) or args.predict_threads < 1:
         raise BlastscopeError("--max-decoding-mb and --predict-threads must be positive")
-    if not all(0 < seconds < float("inf") for seconds in timings):
+    if not all(0 < seconds < math.inf for seconds in timings):
         raise BlastscopeError("--decode-wait, --request-timeout and --keep-alive must be positive numbers of seconds")
     if not 0 <= args.port <= 65535:
         raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
