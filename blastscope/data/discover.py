@@ -12,7 +12,9 @@ Three layouts are read, tried in this order:
   (``train/{a,b,c}`` and ``val/{a,b}``), is refused: its top-level folders are splits or copies, not classes. Only
   when the top-level names surely are classes (each reads as one, positive and negative both present) and the shared
   subfolders read neither as classes nor as parts (``Blast/{day1,day2}``, ``Normal/{day1,day2}``) are they classes
-  holding sessions.
+  holding sessions. A single top-level folder named as a part (``test/HEM/`` beside ``ALL/``, ``test/*.png`` beside
+  ``ALL/`` and ``HEM/``) or holding a folder named as another class (``more/HEM/`` beside ``ALL/``,
+  ``patient1/ALL/``) is refused too: its images would silently take its name as their class.
 * **CSV manifest** (kind ``"manifest"``): only when the path given *is* a ``.csv`` file. Columns are found by header
   name: ``path`` (relative to the CSV's folder, or absolute; ``\\`` separators as Windows writes them are accepted),
   ``label``, optional ``subject``; others are ignored. The delimiter (``,``, ``;`` or tab, as spreadsheet programs
@@ -24,8 +26,11 @@ other hidden image files, folders that cannot be listed, special files (named pi
 limit are counted skips. Manifest rows are read under the same rules (:func:`blastscope.data.reading.read_image_file`).
 
 Every file's bytes are hashed (BLAKE2b, 128 bits): identical files count once, and subjects that share an identical
-file are linked so that a split keeps them on one side. Headers are checked without a full decode (see
-:func:`blastscope.data.images.probe_image`); unreadable files are counted skips, an unusable dataset is a DataError.
+file are linked so that a split keeps them on one side. Cells ``blastscope synth`` drew, known by their PNG mark, are
+announced when other cells sit beside them, and their subject ids from C-NMC-style names become ``SYNTH<seed>-<id>``:
+synth numbers its people as C-NMC does, so its ``H3`` is not the real ``H3``. Headers are checked without a full
+decode (see :func:`blastscope.data.images.probe_image`); unreadable files are counted skips, an unusable dataset is a
+DataError.
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
+from PIL import Image
+
 from blastscope.data import cnmc
+from blastscope.data.attribution import SYNTH_PNG_KEY
 from blastscope.data.classes import NEGATIVE, POSITIVE, canonical_spellings, name_meaning, name_tokens
 from blastscope.data.files import find_image_files
 from blastscope.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageHeader, probe_image
@@ -59,6 +67,7 @@ _PART_WORDS = frozenset(
     {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval", "evaluation", "holdout"}
 )
 _PART_FILLER_WORDS = frozenset({"data", "set", "split", "images"})  # training_data, test_set, val_images
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,7 @@ def scan_dataset(
         if any(cnmc.parse_name(file.name) or cnmc.within(file, cnmc.PRELIM_DIR) for file in files):
             kind, labelled = "cnmc", _from_cnmc(files, prelim, skipped, notes)
         else:
-            _refuse_repeated_class_folders(root, files)
+            _refuse_ambiguous_folders(root, files)
             kind, labelled = "folders", _from_folders(root, files, skipped)
     table = _hash_and_deduplicate(root, kind, labelled, max_pixels, skipped, notes)
     _check_usable(path, table, for_splits)
@@ -228,17 +237,26 @@ def _prelim_cells(files: Sequence[Path], prelim: str, skipped: list[Skip], notes
     return labelled
 
 
-def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
-    """Stop when every top-level folder holds the same set of two or more subfolders (``train/{a,b}``,
-    ``test/{a,b}``), or when two or more are named as dataset parts and hold subfolders (``train/{a,b,c}``,
-    ``val/{a,b}``: a part may lack a class): those would be taken as the classes (train, test) while the real classes
-    sit one level down. Classes holding the same session folders (:func:`_classes_holding_sessions`) pass."""
-    inner: dict[str, set[str]] = defaultdict(set)
+def _refuse_ambiguous_folders(root: Path, files: Sequence[Path]) -> None:
+    """Stop, in one line naming the folder and the fix, where taking each top-level folder for a class would be
+    wrong: the top-level folders are splits or copies (:func:`_refuse_repeated_class_folders`), one is named as a
+    dataset part (:func:`_refuse_part_folders`), or one holds a folder named as a class (``more/HEM/`` beside ``ALL/``,
+    ``patient1/ALL/``; :func:`_refuse_classes_within`)."""
+    inner: dict[str, set[str]] = defaultdict(set)  # top-level folder -> its subfolders holding images, as spelt
     for file in files:
         parts = file.relative_to(root).parts
         if len(parts) >= 2:
-            inner[parts[0]].add(parts[1].lower() if len(parts) >= 3 else "")  # "": an image right in the top folder
-    shapes = {frozenset(names) for names in inner.values()}
+            inner[parts[0]].add(parts[1] if len(parts) >= 3 else "")  # "": an image right in the top folder
+    _refuse_repeated_class_folders(root, files, inner)
+    _refuse_part_folders(root, inner)
+    _refuse_classes_within(root, inner)
+
+
+def _refuse_repeated_class_folders(root: Path, files: Sequence[Path], inner: dict[str, set[str]]) -> None:
+    """Stop when every top-level folder holds the same set of two or more subfolders (``train/{a,b}``,
+    ``test/{a,b}``): those would be taken as the classes (train, test) while the real classes sit one level down.
+    Classes holding the same session folders (:func:`_classes_holding_sessions`) pass."""
+    shapes = {frozenset(name.lower() for name in names) for names in inner.values()}
     shared = next(iter(shapes), frozenset())
     if (
         len(inner) >= 2
@@ -249,9 +267,7 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
     ):
         tops = sorted(inner, key=natural_key)
         first = tops[0]
-        classes = sorted(
-            {file.relative_to(root).parts[1] for file in files if file.relative_to(root).parts[0] == first}
-        )
+        classes = sorted(inner[first])
         if _reads_as_classes(tops) and all(_names_a_part(name) for name in shared):
             raise DataError(
                 f"{root}: the class folders ({', '.join(tops)}) each hold the same dataset parts "
@@ -265,15 +281,60 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path]) -> None:
             f"so they look like splits or copies, not classes; point at one of them, e.g. {root / first}, or list the "
             "files and their classes in a CSV manifest (path,label) to use them all"
         )
-    named_parts = sorted((top for top, names in inner.items() if _names_a_part(top) and names - {""}), key=natural_key)
-    if len(named_parts) >= 2:
-        classes = sorted({name for top in named_parts for name in inner[top] - {""}}, key=natural_key)
+
+
+def _refuse_part_folders(root: Path, inner: dict[str, set[str]]) -> None:
+    """Stop when a top-level folder is named as a dataset part (``train``, ``test_set``...): it is no class. Two or
+    more holding folders are splits (``train/{a,b,c}``, ``val/{a,b}``: a part may lack a class); one holding folders
+    beside classes (``ALL/`` and ``test/HEM/``) would be read as a class ``test`` holding the HEM cells; one holding
+    images right in it would be read as a class named after the part."""
+    named_parts = sorted((top for top in inner if _names_a_part(top)), key=natural_key)
+    holding = [top for top in named_parts if inner[top] - {""}]
+    if len(holding) >= 2:
+        classes = sorted({name for top in holding for name in inner[top] - {""}}, key=natural_key)
         raise DataError(
-            f"{root}: the top-level folders {', '.join(named_parts)} are named as dataset parts and hold folders "
+            f"{root}: the top-level folders {', '.join(holding)} are named as dataset parts and hold folders "
             f"({', '.join(classes)}), so they look like splits, not classes; point at one of them, e.g. "
-            f"{root / named_parts[0]}, or list the files and their classes in a CSV manifest (path,label) to use them "
+            f"{root / holding[0]}, or list the files and their classes in a CSV manifest (path,label) to use them "
             "all"
         )
+    others = sorted(set(inner) - set(named_parts), key=natural_key)
+    beside = f" beside {', '.join(f'{top}/' for top in others)}" if others else ""
+    if holding:
+        part = holding[0]
+        folders = sorted(inner[part] - {""}, key=natural_key)
+        raise DataError(
+            f"{root}: {part}/ is named as a dataset part and holds folders ({', '.join(folders)}){beside}, so it is "
+            f"not a class, yet the class is read from the top-level folder; point at {root / part} if it is the "
+            f"dataset, or move its class folders up to {root} (e.g. {root / folders[0]}), or list the files and "
+            "their classes in a CSV manifest (path,label)"
+        )
+    if named_parts:
+        part = named_parts[0]
+        raise DataError(
+            f"{root}: {part}/ is named as a dataset part, not a class, yet its images{beside} would be read as class "
+            f"'{part}'; move them into folders named after their classes, move {part}/ out of {root}, or list the "
+            "files and their classes in a CSV manifest (path,label)"
+        )
+
+
+def _refuse_classes_within(root: Path, inner: dict[str, set[str]]) -> None:
+    """Stop when a top-level folder holds a folder named as another class: the name of another top-level folder, or a
+    class word meaning otherwise than the top-level name (``more/HEM/`` beside ``ALL/``; ``patient1/ALL/``,
+    ``patient2/HEM/``; ``Normal/blast/``). Its images would silently take the top-level folder's class.
+    Subfolders that agree with their class (``ALL/blast_cells/``, ``Blast/day1/``) pass."""
+    tops = {top.casefold(): top for top in inner}
+    for top in sorted(inner, key=natural_key):
+        meaning = name_meaning(top)
+        for folder in sorted(inner[top] - {""}, key=natural_key):
+            if tops.get(folder.casefold(), top) == top and name_meaning(folder) in (None, meaning):
+                continue
+            raise DataError(
+                f"{root}: {top}/ holds {folder}/, a folder named as a class, but a cell's class is the top-level "
+                f"folder it sits in, so its images would be class '{top}'; move {folder}/ up to {root / folder} if it "
+                f"is a class, rename it if it is not, or list the files and their classes in a CSV manifest "
+                "(path,label)"
+            )
 
 
 def _classes_holding_sessions(root: Path, files: Sequence[Path]) -> bool:
@@ -437,13 +498,61 @@ def content_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _read(entry: LabelledFile, max_pixels: int) -> tuple[str, ImageHeader] | ImageError:
-    """Hash the bytes and check the header from the same single read; an unreadable file comes back as its error."""
+def _read(entry: LabelledFile, max_pixels: int) -> tuple[str, ImageHeader, str | None] | ImageError:
+    """Hash the bytes, check the header and read the synthetic mark from the same single read; an unreadable file
+    comes back as its error."""
     try:
         data = read_image_file(entry.path)
-        return content_digest(data), probe_image(entry.path, data, max_pixels)
+        return content_digest(data), probe_image(entry.path, data, max_pixels), _synthetic_seed(data)
     except ImageError as error:
         return error
+
+
+def _synthetic_seed(data: bytes) -> str | None:
+    """The seed ``blastscope synth`` wrote into a PNG cell's text chunk (read before the pixels, nothing decoded);
+    None for any other file."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
+            return image.info.get(SYNTH_PNG_KEY)
+    except (OSError, SyntaxError, ValueError):  # probe_image has said whether it is usable
+        return None
+
+
+def _separate_synthetic_subjects(
+    read: list[tuple[LabelledFile, str, ImageHeader, str | None]], notes: list[str]
+) -> list[tuple[LabelledFile, str, ImageHeader, str | None]]:
+    """Synthetic cells beside other cells (real C-NMC ones, or another seed's), announced in one note, their subject
+    ids from C-NMC-style names moved to ``SYNTH<seed>-<id>``: synth numbers its people ``1..n`` and ``H1..Hn`` as
+    C-NMC does, so synthetic ``H3`` and the real ``H3`` (or seed 1's ``H3``) would be split as one person."""
+    seeds = sorted({seed for *_, seed in read if seed is not None}, key=natural_key)
+    synthetic = sum(seed is not None for *_, seed in read)
+    if not seeds or (synthetic == len(read) and len(seeds) == 1):
+        return read
+    separated, moved = [], 0
+    for entry, digest, header, seed in read:
+        name = cnmc.parse_name(entry.path.name)
+        if seed is not None and name is not None and entry.subject == name.subject:
+            entry = dataclasses.replace(
+                entry, subject=f"SYNTH{re.sub(r'[^0-9A-Za-z]', '', seed).upper()}-{name.subject}"
+            )
+            moved += 1
+        separated.append((entry, digest, header, seed))
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(seeds)}"
+    others = len(read) - synthetic
+    beside = f"mixed with {others:,} other cells" if others else "of several seeds mixed"
+    ids = (
+        f"; their subject ids are read as SYNTH<seed>-<id> (e.g. SYNTH{seeds[0]}-H1), so that no synthetic person is "
+        "grouped with a real one or another seed's of the same id"
+        if moved
+        else ""
+    )
+    notes.append(
+        f"{synthetic:,} synthetic cells (blastscope synth, {which}) {beside}{ids}; remove them to train and score on "
+        "real cells only"
+    )
+    return separated
 
 
 def _hash_and_deduplicate(
@@ -457,13 +566,16 @@ def _hash_and_deduplicate(
     spelling = canonical_spellings(entry.label for entry in labelled)  # `ALL` and `all` are one class, not two
     notes.extend(_merged_spellings_note(spelling))
     labelled = [dataclasses.replace(entry, label=spelling[entry.label]) for entry in labelled]
-    copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
+    read: list[tuple[LabelledFile, str, ImageHeader, str | None]] = []  # entry, digest, header, synth seed
     for entry in labelled:
         result = _read(entry, max_pixels)
         if isinstance(result, ImageError):
             skipped.append((entry.path, result.reason))
         else:
-            copies[result[0]].append((entry, result[1]))
+            read.append((entry, *result))
+    copies: dict[str, list[tuple[LabelledFile, ImageHeader]]] = defaultdict(list)
+    for entry, digest, header, _ in _separate_synthetic_subjects(read, notes):
+        copies[digest].append((entry, header))
     table = CellTable(root=root, cells=[], classes=(), kind=kind, skipped=skipped, notes=notes)
     for digest, group in copies.items():
         _keep_one(table, digest, group)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from blastscope.data.discover import merged_groups, scan_dataset, subject_groups
+from blastscope.data.synth import synthesize
 from blastscope.data.table import CellTable
 from blastscope.errors import DataError
 
@@ -318,6 +319,12 @@ def _one_class_and_an_empty_one(root: Path) -> Path:
     return root
 
 
+def _one_class_and_one_of_empty_folders(root: Path) -> Path:
+    _cell(root / "blast" / "a.png", 1)
+    (root / "normal" / "day1").mkdir(parents=True)  # a class folder holding only folders, none with an image
+    return root
+
+
 def _one_cnmc_class(root: Path) -> Path:
     return _cnmc_tree(root) / "training_data" / "fold_0" / "all"
 
@@ -340,6 +347,7 @@ def _not_csv(root: Path) -> Path:
         (lambda root: root, r"holds no images"),
         (_one_class, r"only one class \(blast\) found; a classifier"),
         (_one_class_and_an_empty_one, r"only one class \(blast\) found \(normal/ holds no readable image\); "),
+        (_one_class_and_one_of_empty_folders, r"only one class \(blast\) found \(normal/ holds no readable image\)"),
         (_one_cnmc_class, r"only one class \(all\) found"),
         (_only_unreadable, r"no readable images; 2 files skipped \(first: .*a\.png: empty file"),
         (_not_csv, r"a\.png is a file but not a \.csv manifest"),
@@ -481,6 +489,136 @@ def test_class_folders_with_their_own_subfolders_are_still_classes(tmp_path: Pat
             _cell(tmp_path / label / patient / "a.png", seed := seed + 1)
 
     assert scan_dataset(tmp_path).classes == ("blast", "normal")
+
+
+def _images_in(root: Path, *folders: str) -> Path:
+    for seed, folder in enumerate(folders):
+        _cell(root / folder / "cell.png", seed)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("folders", "message", "fix"),
+    [
+        (  # was: classes ALL and test, the HEM cells taken for a class "test"
+            ("ALL", "test/HEM"),
+            r"test/ is named as a dataset part and holds folders \(HEM\) beside ALL/, so it is not a class",
+            "point at {root}/test if it is the dataset, or move its class folders up to {root} (e.g. {root}/HEM)",
+        ),
+        (  # was: one class "train"
+            ("train/ALL", "train/HEM"),
+            r"train/ is named as a dataset part and holds folders \(ALL, HEM\), so it is not a class",
+            "point at {root}/train if it is the dataset",
+        ),
+        (  # was: classes train and val
+            ("train", "val"),
+            r"train/ is named as a dataset part, not a class, yet its images would be read as class 'train'",
+            "move them into folders named after their classes, move train/ out of {root}",
+        ),
+        (  # was: three classes ALL, HEM and Test
+            ("ALL", "HEM", "Test"),
+            r"Test/ is named as a dataset part, not a class, yet its images beside ALL/, HEM/ would be read as class",
+            "move Test/ out of {root}",
+        ),
+        (  # was: classes ALL and more
+            ("ALL", "more/HEM"),
+            r"more/ holds HEM/, a folder named as a class, but a cell's class is the top-level folder it sits in, so "
+            r"its images would be class 'more'",
+            "move HEM/ up to {root}/HEM if it is a class",
+        ),
+        (  # a folder per person with the class below: was classes p1 and p2
+            ("p1/ALL", "p2/HEM"),
+            r"p1/ holds ALL/, a folder named as a class",
+            "move ALL/ up to {root}/ALL if it is a class",
+        ),
+        (  # was: the blast cells filed under normal counted as Normal
+            ("Blast", "Normal", "Normal/blast"),
+            r"Normal/ holds blast/, a folder named as a class",
+            "move blast/ up to {root}/blast",
+        ),
+        (  # the subfolder's name is another top-level folder's, whatever it means
+            ("cats", "dogs", "cats/Dogs"),
+            r"cats/ holds Dogs/, a folder named as a class",
+            "move Dogs/ up to {root}/Dogs",
+        ),
+    ],
+    ids=[
+        "class-beside-part",
+        "one-part",
+        "parts-holding-images",
+        "part-beside-classes",
+        "class-in-other",
+        "person-folders",
+        "class-in-class",
+        "top-name-in-other",
+    ],
+)
+def test_class_folders_mixed_with_parts_or_holding_other_classes_are_refused_in_one_line(
+    tmp_path: Path, folders: tuple[str, ...], message: str, fix: str
+) -> None:
+    with pytest.raises(DataError, match=message) as error:
+        scan_dataset(_images_in(tmp_path, *folders))
+    assert fix.format(root=tmp_path) in str(error.value) and "CSV manifest (path,label)" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_subfolders_that_agree_with_their_class_keep_it(tmp_path: Path) -> None:
+    table = scan_dataset(_images_in(tmp_path, "ALL/blast_cells", "ALL", "HEM/p1", "HEM/normal-day2"))
+
+    assert table.classes == ("ALL", "HEM") and Counter(cell.label for cell in table.cells) == {"ALL": 2, "HEM": 2}
+
+
+def _mixed_synth_and_real(root: Path) -> Path:
+    """One synthetic dataset (subjects 1, 2, H1, H2) and real-looking C-NMC cells of subjects 1 and H1."""
+    synthesize(root / "synth", subjects_per_class=2, cells_per_subject=2, image_size=16, seed=3)
+    for index in range(2):
+        _cell(root / "real" / "fold_0" / "all" / f"UID_1_{index}_1_all.bmp", index)
+        _cell(root / "real" / "fold_0" / "hem" / f"UID_H1_{index}_1_hem.bmp", 10 + index)
+    return root
+
+
+def test_synthetic_subjects_mixed_with_real_cnmc_ones_are_never_the_same_person(tmp_path: Path) -> None:
+    table = scan_dataset(_mixed_synth_and_real(tmp_path))
+
+    real = {cell.subject for cell in table.cells if "real" in cell.path.parts}
+    synthetic = {cell.subject for cell in table.cells if "synth" in cell.path.parts}
+    assert real == {"1", "H1"}  # was: synthetic 1 and H1 grouped with the real people 1 and H1
+    assert synthetic == {"SYNTH3-1", "SYNTH3-2", "SYNTH3-H1", "SYNTH3-H2"}
+    assert len(set(subject_groups(table).values())) == 6
+    mixes = [note for note in table.notes if "synthetic cells" in note]
+    assert mixes == [
+        "8 synthetic cells (blastscope synth, seed 3) mixed with 4 other cells; their subject ids are read as "
+        "SYNTH<seed>-<id> (e.g. SYNTH3-H1), so that no synthetic person is grouped with a real one or another seed's "
+        "of the same id; remove them to train and score on real cells only"
+    ]
+
+
+def test_two_synthetic_seeds_are_different_people_and_one_alone_keeps_its_ids(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        synthesize(tmp_path / f"seed{seed}", subjects_per_class=1, cells_per_subject=2, image_size=16, seed=seed)
+
+    alone = scan_dataset(tmp_path / "seed0")
+    assert {cell.subject for cell in alone.cells} == {"1", "H1"}  # split CSVs of synth folders stay valid
+    assert not any("synthetic cells" in note for note in alone.notes)
+    both = scan_dataset(tmp_path)
+    assert {cell.subject for cell in both.cells} == {"SYNTH0-1", "SYNTH0-H1", "SYNTH1-1", "SYNTH1-H1"}
+    assert any(
+        note.startswith("8 synthetic cells (blastscope synth, seeds 0, 1) of several seeds") for note in both.notes
+    )
+
+
+def test_renamed_synthetic_cells_among_the_users_own_are_announced(tmp_path: Path) -> None:
+    data = synthesize(tmp_path / "synth", subjects_per_class=1, cells_per_subject=2, image_size=16, seed=5)
+    for index, cell in enumerate(sorted(data.rglob("*.png"))):
+        (tmp_path / "mine" / cell.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(cell, tmp_path / "mine" / cell.parent.name / f"cell{index}.png")
+    _images_in(tmp_path / "mine", "all", "hem")
+
+    table = scan_dataset(tmp_path / "mine")
+    assert any(
+        note.startswith("4 synthetic cells (blastscope synth, seed 5) mixed with 2 other cells; remove them")
+        for note in table.notes
+    )
 
 
 def test_cnmc_folds_at_the_root_still_scan_as_classes_all_and_hem(tmp_path: Path) -> None:
