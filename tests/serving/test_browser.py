@@ -7,14 +7,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
@@ -36,7 +34,18 @@ CHROMIUM_FLAGS = (
     "--window-size=1280,900",
 )
 
-pytestmark = pytest.mark.browser
+BROWSER_MISSING = (
+    None
+    if CHROMIUM.exists() and CHROMEDRIVER.exists()
+    else "headless test needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)"
+)
+"""Checked before any fixture runs, so a machine without a browser skips without copying a run or starting a server;
+on CI (``CI=true``) it fails instead."""
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(bool(BROWSER_MISSING) and os.environ.get("CI") != "true", reason=str(BROWSER_MISSING)),
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,37 +66,15 @@ def banded_run(tiny_run: Path, cell_images: list[Path], tmp_path_factory: pytest
 
 
 @pytest.fixture(scope="module")
-def server(banded_run: Path, free_port: Callable[[], int]) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "blastscope", "serve", str(banded_run), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            process.kill()
-            pytest.fail(f"`blastscope serve` did not come up: {process.communicate()[0][-2000:]}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def server(banded_run: Path, start_server: Callable[..., AbstractContextManager[Any]]) -> Iterator[str]:
+    with start_server(banded_run) as running:
+        yield running.url
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = (
-            "headless test needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    if BROWSER_MISSING:  # only on CI, where the skip above does not apply
+        pytest.fail(BROWSER_MISSING)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
