@@ -25,6 +25,24 @@ def class_display_name(label: str) -> str:
     return DISPLAY_NAMES.get(label.lower(), label)
 
 
+def format_threshold(threshold: float, decimals: int = 3) -> str:
+    """A threshold as a person reads it: ``decimals`` places, more where those would round it to 0 or 1.
+
+    ``p(ALL) ≥ 0.000`` reads as every cell called ALL and ``≥ 1.000`` as none, which a threshold of 0.0004 or 0.9996
+    does not do; below the rounding it gets three significant digits (``0.000428``, ``4.28e-05``), above it as many
+    places as keep it under 1 (``0.9996``). Only 0 and 1 themselves read ``0.000`` and ``1.000``.
+    """
+    text = f"{threshold:.{decimals}f}"
+    if not 0.0 < threshold < 1.0 or 0.0 < float(text) < 1.0:
+        return text
+    if float(text) == 0.0:
+        return f"{threshold:.3g}"
+    while float(text) == 1.0:  # ends by 17 places: a float below 1 is at most 1 - 2**-53
+        decimals += 1
+        text = f"{threshold:.{decimals}f}"
+    return text
+
+
 def metric_value(value: torch.Tensor) -> float:
     """A torchmetrics result as the number it stands for, without float32 noise in the JSON it is written to.
 

@@ -9,7 +9,13 @@ import pytest
 from sklearn import metrics as skm
 
 from blastscope.inference.decision import OperatingPoint, decide
-from blastscope.metrics import SCALAR_METRICS, class_display_name, classification_metrics, one_class_warning
+from blastscope.metrics import (
+    SCALAR_METRICS,
+    class_display_name,
+    classification_metrics,
+    format_threshold,
+    one_class_warning,
+)
 
 CLASSES = ("hem", "all")
 POINT = OperatingPoint.default(CLASSES)  # positive class "all", threshold 0.5
@@ -138,6 +144,14 @@ def test_bad_shapes_are_refused() -> None:
 def test_display_names() -> None:
     assert class_display_name("all") == "ALL" and class_display_name("hem") == "HEM"
     assert class_display_name("Tumour") == "Tumour"
+
+
+def test_a_threshold_reads_zero_or_one_only_when_it_is() -> None:
+    """A threshold of 0.0004 read 'p(ALL) ≥ 0.000', as if every cell were called ALL."""
+    assert [format_threshold(t) for t in (0.0, 0.5, 0.427797, 1.0)] == ["0.000", "0.500", "0.428", "1.000"]
+    assert [format_threshold(t) for t in (0.0004, 0.000123456, 4.28e-5)] == ["0.0004", "0.000123", "4.28e-05"]
+    assert [format_threshold(t) for t in (0.9996, 0.99996, 1 - 2**-53)] == ["0.9996", "0.99996", "0.9999999999999999"]
+    assert format_threshold(0.42779, 4) == "0.4278" and format_threshold(0.00004, 4) == "4e-05"
 
 
 def test_a_model_that_calls_every_cell_one_class_is_named() -> None:

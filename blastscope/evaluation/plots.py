@@ -31,6 +31,8 @@ _MODEL_PALETTE = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors  # 
 _POSITIVE_COLOR = "#c0392b"
 _OTHER_CLASS_COLORS = ("#2e86c1", "#27ae60", "#8e44ad", "#d68910", "#5d6d7e")
 _DPI = 110
+_RELIABILITY_MARGIN = 0.04
+"""The reliability diagram's axes reach this share of their span past [1/C, 1] and [0, 1], so edge dots show whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,20 @@ class RiskCoverage:
         label = "refer no cell" if band[0] == band[1] else f"refer when {band[0]:.3g} < p({name}) < {band[1]:.3g}"
         point = (referral["coverage"], referral["error_called"])
         return cls(curve["coverage"], curve["error"], point, label, target, n)
+
+
+class _TickPercentFormatter(PercentFormatter):
+    """Percent ticks with as few decimals as the ticks need: ``5%``, not ``5.0%``; ``2.5%`` (and ``5.0%`` beside it)
+    where a tick falls between whole percents. PercentFormatter's own choice follows the axis span and gave every
+    tick of a 0-15% axis a decimal."""
+
+    def set_locs(self, locs: Sequence[float]) -> None:
+        """Choose the decimals for the ticks about to be drawn."""
+        super().set_locs(locs)
+        percents = [100 * loc / self.xmax for loc in locs]
+        self.decimals = next(
+            (d for d in range(4) if all(math.isclose(p, round(p, d), abs_tol=1e-9) for p in percents)), 3
+        )
 
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -204,23 +220,28 @@ def roc_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], floa
 
 
 def reliability_diagram(
-    before: ReliabilityCurve, after: ReliabilityCurve | None, model: str, where: str = "test split"
+    before: ReliabilityCurve, after: ReliabilityCurve | None, model: str, where: str, n_classes: int
 ) -> Figure:
     """Confidence against accuracy per bin, before and after temperature scaling; the diagonal is perfect. ``where``
     names the scored cells in the title, as calibration on validation (where the temperature was fitted) and on
-    test read differently."""
+    test read differently.
+
+    The confidence is the predicted class's probability (:mod:`~blastscope.evaluation.calibration`), never below
+    1 / ``n_classes``, so the x axis starts there (0.5 for two classes) rather than leaving that much of it empty.
+    """
+    lowest = 1 / n_classes
     figure, axes = plt.subplots(figsize=(5.6, 6.4), layout="constrained")
-    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    axes.plot([lowest, 1], [lowest, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
     _plot_reliability(axes, before, "#d68910", "before scaling")
     title = f"{model}: reliability ({where})\nECE {before.ece:.3f}"
     if after is not None:
         _plot_reliability(axes, after, "#2e86c1", "after temperature scaling")
         title += f" → {after.ece:.3f} after temperature scaling"
+    margin = _RELIABILITY_MARGIN  # a dot at 0 or 1 (a bin all right or all wrong) is drawn whole, not cut by the frame
     axes.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        aspect="equal",
-        xlabel="mean predicted confidence in bin",
+        xlim=(lowest - margin * (1 - lowest), 1 + margin * (1 - lowest)),
+        ylim=(-margin, 1 + margin),
+        xlabel=f"mean confidence in bin (the predicted class's probability, ≥ 1/{n_classes})",
         ylabel="observed accuracy in bin",
         title=title,
     )
@@ -254,7 +275,7 @@ def subject_accuracy(subjects: Sequence[SubjectAccuracy], classes: Sequence[str]
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[name]) for name in classes]
     labels = [f"true class {name}" for name in classes]
     axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.yaxis.set_major_formatter(_TickPercentFormatter(1.0))
     axes.set(
         ylim=(0, 1.1),
         xlabel="subject (its test cells)",
@@ -343,8 +364,8 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
         ylabel="errors among the called cells",
         title=f"{model}: errors against cells called ({where})",
     )
-    axes.xaxis.set_major_formatter(PercentFormatter(decimals=0))
-    axes.yaxis.set_major_formatter(PercentFormatter())
+    axes.xaxis.set_major_formatter(_TickPercentFormatter())
+    axes.yaxis.set_major_formatter(_TickPercentFormatter())
     axes.grid(alpha=0.3)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", frameon=False)
     return figure

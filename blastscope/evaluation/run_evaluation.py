@@ -378,7 +378,8 @@ def write_evaluation(result: EvaluationResult, out: Path) -> Path:
             writer.writerows(result.predictions)
     referral = result.plain.get("referral")
     if referral is not None and referral["curve"]["coverage"]:
-        target = result.referral_choice["target"] if result.referral_choice else None
+        # a band stored by an earlier run's --refer-error keeps its target with the point; this run chose none
+        target = result.referral_choice["target"] if result.referral_choice else result.point.refer_target
         curve = plots.RiskCoverage.from_report(referral, result.point.positive_class, target)  # type: ignore[arg-type]
         where = f"{result.split} split" if result.split != "all" else Path(result.data).name
         plots.to_png(plots.risk_coverage(curve, result.display_name, where), out / RISK_COVERAGE_FILE)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from blastscope.errors import BlastscopeError
-from blastscope.metrics import class_display_name
+from blastscope.metrics import class_display_name, format_threshold
 
 DEFAULT_THRESHOLD = 0.5
 SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
@@ -213,7 +213,7 @@ class OperatingPoint:
         if not self.binary:
             return f"the most probable class (multi-class: no threshold; {self.origin()})"
         name = class_display_name(self.positive_class)
-        return f"{name} when p({name}) >= {self.threshold:.4f} ({self.origin()})"
+        return f"{name} when p({name}) >= {format_threshold(self.threshold, 4)} ({self.origin()})"
 
     def origin(self) -> str:
         """Where the threshold and temperature came from, e.g. ``chosen on val (240 cells) for weighted F1 ...``;

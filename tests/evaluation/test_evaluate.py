@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 
 from blastscope.data.synth import synthesize
 from blastscope.errors import BlastscopeError, DataError
+from blastscope.evaluation import plots
 from blastscope.evaluation.evaluate import (
     decisions,
     evaluate_predictions,
@@ -28,6 +29,7 @@ from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.inference.predict import probabilities
 from blastscope.metrics import weighted_f1
 from blastscope.runs import load_run
+from blastscope.runs.folder import write_operating_point
 
 CLASSES = ("hem", "all")
 BASE = OperatingPoint.default(CLASSES)
@@ -152,6 +154,21 @@ def test_evaluate_run_on_the_test_split(tiny_run_copy: Path) -> None:
     assert result.colour_people == 0 and "colours normalised" not in summary
     assert f"decision: {point.describe()}" in summary.splitlines()
     assert f"stored in {tiny_run_copy / 'operating_point.json'}" in summary
+
+
+def test_the_risk_coverage_plot_of_a_stored_band_draws_the_target_it_was_chosen_for(
+    tiny_run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A band stored by an earlier ``--refer-error`` lost its target line: only a band chosen now passed one."""
+    point = load_run(tiny_run_copy).operating_point
+    write_operating_point(tiny_run_copy, replace(point, refer_band=(0.3, 0.7), refer_target=0.2))
+    drawn: list[plots.RiskCoverage] = []
+    draw = plots.risk_coverage
+    monkeypatch.setattr(plots, "risk_coverage", lambda curve, *a: drawn.append(curve) or draw(curve, *a))
+    result = evaluate_run(tiny_run_copy, bootstrap=0)
+    assert result.referral_choice is None and result.point.refer_target == 0.2
+    write_evaluation(result, tmp_path)
+    assert [curve.target for curve in drawn] == [0.2] and (tmp_path / "risk_coverage.png").exists()
 
 
 def test_a_run_that_normalises_colours_per_person_says_so_for_how_many_people(

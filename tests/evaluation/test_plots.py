@@ -106,7 +106,7 @@ def test_models_keep_their_colour_whatever_subset_is_shown() -> None:
 def test_reliability_diagram_titles_ece_before_and_after(tmp_path: Path) -> None:
     before = plots.ReliabilityCurve([0.6, 0.9], [0.5, 0.7], [10, 30], 0.142)
     after = plots.ReliabilityCurve([0.6, 0.9], [0.58, 0.88], [12, 28], 0.021)
-    figure = plots.reliability_diagram(before, after, "cnn", "3 folds' test cells pooled")
+    figure = plots.reliability_diagram(before, after, "cnn", "3 folds' test cells pooled", 2)
     axes = figure.axes[0]
     assert axes.get_title().startswith("cnn: reliability (3 folds' test cells pooled)\n")  # which cells, not just ECE
     assert "ECE 0.142 → 0.021 after temperature scaling" in axes.get_title()
@@ -117,6 +117,42 @@ def test_reliability_diagram_titles_ece_before_and_after(tmp_path: Path) -> None
     ]
     assert "confidence" in axes.get_xlabel() and "accuracy" in axes.get_ylabel()
     rendered(figure, tmp_path / "reliability.png")
+
+
+def test_reliability_diagram_shows_edge_dots_whole_over_the_confidences_there_can_be(tmp_path: Path) -> None:
+    """Dots at accuracy 0 or 1 and confidence 1 were cut by the frame, and for two classes the x axis's left half
+    (confidence below 0.5, which the predicted class never has) was always empty."""
+    curve = plots.ReliabilityCurve([0.55, 0.75, 1.0], [0.0, 0.8, 1.0], [40, 10, 50], 0.1)
+    binary = plots.reliability_diagram(curve, None, "cnn", "test split", 2).axes[0]
+    low, high = binary.get_xlim()
+    assert 0.45 < low < 0.5 and 1.0 < high < 1.05 and "predicted class" in binary.get_xlabel()
+    bottom, top = binary.get_ylim()
+    assert -0.05 < bottom < 0.0 and 1.0 < top < 1.05
+    np.testing.assert_allclose(binary.get_lines()[0].get_xydata(), [[0.5, 0.5], [1, 1]])  # the diagonal
+    rendered(binary.figure, tmp_path / "reliability.png")
+    three = plots.reliability_diagram(curve, None, "cnn", "test split", 3).axes[0]
+    assert 0.3 < three.get_xlim()[0] < 1 / 3 and "1/3" in three.get_xlabel()
+    rendered(three.figure, tmp_path / "reliability-3.png")
+
+
+def tick_labels(axis: object) -> list[str]:
+    axis.figure.canvas.draw()  # type: ignore[attr-defined]
+    return [label.get_text() for label in axis.get_ticklabels()]  # type: ignore[attr-defined]
+
+
+def test_percent_ticks_carry_no_decimal_they_do_not_need(tmp_path: Path) -> None:
+    """The risk-coverage plot's error axis read 0.0%, 2.5%... and 0.0%, 5.0%, 10.0% alike."""
+    whole = {"curve": {"coverage": [0.5, 1.0], "error": [0.02, 0.125]}, "band": None, "n": 20}
+    axes = plots.risk_coverage(plots.RiskCoverage.from_report(whole, "all", None), "cnn").axes[0]
+    assert tick_labels(axes.yaxis)[:3] == ["0%", "2%", "4%"] and tick_labels(axes.xaxis)[-1] == "100%"
+    rendered(axes.figure, tmp_path / "whole.png")
+    halves = {"curve": {"coverage": [0.5, 1.0], "error": [0.01, 0.03]}, "band": None, "n": 20}
+    axes = plots.risk_coverage(plots.RiskCoverage.from_report(halves, "all", None), "cnn").axes[0]
+    assert tick_labels(axes.yaxis)[:3] == ["0.0%", "0.5%", "1.0%"]  # one decimal where a tick needs it
+    rendered(axes.figure, tmp_path / "halves.png")
+    subjects = plots.subject_accuracy([plots.SubjectAccuracy("7", "ALL", 0.9, 30)], ["HEM", "ALL"], "cnn").axes[0]
+    assert tick_labels(subjects.yaxis)[:2] == ["0%", "20%"]
+    rendered(subjects.figure, tmp_path / "subjects.png")
 
 
 def test_subject_accuracy_groups_subjects_by_true_class(tmp_path: Path) -> None:

@@ -78,3 +78,5 @@ def test_a_threshold_for_a_multi_class_point_is_refused_naming_who_gave_it() -> 
         point.with_threshold(0.3, "predict --threshold", "runs/x")
     given = _point().with_threshold(0.3, "predict --threshold", "runs/x")
     assert given.describe() == "ALL when p(ALL) >= 0.3000 (threshold given, by predict --threshold)"
+    tiny = _point().with_threshold(0.00004, "predict --threshold", "runs/x")  # read '>= 0.0000', calling every cell
+    assert tiny.describe().startswith("ALL when p(ALL) >= 4e-05 (")

@@ -448,6 +448,20 @@ def test_the_reliability_diagram_title_names_the_cells_it_is_drawn_on(monkeypatc
         )
 
 
+def test_a_threshold_near_zero_is_not_titled_or_carded_as_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threshold of 0.0004 read 'called ALL when p(ALL) ≥ 0.000' in the title and the model card alike."""
+    titles: list[str] = []
+    draw = plots.to_png
+    monkeypatch.setattr(plots, "to_png", lambda figure: titles.append(figure.axes[0].get_title()) or draw(figure))
+    comparison = fabricated_comparison(classes=("ALL", "HEM"), positive="ALL")
+    comparison.models = comparison.models[:1]
+    comparison.models[0].threshold = 0.0004
+    write_report(comparison, tmp_path)
+    assert "cnn (random init)\ncalled ALL when p(ALL) ≥ 0.0004" in titles
+    page = (tmp_path / "report.md").read_text()
+    assert "p(ALL) ≥ 0.0004" in page and "0.000 " not in page and "0.000)" not in page
+
+
 def test_under_cross_validation_the_folds_a_model_called_one_class_are_named(tmp_path: Path) -> None:
     comparison = fabricated_comparison(cv_folds=3)
     lazy = fabricated_model("vgg16", 0.0, 4, threshold=0.0)  # every cell of fold 1 called ALL

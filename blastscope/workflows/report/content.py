@@ -11,7 +11,7 @@ from typing import Any
 
 from blastscope.data.text_table import in_words
 from blastscope.inference.decision import temperature_bound_warning
-from blastscope.metrics import class_display_name
+from blastscope.metrics import class_display_name, format_threshold
 from blastscope.workflows.report.model import (
     METRIC_LABELS,
     TTA_LABEL,
@@ -55,7 +55,7 @@ def threshold_text(model: ModelResult) -> str:
     if model.threshold is None:
         return "not recorded"
     positive = class_display_name(model.positive_class)
-    rule = f"{positive} when p({positive}) ≥ {model.threshold:.3f}"
+    rule = f"{positive} when p({positive}) ≥ {format_threshold(model.threshold)}"
     return f"{rule} ({model.threshold_origin})" if model.threshold_origin else f"{rule} (origin not recorded)"
 
 
@@ -75,7 +75,8 @@ def threshold_short(model: ModelResult) -> str:
         how = "given"
     else:
         how = origin.split(",")[0]
-    return f"{model.threshold:.3f} ({how})" if how else f"{model.threshold:.3f}"
+    shown = format_threshold(model.threshold)
+    return f"{shown} ({how})" if how else shown
 
 
 def referral_text(model: ModelResult, cv_folds: int | None = None) -> str:
@@ -150,7 +151,7 @@ def pooled_text(model: ModelResult, pooled: PooledFolds, decided: bool = True) -
         return text
     if len(model.classes) > 2:
         return f"{text}, each decided by its fold's model (most probable class)"
-    values = [f"{threshold:.3f}" for threshold in pooled.thresholds if threshold is not None]
+    values = [format_threshold(threshold) for threshold in pooled.thresholds if threshold is not None]
     where = f"{values[0]} in every fold" if len(set(values)) == 1 else f"{in_words(values)}, fold by fold"
     return f"{text}, each decided at its fold's threshold ({where})"
 

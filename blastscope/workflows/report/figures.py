@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from blastscope.data.text_table import in_words
 from blastscope.evaluation import plots
-from blastscope.metrics import class_display_name
+from blastscope.metrics import class_display_name, format_threshold
 from blastscope.workflows.report.content import pooled_text
 from blastscope.workflows.report.model import Comparison, ModelResult, is_subject_metric, metric_label, value_or
 
@@ -101,7 +101,7 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     if before is not None:
         tested = f"test split of {first_fold}" if first_fold else "test split"
         where = f"{pooled.folds} folds' test cells pooled" if pooled is not None else tested
-        diagram = plots.reliability_diagram(before, after, label, where)
+        diagram = plots.reliability_diagram(before, after, label, where, len(model.classes))
         figures.append(
             ReportFigure(
                 f"reliability-{model.name}", _reliability_caption(model, comparison, after), plots.to_png(diagram)
@@ -137,7 +137,7 @@ def _confusion_figure(model: ModelResult, comparison: Comparison) -> ReportFigur
     else:
         positive = class_display_name(model.positive_class)
         one = len(thresholds) == 1 and None not in thresholds
-        rule = f"{thresholds.pop():.3f}" if one else "its fold's threshold"
+        rule = format_threshold(thresholds.pop()) if one else "its fold's threshold"
         decision = f"called {positive} when p({positive}) ≥ {rule}"
     if pooled is not None:
         decision = f"{pooled.folds} folds pooled,\n{decision}"
