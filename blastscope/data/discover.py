@@ -581,6 +581,8 @@ def _hash_and_deduplicate(
         _keep_one(table, digest, group)
     table.cells.sort(key=lambda cell: cell.path)
     table.classes = class_order(cell.label for cell in table.cells)
+    kept = {cell.digest for cell in table.cells}
+    table.synthetic_seeds = {digest: seed for _, digest, _, seed in read if seed is not None and digest in kept}
     return table
 
 

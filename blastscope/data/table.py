@@ -30,7 +30,8 @@ class CellTable:
     ``classes`` is the index order models use. For binary data the positive class (ALL for C-NMC) is last, so that
     class index 1 is "positive", as in the C-NMC label files (1 = ALL, 0 = HEM). ``subject_links`` pairs subject ids
     whose cells include byte-identical files (in C-NMC most likely one person filed under two ids); splits keep each
-    linked set in one group.
+    linked set in one group. ``synthetic_seeds`` maps the digest of each cell ``blastscope synth`` drew (known by its
+    PNG mark, read during the scan) to its seed, so the credit line names synthetic cells without reading them again.
     """
 
     root: Path
@@ -42,6 +43,7 @@ class CellTable:
     notes: list[str] = field(default_factory=list)
     subject_links: list[tuple[str, str]] = field(default_factory=list)
     image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
+    synthetic_seeds: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_subjects(self) -> bool:
