@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from blastscope.cli._arguments import pixel_count
+from blastscope.cli._arguments import PIXEL_LIMIT_HELP, pixel_count
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data import cnmc
 from blastscope.data.classes import positive_class
@@ -246,8 +246,8 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         type=pixel_count,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
-        help=f"skip images with more pixels than this (default {DEFAULT_MAX_PIXELS:,}; guards against decompression "
-        "bombs)",
+        help=f"skip images with more pixels than this (default {DEFAULT_MAX_PIXELS:,}; {PIXEL_LIMIT_HELP}; guards "
+        "against decompression bombs)",
     )
     parser.add_argument(
         "--prelim",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from blastscope.workflows.scan import ScanWriter
 
-from blastscope.cli._arguments import pixel_count
+from blastscope.cli._arguments import MIN_RED_CELL_DIAMETER, PIXEL_LIMIT_HELP, pixel_count, red_cell_diameter
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.errors import BlastscopeError
 
@@ -44,18 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--red-cell-diameter",
-        type=float,
+        type=red_cell_diameter,
         metavar="PX",
         help="red-cell diameter in the photographs, px; sets the scale cells are cut out at (default: 1/6.4 of "
-        "the longer side, as in a BCCD field: 100 px at 640x480)",
+        f"the longer side, as in a BCCD field: 100 px at 640x480). At least {MIN_RED_CELL_DIAMETER:g} px, below "
+        "which the segmentation's smallest sizes are under a pixel, and below a photograph's shorter side, else "
+        "that photograph is listed as not scanned (a whole white cell must fit)",
     )
     parser.add_argument(
         "--max-pixels",
         type=pixel_count,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
-        help=f"largest photograph read, in pixels (default {DEFAULT_MAX_PIXELS:,}; guards against decompression "
-        "bombs): a larger one is listed as not scanned",
+        help=f"largest photograph read, in pixels (default {DEFAULT_MAX_PIXELS:,}; {PIXEL_LIMIT_HELP}; guards "
+        "against decompression bombs): a larger one is listed as not scanned",
     )
     parser.add_argument("--tta", action="store_true", help="average each cell over its 8 flips/rotations")
     parser.add_argument(
@@ -94,12 +95,6 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.workflows.scan import ScanWriter
     from blastscope.workflows.scan.outputs import OVERLAY_DIR
 
-    if args.red_cell_diameter is not None and not 2 < args.red_cell_diameter < math.inf:
-        raise BlastscopeError(
-            f"--red-cell-diameter {args.red_cell_diameter:g}: not a red cell's size in pixels; give it above 2 px "
-            "(the segmentation's sizes are fractions of it) and below the photographs' shorter side (a whole white "
-            "cell must fit; a photograph too small for it is listed as not scanned)"
-        )
     check_writable(args.out / OVERLAY_DIR, "--out")  # a file of that name stops here in one line, not in ScanWriter
     ignored: list[tuple[Path, str]] = []
     paths = _photographs(expand_inputs(args.inputs, ignored), args.out)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import math
 import socket
 import sys
 from pathlib import Path
 
-from blastscope.cli._arguments import pixel_count
+from blastscope.cli._arguments import (
+    MIN_RED_CELL_DIAMETER,
+    PIXEL_LIMIT_HELP,
+    pixel_count,
+    positive_number,
+    red_cell_diameter,
+    whole_number,
+)
 from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.errors import BlastscopeError
 from blastscope.serving.limits import DECODING_BYTES_PER_LIMIT_PIXEL, Capacity, Limits
@@ -26,17 +32,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run directory (runs/...)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument(
+        "--port",
+        type=whole_number("a port", "8000", minimum=0, maximum=65535),
+        default=8000,
+        help="default 8000; 0: any free port",
+    )
     limits = Limits()
     parser.add_argument(
         "--max-file-mb",
-        type=float,
+        type=positive_number("a size in MB", "20"),
+        metavar="MB",
         default=limits.max_file_mb,
         help=f"largest accepted file in MB (default {limits.max_file_mb:g})",
     )
     parser.add_argument(
         "--max-files",
-        type=int,
+        type=whole_number("a number of files", "32"),
+        metavar="N",
         default=limits.max_files,
         help=f"most files in one request (default {limits.max_files})",
     )
@@ -45,12 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=pixel_count,
         default=limits.max_pixels,
         metavar="N",
-        help=f"largest accepted image in pixels (default {limits.max_pixels:,})",
+        help=f"largest accepted image in pixels (default {limits.max_pixels:,}; {PIXEL_LIMIT_HELP})",
     )
     capacity = Capacity()
     parser.add_argument(
         "--max-decoding-mb",
-        type=float,
+        type=positive_number("a size in MB", "572"),
         metavar="MB",
         help="memory all requests together may use to decode images; an image's share is estimated from its header "
         "before decoding, and an image larger than the whole budget decodes alone "
@@ -59,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--decode-wait",
-        type=float,
+        type=positive_number("a number of seconds", "10"),
         default=capacity.decode_wait_s,
         metavar="S",
         help="how long a request waits for decoding memory before its waiting files are answered 503 with "
@@ -67,14 +80,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--predict-threads",
-        type=int,
+        type=whole_number("a number of threads", "4"),
         default=capacity.predict_threads,
         metavar="N",
         help=f"requests decoded and classified at once; others queue (default {capacity.predict_threads})",
     )
     parser.add_argument(
         "--request-timeout",
-        type=float,
+        type=positive_number("a number of seconds", "60"),
         default=capacity.request_timeout_s,
         metavar="S",
         help="a request's head and body must arrive within S seconds of its first byte, else 408 and the "
@@ -82,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--keep-alive",
-        type=float,
+        type=positive_number("a number of seconds", "5"),
         default=capacity.keep_alive_s,
         metavar="S",
         help=f"close a connection idle between requests after S seconds (default {capacity.keep_alive_s:g})",
@@ -103,11 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--red-cell-diameter",
-        type=float,
+        type=red_cell_diameter,
         metavar="PX",
         help="cut cells out at this red-cell diameter (px of the uploaded images) instead of the run's own (measured "
         "on each image unless the run was trained with one); /scan takes it as its photographs' red-cell diameter, "
-        "as `blastscope scan --red-cell-diameter` does (default there: 1/6.4 of each photograph's longer side)",
+        "as `blastscope scan --red-cell-diameter` does (default there: 1/6.4 of each photograph's longer side); at "
+        f"least {MIN_RED_CELL_DIAMETER:g} px, below which the segmentation's smallest sizes are under a pixel",
     )
     parser.set_defaults(run=run)
 
@@ -119,15 +133,6 @@ def run(args: argparse.Namespace) -> int:
     from blastscope.serving.app import create_app
     from blastscope.serving.connections import serve
 
-    if not (0 < args.max_file_mb < math.inf and args.max_files >= 1):
-        raise BlastscopeError("--max-file-mb and --max-files must be positive numbers")  # not nan, inf
-    timings = (args.decode_wait, args.request_timeout, args.keep_alive)
-    if (args.max_decoding_mb is not None and not 0 < args.max_decoding_mb < math.inf) or args.predict_threads < 1:
-        raise BlastscopeError("--max-decoding-mb and --predict-threads must be positive")
-    if not all(0 < seconds < math.inf for seconds in timings):
-        raise BlastscopeError("--decode-wait, --request-timeout and --keep-alive must be positive numbers of seconds")
-    if not 0 <= args.port <= 65535:
-        raise BlastscopeError(f"--port must be between 0 and 65535 (got {args.port})")
     check_port_free(args.host, args.port)
     classifier = load(
         args.run_dir,
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             "every name has one, else the request as one person's; each /scan photograph as its own person"
         )
     print(
-        f"decoding memory: {capacity.decoding_mb(limits):.0f} MB shared by all requests (waits up to "
+        f"decoding memory: {memory_size(capacity.decoding_bytes(limits))} shared by all requests (waits up to "
         f"{capacity.decode_wait_s:g} s, then 503); requests must arrive within {capacity.request_timeout_s:g} s, "
         f"idle connections close after {capacity.keep_alive_s:g} s"
     )
@@ -172,6 +177,15 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(classifier, limits, capacity, scan_red_cell_diameter=args.red_cell_diameter)
     serve(app, args.host, args.port, capacity)
     return 0
+
+
+def memory_size(size: int) -> str:
+    """``size`` bytes in MB, or KB or bytes under 1 MB: a small ``--max-pixels`` or ``--max-decoding-mb`` gives a
+    budget that "0 MB" would misstate."""
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.0f} {unit}"
+    return f"{size} bytes"
 
 
 def is_loopback(host: str) -> bool:

@@ -6,6 +6,7 @@ import io
 import socket
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -21,20 +22,25 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (args.max_file_mb, args.max_files, args.max_pixels) == (20.0, 32, 50e6)
 
 
-def test_bad_limits_exit_2(tmp_path: Path, capsys) -> None:
-    """One line before anything loads, also for nan and inf (which passed a `<= 0` check, then broke int())."""
-    for option in ("--max-files 0", "--max-file-mb nan", "--max-file-mb inf"):  # --max-pixels: test_arguments
-        assert main(["serve", str(tmp_path), *option.split()]) == 2
-        assert "must be positive" in capsys.readouterr().err
-    for value in ("nan", "inf"):
-        assert main(["serve", str(tmp_path), "--max-decoding-mb", value]) == 2
-        assert "--max-decoding-mb and --predict-threads must be positive" in capsys.readouterr().err
+def test_bad_limits_exit_2_before_anything_loads(tmp_path: Path, capsys) -> None:
+    """One argparse line naming the option (each option's refusals: test_arguments), also for nan and inf."""
+    for option, value in (("--max-files", "0"), ("--max-file-mb", "nan"), ("--keep-alive", "inf"), ("--port", "-1")):
+        with pytest.raises(SystemExit) as stop:
+            main(["serve", str(tmp_path), option, value])
+        assert stop.value.code == 2
+        assert f"blastscope serve: error: argument {option}: {value!r} is not " in capsys.readouterr().err
 
 
-def test_port_out_of_range_exits_2(tmp_path: Path, capsys) -> None:
-    for port in ("70000", "-1"):
-        assert main(["serve", str(tmp_path), "--port", port]) == 2
-        assert "--port must be between 0 and 65535" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("max_pixels", "memory"), [("1e3", "12 KB"), ("1", "12 bytes"), ("5e7", "572 MB"), ("1e5", "1 MB")]
+)
+def test_the_decoding_memory_is_printed_in_a_unit_that_shows_it(
+    tiny_run: Path, monkeypatch, capsys, max_pixels: str, memory: str
+) -> None:
+    """12 bytes a pixel of --max-pixels: 1e3 pixels printed "0 MB"."""
+    monkeypatch.setattr(connections, "serve", lambda app, host, port, capacity: None)
+    assert main(["serve", str(tiny_run), "--port", "0", "--max-pixels", max_pixels]) == 0
+    assert f"decoding memory: {memory} shared by all requests" in capsys.readouterr().out
 
 
 def test_busy_port_exits_2(tmp_path: Path, capsys) -> None:
