@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blastscope.cli._arguments import whole_number
 from blastscope.cli._interrupt import Interrupted
-from blastscope.errors import BlastscopeError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", help="comma-separated model names (default: all 8, see `blastscope models`)")
     parser.add_argument(
         "--cv",
-        type=int,
+        type=whole_number("a number of folds", "5", minimum=3),
         metavar="K",
         help="K-fold subject-grouped cross-validation (mean ± sd): fold i tests, fold i+1 validates, the other K-2 "
         "train (60/20/20 at K=5, a third each at K=3)",
@@ -43,11 +43,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("demo", "standard", "full"),
         help="preset of image size, epochs, batch and bootstrap (default: demo without --data, standard with)",
     )
-    parser.add_argument("--epochs-frozen", type=int, metavar="N", help="epochs with the backbone frozen (phase 1)")
-    parser.add_argument("--epochs-finetune", type=int, metavar="N", help="epochs fine-tuning the last stages (phase 2)")
-    parser.add_argument("--image-size", type=int, metavar="PX", help="shared input size (raised to a model's minimum)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
-    parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples for the 95%% CIs")
+    epochs = whole_number("a number of epochs", "5", minimum=0)
+    parser.add_argument("--epochs-frozen", type=epochs, metavar="N", help="epochs with the backbone frozen (phase 1)")
+    parser.add_argument(
+        "--epochs-finetune", type=epochs, metavar="N", help="epochs fine-tuning the last stages (phase 2)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=whole_number("an image size in pixels", "224"),
+        metavar="PX",
+        help="shared input size (raised to a model's minimum)",
+    )
+    parser.add_argument(
+        "--batch-size", type=whole_number("a batch size", "32"), metavar="N", help="training batch size"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=whole_number("a number of resamples", "1000", minimum=0),
+        metavar="N",
+        help="bootstrap resamples for the 95%% CIs",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the split, training and synthetic data (default: 0)"
     )
@@ -116,16 +131,12 @@ def run(args: argparse.Namespace) -> int:
     Raises
     ------
     BlastscopeError
-        For a negative budget number or a bad request (unknown models, too few folds, a bad ``--threshold`` or
-        ``--rank-by``, ...).
+        For a bad request (unknown models, a bad ``--threshold`` or ``--rank-by``, ...); unusable budget numbers and
+        fold counts are refused by argparse before.
     """
     from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig, run_compare
 
     models = tuple(name.strip() for name in args.models.split(",") if name.strip()) if args.models else DEFAULT_MODELS
-    for flag in ("epochs_frozen", "epochs_finetune", "image_size", "batch_size", "bootstrap"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise BlastscopeError(f"--{flag.replace('_', '-')} {value} is negative: give 0 or more")
     config = CompareConfig(
         data=args.data,
         models=models,

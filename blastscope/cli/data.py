@@ -8,9 +8,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from blastscope.cli._arguments import PIXEL_LIMIT_HELP, pixel_count
+from blastscope.cli._arguments import PIXEL_LIMIT_HELP, pixel_count, whole_number
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data import cnmc
+from blastscope.data.attribution import dataset_attribution
 from blastscope.data.classes import positive_class
 from blastscope.data.discover import PRELIM_CHOICES, natural_key, scan_dataset, subject_groups
 from blastscope.data.images import DEFAULT_MAX_PIXELS
@@ -67,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     split.add_argument(
         "--cv",
-        type=int,
+        type=whole_number("a number of folds", "5", minimum=3),
         metavar="K",
         help="write K cross-validation splits instead (OUT-fold1.csv ...): fold i tests, fold i+1 validates",
     )
@@ -140,6 +141,7 @@ def describe(table: CellTable) -> str:
                     f"{len(table.duplicates):,} exact duplicates, {len(table.skipped):,} skipped"
                 ),
                 f"classes  {classes}",
+                f"credit   {dataset_attribution(table)}",
             ]
         ),
         _class_section(table),

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from blastscope.cli._arguments import red_cell_diameter, whole_number
 from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.inference.precision import PRECISIONS
 
@@ -53,13 +54,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tta", action="store_true", help="also report test-time augmentation (8 flips/rotations)")
     parser.add_argument(
         "--transductive-neighbours",
-        type=int,
+        type=whole_number("a number of neighbours", "10"),
         metavar="K",
         help="also report, in a separate labelled section, each cell's probability mixed with its K most similar "
         "cells of this evaluation set (Pan et al. 2019, the C-NMC 2019 winner's neighbourhood correction): not a "
         "per-cell prediction; never the default, never used by predict or serve",
     )
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples; 0 turns CIs off")
+    parser.add_argument(
+        "--bootstrap",
+        type=whole_number("a number of resamples", "1000", minimum=0),
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples; 0 turns CIs off",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--checkpoint", default="best", help="best, last, or a path to a .ckpt file")
     parser.add_argument(
@@ -68,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="fp32",
         help="inference precision; fp32 (default) gives the numbers predict, serve and the export give",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=whole_number("a batch size", "32"), default=32)
     parser.add_argument(
         "--segment",
         choices=SEGMENT_MODES,
@@ -77,10 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--red-cell-diameter",
-        type=float,
+        type=red_cell_diameter,
         metavar="PX",
-        help="cut cells out at this red-cell diameter (px of the images) instead of the run's own (measured on each "
-        "image unless the run was trained with one); an operating point chosen so is not stored",
+        help="cut cells out at this red-cell diameter (px of the images, at least 8) instead of the run's own "
+        "(measured on each image unless the run was trained with one); an operating point chosen so is not stored",
     )
     parser.add_argument(
         "--out",
@@ -93,11 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from blastscope.cli._output import check_writable
-    from blastscope.errors import BlastscopeError
     from blastscope.evaluation.evaluate import evaluate_run, format_summary, write_evaluation
 
-    if args.bootstrap < 0 or args.batch_size < 1:
-        raise BlastscopeError("--bootstrap must be 0 or more and --batch-size at least 1")
     scored = "" if args.checkpoint == "best" else f"-{Path(args.checkpoint).stem}"  # never over the best's folder
     out = args.out or args.run_dir / f"evaluation-{args.data.name if args.data else args.split}{scored}"
     check_writable(out, "--out")  # before the cells are scored and a new operating point is stored in the run

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from blastscope.cli._arguments import red_cell_diameter, whole_number
 from blastscope.cli._interrupt import Interrupted
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data.people import PERSON_BY
@@ -79,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="auto (default): ONNX Runtime when RUN_DIR/export holds a model, else PyTorch",
     )
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=whole_number("a batch size", "32"), default=32)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -95,10 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--red-cell-diameter",
-        type=float,
+        type=red_cell_diameter,
         metavar="PX",
-        help="cut cells out at this red-cell diameter (px of the images) instead of the run's own (measured on each "
-        "image unless the run was trained with one); give it when your images share one magnification",
+        help="cut cells out at this red-cell diameter (px of the images, at least 8) instead of the run's own "
+        "(measured on each image unless the run was trained with one); give it when your images share one "
+        "magnification",
     )
     parser.add_argument(
         "--person-by",
@@ -128,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out.parent, "--out")
     if args.gradcam:
         check_writable(args.gradcam, "--gradcam")
-    if args.batch_size < 1:
-        raise BlastscopeError(f"--batch-size must be at least 1 (got {args.batch_size})")
     ignored: list[tuple[Path, str]] = []
     paths = expand_inputs(args.inputs, ignored)
     classifier = load(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blastscope.cli._arguments import positive_number, red_cell_diameter, whole_number
 from blastscope.cli._interrupt import Interrupted
 from blastscope.data.preprocessing import CHANNELS, COLOUR_NORMS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
@@ -62,6 +63,11 @@ FIELDS = {
 SPLIT_FIELDS = {"split_ratios": "ratios", "split_csv": "csv", "split_by": "by", "folds": "folds", "fold": "fold"}
 NEGATED = {"channels_last", "cached_features", "bf16_frozen_stages", "progress"}
 """Options set by a ``--no-...`` switch, so that a message names the flag as it was typed."""
+EPOCHS = whole_number("a number of epochs", "5", minimum=0)
+"""``--epochs-frozen``, ``--epochs-finetune`` and ``--patience``: 0 or more (that both phases are not 0 is the
+recipe's check, as it depends on both)."""
+LEARNING_RATE = positive_number("a learning rate", "1e-3")
+"""``--lr-head`` and ``--lr-finetune``: finite and above 0."""
 NOT_FLAGS = {"command", "run", "resume", "progress"}
 """Keys of the parsed options that are no flag a resumed run could ignore (``--no-progress`` only changes the display,
 and a resumed run takes it)."""
@@ -117,11 +123,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument(
         "--red-cell-diameter",
-        type=float,
+        type=red_cell_diameter,
         metavar="PX",
-        help="red-cell diameter in the images, px, that --segment cuts cells out at (default: measured on each "
-        "image: its whole red cells, else its nucleus); give it when every image comes from one microscope setup. "
-        "Recorded with the run and applied by evaluate, predict, serve and the export",
+        help="red-cell diameter in the images, px (at least 8), that --segment cuts cells out at (default: measured on "
+        "each image: its whole red cells, else its nucleus); give it when every image comes from one microscope "
+        "setup. Recorded with the run and applied by evaluate, predict, serve and the export",
     )
     data.add_argument(
         "--crop-fraction",
@@ -154,20 +160,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
 
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs-frozen", type=int, help="phase-1 epochs, head only (default: the model's)")
+    recipe.add_argument("--epochs-frozen", type=EPOCHS, help="phase-1 epochs, head only (default: the model's)")
     recipe.add_argument(
-        "--epochs-finetune", type=int, help="phase-2 epochs, last stages unfrozen (default: the model's)"
+        "--epochs-finetune", type=EPOCHS, help="phase-2 epochs, last stages unfrozen (default: the model's)"
     )
-    recipe.add_argument("--lr-head", type=float, help="phase-1 learning rate of the head (default: the model's)")
+    recipe.add_argument(
+        "--lr-head", type=LEARNING_RATE, help="phase-1 learning rate of the head (default: the model's)"
+    )
     recipe.add_argument(
         "--lr-finetune",
-        type=float,
+        type=LEARNING_RATE,
         help="phase-2 learning rate of a pretrained model; random init trains at --lr-head (default: the model's)",
     )
     recipe.add_argument(
         "--unfreeze-stages", type=_stages, metavar="N|all", help="stages unfrozen in phase 2 (default: the model's)"
     )
-    recipe.add_argument("--batch-size", type=int, help="default 32")
+    recipe.add_argument("--batch-size", type=whole_number("a batch size", "32"), help="default 32")
     recipe.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
     recipe.add_argument(
         "--label-smoothing",
@@ -182,9 +190,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="even out the training split's classes: loss (default) weights the loss by inverse class frequency, "
         "sampler draws every class equally often with an unweighted loss, none does neither",
     )
-    recipe.add_argument("--seed", type=int, help="seeds split, sampling, augmentation and initialisation (default 0)")
+    recipe.add_argument(
+        "--seed",
+        type=whole_number("a seed", "0", minimum=0),
+        help="seeds split, sampling, augmentation and initialisation (default 0)",
+    )
     recipe.add_argument("--monitor", choices=list(MONITORS), help="picks best.ckpt, early stopping")
-    recipe.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 5)")
+    recipe.add_argument("--patience", type=EPOCHS, help="epochs without improvement before stopping (default 5)")
     recipe.add_argument(
         "--checkpoint-minutes",
         type=float,
@@ -196,7 +208,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed = parser.add_argument_group("speed and hardware")
     speed.add_argument("--precision", choices=PRECISIONS, help="default auto")
     speed.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    speed.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 2)")
+    speed.add_argument(
+        "--num-workers",
+        type=whole_number("a number of worker processes", "2", minimum=0),
+        help="DataLoader worker processes (default 2)",
+    )
     speed.add_argument(
         "--no-cached-features",
         dest="cached_features",
@@ -212,7 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     speed.add_argument("--accelerator", help="auto, cpu or gpu")
     speed.add_argument("--devices", type=_devices, help="devices per node (default 1)")
-    speed.add_argument("--num-nodes", type=int, help="machines (default 1)")
+    speed.add_argument("--num-nodes", type=whole_number("a number of machines", "1"), help="machines (default 1)")
     speed.add_argument("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
     speed.add_argument("--logger", choices=LOGGERS, help="default csv")
     parser.set_defaults(run=run_train)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blastscope.cli import main
+from blastscope.cli import build_parser, main
 from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig
 from blastscope.workflows.report import DEFAULT_RANK_METRIC, rank_metric_choices
 
@@ -108,8 +108,6 @@ def test_a_bad_request_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytes
     assert main(["compare", "--models", "cnn,alexnet", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("blastscope: error: unknown model(s) alexnet: choose from") and "\n" not in error
-    assert main(["compare", "--epochs-frozen", "-1", "--out", str(tmp_path)]) == 2
-    assert "--epochs-frozen -1 is negative" in capsys.readouterr().err
     assert main(["compare", "--threshold", "best", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "--threshold 'best' is neither 'val' nor a number" in error and "\n" not in error
@@ -156,3 +154,39 @@ def test_main_command_end_to_end_on_two_of_its_models(tmp_path: Path) -> None:
     ):
         assert needle.lower() in page.lower()
     assert (out / "results.csv").read_text().count("\n") == 1 + len(models)
+
+
+EPOCHS = "is not a number of epochs; give a whole number of at least 0, e.g. 5"
+
+
+@pytest.mark.parametrize(
+    ("option", "bad", "refusal"),
+    [
+        ("--epochs-frozen", "-1", EPOCHS),
+        ("--epochs-finetune", "1.5", EPOCHS),
+        ("--image-size", "0", "is not an image size in pixels; give a whole number of at least 1, e.g. 224"),
+        (
+            "--batch-size",
+            "0",
+            "is not a batch size; give a whole number of at least 1, e.g. 32",
+        ),  # was taken, to fail in training
+        ("--bootstrap", "-1", "is not a number of resamples; give a whole number of at least 0, e.g. 1000"),
+        *(("--cv", bad, "is not a number of folds; give a whole number of at least 3, e.g. 5") for bad in ("0", "2")),
+    ],
+)
+def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(
+    option: str, bad: str, refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before anything is trained or drawn, as scan and serve refuse theirs (run() took a batch size of 0)."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["compare", f"{option}={bad}"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"blastscope compare: error: argument {option}: {bad!r} {refusal}"
+    )
+
+
+def test_zero_epochs_and_zero_resamples_are_taken() -> None:
+    """A phase of 0 epochs is skipped, and 0 resamples turn the CIs off."""
+    args = build_parser().parse_args(["compare", "--epochs-frozen", "0", "--bootstrap", "0", "--cv", "3"])
+    assert (args.epochs_frozen, args.bootstrap, args.cv) == (0, 0, 3)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from blastscope.cli import main
+from blastscope.cli import build_parser, main
 from blastscope.inference.decision import LOG_T_BOUNDS, OperatingPoint, decide
 from blastscope.runs import load_run
 from blastscope.runs.folder import write_operating_point
@@ -165,7 +165,6 @@ def test_precision_choices_are_the_inference_cores_and_fp32_by_default() -> None
         (["--threshold", "0.5", "--target-sensitivity", "0.9"], "conflict"),
         (["--refer-error", "1.5"], "--refer-error 1.5 is outside (0, 1)"),
         (["--split", "val", "--refer-error", "0.1"], "--split val"),
-        (["--transductive-neighbours", "0"], "--transductive-neighbours must be a whole number of at least 1"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -363,3 +362,52 @@ def test_another_checkpoint_is_named_in_the_summary_and_json_and_gets_its_own_fo
     last = json.loads((tiny_run_copy / "evaluation-test-last" / "evaluation.json").read_text())
     assert (best["checkpoint"], last["checkpoint"]) == ("best", "last")
     assert json.loads((tiny_run_copy / "evaluation-test" / "evaluation.json").read_text()) == best
+
+
+DIAMETER = (
+    "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
+    "smallest sizes are under a pixel), e.g. 100"
+)
+
+
+@pytest.mark.parametrize(
+    ("option", "bad", "refusal"),
+    [
+        *(
+            ("--bootstrap", bad, "is not a number of resamples; give a whole number of at least 0, e.g. 1000")
+            for bad in ("-1", "1.5", "none")
+        ),
+        *(
+            ("--batch-size", bad, "is not a batch size; give a whole number of at least 1, e.g. 32")
+            for bad in ("0", "-3")
+        ),
+        *(
+            (
+                "--transductive-neighbours",
+                bad,
+                "is not a number of neighbours; give a whole number of at least 1, e.g. 10",
+            )
+            for bad in ("0", "-1")
+        ),
+        *(("--red-cell-diameter", bad, DIAMETER) for bad in ("0", "3", "nan", "inf")),  # 3 was taken
+    ],
+)
+def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(
+    option: str, bad: str, refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the run loads, as scan and serve refuse them (run() refused --bootstrap and --batch-size in one line for
+    both, whichever was wrong)."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["evaluate", "run", f"{option}={bad}"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"blastscope evaluate: error: argument {option}: {bad!r} {refusal}"
+    )
+
+
+def test_the_smallest_usable_numbers_are_taken() -> None:
+    args = build_parser().parse_args(
+        ["evaluate", "run", "--bootstrap", "0", "--batch-size", "1", "--transductive-neighbours", "1"]
+        + ["--red-cell-diameter", "8"]
+    )
+    assert (args.bootstrap, args.batch_size, args.transductive_neighbours, args.red_cell_diameter) == (0, 1, 1, 8.0)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from blastscope.api import load
 from blastscope.api.classifier import Classifier, Prediction
-from blastscope.cli import main
+from blastscope.cli import build_parser, main
 from blastscope.cli.predict import gradcam_caption, gradcam_names, tta_line
 from blastscope.inference.decision import OperatingPoint
 from blastscope.inference.gradcam import Explanation
@@ -303,11 +303,44 @@ def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys)
     assert main(["predict", str(run_dir), str(images), "--backend", "onnx"]) == 2
     assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "preds.xlsx")]) == 2
     assert main(["predict", str(tmp_path), str(images)]) == 2
-    assert main(["predict", str(run_dir), str(images), "--batch-size", "0"]) == 2
     assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "no" / "preds.csv")]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert "--batch-size must be at least 1" in errors[4] and "does not exist" in errors[5]
-    assert len(errors) == 6 and all(line.startswith("blastscope: error: ") for line in errors)
+    assert "does not exist" in errors[4]
+    assert len(errors) == 5 and all(line.startswith("blastscope: error: ") for line in errors)
+
+
+DIAMETER = (
+    "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
+    "smallest sizes are under a pixel), e.g. 100"
+)
+
+
+@pytest.mark.parametrize(
+    ("option", "bad", "refusal"),
+    [
+        *(
+            ("--batch-size", bad, "is not a batch size; give a whole number of at least 1, e.g. 32")
+            for bad in ("0", "-1", "1.5", "many")
+        ),
+        *(("--red-cell-diameter", bad, DIAMETER) for bad in ("0", "-5", "3", "7.9", "nan", "inf")),  # 3 was taken
+    ],
+)
+def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(
+    option: str, bad: str, refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As scan and serve refuse them, before the run loads (--batch-size 0 was refused in run(), --red-cell-diameter
+    3 taken: a photograph took minutes at 3 px)."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["predict", "run", "x.png", f"{option}={bad}"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"blastscope predict: error: argument {option}: {bad!r} {refusal}"
+    )
+
+
+def test_the_smallest_usable_numbers_are_taken() -> None:
+    args = build_parser().parse_args(["predict", "run", "x.png", "--batch-size", "1", "--red-cell-diameter", "8"])
+    assert (args.batch_size, args.red_cell_diameter) == (1, 8.0)
 
 
 def _fail_fsync_on_call(number: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -505,8 +538,9 @@ def test_a_red_cell_diameter_for_this_call_is_announced(
     assert main(["predict", str(run_dir), str(natural_crops[0]), "--out", str(out), "--red-cell-diameter", "60"]) == 0
     assert next(csv.DictReader(out.open()))["segmented"] == "True"
     assert "red-cell diameter of 60 px for this call; the run was trained with the diameter measured" in caplog.text
-    assert main(["predict", str(run_dir), str(natural_crops[0]), "--red-cell-diameter", "1"]) != 0
-    assert "red-cell diameter 1.0 is invalid: give the red cells' size in pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # its refusals: test_unusable_numbers_are_refused_by_argparse...
+        main(["predict", str(run_dir), str(natural_crops[0]), "--red-cell-diameter", "1"])
+    assert stop.value.code == 2 and "argument --red-cell-diameter: '1' is not a red cell's" in capsys.readouterr().err
 
 
 def test_a_smear_photograph_given_as_one_cell_is_counted_and_named(

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from blastscope.cli import main
+from blastscope.cli import build_parser, main
 from blastscope.cli.train import build_config, result_lines
 from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
@@ -142,8 +142,9 @@ def test_the_red_cell_diameter_flag_reaches_the_recipe_and_its_preprocessing(
     pre = Preprocessing(32, (0.5,) * 3, (0.5,) * 3, red_cell_diameter=config.red_cell_diameter)
     text = model_metadata(pre, OperatingPoint.default(("all", "hem")), "cnn", "fp32")["blastscope.input"]
     assert "(segment=auto), at a red-cell diameter of 95 px;" in text
-    assert main(["train", "--data", "d", "--red-cell-diameter", "0"]) != 0
-    assert "red-cell diameter 0.0 is invalid" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--data", "d", "--red-cell-diameter", "3"])  # the recipe's check takes it (the Python API)
+    assert stop.value.code == 2 and "argument --red-cell-diameter: '3' is not a red cell's" in capsys.readouterr().err
 
 
 def test_label_smoothing_and_class_balance_flags_reach_the_recipe(capsys: pytest.CaptureFixture[str]) -> None:
@@ -391,3 +392,46 @@ def test_ctrl_c_names_the_run_folder_it_made_or_says_there_is_none_yet(
     assert main(["train", "--resume", str(out / "earlier-cnn")]) == 130
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == f"blastscope: interrupted; `blastscope train --resume {out / 'earlier-cnn'}` continues it"
+
+
+DIAMETER = (
+    "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
+    "smallest sizes are under a pixel), e.g. 100"
+)
+EPOCHS = "is not a number of epochs; give a whole number of at least 0, e.g. 5"
+LEARNING_RATE = "is not a learning rate; give a finite number above 0, e.g. 1e-3"
+
+
+@pytest.mark.parametrize(
+    ("option", "bad", "refusal"),
+    [
+        *(("--red-cell-diameter", bad, DIAMETER) for bad in ("0", "-5", "3", "7.9", "nan", "inf")),  # 3 was taken
+        ("--batch-size", "0", "is not a batch size; give a whole number of at least 1, e.g. 32"),
+        ("--epochs-frozen", "-1", EPOCHS),
+        ("--epochs-finetune", "2.5", EPOCHS),
+        ("--patience", "-1", EPOCHS),
+        *(("--lr-head", bad, LEARNING_RATE) for bad in ("0", "-1e-3", "nan", "inf")),
+        ("--lr-finetune", "fast", LEARNING_RATE),
+        ("--seed", "-1", "is not a seed; give a whole number of at least 0, e.g. 0"),
+        ("--num-workers", "-1", "is not a number of worker processes; give a whole number of at least 0, e.g. 2"),
+        ("--num-nodes", "0", "is not a number of machines; give a whole number of at least 1, e.g. 1"),
+    ],
+)
+def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(
+    option: str, bad: str, refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As scan and serve refuse them, before the data is read; the recipe's own checks stay for the Python API."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["train", "--data", "d", f"{option}={bad}"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"blastscope train: error: argument {option}: {bad!r} {refusal}"
+    )
+
+
+def test_the_smallest_usable_numbers_reach_the_recipe() -> None:
+    """0 epochs in one phase, 0 patience and 0 workers (the main process) are usable."""
+    given = ["--red-cell-diameter", "8", "--epochs-frozen", "0", "--patience", "0", "--num-workers", "0"]
+    config = build_config(vars(build_parser().parse_args(["train", "--data", "d", *given, "--lr-head", "1e-9"])))
+    assert (config.red_cell_diameter, config.epochs_frozen, config.patience, config.num_workers) == (8.0, 0, 0, 0)
+    assert config.lr_head == 1e-9
