@@ -69,13 +69,15 @@ def positive_number(unit: str, example: str, *, minimum: float = 0.0, why: str =
     return parse
 
 
-def whole_number(unit: str, example: str, *, minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+def whole_number(
+    unit: str, example: str, *, minimum: int = 1, maximum: int | None = None, why: str = ""
+) -> Callable[[str], int]:
     """An argparse type for a whole number from ``minimum`` (default 1: a count) to ``maximum`` (default: none).
 
-    ``unit`` names what the value is ("a number of files"); the error's one line: ``'0' is not a number of files; give
-    a whole number of at least 1, e.g. 32``.
+    ``unit`` names what the value is ("a number of files") and ``why`` (", ...") says why the bounds are where they
+    are; the error's one line: ``'0' is not a number of files; give a whole number of at least 1, e.g. 32``.
     """
-    bound = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+    bound = (f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}") + why
 
     def parse(text: str) -> int:
         try:
@@ -95,4 +97,5 @@ red_cell_diameter = positive_number(
     minimum=MIN_RED_CELL_DIAMETER,
     why=" (below that the segmentation's smallest sizes are under a pixel)",
 )
-"""``--red-cell-diameter PX`` of ``scan`` and ``serve``: at least :data:`MIN_RED_CELL_DIAMETER` px."""
+"""``--red-cell-diameter PX`` of every command that takes it (``scan``, ``serve``, ``predict``, ``train``,
+``evaluate``): at least :data:`MIN_RED_CELL_DIAMETER` px."""

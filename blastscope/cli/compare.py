@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", help="comma-separated model names (default: all 8, see `blastscope models`)")
     parser.add_argument(
         "--cv",
-        type=whole_number("a number of folds", "5", minimum=3),
+        type=whole_number(
+            "a number of folds", "5", minimum=3, why=" (each fold is tested once, another validates, the rest train)"
+        ),
         metavar="K",
         help="K-fold subject-grouped cross-validation (mean ± sd): fold i tests, fold i+1 validates, the other K-2 "
         "train (60/20/20 at K=5, a third each at K=3)",

@@ -68,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     split.add_argument(
         "--cv",
-        type=whole_number("a number of folds", "5", minimum=3),
+        type=whole_number(
+            "a number of folds", "5", minimum=3, why=" (each fold is tested once, another validates, the rest train)"
+        ),
         metavar="K",
         help="write K cross-validation splits instead (OUT-fold1.csv ...): fold i tests, fold i+1 validates",
     )

@@ -171,7 +171,15 @@ EPOCHS = "is not a number of epochs; give a whole number of at least 0, e.g. 5"
             "is not a batch size; give a whole number of at least 1, e.g. 32",
         ),  # was taken, to fail in training
         ("--bootstrap", "-1", "is not a number of resamples; give a whole number of at least 0, e.g. 1000"),
-        *(("--cv", bad, "is not a number of folds; give a whole number of at least 3, e.g. 5") for bad in ("0", "2")),
+        *(
+            (
+                "--cv",
+                bad,
+                "is not a number of folds; give a whole number of at least 3 (each fold is tested once, another "
+                "validates, the rest train), e.g. 5",
+            )
+            for bad in ("0", "2")
+        ),
     ],
 )
 def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(

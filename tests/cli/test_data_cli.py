@@ -136,7 +136,7 @@ def test_split_refuses_fewer_than_three_folds_in_one_line_naming_the_option(
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"blastscope data split: error: argument --cv: {bad!r} is not a number of folds; give a whole number of at "
-        "least 3, e.g. 5"
+        "least 3 (each fold is tested once, another validates, the rest train), e.g. 5"
     )
 
 
