@@ -135,14 +135,34 @@ def build_strategy(config: TrainConfig) -> Any:
     return config.strategy
 
 
-def _no_product_tips(record: logging.LogRecord) -> bool:
-    """Lightning's "💡 Tip" lines advertise its cloud services on every fit; they say nothing about the run."""
-    return not record.getMessage().startswith("💡 Tip")
+class LightningLines(logging.Filter):
+    """Lightning's rank-zero lines, trimmed. Its "💡 Tip" lines advertise its cloud services on every fit and say
+    nothing about the run: dropped. Its hardware lines ("GPU available: False, used: False") say the same on every fit
+    of a process, so ``compare`` and ``--cv`` printed them once per model or fold: each distinct one is kept once."""
+
+    HARDWARE = ("GPU available", "TPU available", "HPU available")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("💡 Tip"):
+            return False
+        if message.startswith(self.HARDWARE):
+            if message in self._seen:
+                return False
+            self._seen.add(message)
+        return True
+
+
+_LIGHTNING_LINES = LightningLines()
 
 
 def build_trainer(prepared: Prepared, module: CellClassifierModule, logs: str = "") -> L.Trainer:
     config = prepared.config
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_product_tips)  # adding twice is a no-op
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LIGHTNING_LINES)  # adding twice: no-op
     accelerator = resolve_accelerator(config)
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -20,11 +21,27 @@ def test_frozen_stages_run_in_bf16_only_on_cpus_that_have_it(monkeypatch: pytest
     assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu"))
 
 
-def test_lightning_product_tips_are_left_out_and_its_other_lines_kept(
+def test_lightning_product_tips_are_left_out_and_its_hardware_lines_said_once(
     tiny_config: Callable[..., TrainConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """compare and --cv fit one Trainer per model or fold; each printed the same "GPU available" lines again."""
     with caplog.at_level("INFO", logger="lightning.pytorch"):
         train(tiny_config(epochs_finetune=0))
+        train(tiny_config(epochs_finetune=0))
     said = [record.getMessage() for record in caplog.records]
-    assert any(line.startswith("GPU available") for line in said)
+    assert sum(line.startswith("GPU available") for line in said) <= 1  # 0 when an earlier test in this process fit
     assert not any("Tip" in line for line in said)
+
+
+def test_the_lightning_filter_keeps_each_hardware_line_once_and_every_other_line() -> None:
+    from blastscope.training.trainer import LightningLines
+
+    lines = LightningLines()
+
+    def kept(message: str) -> bool:
+        return lines.filter(logging.LogRecord("lightning", logging.INFO, __file__, 1, message, None, None))
+
+    assert [kept("GPU available: False, used: False") for _ in range(2)] == [True, False]
+    assert kept("GPU available: True (cuda), used: True")  # another machine state is news
+    assert not kept("💡 Tip: try the cloud")
+    assert [kept("`Trainer.fit` stopped: `max_epochs=1` reached.") for _ in range(2)] == [True, True]
