@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from blastscope.metrics import class_display_name
+from blastscope.metrics import class_display_name, format_threshold
 from blastscope.models import list_models
 
 _MODEL_PALETTE = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors  # 18: more than the registry holds
@@ -33,6 +33,9 @@ _OTHER_CLASS_COLORS = ("#2e86c1", "#27ae60", "#8e44ad", "#d68910", "#5d6d7e")
 _DPI = 110
 _RELIABILITY_MARGIN = 0.04
 """The reliability diagram's axes reach this share of their span past [1/C, 1] and [0, 1], so edge dots show whole."""
+_COVERAGE_MARGIN = 4.0
+"""The risk-coverage plot's x axis reaches this many percent past 100%, so the no-referral ring there is not drawn
+half over the frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,7 @@ class RiskCoverage:
 
     ``coverage`` and ``error`` are fractions (K,) from :func:`blastscope.evaluation.referral.risk_coverage`;
     ``band`` is the (coverage, error) the point's refer band reached on the same cells, ``band_label`` its rule
-    (e.g. ``refer when 0.31 < p(ALL) < 0.72``), ``target`` the error rate it was chosen for, when known, and
+    (e.g. ``refer when 0.310 < p(ALL) < 0.720``), ``target`` the error rate it was chosen for, when known, and
     ``n_cells`` how many cells the curve is drawn from.
     """
 
@@ -100,9 +103,28 @@ class RiskCoverage:
         if band is None:
             return cls(curve["coverage"], curve["error"], target=target, n_cells=n)
         name = class_display_name(positive_class)
-        label = "refer no cell" if band[0] == band[1] else f"refer when {band[0]:.3g} < p({name}) < {band[1]:.3g}"
+        label = "refer no cell"
+        if band[0] != band[1]:
+            low, high = _band_edges(*band)
+            label = f"refer when {low} < p({name}) < {high}"
         point = (referral["coverage"], referral["error_called"])
         return cls(curve["coverage"], curve["error"], point, label, target, n)
+
+
+def _band_edges(low: float, high: float) -> tuple[str, str]:
+    """A refer band's edges as :func:`~blastscope.metrics.format_threshold` writes thresholds, with places added
+    until the two read apart: a band 0.4898-0.4903 read ``0.49 < p(ALL) < 0.49``."""
+    decimals = 3
+    while (edges := (format_threshold(low, decimals), format_threshold(high, decimals)))[0] == edges[1]:
+        decimals += 1  # ends: distinct floats differ by 17 places
+    return edges
+
+
+def _percent_label(share: float) -> str:
+    """A share as a bar label: whole percents as such, others with one decimal, so 5/8 and 7/8 read 62.5% and 87.5%
+    rather than 62% and 88% (Python rounds half to even, one down and the other up)."""
+    percent = 100 * share
+    return f"{percent:.0f}%" if math.isclose(percent, round(percent), abs_tol=1e-9) else f"{percent:.1f}%"
 
 
 class _TickPercentFormatter(PercentFormatter):
@@ -260,15 +282,15 @@ def _plot_reliability(axes: plt.Axes, curve: ReliabilityCurve, color: str, label
 def subject_accuracy(subjects: Sequence[SubjectAccuracy], classes: Sequence[str], model: str) -> Figure:
     """One bar per test subject, grouped and coloured by true class, so a subject the model fails stands out.
 
-    Each bar is labelled with its accuracy, so a subject with none of its cells right reads "0%" rather than as a
-    missing bar; each tick names the subject and, in brackets, its test cells."""
+    Each bar is labelled with its accuracy (:func:`_percent_label`), so a subject with none of its cells right reads
+    "0%" rather than as a missing bar; each tick names the subject and, in brackets, its test cells."""
     colors = class_colors(classes)
     order = sorted(subjects, key=lambda s: (classes.index(s.true_class), s.accuracy, s.subject))
     figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.38 * len(order)), 4), layout="constrained")
     positions = np.arange(len(order))
     axes.bar(positions, [s.accuracy for s in order], color=[colors[s.true_class] for s in order], width=0.75)
     for position, item in zip(positions, order, strict=True):
-        axes.text(position, item.accuracy + 0.01, f"{item.accuracy:.0%}", ha="center", va="bottom", fontsize=6.5)
+        axes.text(position, item.accuracy + 0.01, _percent_label(item.accuracy), ha="center", va="bottom", fontsize=6.5)
     many = len(order) > 12
     ticks = [f"{s.subject} ({s.n_cells})" if many else f"{s.subject}\n({s.n_cells})" for s in order]
     axes.set_xticks(positions, labels=ticks, rotation=90 if many else 0)
@@ -331,7 +353,7 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
             edgecolors="#1c2833",
             linewidths=1.2,
             zorder=6,
-            clip_on=False,  # at 100% called, on the frame's edge
+            clip_on=False,  # at 100% called, near the frame's edge
             label=f"no referral: {error[-1]:.1f}% errors",
         )
     if curve.target is not None:
@@ -358,12 +380,13 @@ def risk_coverage(curve: RiskCoverage, model: str, where: str = "test split") ->
         )
         tops.append(wrong)
     axes.set(
-        xlim=(0, 100),
+        xlim=(0, 100 + _COVERAGE_MARGIN),
         ylim=(0, min(105.0, 1.2 * max(tops))),  # room above 100% errors (every called cell wrong), no ticks past it
         xlabel=f"cells called (share of the {cells}cells; the rest are referred to a person)",
         ylabel="errors among the called cells",
         title=f"{model}: errors against cells called ({where})",
     )
+    axes.set_xticks(range(0, 101, 20))  # not past 100%, which the margin would otherwise tick
     axes.xaxis.set_major_formatter(_TickPercentFormatter())
     axes.yaxis.set_major_formatter(_TickPercentFormatter())
     axes.grid(alpha=0.3)

@@ -203,7 +203,7 @@ def test_risk_coverage_marks_the_band_the_target_and_no_referral(tmp_path: Path)
         "referring the cells nearest the threshold first",
         "no referral: 12.0% errors",
         "target: at most 5% errors",
-        "refer when 0.31 < p(ALL) < 0.72 (chosen on validation): 30% referred, 4.6% errors",
+        "refer when 0.310 < p(ALL) < 0.720 (chosen on validation): 30% referred, 4.6% errors",
     ]
     np.testing.assert_allclose(axes.get_lines()[0].get_xydata(), [[25, 0], [50, 2], [75, 5], [100, 12]])
     (target,) = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
@@ -242,6 +242,45 @@ def test_risk_coverage_of_a_model_wrong_on_every_cell_stops_its_axis_near_100_pe
     referral = {"curve": {"coverage": [0.5, 1.0], "error": [1.0, 1.0]}, "band": None, "n": 20}
     figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", None), "cnn")
     axes = figure.axes[0]
-    assert axes.get_ylim()[1] == 105 and axes.get_xlim() == (0, 100)  # not 120%; no room past every cell called
+    assert axes.get_ylim()[1] == 105  # not 120%
     assert not axes.collections[0].get_clip_on()  # the no-referral circle on the right edge is drawn whole
     rendered(figure, tmp_path / "risk_coverage.png")
+
+
+def test_risk_coverage_draws_the_no_referral_ring_clear_of_the_frame_with_no_tick_past_100_percent(
+    tmp_path: Path,
+) -> None:
+    """The ring at 100% called sat on the right edge of the frame, half over it."""
+    referral = {"curve": {"coverage": [0.5, 1.0], "error": [0.02, 0.1]}, "band": None, "n": 20}
+    figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", None), "cnn")
+    axes = figure.axes[0]
+    assert 100 < axes.get_xlim()[1] <= 105 and axes.get_xlim()[0] == 0
+    assert tick_labels(axes.xaxis)[-1] == "100%"  # the margin is not ticked
+    rendered(figure, tmp_path / "risk_coverage.png")
+
+
+def test_risk_coverage_tells_a_narrow_bands_edges_apart(tmp_path: Path) -> None:
+    """A band 0.4898-0.4903 read 'refer when 0.49 < p(ALL) < 0.49'."""
+    referral = {
+        "curve": {"coverage": [0.5, 1.0], "error": [0.02, 0.1]},
+        "band": [0.4898, 0.4903],
+        "n": 200,
+        "coverage": 0.99,
+        "error_called": 0.095,
+    }
+    figure = plots.risk_coverage(plots.RiskCoverage.from_report(referral, "all", None), "cnn")
+    assert legend_texts(figure)[-1].startswith("refer when 0.4898 < p(ALL) < 0.4903 (chosen on validation)")
+    rendered(figure, tmp_path / "risk_coverage.png")
+
+
+def test_subject_accuracy_labels_halves_of_a_percent_without_rounding_them_apart(tmp_path: Path) -> None:
+    """5/8 read 62% and 7/8 read 88%: round-half-even sent one down and the other up."""
+    subjects = [
+        plots.SubjectAccuracy("1", "ALL", 5 / 8, 8),
+        plots.SubjectAccuracy("2", "ALL", 7 / 8, 8),
+        plots.SubjectAccuracy("3", "ALL", 0.9, 10),
+        plots.SubjectAccuracy("H1", "HEM", 1 / 3, 3),
+    ]
+    figure = plots.subject_accuracy(subjects, ["HEM", "ALL"], "cnn")
+    assert [t.get_text() for t in figure.axes[0].texts] == ["33.3%", "62.5%", "87.5%", "90%"]
+    rendered(figure, tmp_path / "subjects.png")
