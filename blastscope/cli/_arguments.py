@@ -13,6 +13,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from blastscope.errors import BlastscopeError
+
 MAX_PIXEL_LIMIT = 2**31
 """The largest ``--max-pixels``: 2,147,483,648 pixels (a 46,000 px square) take 14-22 GiB to decode at the decoder's
 7-11 bytes a pixel (:data:`blastscope.serving.limits.DECODING_BYTES_PER_LIMIT_PIXEL`), more memory than the machines
@@ -99,3 +101,70 @@ red_cell_diameter = positive_number(
 )
 """``--red-cell-diameter PX`` of every command that takes it (``scan``, ``serve``, ``predict``, ``train``,
 ``evaluate``): at least :data:`MIN_RED_CELL_DIAMETER` px."""
+
+
+image_size = whole_number("an image size in pixels", "224")
+"""``--image-size PX`` of ``train``, ``compare`` and ``synth``: refuses only what is no size (0, negatives, fractions,
+nan, words). Each model's own smallest input (``min_input_size``, 8-75 px) is checked later against the model chosen
+(``train``), or the size is raised to it (``compare``); ``synth`` checks that a cell can be drawn."""
+
+
+def probability_threshold(text: str) -> float:
+    """``--threshold P`` of ``predict``, ``scan`` and ``serve``: a finite probability of the positive class in [0, 1];
+    nan, inf, numbers outside [0, 1] and words get argparse's one line naming the option, before the run loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # false for nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a threshold; give a probability of the positive class from 0 to 1, e.g. 0.5"
+        )
+    return value
+
+
+def _checked(option: str, check: Callable[[], object]) -> None:
+    """Run a library's own check of ``option``'s value: its one-line ``BlastscopeError`` (``--threshold 'x' is ...``)
+    becomes argparse's (``argument --threshold: 'x' is ...``), without the option named twice."""
+    try:
+        check()
+    except BlastscopeError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"{option} ")) from None
+
+
+def _number(text: str, wanted: str) -> float:
+    """``text`` as a float, or argparse's one line for a word: ``'x' is not a number; give {wanted}``."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {wanted}") from None
+
+
+def threshold_choice(text: str) -> str:
+    """``--threshold val|X`` of ``evaluate`` and ``compare``, checked by
+    :func:`~blastscope.evaluation.threshold.parse_threshold` itself (one rule, one wording) and kept as given:
+    the commands parse it again where they use it."""
+    from blastscope.evaluation.threshold import parse_threshold  # numpy and sklearn: only when the option is given
+
+    _checked("--threshold", lambda: parse_threshold(text))
+    return text
+
+
+def refer_error(text: str) -> float:
+    """``--refer-error E`` of ``evaluate`` and ``compare``: an error rate in (0, 1), as
+    :func:`~blastscope.evaluation.referral.check_refer_error` checks it."""
+    from blastscope.evaluation.referral import check_refer_error
+
+    value = _number(text, "the error rate allowed among called cells, from 0 to 1, e.g. 0.05")
+    _checked("--refer-error", lambda: check_refer_error(value))
+    return value
+
+
+def target_sensitivity(text: str) -> float:
+    """``--target-sensitivity S`` of ``evaluate``: a sensitivity in (0, 1], as
+    :func:`~blastscope.evaluation.threshold.check_target_sensitivity` checks it."""
+    from blastscope.evaluation.threshold import check_target_sensitivity
+
+    value = _number(text, "a validation sensitivity above 0 and at most 1, e.g. 0.95")
+    _checked("--target-sensitivity", lambda: check_target_sensitivity(value))
+    return value

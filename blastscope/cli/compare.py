@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from blastscope.cli._arguments import whole_number
+from blastscope.cli._arguments import image_size, refer_error, threshold_choice, whole_number
 from blastscope.cli._interrupt import Interrupted
 
 
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--image-size",
-        type=whole_number("an image size in pixels", "224"),
+        type=image_size,
         metavar="PX",
         help="shared input size (raised to a model's minimum)",
     )
@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threshold",
+        type=threshold_choice,
         metavar="val|X",
         help=(
             "choose a new operating point in each run and store it there (as `blastscope evaluate --threshold` does, "
@@ -86,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--refer-error",
-        type=float,
+        type=refer_error,
         metavar="E",
         help="also choose each run's refer band on validation: cells inside it are flagged 'uncertain - refer', "
         "the rest called with at most this error rate there (e.g. 0.05); stored with the operating point",
@@ -133,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     Raises
     ------
     BlastscopeError
-        For a bad request (unknown models, a bad ``--threshold`` or ``--rank-by``, ...); unusable budget numbers and
-        fold counts are refused by argparse before.
+        For a bad request (unknown models, a bad ``--rank-by``, ...); unusable budget numbers, fold counts,
+        thresholds and refer error rates are refused by argparse before.
     """
     from blastscope.workflows.compare import DEFAULT_MODELS, CompareConfig, run_compare
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from blastscope.cli._arguments import red_cell_diameter, whole_number
+from blastscope.cli._arguments import red_cell_diameter, refer_error, target_sensitivity, threshold_choice, whole_number
 from blastscope.data.preprocessing import SEGMENT_MODES
 from blastscope.inference.precision import PRECISIONS
 
@@ -31,21 +31,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threshold",
-        default=None,
+        type=threshold_choice,
+        metavar="val|X",
         help="choose and store a new operating point: a threshold on p(positive class) (two-class runs), or 'val' "
         "to choose it on the validation split (best weighted F1, or see --target-sensitivity; for a multi-class run, "
         "'val' fits only the temperature); default: the run's stored point",
     )
     parser.add_argument(
         "--target-sensitivity",
-        type=float,
+        type=target_sensitivity,
         metavar="S",
         help="choose and store a new operating point whose threshold is the highest reaching this validation "
         "sensitivity, e.g. 0.95 (two-class runs)",
     )
     parser.add_argument(
         "--refer-error",
-        type=float,
+        type=refer_error,
         metavar="E",
         help="choose and store a refer band: the fewest validation cells around the threshold to refer to a person "
         "so that at most this share of the cells it calls are wrong, e.g. 0.05 (labels stay the threshold's; "

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from blastscope.cli._arguments import red_cell_diameter, whole_number
+from blastscope.cli._arguments import probability_threshold, red_cell_diameter, whole_number
 from blastscope.cli._interrupt import Interrupted
 from blastscope.cli._output import check_writable, replace_whole
 from blastscope.data.people import PERSON_BY
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=whole_number("a batch size", "32"), default=32)
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability_threshold,
         metavar="P",
         help="decide at p(positive) >= P for this call instead of the run's stored operating point (and refer no "
         "cell: the run's refer band belongs to its own threshold); two-class runs only",

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from blastscope.workflows.scan import ScanWriter
 
-from blastscope.cli._arguments import MIN_RED_CELL_DIAMETER, PIXEL_LIMIT_HELP, pixel_count, red_cell_diameter
+from blastscope.cli._arguments import (
+    MIN_RED_CELL_DIAMETER,
+    PIXEL_LIMIT_HELP,
+    pixel_count,
+    probability_threshold,
+    red_cell_diameter,
+)
 from blastscope.data.images import DEFAULT_MAX_PIXELS
 from blastscope.errors import BlastscopeError
 
@@ -68,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability_threshold,
         metavar="P",
         help="decide at p(positive) >= P for this call instead of the run's stored operating point (no refer band)",
     )

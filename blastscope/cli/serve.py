@@ -13,6 +13,7 @@ from blastscope.cli._arguments import (
     PIXEL_LIMIT_HELP,
     pixel_count,
     positive_number,
+    probability_threshold,
     red_cell_diameter,
     whole_number,
 )
@@ -104,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", help="exported variant to use (fp32, int8, bf16); default: export.json's choice")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=probability_threshold,
         metavar="P",
         help="decide at p(positive) >= P while this server runs instead of the run's stored operating point",
     )

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from blastscope.cli._arguments import image_size
 from blastscope.errors import DataError
 
 
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cells-per-subject", type=int, default=8, metavar="N", help="cells per subject (default %(default)s)"
     )
-    parser.add_argument("--image-size", type=int, default=64, metavar="PX", help="image side in pixels (default 64)")
+    parser.add_argument(
+        "--image-size", type=image_size, default=64, metavar="PX", help="image side in pixels (default 64)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--separation",

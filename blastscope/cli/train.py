@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from blastscope.cli._arguments import positive_number, red_cell_diameter, whole_number
+from blastscope.cli._arguments import image_size, positive_number, red_cell_diameter, whole_number
 from blastscope.cli._interrupt import Interrupted
 from blastscope.data.preprocessing import CHANNELS, COLOUR_NORMS, SEGMENT_MODES
 from blastscope.data.split import SPLIT_BY
@@ -157,7 +157,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", help="model name (see `blastscope models`; default efficientnet_lite0)")
     model.add_argument("--pretrained", help="auto (default), hub, none, or a weights file PATH")
-    model.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
+    model.add_argument(
+        "--image-size", type=image_size, metavar="PX", help="input size in pixels (default: the model's)"
+    )
 
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument("--epochs-frozen", type=EPOCHS, help="phase-1 epochs, head only (default: the model's)")

@@ -1,5 +1,6 @@
 """Shared argument types: ``--max-pixels`` parses, and is refused, alike in ``data``, ``scan`` and ``serve``; serve's
-and scan's sizes, times and counts are refused by argparse in one line naming the option, before anything loads."""
+and scan's sizes, times and counts, every ``--image-size``, every ``--threshold`` and evaluate's and compare's rates are
+refused by argparse in one line naming the option, before anything loads."""
 
 from __future__ import annotations
 
@@ -126,3 +127,100 @@ def test_the_red_cell_diameter_floor_is_where_the_segmentations_smallest_size_re
     """Its smallest size, a nuclear speck, is ``fragment_area`` red-cell areas: 1 px at 8 px, under a pixel below."""
     smallest = DEFAULT_SETTINGS.fragment_area
     assert smallest * red_cell_area(MIN_RED_CELL_DIAMETER) >= 1 > smallest * red_cell_area(MIN_RED_CELL_DIAMETER - 0.1)
+
+
+IMAGE_SIZE = "is not an image size in pixels; give a whole number of at least 1, e.g. 224"
+THRESHOLD = "is not a threshold; give a probability of the positive class from 0 to 1, e.g. 0.5"
+TRAIN, COMPARE, SYNTH = ["train", "--data", "cells"], ["compare"], ["synth", "out"]
+PREDICT, EVALUATE = ["predict", "run", "x.jpg"], ["evaluate", "run"]
+REFUSED = (  # command, option, value, the refusal after the option
+    *(
+        (command, "--image-size", bad, f"{bad!r} {IMAGE_SIZE}")
+        for command in (TRAIN, COMPARE, SYNTH)
+        for bad in ["0", "-1", "2.5", "nan", "inf", "big"]
+    ),
+    *(
+        (command, "--threshold", bad, f"{bad!r} {THRESHOLD}")
+        for command in (PREDICT, SCAN, SERVE)
+        for bad in ["nan", "inf", "-inf", "-1", "2.5", "1.0001", "abc", ""]
+    ),
+    *(
+        (command, "--threshold", "stored", "'stored' is neither 'val' nor a number; use e.g. 0.5 or val")
+        for command in (EVALUATE, COMPARE)
+    ),
+    *(
+        (command, "--threshold", bad, f"{float(bad)} is outside [0, 1]; give a probability of the positive class")
+        for command in (EVALUATE, COMPARE)
+        for bad in ["nan", "inf", "-1", "2.5"]
+    ),
+    *(
+        (command, "--refer-error", bad, f"{float(bad)} is outside (0, 1): give the error rate allowed, e.g. 0.05")
+        for command in (EVALUATE, COMPARE)
+        for bad in ["0", "1", "1.5", "nan", "inf"]
+    ),
+    *(
+        (
+            command,
+            "--refer-error",
+            "val",
+            "'val' is not a number; give the error rate allowed among called cells, from 0 to 1, e.g. 0.05",
+        )
+        for command in (EVALUATE, COMPARE)
+    ),
+    *(
+        (EVALUATE, "--target-sensitivity", bad, f"{float(bad)} is outside (0, 1]; use e.g. 0.95")
+        for bad in ["0", "-0.5", "1.5", "nan"]
+    ),
+    (
+        EVALUATE,
+        "--target-sensitivity",
+        "high",
+        "'high' is not a number; give a validation sensitivity above 0 and at most 1, e.g. 0.95",
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "bad", "refusal"),
+    [pytest.param(*case, id=f"{case[0][0]} {case[1]}={case[2]}") for case in REFUSED],
+)
+def test_sizes_thresholds_and_rates_are_refused_at_parse_time_in_one_line_naming_the_option(
+    command: list[str], option: str, bad: str, refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train --image-size 0`` got as far as the data check; predict, scan and serve took ``--threshold nan`` (predict
+    refused it only after loading the run, without naming the option); evaluate's and compare's words were refused in
+    ``blastscope: error: ...`` after parsing."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args([*command, f"{option}={bad}"])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == f"blastscope {command[0]}: error: argument {option}: {refusal}"
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "given", "taken"),
+    [
+        (TRAIN, "--image-size", "1", 1),  # each model's own minimum is checked later, against the model
+        (COMPARE, "--image-size", "224", 224),
+        (SYNTH, "--image-size", "64", 64),
+        *(
+            (command, "--threshold", given, taken)
+            for command in (PREDICT, SCAN, SERVE)
+            for given, taken in [("0", 0.0), ("1", 1.0), ("0.35", 0.35), ("1e-3", 0.001)]
+        ),
+        *(
+            (command, "--threshold", given, given)
+            for command in (EVALUATE, COMPARE)
+            for given in ["val", "VAL", "0.3", "0", "1"]
+        ),
+        (EVALUATE, "--refer-error", "0.05", 0.05),
+        (COMPARE, "--refer-error", "0.1", 0.1),
+        (EVALUATE, "--target-sensitivity", "1", 1.0),
+    ],
+)
+def test_usable_sizes_thresholds_and_rates_are_taken(
+    command: list[str], option: str, given: str, taken: object
+) -> None:
+    """Evaluate's and compare's ``--threshold`` is kept as given (``val`` or a number): the command parses it again."""
+    value = getattr(build_parser().parse_args([*command, option, given]), option.lstrip("-").replace("-", "_"))
+    assert value == taken and type(value) is type(taken)

@@ -108,9 +108,6 @@ def test_a_bad_request_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytes
     assert main(["compare", "--models", "cnn,alexnet", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("blastscope: error: unknown model(s) alexnet: choose from") and "\n" not in error
-    assert main(["compare", "--threshold", "best", "--out", str(tmp_path)]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "--threshold 'best' is neither 'val' nor a number" in error and "\n" not in error
     assert main(["compare", "--rank-by", "weighted_f1_tta", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "--rank-by weighted_f1_tta ranks by the numbers with test-time augmentation: add --tta" in error
