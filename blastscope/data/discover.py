@@ -68,6 +68,7 @@ _PART_WORDS = frozenset(
 )
 _PART_FILLER_WORDS = frozenset({"data", "set", "split", "images"})  # training_data, test_set, val_images
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CONFLICT = "identical files labelled"  # how a skip of identical files under two classes starts (_keep_one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +256,8 @@ def _refuse_ambiguous_folders(root: Path, files: Sequence[Path]) -> None:
 def _refuse_repeated_class_folders(root: Path, files: Sequence[Path], inner: dict[str, set[str]]) -> None:
     """Stop when every top-level folder holds the same set of two or more subfolders (``train/{a,b}``,
     ``test/{a,b}``): those would be taken as the classes (train, test) while the real classes sit one level down.
-    Classes holding the same session folders (:func:`_classes_holding_sessions`) pass."""
+    Classes holding the same session folders (:func:`_classes_holding_sessions`) pass. Only splits are told to point
+    at one of them: folders per person (``patient1/{ALL,HEM}``) are told to go into a manifest with their subject."""
     shapes = {frozenset(name.lower() for name in names) for names in inner.values()}
     shared = next(iter(shapes), frozenset())
     if (
@@ -276,10 +278,17 @@ def _refuse_repeated_class_folders(root: Path, files: Sequence[Path], inner: dic
                 f"{root / classes[0]}, or list the files and their classes in a CSV manifest (path,label) to use "
                 "them all"
             )
-        raise DataError(
+        if all(_names_a_part(top) for top in tops):
+            raise DataError(
+                f"{root}: every top-level folder ({', '.join(tops)}) holds the same class folders "
+                f"({', '.join(classes)}), so they look like splits, not classes; point at one of them, e.g. "
+                f"{root / first}, or list the files and their classes in a CSV manifest (path,label) to use them all"
+            )
+        raise DataError(  # people (patient1/{ALL,HEM}) or copies: pointing at one would drop the other people
             f"{root}: every top-level folder ({', '.join(tops)}) holds the same class folders ({', '.join(classes)}), "
-            f"so they look like splits or copies, not classes; point at one of them, e.g. {root / first}, or list the "
-            "files and their classes in a CSV manifest (path,label) to use them all"
+            "so they are not classes; if they are people (or sites, batches), list the files in a CSV manifest with "
+            "path,label,subject columns (subject: the top-level folder) to use them all; only if they are copies of "
+            f"one dataset, point at one of them, e.g. {root / first}"
         )
 
 
@@ -322,13 +331,21 @@ def _refuse_classes_within(root: Path, inner: dict[str, set[str]]) -> None:
     """Stop when a top-level folder holds a folder named as another class: the name of another top-level folder, or a
     class word meaning otherwise than the top-level name (``more/HEM/`` beside ``ALL/``; ``patient1/ALL/``,
     ``patient2/HEM/``; ``Normal/blast/``). Its images would silently take the top-level folder's class.
-    Subfolders that agree with their class (``ALL/blast_cells/``, ``Blast/day1/``) pass."""
+    Subfolders that agree with their class (``ALL/blast_cells/``, ``Blast/day1/``) pass. A lone top-level folder
+    holding only class folders (``data/{ALL,HEM}``) is the dataset itself, so the fix is to point at it, not to move one
+    class folder up and leave the others behind."""
     tops = {top.casefold(): top for top in inner}
     for top in sorted(inner, key=natural_key):
         meaning = name_meaning(top)
         for folder in sorted(inner[top] - {""}, key=natural_key):
             if tops.get(folder.casefold(), top) == top and name_meaning(folder) in (None, meaning):
                 continue
+            if len(inner) == 1 and meaning is None and all(name_meaning(name) for name in inner[top]):  # data/{ALL,HEM}
+                folders = ", ".join(sorted(inner[top], key=natural_key))
+                raise DataError(
+                    f"{root}: the one top-level folder, {top}/, holds the class folders ({folders}) and no image "
+                    f"beside them; point at {root / top}"
+                )
             raise DataError(
                 f"{root}: {top}/ holds {folder}/, a folder named as a class, but a cell's class is the top-level "
                 f"folder it sits in, so its images would be class '{top}'; move {folder}/ up to {root / folder} if it "
@@ -605,9 +622,7 @@ def _keep_one(table: CellTable, digest: str, copies: list[tuple[LabelledFile, Im
     if len(labels) > 1:
         paths = ", ".join(str(entry.path) for entry, _ in copies)
         for entry, _ in copies:
-            table.skipped.append(
-                (entry.path, f"identical files labelled {' and '.join(labels)} ({paths}); remove the wrong copy")
-            )
+            table.skipped.append((entry.path, f"{_CONFLICT} {' and '.join(labels)} ({paths}); remove the wrong copy"))
         return
     copies = sorted(copies, key=lambda copy: copy[0].fixed_split is None)
     kept, header = copies[0]
@@ -639,18 +654,30 @@ def _check_usable(path: Path, table: CellTable, for_splits: bool) -> None:
 
 
 def _empty_folders(path: Path, table: CellTable) -> str:
-    """`` (hem/ holds no readable image)``: the top folders of ``path`` that gave no cell, when there are any."""
+    """`` (hem/ holds no readable image)``: the top folders of ``path`` that gave no cell, when there are any. Those
+    whose images were dropped as identical files under two classes (:func:`_keep_one`) say so, not that they held no
+    readable image."""
     if not path.is_dir():
         return ""
     used = {cell.path.relative_to(path).parts[0] for cell in table.cells if cell.path.is_relative_to(path)}
+    conflicted = {
+        skipped.relative_to(path).parts[0]
+        for skipped, reason in table.skipped
+        if reason.startswith(_CONFLICT) and skipped.is_relative_to(path)
+    }
     empty = sorted(
-        f"{entry.name}/"
+        entry.name
         for entry in path.iterdir()
         if entry.is_dir() and not entry.name.startswith((".", "_")) and entry.name not in used
     )
-    if not empty:
-        return ""
-    return f" ({', '.join(empty)} {'holds' if len(empty) == 1 else 'hold'} no readable image)"
+    unreadable = [f"{name}/" for name in empty if name not in conflicted]
+    dropped = [f"{name}/" for name in empty if name in conflicted]
+    parts = []
+    if unreadable:
+        parts.append(f"{', '.join(unreadable)} {'holds' if len(unreadable) == 1 else 'hold'} no readable image")
+    if dropped:
+        parts.append(f"the images in {', '.join(dropped)} were dropped as identical files under two classes")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _note_subjects(table: CellTable) -> None:

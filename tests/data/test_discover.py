@@ -329,6 +329,24 @@ def _one_cnmc_class(root: Path) -> Path:
     return _cnmc_tree(root) / "training_data" / "fold_0" / "all"
 
 
+def test_a_lone_wrapper_folder_holding_the_class_folders_is_named_to_point_at(tmp_path: Path) -> None:
+    """data/{ALL,HEM} was told to move ALL/ up, which would leave HEM/ behind."""
+    root = _images_in(tmp_path / "L7", "data/ALL", "data/HEM")
+
+    with pytest.raises(DataError, match=r"the one top-level folder, data/, holds the class folders") as error:
+        scan_dataset(root)
+    assert "(ALL, HEM) and no image beside them" in str(error.value) and "move" not in str(error.value)
+    assert str(error.value).endswith(f"; point at {root / 'data'}")
+    assert scan_dataset(root / "data").classes == ("ALL", "HEM")  # the advice works
+
+
+def _one_class_and_ones_dropped_as_identical_under_two_classes(root: Path) -> Path:
+    _cell(root / "ALL" / "a.png", 1)
+    for folder in ("HEM", "unlabelled"):
+        _cell(root / folder / "b.png", 2)  # the same bytes under two classes: both copies dropped
+    return root
+
+
 def _only_unreadable(root: Path) -> Path:
     for label in ("blast", "normal"):
         (root / label).mkdir()
@@ -348,6 +366,11 @@ def _not_csv(root: Path) -> Path:
         (_one_class, r"only one class \(blast\) found; a classifier"),
         (_one_class_and_an_empty_one, r"only one class \(blast\) found \(normal/ holds no readable image\); "),
         (_one_class_and_one_of_empty_folders, r"only one class \(blast\) found \(normal/ holds no readable image\)"),
+        (  # was: "HEM/, unlabelled/ hold no readable image"
+            _one_class_and_ones_dropped_as_identical_under_two_classes,
+            r"only one class \(ALL\) found \(the images in HEM/, unlabelled/ were dropped as identical files under "
+            r"two classes\); ",
+        ),
         (_one_cnmc_class, r"only one class \(all\) found"),
         (_only_unreadable, r"no readable images; 2 files skipped \(first: .*a\.png: empty file"),
         (_not_csv, r"a\.png is a file but not a \.csv manifest"),
@@ -427,6 +450,21 @@ def test_top_level_folders_that_repeat_the_class_folders_are_refused(
         scan_dataset(tmp_path)
     assert f"point at one of them, e.g. {tmp_path / first}" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_folders_per_person_holding_the_class_folders_are_told_to_use_a_manifest_with_subjects(tmp_path: Path) -> None:
+    """patient1/{ALL,HEM}, patient2/{ALL,HEM} was told to point at patient1, dropping the other person."""
+    root = _repeated_tree(tmp_path / "L5", {"patient1": ("ALL", "HEM"), "patient2": ("ALL", "HEM")})
+
+    with pytest.raises(DataError, match="holds the same class folders") as error:
+        scan_dataset(root)
+    message = str(error.value)
+    assert "CSV manifest with path,label,subject columns (subject: the top-level folder)" in message
+    assert f"only if they are copies of one dataset, point at one of them, e.g. {root / 'patient1'}" in message
+    rows = [f"{file.relative_to(root).as_posix()},{file.parts[-2]},{file.parts[-3]}" for file in root.rglob("*.png")]
+    (root / "cells.csv").write_text("path,label,subject\n" + "\n".join(rows) + "\n")
+    table = scan_dataset(root / "cells.csv")  # the advice works: every person's cells, with their subject
+    assert len(table.cells) == 8 and {cell.subject for cell in table.cells} == {"PATIENT1", "PATIENT2"}
 
 
 def _repeated_tree(root: Path, tree: dict[str, tuple[str, ...]]) -> Path:
@@ -531,6 +569,11 @@ def _images_in(root: Path, *folders: str) -> Path:
             r"p1/ holds ALL/, a folder named as a class",
             "move ALL/ up to {root}/ALL if it is a class",
         ),
+        (  # a wrapper holding an image beside the class folders is no plain wrapper: the fix is as before
+            ("data", "data/ALL", "data/HEM"),
+            r"data/ holds ALL/, a folder named as a class",
+            "move ALL/ up to {root}/ALL if it is a class",
+        ),
         (  # was: the blast cells filed under normal counted as Normal
             ("Blast", "Normal", "Normal/blast"),
             r"Normal/ holds blast/, a folder named as a class",
@@ -549,6 +592,7 @@ def _images_in(root: Path, *folders: str) -> Path:
         "part-beside-classes",
         "class-in-other",
         "person-folders",
+        "wrapper-with-image",
         "class-in-class",
         "top-name-in-other",
     ],
