@@ -43,6 +43,14 @@ def format_threshold(threshold: float, decimals: int = 3) -> str:
     return text
 
 
+def format_band(low: float, high: float, decimals: int = 3) -> tuple[str, str]:
+    """A refer band's edges as :func:`format_threshold` writes thresholds, with places added until the two read apart:
+    a band 0.4898-0.4903 read ``0.49 < p(ALL) < 0.49``, as if it referred nothing."""
+    while (edges := (format_threshold(low, decimals), format_threshold(high, decimals)))[0] == edges[1] and low != high:
+        decimals += 1  # ends: distinct floats differ by 17 places
+    return edges
+
+
 def metric_value(value: torch.Tensor) -> float:
     """A torchmetrics result as the number it stands for, without float32 noise in the JSON it is written to.
 

@@ -13,6 +13,7 @@ from blastscope.metrics import (
     SCALAR_METRICS,
     class_display_name,
     classification_metrics,
+    format_band,
     format_threshold,
     one_class_warning,
 )
@@ -152,6 +153,14 @@ def test_a_threshold_reads_zero_or_one_only_when_it_is() -> None:
     assert [format_threshold(t) for t in (0.0004, 0.000123456, 4.28e-5)] == ["0.0004", "0.000123", "4.28e-05"]
     assert [format_threshold(t) for t in (0.9996, 0.99996, 1 - 2**-53)] == ["0.9996", "0.99996", "0.9999999999999999"]
     assert format_threshold(0.42779, 4) == "0.4278" and format_threshold(0.00004, 4) == "4e-05"
+
+
+def test_a_refer_band_reads_as_two_edges_apart_wherever_it_is_shown() -> None:
+    """A band 0.4898-0.4903 read '0.49 < p(ALL) < 0.49' on the model card, as if it referred nothing."""
+    assert format_band(0.4898, 0.4903) == ("0.4898", "0.4903")
+    assert format_band(0.31, 0.72) == ("0.310", "0.720") and format_band(0.31, 0.72, 4) == ("0.3100", "0.7200")
+    assert format_band(0.5, 0.5) == ("0.500", "0.500")  # the empty band ends at once
+    assert format_band(0.00001, 0.00002) == ("1e-05", "2e-05")
 
 
 def test_a_model_that_calls_every_cell_one_class_is_named() -> None:

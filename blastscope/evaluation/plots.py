@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from blastscope.metrics import class_display_name, format_threshold
+from blastscope.metrics import class_display_name, format_band
 from blastscope.models import list_models
 
 _MODEL_PALETTE = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors  # 18: more than the registry holds
@@ -105,19 +105,10 @@ class RiskCoverage:
         name = class_display_name(positive_class)
         label = "refer no cell"
         if band[0] != band[1]:
-            low, high = _band_edges(*band)
+            low, high = format_band(*band)
             label = f"refer when {low} < p({name}) < {high}"
         point = (referral["coverage"], referral["error_called"])
         return cls(curve["coverage"], curve["error"], point, label, target, n)
-
-
-def _band_edges(low: float, high: float) -> tuple[str, str]:
-    """A refer band's edges as :func:`~blastscope.metrics.format_threshold` writes thresholds, with places added
-    until the two read apart: a band 0.4898-0.4903 read ``0.49 < p(ALL) < 0.49``."""
-    decimals = 3
-    while (edges := (format_threshold(low, decimals), format_threshold(high, decimals)))[0] == edges[1]:
-        decimals += 1  # ends: distinct floats differ by 17 places
-    return edges
 
 
 def _percent_label(share: float) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from blastscope.errors import BlastscopeError
 from blastscope.inference.decision import OperatingPoint, decide, uncertain
-from blastscope.metrics import class_display_name, classification_metrics
+from blastscope.metrics import class_display_name, classification_metrics, format_band
 
 MIN_ERRORS_AT_TARGET = 5
 """A target error rate r is only measured on at least ``5 / r`` called validation cells (5 errors at the target, the
@@ -69,12 +69,12 @@ class ReferralChoice:
     reason: str | None = None
 
     def describe(self) -> str:
-        """One line: ``refer when 0.31 < p(ALL) < 0.72: 12% of validation cells referred, 4.8% errors among the
+        """One line: ``refer when 0.3100 < p(ALL) < 0.7200: 12% of validation cells referred, 4.8% errors among the
         rest (target 5%)``, or why there is no band."""
         if self.band is None:
             return f"no refer band stored: {self.reason}"
         name = class_display_name(self.positive_class)
-        low, high = self.band
+        low, high = format_band(*self.band, decimals=4)
         errors = f"{100 * (self.error_called or 0.0):.1f}% errors"
         if self.n_referred == 0:
             return (
@@ -83,7 +83,7 @@ class ReferralChoice:
             )
         share = 100 * self.n_referred / self.n_cells
         return (
-            f"refer when {low:.4g} < p({name}) < {high:.4g}: {share:.0f}% of validation cells referred, "
+            f"refer when {low} < p({name}) < {high}: {share:.0f}% of validation cells referred, "
             f"{errors} among the rest (target {100 * self.target:g}%, {self.n_cells} validation cells)"
         )
 

@@ -11,7 +11,7 @@ from blastscope.evaluation.bootstrap import MIN_UNITS_PER_CLASS
 from blastscope.evaluation.referral import ReferralChoice
 from blastscope.evaluation.run_evaluation import EvaluationResult
 from blastscope.inference.decision import OperatingPoint
-from blastscope.metrics import class_display_name, one_class_warning
+from blastscope.metrics import class_display_name, format_band, one_class_warning
 from blastscope.runs.folder import OPERATING_POINT_FILE, read_config
 from blastscope.runs.trained import temperature_warnings, unfinished_warnings
 
@@ -164,7 +164,8 @@ def _band_line(result: EvaluationResult) -> str | None:
     if band is None:
         return None
     name = class_display_name(result.point.positive_class)  # type: ignore[arg-type]
-    return f"refer band: refer when {band[0]:.4g} < p({name}) < {band[1]:.4g} (stored with the operating point)"
+    low, high = format_band(*band, decimals=4)
+    return f"refer band: refer when {low} < p({name}) < {high} (stored with the operating point)"
 
 
 def _referral_text(referral: dict[str, Any], split: str) -> str:

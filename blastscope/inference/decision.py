@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from blastscope.errors import BlastscopeError
-from blastscope.metrics import class_display_name, format_threshold
+from blastscope.metrics import class_display_name, format_band, format_threshold
 
 DEFAULT_THRESHOLD = 0.5
 SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
@@ -248,7 +248,8 @@ class OperatingPoint:
         if low == high:  # the empty band at the threshold: validation met the target with every cell called
             met = f" (validation already met <= {self.refer_target:.1%} errors with every cell called)"
             return "refer no cell: every cell is called" + (met if self.refer_target else "")
-        return f"uncertain — refer when {low:.4f} < p({name}) < {high:.4f}{target}"
+        low_text, high_text = format_band(low, high, decimals=4)
+        return f"uncertain — refer when {low_text} < p({name}) < {high_text}{target}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

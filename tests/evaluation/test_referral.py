@@ -54,7 +54,7 @@ def test_the_band_meets_the_target_on_validation_and_holds_the_threshold() -> No
     assert called == 600 - choice.n_referred and called >= cells_needed(0.05)
     assert (decide(prob, banded) == decide(prob, point)).all()  # referral flags cells; it never relabels them
     line = choice.describe()
-    assert line.startswith(f"refer when {low:.4g} < p(ALL) < {high:.4g}: ") and "errors among the rest" in line
+    assert line.startswith(f"refer when {low:.4f} < p(ALL) < {high:.4f}: ") and "errors among the rest" in line
 
 
 def test_no_band_calls_more_validation_cells_within_the_target() -> None:

@@ -500,7 +500,7 @@ def test_the_positive_class_is_the_runs_wherever_it_sorts(tmp_path: Path, monkey
         assert "Classes: ALL, HEM (positive: ALL)" in text
         assert "each model calls a cell ALL when p(ALL) ≥ its threshold" in text
         assert text.count("ALL when p(ALL) ≥ 0.500 (default threshold, by train)") == 3  # every model card
-        assert "Cells with 0.3 < p(ALL) < 0.6 are flagged" in text
+        assert "Cells with 0.300 < p(ALL) < 0.600 are flagged" in text
         assert "HEM when" not in text and "p(HEM)" not in text and "positive: HEM" not in text
     titles = [axes.get_title() for figure in drawn for axes in figure.axes]
     assert "ROC curves, 3 folds' test cells pooled (positive class: ALL)" in titles

@@ -81,7 +81,7 @@ def test_the_report_shows_the_band_its_test_numbers_and_the_curve(tmp_path: Path
     markdown = files.markdown.read_text()
     assert "(figures/referral-cnn.png)" in markdown and "a star marks the refer band chosen on validation" in markdown
     low, high = band  # type: ignore[misc]
-    assert f"**Referral**: Cells with {low:.3g} < p(ALL) < {high:.3g} are flagged 'uncertain — refer'" in markdown
+    assert f"**Referral**: Cells with {low:.3f} < p(ALL) < {high:.3f} are flagged 'uncertain — refer'" in markdown
     assert "chosen on validation for at most 5% errors among called cells" in markdown
     assert f"{100 * referral['error_called']:.1f}% errors among the rest" in markdown
     assert "**Referral**: No refer band: every cell is called" in markdown

@@ -11,7 +11,7 @@ from typing import Any
 
 from blastscope.data.text_table import in_words
 from blastscope.inference.decision import temperature_bound_warning
-from blastscope.metrics import class_display_name, format_threshold
+from blastscope.metrics import class_display_name, format_band, format_threshold
 from blastscope.workflows.report.model import (
     METRIC_LABELS,
     TTA_LABEL,
@@ -100,9 +100,10 @@ def referral_text(model: ModelResult, cv_folds: int | None = None) -> str:
         met = f": validation already met at most {100 * target:g}% errors with every cell called" if target else ""
         return f"Refers no cell{met}. On {where}: {all_errors} errors, every cell called."
     called = referral.get("error_called")
+    low, high = format_band(*band)
     rest = f"{100 * called:.1f}% errors among the rest" if called is not None else "none called"
     return (
-        f"Cells with {band[0]:.3g} < p({positive}) < {band[1]:.3g} are flagged 'uncertain — refer' for a person to "
+        f"Cells with {low} < p({positive}) < {high} are flagged 'uncertain — refer' for a person to "
         f"review, keeping their label{chosen}. On {where}: {100 * (1 - referral['coverage']):.1f}% referred, "
         f"{rest} ({all_errors} over all cells)."
     )
