@@ -29,15 +29,20 @@ PIXEL_LIMIT_HELP = f"at most {MAX_PIXEL_LIMIT:,}, which already takes 14-22 GiB 
 """What ``--help`` says of the cap, in each command's ``--max-pixels``."""
 
 
+def _float(text: str) -> float:
+    """``text`` as a float, nan for a word: every type below refuses nan, so a word gets the same one line."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def pixel_count(text: str) -> int:
     """``--max-pixels N`` of ``data``, ``scan`` and ``serve``: a whole number of pixels from 1 to
     :data:`MAX_PIXEL_LIMIT`, as digits (50000000) or in e-notation (5e7, the README's 50e6); 0, negatives, fractions,
     nan, inf, words and larger limits get the same one-line error from argparse, rather than each command's own check
     (or an ``int()`` traceback for inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not (math.isfinite(value) and value >= 1 and value.is_integer()):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a pixel count; give a whole number of pixels of at least 1, e.g. 50000000 or 5e7"
@@ -60,10 +65,7 @@ def positive_number(unit: str, example: str, *, minimum: float = 0.0, why: str =
     bound = f"of at least {minimum:g}{why}" if minimum > 0 else "above 0"
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        value = _float(text)
         if not (math.isfinite(value) and value > 0 and value >= minimum):
             raise argparse.ArgumentTypeError(f"{text!r} is not {unit}; give a finite number {bound}, e.g. {example}")
         return value
@@ -112,10 +114,7 @@ nan, words). Each model's own smallest input (``min_input_size``, 8-75 px) is ch
 def probability_threshold(text: str) -> float:
     """``--threshold P`` of ``predict``, ``scan`` and ``serve``: a finite probability of the positive class in [0, 1];
     nan, inf, numbers outside [0, 1] and words get argparse's one line naming the option, before the run loads."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not 0.0 <= value <= 1.0:  # false for nan
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a threshold; give a probability of the positive class from 0 to 1, e.g. 0.5"

@@ -65,6 +65,7 @@ def test_max_pixels_refuses_what_is_not_a_pixel_count_in_one_line_naming_the_fix
 
 
 SERVE, SCAN = ["serve", "run"], ["scan", "run", "x.jpg"]
+TRAIN, PREDICT, EVALUATE = ["train", "--data", "d"], ["predict", "run", "x.png"], ["evaluate", "run"]
 SECONDS = "is not a number of seconds; give a finite number above 0, e.g."
 DIAMETER = (
     "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
@@ -81,6 +82,7 @@ OPTIONS = (  # command, option, the refusal after the value, values refused
     (SERVE, "--port", "is not a port; give a whole number from 0 to 65535, e.g. 8000", ["-1", "65536", "70000"]),
     (SERVE, "--red-cell-diameter", DIAMETER, ["0", "-5", "3", "7.9", "nan", "inf"]),
     (SCAN, "--red-cell-diameter", DIAMETER, ["0", "-5", "3", "7.9", "nan", "inf", "big"]),
+    *((command, "--red-cell-diameter", DIAMETER, ["0", "3", "7.9", "nan"]) for command in (TRAIN, PREDICT, EVALUATE)),
 )
 
 

@@ -361,12 +361,6 @@ def test_another_checkpoint_is_named_in_the_summary_and_json_and_gets_its_own_fo
     assert json.loads((tiny_run_copy / "evaluation-test" / "evaluation.json").read_text()) == best
 
 
-DIAMETER = (
-    "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
-    "smallest sizes are under a pixel), e.g. 100"
-)
-
-
 @pytest.mark.parametrize(
     ("option", "bad", "refusal"),
     [
@@ -386,7 +380,6 @@ DIAMETER = (
             )
             for bad in ("0", "-1")
         ),
-        *(("--red-cell-diameter", bad, DIAMETER) for bad in ("0", "3", "nan", "inf")),  # 3 was taken
     ],
 )
 def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(

@@ -309,12 +309,6 @@ def test_user_errors_exit_2(run_dir: Path, images: Path, tmp_path: Path, capsys)
     assert len(errors) == 5 and all(line.startswith("blastscope: error: ") for line in errors)
 
 
-DIAMETER = (
-    "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
-    "smallest sizes are under a pixel), e.g. 100"
-)
-
-
 @pytest.mark.parametrize(
     ("option", "bad", "refusal"),
     [
@@ -322,7 +316,6 @@ DIAMETER = (
             ("--batch-size", bad, "is not a batch size; give a whole number of at least 1, e.g. 32")
             for bad in ("0", "-1", "1.5", "many")
         ),
-        *(("--red-cell-diameter", bad, DIAMETER) for bad in ("0", "-5", "3", "7.9", "nan", "inf")),  # 3 was taken
     ],
 )
 def test_unusable_numbers_are_refused_by_argparse_in_one_line_naming_the_option(

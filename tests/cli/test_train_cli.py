@@ -394,10 +394,6 @@ def test_ctrl_c_names_the_run_folder_it_made_or_says_there_is_none_yet(
     assert line == f"blastscope: interrupted; `blastscope train --resume {out / 'earlier-cnn'}` continues it"
 
 
-DIAMETER = (
-    "is not a red cell's diameter in pixels; give a finite number of at least 8 (below that the segmentation's "
-    "smallest sizes are under a pixel), e.g. 100"
-)
 EPOCHS = "is not a number of epochs; give a whole number of at least 0, e.g. 5"
 LEARNING_RATE = "is not a learning rate; give a finite number above 0, e.g. 1e-3"
 
@@ -405,7 +401,6 @@ LEARNING_RATE = "is not a learning rate; give a finite number above 0, e.g. 1e-3
 @pytest.mark.parametrize(
     ("option", "bad", "refusal"),
     [
-        *(("--red-cell-diameter", bad, DIAMETER) for bad in ("0", "-5", "3", "7.9", "nan", "inf")),  # 3 was taken
         ("--batch-size", "0", "is not a batch size; give a whole number of at least 1, e.g. 32"),
         ("--epochs-frozen", "-1", EPOCHS),
         ("--epochs-finetune", "2.5", EPOCHS),
