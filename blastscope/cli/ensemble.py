@@ -14,9 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write a new run folder DIR whose network averages the members' probabilities, each scaled by the "
             "temperature stored in its run (`evaluate --threshold val` fits it). DIR holds every member's weights, "
-            "so it keeps working when the member folders move. Members must share classes, positive class, input "
-            "size, interpolation, --segment, --crop-fraction, --channels, stain normalisation and denoising; their "
-            "architectures and normalisation may differ. When all trained on one split, DIR keeps it: `evaluate DIR` "
+            "so it keeps working when the member folders move. Members must share classes, positive class, "
+            "interpolation, --segment, --crop-fraction, --channels, stain normalisation and denoising; their "
+            "architectures, normalisation and input sizes may differ (DIR takes the largest and resizes it for "
+            "smaller members). When all trained on one split, DIR keeps it: `evaluate DIR` "
             "scores its test cells and `evaluate DIR --threshold val` chooses the ensemble's own threshold and "
             "temperature on its validation cells. Members trained on different splits (e.g. cross-validation folds) "
             "leave few or no held-out cells: score DIR with `evaluate DIR --data OTHER` on cells none of them "

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.errors import BlastscopeError
@@ -31,7 +32,6 @@ ENSEMBLE = "ensemble"
 """``config.yaml``'s ``model`` of an ensemble run."""
 
 SHARED_PREPROCESSING = (
-    "input_size",
     "interpolation",
     "segment",
     "crop_fraction",
@@ -40,8 +40,9 @@ SHARED_PREPROCESSING = (
     "colour_norm",
 )
 """Preprocessing fields every member must share: one decoded, resized (and, with ``colour_norm``, colour-normalised)
-image feeds them all. ``mean``/``std`` may differ (the ensemble turns its input into each member's normalisation);
-``channel_scale`` follows ``channels``."""
+image feeds them all. ``mean``/``std`` may differ (the ensemble turns its input into each member's normalisation), and
+so may ``input_size`` (the ensemble is fed its largest member's size and resizes it for the others,
+:class:`EnsembleNetwork`); ``channel_scale`` follows ``channels``."""
 
 
 def input_affine(ensemble: Preprocessing, member: Preprocessing) -> tuple[list[float], list[float]]:
@@ -61,7 +62,13 @@ def input_affine(ensemble: Preprocessing, member: Preprocessing) -> tuple[list[f
 
 
 class EnsembleNetwork(CellClassifier):
-    """Member networks behind one input: ``log(mean_i softmax(member_i(scale_i * x + shift_i) / T_i))``.
+    """Member networks behind one input: ``log(mean_i softmax(member_i(resize_i(scale_i * x + shift_i)) / T_i))``.
+
+    ``resize_i`` is the identity for a member trained at the ensemble's input size; a member trained smaller gets the
+    input resized to its own size inside the network (antialiased, with the shared interpolation, as Pillow resizes),
+    so members trained at different sizes (efficientnet_lite0's 320 px beside resnet50's 224 px) share one input. Such
+    a member sees the image resized twice (original to the ensemble's size, then to its own) rather than once as in
+    its own run, so its probabilities can differ slightly from its run's.
 
     Parameters
     ----------
@@ -71,9 +78,9 @@ class EnsembleNetwork(CellClassifier):
     temperatures : sequence of float
         Each member's temperature (its run's operating point; 1 when never fitted), > 0.
     preprocessing : Preprocessing
-        The ensemble's input normalisation (its first member's).
+        The ensemble's input size and normalisation (its largest member's); ``S = preprocessing.input_size``.
     member_preprocessing : sequence of Preprocessing
-        Each member's own normalisation, for its input affine (:func:`input_affine`).
+        Each member's own normalisation, for its input affine (:func:`input_affine`), and input size, at most ``S``.
 
     Attributes
     ----------
@@ -81,11 +88,14 @@ class EnsembleNetwork(CellClassifier):
     temperature : Tensor, shape (M,)
     input_scale, input_shift : Tensor, shape (M, 3)
         Buffers: saved in the checkpoint with the members' weights.
+    member_sizes : list of int
+        Each member's input side, px (from ``member_preprocessing``, rebuilt from ``config.yaml``).
 
     Raises
     ------
     BlastscopeError
-        For fewer than two members, lengths that differ, or a temperature that is not positive.
+        For fewer than two members, lengths that differ, a temperature that is not positive, or a member trained at a
+        larger input size than the ensemble's.
     """
 
     def __init__(
@@ -103,6 +113,19 @@ class EnsembleNetwork(CellClassifier):
             )
         if not all(t > 0 for t in temperatures):
             raise BlastscopeError(f"member temperatures {list(temperatures)} must all be positive")
+        self.member_sizes = [pre.input_size for pre in member_preprocessing]
+        if max(self.member_sizes) > preprocessing.input_size:
+            raise BlastscopeError(
+                f"member input sizes {self.member_sizes} exceed the ensemble's {preprocessing.input_size} px: the "
+                "ensemble is fed its largest member's size"
+            )
+        self.input_size = preprocessing.input_size
+        self.interpolation = preprocessing.interpolation
+        if min(self.member_sizes) < self.input_size and self.interpolation not in ("bilinear", "bicubic"):
+            raise BlastscopeError(
+                f"members trained at {self.member_sizes} px resize with {self.interpolation!r}, which the ensemble "
+                "cannot antialias; ensemble runs trained at one --image-size"
+            )
         self.members = nn.ModuleList(members)
         affines = [input_affine(preprocessing, pre) for pre in member_preprocessing]
         self.register_buffer("temperature", torch.tensor([float(t) for t in temperatures]))
@@ -113,8 +136,7 @@ class EnsembleNetwork(CellClassifier):
         """Log of the mean calibrated probability, ``(N, C)``, for the ensemble's normalised ``(N, 3, S, S)`` input."""
         log_probs = [
             torch.log_softmax(
-                member(images * self.input_scale[i].view(1, 3, 1, 1) + self.input_shift[i].view(1, 3, 1, 1))
-                / self.temperature[i],
+                member(self._member_input(images, i)) / self.temperature[i],
                 dim=1,
             )
             for i, member in enumerate(self.members)
@@ -123,6 +145,15 @@ class EnsembleNetwork(CellClassifier):
         peak = functools.reduce(torch.maximum, log_probs)
         total = functools.reduce(torch.add, [torch.exp(log_p - peak) for log_p in log_probs])
         return peak + torch.log(total) - math.log(len(log_probs))
+
+    def _member_input(self, images: torch.Tensor, index: int) -> torch.Tensor:
+        """Member ``index``'s normalisation of ``images``, resized to its input size when that is smaller."""
+        affine = images * self.input_scale[index].view(1, 3, 1, 1) + self.input_shift[index].view(1, 3, 1, 1)
+        size = self.member_sizes[index]
+        if size == self.input_size:
+            return affine
+        # The affine and the resize commute (its weights sum to 1); antialiasing low-passes like Pillow's resize.
+        return F.interpolate(affine, size=(size, size), mode=self.interpolation, align_corners=False, antialias=True)
 
     def stages(self) -> list[nn.Module]:
         raise BlastscopeError(

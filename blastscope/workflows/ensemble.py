@@ -37,7 +37,6 @@ EVAL_PREPROCESSING = ("stain_norm", "stain_reference", "denoise")
 """The ``augmentation`` settings that also apply at inference: members must share them, as they share one input."""
 
 PREPROCESSING_FIX = {
-    "input_size": "retrain it with the same --image-size",
     "interpolation": "choose members whose architectures resize alike (`blastscope models` lists each one's)",
     "segment": "retrain it with the same --segment",
     "crop_fraction": "retrain it with the same --crop-fraction",
@@ -66,17 +65,18 @@ def make_ensemble(
     Parameters
     ----------
     run_dirs : sequence of path
-        At least two finished runs (each with ``metrics.json``) with the same classes, positive class, input size,
+        At least two finished runs (each with ``metrics.json``) with the same classes, positive class,
         interpolation, ``--segment``, ``--crop-fraction``, ``--red-cell-diameter``, ``--channels``, stain
-        normalisation and denoising. Their
-        normalisation (mean/std) and architectures may differ. An ensemble run cannot be a member: pass its members.
+        normalisation and denoising. Their architectures, normalisation (mean/std) and input sizes may differ: the
+        ensemble takes its largest member's input and resizes it for the others inside the network (one line says
+        which). An ensemble run cannot be a member: pass its members.
     out : path
         The new run folder; must not exist yet (or be empty). Written whole or not at all.
     checkpoint : {"best", "last"}
         Which checkpoint of every member to take.
     log : callable
-        Receives one line per member, a warning line for each member whose temperature was never fitted, and the
-        line saying which split the ensemble has.
+        Receives one line per member, a warning line for each member whose temperature was never fitted, a line
+        for each member resized inside the network, and the line saying which split the ensemble has.
 
     Returns
     -------
@@ -112,10 +112,18 @@ def make_ensemble(
                 f"probabilities enter the mean uncalibrated; `blastscope evaluate {run.run_dir} --threshold val` "
                 "fits one"
             )
+    largest = _largest_input(runs)
+    for run in runs:
+        if run.preprocessing.input_size < largest.preprocessing.input_size:
+            log(
+                f"note: {run.run_dir} trained at {run.preprocessing.input_size} px: the ensemble is fed "
+                f"{largest.preprocessing.input_size} px and resizes it to {run.preprocessing.input_size} px for "
+                "this member, so its share of the mean can differ slightly from its own run's probabilities"
+            )
     network = EnsembleNetwork(
         [run.model for run in runs],
         [run.operating_point.temperature for run in runs],
-        first.preprocessing,
+        largest.preprocessing,
         [run.preprocessing for run in runs],
     )
     shared = len({run.split.content_hash for run in runs}) == 1  # same names with other pixels are another split
@@ -179,6 +187,12 @@ def _check_distinct_weights(runs: Sequence[TrainedRun]) -> None:
                 f"{run.run_dir} holds the same weights as {same} (a copy of one run?); the mean would count that "
                 "network twice: name one of them"
             )
+
+
+def _largest_input(runs: Sequence[TrainedRun]) -> TrainedRun:
+    """The member trained at the largest input size (the first of them): the ensemble takes its preprocessing, so
+    the other members' inputs are only ever made smaller."""
+    return max(runs, key=lambda run: run.preprocessing.input_size)
 
 
 def _check_compatible(first: TrainedRun, run: TrainedRun) -> None:
@@ -271,7 +285,7 @@ def _config(runs: Sequence[TrainedRun], checkpoint: str, split: Split, shared: b
         "classes": list(first.classes),
         "resolved_positive_class": first.operating_point.positive_class,
         "attribution": "; ".join(attributions),
-        "preprocessing": first.preprocessing.to_dict(),
+        "preprocessing": _largest_input(runs).preprocessing.to_dict(),
         "augmentation": augmentation,
         "weights_source": f"ensemble of {len(runs)} runs: {sources}",
         "weights_pretrained": all(run.pretrained for run in runs),

@@ -26,9 +26,9 @@ LITE = Preprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 IMAGENET = Preprocessing(input_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
-def _cnn(seed: int) -> torch.nn.Module:
+def _cnn(seed: int, size: int = 32) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return create_model("cnn", num_classes=2, pretrained="none", image_size=32).model.eval()
+    return create_model("cnn", num_classes=2, pretrained="none", image_size=size).model.eval()
 
 
 def test_output_is_the_log_of_the_mean_calibrated_probability_with_each_members_normalisation() -> None:
@@ -60,6 +60,30 @@ def test_onnx_export_of_members_with_other_normalisations_and_temperatures_match
         expected = network(batch).numpy()
     found = ort.InferenceSession(str(path)).run(None, {ONNX_INPUT: batch.numpy()})[0]
     np.testing.assert_allclose(found, expected, atol=1e-5)
+
+
+def test_a_member_trained_smaller_gets_the_input_resized_inside_the_network_and_exports_alike(tmp_path: Path) -> None:
+    smaller = replace(IMAGENET, input_size=24, interpolation="bicubic")
+    ensemble_pre = replace(LITE, interpolation="bicubic")
+    members = [_cnn(0), _cnn(1, size=24)]
+    network = EnsembleNetwork(members, [1.0, 1.5], ensemble_pre, [ensemble_pre, smaller]).eval()
+    batch = torch.randn(3, 3, 32, 32)
+    scale, shift = (torch.tensor(v).view(1, 3, 1, 1) for v in input_affine(ensemble_pre, smaller))
+    resized = torch.nn.functional.interpolate(batch * scale + shift, size=(24, 24), mode="bicubic", antialias=True)
+    with torch.no_grad():
+        expected = torch.stack(
+            [torch.softmax(members[0](batch), dim=1), torch.softmax(members[1](resized) / 1.5, dim=1)]
+        ).mean(0)
+        output = network(batch)
+    torch.testing.assert_close(torch.softmax(output, dim=1), expected, atol=1e-6, rtol=0)
+    path = export_onnx(network, ensemble_pre, tmp_path / "ensemble.onnx")
+    found = ort.InferenceSession(str(path)).run(None, {ONNX_INPUT: batch.numpy()})[0]
+    np.testing.assert_allclose(found, output.numpy(), atol=1e-5)
+
+
+def test_a_member_larger_than_the_ensembles_input_is_refused() -> None:
+    with pytest.raises(BlastscopeError, match=r"member input sizes \[32, 48\] exceed the ensemble's 32 px"):
+        EnsembleNetwork([_cnn(0), _cnn(1)], [1.0, 1.0], LITE, [LITE, replace(LITE, input_size=48)])
 
 
 def test_the_input_affine_is_the_identity_for_the_same_normalisation() -> None:

@@ -8,9 +8,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
+import blastscope
+from blastscope.api.classifier import Classifier
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.evaluate import evaluate_run
 from blastscope.runs import load_run
@@ -163,6 +167,30 @@ def test_a_member_that_cannot_join_is_refused_in_one_line(
         make_ensemble([tiny_run, member], tmp_path / "ens", log=_quiet)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "ens").exists()
+
+
+def test_members_trained_at_different_sizes_share_the_largest_input_and_say_who_is_resized(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    """efficientnet_lite0's default 320 px beside resnet50's 224 px: one input, the larger, resized for the smaller
+    member inside the network; that member's probabilities stay close to its own run's."""
+    larger = _copy(tiny_run, tmp_path)
+    _edit_config(larger, lambda config: config["preprocessing"].update(input_size=48))  # global pooling: any size
+    lines: list[str] = []
+    out = make_ensemble([tiny_run_seed1, larger], tmp_path / "ens", log=lines.append)
+    assert load_run(out).preprocessing.input_size == 48
+    assert [line for line in lines if line.startswith("note:")] == [
+        f"note: {tiny_run_seed1} trained at 32 px: the ensemble is fed 48 px and resizes it to 32 px for this member, "
+        "so its share of the mean can differ slightly from its own run's probabilities"
+    ]
+    images = [Image.open(cell.path) for cell in load_run(tiny_run).split.parts["test"][:8]]
+    own = np.mean([_p_all(blastscope.load(run, backend="torch"), images) for run in (tiny_run_seed1, larger)], axis=0)
+    through_ensemble = _p_all(blastscope.load(out, backend="torch"), images)
+    assert np.abs(through_ensemble - own).max() < 0.005
+
+
+def _p_all(classifier: Classifier, images: list[Image.Image]) -> np.ndarray:
+    return np.array([p.probabilities["all"] for p in classifier.predict(images)])
 
 
 def test_members_that_normalise_colours_per_person_make_an_ensemble_that_does(
