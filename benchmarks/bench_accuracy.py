@@ -67,6 +67,7 @@ from blastscope.metrics import (
     specificity,
     weighted_f1,
 )
+from blastscope.models import get_spec
 from blastscope.runs.folder import read_config
 from blastscope.training import TrainConfig, resume, train
 from blastscope.training.config import SplitConfig
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
     setting = SETTINGS[args.setting]
     k = args.folds or setting.folds
     config = recipe_config(recipe_flags, args.data, setting)
-    complete_recipe(config)  # a bad recipe stops here, before the data is scanned
+    resolved = complete_recipe(config)  # a bad recipe stops here, before the data is scanned
     threshold = None if args.threshold == "stored" else parse_threshold(args.threshold)  # a typo stops here
     table = scan_dataset(args.data)
     if not table.has_subjects:
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
             fold = _ensemble_fold(index, k, split, args.ensemble_of, args.out, threshold, args.tta,
                                   args.transductive_neighbours)  # fmt: skip
         else:
+            _check_recipe(args.out / "runs" / f"fold-{index}", resolved)
             fold = _run_fold(index, k, split, config, args.out, threshold, args.tta, args.transductive_neighbours)
         folds.append(fold)
     recorded = read_config(folds[0]["run_dir"])
@@ -266,6 +268,23 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def _check_recipe(run_dir: Path, resolved: TrainConfig) -> None:
+    """Refuse a fold run whose recipe is not the one the flags resolve to now: ``plan.json`` records the flags, and a
+    field left to the model's defaults resolves anew when those defaults change, so finished folds of the old default
+    would be pooled with new folds of the new one."""
+    if not (run_dir / "config.yaml").is_file():
+        return
+    recorded = read_config(run_dir)
+    defaults = get_spec(resolved.model).defaults.to_dict()
+    changed = [f"{key} {recorded.get(key)} -> {getattr(resolved, key)}" for key in defaults
+               if recorded.get(key) != getattr(resolved, key)]  # fmt: skip
+    if changed:
+        raise BlastscopeError(
+            f"{run_dir} trained another recipe than these flags now give ({', '.join(changed)}: the model's defaults "
+            "changed since); pooling it with new folds would mix recipes: use a fresh --out, or spell the recipe out"
+        )
 
 
 def _recorded_split(run_dir: Path) -> str:
