@@ -1,17 +1,21 @@
-"""Callbacks of a blastscope run: history.csv, per-batch reseeding, phase-aware early stopping."""
+"""Callbacks of a blastscope run: history.csv, per-batch reseeding, phase-aware early stopping, progress bars on
+stderr."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from blastscope.data.datamodule import BATCH_TAG, derived_seed
 from blastscope.storage import write_text_atomically
@@ -119,3 +123,28 @@ class LastPhaseEarlyStopping(EarlyStopping):
     def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
         if trainer.current_epoch >= self.first_epoch:
             super()._run_early_stopping_check(trainer)
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bars, written to stderr: stdout holds only what scripts read (``train`` prints the run folder,
+    ``RUN=$(blastscope train ...)``), and Lightning's bars write to stdout."""
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):  # Lightning reads sys.stdout when it makes each bar
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_test_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_test_tqdm()
+
+    def init_predict_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_predict_tqdm()

@@ -141,6 +141,12 @@ class CellClassifierModule(L.LightningModule):
             return FULL
         return FROZEN if epoch < self.hparams.frozen_epochs else FINETUNE
 
+    @property
+    def last_phase_start(self) -> int:
+        """The first epoch of the run's last phase, the one early stopping watches: fine-tuning's, or 0 when the
+        frozen phase is the only one (``finetune_epochs`` 0: the head alone) or there are no phases (random init)."""
+        return self.hparams.frozen_epochs if self.hparams.finetune_epochs > 0 else 0
+
     def uses_cached_features(self, epoch: int) -> bool:
         return bool(self.hparams.cached_features) and self.phase(epoch) == FROZEN
 

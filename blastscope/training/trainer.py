@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from blastscope.errors import BlastscopeError
 from blastscope.hardware import cpu_has_native_bf16
 from blastscope.models import get_spec
-from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed
+from blastscope.training.callbacks import History, LastPhaseEarlyStopping, Reseed, StderrProgressBar
 from blastscope.training.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from blastscope.training.config import MONITORS, TrainConfig, lightning_precision
 from blastscope.training.lineage import TrainingDataRecord
@@ -63,7 +63,7 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
         Reseed(config.seed),
         TrainingDataRecord(prepared.split),
         LastPhaseEarlyStopping(
-            first_epoch=module.hparams.frozen_epochs,
+            first_epoch=module.last_phase_start,
             monitor=config.monitor,
             mode=mode,
             patience=config.patience,
@@ -99,9 +99,7 @@ def build_callbacks(prepared: Prepared, module: CellClassifierModule) -> list[Ca
             )
         )
     if config.progress:
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(StderrProgressBar())
     return callbacks
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +47,22 @@ def test_the_lightning_filter_keeps_each_hardware_line_once_and_every_other_line
     assert kept("GPU available: True (cuda), used: True")  # another machine state is news
     assert not kept("💡 Tip: try the cloud")
     assert [kept("`Trainer.fit` stopped: `max_epochs=1` reached.") for _ in range(2)] == [True, True]
+
+
+def test_early_stopping_watches_the_frozen_phase_when_it_is_the_only_one(
+    tiny_config: Callable[..., TrainConfig],
+) -> None:
+    """The default recipe trains the head alone (no fine-tuning): early stopping waited for a phase that never came,
+    so every run trained all its epochs."""
+    run = Path(train(tiny_config(pretrained="auto", epochs_frozen=8, epochs_finetune=0, patience=1, lr_head=1e-30)))
+    epochs = list(csv.DictReader((run / "history.csv").open()))
+    assert len(epochs) == 2  # nothing learns: epoch 1 sets the best, epoch 2 fails to beat it, and it stops
+
+
+def test_progress_bars_go_to_stderr_so_stdout_holds_only_what_scripts_read(
+    tiny_config: Callable[..., TrainConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`RUN=$(blastscope train ...)` captured Lightning's bars before the run folder."""
+    train(tiny_config(progress=True, epochs_finetune=0))
+    out, err = capsys.readouterr()
+    assert "Epoch 0" not in out and "it/s" not in out and "Epoch 0" in err
