@@ -1,4 +1,5 @@
-"""``blastscope train``: two-phase transfer learning into a run directory; --config re-runs, --resume continues."""
+"""``blastscope train``: transfer learning (frozen backbone, then fine-tuning) into a run directory; --config re-runs,
+--resume continues."""
 
 from __future__ import annotations
 
@@ -77,9 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model (frozen-backbone phase, then fine-tuning) into runs/<time>-<model>/",
-        description="Train a classifier on a dataset. Pretrained models first train the head on a frozen backbone, "
-        "then fine-tune the last --unfreeze-stages stages at a lower learning rate; randomly initialised ones train "
-        "all layers for the same total epochs.",
+        description="Train a classifier on a dataset. Pretrained models first train the head on a frozen backbone "
+        "(--epochs-frozen), then, for --epochs-finetune epochs, fine-tune the last --unfreeze-stages stages at a "
+        "lower learning rate; randomly initialised ones train all layers for the same total epochs. The default, "
+        "efficientnet_lite0, trains its head alone at 320 px (--epochs-finetune 0); `blastscope models` lists each "
+        "model's defaults.",
         argument_default=argparse.SUPPRESS,
     )
     run = parser.add_argument_group("run")

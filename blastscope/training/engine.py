@@ -49,6 +49,7 @@ from blastscope.training.prepare import (
     make_run_split,
     resolve_positive_class,
     scan_data,
+    unused_finetune_line,
     write_run_files,
 )
 from blastscope.training.trainer import (
@@ -81,8 +82,11 @@ def train(
         Before any work if the output folder cannot be written; during training if the disk fills up or turns
         read-only (the finished epochs stay in the run's checkpoints).
     """
-    config = complete_recipe(config.with_absolute_paths())
+    recipe = complete_recipe(config.with_absolute_paths())
     worker = RUN_DIR_ENV in os.environ  # a DDP worker process: its launcher made the run directory
+    if not worker and (line := unused_finetune_line(config, recipe)):
+        _announce(line)
+    config = recipe
     if run_dir is not None and not worker and (Path(run_dir) / "config.yaml").exists():
         raise BlastscopeError(f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir")
     if not worker:

@@ -69,6 +69,23 @@ def complete_recipe(config: TrainConfig) -> TrainConfig:
     return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 
+def unused_finetune_line(given: TrainConfig, recipe: TrainConfig) -> str | None:
+    """One line naming the fine-tuning flags ``given`` that the completed ``recipe`` never uses: with no fine-tuning
+    epochs (efficientnet_lite0's default trains the head alone), ``--lr-finetune 1e-4`` would otherwise be taken and
+    silently ignored. ``None`` when every given flag is used."""
+    if recipe.epochs_finetune > 0:
+        return None
+    flags = [flag for flag, field in (("--lr-finetune", "lr_finetune"), ("--unfreeze-stages", "unfreeze_stages"))
+             if getattr(given, field) is not None]  # fmt: skip
+    if not flags:
+        return None
+    return (
+        f"note: {' and '.join(flags)} {'changes' if len(flags) == 1 else 'change'} nothing here: this recipe has no "
+        "fine-tuning epochs "
+        "(--epochs-finetune 0, efficientnet_lite0's default); add --epochs-finetune N to fine-tune"
+    )
+
+
 def scan_data(config: TrainConfig) -> CellTable:
     table = scan_dataset(Path(config.data))
     if table.skipped:

@@ -13,9 +13,9 @@ import pytest
 from blastscope.data.discover import scan_dataset
 from blastscope.data.split import Split, make_split, write_split_csv
 from blastscope.errors import LeakageError
-from blastscope.training import TrainConfig
+from blastscope.training import TrainConfig, train
 from blastscope.training.config import SplitConfig
-from blastscope.training.prepare import complete_recipe, make_run_split, scan_data
+from blastscope.training.prepare import complete_recipe, make_run_split, scan_data, unused_finetune_line
 
 
 def test_the_scan_notes_are_said_when_training_starts(
@@ -113,3 +113,29 @@ def test_a_weights_file_is_recorded_by_its_absolute_path(
     monkeypatch.chdir(tmp_path)
     assert complete_recipe(tiny_config(pretrained="w.ckpt")).pretrained == str((tmp_path / "w.ckpt").resolve())
     assert complete_recipe(tiny_config(pretrained="auto")).pretrained == "auto"
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"lr_finetune": 1e-4}, "--lr-finetune"),
+        ({"lr_finetune": 1e-4, "unfreeze_stages": "all"}, "--lr-finetune and --unfreeze-stages"),
+        ({"unfreeze_stages": 3, "epochs_finetune": 0, "model": "resnet50"}, "--unfreeze-stages"),
+        ({"lr_finetune": 1e-4, "epochs_finetune": 2}, None),
+        ({}, None),
+    ],
+)
+def test_fine_tuning_flags_a_recipe_without_fine_tuning_ignores_are_named(flags: dict, named: str | None) -> None:
+    given = TrainConfig(data="cells", **flags)
+    line = unused_finetune_line(given, complete_recipe(given))
+    assert line == (
+        None
+        if named is None
+        else f"note: {named} {'change' if ' and ' in named else 'changes'} nothing here: this recipe has no "
+        "fine-tuning epochs (--epochs-finetune 0, efficientnet_lite0's default); add --epochs-finetune N to fine-tune"
+    )
+
+
+def test_train_says_so_before_training(tiny_config: Callable[..., TrainConfig], capsys: pytest.CaptureFixture) -> None:
+    train(tiny_config(epochs_finetune=0, lr_finetune=1e-4))
+    assert "note: --lr-finetune changes nothing here" in capsys.readouterr().err

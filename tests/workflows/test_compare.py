@@ -31,6 +31,7 @@ from blastscope.workflows.compare.results import (
     pooled_folds,
     runs_positive_class,
     subject_scores_missing,
+    training_settings,
 )
 
 TINY = {"image_size": 32, "epochs_frozen": 1, "epochs_finetune": 0, "batch_size": 8, "bootstrap": 20}
@@ -581,3 +582,17 @@ def test_a_given_threshold_on_three_classes_is_refused_before_any_model_trains(
 
     with pytest.raises(BlastscopeError, match=r"--threshold 0\.3 needs a two-class run; .*three has 3 classes"):
         run_compare(tiny_config(tmp_path / "three", tmp_path / "out", threshold="0.3"))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "used"),
+    [
+        ({"epochs_finetune": 2, "weights_pretrained": True}, True),
+        ({"epochs_finetune": 0, "weights_pretrained": True}, False),  # the default recipe: the head alone
+        ({"epochs_finetune": 5, "weights_pretrained": False}, False),  # from scratch: one phase at lr_head
+    ],
+)
+def test_the_model_card_says_when_fine_tuning_settings_were_not_used(recipe: dict, used: bool) -> None:
+    settings = training_settings({**recipe, "lr_finetune": 3e-4, "unfreeze_stages": 2})
+    expected = (3e-4, 2) if used else (None, None)  # left off the card
+    assert (settings["lr_finetune"], settings["unfreeze_stages"]) == expected

@@ -429,6 +429,25 @@ def test_under_cross_validation_the_training_curves_title_names_their_fold(monke
     assert "cnn (random init): training curves (fold 1 of 3)" in titles
 
 
+@pytest.mark.parametrize(
+    ("phases", "said"),
+    [
+        (("frozen", "finetune"), "dashed: the phase change"),
+        (("frozen", "frozen"), "one phase, the head alone on the frozen backbone"),  # the default recipe
+        (("full", "full"), "one phase, every layer from random initialisation"),
+    ],
+)
+def test_the_training_curves_caption_marks_a_phase_change_only_where_there_is_one(
+    phases: tuple[str, str], said: str
+) -> None:
+    comparison = fabricated_comparison()
+    comparison.models = comparison.models[:1]
+    model = comparison.models[0]
+    model.history = [replace(row, phase=phases[row.epoch >= 2]) for row in model.history]
+    caption = next(figure.caption for figure in draw_figures(comparison) if figure.key.startswith("curves-"))
+    assert caption.endswith(f"per epoch; {said}.")
+
+
 def test_the_reliability_diagram_title_names_the_cells_it_is_drawn_on(monkeypatch: pytest.MonkeyPatch) -> None:
     titles: list[str] = []
     monkeypatch.setattr(plots, "to_png", lambda figure: titles.append(figure.axes[0].get_title()) or plt.close(figure))

@@ -466,10 +466,14 @@ def training_settings(recipe: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        :data:`TRAINING_SETTINGS` (``image_size`` from the run's preprocessing when it has one) and ``augmentation``
-        (the switches that are on, or ``defaults``).
+        :data:`TRAINING_SETTINGS` (``image_size`` from the run's preprocessing when it has one; ``lr_finetune`` and
+        ``unfreeze_stages`` None, left off the card, without a fine-tuning phase) and ``augmentation`` (the switches
+        that are on, or ``defaults``).
     """
     settings = {key: recipe.get(key) for key in TRAINING_SETTINGS}
+    if not recipe.get("epochs_finetune") or recipe.get("weights_pretrained") is False:
+        for key in ("lr_finetune", "unfreeze_stages"):  # a head-only or from-scratch run has no fine-tuning phase
+            settings[key] = None
     settings["image_size"] = (recipe.get("preprocessing") or {}).get("input_size", recipe.get("image_size"))
     switched_on = sorted(key for key, value in (recipe.get("augmentation") or {}).items() if value is True)
     settings["augmentation"] = ", ".join(switched_on) if switched_on else "defaults"

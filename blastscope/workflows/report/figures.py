@@ -30,6 +30,13 @@ class ReportFigure:
     png: bytes
 
 
+ONE_PHASE = {
+    "frozen": "one phase, the head alone on the frozen backbone",
+    "full": "one phase, every layer from random initialisation",
+}
+"""The training-curves caption of a run whose ``history.csv`` has one phase (no change to mark), by that phase."""
+
+
 def draw_figures(comparison: Comparison) -> list[ReportFigure]:
     """The ranking chart, the ROC curves of all models (when any has one), then each model's figures in rank order."""
     label = metric_label(comparison.rank_by)
@@ -92,7 +99,9 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     figures = []
     first_fold = f"fold 1 of {comparison.cv_folds}" if comparison.cv_folds else ""
     if model.history:
-        caption = f"Loss and validation weighted F1 per epoch{_fold_note(comparison)}; dashed: the phase change."
+        phases = list(dict.fromkeys(row.phase for row in model.history))
+        marked = "dashed: the phase change" if len(phases) > 1 else ONE_PHASE.get(phases[0], f"one phase, {phases[0]}")
+        caption = f"Loss and validation weighted F1 per epoch{_fold_note(comparison)}; {marked}."
         curves = plots.training_curves(model.history, label, first_fold)
         figures.append(ReportFigure(f"curves-{model.name}", caption, plots.to_png(curves)))
     figures.append(_confusion_figure(model, comparison))
