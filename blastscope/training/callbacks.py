@@ -8,6 +8,7 @@ import io
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -130,21 +131,22 @@ class StderrProgressBar(TQDMProgressBar):
     ``RUN=$(blastscope train ...)``), and Lightning's bars write to stdout."""
 
     def init_sanity_tqdm(self) -> Tqdm:
-        with redirect_stdout(sys.stderr):  # Lightning reads sys.stdout when it makes each bar
-            return super().init_sanity_tqdm()
+        return _on_stderr(super().init_sanity_tqdm)
 
     def init_train_tqdm(self) -> Tqdm:
-        with redirect_stdout(sys.stderr):
-            return super().init_train_tqdm()
+        return _on_stderr(super().init_train_tqdm)
 
     def init_validation_tqdm(self) -> Tqdm:
-        with redirect_stdout(sys.stderr):
-            return super().init_validation_tqdm()
+        return _on_stderr(super().init_validation_tqdm)
 
     def init_test_tqdm(self) -> Tqdm:
-        with redirect_stdout(sys.stderr):
-            return super().init_test_tqdm()
+        return _on_stderr(super().init_test_tqdm)
 
     def init_predict_tqdm(self) -> Tqdm:
-        with redirect_stdout(sys.stderr):
-            return super().init_predict_tqdm()
+        return _on_stderr(super().init_predict_tqdm)
+
+
+def _on_stderr(make_bar: Callable[[], Tqdm]) -> Tqdm:
+    """The bar ``make_bar`` makes, on stderr: Lightning passes ``file=sys.stdout``, read when each bar is made."""
+    with redirect_stdout(sys.stderr):
+        return make_bar()
