@@ -81,8 +81,7 @@ def unused_finetune_line(given: TrainConfig, recipe: TrainConfig) -> str | None:
         return None
     return (
         f"note: {' and '.join(flags)} {'changes' if len(flags) == 1 else 'change'} nothing here: this recipe has no "
-        "fine-tuning epochs "
-        "(--epochs-finetune 0, efficientnet_lite0's default); add --epochs-finetune N to fine-tune"
+        "fine-tuning epochs (--epochs-finetune 0, efficientnet_lite0's default); add --epochs-finetune N to fine-tune"
     )
 
 
