@@ -519,7 +519,8 @@ def _interval(entry: dict[str, Any]) -> str:
 def _print_results(results: dict[str, Any], tag: str) -> None:
     pooled, recipe = results["pooled"], results["recipe"]
     cells, subjects = pooled["cells"], pooled["subjects"]
-    print(f"\nrecipe [{tag}]: " + ", ".join(f"{key} {recipe[key]}" for key in RECIPE_KEYS if key != "preprocessing"))
+    shown = [key for key in RECIPE_KEYS if key != "preprocessing" and recipe.get(key) is not None]  # ensembles: few
+    print(f"\nrecipe [{tag}]: " + ", ".join(f"{key} {recipe[key]}" for key in shown))
     fold_rows = [
         [f["fold"], f["cells"]["test"], f["subjects"]["test"], f"{f['threshold']:.3f}", f"{f['weighted_f1']:.3f}",
          f"{f['roc_auc']:.3f}", f"{f['balanced_accuracy']:.3f}", f"{f['subject_accuracy']:.3f}", f["epochs_run"],
