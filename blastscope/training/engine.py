@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 
 from blastscope.data.classes import positive_class, positive_class_line
 from blastscope.data.datamodule import CellDataModule
@@ -82,11 +83,8 @@ def train(
         Before any work if the output folder cannot be written; during training if the disk fills up or turns
         read-only (the finished epochs stay in the run's checkpoints).
     """
-    recipe = complete_recipe(config.with_absolute_paths())
+    as_given, config = config, complete_recipe(config.with_absolute_paths())
     worker = RUN_DIR_ENV in os.environ  # a DDP worker process: its launcher made the run directory
-    if not worker and (line := unused_finetune_line(config, recipe)):
-        _announce(line)
-    config = recipe
     if run_dir is not None and not worker and (Path(run_dir) / "config.yaml").exists():
         raise BlastscopeError(f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir")
     if not worker:
@@ -101,6 +99,9 @@ def train(
     if repeating is not None and not worker and (line := other_cells_line(Path(repeating), split, str(config.data))):
         _announce(line)
     bundle = build_model(config, table)
+    recorded = yaml.safe_load(Path(repeating).read_text()) if repeating is not None else None
+    if not worker and (line := unused_finetune_line(as_given, config, bundle.pretrained, recorded)):
+        _announce(line)
     with storage_errors(Path(run_dir) if run_dir is not None else Path(config.out)):
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import platform
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from blastscope.data.attribution import dataset_attribution
 from blastscope.data.augment import augment_config
@@ -69,20 +70,29 @@ def complete_recipe(config: TrainConfig) -> TrainConfig:
     return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 
-def unused_finetune_line(given: TrainConfig, recipe: TrainConfig) -> str | None:
-    """One line naming the fine-tuning flags ``given`` that the completed ``recipe`` never uses: with no fine-tuning
-    epochs (efficientnet_lite0's default trains the head alone), ``--lr-finetune 1e-4`` would otherwise be taken and
-    silently ignored. ``None`` when every given flag is used."""
-    if recipe.epochs_finetune > 0:
+def unused_finetune_line(
+    given: TrainConfig, recipe: TrainConfig, pretrained: bool, recorded: dict[str, Any] | None = None
+) -> str | None:
+    """One line naming the fine-tuning flags ``given`` that the run never uses, else ``None``.
+
+    ``--lr-finetune`` and ``--unfreeze-stages`` shape phase 2 only: a recipe with no fine-tuning epochs
+    (efficientnet_lite0's default trains the head alone) or a randomly initialised model (one phase, every layer at
+    ``--lr-head``) would otherwise take them and silently ignore them. ``recorded`` is the config.yaml a ``--config``
+    re-run starts from: its values were not given by the user, so only values that differ from it count.
+    """
+    if pretrained and recipe.epochs_finetune > 0:
         return None
-    flags = [flag for flag, field in (("--lr-finetune", "lr_finetune"), ("--unfreeze-stages", "unfreeze_stages"))
-             if getattr(given, field) is not None]  # fmt: skip
+    fields = (("--lr-finetune", "lr_finetune"), ("--unfreeze-stages", "unfreeze_stages"))
+    flags = [flag for flag, field in fields
+             if getattr(given, field) is not None and getattr(given, field) != (recorded or {}).get(field)]  # fmt: skip
     if not flags:
         return None
-    return (
-        f"note: {' and '.join(flags)} {'changes' if len(flags) == 1 else 'change'} nothing here: this recipe has no "
-        "fine-tuning epochs (--epochs-finetune 0, efficientnet_lite0's default); add --epochs-finetune N to fine-tune"
+    why = (
+        "this recipe has no fine-tuning epochs (--epochs-finetune 0); add --epochs-finetune N to fine-tune"
+        if pretrained
+        else "a randomly initialised model trains every layer in one phase, at --lr-head"
     )
+    return f"note: {' and '.join(flags)} {'changes' if len(flags) == 1 else 'change'} nothing here: {why}"
 
 
 def scan_data(config: TrainConfig) -> CellTable:

@@ -6,6 +6,7 @@ import csv
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,25 +116,46 @@ def test_a_weights_file_is_recorded_by_its_absolute_path(
     assert complete_recipe(tiny_config(pretrained="auto")).pretrained == "auto"
 
 
+NO_EPOCHS = "this recipe has no fine-tuning epochs (--epochs-finetune 0); add --epochs-finetune N to fine-tune"
+ONE_PHASE = "a randomly initialised model trains every layer in one phase, at --lr-head"
+
+
 @pytest.mark.parametrize(
-    ("flags", "named"),
+    ("flags", "pretrained", "said"),
     [
-        ({"lr_finetune": 1e-4}, "--lr-finetune"),
-        ({"lr_finetune": 1e-4, "unfreeze_stages": "all"}, "--lr-finetune and --unfreeze-stages"),
-        ({"unfreeze_stages": 3, "epochs_finetune": 0, "model": "resnet50"}, "--unfreeze-stages"),
-        ({"lr_finetune": 1e-4, "epochs_finetune": 2}, None),
-        ({}, None),
+        ({"lr_finetune": 1e-4}, True, f"--lr-finetune changes nothing here: {NO_EPOCHS}"),
+        (
+            {"lr_finetune": 1e-4, "unfreeze_stages": "all"},
+            True,
+            f"--lr-finetune and --unfreeze-stages change nothing here: {NO_EPOCHS}",
+        ),
+        (
+            {"unfreeze_stages": 3, "epochs_finetune": 0, "model": "resnet50"},
+            True,
+            f"--unfreeze-stages changes nothing here: {NO_EPOCHS}",
+        ),
+        (
+            {"lr_finetune": 1e-4, "epochs_finetune": 2, "model": "cnn"},
+            False,
+            f"--lr-finetune changes nothing here: {ONE_PHASE}",
+        ),
+        ({"lr_finetune": 1e-4, "epochs_finetune": 2}, True, None),
+        ({}, True, None),
     ],
 )
-def test_fine_tuning_flags_a_recipe_without_fine_tuning_ignores_are_named(flags: dict, named: str | None) -> None:
+def test_fine_tuning_flags_a_run_never_uses_are_named(flags: dict, pretrained: bool, said: str | None) -> None:
     given = TrainConfig(data="cells", **flags)
-    line = unused_finetune_line(given, complete_recipe(given))
-    assert line == (
-        None
-        if named is None
-        else f"note: {named} {'change' if ' and ' in named else 'changes'} nothing here: this recipe has no "
-        "fine-tuning epochs (--epochs-finetune 0, efficientnet_lite0's default); add --epochs-finetune N to fine-tune"
-    )
+    line = unused_finetune_line(given, complete_recipe(given), pretrained)
+    assert line == (None if said is None else f"note: {said}")
+
+
+def test_values_a_repeated_config_holds_were_not_given() -> None:
+    """`train --config RUN/config.yaml` of a head-only run: its recorded lr_finetune was not the user's flag."""
+    recorded = complete_recipe(TrainConfig(data="cells")).to_dict()
+    repeated = TrainConfig.from_dict(recorded)
+    assert unused_finetune_line(repeated, complete_recipe(repeated), True, recorded) is None
+    changed = replace(repeated, lr_finetune=1e-5)
+    assert "--lr-finetune changes nothing" in str(unused_finetune_line(changed, changed, True, recorded))
 
 
 def test_train_says_so_before_training(tiny_config: Callable[..., TrainConfig], capsys: pytest.CaptureFixture) -> None:
