@@ -346,10 +346,24 @@ def result_lines(run_dir: Path) -> list[str]:
         scored = "test split: none in this run's split, so nothing was scored"
     return [
         weights,
+        *_checkpoint_line(metrics.get("training") or {}, config),
         scored,
         f"metrics in {run_dir / 'metrics.json'}, per epoch in {run_dir / 'history.csv'}; `blastscope evaluate "
         f"{run_dir}` adds 95% CIs and calibration (with `--threshold val`, a threshold chosen on validation)",
     ]
+
+
+def _checkpoint_line(training: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Which epoch the run is scored with (none for runs recorded before metrics.json kept it): the best by
+    ``--monitor`` over every phase, so a run asked to fine-tune may keep its frozen phase's head, and says so."""
+    epoch, phase = training.get("best_epoch"), training.get("best_phase")
+    if not epoch:
+        return []
+    line = f"checkpoint: epoch {epoch} of {training.get('epochs_run')}{f' ({phase} phase)' if phase else ''}, the best"
+    line += f" {config.get('monitor', 'val_loss')}"
+    if phase == "frozen" and config.get("epochs_finetune") and config.get("weights_pretrained"):
+        line += ": fine-tuning never beat the frozen phase's head, so the run is scored without it"
+    return [line]
 
 
 def refuse_flags_with_resume(options: dict[str, Any]) -> None:

@@ -353,7 +353,8 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         if prepared.split.parts.get(part) and part not in datamodule.segmented:
             datamodule.dataset(part, augment=False)
     test_cells = datamodule.dataset("test", augment=False).cells if prepared.split.parts.get("test") else []
-    model = load_network_weights(prepared.bundle.model, checkpoint_path(run_dir, "best")).eval()
+    best = checkpoint_path(run_dir, "best")
+    model = load_network_weights(prepared.bundle.model, best).eval()
     point = read_operating_point(run_dir, tuple(table.classes), prepared.positive_class)
     metrics: dict[str, Any] = {"model": prepared.config.model, "checkpoint": "best", "operating_point": point.to_dict()}
     if test_cells:
@@ -379,6 +380,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "fit_seconds_this_process": round(fit_seconds, 3),
         "images_seen": history.images_seen,
         "images_per_second": round(history.images_seen / history.train_seconds, 2) if history.train_seconds else None,
+        **_scored_epoch(best, history),
     }
     metrics["data"] = {
         "subject_level": bool(prepared.split.subject_level),  # False: test people may have trained, scores optimistic
@@ -391,6 +393,14 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "segmented": {part: {"cut_out": cut, "cells": read} for part, (cut, read) in datamodule.segmented.items()},
     }
     write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def _scored_epoch(best: Path, history: History) -> dict[str, Any]:
+    """The epoch (1-based, as in history.csv) and phase of the checkpoint the run is scored with: the best by
+    ``--monitor`` over all phases, so a run asked to fine-tune may be scored with its frozen phase's head."""
+    epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1
+    phase = next((row["phase"] for row in history.rows if row["epoch"] == epoch), None)
+    return {"best_epoch": epoch, "best_phase": phase}
 
 
 def _all_skipped(table: CellTable, datamodule: CellDataModule) -> list[tuple[Path, str]]:

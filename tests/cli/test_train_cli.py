@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from blastscope.cli import build_parser, main
-from blastscope.cli.train import build_config, result_lines
+from blastscope.cli.train import _checkpoint_line, build_config, result_lines
 from blastscope.inference.decision import OperatingPoint
 from blastscope.runs import load_run
 from blastscope.training import engine as engine_module
@@ -260,13 +260,29 @@ def test_the_result_lines_say_when_nothing_was_scored_and_are_left_out_without_m
     metrics = json.loads((tiny_run_copy / "metrics.json").read_text())
     (tiny_run_copy / "metrics.json").write_text(json.dumps({**metrics, "test": None}))
     lines = result_lines(tiny_run_copy)
-    assert len(lines) == 3 and lines[0].startswith("model: efficientnet_lite0 (random init); weights: ")
-    assert lines[1] == "test split: none in this run's split, so nothing was scored"
+    assert len(lines) == 4 and lines[0].startswith("model: efficientnet_lite0 (random init); weights: ")
+    assert lines[1] == "checkpoint: epoch 1 of 1 (full phase), the best val_loss"
+    assert lines[2] == "test split: none in this run's split, so nothing was scored"
     assert metrics["data"]["subject_level"] is True  # the tiny run splits by subject
     (tiny_run_copy / "metrics.json").write_text(json.dumps({**metrics, "data": {"subject_level": False}}))
-    assert result_lines(tiny_run_copy)[1].endswith(
+    assert result_lines(tiny_run_copy)[2].endswith(
         "(image-level split: a person may have cells in training and test, so optimistic for new people)"
     )
+
+
+def test_a_run_asked_to_fine_tune_but_scored_with_its_frozen_head_says_so() -> None:
+    """The best checkpoint is chosen over both phases; when fine-tuning never beat the frozen head, nothing said the
+    scores were the head-only network's."""
+    training = {"best_epoch": 2, "best_phase": "frozen", "epochs_run": 3}
+    recipe = {"epochs_finetune": 1, "weights_pretrained": True, "monitor": "val_loss"}
+    assert _checkpoint_line(training, recipe) == [
+        "checkpoint: epoch 2 of 3 (frozen phase), the best val_loss: fine-tuning never beat the frozen phase's head, "
+        "so the run is scored without it"
+    ]
+    assert _checkpoint_line(training, {**recipe, "epochs_finetune": 0}) == [
+        "checkpoint: epoch 2 of 3 (frozen phase), the best val_loss"
+    ]
+    assert _checkpoint_line({"epochs_run": 3}, recipe) == []  # recorded before metrics.json kept the epoch
 
 
 def test_train_records_its_segment_mode_and_counts_the_cells_cut_out(
