@@ -158,14 +158,21 @@ def to_png(figure: Figure, path: Path | None = None) -> bytes:
     return data
 
 
-def training_curves(history: Sequence[HistoryRow], model: str, run: str = "") -> Figure:
-    """Loss (train and validation) and validation weighted F1 per epoch, with each phase change marked; ``run``
-    names which of several trainings it is (e.g. ``fold 1 of 3``) in the title, which may be shown alone."""
+def training_curves(
+    history: Sequence[HistoryRow], model: str, run: str = "", scored_epoch: int | None = None
+) -> Figure:
+    """Loss (train and validation) and validation weighted F1 per epoch, with each phase change marked and, when
+    given, the epoch whose checkpoint is scored (a ring on its validation loss); ``run`` names which of several
+    trainings it is (e.g. ``fold 1 of 3``) in the title, which may be shown alone."""
     epochs = [row.epoch for row in history]
     figure, (loss_axes, f1_axes) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     loss_axes.plot(epochs, [row.train_loss for row in history], "o-", color="#2e86c1", label="train loss")
     loss_axes.plot(epochs, [row.val_loss for row in history], "s-", color="#d68910", label="validation loss")
     loss_axes.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
+    scored = [row for row in history if row.epoch == scored_epoch]
+    if scored:
+        loss_axes.plot(scored[0].epoch, scored[0].val_loss, "o", markersize=13, markerfacecolor="none",
+                       markeredgecolor="black", markeredgewidth=1.5, label=f"scored: epoch {scored_epoch}")  # fmt: skip
     f1_axes.plot(
         epochs, [row.val_weighted_f1 for row in history], "o-", color="#27ae60", label="validation weighted F1"
     )

@@ -448,6 +448,23 @@ def test_the_training_curves_caption_marks_a_phase_change_only_where_there_is_on
     assert caption.endswith(f"per epoch; {said}.")
 
 
+def test_the_training_curves_ring_the_epoch_whose_checkpoint_is_scored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The best checkpoint is chosen over both phases: a run asked to fine-tune may be scored with its frozen head."""
+    labels: list[list[str]] = []
+
+    def legend(figure: plt.Figure) -> None:
+        labels.append(figure.axes[0].get_legend_handles_labels()[1])
+        plt.close(figure)
+
+    monkeypatch.setattr(plots, "to_png", legend)
+    comparison = fabricated_comparison()
+    comparison.models = comparison.models[:1]
+    comparison.models[0].best_epoch = 2  # the frozen phase's last epoch
+    caption = next(figure.caption for figure in draw_figures(comparison) if figure.key.startswith("curves-"))
+    assert caption.endswith("dashed: the phase change; ringed: epoch 2, whose checkpoint is scored.")
+    assert any("scored: epoch 2" in shown for shown in labels)
+
+
 def test_the_reliability_diagram_title_names_the_cells_it_is_drawn_on(monkeypatch: pytest.MonkeyPatch) -> None:
     titles: list[str] = []
     monkeypatch.setattr(plots, "to_png", lambda figure: titles.append(figure.axes[0].get_title()) or plt.close(figure))

@@ -330,6 +330,7 @@ def model_result_from_evaluation(
             for row in (plain.get("subjects") or {}).get("per_subject", [])
         ],
         history=read_history(run_dir / "history.csv"),
+        best_epoch=training.get("best_epoch"),
         train_seconds=training.get("train_seconds"),
         images_per_second=training.get("images_per_second"),
         settings=training_settings(recipe),

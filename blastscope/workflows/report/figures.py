@@ -101,8 +101,10 @@ def _model_figures(model: ModelResult, comparison: Comparison) -> list[ReportFig
     if model.history:
         phases = list(dict.fromkeys(row.phase for row in model.history))
         marked = "dashed: the phase change" if len(phases) > 1 else ONE_PHASE.get(phases[0], f"one phase, {phases[0]}")
+        if model.best_epoch is not None:
+            marked += f"; ringed: epoch {model.best_epoch}, whose checkpoint is scored"
         caption = f"Loss and validation weighted F1 per epoch{_fold_note(comparison)}; {marked}."
-        curves = plots.training_curves(model.history, label, first_fold)
+        curves = plots.training_curves(model.history, label, first_fold, scored_epoch=model.best_epoch)
         figures.append(ReportFigure(f"curves-{model.name}", caption, plots.to_png(curves)))
     figures.append(_confusion_figure(model, comparison))
     pooled = model.pooled

@@ -180,6 +180,9 @@ class ModelResult:
     """How many test subjects the subject-level scores decided (the first fold's); None without subject scores."""
     subject_scores_missing: str | None = None
     """Why the subject-level scores are n/a (``no subject ids``); None when they were measured."""
+    best_epoch: int | None = None
+    """The epoch (1-based, as in history.csv) of the checkpoint scored, the best by ``--monitor`` over every phase;
+    None for runs recorded before metrics.json kept it."""
     pooled: PooledFolds | None = None
     """Cross-validation: every fold's test cells together, which the confusion matrix, classification report, ROC,
     reliability, per-subject and risk-coverage figures show. None for one split, and for a result built without it,
