@@ -596,3 +596,13 @@ def test_the_model_card_says_when_fine_tuning_settings_were_not_used(recipe: dic
     settings = training_settings({**recipe, "lr_finetune": 3e-4, "unfreeze_stages": 2})
     expected = (3e-4, 2) if used else (None, None)  # left off the card
     assert (settings["lr_finetune"], settings["unfreeze_stages"]) == expected
+
+
+def test_the_model_card_says_a_head_trained_on_cached_features_saw_no_augmentation() -> None:
+    """The default recipe trains its head on features computed once from unaugmented images: its card listed the
+    augmentation switches as if they had been applied."""
+    recipe = {"weights_pretrained": True, "cached_features": True, "augmentation": {"hflip": True}}
+    assert training_settings({**recipe, "epochs_finetune": 0})["augmentation"].startswith("none (the head trained")
+    assert training_settings({**recipe, "epochs_finetune": 2})["augmentation"] == "hflip"
+    from_scratch = training_settings({**recipe, "weights_pretrained": False, "epochs_finetune": 2})
+    assert (from_scratch["augmentation"], from_scratch["cached_features"]) == ("hflip", None)

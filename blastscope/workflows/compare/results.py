@@ -468,8 +468,9 @@ def training_settings(recipe: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         :data:`TRAINING_SETTINGS` (``image_size`` from the run's preprocessing when it has one; ``lr_finetune`` and
-        ``unfreeze_stages`` None, left off the card, without a fine-tuning phase) and ``augmentation`` (the switches
-        that are on, or ``defaults``).
+        ``unfreeze_stages`` None, left off the card, without a fine-tuning phase; ``cached_features`` None for random
+        init) and ``augmentation`` (the switches that are on, or ``defaults``; "none" for a head trained on cached
+        features only, which never saw an augmented image).
     """
     settings = {key: recipe.get(key) for key in TRAINING_SETTINGS}
     if not recipe.get("epochs_finetune") or recipe.get("weights_pretrained") is False:
@@ -478,6 +479,10 @@ def training_settings(recipe: dict[str, Any]) -> dict[str, Any]:
     settings["image_size"] = (recipe.get("preprocessing") or {}).get("input_size", recipe.get("image_size"))
     switched_on = sorted(key for key, value in (recipe.get("augmentation") or {}).items() if value is True)
     settings["augmentation"] = ", ".join(switched_on) if switched_on else "defaults"
+    if recipe.get("weights_pretrained") is False:
+        settings["cached_features"] = None  # one phase, every layer learning: nothing frozen to cache
+    elif recipe.get("cached_features") and not recipe.get("epochs_finetune"):
+        settings["augmentation"] = "none (the head trained on features cached once from unaugmented images)"
     return settings
 
 
