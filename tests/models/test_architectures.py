@@ -12,6 +12,7 @@ from torch import nn
 
 from blastscope.models import get_spec, list_models
 from blastscope.models.attention import EfficientNetAttention
+from blastscope.models.timm_classifiers import MultiScaleTimmClassifier
 from blastscope.training.module import CellClassifierModule
 
 ALL = list_models()
@@ -76,3 +77,29 @@ def test_attention_head_runs_without_positions_and_trains_its_batchnorm(bundle_o
     assert all(m.training for m in model.head.modules() if isinstance(m, nn.BatchNorm1d))
     assert model.head.attention.in_proj_weight.grad is not None
     assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_multiscale_features_are_the_stages_pooled_maps_then_lite0s_own_features(bundle_of, images_for):
+    multiscale = bundle_of("efficientnet_lite0_multiscale").model
+    assert isinstance(multiscale, MultiScaleTimmClassifier)
+    plain = bundle_of("efficientnet_lite0").model
+    plain.backbone.load_state_dict(multiscale.backbone.state_dict())
+    images = images_for("efficientnet_lite0_multiscale", batch=2)
+    with torch.no_grad():
+        features = multiscale.forward_features(images)
+        final = plain.forward_features(images)
+    assert features.shape == (2, 40 + 112 + 320 + 1280)  # lite0's stages at strides 8, 16, 32, then its final map
+    torch.testing.assert_close(features[:, -1280:], final)
+
+
+def test_multiscale_head_standardises_every_feature_from_training_statistics(bundle_of, images_for):
+    model = bundle_of("efficientnet_lite0_multiscale").model
+    norm = model.head[0]
+    assert isinstance(norm, nn.BatchNorm1d) and not norm.affine
+    with torch.no_grad():
+        features = model.forward_features(images_for("efficientnet_lite0_multiscale", batch=3)) * 50 + 7
+        before = norm.running_mean.clone()
+        model.head.train()
+        model.forward_head(features)
+        model.head.eval()
+    assert not torch.equal(norm.running_mean, before)  # learned while the head trains, used as it is afterwards

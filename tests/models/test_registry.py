@@ -21,7 +21,7 @@ from blastscope.models import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
-def test_the_models_of_the_study_and_the_larger_lites_are_registered():
+def test_the_models_of_the_study_and_the_lite_variants_are_registered():
     assert sorted(list_models()) == sorted(
         [
             "cnn",
@@ -34,6 +34,7 @@ def test_the_models_of_the_study_and_the_larger_lites_are_registered():
             "efficientnet_lite0",
             "efficientnet_lite1",
             "efficientnet_lite2",
+            "efficientnet_lite0_multiscale",
         ]
     )
 
@@ -55,6 +56,7 @@ def test_unknown_model_lists_the_known_ones():
         ("efficientnet_lite0", (0.5, 0.5, 0.5), 224, "bicubic"),
         ("efficientnet_lite1", (0.5, 0.5, 0.5), 240, "bicubic"),
         ("efficientnet_lite2", (0.5, 0.5, 0.5), 260, "bicubic"),
+        ("efficientnet_lite0_multiscale", (0.5, 0.5, 0.5), 224, "bicubic"),
         ("cnn", (0.5, 0.5, 0.5), 128, "bilinear"),
     ],
 )

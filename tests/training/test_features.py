@@ -32,3 +32,14 @@ def test_cached_features_feed_the_head_what_the_backbone_would(tiny_config: Call
         direct = torch.cat([bundle.model.eval().forward_features(batch) for batch in images.split(4)])
     torch.testing.assert_close(cached.tensors[0], direct)
     assert cached.tensors[1].tolist() == [dataset[i][1] for i in range(len(dataset))]
+
+
+def test_the_multiscale_head_standardises_with_statistics_of_the_cached_features(
+    tiny_config: Callable[..., TrainConfig],
+) -> None:
+    """Its batch norm learns its running mean and variance in phase 1 from the cached vectors (stages' maps included),
+    and the run's checkpoint gives them back."""
+    run_dir = train(tiny_config(model="efficientnet_lite0_multiscale", cached_features=True, epochs_finetune=0))
+    norm = load_run(run_dir).model.head[0]
+    assert norm.running_mean.shape == (40 + 112 + 320 + 1280,)
+    assert norm.num_batches_tracked > 0 and not torch.equal(norm.running_var, torch.ones_like(norm.running_var))

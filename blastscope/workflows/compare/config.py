@@ -18,9 +18,10 @@ from blastscope.evaluation.threshold import parse_threshold
 from blastscope.models import list_models
 from blastscope.workflows.report import DEFAULT_RANK_METRIC, TTA_SUFFIX, rank_metric_choices
 
-LARGER_LITES = ("efficientnet_lite1", "efficientnet_lite2")
-DEFAULT_MODELS = tuple(name for name in list_models() if name not in LARGER_LITES)
-"""The seven models users ask for and efficientnet_lite0; Lite1/Lite2 (more capacity, offline weights) on request."""
+ON_REQUEST = ("efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_multiscale")
+DEFAULT_MODELS = tuple(name for name in list_models() if name not in ON_REQUEST)
+"""The seven models users ask for and efficientnet_lite0; Lite0's variants (more capacity, multi-scale features,
+offline weights) on request."""
 
 
 @dataclass(frozen=True, slots=True)
