@@ -74,10 +74,16 @@ def finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "metrics.json").is_file() and (Path(run_dir) / "checkpoints" / "best.ckpt").is_file()
 
 
-def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
-    """Copy the network of a Lightning checkpoint (keys ``model.*``) into ``model``, loading only plain tensors."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint's contents (``state_dict``, ``epoch``, ...), loading only plain tensors and values.
+
+    Raises
+    ------
+    BlastscopeError
+        If the file holds Python objects the safe loader refuses, or is truncated or not a checkpoint at all.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # refused by the safe loader: say so without PyTorch's advice to load it
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))  # with weights_only=False
         reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
@@ -88,6 +94,24 @@ def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
         ) from None
     except Exception as error:  # a truncated or foreign file: name it instead of a pickle traceback
         raise BlastscopeError(f"{path}: cannot read the checkpoint ({error}); resume or retrain the run") from error
+
+
+def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
+    """Copy the network of the Lightning checkpoint at ``path`` into ``model`` (:func:`copy_network_weights`)."""
+    return copy_network_weights(model, read_checkpoint(path), path)
+
+
+def copy_network_weights(model: CellClassifier, checkpoint: dict[str, Any], path: Path) -> CellClassifier:
+    """Copy the network (keys ``model.*``) of ``checkpoint``, read from ``path``, into ``model``.
+
+    Raises
+    ------
+    BlastscopeError
+        If the tensors do not fit ``model`` (another model, class count or image size), naming ``path``.
+    """
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise BlastscopeError(f"{path}: cannot read the checkpoint (it holds no state_dict); resume or retrain the run")
     network = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
     try:
         model.load_state_dict(network)

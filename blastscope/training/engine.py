@@ -31,9 +31,10 @@ from blastscope.runs.ensemble import ENSEMBLE
 from blastscope.runs.folder import (
     RUN_DIR_ENV,
     checkpoint_path,
+    copy_network_weights,
     finished,
-    load_network_weights,
     new_run_dir,
+    read_checkpoint,
     read_config,
     read_operating_point,
 )
@@ -354,7 +355,8 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
             datamodule.dataset(part, augment=False)
     test_cells = datamodule.dataset("test", augment=False).cells if prepared.split.parts.get("test") else []
     best = checkpoint_path(run_dir, "best")
-    model = load_network_weights(prepared.bundle.model, best).eval()
+    checkpoint = read_checkpoint(best)
+    model = copy_network_weights(prepared.bundle.model, checkpoint, best).eval()
     point = read_operating_point(run_dir, tuple(table.classes), prepared.positive_class)
     metrics: dict[str, Any] = {"model": prepared.config.model, "checkpoint": "best", "operating_point": point.to_dict()}
     if test_cells:
@@ -380,7 +382,7 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "fit_seconds_this_process": round(fit_seconds, 3),
         "images_seen": history.images_seen,
         "images_per_second": round(history.images_seen / history.train_seconds, 2) if history.train_seconds else None,
-        **_scored_epoch(best, history),
+        **_scored_epoch(int(checkpoint["epoch"]), history),
     }
     metrics["data"] = {
         "subject_level": bool(prepared.split.subject_level),  # False: test people may have trained, scores optimistic
@@ -395,10 +397,11 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
     write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def _scored_epoch(best: Path, history: History) -> dict[str, Any]:
-    """The epoch (1-based, as in history.csv) and phase of the checkpoint the run is scored with: the best by
-    ``--monitor`` over all phases, so a run asked to fine-tune may be scored with its frozen phase's head."""
-    epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1
+def _scored_epoch(checkpoint_epoch: int, history: History) -> dict[str, Any]:
+    """The epoch (1-based, as in history.csv) and phase of the checkpoint the run is scored with, whose own (0-based)
+    ``epoch`` is ``checkpoint_epoch``: the best by ``--monitor`` over all phases, so a run asked to fine-tune may be
+    scored with its frozen phase's head."""
+    epoch = checkpoint_epoch + 1
     phase = next((row["phase"] for row in history.rows if row["epoch"] == epoch), None)
     return {"best_epoch": epoch, "best_phase": phase}
 

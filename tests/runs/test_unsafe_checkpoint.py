@@ -46,3 +46,11 @@ def test_a_file_that_is_no_checkpoint_at_all_is_named_so_without_the_advice(tmp_
     with pytest.raises(BlastscopeError, match="not a blastscope checkpoint, or unsafe to load") as refused:
         load_network_weights(torch.nn.Linear(2, 2), path)  # type: ignore[arg-type]
     assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
+
+
+@pytest.mark.parametrize("content", [{"epoch": 3}, [1, 2]])
+def test_a_safe_file_without_network_weights_is_named_in_one_line(tmp_path: Path, content: object) -> None:
+    path = tmp_path / "best.ckpt"
+    torch.save(content, path)
+    with pytest.raises(BlastscopeError, match=r"best\.ckpt: cannot read the checkpoint \(it holds no state_dict\)"):
+        load_network_weights(torch.nn.Linear(2, 2), path)  # type: ignore[arg-type]
