@@ -414,6 +414,15 @@ def test_find_run_matches_recipe_and_split_and_prefers_finished(tmp_path: Path) 
     assert find_run(tmp_path, recipe(epochs_frozen=2).to_dict(), split) is None
 
 
+def test_find_run_reuses_the_runs_of_a_compare_folder_moved_elsewhere(tmp_path: Path) -> None:
+    """Its runs recorded the old folder's runs/ and split.csv paths; the split itself is compared by its hashes."""
+    split = fake_split()
+    write_fake_run(tmp_path, "20260101-000000-cnn", recipe(out="/out/runs"), split, finished=True)
+    moved = recipe(out="/moved/runs", split=SplitConfig(csv="/moved/splits/split.csv"))
+    assert find_run(tmp_path, moved.to_dict(), split) == (tmp_path / "20260101-000000-cnn", True)
+    assert find_run(tmp_path, recipe(split=SplitConfig(csv="/moved/split.csv", by="image")).to_dict(), split) is None
+
+
 def test_find_run_returns_an_interrupted_run_to_resume(tmp_path: Path) -> None:
     wanted, split = recipe(image_size=None), fake_split()
     write_fake_run(tmp_path, "20260102-000000-cnn", wanted, split, finished=False)

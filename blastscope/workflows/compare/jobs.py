@@ -31,8 +31,9 @@ from blastscope.runs.folder import finished
 from blastscope.training.config import SplitConfig, TrainConfig
 from blastscope.workflows.compare.config import Budget, CompareConfig
 
-IGNORED_WHEN_REUSING = ("progress",)
-"""Recipe fields that change how a run looks, not what it learns."""
+IGNORED_WHEN_REUSING = ("progress", "out")
+"""Recipe fields that change how a run looks or where it is, not what it learns. The split's ``csv`` path is not
+compared either: the split is, by its hashes, so a ``compare --out`` folder moved elsewhere keeps its runs."""
 
 EVALUATION_FILE = "compare-evaluation.json"
 """Where each run keeps the evaluation ``compare`` made of it (``EvaluationResult.to_dict()``)."""
@@ -261,9 +262,11 @@ def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        Augmentation with every switch spelled out, tuples as lists, and without :data:`IGNORED_WHEN_REUSING`.
+        Augmentation with every switch spelled out, tuples as lists, without :data:`IGNORED_WHEN_REUSING` nor the
+        split's ``csv`` path.
     """
-    resolved = {**recipe, "augmentation": augment_config(recipe.get("augmentation") or {}).to_dict()}
+    split = {key: value for key, value in (recipe.get("split") or {}).items() if key != "csv"}
+    resolved = {**recipe, "augmentation": augment_config(recipe.get("augmentation") or {}).to_dict(), "split": split}
     plain = json.loads(json.dumps(resolved, default=str))
     return {key: value for key, value in plain.items() if key not in IGNORED_WHEN_REUSING}
 
