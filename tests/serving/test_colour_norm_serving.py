@@ -54,7 +54,9 @@ def test_a_requests_cells_are_grouped_by_subject_as_predict_groups_them(classifi
     got = probabilities_of(body, classifier.classes)
     np.testing.assert_allclose(got, classifier.predict_proba(two_subjects), atol=1e-6)  # predict's --person-by auto
     assert not np.allclose(got, classifier.predict_proba(two_subjects, people="all"), atol=1e-4)
-    assert all(entry["gradcam_png"] for entry in body["predictions"])
+    # each cell explained, or said in one line why its map is empty (a tiny random-init model's can be, on some CPUs)
+    assert all(entry["gradcam_png"] or entry["gradcam_note"].startswith("no Grad-CAM") for entry in body["predictions"])
+    assert any(entry["gradcam_png"] for entry in body["predictions"])
 
 
 def test_a_request_without_cnmc_names_is_one_person_and_a_mix_is_refused(classifier, two_subjects: list[Path]) -> None:
