@@ -81,8 +81,10 @@ class MultiScaleTimmClassifier(TimmClassifier):
     ``forward_features`` returns ``(batch, sum of the stages' channels + backbone.num_features)``, so phase 1 caches
     one vector per image as for :class:`TimmClassifier`. The stages' pooled values are an order of magnitude larger
     than the final map's (their blocks end in a linear projection, the final map in ReLU6), so the head standardises
-    every feature first with a batch norm without scale or shift (its running mean and variance, learned from the
-    training features, play the part of a linear probe's standard scaler).
+    every feature first with a batch norm without scale or shift whose running mean and variance are the plain average
+    over every training batch seen (``momentum=None``), not an exponential one: they play the part of a linear probe's
+    standard scaler, exact from the first epoch even when a small dataset gives only a batch or two per epoch (with
+    fine-tuning they average both phases' features).
 
     Parameters
     ----------
@@ -108,7 +110,7 @@ class MultiScaleTimmClassifier(TimmClassifier):
         self.stage_indices = [int(index) for index in stage_indices]
         features = sum(backbone.feature_info[index]["num_chs"] for index in self.stage_indices) + backbone.num_features
         self.head = nn.Sequential(
-            nn.BatchNorm1d(features, affine=False), nn.Dropout(dropout), nn.Linear(features, num_classes)
+            nn.BatchNorm1d(features, momentum=None, affine=False), nn.Dropout(dropout), nn.Linear(features, num_classes)
         )
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
