@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,6 +27,14 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
+
+PER_TENSOR_FALLBACK = re.compile(r"Axis -?\d+ is out-of-range for weight '.+' with rank \d+")
+"""ONNX Runtime's root-logger warning when a weight (a batch norm's rank-1 constant, say) cannot be quantised per
+channel: it is then quantised per tensor, as it should be, so the line tells a user of ``export`` nothing."""
+
+
+def _not_a_per_tensor_fallback(record: logging.LogRecord) -> bool:
+    return not PER_TENSOR_FALLBACK.fullmatch(record.getMessage())
 
 
 class _Batches(CalibrationDataReader):
@@ -67,16 +77,21 @@ def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iter
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(target),
-            _Batches(input_name, calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        root = logging.getLogger()
+        root.addFilter(_not_a_per_tensor_fallback)
+        try:
+            quantize_static(
+                str(prepared),
+                str(target),
+                _Batches(input_name, calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        finally:
+            root.removeFilter(_not_a_per_tensor_fallback)
     return target
 
 
