@@ -80,10 +80,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     Raises
     ------
     BlastscopeError
-        If the file holds Python objects the safe loader refuses, or is truncated or not a checkpoint at all.
+        If the file holds Python objects the safe loader refuses, is truncated, or is no checkpoint (no
+        ``state_dict``).
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # refused by the safe loader: say so without PyTorch's advice to load it
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))  # with weights_only=False
         reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
@@ -94,6 +95,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
     except Exception as error:  # a truncated or foreign file: name it instead of a pickle traceback
         raise BlastscopeError(f"{path}: cannot read the checkpoint ({error}); resume or retrain the run") from error
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise BlastscopeError(f"{path}: cannot read the checkpoint (it holds no state_dict); resume or retrain the run")
+    return checkpoint
 
 
 def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
@@ -102,16 +106,15 @@ def load_network_weights(model: CellClassifier, path: Path) -> CellClassifier:
 
 
 def copy_network_weights(model: CellClassifier, checkpoint: dict[str, Any], path: Path) -> CellClassifier:
-    """Copy the network (keys ``model.*``) of ``checkpoint``, read from ``path``, into ``model``.
+    """Copy the network (keys ``model.*``) of ``checkpoint`` (:func:`read_checkpoint`'s), read from ``path``, into
+    ``model``.
 
     Raises
     ------
     BlastscopeError
         If the tensors do not fit ``model`` (another model, class count or image size), naming ``path``.
     """
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise BlastscopeError(f"{path}: cannot read the checkpoint (it holds no state_dict); resume or retrain the run")
+    state = checkpoint["state_dict"]
     network = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
     try:
         model.load_state_dict(network)
