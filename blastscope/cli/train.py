@@ -16,6 +16,7 @@ from blastscope.data.split import SPLIT_BY
 from blastscope.errors import BlastscopeError, DataError
 from blastscope.training.config import (
     CLASS_BALANCE,
+    HEAD_FITS,
     LOGGERS,
     MONITORS,
     PRECISIONS,
@@ -44,6 +45,7 @@ FIELDS = {
     "weight_decay": "weight_decay",
     "label_smoothing": "label_smoothing",
     "class_balance": "class_balance",
+    "head_fit": "head_fit",
     "seed": "seed",
     "precision": "precision",
     "channels_last": "channels_last",
@@ -194,6 +196,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=CLASS_BALANCE,
         help="even out the training split's classes: loss (default) weights the loss by inverse class frequency, "
         "sampler draws every class equally often with an unweighted loss, none does neither",
+    )
+    recipe.add_argument(
+        "--head-fit",
+        choices=HEAD_FITS,
+        help="how phase 1 fits the head on the frozen backbone: adam (default) trains it for --epochs-frozen epochs "
+        "at --lr-head; logistic fits it once as an L2-regularised logistic regression, its strength chosen on the "
+        "validation cells (a linear probe; one frozen epoch)",
     )
     recipe.add_argument(
         "--seed",

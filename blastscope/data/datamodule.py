@@ -285,6 +285,23 @@ class CellDataModule(L.LightningDataModule):
             return self._loader("val-features", lambda: self._feature_set("val"), shuffle=False)
         return self._loader("val", lambda: self.dataset("val", False), shuffle=False)
 
+    def cached_features(self) -> dict[str, TensorDataset]:
+        """The frozen backbone's features of the training and validation cells that this epoch's loaders serve
+        (extracted on first use), for a head fitted to them in closed form.
+
+        Raises
+        ------
+        RuntimeError
+            Outside an epoch that trains on cached features.
+        """
+        if not self._features_now():
+            raise RuntimeError("cached features were asked for in an epoch that does not train on them")
+        train = self.train_dataloader().dataset
+        return {
+            "train": train.tensors if isinstance(train, _KeyedTensors) else train,
+            "val": self.val_dataloader().dataset,
+        }
+
     def _features_now(self) -> bool:
         trainer = self.trainer
         return trainer is not None and trainer.lightning_module.uses_cached_features(trainer.current_epoch)

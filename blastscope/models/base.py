@@ -51,6 +51,23 @@ class CellClassifier(nn.Module):
         """Logits ``(batch, num_classes)`` for images ``(batch, 3, height, width)``."""
         return self.forward_head(self.forward_features(images))
 
+    def linear_head(self) -> tuple[list[nn.Module], nn.Linear] | None:
+        """The head as layers that learn nothing by gradient followed by one linear layer with a bias, or None.
+
+        Such a head (dropout, flattening, batch norms without scale or shift, then ``nn.Linear``) gives logits linear in
+        its standardised features, so phase 1 can fit it in closed form (:mod:`blastscope.training.head_fit`). Heads
+        with hidden layers or attention return None.
+        """
+        if not isinstance(self.head, nn.Sequential) or len(self.head) == 0:
+            return None
+        *fixed, linear = self.head
+        plain = all(
+            isinstance(layer, nn.Dropout | nn.Flatten | nn.Identity)
+            or (isinstance(layer, nn.BatchNorm1d) and not layer.affine and layer.track_running_stats)
+            for layer in fixed
+        )
+        return (fixed, linear) if plain and isinstance(linear, nn.Linear) and linear.bias is not None else None
+
     def stages(self) -> list[nn.Module]:
         """The backbone's stages from input to output; fine-tuning unfreezes the last N of them.
 

@@ -30,6 +30,7 @@ MONITORS = {"val_loss": "min", "val_weighted_f1": "max"}
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow")
 CLASS_BALANCE = ("loss", "sampler", "none")
+HEAD_FITS = ("adam", "logistic")
 MAX_CHECKPOINT_MINUTES = timedelta.max / timedelta(minutes=1)  # the longest interval Lightning's timer can hold
 RATIOS_HINT = "give three fractions >= 0 for train,val,test summing to 1, e.g. 0.6,0.2,0.2"
 
@@ -94,6 +95,11 @@ class TrainConfig:
     one-hot labels. ``class_balance`` says how the training split's class imbalance is evened out: ``loss`` weights
     the loss by inverse class frequency, ``sampler`` draws the classes equally often with an unweighted loss,
     ``none`` does neither. Recipes recorded before these settings read as 0 and ``loss``, which is how they trained.
+
+    ``head_fit`` says how phase 1 fits the head on the frozen backbone: ``adam`` trains it for ``epochs_frozen``
+    epochs at ``lr_head``; ``logistic`` fits it once, in closed form, as an L2-regularised logistic regression whose
+    strength is chosen on the validation cells (:mod:`blastscope.training.head_fit`), in a frozen phase of one epoch
+    (``epochs_frozen`` 1, its default then) on cached features. Recipes recorded before it read as ``adam``.
     """
 
     data: str | None = None
@@ -110,6 +116,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     class_balance: str = "loss"
+    head_fit: str = "adam"
     seed: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
     augmentation: dict[str, Any] = field(default_factory=dict)
@@ -213,6 +220,7 @@ class TrainConfig:
             raise BlastscopeError(
                 f"class balance {self.class_balance!r} is unknown: use --class-balance {'|'.join(CLASS_BALANCE)}"
             )
+        self._check_head_fit()
         if self.split.folds is not None and not 0 <= self.split.fold < self.split.folds:
             raise BlastscopeError(f"fold {self.split.fold} does not exist: use 0..{self.split.folds - 1}")
         if self.split.folds is None and self.split.fold != 0:
@@ -221,6 +229,23 @@ class TrainConfig:
                 "would use the train/val/test split, not a fold"
             )
         return self
+
+    def _check_head_fit(self) -> None:
+        """``--head-fit logistic`` fits the head once, on the cached features of one frozen epoch."""
+        if self.head_fit not in HEAD_FITS:
+            raise BlastscopeError(f"head fit {self.head_fit!r} is unknown: use --head-fit {'|'.join(HEAD_FITS)}")
+        if self.head_fit != "logistic":
+            return
+        if self.epochs_frozen != 1:
+            raise BlastscopeError(
+                f"--head-fit logistic fits the head once, in one frozen epoch, not {self.epochs_frozen}: drop "
+                "--epochs-frozen (or give 1), or use --head-fit adam"
+            )
+        if not self.cached_features:
+            raise BlastscopeError(
+                "--head-fit logistic fits the head to the frozen backbone's cached features: drop "
+                "--no-cached-features, or use --head-fit adam"
+            )
 
     def _check_colour_norm(self) -> None:
         """``--colour-norm subject`` fits each person's colours over their cells in one part of the split, so it

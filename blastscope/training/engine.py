@@ -44,6 +44,7 @@ from blastscope.training.callbacks import History
 from blastscope.training.checkpoints import ensure_writable, remove_partial_writes, storage_errors
 from blastscope.training.config import TrainConfig
 from blastscope.training.features import extract_features
+from blastscope.training.module import CellClassifierModule, check_head_fit
 from blastscope.training.prepare import (
     Prepared,
     build_model,
@@ -100,6 +101,13 @@ def train(
     if repeating is not None and not worker and (line := other_cells_line(Path(repeating), split, str(config.data))):
         _announce(line)
     bundle = build_model(config, table)
+    check_head_fit(  # before the run folder is made: the weights decide whether it can be fitted
+        config.head_fit,
+        bundle.model,
+        pretrained=bool(bundle.pretrained),
+        frozen_epochs=config.epochs_frozen,
+        cached=config.cached_features,
+    )
     recorded = yaml.safe_load(Path(repeating).read_text()) if repeating is not None else None
     if not worker and (line := unused_finetune_line(as_given, config, bundle.pretrained, recorded)):
         _announce(line)
@@ -310,7 +318,7 @@ def _fit(prepared: Prepared, resume_from: Path | None, logs: str = "") -> Path:
             os.environ.pop(RUN_DIR_ENV, None)
         if trainer.is_global_zero:
             history = next(cb for cb in trainer.callbacks if isinstance(cb, History))
-            _write_metrics(prepared, datamodule, history, time.perf_counter() - started)
+            _write_metrics(prepared, datamodule, module, history, time.perf_counter() - started)
             # finished now: the mid-epoch checkpoint served only a resume, which a finished run no longer takes
             (run_dir / "checkpoints" / f"{INTERVAL_CHECKPOINT}.ckpt").unlink(missing_ok=True)
     return run_dir
@@ -346,9 +354,15 @@ def _fast_cpu_arithmetic() -> Iterator[None]:
             torch.set_flush_denormal(False)
 
 
-def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: History, fit_seconds: float) -> None:
+def _write_metrics(
+    prepared: Prepared,
+    datamodule: CellDataModule,
+    module: CellClassifierModule,
+    history: History,
+    fit_seconds: float,
+) -> None:
     """Score the best checkpoint on the test split, through the inference core at the run's operating point (as
-    ``blastscope evaluate`` would), and record speed and data problems next to it."""
+    ``blastscope evaluate`` would), and record speed, a closed-form head fit's choice and data problems next to it."""
     run_dir, table = prepared.run_dir, prepared.table
     for part in ("train", "val"):  # read by fitting, yet not val by a resume with no epoch left (stopped scoring)
         if prepared.split.parts.get(part) and part not in datamodule.segmented:
@@ -384,6 +398,8 @@ def _write_metrics(prepared: Prepared, datamodule: CellDataModule, history: Hist
         "images_per_second": round(history.images_seen / history.train_seconds, 2) if history.train_seconds else None,
         **_scored_epoch(int(checkpoint["epoch"]), history),
     }
+    if module.head_fit_record is not None:
+        metrics["training"]["head_fit"] = module.head_fit_record
     metrics["data"] = {
         "subject_level": bool(prepared.split.subject_level),  # False: test people may have trained, scores optimistic
         "cells": len(table.cells),

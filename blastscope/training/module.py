@@ -21,11 +21,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from blastscope.errors import BlastscopeError
 from blastscope.models.base import CellClassifier
-from blastscope.training.config import CLASS_BALANCE
+from blastscope.training.config import CLASS_BALANCE, HEAD_FITS
 from blastscope.training.frozen import FrozenStages
+from blastscope.training.head_fit import fit_logistic_head
 
 FROZEN, FINETUNE, FULL = "frozen", "finetune", "full"
 TRAIN_LOSS_STATE = "blastscope_train_loss"  # the checkpoint key of the epoch's partial training-loss mean
+HEAD_FIT_STATE = "blastscope_head_fit"  # the checkpoint key of a closed-form head fit's record
 
 
 def inverse_frequency_weights(class_counts: list[int]) -> torch.Tensor:
@@ -88,6 +90,9 @@ class CellClassifierModule(L.LightningModule):
     A randomly initialised model (``pretrained`` false) trains every layer from the first epoch at ``lr_backbone``
     (the engine then passes the from-scratch rate, ``lr_head``) and ``frozen_epochs`` must be 0.
     The head keeps its Adam moments across the phase change; only its learning rate drops to ``lr_backbone``.
+    With ``head_fit`` ``logistic`` the frozen phase is one epoch that fits the head in closed form at its start
+    (:func:`~blastscope.training.head_fit.fit_logistic_head`, on the data module's cached features) and then only
+    scores it: the head stays in inference mode and its learning rate is 0 for that epoch.
     With ``bf16_frozen_stages`` the stages frozen in the current phase run as folded bf16 copies (see
     :mod:`blastscope.training.frozen`) until ``teardown`` hands the network back unchanged.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
@@ -98,7 +103,8 @@ class CellClassifierModule(L.LightningModule):
         At construction, before any training, if ``unfreeze_stages`` is neither "all" nor a count from 0 to the
         model's number of stages (:meth:`CellClassifier.stages`); checked whether or not the model is pretrained, so
         that a recipe does not fail or pass depending on which weights could be had. Also for an unknown
-        ``class_balance``.
+        ``class_balance``, and for a ``logistic`` head fit without pretrained weights, cached features, a linear head
+        or exactly one frozen epoch.
     """
 
     def __init__(
@@ -119,10 +125,12 @@ class CellClassifierModule(L.LightningModule):
         bf16_frozen_stages: bool = False,
         label_smoothing: float = 0.0,
         class_balance: str = "loss",
+        head_fit: str = "adam",
     ) -> None:
         unfrozen_stage_count(unfreeze_stages, len(model.stages()))
         if class_balance not in CLASS_BALANCE:
             raise BlastscopeError(f"class balance {class_balance!r} is unknown: use one of {', '.join(CLASS_BALANCE)}")
+        check_head_fit(head_fit, model, pretrained=pretrained, frozen_epochs=frozen_epochs, cached=cached_features)
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
@@ -131,6 +139,7 @@ class CellClassifierModule(L.LightningModule):
         self.val_accuracy = MulticlassAccuracy(num_classes=len(classes), average="micro")
         self.val_weighted_f1 = MulticlassF1Score(num_classes=len(classes), average="weighted")
         self.train_loss_mean = MeanMetric()
+        self.head_fit_record: dict[str, Any] | None = None  # what a closed-form head fit chose (to_dict)
 
     # -- phases -------------------------------------------------------------------------------------------------
 
@@ -149,6 +158,10 @@ class CellClassifierModule(L.LightningModule):
 
     def uses_cached_features(self, epoch: int) -> bool:
         return bool(self.hparams.cached_features) and self.phase(epoch) == FROZEN
+
+    def fits_head_in_closed_form(self, phase: str) -> bool:
+        """Whether ``phase`` fits the head as a logistic regression instead of by gradient steps."""
+        return self.hparams.head_fit == "logistic" and phase == FROZEN
 
     def trainable_backbone_modules(self, phase: str) -> list[nn.Module]:
         """The backbone's modules that learn in ``phase``: none in phase 1, the last stages (or all) in phase 2."""
@@ -200,7 +213,7 @@ class CellClassifierModule(L.LightningModule):
                     phase == FULL or not isinstance(layer, nn.modules.batchnorm._BatchNorm)
                 )
         self.model.head.requires_grad_(True)
-        self.model.head.train(self.training)
+        self.model.head.train(self.training and not self.fits_head_in_closed_form(phase))
         self._follow_frozen(phase)
 
     def _follow_frozen(self, phase: str) -> None:
@@ -230,13 +243,27 @@ class CellClassifierModule(L.LightningModule):
         # Lightning skips this hook when it resumes mid-epoch, so the restored partial mean carries on there.
         self.apply_phase(self.current_epoch)
         self.train_loss_mean.reset()
+        if self.fits_head_in_closed_form(self.phase(self.current_epoch)):
+            features = self.trainer.datamodule.cached_features()
+            weights = self.class_weights if self.hparams.class_balance != "none" else None
+            fit = fit_logistic_head(
+                self.model,
+                features["train"],
+                features["val"],
+                class_weights=weights,
+                batches=int(self.trainer.num_training_batches),
+            )
+            self.head_fit_record = fit.to_dict()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The epoch's training loss so far, so a run resumed mid-epoch logs the mean over the whole epoch (Lightning
         does not checkpoint its own running means)."""
         checkpoint[TRAIN_LOSS_STATE] = {name: float(value) for name, value in self.train_loss_mean.metric_state.items()}
+        if self.head_fit_record is not None:
+            checkpoint[HEAD_FIT_STATE] = self.head_fit_record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.head_fit_record = checkpoint.get(HEAD_FIT_STATE, self.head_fit_record)
         for name, value in checkpoint.get(TRAIN_LOSS_STATE, {}).items():
             state = getattr(self.train_loss_mean, name)
             setattr(self.train_loss_mean, name, torch.tensor(value, dtype=state.dtype, device=state.device))
@@ -305,6 +332,8 @@ class CellClassifierModule(L.LightningModule):
 
     def _head_factor(self, epoch: int) -> float:
         hp = self.hparams
+        if self.fits_head_in_closed_form(self.phase(epoch)):
+            return 0.0  # fitted at the epoch's start; its steps only score it
         if self.phase(epoch) == FROZEN:
             return cosine(epoch, hp.frozen_epochs)
         return hp.lr_backbone / hp.lr_head * cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
@@ -314,3 +343,26 @@ class CellClassifierModule(L.LightningModule):
         if self.phase(epoch) == FROZEN:
             return 0.0
         return cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
+
+
+def check_head_fit(head_fit: str, model: CellClassifier, *, pretrained: bool, frozen_epochs: int, cached: bool) -> None:
+    """A ``logistic`` head fit needs a frozen phase of one epoch on cached features and a linear head to fit."""
+    if head_fit not in HEAD_FITS:
+        raise BlastscopeError(f"head fit {head_fit!r} is unknown: use one of {', '.join(HEAD_FITS)}")
+    if head_fit != "logistic":
+        return
+    if not pretrained:
+        raise BlastscopeError(
+            "--head-fit logistic fits the head on a frozen pretrained backbone, and this model starts from random "
+            "weights (every layer trains): give it pretrained weights (--pretrained) or use --head-fit adam"
+        )
+    if model.linear_head() is None:
+        raise BlastscopeError(
+            f"--head-fit logistic needs a head that is one linear layer on the features; {type(model).__name__}'s "
+            "is not: use --head-fit adam"
+        )
+    if frozen_epochs != 1 or not cached:
+        raise BlastscopeError(
+            "--head-fit logistic fits the head in one frozen epoch on cached features: give --epochs-frozen 1 and "
+            "keep the cached features"
+        )

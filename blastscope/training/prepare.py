@@ -67,6 +67,8 @@ def complete_recipe(config: TrainConfig) -> TrainConfig:
     choice = parse_pretrained(config.pretrained)
     if choice.mode == "file":
         config = replace(config, pretrained=str(choice.path.resolve()))  # type: ignore[union-attr]
+    if config.head_fit == "logistic" and config.epochs_frozen is None:  # its one frozen epoch, whatever the model's
+        config = replace(config, epochs_frozen=1)
     return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 

@@ -52,6 +52,7 @@ def build_module(prepared: Prepared) -> CellClassifierModule:
         bf16_frozen_stages=use_bf16_frozen_stages(config),
         label_smoothing=float(config.label_smoothing),
         class_balance=config.class_balance,
+        head_fit=config.head_fit,
     )
 
 

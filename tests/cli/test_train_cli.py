@@ -113,6 +113,16 @@ def test_crop_and_channel_flags_reach_the_recipe() -> None:
     assert (config.crop_fraction, config.channels) == (0.88, "hed")
 
 
+def test_the_head_fit_flag_reaches_the_recipe() -> None:
+    from blastscope.cli import build_parser
+
+    parser = build_parser()
+    assert build_config(vars(parser.parse_args(["train", "--data", "d", "--head-fit", "logistic"]))).head_fit == (
+        "logistic"
+    )
+    assert build_config(vars(parser.parse_args(["train", "--data", "d"]))).head_fit == "adam"
+
+
 def test_the_colour_norm_flag_reaches_the_recipe_and_takes_only_known_modes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

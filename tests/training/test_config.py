@@ -66,6 +66,14 @@ def test_recipes_from_before_label_smoothing_and_class_balance_train_as_they_did
     assert (TrainConfig().label_smoothing, TrainConfig().class_balance) == (0.0, "loss")
 
 
+def test_a_logistic_head_fit_takes_one_frozen_epoch_whatever_the_models_default() -> None:
+    from blastscope.training.prepare import complete_recipe
+
+    assert complete_recipe(TrainConfig(data="x", head_fit="logistic")).epochs_frozen == 1
+    assert complete_recipe(TrainConfig(data="x")).epochs_frozen == 10  # efficientnet_lite0's own
+    assert TrainConfig.from_dict({"data": "x"}).head_fit == "adam"  # recipes recorded before it trained with Adam
+
+
 def test_missing_data_tells_how_to_get_some() -> None:
     with pytest.raises(DataError, match="--data.*blastscope synth"):
         TrainConfig().validate()
@@ -102,6 +110,12 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ({"label_smoothing": "0.1"}, "label smoothing '0.1' is invalid"),
         ({"class_balance": "oversample"}, "class balance 'oversample' is unknown.*--class-balance loss|sampler|none"),
         ({"colour_norm": "image"}, "colour normalisation 'image' is unknown: use one of none, subject"),
+        ({"head_fit": "sgd"}, "head fit 'sgd' is unknown: use --head-fit adam|logistic"),
+        (
+            {"head_fit": "logistic", "epochs_frozen": 3},
+            "--head-fit logistic fits the head once.*not 3.*--epochs-frozen",
+        ),
+        ({"head_fit": "logistic", "cached_features": False}, "cached features: drop --no-cached-features"),
         ({"split": SplitConfig(ratios=(0.6, 0.2, float("nan")))}, "split ratios 0.6,0.2,nan are invalid"),
         ({"split": SplitConfig(ratios=(0.6, 0.2, float("inf")))}, "split ratios 0.6,0.2,inf are invalid"),
         ({"split": SplitConfig(ratios=(0.7, 0.7, -0.4))}, r"split ratios 0.7,0.7,-0.4 are invalid: .*--split-ratios"),

@@ -607,6 +607,14 @@ def test_the_model_card_says_when_fine_tuning_settings_were_not_used(recipe: dic
     assert (settings["lr_finetune"], settings["unfreeze_stages"]) == expected
 
 
+def test_the_model_card_says_how_the_head_was_fitted() -> None:
+    recipe = {"weights_pretrained": True, "epochs_finetune": 0, "lr_head": 1e-3}
+    assert (training_settings(recipe)["head_fit"], training_settings(recipe)["lr_head"]) == ("adam", 1e-3)
+    logistic = training_settings({**recipe, "head_fit": "logistic"})
+    assert (logistic["head_fit"], logistic["lr_head"]) == ("logistic", None)  # fitted in closed form: no rate
+    assert training_settings({**recipe, "weights_pretrained": False})["head_fit"] is None
+
+
 def test_the_model_card_says_a_head_trained_on_cached_features_saw_no_augmentation() -> None:
     """The default recipe trains its head on features computed once from unaugmented images: its card listed the
     augmentation switches as if they had been applied."""

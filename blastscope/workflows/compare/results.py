@@ -48,6 +48,7 @@ TRAINING_SETTINGS = (
     "weight_decay",
     "label_smoothing",
     "class_balance",
+    "head_fit",
     "seed",
     "resolved_precision",
     "cached_features",
@@ -479,8 +480,11 @@ def training_settings(recipe: dict[str, Any]) -> dict[str, Any]:
     settings["image_size"] = (recipe.get("preprocessing") or {}).get("input_size", recipe.get("image_size"))
     switched_on = sorted(key for key, value in (recipe.get("augmentation") or {}).items() if value is True)
     settings["augmentation"] = ", ".join(switched_on) if switched_on else "defaults"
+    settings["head_fit"] = recipe.get("head_fit", "adam")  # recorded before --head-fit: trained with Adam
+    if settings["head_fit"] == "logistic":
+        settings["lr_head"] = None  # fitted in closed form, then trained (if at all) at --lr-finetune
     if recipe.get("weights_pretrained") is False:
-        settings["cached_features"] = None  # one phase, every layer learning: nothing frozen to cache
+        settings["head_fit"] = settings["cached_features"] = None  # one phase, every layer learning: nothing frozen
     elif recipe.get("cached_features") and not recipe.get("epochs_finetune"):
         settings["augmentation"] = "none (the head trained on features cached once from unaugmented images)"
     return settings
