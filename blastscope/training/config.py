@@ -223,6 +223,12 @@ class TrainConfig:
         self._check_head_fit()
         if self.split.folds is not None and not 0 <= self.split.fold < self.split.folds:
             raise BlastscopeError(f"fold {self.split.fold} does not exist: use 0..{self.split.folds - 1}")
+        if self.split.folds is not None and (self.split.csv or tuple(self.split.ratios) != SplitConfig().ratios):
+            flag = "--split-csv" if self.split.csv else "--split-ratios"
+            raise BlastscopeError(
+                f"{flag} has no effect with --folds {self.split.folds}: each fold tests on its own subjects and "
+                f"validates on the next fold's; drop {flag} or --folds"
+            )
         if self.split.folds is None and self.split.fold != 0:
             raise BlastscopeError(
                 f"fold {self.split.fold} needs --folds K (k-fold cross-validation by subject); without it the run "

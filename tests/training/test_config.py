@@ -117,6 +117,11 @@ def test_missing_data_tells_how_to_get_some() -> None:
         ),
         ({"head_fit": "logistic", "cached_features": False}, "cached features: drop --no-cached-features"),
         ({"split": SplitConfig(ratios=(0.6, 0.2, float("nan")))}, "split ratios 0.6,0.2,nan are invalid"),
+        (
+            {"split": SplitConfig(ratios=(0.8, 0.1, 0.1), folds=5)},
+            "--split-ratios has no effect with --folds 5: .*drop",
+        ),
+        ({"split": SplitConfig(csv="s.csv", folds=3)}, "--split-csv has no effect with --folds 3"),
         ({"split": SplitConfig(ratios=(0.6, 0.2, float("inf")))}, "split ratios 0.6,0.2,inf are invalid"),
         ({"split": SplitConfig(ratios=(0.7, 0.7, -0.4))}, r"split ratios 0.7,0.7,-0.4 are invalid: .*--split-ratios"),
         (
