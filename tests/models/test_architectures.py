@@ -48,6 +48,21 @@ def test_stages_partition_the_backbone_in_order(name, bundle_of, images_for):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_a_linear_head_is_offered_exactly_where_it_computes_the_logits(name, bundle_of, images_for):
+    """``--head-fit logistic`` writes into what ``linear_head`` returns: its layers must give the head's logits."""
+    model = bundle_of(name).model.eval()
+    parts = model.linear_head()
+    if name == "efficientnet_b0_attention":
+        assert parts is None
+        return
+    fixed, linear = parts
+    with torch.no_grad():
+        features = model.forward_features(images_for(name, batch=2))
+        through = nn.Sequential(*fixed, linear)(features)
+        torch.testing.assert_close(through, model.forward_head(features))
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_default_unfreeze_stages_fit_the_backbone(name, bundle_of):
     """The training module refuses a count above the stage count, so every model's own default must fit."""
     count = get_spec(name).defaults.unfreeze_stages
