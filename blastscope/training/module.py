@@ -351,15 +351,15 @@ def check_head_fit(head_fit: str, model: CellClassifier, *, pretrained: bool, fr
         raise BlastscopeError(f"head fit {head_fit!r} is unknown: use one of {', '.join(HEAD_FITS)}")
     if head_fit != "logistic":
         return
+    if model.linear_head() is None:  # first: no weights can mend this one
+        raise BlastscopeError(
+            f"--head-fit logistic needs a head that is one linear layer on the features; {type(model).__name__}'s "
+            "is not: use --head-fit adam"
+        )
     if not pretrained:
         raise BlastscopeError(
             "--head-fit logistic fits the head on a frozen pretrained backbone, and this model starts from random "
             "weights (every layer trains): give it pretrained weights (--pretrained) or use --head-fit adam"
-        )
-    if model.linear_head() is None:
-        raise BlastscopeError(
-            f"--head-fit logistic needs a head that is one linear layer on the features; {type(model).__name__}'s "
-            "is not: use --head-fit adam"
         )
     if frozen_epochs != 1 or not cached:
         raise BlastscopeError(

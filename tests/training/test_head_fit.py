@@ -58,9 +58,10 @@ def test_the_head_computes_the_chosen_regressions_probabilities(classes: int) ->
     train_set = TensorDataset(*(t[:80] for t in train_set.tensors))
     fit = fit_logistic_head(model, train_set, val_set, class_weights=weights, batches=3)
 
-    assert fit.strength in STRENGTHS and fit.val_loss == min(fit.val_losses) and fit.converged
+    assert fit.C in STRENGTHS and fit.val_loss == min(fit.val_losses) and fit.converged
     scaler = StandardScaler().fit(train_set.tensors[0].double().numpy())
-    reference = LogisticRegression(C=fit.strength, class_weight=dict(enumerate(weights.tolist())), max_iter=5000)
+    scaler.scale_ = np.maximum(scaler.scale_, np.median(scaler.scale_))  # no feature scaled up beyond the median
+    reference = LogisticRegression(C=fit.C, class_weight=dict(enumerate(weights.tolist())), max_iter=5000)
     reference.fit(scaler.transform(train_set.tensors[0].double().numpy()), train_set.tensors[1].numpy())
     expected = reference.predict_proba(scaler.transform(val_set.tensors[0].double().numpy()))
     with torch.no_grad():
@@ -70,7 +71,7 @@ def test_the_head_computes_the_chosen_regressions_probabilities(classes: int) ->
     assert fit.val_loss == pytest.approx(log_loss(val_set.tensors[1].numpy(), expected, sample_weight=sample_weight))
 
 
-def test_the_strength_is_the_one_validation_scores_best_not_the_weakest() -> None:
+def test_the_C_is_the_one_validation_scores_best_not_the_weakest() -> None:
     """Few training cells and many noisy features: the weakest L2 overfits, so validation picks a stronger one."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(200) % 2
@@ -81,7 +82,38 @@ def test_the_strength_is_the_one_validation_scores_best_not_the_weakest() -> Non
     fit = fit_logistic_head(
         FeatureHead(nn.Sequential(nn.Linear(80, 2))), train_set, val_set, class_weights=None, batches=1
     )
-    assert fit.strength < STRENGTHS[-1] and fit.val_losses[-1] > fit.val_loss
+    assert fit.C < STRENGTHS[-1] and fit.val_losses[-1] > fit.val_loss
+
+
+def test_a_feature_that_hardly_varies_is_not_amplified(caplog: pytest.LogCaptureFixture) -> None:
+    """Pooled channels that almost never fire vary by ~1e-6: standardised, their weight (and with it any noise
+    between training's bf16 features and prediction's fp32 ones) grew a million-fold."""
+    train_set, val_set = _features(0, 80), _features(1, 40)
+    for part in (train_set, val_set):
+        part.tensors[0][:, 0] = 1.0 + 1e-6 * part.tensors[1]  # separates the classes perfectly, by a hair
+    model = FeatureHead(nn.Sequential(nn.Linear(12, 2)))
+    fit = fit_logistic_head(model, train_set, val_set, class_weights=None, batches=1)
+    median_spread = train_set.tensors[0].std(0).median()
+    weights = model.head[0].weight.detach()
+    assert weights.abs().max() < 50 / median_spread  # at most a typical feature's weight, not 1e6 times it
+    assert fit.C in STRENGTHS
+
+
+def test_a_C_at_the_end_of_the_range_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    """Validation people unlike the training ones (the cue reversed): the strongest regularisation scores best, and
+    the run says what that means."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 2
+    features = torch.randn(60, 12, generator=generator)
+    train_set = TensorDataset(features + 2.0 * labels[:, None], labels)
+    reversed_cue = TensorDataset(features + 2.0 * (1 - labels[:, None]), labels)
+    with caplog.at_level("WARNING"):
+        fit = fit_logistic_head(
+            FeatureHead(nn.Sequential(nn.Linear(12, 2))), train_set, reversed_cue, class_weights=None, batches=1
+        )
+    assert fit.C == STRENGTHS[0]
+    assert "kept C=0.0001, the strongest L2 regularisation tried" in caplog.text
+    assert "hardly separate the validation cells" in caplog.text
 
 
 def test_a_batch_norm_in_the_head_takes_the_training_statistics_and_predictions_still_match() -> None:
@@ -95,12 +127,13 @@ def test_a_batch_norm_in_the_head_takes_the_training_statistics_and_predictions_
     torch.testing.assert_close(norm.running_var, train_set.tensors[0].var(0))
     assert int(norm.num_batches_tracked) == 7 and model.head.training  # modes are left as they were
 
-    plain = FeatureHead(nn.Sequential(nn.Linear(12, 2)))
-    fit_logistic_head(plain, train_set, val_set, class_weights=None, batches=7)
-    with torch.no_grad():
+    with torch.no_grad():  # the same regression as one fitted to the batch norm's output
+        standardised = [TensorDataset(norm.eval()(part.tensors[0]), part.tensors[1]) for part in (train_set, val_set)]
+        plain = FeatureHead(nn.Sequential(nn.Linear(12, 2)))
+        fit_logistic_head(plain, *standardised, class_weights=None, batches=7)
         torch.testing.assert_close(
             model.eval().forward_head(val_set.tensors[0]).softmax(1),
-            plain.forward_head(val_set.tensors[0]).softmax(1),
+            plain.forward_head(standardised[1].tensors[0]).softmax(1),
             atol=1e-4,
             rtol=0,
         )
@@ -144,7 +177,7 @@ def test_a_logistic_head_run_fits_once_and_records_its_choice(tiny_config: Calla
     rows = _history(run_dir)
     assert [(row["phase"], float(row["lr"])) for row in rows] == [("frozen", 0.0)]
     record = json.loads((run_dir / "metrics.json").read_text())["training"]["head_fit"]
-    assert record["method"] == "logistic" and record["strength"] in STRENGTHS
+    assert record["method"] == "logistic" and record["C"] in STRENGTHS
     assert float(rows[0]["val_loss"]) == pytest.approx(record["val_loss"], abs=1e-4)  # scored what it fitted
 
     trained = load_run(run_dir)
@@ -157,7 +190,7 @@ def test_a_logistic_head_run_fits_once_and_records_its_choice(tiny_config: Calla
     }
     weights = _weights(parts["train"].tensors[1], 2)
     again = fit_logistic_head(bundle.model, parts["train"], parts["val"], class_weights=weights, batches=1)
-    assert again.strength == record["strength"]
+    assert again.C == record["C"]
     torch.testing.assert_close(trained.model.head[-1].weight, bundle.model.head[-1].weight, atol=1e-4, rtol=1e-3)
 
 
