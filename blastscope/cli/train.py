@@ -372,6 +372,12 @@ def _checkpoint_line(training: dict[str, Any], config: dict[str, Any]) -> list[s
     line += f" {config.get('monitor', 'val_loss')}"
     if phase == "frozen" and config.get("epochs_finetune") and config.get("weights_pretrained"):
         line += ": fine-tuning never beat the frozen phase's head, so the run is scored without it"
+    fit = training.get("head_fit")
+    if fit:
+        line += (
+            f"; its head was fitted as a logistic regression, C={fit['C']:g} kept for the lowest validation loss "
+            f"({fit['val_loss']:.3f})"
+        )
     return [line]
 
 

@@ -52,7 +52,7 @@ from blastscope.training.prepare import (
     make_run_split,
     resolve_positive_class,
     scan_data,
-    unused_finetune_line,
+    unused_flags_line,
     write_run_files,
 )
 from blastscope.training.trainer import (
@@ -109,7 +109,7 @@ def train(
         cached=config.cached_features,
     )
     recorded = yaml.safe_load(Path(repeating).read_text()) if repeating is not None else None
-    if not worker and (line := unused_finetune_line(as_given, config, bundle.pretrained, recorded)):
+    if not worker and (line := unused_flags_line(as_given, config, bundle.pretrained, recorded)):
         _announce(line)
     with storage_errors(Path(run_dir) if run_dir is not None else Path(config.out)):
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(config.out), config.model)

@@ -72,29 +72,49 @@ def complete_recipe(config: TrainConfig) -> TrainConfig:
     return config.with_defaults(get_spec(config.model).defaults.to_dict()).validate()
 
 
-def unused_finetune_line(
+def unused_flags_line(
     given: TrainConfig, recipe: TrainConfig, pretrained: bool, recorded: dict[str, Any] | None = None
 ) -> str | None:
-    """One line naming the fine-tuning flags ``given`` that the run never uses, else ``None``.
+    """One line naming the learning-rate and fine-tuning flags ``given`` that the run never uses, else ``None``.
 
     ``--lr-finetune`` and ``--unfreeze-stages`` shape phase 2 only: a recipe with no fine-tuning epochs
     (efficientnet_lite0's default trains the head alone) or a randomly initialised model (one phase, every layer at
-    ``--lr-head``) would otherwise take them and silently ignore them. ``recorded`` is the config.yaml a ``--config``
-    re-run starts from: its values were not given by the user, so only values that differ from it count.
+    ``--lr-head``) would otherwise take them and silently ignore them; so would ``--head-fit logistic``, which fits
+    the head without a learning rate, take ``--lr-head``. ``recorded`` is the config.yaml a ``--config`` re-run starts
+    from: its values were not given by the user, so only values that differ from it count.
     """
-    if pretrained and recipe.epochs_finetune > 0:
+    notes = []
+    if not (pretrained and recipe.epochs_finetune > 0):
+        flags = _flags_given(
+            given, recorded, ("--lr-finetune", "lr_finetune"), ("--unfreeze-stages", "unfreeze_stages")
+        )
+        why = (
+            "this recipe has no fine-tuning epochs (--epochs-finetune 0); add --epochs-finetune N to fine-tune"
+            if pretrained
+            else "a randomly initialised model trains every layer in one phase, at --lr-head"
+        )
+        notes += [(flags, why)] if flags else []
+    if (
+        pretrained
+        and recipe.head_fit == "logistic"
+        and (flags := _flags_given(given, recorded, ("--lr-head", "lr_head")))
+    ):
+        notes.append(
+            (flags, "--head-fit logistic fits the head in closed form, and fine-tuning trains it at --lr-finetune")
+        )
+    if not notes:
         return None
-    fields = (("--lr-finetune", "lr_finetune"), ("--unfreeze-stages", "unfreeze_stages"))
-    flags = [flag for flag, field in fields
-             if getattr(given, field) is not None and getattr(given, field) != (recorded or {}).get(field)]  # fmt: skip
-    if not flags:
-        return None
-    why = (
-        "this recipe has no fine-tuning epochs (--epochs-finetune 0); add --epochs-finetune N to fine-tune"
-        if pretrained
-        else "a randomly initialised model trains every layer in one phase, at --lr-head"
-    )
-    return f"note: {' and '.join(flags)} {'changes' if len(flags) == 1 else 'change'} nothing here: {why}"
+    said = [
+        f"{' and '.join(flags)} {'changes' if len(flags) == 1 else 'change'} nothing here: {why}"
+        for flags, why in notes
+    ]
+    return f"note: {'; '.join(said)}"
+
+
+def _flags_given(given: TrainConfig, recorded: dict[str, Any] | None, *fields: tuple[str, str]) -> list[str]:
+    """The flags of ``fields`` (flag, field) set in ``given`` to other values than the ``recorded`` recipe's."""
+    return [flag for flag, field in fields
+            if getattr(given, field) is not None and getattr(given, field) != (recorded or {}).get(field)]  # fmt: skip
 
 
 def scan_data(config: TrainConfig) -> CellTable:

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from blastscope.cli.train import result_lines
 from blastscope.errors import BlastscopeError
 from blastscope.models.base import CellClassifier
 from blastscope.runs import load_run
@@ -179,6 +180,8 @@ def test_a_logistic_head_run_fits_once_and_records_its_choice(tiny_config: Calla
     record = json.loads((run_dir / "metrics.json").read_text())["training"]["head_fit"]
     assert record["method"] == "logistic" and record["C"] in STRENGTHS
     assert float(rows[0]["val_loss"]) == pytest.approx(record["val_loss"], abs=1e-4)  # scored what it fitted
+    said = f"its head was fitted as a logistic regression, C={record['C']:g} kept for the lowest validation loss"
+    assert any(said in line for line in result_lines(run_dir))  # what `train` ends with
 
     trained = load_run(run_dir)
     bundle = create_model("efficientnet_lite0", image_size=32)

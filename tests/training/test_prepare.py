@@ -16,7 +16,7 @@ from blastscope.data.split import Split, make_split, write_split_csv
 from blastscope.errors import LeakageError
 from blastscope.training import TrainConfig, train
 from blastscope.training.config import SplitConfig
-from blastscope.training.prepare import complete_recipe, make_run_split, scan_data, unused_finetune_line
+from blastscope.training.prepare import complete_recipe, make_run_split, scan_data, unused_flags_line
 
 
 def test_the_scan_notes_are_said_when_training_starts(
@@ -141,11 +141,23 @@ ONE_PHASE = "a randomly initialised model trains every layer in one phase, at --
         ),
         ({"lr_finetune": 1e-4, "epochs_finetune": 2}, True, None),
         ({}, True, None),
+        (
+            {"lr_head": 0.1, "head_fit": "logistic"},
+            True,
+            "--lr-head changes nothing here: --head-fit logistic fits the head in closed form, and fine-tuning trains "
+            "it at --lr-finetune",
+        ),
+        (
+            {"lr_head": 0.1, "lr_finetune": 1e-4, "head_fit": "logistic"},
+            True,
+            f"--lr-finetune changes nothing here: {NO_EPOCHS}; --lr-head changes nothing here: --head-fit logistic "
+            "fits the head in closed form, and fine-tuning trains it at --lr-finetune",
+        ),
     ],
 )
 def test_fine_tuning_flags_a_run_never_uses_are_named(flags: dict, pretrained: bool, said: str | None) -> None:
     given = TrainConfig(data="cells", **flags)
-    line = unused_finetune_line(given, complete_recipe(given), pretrained)
+    line = unused_flags_line(given, complete_recipe(given), pretrained)
     assert line == (None if said is None else f"note: {said}")
 
 
@@ -153,9 +165,9 @@ def test_values_a_repeated_config_holds_were_not_given() -> None:
     """`train --config RUN/config.yaml` of a head-only run: its recorded lr_finetune was not the user's flag."""
     recorded = complete_recipe(TrainConfig(data="cells")).to_dict()
     repeated = TrainConfig.from_dict(recorded)
-    assert unused_finetune_line(repeated, complete_recipe(repeated), True, recorded) is None
+    assert unused_flags_line(repeated, complete_recipe(repeated), True, recorded) is None
     changed = replace(repeated, lr_finetune=1e-5)
-    assert "--lr-finetune changes nothing" in str(unused_finetune_line(changed, changed, True, recorded))
+    assert "--lr-finetune changes nothing" in str(unused_flags_line(changed, changed, True, recorded))
 
 
 def test_train_says_so_before_training(tiny_config: Callable[..., TrainConfig], capsys: pytest.CaptureFixture) -> None:
