@@ -107,6 +107,7 @@ def train(
         pretrained=bool(bundle.pretrained),
         frozen_epochs=config.epochs_frozen,
         cached=config.cached_features,
+        model_name=config.model,
     )
     recorded = yaml.safe_load(Path(repeating).read_text()) if repeating is not None else None
     if not worker and (line := unused_flags_line(as_given, config, bundle.pretrained, recorded)):

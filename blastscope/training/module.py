@@ -345,16 +345,27 @@ class CellClassifierModule(L.LightningModule):
         return cosine(epoch - hp.frozen_epochs, hp.finetune_epochs)
 
 
-def check_head_fit(head_fit: str, model: CellClassifier, *, pretrained: bool, frozen_epochs: int, cached: bool) -> None:
-    """A ``logistic`` head fit needs a frozen phase of one epoch on cached features and a linear head to fit."""
+def check_head_fit(
+    head_fit: str,
+    model: CellClassifier,
+    *,
+    pretrained: bool,
+    frozen_epochs: int,
+    cached: bool,
+    model_name: str = "this model",
+) -> None:
+    """A ``logistic`` head fit needs a frozen phase of one epoch on cached features and a linear head to fit.
+
+    ``model_name`` (the registered name, e.g. ``efficientnet_b0_attention``) is what the refusal calls the model.
+    """
     if head_fit not in HEAD_FITS:
         raise BlastscopeError(f"head fit {head_fit!r} is unknown: use one of {', '.join(HEAD_FITS)}")
     if head_fit != "logistic":
         return
     if model.linear_head() is None:  # first: no weights can mend this one
         raise BlastscopeError(
-            f"--head-fit logistic needs a head that is one linear layer on the features; {type(model).__name__}'s "
-            "is not: use --head-fit adam"
+            f"--head-fit logistic needs a head that is one linear layer on the features; {model_name}'s is not: "
+            "use --head-fit adam"
         )
     if not pretrained:
         raise BlastscopeError(

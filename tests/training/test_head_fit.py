@@ -217,3 +217,12 @@ def test_a_model_without_pretrained_weights_is_refused_before_a_run_folder_is_ma
     with pytest.raises(BlastscopeError, match="--head-fit logistic .* random weights.*--head-fit adam"):
         train(tiny_config(head_fit="logistic", pretrained="none", out=str(out)))
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_attention_head_is_refused_by_the_model_s_registered_name(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    out = tmp_path / "refused"
+    with pytest.raises(BlastscopeError, match="efficientnet_b0_attention's is not: use --head-fit adam"):
+        train(tiny_config(head_fit="logistic", model="efficientnet_b0_attention", out=str(out)))
+    assert not out.exists() or not any(out.iterdir())
