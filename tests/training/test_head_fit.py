@@ -210,19 +210,18 @@ def test_fine_tuning_starts_from_the_fitted_head_and_a_resumed_run_keeps_its_rec
     assert json.loads((run_dir / "metrics.json").read_text())["training"]["head_fit"] == recorded
 
 
-def test_a_model_without_pretrained_weights_is_refused_before_a_run_folder_is_made(
-    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pretrained": "none"}, "--head-fit logistic .* random weights.*--head-fit adam"),
+        ({"model": "efficientnet_b0_attention"}, "efficientnet_b0_attention's is not: use --head-fit adam"),
+    ],
+    ids=["random-weights", "attention-head-by-its-registered-name"],
+)
+def test_a_model_it_cannot_fit_is_refused_before_a_run_folder_is_made(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, overrides: dict[str, str], message: str
 ) -> None:
     out = tmp_path / "refused"
-    with pytest.raises(BlastscopeError, match="--head-fit logistic .* random weights.*--head-fit adam"):
-        train(tiny_config(head_fit="logistic", pretrained="none", out=str(out)))
-    assert not out.exists() or not any(out.iterdir())
-
-
-def test_an_attention_head_is_refused_by_the_model_s_registered_name(
-    tiny_config: Callable[..., TrainConfig], tmp_path: Path
-) -> None:
-    out = tmp_path / "refused"
-    with pytest.raises(BlastscopeError, match="efficientnet_b0_attention's is not: use --head-fit adam"):
-        train(tiny_config(head_fit="logistic", model="efficientnet_b0_attention", out=str(out)))
+    with pytest.raises(BlastscopeError, match=message):
+        train(tiny_config(head_fit="logistic", out=str(out), **overrides))
     assert not out.exists() or not any(out.iterdir())
