@@ -26,6 +26,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from bench_accuracy import CELL_METRICS, SUBJECT_METRICS, _write_predictions
 from bench_accuracy_delta import paired_delta
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
@@ -73,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     keep = slice(None) if args.features == "multiscale" else slice(-bundle.model.backbone.num_features, None)
     index = {name: i for i, name in enumerate(names)}
     tick = time.perf_counter()
-    folds = [_fold(k, split, features[:, keep], index) for k, split in enumerate(splits, start=1)]
+    folds = [
+        _fold(k, split, features[:, keep], index, logistic_candidates()) for k, split in enumerate(splits, start=1)
+    ]
     fit_seconds = time.perf_counter() - tick
     pooled = _pool(folds, args.resamples)
     _write_predictions(folds, args.out / "predictions.csv")
@@ -123,8 +127,17 @@ def _features(bundle: ModelBundle, split: Split, args: argparse.Namespace) -> tu
     return names, features
 
 
-def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int]) -> dict:
-    """Fit the probe on fold ``k``'s training cells; its C and threshold chosen on validation; score its test cells."""
+def logistic_candidates() -> list[Pipeline]:
+    """The probe's models, one per L2 strength C: standardised features, balanced class weights."""
+    return [
+        make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=5000))
+        for c in REGULARISATION
+    ]
+
+
+def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int], candidates: list[Any]) -> dict:
+    """Fit every candidate (an unfitted scikit-learn classifier) on fold ``k``'s training cells, keep the one with
+    the lowest validation log-loss, choose the threshold on validation and score the test cells."""
     parts = {
         name: (
             features[[index[str(cell.path)] for cell in cells]],
@@ -135,20 +148,16 @@ def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int]) -> 
     }
     (x_train, y_train, _), (x_val, y_val, _) = parts["train"], parts["val"]
     x_test, y_test, test_cells = parts["test"]
-    scaler = StandardScaler().fit(x_train)
-    fitted = [
-        LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(scaler.transform(x_train), y_train)
-        for c in REGULARISATION
-    ]
-    on_val = [model.predict_proba(scaler.transform(x_val)) for model in fitted]
+    fitted = [candidate.fit(x_train, y_train) for candidate in candidates]
+    on_val = [model.predict_proba(x_val) for model in fitted]
     best = int(np.argmin([log_loss(y_val, probabilities) for probabilities in on_val]))
-    model = fitted[best]
+    model, chosen = fitted[best], _describe(fitted[best])
     point = threshold_for_weighted_f1(y_val, on_val[best], OperatingPoint(classes=CLASSES, positive_class="all"))
-    probabilities = model.predict_proba(scaler.transform(x_test))
+    probabilities = model.predict_proba(x_test)
     decided = decide(probabilities, point)
     metrics = classification_metrics(y_test, probabilities, decided, CLASSES, "all")
     print(
-        f"fold {k}: C {model.C:g}, threshold {point.threshold:.3f}, weighted F1 {metrics['weighted_f1']:.3f}, "
+        f"fold {k}: {chosen}, threshold {point.threshold:.3f}, weighted F1 {metrics['weighted_f1']:.3f}, "
         f"ROC-AUC {metrics['roc_auc']:.3f}",
         flush=True,
     )
@@ -167,12 +176,20 @@ def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int]) -> 
     ]
     return {
         "fold": k,
-        "C": model.C,
+        "chosen": chosen,
         "threshold": point.threshold,
         "weighted_f1": metrics["weighted_f1"],
         "roc_auc": metrics["roc_auc"],
         "rows": rows,
     }
+
+
+def _describe(model: Any) -> str:
+    """The hyperparameters that differ between candidates, e.g. ``C 0.01`` or ``max_iter 300``."""
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    if isinstance(final, LogisticRegression):
+        return f"C {final.C:g}"
+    return f"learning_rate {final.learning_rate:g}, max_iter {final.max_iter}"
 
 
 def _pool(folds: list[dict], resamples: int) -> dict:
