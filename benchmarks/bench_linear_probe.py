@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    splits = [read_split_csv(path) for path in sorted((args.bench / "splits").glob("fold-*.csv"))]
-    if not splits:
-        sys.exit(f"{args.bench}/splits holds no fold-<i>.csv: give a folder bench_accuracy.py wrote")
+    splits = read_folds(args.bench)
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = create_model(args.model, pretrained="auto", image_size=args.image_size)
     print(f"{args.model} at {args.image_size} px from {bundle.weights_source}", flush=True)
@@ -101,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _print(results)
     return 0
+
+
+def read_folds(bench: Path) -> list[Split]:
+    """The fold splits a ``bench_accuracy.py`` folder wrote, in fold order; exits in one line when it holds none."""
+    splits = [read_split_csv(path) for path in sorted((bench / "splits").glob("fold-*.csv"))]
+    if not splits:
+        sys.exit(f"{bench}/splits holds no fold-<i>.csv: give a folder bench_accuracy.py wrote")
+    return splits
 
 
 def _features(bundle: ModelBundle, split: Split, args: argparse.Namespace) -> tuple[list[str], np.ndarray]:

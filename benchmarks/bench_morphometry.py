@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 from bench_accuracy import _write_predictions
 from bench_accuracy_delta import paired_delta
-from bench_linear_probe import _fold, _pool, _print, logistic_candidates
+from bench_linear_probe import _fold, _pool, _print, logistic_candidates, read_folds
 from scipy import ndimage
 from skimage.color import rgb2hed, rgb2lab
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
@@ -50,7 +49,6 @@ from skimage.morphology import disk
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from blastscope.data.images import read_rgb
-from blastscope.data.split.csv_file import read_split_csv
 from blastscope.segmentation.background import cell_on_black_mask
 
 GLCM_DISTANCES = (1, 2, 4, 8)  # px at the stored scale
@@ -58,6 +56,7 @@ GLCM_LEVELS = 32
 LBP_SETTINGS = ((8, 1), (16, 3))  # (points P, radius R in px)
 BLUR_SIGMAS = (1, 2, 4, 8)  # px
 EDGE_PX = 4  # colour and texture are read this far inside the mask, away from the black canvas
+PERCENTILES = (5, 25, 50, 75, 95)
 BOOSTING_GRID = ((0.05, 100), (0.05, 300), (0.03, 600))  # (learning rate, trees) tried on each fold's validation
 
 
@@ -106,9 +105,9 @@ def measure(path: str) -> dict[str, float]:
 
 
 def _distribution(prefix: str, values: np.ndarray) -> dict[str, float]:
-    quantiles = np.percentile(values, [5, 25, 50, 75, 95])
+    quantiles = np.percentile(values, PERCENTILES)
     found = {f"{prefix}_mean": float(values.mean()), f"{prefix}_sd": float(values.std())}
-    found |= {f"{prefix}_p{q}": float(x) for q, x in zip((5, 25, 50, 75, 95), quantiles, strict=True)}
+    found |= {f"{prefix}_p{q}": float(x) for q, x in zip(PERCENTILES, quantiles, strict=True)}
     return found | {f"{prefix}_iqr_relative": float((quantiles[3] - quantiles[1]) / (abs(quantiles[2]) + 1e-6))}
 
 
@@ -156,7 +155,7 @@ def boosting_candidates() -> list[HistGradientBoostingClassifier]:
             class_weight="balanced",
             early_stopping=False,
             random_state=0,
-        )  # fmt: skip
+        )
         for rate, trees in BOOSTING_GRID
     ]
 
@@ -171,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="processes measuring cells")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args(argv)
-    splits = [read_split_csv(path) for path in sorted((args.bench / "splits").glob("fold-*.csv"))]
-    if not splits:
-        sys.exit(f"{args.bench}/splits holds no fold-<i>.csv: give a folder bench_accuracy.py wrote")
+    splits = read_folds(args.bench)
     args.out.mkdir(parents=True, exist_ok=True)
     stored = args.out / "morphometry.npz"
     if stored.is_file():
