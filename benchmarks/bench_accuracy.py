@@ -57,6 +57,7 @@ from blastscope.evaluation.bootstrap import bootstrap_ci
 from blastscope.evaluation.evaluate import evaluate_run, write_evaluation
 from blastscope.evaluation.plots import class_colors, to_png
 from blastscope.evaluation.threshold import parse_threshold
+from blastscope.hardware import reuse_freed_memory
 from blastscope.inference.decision import OperatingPoint, decide
 from blastscope.metrics import (
     accuracy,
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "same folds) into --out/runs/fold-i",
     )
     args, recipe_flags = parser.parse_known_args(argv)
+    reuse_freed_memory()  # as `blastscope train` does, so fit times are the command's
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-fold "GPU available" banners
     try:
         return run(args, recipe_flags)

@@ -248,3 +248,22 @@ def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     return lambda folder: folders.add(Path(folder).absolute())
+
+
+@pytest.fixture(scope="session")
+def running_statistics() -> Callable[[torch.nn.Module], torch.nn.Module]:
+    """``running_statistics(module)``: ``module`` in eval mode with seeded, non-trivial batch-norm running statistics
+    and affine parameters, so that folding them into convolutions has something to get wrong."""
+
+    def seeded(module: torch.nn.Module) -> torch.nn.Module:
+        generator = torch.Generator().manual_seed(0)
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                size = norm.num_features
+                norm.running_mean.copy_(torch.randn(size, generator=generator))
+                norm.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+                norm.weight.data.copy_(torch.randn(size, generator=generator))
+                norm.bias.data.copy_(torch.randn(size, generator=generator))
+        return module.eval()
+
+    return seeded

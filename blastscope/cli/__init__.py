@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from blastscope import __version__
 from blastscope.cli._interrupt import Interrupted
 from blastscope.errors import BlastscopeError
+from blastscope.hardware import reuse_freed_memory
 
 ORDER = [
     "synth", "data", "cache", "models", "train", "evaluate", "compare", "ensemble", "predict", "scan", "export", "serve"
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # a long-lived server hands memory back after each request instead
+        reuse_freed_memory()
     try:
         return int(args.run(args) or 0)
     except BlastscopeError as error:

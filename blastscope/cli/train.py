@@ -51,7 +51,7 @@ FIELDS = {
     "channels_last": "channels_last",
     "num_workers": "num_workers",
     "cached_features": "cached_features",
-    "bf16_frozen_stages": "bf16_frozen_stages",
+    "folded_frozen_stages": "folded_frozen_stages",
     "monitor": "monitor",
     "patience": "patience",
     "checkpoint_minutes": "checkpoint_minutes",
@@ -64,7 +64,7 @@ FIELDS = {
     "progress": "progress",
 }
 SPLIT_FIELDS = {"split_ratios": "ratios", "split_csv": "csv", "split_by": "by", "folds": "folds", "fold": "fold"}
-NEGATED = {"channels_last", "cached_features", "bf16_frozen_stages", "progress"}
+NEGATED = {"channels_last", "cached_features", "folded_frozen_stages", "progress"}
 """Options set by a ``--no-...`` switch, so that a message names the flag as it was typed."""
 EPOCHS = whole_number("a number of epochs", "5", minimum=0)
 """``--epochs-frozen``, ``--epochs-finetune`` and ``--patience``: 0 or more (that both phases are not 0 is the
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a classifier on a dataset. Pretrained models first train the head on a frozen backbone "
         "(--epochs-frozen), then, for --epochs-finetune epochs, fine-tune the last --unfreeze-stages stages at a "
         "lower learning rate; randomly initialised ones train all layers for the same total epochs. The default, "
-        "efficientnet_lite0, trains its head alone at 320 px (--epochs-finetune 0); `blastscope models` lists each "
+        "efficientnet_lite0, trains its head alone at 448 px (--epochs-finetune 0); `blastscope models` lists each "
         "model's defaults.",
         argument_default=argparse.SUPPRESS,
     )
@@ -235,10 +235,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "once, without augmentation, and the head trains on them)",
     )
     speed.add_argument(
-        "--no-bf16-frozen-stages",
-        dest="bf16_frozen_stages",
+        "--no-folded-frozen-stages",
+        dest="folded_frozen_stages",
         action="store_false",
-        help="run frozen backbone stages in the run's precision (default: as bf16 copies on CPUs with AMX/AVX512-BF16)",
+        help="run frozen backbone stages as they are (default on CPUs: as inference copies with batch norm folded into "
+        "the convolutions, in bf16 on CPUs with AMX/AVX512-BF16)",
     )
     speed.add_argument("--accelerator", help="auto, cpu or gpu")
     speed.add_argument("--devices", type=_devices, help="devices per node (default 1)")

@@ -127,7 +127,7 @@ class TrainConfig:
     colour_norm: str = "none"
     precision: str = "auto"
     channels_last: bool = True
-    bf16_frozen_stages: bool = True
+    folded_frozen_stages: bool = True
     num_workers: int = 2
     cached_features: bool = True
     monitor: str = "val_loss"
@@ -282,6 +282,9 @@ class TrainConfig:
         if "segment" not in data and isinstance(data.get("preprocessing"), dict):
             # A run recorded before --segment existed: it trained on images as decoded, and repeats or resumes so.
             data = {**data, "segment": Preprocessing.from_dict(data["preprocessing"]).segment}
+        if "bf16_frozen_stages" in data:  # its name until the copies also ran in fp32 on CPUs without bf16 units
+            data = {**data, "folded_frozen_stages": data["bf16_frozen_stages"]}
+            del data["bf16_frozen_stages"]
         data = {key: value for key, value in data.items() if key not in RESOLVED_KEYS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from blastscope.errors import BlastscopeError
 from blastscope.models.base import CellClassifier
 from blastscope.training.config import CLASS_BALANCE, HEAD_FITS
-from blastscope.training.frozen import FrozenStages
+from blastscope.training.frozen import DTYPES, FrozenStages
 from blastscope.training.head_fit import fit_logistic_head
 
 FROZEN, FINETUNE, FULL = "frozen", "finetune", "full"
@@ -93,8 +93,9 @@ class CellClassifierModule(L.LightningModule):
     With ``head_fit`` ``logistic`` the frozen phase is one epoch that fits the head in closed form at its start
     (:func:`~blastscope.training.head_fit.fit_logistic_head`, on the data module's cached features) and then only
     scores it: the head stays in inference mode and its learning rate is 0 for that epoch.
-    With ``bf16_frozen_stages`` the stages frozen in the current phase run as folded bf16 copies (see
-    :mod:`blastscope.training.frozen`) until ``teardown`` hands the network back unchanged.
+    With ``frozen_stage_dtype`` ("bfloat16" or "float32") the stages frozen in the current phase run as folded
+    inference copies in that dtype (see :mod:`blastscope.training.frozen`) until ``teardown`` hands the network back
+    unchanged.
     Hyper-parameters are plain types only, so checkpoints load with ``torch.load(weights_only=True)``.
 
     Raises
@@ -122,7 +123,7 @@ class CellClassifierModule(L.LightningModule):
         weight_decay: float,
         cached_features: bool = False,
         channels_last: bool = False,
-        bf16_frozen_stages: bool = False,
+        frozen_stage_dtype: str | None = None,
         label_smoothing: float = 0.0,
         class_balance: str = "loss",
         head_fit: str = "adam",
@@ -134,7 +135,7 @@ class CellClassifierModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
-        self.frozen_stages = FrozenStages(channels_last) if bf16_frozen_stages else None
+        self.frozen_stages = FrozenStages(DTYPES[frozen_stage_dtype], channels_last) if frozen_stage_dtype else None
         self.register_buffer("class_weights", inverse_frequency_weights(class_counts))
         self.val_accuracy = MulticlassAccuracy(num_classes=len(classes), average="micro")
         self.val_weighted_f1 = MulticlassF1Score(num_classes=len(classes), average="weighted")

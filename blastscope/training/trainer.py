@@ -49,7 +49,7 @@ def build_module(prepared: Prepared) -> CellClassifierModule:
         weight_decay=config.weight_decay,
         cached_features=config.cached_features and pretrained,
         channels_last=config.channels_last,
-        bf16_frozen_stages=use_bf16_frozen_stages(config),
+        frozen_stage_dtype=frozen_stage_dtype(config),
         label_smoothing=float(config.label_smoothing),
         class_balance=config.class_balance,
         head_fit=config.head_fit,
@@ -186,8 +186,11 @@ def build_trainer(prepared: Prepared, module: CellClassifierModule, logs: str = 
     )
 
 
-def use_bf16_frozen_stages(config: TrainConfig) -> bool:
-    return config.bf16_frozen_stages and resolve_accelerator(config) == "cpu" and cpu_has_native_bf16()
+def frozen_stage_dtype(config: TrainConfig) -> str | None:
+    """The dtype of the frozen stages' folded copies: bf16 on CPUs with bf16 units, fp32 on other CPUs, none on GPUs."""
+    if not config.folded_frozen_stages or resolve_accelerator(config) != "cpu":
+        return None
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def training_precision(config: TrainConfig, accelerator: str) -> str:

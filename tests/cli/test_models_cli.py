@@ -75,3 +75,12 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
     assert done.returncode in (0, 141)
+
+
+def test_commands_other_than_serve_keep_freed_memory_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import blastscope.cli
+
+    calls: list[bool] = []
+    monkeypatch.setattr(blastscope.cli, "reuse_freed_memory", lambda: calls.append(True))
+    assert main(["models"]) == 0
+    assert calls == [True]

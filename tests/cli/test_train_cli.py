@@ -181,10 +181,10 @@ def test_speed_switches_reach_the_recipe() -> None:
     from blastscope.cli import build_parser
 
     args = build_parser().parse_args(
-        ["train", "--data", "a", "--no-bf16-frozen-stages", "--no-cached-features", "--no-channels-last"]
+        ["train", "--data", "a", "--no-folded-frozen-stages", "--no-cached-features", "--no-channels-last"]
     )
     config = build_config(vars(args))
-    assert not (config.bf16_frozen_stages or config.cached_features or config.channels_last)
+    assert not (config.folded_frozen_stages or config.cached_features or config.channels_last)
 
 
 def test_a_run_repeats_from_its_config_yaml(

@@ -19,7 +19,7 @@ def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
         split=SplitConfig(ratios=(0.5, 0.25, 0.25), by="image", folds=5, fold=3),
         augmentation={"rotation": False, "zoom_range": [0.8, 1.2]},
         cached_features=False,
-        bf16_frozen_stages=False,
+        folded_frozen_stages=False,
         label_smoothing=0.1,
         class_balance="sampler",
     )
@@ -64,6 +64,11 @@ def test_recipes_from_before_label_smoothing_and_class_balance_train_as_they_did
     old = TrainConfig.from_dict({"data": "x", "segment": "never", "weight_decay": 1e-4})
     assert (old.label_smoothing, old.class_balance) == (0.0, "loss")
     assert (TrainConfig().label_smoothing, TrainConfig().class_balance) == (0.0, "loss")
+
+
+def test_recipes_recorded_with_the_bf16_frozen_stages_switch_keep_its_setting() -> None:
+    assert not TrainConfig.from_dict({"data": "x", "bf16_frozen_stages": False}).folded_frozen_stages
+    assert TrainConfig.from_dict({"data": "x", "bf16_frozen_stages": True}).folded_frozen_stages
 
 
 def test_a_logistic_head_fit_takes_one_frozen_epoch_whatever_the_models_default() -> None:

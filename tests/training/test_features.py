@@ -41,7 +41,7 @@ def test_the_multiscale_head_standardises_with_statistics_of_the_cached_features
     batches, not an exponential average still near its starting zeros, and the run's checkpoint gives it back."""
     from blastscope.data.datamodule import CellDataModule
 
-    recipe = {"cached_features": True, "epochs_finetune": 0, "bf16_frozen_stages": False}  # fp32 features here too
+    recipe = {"cached_features": True, "epochs_finetune": 0, "folded_frozen_stages": False}  # fp32 features here too
     run_dir = train(tiny_config(model="efficientnet_lite0_multiscale", **recipe))
     trained = load_run(run_dir)
     norm = trained.model.head[0]

@@ -1,76 +1,29 @@
-"""Frozen stages as folded bf16 copies: same answers within bf16 rounding, never stale, and fully removable."""
+"""Frozen stages as folded copies: same answers within bf16 (or fp32) rounding, never stale, and fully removable."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
-from timm.layers import BatchNormAct2d
 from torch import nn
 
 from blastscope.models import create_model
-from blastscope.training.frozen import FAST_DTYPE, FrozenStages, fold_batch_norms
+from blastscope.training.frozen import FrozenStages
 
 
-def _with_statistics(module: nn.Module) -> nn.Module:
-    """Non-trivial running statistics and affine parameters, so folding has something to get wrong."""
-    generator = torch.Generator().manual_seed(0)
-    for norm in module.modules():
-        if isinstance(norm, nn.BatchNorm2d):
-            size = norm.num_features
-            norm.running_mean.copy_(torch.randn(size, generator=generator))
-            norm.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-            norm.weight.data.copy_(torch.randn(size, generator=generator))
-            norm.bias.data.copy_(torch.randn(size, generator=generator))
-    return module.eval()
-
-
-class ReadTwice(nn.Module):
-    """A convolution whose output feeds its batch norm and also the sum after it: folding would change the sum."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
-        self.norm = nn.BatchNorm2d(3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return self.norm(y) + y
-
-
-def _lite0() -> nn.Module:
+@pytest.fixture
+def lite0(running_statistics: Callable[[nn.Module], nn.Module]) -> nn.Module:
     torch.manual_seed(0)
-    return _with_statistics(create_model("efficientnet_lite0", num_classes=2, pretrained="none", image_size=32).model)
+    return running_statistics(create_model("efficientnet_lite0", num_classes=2, pretrained="none", image_size=32).model)
 
 
 def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
     return float((output - reference).abs().max() / reference.abs().max())
 
 
-def test_batch_norms_after_convolutions_fold_into_them_without_changing_the_output() -> None:
-    block = _with_statistics(
-        nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.Conv2d(8, 4, 1, bias=False),
-            BatchNormAct2d(4, act_layer=nn.ReLU6),
-        )
-    )
-    images = torch.randn(2, 3, 16, 16)
-    folded = fold_batch_norms(block, (images,))
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    assert any(isinstance(m, nn.ReLU6) for m in folded.modules())  # the batch norm's own activation stays
-    torch.testing.assert_close(folded(images), block(images), rtol=1e-4, atol=1e-5)
-    assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules())  # the original is left as it was
-
-
-def test_a_convolution_output_read_elsewhere_is_not_folded() -> None:
-    module = _with_statistics(ReadTwice())
-    assert fold_batch_norms(module, (torch.randn(1, 3, 8, 8),)) is module
-
-
-def test_frozen_stages_answer_within_bf16_rounding_and_release_restores_the_network() -> None:
-    model = _lite0()
+def test_frozen_stages_answer_within_bf16_rounding_and_release_restores_the_network(lite0: nn.Module) -> None:
+    model = lite0
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = model(images)
@@ -81,15 +34,33 @@ def test_frozen_stages_answer_within_bf16_rounding_and_release_restores_the_netw
     assert fast.dtype == torch.float32
     assert 0 < _relative_error(fast, reference) < 0.05  # bf16 copies ran, and ran right
     copies = [built[0] for built in stages._copies.values()]
-    assert copies and all(p.dtype == FAST_DTYPE for copy in copies for p in copy.parameters())
+    assert copies and all(p.dtype == torch.bfloat16 for copy in copies for p in copy.parameters())
     stages.release()
     assert not any("forward" in m.__dict__ for m in model.modules())
     with torch.no_grad():
         assert torch.equal(model(images), reference)
 
 
-def test_a_frozen_copy_is_rebuilt_when_the_weights_change() -> None:
-    block = _with_statistics(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()))
+def test_fp32_copies_for_cpus_without_bf16_units_are_folded_and_answer_within_fp32_rounding(lite0: nn.Module) -> None:
+    model = lite0
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(images)
+    stages = FrozenStages(torch.float32)
+    stages.follow(module for stage in model.stages() for module in stage)
+    with torch.no_grad():
+        fast = model(images)
+    copies = [built[0] for built in stages._copies.values()]
+    assert copies and all(p.dtype == torch.float32 for copy in copies for p in copy.parameters())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with_convolutions = [c for c in copies if any(isinstance(m, nn.Conv2d) for m in c.modules())]
+    assert not any(isinstance(m, nn.BatchNorm2d) for c in with_convolutions for m in c.modules())  # the speed
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
+    stages.release()
+
+
+def test_a_frozen_copy_is_rebuilt_when_the_weights_change(running_statistics: Callable[[nn.Module], nn.Module]) -> None:
+    block = running_statistics(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()))
     images = torch.randn(2, 3, 16, 16)
     stages = FrozenStages()
     stages.follow([block])
@@ -105,8 +76,8 @@ def test_a_frozen_copy_is_rebuilt_when_the_weights_change() -> None:
     assert _relative_error(after, before) > 0.5
 
 
-def test_a_module_that_learns_or_passes_gradients_runs_its_own_forward() -> None:
-    model = _lite0()
+def test_a_module_that_learns_or_passes_gradients_runs_its_own_forward(lite0: nn.Module) -> None:
+    model = lite0
     stem = model.backbone.conv_stem
     stages = FrozenStages()
     stages.follow([stem])
@@ -121,11 +92,11 @@ def test_a_module_that_learns_or_passes_gradients_runs_its_own_forward() -> None
 
 
 @pytest.mark.parametrize("phase, unfrozen", [("frozen", 0), ("finetune", 2)])
-def test_the_module_runs_exactly_the_frozen_stages_through_copies(phase: str, unfrozen: int) -> None:
+def test_the_module_runs_exactly_the_frozen_stages_through_copies(phase: str, unfrozen: int, lite0: nn.Module) -> None:
     from blastscope.training.module import CellClassifierModule
 
     module = CellClassifierModule(
-        _lite0(),
+        lite0,
         classes=["all", "hem"],
         class_counts=[3, 2],
         pretrained=True,
@@ -135,7 +106,7 @@ def test_the_module_runs_exactly_the_frozen_stages_through_copies(phase: str, un
         lr_head=1e-3,
         lr_backbone=1e-4,
         weight_decay=0.0,
-        bf16_frozen_stages=True,
+        frozen_stage_dtype="bfloat16",
     )
     stages = module.model.stages()
     module._follow_frozen(phase)

@@ -173,7 +173,7 @@ def test_a_logistic_head_run_fits_once_and_records_its_choice(tiny_config: Calla
     from blastscope.models import create_model
     from blastscope.training.features import extract_features
 
-    recipe = {"head_fit": "logistic", "epochs_finetune": 0, "bf16_frozen_stages": False}  # fp32 features here too
+    recipe = {"head_fit": "logistic", "epochs_finetune": 0, "folded_frozen_stages": False}  # fp32 features here too
     run_dir = train(tiny_config(**recipe))
     rows = _history(run_dir)
     assert [(row["phase"], float(row["lr"])) for row in rows] == [("frozen", 0.0)]

@@ -1,4 +1,4 @@
-"""The Lightning trainer a recipe asks for: where the frozen stages run in bf16."""
+"""The Lightning trainer a recipe asks for: where and in which dtype the frozen stages run as folded copies."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pytest
 from blastscope.training import TrainConfig, train
 
 
-def test_frozen_stages_run_in_bf16_only_on_cpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frozen_stages_run_folded_on_cpus_in_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from blastscope.training import trainer
 
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
-    assert trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu"))
-    assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu", bf16_frozen_stages=False))
-    assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="gpu"))
+    assert trainer.frozen_stage_dtype(TrainConfig(accelerator="cpu")) == "bfloat16"
+    assert trainer.frozen_stage_dtype(TrainConfig(accelerator="cpu", folded_frozen_stages=False)) is None
+    assert trainer.frozen_stage_dtype(TrainConfig(accelerator="gpu")) is None
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
-    assert not trainer.use_bf16_frozen_stages(TrainConfig(accelerator="cpu"))
+    assert trainer.frozen_stage_dtype(TrainConfig(accelerator="cpu")) == "float32"
 
 
 def test_lightning_product_tips_are_left_out_and_its_hardware_lines_said_once(
