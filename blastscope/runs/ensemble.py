@@ -66,7 +66,7 @@ class EnsembleNetwork(CellClassifier):
 
     ``resize_i`` is the identity for a member trained at the ensemble's input size; a member trained smaller gets the
     input resized to its own size inside the network (antialiased, with the shared interpolation, as Pillow resizes),
-    so members trained at different sizes (efficientnet_lite0's 320 px beside resnet50's 224 px) share one input. Such
+    so members trained at different sizes (efficientnet_lite0's 448 px beside resnet50's 224 px) share one input. Such
     a member sees the image resized twice (original to the ensemble's size, then to its own) rather than once as in
     its own run, so its probabilities can differ slightly from its run's.
 

@@ -44,7 +44,7 @@ def test_table_lists_every_model_in_aligned_columns(capsys):
 
 
 def test_the_table_shows_the_size_train_uses_by_default(capsys):
-    """efficientnet_lite0 trains at 320 px by default though its weights were trained at 224: the table shows the
+    """efficientnet_lite0 trains at 448 px by default though its weights were trained at 224: the table shows the
     size `train` takes, under a header saying so, and its note names the difference."""
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -54,8 +54,8 @@ def test_the_table_shows_the_size_train_uses_by_default(capsys):
         spec = get_spec(name)
         expected = spec.defaults.image_size or spec.preprocessing().input_size
         assert rows[name][column] == str(expected), name
-    assert rows["efficientnet_lite0"][column] == "320"
-    assert "efficientnet_lite0 320 px, pretrained at 224" in lines[-1]
+    assert rows["efficientnet_lite0"][column] == "448"
+    assert "efficientnet_lite0 448 px, pretrained at 224" in lines[-1]
 
 
 def test_json_carries_preprocessing_sizes_and_defaults(capsys):
@@ -66,7 +66,7 @@ def test_json_carries_preprocessing_sizes_and_defaults(capsys):
     assert rows["resnet50"]["parameters_millions"] == pytest.approx(23.5, abs=0.1)
     assert rows["cnn"]["defaults"]["unfreeze_stages"] == "all"
     lite0 = rows["efficientnet_lite0"]
-    assert (lite0["train_image_size"], lite0["input_size"], lite0["defaults"]["image_size"]) == (320, 224, 320)
+    assert (lite0["train_image_size"], lite0["input_size"], lite0["defaults"]["image_size"]) == (448, 224, 448)
     assert rows["resnet50"]["train_image_size"] == rows["resnet50"]["input_size"] == 224
 
 

@@ -177,7 +177,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_a_bare_recipe_is_the_default_cpu_recipe_and_flags_still_win():
     bare = complete_recipe(TrainConfig(data="cells"))
-    assert (bare.model, bare.image_size, bare.epochs_frozen, bare.epochs_finetune) == ("efficientnet_lite0", 320, 10, 0)
+    assert (bare.model, bare.image_size, bare.epochs_frozen, bare.epochs_finetune) == ("efficientnet_lite0", 448, 10, 0)
     given = complete_recipe(TrainConfig(data="cells", image_size=224, epochs_finetune=6))
     assert (given.image_size, given.epochs_frozen, given.epochs_finetune) == (224, 10, 6)
     other = complete_recipe(TrainConfig(data="cells", model="resnet50"))

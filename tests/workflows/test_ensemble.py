@@ -172,7 +172,7 @@ def test_a_member_that_cannot_join_is_refused_in_one_line(
 def test_members_trained_at_different_sizes_share_the_largest_input_and_say_who_is_resized(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
-    """efficientnet_lite0's default 320 px beside resnet50's 224 px: one input, the larger, resized for the smaller
+    """efficientnet_lite0's default 448 px beside resnet50's 224 px: one input, the larger, resized for the smaller
     member inside the network; that member's probabilities stay close to its own run's."""
     larger = _copy(tiny_run, tmp_path)
     _edit_config(larger, lambda config: config["preprocessing"].update(input_size=48))  # global pooling: any size
