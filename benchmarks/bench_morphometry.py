@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_features:
         cnn = np.load(args.with_features)
         order = {str(path): i for i, path in enumerate(cnn["paths"])}
+        if missing := [path for path in paths if path not in order]:
+            parser.error(
+                f"{args.with_features} lacks {len(missing)} of these cells (e.g. {missing[0]}): "
+                f"make it with bench_linear_probe.py {args.bench}"
+            )
         features = np.concatenate([features, cnn["features"][[order[path] for path in paths]]], axis=1)
     print(f"{features.shape[1]} features per cell ({len(used)} measurements)", flush=True)
     index = {path: i for i, path in enumerate(paths)}
