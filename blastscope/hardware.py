@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -39,9 +40,18 @@ def reuse_freed_memory() -> bool:
     bool
         Whether both settings took; False where the C library is not glibc.
     """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = c_library_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(parameter, LARGEST_MALLOPT_VALUE) == 1 for parameter in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD))
+
+
+def c_library_function(name: str, argtypes: list[type], restype: type) -> Callable[..., int] | None:
+    """The process's C library function ``name`` (glibc's ``mallopt``, ``malloc_trim``) with its C signature, or
+    ``None`` where the library has no such function. ctypes releases the GIL while it runs."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = argtypes, restype
+    return function

@@ -15,12 +15,13 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PIL import Image
 
 from blastscope.data.images import _FORMATS, _WIDE_CHANNELS, _rawmode
+from blastscope.hardware import c_library_function
 from blastscope.segmentation.modes import segmenting_bytes
 from blastscope.workflows.scan import scan_working_bytes
 
@@ -112,16 +113,7 @@ TRIM_AFTER_BYTES = 64 * 2**20
 """After decoding an image that reserved this much or more, freed memory is handed back to the system."""
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc; ctypes releases the GIL while it runs
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_malloc_trim = _load_malloc_trim()
+_malloc_trim = c_library_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)  # glibc
 
 
 def give_back_freed_memory() -> bool:
