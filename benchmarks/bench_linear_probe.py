@@ -25,6 +25,9 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ from blastscope.models.factory import ModelBundle, create_model
 
 CLASSES = ("hem", "all")
 REGULARISATION = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # inverse L2 strengths C tried on each fold's validation
+TREES_STEP = 25  # a boosted model is judged on validation after every 25th tree
 STAGES = [2, 3, 4]  # of timm's feature_info: reductions 8, 16 and 32 (the last three stages)
 
 
@@ -141,9 +145,19 @@ def logistic_candidates() -> list[Pipeline]:
     ]
 
 
-def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int], candidates: list[Any]) -> dict:
+def _fold(
+    k: int,
+    split: Split,
+    features: np.ndarray,
+    index: dict[str, int],
+    candidates: list[Any],
+    blend: dict[str, float] | None = None,
+) -> dict:
     """Fit every candidate (an unfitted scikit-learn classifier) on fold ``k``'s training cells, keep the one with
-    the lowest validation log-loss, choose the threshold on validation and score the test cells."""
+    the lowest validation log-loss, choose the threshold on validation and score the test cells.
+
+    ``blend`` maps each validation and test cell's path to another model's p(ALL): the candidates' p(ALL) is then
+    averaged with it (an equal-weight ensemble) before choosing and scoring."""
     parts = {
         name: (
             features[[index[str(cell.path)] for cell in cells]],
@@ -154,12 +168,13 @@ def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int], can
     }
     (x_train, y_train, _), (x_val, y_val, _) = parts["train"], parts["val"]
     x_test, y_test, test_cells = parts["test"]
-    fitted = [candidate.fit(x_train, y_train) for candidate in candidates]
-    on_val = [model.predict_proba(x_val) for model in fitted]
+    mixed = _mixer(blend, parts["val"][2]), _mixer(blend, test_cells)
+    views = [view for candidate in candidates for view in _views(candidate.fit(x_train, y_train), x_val)]
+    fitted, on_val = [model for model, _ in views], [mixed[0](probabilities) for _, probabilities in views]
     best = int(np.argmin([log_loss(y_val, probabilities) for probabilities in on_val]))
     model, chosen = fitted[best], _describe(fitted[best])
     point = threshold_for_weighted_f1(y_val, on_val[best], OperatingPoint(classes=CLASSES, positive_class="all"))
-    probabilities = model.predict_proba(x_test)
+    probabilities = mixed[1](model.predict_proba(x_test))
     decided = decide(probabilities, point)
     metrics = classification_metrics(y_test, probabilities, decided, CLASSES, "all")
     print(
@@ -190,12 +205,43 @@ def _fold(k: int, split: Split, features: np.ndarray, index: dict[str, int], can
     }
 
 
+def _mixer(blend: dict[str, float] | None, cells: list[Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """``(n_cells, 2)`` probabilities -> their mean with ``blend``'s p(ALL) of the same ``cells`` (identity if None)."""
+    if blend is None:
+        return lambda probabilities: probabilities
+    other = np.array([blend[str(cell.path)] for cell in cells])
+    return lambda probabilities: np.stack([1 - other, other], axis=1) / 2 + probabilities / 2
+
+
+@dataclass(frozen=True)
+class FirstTrees:
+    """A fitted boosted model read after its first ``trees`` trees: the model ``max_iter=trees`` would have fitted
+    (no early stopping, no subsampling), without fitting it again."""
+
+    model: Any
+    trees: int
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """``(n_cells, n_classes)`` probabilities after ``trees`` boosting iterations."""
+        return next(islice(self.model.staged_predict_proba(x), self.trees - 1, None))
+
+
+def _views(model: Any, x_val: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """The models one fit yields for the validation to choose among, each with its ``(n_val, n_classes)``
+    probabilities: a boosted model at every ``TREES_STEP``-th tree (one staged pass), anything else as itself."""
+    if not hasattr(model, "staged_predict_proba"):
+        return [(model, model.predict_proba(x_val))]
+    staged = enumerate(model.staged_predict_proba(x_val), start=1)
+    return [(FirstTrees(model, trees), probabilities) for trees, probabilities in staged if trees % TREES_STEP == 0]
+
+
 def _describe(model: Any) -> str:
-    """The hyperparameters that differ between candidates, e.g. ``C 0.01`` or ``max_iter 300``."""
+    """The hyperparameters that differ between candidates, e.g. ``C 0.01`` or ``learning_rate 0.1, 300 trees``."""
+    if isinstance(model, FirstTrees):
+        boosted = model.model
+        return f"learning_rate {boosted.learning_rate:g}, max_leaf_nodes {boosted.max_leaf_nodes}, {model.trees} trees"
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
-    if isinstance(final, LogisticRegression):
-        return f"C {final.C:g}"
-    return f"learning_rate {final.learning_rate:g}, max_iter {final.max_iter}"
+    return f"C {final.C:g}"
 
 
 def _pool(folds: list[dict], resamples: int) -> dict:

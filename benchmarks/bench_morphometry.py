@@ -16,7 +16,9 @@ On each fold of BENCH it fits the classifiers of ``--head`` on the fold's traini
 lowest log-loss on the fold's validation people, chooses the threshold there for the best weighted F1, and pools the
 test cells as ``bench_linear_probe.py`` does, printing the paired difference from BENCH's own predictions.
 ``--with-features`` adds a ``bench_linear_probe.py`` features file (frozen CNN features of the same cells) to the
-measurements; ``--without`` drops groups by prefix (``size_`` to ask whether the rest knows more than cell size).
+measurements; ``--without`` drops groups by prefix (``size_`` to ask whether the rest knows more than cell size);
+``--blend-with`` averages the trees' p(ALL) with a ``bench_accuracy.py`` run's networks' (the same folds) before the
+model and threshold are chosen on validation: an equal-weight ensemble of measurements and network.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_morphometry.py results/frozen-320 --out results/morph-boosting --jobs 2
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -49,6 +52,8 @@ from skimage.morphology import disk
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from blastscope.data.images import read_rgb
+from blastscope.data.split import Split
+from blastscope.evaluation.evaluate import evaluate_run
 from blastscope.segmentation.background import cell_on_black_mask
 
 GLCM_DISTANCES = (1, 2, 4, 8)  # px at the stored scale
@@ -57,7 +62,8 @@ LBP_SETTINGS = ((8, 1), (16, 3))  # (points P, radius R in px)
 BLUR_SIGMAS = (1, 2, 4, 8)  # px
 EDGE_PX = 4  # colour and texture are read this far inside the mask, away from the black canvas
 PERCENTILES = (5, 25, 50, 75, 95)
-BOOSTING_GRID = ((0.05, 100), (0.05, 300), (0.03, 600))  # (learning rate, trees) tried on each fold's validation
+BOOSTING_RATES = (0.03, 0.1)  # learning rates; each model is judged on the fold's validation every 25th tree
+BOOSTING_TREES = 1500  # up to this many (session 21's grid, 100-600 trees at 0.03-0.05, chose 600 on 9 of 10 fits)
 
 
 def measure(path: str) -> dict[str, float]:
@@ -144,8 +150,11 @@ def measure_all(paths: list[str], jobs: int) -> tuple[list[str], np.ndarray]:
     return names, np.array([[cell[name] for name in names] for cell in found])
 
 
-def boosting_candidates() -> list[HistGradientBoostingClassifier]:
-    """Gradient-boosted trees (scikit-learn), balanced class weights, one per (learning rate, trees) of the grid."""
+def boosting_candidates(
+    rates: tuple[float, ...] = BOOSTING_RATES, trees: int = BOOSTING_TREES
+) -> list[HistGradientBoostingClassifier]:
+    """Gradient-boosted trees (scikit-learn), balanced class weights, ``trees`` trees at each learning rate of
+    ``rates`` (``bench_linear_probe`` reads each after every 25th tree for the validation to choose from)."""
     return [
         HistGradientBoostingClassifier(
             learning_rate=rate,
@@ -156,8 +165,30 @@ def boosting_candidates() -> list[HistGradientBoostingClassifier]:
             early_stopping=False,
             random_state=0,
         )
-        for rate, trees in BOOSTING_GRID
+        for rate in rates
     ]
+
+
+def network_probabilities(bench: Path, splits: list[Split], out: Path) -> list[dict[str, float]]:
+    """Per fold, p(ALL) of ``bench``'s network on that fold's validation and test cells, at its stored temperature
+    (``evaluate_run``, fp32, the path ``predict`` takes); cached in ``out``. Exits in one line if its folds differ."""
+    cached = out / f"network-{bench.name}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    if [split.hash for split in read_folds(bench)] != [split.hash for split in splits]:
+        sys.exit(f"{bench} was made on other folds than these: give one made with the same --data, --folds and seed")
+    found = []
+    for k in range(1, len(splits) + 1):
+        run = bench / "runs" / f"fold-{k}"
+        rows = [
+            row
+            for part in ("val", "test")
+            for row in evaluate_run(run, split=part, bootstrap=0, store=False).predictions
+        ]
+        found.append({row["path"]: float(row["p_all"]) for row in rows})
+        print(f"fold {k}: scored {len(rows):,} validation and test cells with {run}", flush=True)
+    cached.write_text(json.dumps(found))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", choices=("boosting", "logistic"), default="boosting")
     parser.add_argument("--without", nargs="+", default=[], metavar="PREFIX", help="drop measurements, e.g. size_")
     parser.add_argument("--with-features", type=Path, help="a bench_linear_probe.py features-*.npz of the same cells")
+    parser.add_argument(
+        "--blend-with",
+        type=Path,
+        metavar="BENCH",
+        help="a bench_accuracy.py --out folder on the same folds: average the trees' p(ALL) with its networks'",
+    )
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=BOOSTING_RATES, help="boosting's")
+    parser.add_argument(
+        "--trees", type=int, default=BOOSTING_TREES, help="boosting's most trees (fit time grows with it)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="processes measuring cells")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -193,17 +234,30 @@ def main(argv: list[str] | None = None) -> int:
         features = np.concatenate([features, cnn["features"][[order[path] for path in paths]]], axis=1)
     print(f"{features.shape[1]} features per cell ({len(used)} measurements)", flush=True)
     index = {path: i for i, path in enumerate(paths)}
-    candidates = boosting_candidates if args.head == "boosting" else logistic_candidates
+
+    def candidates() -> list[Any]:
+        return (
+            boosting_candidates(tuple(args.learning_rates), args.trees)
+            if args.head == "boosting"
+            else logistic_candidates()
+        )
+
+    blends = network_probabilities(args.blend_with, splits, args.out) if args.blend_with else [None] * len(splits)
     tick = time.perf_counter()
-    folds = [_fold(k, split, features, index, candidates()) for k, split in enumerate(splits, start=1)]
+    folds = [
+        _fold(k, split, features, index, candidates(), blend)
+        for (k, split), blend in zip(enumerate(splits, start=1), blends, strict=True)
+    ]
     fit_seconds = time.perf_counter() - tick
     pooled = _pool(folds, args.resamples)
     _write_predictions(folds, args.out / "predictions.csv")
     results = {
         "recipe": {
             "head": args.head,
+            **({"learning_rates": args.learning_rates, "trees": args.trees} if args.head == "boosting" else {}),
             "measurements": used,
             "with_features": str(args.with_features) if args.with_features else None,
+            "blended_with": str(args.blend_with) if args.blend_with else None,
         },
         "folds_of": str(args.bench),
         "per_fold": [{key: value for key, value in fold.items() if key != "rows"} for fold in folds],
