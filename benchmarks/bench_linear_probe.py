@@ -241,6 +241,8 @@ def _describe(model: Any) -> str:
         boosted = model.model
         return f"learning_rate {boosted.learning_rate:g}, max_leaf_nodes {boosted.max_leaf_nodes}, {model.trees} trees"
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    if hasattr(final, "hidden_layer_sizes"):
+        return f"hidden {final.hidden_layer_sizes}, alpha {final.alpha:g}"
     return f"C {final.C:g}"
 
 

@@ -12,9 +12,10 @@ at the stored 450-px scale, on the cell's mask (the largest bright component of 
   out), grey-level co-occurrence properties at 1, 2, 4 and 8 px (Haralick et al. 1973), uniform local binary pattern
   histograms (P 8, R 1 and P 16, R 3; Ojala et al. 2002) and band energies between Gaussian blurs of 1-8 px.
 
-On each fold of BENCH it fits the classifiers of ``--head`` on the fold's training cells, keeps the one with the
-lowest log-loss on the fold's validation people, chooses the threshold there for the best weighted F1, and pools the
-test cells as ``bench_linear_probe.py`` does, printing the paired difference from BENCH's own predictions.
+On each fold of BENCH it fits the classifiers of ``--head`` (boosted trees, logistic regression or a one-hidden-layer
+perceptron) on the fold's training cells, keeps the one with the lowest log-loss on the fold's validation people,
+chooses the threshold there for the best weighted F1, and pools the test cells as ``bench_linear_probe.py`` does,
+printing the paired difference from BENCH's own predictions.
 ``--with-features`` adds a ``bench_linear_probe.py`` features file (frozen CNN features of the same cells) to the
 measurements; ``--without`` drops groups by prefix (``size_`` to ask whether the rest knows more than cell size);
 ``--blend-with`` averages the trees' p(ALL) with a ``bench_accuracy.py`` run's networks' (the same folds) before the
@@ -50,6 +51,9 @@ from skimage.filters import gaussian
 from skimage.measure import regionprops
 from skimage.morphology import disk
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from blastscope.data.images import read_rgb
 from blastscope.data.split import Split
@@ -64,6 +68,7 @@ EDGE_PX = 4  # colour and texture are read this far inside the mask, away from t
 PERCENTILES = (5, 25, 50, 75, 95)
 BOOSTING_RATES = (0.03, 0.1)  # learning rates; each model is judged on the fold's validation every 25th tree
 BOOSTING_TREES = 1500  # up to this many (session 21's grid, 100-600 trees at 0.03-0.05, chose 600 on 9 of 10 fits)
+MLP_GRID = tuple((width, alpha) for width in (64, 256) for alpha in (0.3, 1.0, 3.0))  # (hidden units, L2 alpha)
 
 
 def measure(path: str) -> dict[str, float]:
@@ -169,6 +174,18 @@ def boosting_candidates(
     ]
 
 
+def mlp_candidates() -> list[Pipeline]:
+    """One-hidden-layer perceptrons (scikit-learn, ReLU, Adam, 300 epochs) on standardised features, one per
+    (width, L2 strength alpha) of ``MLP_GRID``: a head a network could carry, unlike trees."""
+    return [
+        make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(width,), alpha=alpha, max_iter=300, random_state=0),
+        )
+        for width, alpha in MLP_GRID
+    ]
+
+
 def network_probabilities(bench: Path, splits: list[Split], out: Path) -> list[dict[str, float]]:
     """Per fold, p(ALL) of ``bench``'s network on that fold's validation and test cells, at its stored temperature
     (``evaluate_run``, fp32, the path ``predict`` takes); cached in ``out``. Exits in one line if its folds differ."""
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", type=Path, help="a finished bench_accuracy.py --out folder: its folds and baseline")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--head", choices=("boosting", "logistic"), default="boosting")
+    parser.add_argument("--head", choices=("boosting", "logistic", "mlp"), default="boosting")
     parser.add_argument("--without", nargs="+", default=[], metavar="PREFIX", help="drop measurements, e.g. size_")
     parser.add_argument("--with-features", type=Path, help="a bench_linear_probe.py features-*.npz of the same cells")
     parser.add_argument(
@@ -236,11 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     index = {path: i for i, path in enumerate(paths)}
 
     def candidates() -> list[Any]:
-        return (
-            boosting_candidates(tuple(args.learning_rates), args.trees)
-            if args.head == "boosting"
-            else logistic_candidates()
-        )
+        if args.head == "boosting":
+            return boosting_candidates(tuple(args.learning_rates), args.trees)
+        return mlp_candidates() if args.head == "mlp" else logistic_candidates()
 
     blends = network_probabilities(args.blend_with, splits, args.out) if args.blend_with else [None] * len(splits)
     tick = time.perf_counter()
