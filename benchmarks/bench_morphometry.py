@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from bench_accuracy import _write_predictions
 from bench_accuracy_delta import paired_delta
 from bench_linear_probe import _fold, _pool, _print, logistic_candidates, read_folds
@@ -58,6 +59,7 @@ from sklearn.preprocessing import StandardScaler
 from blastscope.data.images import read_rgb
 from blastscope.data.split import Split
 from blastscope.evaluation.evaluate import evaluate_run
+from blastscope.models.measurements import NAMES, CellMeasurements
 from blastscope.segmentation.background import cell_on_black_mask
 
 GLCM_DISTANCES = (1, 2, 4, 8)  # px at the stored scale
@@ -155,6 +157,18 @@ def measure_all(paths: list[str], jobs: int) -> tuple[list[str], np.ndarray]:
     return names, np.array([[cell[name] for name in names] for cell in found])
 
 
+def measure_in_network(paths: list[str], batch: int = 32) -> tuple[list[str], np.ndarray]:
+    """Names and ``(n_cells, 67)`` of every path by :class:`~blastscope.models.measurements.CellMeasurements` at the
+    stored size (all C-NMC cells are 450 x 450 px)."""
+    tick, module, found = time.perf_counter(), CellMeasurements(), []
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch):
+            images = np.stack([np.asarray(read_rgb(path)) for path in paths[start : start + batch]])
+            found.append(module(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).numpy())
+    print(f"measured {len(paths)} cells in the network's module in {time.perf_counter() - tick:.0f} s", flush=True)
+    return list(NAMES), np.concatenate(found).astype(np.float64)
+
+
 def boosting_candidates(
     rates: tuple[float, ...] = BOOSTING_RATES, trees: int = BOOSTING_TREES
 ) -> list[HistGradientBoostingClassifier]:
@@ -225,18 +239,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trees", type=int, default=BOOSTING_TREES, help="boosting's most trees (fit time grows with it)"
     )
+    parser.add_argument(
+        "--measured-by",
+        choices=("scikit-image", "network"),
+        default="scikit-image",
+        help="network: blastscope.models.measurements, the 67 measurements a forward pass computes",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="processes measuring cells")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args(argv)
     splits = read_folds(args.bench)
     args.out.mkdir(parents=True, exist_ok=True)
-    stored = args.out / "morphometry.npz"
+    stored = args.out / ("morphometry.npz" if args.measured_by == "scikit-image" else "morphometry-network.npz")
     if stored.is_file():
         saved = np.load(stored)
         paths, names, values = [str(p) for p in saved["paths"]], [str(n) for n in saved["names"]], saved["values"]
     else:
         paths = [str(cell.path) for part in splits[0].parts.values() for cell in part]
-        names, values = measure_all(paths, args.jobs)
+        names, values = (
+            measure_all(paths, args.jobs) if args.measured_by == "scikit-image" else measure_in_network(paths)
+        )
         np.savez(stored, paths=np.array(paths), names=np.array(names), values=values)
     keep = [i for i, name in enumerate(names) if not name.startswith(tuple(args.without))]
     features, used = values[:, keep], [names[i] for i in keep]
