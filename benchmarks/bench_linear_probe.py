@@ -168,13 +168,13 @@ def _fold(
     }
     (x_train, y_train, _), (x_val, y_val, _) = parts["train"], parts["val"]
     x_test, y_test, test_cells = parts["test"]
-    mixed = _mixer(blend, parts["val"][2]), _mixer(blend, test_cells)
+    mix_val, mix_test = _mixer(blend, parts["val"][2]), _mixer(blend, test_cells)
     views = [view for candidate in candidates for view in _views(candidate.fit(x_train, y_train), x_val)]
-    fitted, on_val = [model for model, _ in views], [mixed[0](probabilities) for _, probabilities in views]
+    fitted, on_val = [model for model, _ in views], [mix_val(probabilities) for _, probabilities in views]
     best = int(np.argmin([log_loss(y_val, probabilities) for probabilities in on_val]))
     model, chosen = fitted[best], _describe(fitted[best])
     point = threshold_for_weighted_f1(y_val, on_val[best], OperatingPoint(classes=CLASSES, positive_class="all"))
-    probabilities = mixed[1](model.predict_proba(x_test))
+    probabilities = mix_test(model.predict_proba(x_test))
     decided = decide(probabilities, point)
     metrics = classification_metrics(y_test, probabilities, decided, CLASSES, "all")
     print(

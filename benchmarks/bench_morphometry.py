@@ -18,8 +18,8 @@ chooses the threshold there for the best weighted F1, and pools the test cells a
 printing the paired difference from BENCH's own predictions.
 ``--with-features`` adds a ``bench_linear_probe.py`` features file (frozen CNN features of the same cells) to the
 measurements; ``--without`` drops groups by prefix (``size_`` to ask whether the rest knows more than cell size);
-``--blend-with`` averages the trees' p(ALL) with a ``bench_accuracy.py`` run's networks' (the same folds) before the
-model and threshold are chosen on validation: an equal-weight ensemble of measurements and network.
+``--blend-with`` averages the ``--head`` model's p(ALL) with a ``bench_accuracy.py`` run's networks' (the same folds)
+before the model and threshold are chosen on validation: an equal-weight ensemble of measurements and network.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_morphometry.py results/frozen-320 --out results/morph-boosting --jobs 2
 
@@ -59,15 +59,13 @@ from sklearn.preprocessing import StandardScaler
 from blastscope.data.images import read_rgb
 from blastscope.data.split import Split
 from blastscope.evaluation.evaluate import evaluate_run
-from blastscope.models.measurements import NAMES, CellMeasurements
+from blastscope.models.measurements import EDGE_PX, MIN_INNER_PX, NAMES, PERCENTILES, CellMeasurements
 from blastscope.segmentation.background import cell_on_black_mask
 
 GLCM_DISTANCES = (1, 2, 4, 8)  # px at the stored scale
 GLCM_LEVELS = 32
 LBP_SETTINGS = ((8, 1), (16, 3))  # (points P, radius R in px)
 BLUR_SIGMAS = (1, 2, 4, 8)  # px
-EDGE_PX = 4  # colour and texture are read this far inside the mask, away from the black canvas
-PERCENTILES = (5, 25, 50, 75, 95)
 BOOSTING_RATES = (0.03, 0.1)  # learning rates; each model is judged on the fold's validation every 25th tree
 BOOSTING_TREES = 1500  # up to this many (session 21's grid, 100-600 trees at 0.03-0.05, chose 600 on 9 of 10 fits)
 MLP_GRID = tuple((width, alpha) for width in (64, 256) for alpha in (0.3, 1.0, 3.0))  # (hidden units, L2 alpha)
@@ -89,7 +87,7 @@ def measure(path: str) -> dict[str, float]:
     box = (slice(max(rows.min() - 12, 0), rows.max() + 13), slice(max(cols.min() - 12, 0), cols.max() + 13))
     rgb, mask = rgb[box], mask[box]
     inner = ndimage.binary_erosion(mask, disk(EDGE_PX))
-    inner = inner if inner.sum() >= 50 else mask
+    inner = inner if inner.sum() >= MIN_INNER_PX else mask
     region = regionprops(mask.astype(np.uint8))[0]
     found = {
         "size_area": float(region.area),
@@ -233,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "--blend-with",
         type=Path,
         metavar="BENCH",
-        help="a bench_accuracy.py --out folder on the same folds: average the trees' p(ALL) with its networks'",
+        help="a bench_accuracy.py --out folder on the same folds: average the --head model's p(ALL) with its networks'",
     )
     parser.add_argument("--learning-rates", type=float, nargs="+", default=BOOSTING_RATES, help="boosting's")
     parser.add_argument(

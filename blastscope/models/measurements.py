@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from blastscope.segmentation import background
+
 HED_FROM_RGB = (
     (1.87798274, -1.00767869, -0.55611582),
     (-0.06590806, 1.13473037, -0.1355218),
@@ -31,8 +33,8 @@ D65 = (0.95047, 1.0, 1.08883)
 CHANNELS = ("H", "E", "L", "a", "b", "R", "G", "B")
 STATISTICS = ("mean", "sd", "p5", "p25", "p50", "p75", "p95", "iqr_relative")
 PERCENTILES = (5, 25, 50, 75, 95)
-CELL_LEVEL = 12 / 255
-"""A pixel belongs to the cell when its brightest channel reaches this (``segmentation.background.CELL_LEVEL``)."""
+CELL_LEVEL = background.CELL_LEVEL / 255
+"""A pixel belongs to the cell when its brightest channel reaches this, as for every other blastscope cell mask."""
 EDGE_PX = 4
 """Colour is read this far inside the cell's edge, away from the black canvas's dark fringe."""
 MIN_INNER_PX = 50
