@@ -157,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         help="train nothing: score, per fold, the ensemble of fold i of these benchmarks' --out folders (made on the "
         "same folds) into --out/runs/fold-i",
     )
+    parser.add_argument(
+        "--train-folds",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="make and score only these folds (1-based) now, e.g. one process per core, using the others where they "
+        "are made already; results are pooled once every fold is: then re-run without it",
+    )
     args, recipe_flags = parser.parse_known_args(argv)
     reuse_freed_memory()  # as `blastscope train` does, so fit times are the command's
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-fold "GPU available" banners
@@ -209,15 +217,27 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
         f"{args.val_ratio:.0%} of each fold's training subject groups",
         flush=True,
     )
-    folds = []
+    if args.train_folds and not set(args.train_folds) <= set(range(1, k + 1)):
+        raise BlastscopeError(f"--train-folds {' '.join(map(str, args.train_folds))}: the folds are 1 to {k}")
+    folds, missing = [], []
     for index, split in enumerate(splits, start=1):
-        if args.ensemble_of:
+        scored = _scored(args, index, split)
+        if (fold := _read_scored(scored)) is not None:
+            print(f"fold {index}/{k}: scored before ({scored['path']})", flush=True)
+        elif args.train_folds and index not in args.train_folds:
+            missing.append(index)
+            continue
+        elif args.ensemble_of:
             fold = _ensemble_fold(index, k, split, args.ensemble_of, args.out, threshold, args.tta,
                                   args.transductive_neighbours)  # fmt: skip
         else:
             _check_recipe(args.out / "runs" / f"fold-{index}", resolved)
             fold = _run_fold(index, k, split, config, args.out, threshold, args.tta, args.transductive_neighbours)
+        _write_scored(scored, fold)
         folds.append(fold)
+    if missing:
+        print(f"folds {', '.join(map(str, missing))} are not made yet: make them, then re-run without --train-folds")
+        return 0
     recorded = read_config(folds[0]["run_dir"])
     recipe = {key: recorded.get(key) for key in RECIPE_KEYS}
     weights = str(recipe["weights_source"]).split(" (")[0]  # "ImageNet" or "random init"; the recipe line says whence
@@ -295,6 +315,40 @@ def _recorded_split(run_dir: Path) -> str:
     config = read_config(run_dir)
     contents = config.get("split_content_hash")
     return f"{config.get('split_hash')}/{contents}" if contents else str(config.get("split_hash"))
+
+
+def _scored(args: argparse.Namespace, index: int, split: Split) -> dict[str, Any]:
+    """Where fold ``index``'s scores are kept and what they were scored with: a re-run reuses them only when its
+    split, run, threshold and extra variants are the same."""
+    metrics = args.out / "runs" / f"fold-{index}" / "metrics.json"
+    key = {
+        "split": split.hash,
+        "run": metrics.stat().st_mtime_ns if metrics.is_file() else None,
+        "threshold": args.threshold,
+        "tta": args.tta,
+        "transductive_neighbours": args.transductive_neighbours,
+    }
+    return {"path": args.out / "scored" / f"fold-{index}.json", "key": key}
+
+
+def _read_scored(scored: dict[str, Any]) -> dict[str, Any] | None:
+    path = scored["path"]
+    if scored["key"]["run"] is None or not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    return kept["fold"] if kept["key"] == scored["key"] else None
+
+
+def _write_scored(scored: dict[str, Any], fold: dict[str, Any]) -> None:
+    metrics = Path(fold["run_dir"]) / "metrics.json"
+    key = {**scored["key"], "run": metrics.stat().st_mtime_ns if metrics.is_file() else None}
+    scored["path"].parent.mkdir(parents=True, exist_ok=True)
+    scored["path"].write_text(json.dumps({"key": key, "fold": fold}, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars (as numbers) and anything else (as text)."""
+    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _run_fold(

@@ -25,6 +25,8 @@ class CellClassifier(nn.Module):
 
     backbone: nn.Module
     head: nn.Module
+    input_channels: tuple[str, ...] | None = None
+    """The ``--channels`` (:data:`~blastscope.data.preprocessing.CHANNELS`) the network can read, or None for any."""
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """What the head consumes.
@@ -46,6 +48,11 @@ class CellClassifier(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` from the output of :meth:`forward_features`."""
         return self.head(features)
+
+    def forward_members(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """The logits ``(batch, num_classes)`` that training fits, each on its own loss, from :meth:`forward_features`'s
+        output: the head's own, or those of each member a head averages (an ensemble inside one network)."""
+        return [self.forward_head(features)]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` for images ``(batch, 3, height, width)``."""

@@ -272,14 +272,21 @@ class CellClassifierModule(L.LightningModule):
     # -- steps --------------------------------------------------------------------------------------------------
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self._laid_out(images))
+
+    def _laid_out(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """What the head consumes: the batch itself when it is cached features, else the backbone's output."""
+        if self.uses_cached_features(self.current_epoch):
+            return inputs
+        return self.model.forward_features(self._laid_out(inputs))
 
     def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.uses_cached_features(self.current_epoch):
-            return self.model.forward_head(inputs)
-        return self(inputs)
+        return self.model.forward_head(self._features(inputs))
 
     def training_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy against smoothed targets, class-weighted only when the loss does the balancing."""
@@ -294,8 +301,11 @@ class CellClassifierModule(L.LightningModule):
         return nn.functional.cross_entropy(logits.float(), targets, weight=weight)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
+        """The mean of the training losses of the network's members (:meth:`CellClassifier.forward_members`): the
+        head's own loss for a plain head; each member of an averaging head fitted on its own, as an ensemble's are."""
         inputs, targets = batch
-        loss = self.training_loss(self._logits(inputs), targets)
+        members = self.model.forward_members(self._features(inputs))
+        loss = torch.stack([self.training_loss(logits, targets) for logits in members]).mean()
         self.train_loss_mean.update(loss.detach(), weight=len(targets))
         self.log("train_loss", self.train_loss_mean, on_step=False, on_epoch=True, prog_bar=True)
         return loss

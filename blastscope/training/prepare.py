@@ -25,7 +25,7 @@ from blastscope.data.split import (
     write_split_csv,
 )
 from blastscope.data.table import CellTable
-from blastscope.errors import DataError, LeakageError
+from blastscope.errors import BlastscopeError, DataError, LeakageError
 from blastscope.inference.decision import OperatingPoint
 from blastscope.models import ModelBundle, create_model, get_spec
 from blastscope.models.weights import parse_pretrained
@@ -233,6 +233,12 @@ def build_model(config: TrainConfig, table: CellTable) -> ModelBundle:
         colour_norm=config.colour_norm,
     )
     unfrozen_stage_count(config.unfreeze_stages, len(bundle.model.stages()))
+    readable = bundle.model.input_channels
+    if readable is not None and config.channels not in readable:
+        raise BlastscopeError(
+            f"{config.model} reads {' or '.join(readable)} input, not --channels {config.channels}: "
+            f"use --channels {readable[0]} or another model"
+        )
     return bundle
 
 

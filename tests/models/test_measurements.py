@@ -13,18 +13,27 @@ from skimage.measure import regionprops
 from skimage.morphology import disk
 
 from blastscope.data.images import read_rgb
-from blastscope.models.measurements import CELL_LEVEL, EDGE_PX, MIN_INNER_PX, NAMES, CellMeasurements
+from blastscope.models.measurements import (
+    CELL_LEVEL,
+    EDGE_PX,
+    MIN_INNER_PX,
+    NAMES,
+    CellMeasurements,
+    colour_step,
+)
 from blastscope.segmentation.background import cell_on_black_mask
 
 
 def reference(rgb: np.ndarray) -> np.ndarray:
-    """The 67 measurements by scikit-image and numpy, in the order of ``NAMES``."""
+    """The 67 measurements by scikit-image and numpy, in the order of ``NAMES``: colour on every ``step``-th pixel."""
     mask = cell_on_black_mask(rgb)
-    inner = ndimage.binary_erosion(mask, disk(EDGE_PX))
-    inner = inner if inner.sum() >= MIN_INNER_PX else mask
+    step = colour_step(*rgb.shape[:2])
+    grid = (slice(None, None, step), slice(None, None, step))
+    inner = ndimage.binary_erosion(mask, disk(EDGE_PX))[grid]
+    inner = inner if inner.sum() >= MIN_INNER_PX / step**2 else mask[grid]
     region = regionprops(mask.astype(np.uint8))[0]
-    hed, lab = rgb2hed(rgb), rgb2lab(rgb)
-    channels = [hed[..., 0], hed[..., 1], lab[..., 0], lab[..., 1], lab[..., 2], *rgb.astype(float).transpose(2, 0, 1)]
+    hed, lab = rgb2hed(rgb)[grid], rgb2lab(rgb)[grid]
+    channels = [hed[..., 0], hed[..., 1], lab[..., 0], lab[..., 1], lab[..., 2], *rgb[grid].astype(float).transpose(2, 0, 1)]
     found = [float(region.area), region.axis_major_length, region.axis_minor_length]
     for channel in channels:
         values = channel[inner]
@@ -48,6 +57,11 @@ def test_real_cells_measure_as_scikit_image_measures_them(real_cells: list[np.nd
     assert measured.shape == (len(real_cells), len(NAMES)) == (4, 67)
     for image, row in zip(real_cells, measured, strict=True):
         np.testing.assert_allclose(row, reference(image), rtol=1e-4, atol=1e-4)
+
+
+def test_colour_is_read_on_a_grid_of_about_160_px_a_side() -> None:
+    assert [colour_step(side, side) for side in (64, 160, 161, 320, 448, 450)] == [1, 1, 2, 2, 3, 3]
+    assert colour_step(100, 450) == 3
 
 
 def test_a_cell_measures_the_same_alone_and_beside_a_larger_one(real_cells: list[np.ndarray]) -> None:

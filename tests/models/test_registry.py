@@ -35,6 +35,7 @@ def test_the_models_of_the_study_and_the_lite_variants_are_registered():
             "efficientnet_lite1",
             "efficientnet_lite2",
             "efficientnet_lite0_multiscale",
+            "efficientnet_lite0_measured",
         ]
     )
 

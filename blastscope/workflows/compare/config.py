@@ -18,10 +18,15 @@ from blastscope.evaluation.threshold import parse_threshold
 from blastscope.models import list_models
 from blastscope.workflows.report import DEFAULT_RANK_METRIC, TTA_SUFFIX, rank_metric_choices
 
-ON_REQUEST = ("efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_multiscale")
+ON_REQUEST = (
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_lite0_multiscale",
+    "efficientnet_lite0_measured",
+)
 DEFAULT_MODELS = tuple(name for name in list_models() if name not in ON_REQUEST)
 """The seven models users ask for and efficientnet_lite0; Lite0's variants (more capacity, multi-scale features,
-offline weights) on request."""
+measured size and colour, offline weights) on request."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,112 @@
+"""EfficientNet-Lite0 beside the cell's measured size and colour: two members whose probabilities are averaged.
+
+A frozen ImageNet network describes a cell's texture well but misreads whole people whose stain or exposure differs
+(on cnmc-dev's subject-grouped folds, five normal people had most cells called ALL by every network measured). A
+haematologist also reads the cell's size and colour, and a model of 67 such measurements
+(:class:`~blastscope.models.measurements.CellMeasurements`) errs on other cells: averaging a perceptron on them with
+the 448-px network raised pooled cross-validated weighted F1 from 0.839 to 0.850 and ROC-AUC from 0.869 to 0.896
+(``benchmarks/RESULTS.md``, session 22). This module makes that average one network, so ``predict``, ``serve``,
+``export`` and Grad-CAM (whose gradient reaches the backbone through the network member only) take it as they take
+any other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from blastscope.data.preprocessing import Preprocessing
+from blastscope.models.base import CellClassifier
+from blastscope.models.measurements import NAMES, CellMeasurements
+from blastscope.models.backbones import timm_preprocessing
+from blastscope.models.timm_classifiers import EFFICIENTNET_GRADCAM_LAYERS, LITE0, TimmClassifier, register_timm_model
+
+PERCEPTRON_WIDTH = 64
+"""Hidden units of the measurements' perceptron: 64 was the width chosen on validation on most of session 22's folds
+(64 or 256 tried)."""
+
+
+class AveragedMembersHead(nn.Module):
+    """``(N, d + 67)`` features -> ``(N, num_classes)`` log of the mean of two members' class probabilities.
+
+    The ``network`` member is dropout and a linear layer on the first ``d`` (pooled CNN) features; the
+    ``measurements`` member standardises the last 67 with a batch norm without scale or shift whose running
+    statistics are the plain average over every training batch (``momentum=None``: a standard scaler, as in
+    :class:`~blastscope.models.timm_classifiers.MultiScaleTimmClassifier`), then one hidden ReLU layer and a linear
+    layer. The output, log-probabilities, is a valid logit vector: its softmax is the average. Each member is trained
+    on its own loss (:meth:`member_logits`), as the members of an ensemble are, not on the average's.
+    """
+
+    def __init__(self, network_features: int, num_classes: int, width: int = PERCEPTRON_WIDTH, dropout: float = 0.2):
+        super().__init__()
+        self.network_features = network_features
+        self.network = nn.Sequential(nn.Dropout(dropout), nn.Linear(network_features, num_classes))
+        self.measurements = nn.Sequential(
+            nn.BatchNorm1d(len(NAMES), momentum=None, affine=False),
+            nn.Linear(len(NAMES), width),
+            nn.ReLU(),
+            nn.Linear(width, num_classes),
+        )
+
+    def member_logits(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """``[network logits, measurements logits]``, each ``(N, num_classes)``."""
+        cnn, measured = features[:, : self.network_features], features[:, self.network_features :]
+        return [self.network(cnn), self.measurements(measured)]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        members = torch.stack([logits.log_softmax(dim=1) for logits in self.member_logits(features)])
+        return torch.logsumexp(members, dim=0) - math.log(len(members))
+
+
+class MeasuredTimmClassifier(TimmClassifier):
+    """A timm backbone's pooled features and the input cell's 67 measurements, read by :class:`AveragedMembersHead`.
+
+    ``forward_features`` returns ``(batch, backbone.num_features + 67)``, so phase 1 caches the measurements with the
+    features: each cell is measured once per run. The measurements are taken of the input with its normalisation
+    undone (``images * std + mean``: the resized RGB cell in [0, 1]), so their sizes are in pixels of the input.
+
+    Parameters
+    ----------
+    backbone, num_classes, gradcam_layers, dropout
+        As for :class:`TimmClassifier`.
+    preprocessing : Preprocessing
+        The normalisation the network's input arrives with.
+    """
+
+    input_channels = ("rgb",)  # colour is measured from the input's RGB values
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        gradcam_layers: Sequence[str],
+        preprocessing: Preprocessing,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(backbone, num_classes, gradcam_layers, dropout)
+        self.measure = CellMeasurements()
+        self.register_buffer("input_mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
+        self.head = AveragedMembersHead(backbone.num_features, num_classes, dropout=dropout)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = super().forward_features(images)
+        measured = self.measure(images.float() * self.input_std + self.input_mean)
+        return torch.cat([pooled.float(), measured], dim=1)  # float32 whatever the autocast: areas reach 10^5 px
+
+    def forward_members(self, features: torch.Tensor) -> list[torch.Tensor]:
+        return self.head.member_logits(features)
+
+
+@register_timm_model(
+    "efficientnet_lite0_measured",
+    description="EfficientNet-Lite0 averaged with a perceptron on the cell's measured size and colour (67 numbers)",
+    **LITE0,
+)
+def efficientnet_lite0_measured(backbone: nn.Module, num_classes: int, image_size: int) -> CellClassifier:
+    return MeasuredTimmClassifier(
+        backbone, num_classes, EFFICIENTNET_GRADCAM_LAYERS, timm_preprocessing(LITE0["timm_name"])
+    )
