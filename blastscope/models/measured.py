@@ -4,10 +4,10 @@ A frozen ImageNet network describes a cell's texture well but misreads whole peo
 (on cnmc-dev's subject-grouped folds, five normal people had most cells called ALL by every network measured). A
 haematologist also reads the cell's size and colour, and a model of 67 such measurements
 (:class:`~blastscope.models.measurements.CellMeasurements`) errs on other cells: averaging a perceptron on them with
-the 448-px network raised pooled cross-validated weighted F1 from 0.839 to 0.850 and ROC-AUC from 0.869 to 0.896
-(``benchmarks/RESULTS.md``, session 22). This module makes that average one network, so ``predict``, ``serve``,
-``export`` and Grad-CAM (whose gradient reaches the backbone through the network member only) take it as they take
-any other.
+the 448-px network raised pooled cross-validated weighted F1 from 0.839 to 0.853 and ROC-AUC from 0.869 to 0.900
+(``benchmarks/RESULTS.md``, session 23, the perceptron fitted apart with scikit-learn). This module makes that
+average one network, so ``predict``, ``serve``, ``export`` and Grad-CAM (whose gradient reaches the backbone through
+the network member only) take it as they take any other.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.models.backbones import timm_preprocessing
 from blastscope.models.base import CellClassifier
 from blastscope.models.measurements import NAMES, CellMeasurements
-from blastscope.models.backbones import timm_preprocessing
 from blastscope.models.timm_classifiers import EFFICIENTNET_GRADCAM_LAYERS, LITE0, TimmClassifier, register_timm_model
 
 PERCEPTRON_WIDTH = 64

@@ -5,9 +5,9 @@ of its two axes (px), and the distribution inside the cell of eight colour chann
 densities (colour deconvolution, Ruifrok & Johnston 2001, with scikit-image's ``hed_from_rgb`` matrix), CIE L*a*b*
 (sRGB, D65) and R, G, B (0-255). Each is a masked sum, second moment or sort of pixel values, so the module runs in
 float32 on any device and exports to ONNX. Cross-validated over cnmc-dev's 41 people, a perceptron on these 67
-numbers averaged with the default network's probabilities scored pooled weighted F1 0.850 against 0.839 for the
-network alone, and 0.857 with the same numbers from scikit-image (``benchmarks/RESULTS.md``, session 22). Not yet
-part of a registered model: ``benchmarks/bench_morphometry.py --measured-by network`` computes it.
+numbers averaged with the default network's probabilities scored pooled weighted F1 0.853 against 0.839 for the
+network alone (``benchmarks/RESULTS.md``, sessions 22 and 23). :mod:`blastscope.models.measured` carries it inside a
+registered network; ``benchmarks/bench_morphometry.py --measured-by network`` computes it for the benchmark.
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ class CellMeasurements(nn.Module):
     C-NMC cells have hundreds) stay out of its area and colour; elsewhere the two agree to float precision.
     Sizes are in pixels of the input: the axes are 4 sqrt(eigenvalue) of the mask's second central moments, the
     lengths of the ellipse with the same moments (scikit-image ``regionprops``). Colour statistics are read inside
-    the cell eroded by a disk of :data:`EDGE_PX` px, on every :func:`colour_step`-th pixel; percentiles interpolate linearly (numpy's default); ``sd`` is
-    the population standard deviation; ``iqr_relative`` is (p75 - p25) / (|p50| + 1e-6). An image with no cell pixel
-    gives zeros.
+    the cell eroded by a disk of :data:`EDGE_PX` px, on every :func:`colour_step`-th pixel; percentiles interpolate
+    linearly (numpy's default); ``sd`` is the population standard deviation; ``iqr_relative`` is
+    (p75 - p25) / (|p50| + 1e-6). An image with no cell pixel gives zeros.
     """
 
     def __init__(self) -> None:

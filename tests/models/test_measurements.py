@@ -33,7 +33,8 @@ def reference(rgb: np.ndarray) -> np.ndarray:
     inner = inner if inner.sum() >= MIN_INNER_PX / step**2 else mask[grid]
     region = regionprops(mask.astype(np.uint8))[0]
     hed, lab = rgb2hed(rgb)[grid], rgb2lab(rgb)[grid]
-    channels = [hed[..., 0], hed[..., 1], lab[..., 0], lab[..., 1], lab[..., 2], *rgb[grid].astype(float).transpose(2, 0, 1)]
+    rgb_channels = rgb[grid].astype(float).transpose(2, 0, 1)
+    channels = [hed[..., 0], hed[..., 1], lab[..., 0], lab[..., 1], lab[..., 2], *rgb_channels]
     found = [float(region.area), region.axis_major_length, region.axis_minor_length]
     for channel in channels:
         values = channel[inner]
@@ -103,3 +104,12 @@ def test_it_exports_to_onnx_and_runs_there_as_in_torch(real_cells: list[np.ndarr
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (exported,) = session.run(None, {session.get_inputs()[0].name: as_batch(*real_cells[1:]).numpy()})
     np.testing.assert_allclose(exported, module(as_batch(*real_cells[1:])).numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_bf16_autocast_does_not_round_the_measurements(real_cells: list[np.ndarray]) -> None:
+    """Phase 1 may cache features under bf16 autocast: an area of 40,000 px would lose its last 2 digits in bf16."""
+    module, batch = CellMeasurements(), as_batch(*real_cells[:2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        measured = module(batch)
+    assert measured.dtype == torch.float32
+    torch.testing.assert_close(measured, module(batch))

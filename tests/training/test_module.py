@@ -219,6 +219,43 @@ def test_an_unknown_class_balance_is_refused() -> None:
         _balancing("oversample")
 
 
+class TwoMemberNet(TinyNet):
+    """TinyNet whose head averages two members' probabilities, as efficientnet_lite0_measured's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.ModuleList([nn.Linear(8, 2), nn.Linear(8, 2)])
+
+    def forward_members(self, features: torch.Tensor) -> list[torch.Tensor]:
+        return [member(features) for member in self.head]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        members = torch.stack([logits.log_softmax(1) for logits in self.forward_members(features)])
+        return torch.logsumexp(members, dim=0) - torch.log(torch.tensor(2.0))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+def test_each_member_of_an_averaging_head_is_trained_on_its_own_loss() -> None:
+    """The members learn as an ensemble's do, each from its own cross-entropy, not from the average's."""
+    torch.manual_seed(0)
+    module = CellClassifierModule(
+        TwoMemberNet(), classes=["hem", "all"], class_counts=[10, 30], pretrained=True, frozen_epochs=1,
+        finetune_epochs=0, unfreeze_stages=1, lr_head=1e-2, lr_backbone=1e-3, weight_decay=0.0,
+    )  # fmt: skip
+    module.train()
+    module.apply_phase(0)
+    images, labels = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 1, 0, 1, 1])
+    loss = module.training_step((images, labels), 0)
+    loss.backward()
+    features = module.model.forward_features(images).detach()
+    for member in module.model.head:
+        own = module.training_loss(member(features), labels) / 2
+        expected = torch.autograd.grad(own, member.weight)[0]
+        torch.testing.assert_close(member.weight.grad, expected)
+    averaged = module.training_loss(module.model.forward_head(features), labels)
+    assert abs(loss.item() - averaged.item()) > 1e-4  # not the average's loss
+
+
 # -- every registered network: the phases' trainable parameters and batch-norm modes ---------------------------------
 
 ALL = list_models()

@@ -13,7 +13,7 @@ import pytest
 
 from blastscope.data.discover import scan_dataset
 from blastscope.data.split import Split, make_split, write_split_csv
-from blastscope.errors import LeakageError
+from blastscope.errors import BlastscopeError, LeakageError
 from blastscope.training import TrainConfig, train
 from blastscope.training.config import SplitConfig
 from blastscope.training.prepare import complete_recipe, make_run_split, scan_data, unused_flags_line
@@ -173,3 +173,12 @@ def test_values_a_repeated_config_holds_were_not_given() -> None:
 def test_train_says_so_before_training(tiny_config: Callable[..., TrainConfig], capsys: pytest.CaptureFixture) -> None:
     train(tiny_config(epochs_finetune=0, lr_finetune=1e-4))
     assert "note: --lr-finetune changes nothing here" in capsys.readouterr().err
+
+
+def test_a_model_that_measures_colour_refuses_stain_channels_before_the_run_exists(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = tiny_config(model="efficientnet_lite0_measured", channels="od")
+    with pytest.raises(BlastscopeError, match=r"reads rgb input, not --channels od: use --channels rgb"):
+        train(config)
+    assert not (tmp_path / "runs").exists()
