@@ -549,9 +549,11 @@ def _build(
     if int8:
         inputs = _as_inferred(trained, calibration, cache)
         arrays = (batch.numpy() for batch in batches(inputs, pre, transform, batch_size=16, cache=cache))
-        built["int8"] = quantize_int8(built["fp32"], out / VARIANT_FILES["int8"], ONNX_INPUT, arrays)
+        built["int8"] = quantize_int8(
+            built["fp32"], out / VARIANT_FILES["int8"], ONNX_INPUT, arrays, trained.model.float_modules
+        )
     if bf16:
-        built["bf16"] = bf16_weights(built["fp32"], out / VARIANT_FILES["bf16"])
+        built["bf16"] = bf16_weights(built["fp32"], out / VARIANT_FILES["bf16"], trained.model.float_modules)
     for variant, path in built.items():
         if variant != "fp32":
             set_metadata(path, model_metadata(pre, point, model_name, variant, augment))

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import tempfile
@@ -49,7 +50,31 @@ class _Batches(CalibrationDataReader):
         return None if batch is None else {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)}
 
 
-def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iterable[np.ndarray]) -> Path:
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+"""The node metadata in which torch's ONNX exporter records the module path a node was traced in."""
+
+
+def nodes_within(model: onnx.ModelProto, modules: Iterable[str]) -> set[str]:
+    """Names of the nodes of ``model`` traced inside any of ``modules`` (module paths such as ``measure``, read from
+    the name scopes torch's dynamo exporter records) and of every node computed from their outputs."""
+    modules = tuple(modules)
+    found, reached = set(), set()
+    for node in model.graph.node:  # in topological order, as ONNX requires
+        scopes = next((ast.literal_eval(entry.value) for entry in node.metadata_props if entry.key == NAME_SCOPES), [])
+        inside = any(scope == module or scope.startswith(module + ".") for scope in scopes for module in modules)
+        if inside or reached.intersection(node.input):
+            found.add(node.name)
+            reached.update(node.output)
+    return found
+
+
+def quantize_int8(
+    source: Path,
+    target: Path,
+    input_name: str,
+    calibration: Iterable[np.ndarray],
+    keep_float: Iterable[str] = (),
+) -> Path:
     """Static QDQ int8 quantisation of ``source``, with activation ranges from the ``calibration`` batches.
 
     Parameters
@@ -60,6 +85,9 @@ def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iter
         The graph input the batches feed (``inference.runners.ONNX_INPUT`` for blastscope's exports).
     calibration : iterable of array
         Normalised float32 batches of shape (B, 3, S, S), as the model takes them.
+    keep_float : iterable of str
+        Module paths whose nodes, and every node computed from them, stay float32
+        (:attr:`~blastscope.models.base.CellClassifier.float_modules`).
 
     Returns
     -------
@@ -74,9 +102,11 @@ def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iter
     calibration = list(calibration)
     if not calibration:
         raise ValueError("int8 quantisation needs at least one calibration batch")
+    excluded = sorted(nodes_within(onnx.load(str(source)), keep_float))
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+        # ONNX's own shape inference: ONNX Runtime's symbolic one, meant for transformers, fails on a sort's TopK
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         root = logging.getLogger()
         root.addFilter(_not_a_per_tensor_fallback)
         try:
@@ -89,19 +119,41 @@ def quantize_int8(source: Path, target: Path, input_name: str, calibration: Iter
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=excluded,
             )
         finally:
             root.removeFilter(_not_a_per_tensor_fallback)
+    if excluded:
+        _read_unquantised(target, set(excluded))
     return target
 
 
-def bf16_weights(source: Path, target: Path) -> Path:
+def _read_unquantised(path: Path, nodes: set[str]) -> None:
+    """Rewire ``nodes`` of the QDQ model at ``path`` to read the float tensors their quantised copies were made of:
+    ONNX Runtime quantises a tensor (the graph input, say) once for all its consumers, excluded ones too."""
+    model = onnx.load(str(path))
+    made_by = {output: node for node in model.graph.node for output in node.output}
+    original = {
+        node.output[0]: made_by[node.input[0]].input[0]
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear" and getattr(made_by.get(node.input[0]), "op_type", "") == "QuantizeLinear"
+    }
+    for node in model.graph.node:
+        if node.name in nodes:
+            node.input[:] = [original.get(name, name) for name in node.input]
+    onnx.save(model, str(path))
+
+
+def bf16_weights(source: Path, target: Path, keep_float: Iterable[str] = ()) -> Path:
     """A copy of ``source`` whose float weights are stored as bfloat16, each cast back to float32 where it is used.
 
     Parameters
     ----------
     source, target : Path
         The fp32 ONNX file and the file to write (about half the size; logits carry bf16 weight rounding).
+    keep_float : iterable of str
+        Module paths whose weights stay float32: any weight read by one of their nodes, or by a node computed from
+        them, is left as it is.
 
     Returns
     -------
@@ -115,9 +167,11 @@ def bf16_weights(source: Path, target: Path) -> Path:
     """
     model = onnx.load(str(source))
     graph = model.graph
+    within = nodes_within(model, keep_float)
+    exact = {name for node in graph.node if node.name in within for name in node.input}
     kept, stored, casts = [], [], []
     for tensor in graph.initializer:
-        if tensor.data_type != TensorProto.FLOAT:
+        if tensor.data_type != TensorProto.FLOAT or tensor.name in exact:
             kept.append(tensor)
             continue
         weights = numpy_helper.to_array(tensor).astype(ml_dtypes.bfloat16)

@@ -27,6 +27,10 @@ class CellClassifier(nn.Module):
     head: nn.Module
     input_channels: tuple[str, ...] | None = None
     """The ``--channels`` (:data:`~blastscope.data.preprocessing.CHANNELS`) the network can read, or None for any."""
+    float_modules: tuple[str, ...] = ()
+    """Paths of submodules that an int8 or bf16 export keeps in float32, with everything computed from their outputs:
+    those whose values' range or precision 8-bit integers or bf16 weights would lose (cell areas of 10^5 px, colour
+    matrices)."""
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """What the head consumes.

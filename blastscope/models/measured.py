@@ -77,6 +77,7 @@ class MeasuredTimmClassifier(TimmClassifier):
     """
 
     input_channels = ("rgb",)  # colour is measured from the input's RGB values
+    float_modules = ("measure",)  # and, in an export, everything computed from it
 
     def __init__(
         self,
@@ -87,14 +88,12 @@ class MeasuredTimmClassifier(TimmClassifier):
         dropout: float = 0.2,
     ) -> None:
         super().__init__(backbone, num_classes, gradcam_layers, dropout)
-        self.measure = CellMeasurements()
-        self.register_buffer("input_mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
+        self.measure = CellMeasurements(preprocessing.mean, preprocessing.std)
         self.head = AveragedMembersHead(backbone.num_features, num_classes, dropout=dropout)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         pooled = super().forward_features(images)
-        measured = self.measure(images.float() * self.input_std + self.input_mean)
+        measured = self.measure(images)
         return torch.cat([pooled.float(), measured], dim=1)  # float32 whatever the autocast: areas reach 10^5 px
 
     def forward_members(self, features: torch.Tensor) -> list[torch.Tensor]:

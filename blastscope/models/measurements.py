@@ -55,6 +55,9 @@ NAMES = (
 class CellMeasurements(nn.Module):
     """``(N, 3, H, W)`` RGB cells on black, values in [0, 1] -> ``(N, 67)`` measurements named by :data:`NAMES`.
 
+    ``mean`` and ``std`` (per channel) are the normalisation the input arrives with, undone first (a network's
+    input ``(rgb - mean) / std``); the defaults take RGB in [0, 1] as it is.
+
     The cell is every pixel whose brightest channel reaches :data:`CELL_LEVEL`. Unlike
     :func:`~blastscope.segmentation.background.cell_on_black_mask` it neither keeps only the largest such component
     nor fills holes (neither is a fixed sequence of tensor operations), so near-black pixels inside a cell (a few
@@ -66,18 +69,23 @@ class CellMeasurements(nn.Module):
     (p75 - p25) / (|p50| + 1e-6). An image with no cell pixel gives zeros.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, mean: tuple[float, float, float] = (0.0, 0.0, 0.0), std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ) -> None:
         super().__init__()
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("hed_from_rgb", torch.tensor(HED_FROM_RGB), persistent=False)
         self.register_buffer("xyz_from_rgb", torch.tensor(XYZ_FROM_RGB).T.contiguous(), persistent=False)
         self.register_buffer("white", torch.tensor(D65), persistent=False)
         self.register_buffer("disk", _disk(EDGE_PX)[None, None], persistent=False)
         self.register_buffer("quantiles", torch.tensor(PERCENTILES, dtype=torch.float32) / 100, persistent=False)
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` in [0, 1] -> ``(N, 67)`` float32, in float32 under any autocast (areas reach 10^5 px)."""
-        with torch.autocast(rgb.device.type, enabled=False):
-            return self._measure(rgb.float().clamp(0, 1))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` normalised by ``mean`` and ``std`` -> ``(N, 67)`` float32, in float32 under any autocast
+        (areas reach 10^5 px)."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self._measure((images.float() * self.input_std + self.input_mean).clamp(0, 1))
 
     def _measure(self, rgb: torch.Tensor) -> torch.Tensor:
         mask = (rgb.amax(dim=1) >= CELL_LEVEL - 1e-6).float()

@@ -31,10 +31,10 @@ def test_metadata_and_calibration_follow_the_runs_colour_norm(
     seen: list[np.ndarray] = []
     real = export.quantize_int8
 
-    def quantize(source, target, name, arrays):
+    def quantize(source, target, name, arrays, keep_float=()):
         arrays = list(arrays)
         seen.extend(arrays)
-        return real(source, target, name, iter(arrays))
+        return real(source, target, name, iter(arrays), keep_float)
 
     monkeypatch.setattr(export, "quantize_int8", quantize)
     export.export_run(trained, int8=True, log=lambda _: None)
