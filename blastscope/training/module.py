@@ -82,7 +82,9 @@ class CellClassifierModule(L.LightningModule):
     cross-entropy against the true labels, without smoothing: it scores the probabilities the run will give, not the
     regularised target. It is class-weighted whenever the run balances classes (``loss`` or ``sampler``), as both
     minimise the same class-balanced risk (a sampler that draws each class with probability 1/k is, in expectation,
-    the inverse-frequency weighted loss), and unweighted with ``none``.
+    the inverse-frequency weighted loss), and unweighted with ``none``. A head that averages members' probabilities
+    (:meth:`CellClassifier.forward_members`) trains each member on its own training loss, ``train_loss`` being their
+    mean, while ``val_loss`` scores the average the network outputs.
 
     A ``pretrained`` model first trains the head only for ``frozen_epochs`` epochs while the backbone (batch-norm
     statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``
