@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from blastscope.data.images import read_rgb
-from blastscope.models.measured import AveragedMembersHead, MeasuredTimmClassifier
+from blastscope.models.measured import Z_LIMIT, AveragedMembersHead, MeasuredTimmClassifier
 from blastscope.models.measurements import NAMES, CellMeasurements
 
 NAME = "efficientnet_lite0_measured"
@@ -55,3 +55,14 @@ def test_the_members_are_what_training_fits_and_the_output_averages(bundle_of, i
         features = model.forward_features(images_for(NAME, batch=2))
         members = model.forward_members(features)
         torch.testing.assert_close(model.forward_head(features).exp(), sum(m.softmax(1) for m in members) / 2)
+
+
+def test_measurements_far_outside_the_training_cells_are_clipped() -> None:
+    """A white square's relative IQR reached 10^6 s.d.: the perceptron sees at most Z_LIMIT."""
+    head = AveragedMembersHead(network_features=4, num_classes=2).eval()
+    head.measurements[0].running_mean.zero_()
+    head.measurements[0].running_var.fill_(1.0)
+    near, far = torch.zeros(1, 4 + len(NAMES)), torch.zeros(1, 4 + len(NAMES))
+    near[0, 4], far[0, 4] = Z_LIMIT, 1e6
+    with torch.no_grad():
+        torch.testing.assert_close(head.member_logits(far)[1], head.member_logits(near)[1])
