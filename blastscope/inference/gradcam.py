@@ -291,6 +291,7 @@ def explain(
     note = layer.note
     if is_flat(heatmap):
         note = flat_note(label, layer.name, layer.map_size) + (f" ({layer.note})" if layer.note else "")
+        note += f"; {model.unmapped_evidence}" if model.unmapped_evidence else ""
     return Explanation(label, heatmap, overlay_heatmap(resized, heatmap), layer.description, layer.map_size, note)
 
 

@@ -27,6 +27,9 @@ class CellClassifier(nn.Module):
     head: nn.Module
     input_channels: tuple[str, ...] | None = None
     """The ``--channels`` (:data:`~blastscope.data.preprocessing.CHANNELS`) the network can read, or None for any."""
+    unmapped_evidence: str = ""
+    """What else, besides the feature map Grad-CAM weighs, the output rests on, in words for an empty heat map's note;
+    empty when the map is the only route from the image to the call."""
     float_modules: tuple[str, ...] = ()
     """Paths of submodules that an int8 or bf16 export keeps in float32, with everything computed from their outputs:
     those whose values' range or precision 8-bit integers or bf16 weights would lose (cell areas of 10^5 px, colour

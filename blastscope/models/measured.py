@@ -84,6 +84,7 @@ class MeasuredTimmClassifier(TimmClassifier):
 
     input_channels = ("rgb",)  # colour is measured from the input's RGB values
     float_modules = ("measure",)  # and, in an export, everything computed from it
+    unmapped_evidence = "half of the call is a perceptron on the cell's measured size and colour, which has no map"
 
     def __init__(
         self,

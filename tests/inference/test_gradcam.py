@@ -14,6 +14,7 @@ from torch import nn
 from blastscope.api.classifier import Classifier
 from blastscope.data.cnmc import parse_name
 from blastscope.data.transforms import eval_transform
+from blastscope.inference import gradcam
 from blastscope.inference.decision import OperatingPoint
 from blastscope.inference.gradcam import (
     MIN_MAP_SIDE,
@@ -176,3 +177,15 @@ def test_heat_concentrates_on_the_cell(cnmc_sample: Path) -> None:
     assert explanation.heatmap[on_cell].mean() > 2 * explanation.heatmap[~on_cell].mean()
     overlay = np.asarray(explanation.overlay)
     assert overlay.shape == resized.shape and not np.array_equal(overlay, resized)
+
+
+def test_an_empty_map_of_a_network_with_a_measurements_member_says_the_map_is_not_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the call rests on the cell's measured size and colour, no region need raise it: the note says so."""
+    model = create_model("efficientnet_lite0_measured", pretrained="none", image_size=64).model.eval()
+    monkeypatch.setattr(gradcam, "_heatmap", lambda *args: np.zeros((64, 64), np.float32))
+    image = np.zeros((64, 64, 3), np.uint8)
+    explanation = explain(model, torch.zeros(1, 3, 64, 64), image, 0, "hem")
+    assert not explanation.usable and "measured size and colour" in model.unmapped_evidence
+    assert explanation.note.endswith("; " + model.unmapped_evidence)
