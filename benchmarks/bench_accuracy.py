@@ -17,7 +17,9 @@ per-subject table.
 ``--setting proxy``: 3 folds; the recipe fields left to the model's defaults become 96 px and 3 + 2 epochs (a quick
 ablation). ``--setting full``: 5 folds, the recipe exactly as ``blastscope train`` runs it. Any other
 ``blastscope train`` flag (``--model``, ``--pretrained``, ``--lr-head``, ``--augment KEY=VALUE``, ``--config FILE``...)
-goes to every fold. Re-running the same command reuses finished folds and resumes an interrupted one. The folds are
+goes to every fold. Re-running the same command reuses finished folds (and their scores, kept in ``scored/``) and
+resumes an interrupted one; ``--train-folds 1 2 3`` in one process and ``--train-folds 4 5`` in another share the
+folds between two cores, the last to finish pooling them all. The folds are
 drawn with the recipe's ``--seed`` unless ``--fold-seed`` fixes them: ``--seed 1 --fold-seed 0`` retrains seed 0's folds
 with another training seed, the spread a recipe shows for nothing but its seed.
 
@@ -26,7 +28,8 @@ with another training seed, the spread a recipe shows for nothing but its seed.
 split) and scores it as a trained fold, its threshold and temperature chosen on the fold's validation part.
 
 Writes into ``--out``: ``results.json`` (every number, the recipe and the machine), ``predictions.csv`` (pooled
-out-of-fold cells), ``subject_accuracy.png``, ``splits/fold-<i>.csv`` and ``runs/fold-<i>/`` (each a complete run).
+out-of-fold cells), ``subject_accuracy.png``, ``splits/fold-<i>.csv``, ``runs/fold-<i>/`` (each a complete run) and
+``scored/fold-<i>.json`` (its scores, with what they were scored with).
 
 Data: C-NMC 2019 (CC BY 3.0), SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA (doi:10.7937/tcia.2019.dc64i46r).
 """
