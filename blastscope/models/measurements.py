@@ -41,8 +41,8 @@ MIN_INNER_PX = 50
 """Fewer pixels than this left after moving in from the edge: read the whole cell instead."""
 COLOUR_GRID_PX = 160
 """Colour is read on every s-th pixel in both directions, s = ceil(side / COLOUR_GRID_PX) (3 for C-NMC's 450 px
-cells, 1 up to 160 px): a cell of 450 px still gives thousands of pixels per percentile, and the pixel sort, most of
-the module's time on a CPU, gets 9 times shorter."""
+cells, 1 up to 160 px): a cell of 450 px still gives thousands of pixels per percentile, and the module runs 7 times
+faster on a CPU, where sorting the pixels took most of its time (``benchmarks/bench_measurements.py``)."""
 NAMES = (
     "size_area",
     "size_axis_major",
