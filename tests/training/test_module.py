@@ -234,7 +234,7 @@ class TwoMemberNet(TinyNet):
         return torch.logsumexp(members, dim=0) - torch.log(torch.tensor(2.0))
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_each_member_of_an_averaging_head_is_trained_on_its_own_loss() -> None:
     """The members learn as an ensemble's do, each from its own cross-entropy, not from the average's."""
     torch.manual_seed(0)
