@@ -323,10 +323,9 @@ def _recorded_split(run_dir: Path) -> str:
 def _scored(args: argparse.Namespace, index: int, split: Split) -> dict[str, Any]:
     """Where fold ``index``'s scores are kept and what they were scored with: a re-run reuses them only when its
     split, run, threshold and extra variants are the same."""
-    metrics = args.out / "runs" / f"fold-{index}" / "metrics.json"
     key = {
         "split": split.hash,
-        "run": metrics.stat().st_mtime_ns if metrics.is_file() else None,
+        "run": _made_at(args.out / "runs" / f"fold-{index}"),
         "threshold": args.threshold,
         "tta": args.tta,
         "transductive_neighbours": args.transductive_neighbours,
@@ -343,10 +342,15 @@ def _read_scored(scored: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _write_scored(scored: dict[str, Any], fold: dict[str, Any]) -> None:
-    metrics = Path(fold["run_dir"]) / "metrics.json"
-    key = {**scored["key"], "run": metrics.stat().st_mtime_ns if metrics.is_file() else None}
+    key = {**scored["key"], "run": _made_at(Path(fold["run_dir"]))}  # the run this invocation may have just made
     scored["path"].parent.mkdir(parents=True, exist_ok=True)
     scored["path"].write_text(json.dumps({"key": key, "fold": fold}, default=_plain))
+
+
+def _made_at(run_dir: Path) -> int | None:
+    """When ``run_dir`` finished (its metrics.json's mtime, ns), or None while it has not."""
+    metrics = run_dir / "metrics.json"
+    return metrics.stat().st_mtime_ns if metrics.is_file() else None
 
 
 def _plain(value: Any) -> Any:

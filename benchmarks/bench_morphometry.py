@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_accuracy import _write_predictions
+from bench_accuracy import _plain, _write_predictions
 from bench_accuracy_delta import paired_delta
 from bench_linear_probe import _fold, _pool, _print, logistic_candidates, read_folds
 from scipy import ndimage
@@ -304,10 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
     _print(results)
     return 0
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 if __name__ == "__main__":

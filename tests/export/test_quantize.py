@@ -53,10 +53,10 @@ def test_the_measurements_stay_float_in_int8_and_bf16_exports(
 ) -> None:
     """A cell's area (10^5 px) in 8 bits, or the colour matrices in bf16, would shift every measurement."""
     source, keep = measured_onnx
-    graph = onnx.load(str(source)).graph
-    within = nodes_within(onnx.load(str(source)), keep)
+    exported = onnx.load(str(source))
+    graph, within = exported.graph, nodes_within(exported, keep)
     assert {"TopK", "Conv", "MatMul"} <= {node.op_type for node in graph.node if node.name in within}
-    assert not nodes_within(onnx.load(str(source)), ("no.such.module",))
+    assert not nodes_within(exported, ("no.such.module",))
     images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 64, 64)).astype(np.float32)
     int8 = onnx.load(str(quantize_int8(source, tmp_path / "int8.onnx", ONNX_INPUT, [images], keep)))
     quantised_inputs = {name for node in int8.graph.node if node.op_type == "DequantizeLinear" for name in node.output}
