@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from blastscope.inference.decision import LOG_T_BOUNDS
+from blastscope.inference.decision import fit_temperature, negative_log_likelihood
 from blastscope.inference.predict import probabilities
 from blastscope.metrics import metric_value
 
@@ -84,46 +82,6 @@ def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = DEFAULT_BI
         "ece": expected_calibration_error(y_true, y_prob, n_bins),
         "nll": negative_log_likelihood(y_true, np.log(np.clip(y_prob, 1e-15, 1.0))),
     }
-
-
-def negative_log_likelihood(y_true: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean cross-entropy of ``softmax(logits / T)``, in nats per cell; log-probabilities are valid logits too.
-
-    Parameters
-    ----------
-    y_true : array of int, shape (N,)
-    logits : array of shape (N, C)
-    temperature : float
-        > 0.
-    """
-    log_prob = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
-    return float(-log_prob[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)].mean())
-
-
-def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
-    """The temperature minimising the validation NLL (1-D bounded search on log T, so T stays positive).
-
-    Parameters
-    ----------
-    y_true : array of int, shape (M,)
-        Validation class indices.
-    logits : array of shape (M, C)
-        Validation logits, one view.
-
-    Returns
-    -------
-    float
-        T in [0.05, 20]; > 1 softens over-confident logits. Perfectly separated classes drive it to the lower bound,
-        and a network whose confident calls are often wrong to the upper one: the point carrying it warns of either
-        (:func:`~blastscope.inference.decision.temperature_bound_warning`).
-    """
-    result = minimize_scalar(
-        lambda log_t: negative_log_likelihood(y_true, logits, float(np.exp(log_t))),
-        bounds=LOG_T_BOUNDS,
-        method="bounded",
-        options={"xatol": 1e-4},
-    )
-    return float(np.exp(result.x))
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -18,8 +18,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError
-from blastscope.evaluation.calibration import fit_temperature
-from blastscope.inference.decision import DEFAULT_THRESHOLD, OperatingPoint, decide
+from blastscope.inference.decision import DEFAULT_THRESHOLD, OperatingPoint, decide, fit_temperature
 from blastscope.inference.predict import probabilities
 from blastscope.metrics import sensitivity, weighted_f1
 

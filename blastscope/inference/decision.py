@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 
 from blastscope.errors import BlastscopeError
 from blastscope.metrics import class_display_name, format_band, format_threshold
@@ -22,13 +24,53 @@ DEFAULT_THRESHOLD = 0.5
 SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
 """How a threshold can come about; ``val:sensitivity`` is followed by ``>=S``, the target."""
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-"""The range a temperature is fitted in (``evaluation.calibration.fit_temperature``, searched on log T); a fit that
+"""The range a temperature is fitted in (:func:`fit_temperature`, searched on log T); a fit that
 ends at either end wanted to go further. Kept here, beside the point that carries the temperature, so that every door
 that decides with it (predict, scan, serve) can say when it sits at a bound."""
 LOG_T_BOUNDS = (float(np.log(TEMPERATURE_BOUNDS[0])), float(np.log(TEMPERATURE_BOUNDS[1])))
 AT_BOUND = 1e-3
 """How close to a bound, in log T (0.1% of T), counts as at it: the bounded search stops within about 1e-4 of a
 bound it runs into."""
+
+
+def negative_log_likelihood(y_true: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean cross-entropy of ``softmax(logits / T)``, in nats per cell; log-probabilities are valid logits too.
+
+    Parameters
+    ----------
+    y_true : array of int, shape (N,)
+    logits : array of shape (N, C)
+    temperature : float
+        > 0.
+    """
+    log_prob = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return float(-log_prob[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)].mean())
+
+
+def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature minimising the validation NLL (1-D bounded search on log T, so T stays positive).
+
+    Parameters
+    ----------
+    y_true : array of int, shape (M,)
+        Validation class indices.
+    logits : array of shape (M, C)
+        Validation logits, one view.
+
+    Returns
+    -------
+    float
+        T in [0.05, 20]; > 1 softens over-confident logits. Perfectly separated classes drive it to the lower bound,
+        and a network whose confident calls are often wrong to the upper one: the point carrying it warns of either
+        (:func:`~blastscope.inference.decision.temperature_bound_warning`).
+    """
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(y_true, logits, float(np.exp(log_t))),
+        bounds=LOG_T_BOUNDS,
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    return float(np.exp(result.x))
 
 
 def temperature_bound_warning(temperature: float, n_cells: int | None = None) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -60,6 +62,23 @@ class CellClassifier(nn.Module):
         """The logits ``(batch, num_classes)`` that training fits, each on its own loss, from :meth:`forward_features`'s
         output: the head's own, or those of each member a head averages (an ensemble inside one network)."""
         return [self.forward_head(features)]
+
+    def combine_members(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The logits ``(batch, num_classes)`` :meth:`forward_head` gives, from :meth:`forward_members`' output: here
+        the one member's own."""
+        (logits,) = member_logits
+        return logits
+
+    def set_member_temperatures(self, temperatures: Sequence[float]) -> None:
+        """Divide each member's logits by its temperature before :meth:`combine_members` (fitted on the validation
+        cells by training, kept in the weights).
+
+        Raises
+        ------
+        TypeError
+            For a network with one member: its calibration is the run's operating point's temperature.
+        """
+        raise TypeError(f"{type(self).__name__} has one member: its temperature belongs to the operating point")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` for images ``(batch, 3, height, width)``."""

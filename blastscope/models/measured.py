@@ -24,6 +24,8 @@ from blastscope.models.base import CellClassifier
 from blastscope.models.measurements import NAMES, CellMeasurements
 from blastscope.models.timm_classifiers import EFFICIENTNET_GRADCAM_LAYERS, LITE0, TimmClassifier, register_timm_model
 
+MEMBERS = 2
+"""The head's members: the network's linear layer and the measurements' perceptron."""
 PERCEPTRON_WIDTH = 64
 """Hidden units of the measurements' perceptron: 64 was the width chosen on validation on most of session 22's folds
 (64 or 256 tried)."""
@@ -40,9 +42,12 @@ class AveragedMembersHead(nn.Module):
     ``measurements`` member standardises the last 67 with a batch norm without scale or shift whose running
     statistics are the plain average over every training batch (``momentum=None``: a standard scaler, as in
     :class:`~blastscope.models.timm_classifiers.MultiScaleTimmClassifier`), clips them to :data:`Z_LIMIT`, then
-    applies one hidden ReLU layer and a linear layer. The output, log-probabilities, is a valid logit vector: its
-    softmax is the average. Each member is trained on its own loss (:meth:`member_logits`), as the members of an
-    ensemble are, not on the average's.
+    applies one hidden ReLU layer and a linear layer. Each member is trained on its own loss (:meth:`member_logits`),
+    as the members of an ensemble are, not on the average's, and its logits are divided by its own temperature
+    (``member_temperatures``, fitted on the validation cells after every epoch by training; 1 until then) before the
+    average: the network member trained this way is under-confident (temperatures 0.47-0.69 on session 23's folds)
+    and the perceptron's surer probabilities would otherwise decide most calls. The output, log-probabilities, is a
+    valid logit vector: its softmax is the average.
     """
 
     def __init__(self, network_features: int, num_classes: int, width: int = PERCEPTRON_WIDTH, dropout: float = 0.2):
@@ -56,15 +61,30 @@ class AveragedMembersHead(nn.Module):
             nn.ReLU(),
             nn.Linear(width, num_classes),
         )
+        self.register_buffer("member_temperatures", torch.ones(MEMBERS))
 
     def member_logits(self, features: torch.Tensor) -> list[torch.Tensor]:
-        """``[network logits, measurements logits]``, each ``(N, num_classes)``."""
+        """``[network logits, measurements logits]``, each ``(N, num_classes)``, before their temperatures."""
         cnn, measured = features[:, : self.network_features], features[:, self.network_features :]
         return [self.network(cnn), self.measurements(measured)]
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        members = torch.stack([logits.log_softmax(dim=1) for logits in self.member_logits(features)])
+    def combine(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``log(mean_i softmax(logits_i / T_i))``, ``(N, num_classes)``, from :meth:`member_logits`' output."""
+        members = torch.stack(
+            [
+                (logits / temperature).log_softmax(dim=1)
+                for logits, temperature in zip(member_logits, self.member_temperatures, strict=True)
+            ]
+        )
         return torch.logsumexp(members, dim=0) - math.log(len(members))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.member_logits(features))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        # Runs trained before the temperatures existed averaged their members untempered: load them as they scored.
+        state_dict.setdefault(f"{prefix}member_temperatures", torch.ones(MEMBERS))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class MeasuredTimmClassifier(TimmClassifier):
@@ -105,6 +125,12 @@ class MeasuredTimmClassifier(TimmClassifier):
 
     def forward_members(self, features: torch.Tensor) -> list[torch.Tensor]:
         return self.head.member_logits(features)
+
+    def combine_members(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head.combine(member_logits)
+
+    def set_member_temperatures(self, temperatures: Sequence[float]) -> None:
+        self.head.member_temperatures.copy_(torch.as_tensor(temperatures, dtype=torch.float32))
 
 
 @register_timm_model(

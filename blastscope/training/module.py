@@ -18,8 +18,10 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from blastscope.errors import BlastscopeError
+from blastscope.inference.decision import fit_temperature
 from blastscope.models.base import CellClassifier
 from blastscope.training.config import CLASS_BALANCE, HEAD_FITS
 from blastscope.training.frozen import DTYPES, FrozenStages
@@ -84,7 +86,9 @@ class CellClassifierModule(L.LightningModule):
     minimise the same class-balanced risk (a sampler that draws each class with probability 1/k is, in expectation,
     the inverse-frequency weighted loss), and unweighted with ``none``. A head that averages members' probabilities
     (:meth:`CellClassifier.forward_members`) trains each member on its own training loss, ``train_loss`` being their
-    mean, while ``val_loss`` scores the average the network outputs.
+    mean; after each epoch every member's temperature is fitted on all the validation cells
+    (:meth:`CellClassifier.set_member_temperatures`, saved with the checkpoint) and ``val_loss`` scores the tempered
+    average the network then outputs.
 
     A ``pretrained`` model first trains the head only for ``frozen_epochs`` epochs while the backbone (batch-norm
     statistics included) stays fixed, then the last ``unfreeze_stages`` stages (or "all") train at ``lr_backbone``
@@ -143,6 +147,7 @@ class CellClassifierModule(L.LightningModule):
         self.val_weighted_f1 = MulticlassF1Score(num_classes=len(classes), average="weighted")
         self.train_loss_mean = MeanMetric()
         self.head_fit_record: dict[str, Any] | None = None  # what a closed-form head fit chose (to_dict)
+        self._validation_members: list[tuple[torch.Tensor, torch.Tensor]] = []  # (members, N, C) logits, targets
 
     # -- phases -------------------------------------------------------------------------------------------------
 
@@ -287,9 +292,6 @@ class CellClassifierModule(L.LightningModule):
             return inputs
         return self.model.forward_features(self._laid_out(inputs))
 
-    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self._features(inputs))
-
     def training_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy against smoothed targets, class-weighted only when the loss does the balancing."""
         weight = self.class_weights if self.hparams.class_balance == "loss" else None
@@ -314,7 +316,11 @@ class CellClassifierModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
         inputs, targets = batch
-        logits = self._logits(inputs)
+        members = self.model.forward_members(self._features(inputs))
+        if len(members) > 1:  # scored at the epoch's end, once the members' temperatures are fitted on every cell
+            self._validation_members.append((torch.stack(members).detach().float(), targets))
+            return
+        (logits,) = members
         self.val_accuracy.update(logits, targets)
         self.val_weighted_f1.update(logits, targets)
         self.log(
@@ -327,6 +333,25 @@ class CellClassifierModule(L.LightningModule):
         )
         self.log("val_accuracy", self.val_accuracy, on_epoch=True)
         self.log("val_weighted_f1", self.val_weighted_f1, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """For a network of several members: fit each member's temperature on all the validation cells (every process's
+        under DDP, so all fit the same), then score the average the network outputs with them."""
+        if not self._validation_members:
+            return
+        members = torch.cat([logits for logits, _ in self._validation_members], dim=1)
+        targets = torch.cat([labels for _, labels in self._validation_members])
+        self._validation_members = []
+        if self.trainer.world_size > 1:
+            members = self.all_gather(members).transpose(0, 1).flatten(1, 2)
+            targets = self.all_gather(targets).flatten()
+        labels = targets.cpu().numpy()
+        self.model.set_member_temperatures([fit_temperature(labels, logits.cpu().numpy()) for logits in members])
+        logits = self.model.combine_members(list(members))
+        classes = logits.shape[1]
+        self.log("val_loss", self.validation_loss(logits, targets), prog_bar=True)
+        self.log("val_accuracy", multiclass_accuracy(logits, targets, classes, average="micro"))
+        self.log("val_weighted_f1", multiclass_f1_score(logits, targets, classes, average="weighted"), prog_bar=True)
 
     # -- optimisation -------------------------------------------------------------------------------------------
 

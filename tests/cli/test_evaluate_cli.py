@@ -82,7 +82,7 @@ def test_a_temperature_fitted_at_a_bound_is_warned_of_once(
 ) -> None:
     """The fit used to log the line as well as the summary printing it: twice on the terminal (the log on stderr)."""
     lowest = SimpleNamespace(x=LOG_T_BOUNDS[0])  # what the search returns for cleanly separated validation cells
-    with patch("blastscope.evaluation.calibration.minimize_scalar", return_value=lowest), caplog.at_level("DEBUG"):
+    with patch("blastscope.inference.decision.minimize_scalar", return_value=lowest), caplog.at_level("DEBUG"):
         _evaluate(tiny_run_copy, tmp_path, "--threshold", "val")
     captured = capsys.readouterr()
     said = [*captured.out.splitlines(), *captured.err.splitlines(), *(r.getMessage() for r in caplog.records)]

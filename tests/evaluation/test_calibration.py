@@ -10,11 +10,14 @@ from blastscope.evaluation.calibration import (
     apply_temperature,
     calibration_report,
     expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
     reliability,
 )
-from blastscope.inference.decision import TEMPERATURE_BOUNDS, temperature_bound_warning
+from blastscope.inference.decision import (
+    TEMPERATURE_BOUNDS,
+    fit_temperature,
+    negative_log_likelihood,
+    temperature_bound_warning,
+)
 from blastscope.inference.predict import probabilities
 
 

@@ -9,9 +9,8 @@ import pytest
 from sklearn import metrics as skm
 
 from blastscope.errors import BlastscopeError
-from blastscope.evaluation.calibration import fit_temperature
 from blastscope.evaluation.threshold import MAX_CANDIDATES, choose_point, choose_threshold, midway, parse_threshold
-from blastscope.inference.decision import OperatingPoint, decide
+from blastscope.inference.decision import OperatingPoint, decide, fit_temperature
 from blastscope.inference.predict import probabilities
 from blastscope.metrics import weighted_f1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,26 @@ def test_the_output_is_the_log_of_the_mean_of_the_members_probabilities() -> Non
     expected = (members[0].softmax(1) + members[1].softmax(1)) / 2
     torch.testing.assert_close(head(features).softmax(1), expected)
     torch.testing.assert_close(head(features).exp(), expected)
+
+
+def test_each_member_is_divided_by_its_temperature_before_the_average(bundle_of) -> None:
+    torch.manual_seed(0)
+    model = copy.deepcopy(bundle_of(NAME).model)  # the session's build stays untempered
+    head = model.head
+    model.set_member_temperatures([0.5, 2.0])
+    features = torch.randn(4, model.backbone.num_features + len(NAMES)) * 10
+    network, measured = head.member_logits(features)
+    expected = ((network / 0.5).softmax(1) + (measured / 2.0).softmax(1)) / 2
+    torch.testing.assert_close(head(features).exp(), expected)
+    torch.testing.assert_close(model.combine_members([network, measured]), head(features))
+
+
+def test_weights_saved_before_the_temperatures_existed_load_as_they_scored_untempered() -> None:
+    head = AveragedMembersHead(network_features=5, num_classes=2)
+    saved = {key: value for key, value in head.state_dict().items() if key != "member_temperatures"}
+    head.member_temperatures.fill_(3.0)
+    head.load_state_dict(saved)
+    assert head.member_temperatures.tolist() == [1.0, 1.0]
 
 
 def test_the_features_are_the_pooled_map_and_the_measurements_of_the_rgb_input(bundle_of, cells) -> None:

@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, TensorDataset
 
 from blastscope.errors import BlastscopeError
+from blastscope.inference.decision import fit_temperature
 from blastscope.models import create_model, get_spec, list_models
 from blastscope.models.base import CellClassifier
 from blastscope.training.module import FINETUNE, FROZEN, FULL, CellClassifierModule, inverse_frequency_weights
@@ -53,8 +54,15 @@ def _module(
     )
 
 
-def _fit(module: CellClassifierModule, epochs: int, tmp_path: Path, **trainer_options: object) -> L.Trainer:
-    images = torch.randn(16, 3, 8, 8)
+def _fit(
+    module: CellClassifierModule,
+    epochs: int,
+    tmp_path: Path,
+    images: torch.Tensor | None = None,
+    **trainer_options: object,
+) -> L.Trainer:
+    """Fit on 16 cells, random ``(16, 3, 8, 8)`` unless given, that are also the validation cells."""
+    images = torch.randn(16, 3, 8, 8) if images is None else images
     labels = torch.tensor([0, 1] * 8)
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -225,13 +233,22 @@ class TwoMemberNet(TinyNet):
     def __init__(self) -> None:
         super().__init__()
         self.head = nn.ModuleList([nn.Linear(8, 2), nn.Linear(8, 2)])
+        self.register_buffer("temperatures", torch.ones(2))
 
     def forward_members(self, features: torch.Tensor) -> list[torch.Tensor]:
         return [member(features) for member in self.head]
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        members = torch.stack([logits.log_softmax(1) for logits in self.forward_members(features)])
+    def combine_members(self, member_logits: list[torch.Tensor]) -> torch.Tensor:
+        members = torch.stack(
+            [(logits / t).log_softmax(1) for logits, t in zip(member_logits, self.temperatures, strict=True)]
+        )
         return torch.logsumexp(members, dim=0) - torch.log(torch.tensor(2.0))
+
+    def set_member_temperatures(self, temperatures: list[float]) -> None:
+        self.temperatures.copy_(torch.tensor(temperatures))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.combine_members(self.forward_members(features))
 
 
 @pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
@@ -254,6 +271,26 @@ def test_each_member_of_an_averaging_head_is_trained_on_its_own_loss() -> None:
         torch.testing.assert_close(member.weight.grad, expected)
     averaged = module.training_loss(module.model.forward_head(features), labels)
     assert abs(loss.item() - averaged.item()) > 1e-4  # not the average's loss
+
+
+def test_each_members_temperature_is_fitted_on_the_validation_cells_and_val_loss_scores_the_tempered_average(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    module = CellClassifierModule(
+        TwoMemberNet(), classes=["hem", "all"], class_counts=[8, 8], pretrained=True, frozen_epochs=1,
+        finetune_epochs=0, unfreeze_stages=1, lr_head=1e-1, lr_backbone=1e-3, weight_decay=0.0,
+    )  # fmt: skip
+    images, labels = torch.randn(16, 3, 8, 8), torch.tensor([0, 1] * 8)
+    trainer = _fit(module, 1, tmp_path, images, enable_checkpointing=False)
+    module.eval()
+    with torch.no_grad():
+        members = module.model.forward_members(module.model.forward_features(images))
+    expected = [fit_temperature(labels.numpy(), logits.numpy()) for logits in members]
+    assert expected[0] != pytest.approx(1.0, abs=1e-2) and expected[0] != pytest.approx(expected[1], abs=1e-2)
+    assert module.model.temperatures.tolist() == pytest.approx(expected, rel=1e-5)
+    tempered = module.validation_loss(module.model.combine_members(members), labels)
+    assert float(trainer.callback_metrics["val_loss"]) == pytest.approx(float(tempered), rel=1e-5)
 
 
 # -- every registered network: the phases' trainable parameters and batch-norm modes ---------------------------------
