@@ -27,11 +27,12 @@ from blastscope.segmentation.canvas import CNMC_CANVAS
 from blastscope.segmentation.cell import segment_cell
 from blastscope.segmentation.stains import as_rgb
 
-SEGMENTATION_VERSION = 4
-"""Part of the decoded-image cache's keys: raise it when a change to the segmentation changes its cut-outs (2: a
-crop's red-cell diameter measured on it, its light source fitted over the whole crop; 3: a cut-out on black whose
-cell reaches the border is read as on black, and unlit pixels are never stain; 4: a photograph in a black frame, its
-lit part mostly pale background, is not on black)."""
+SEGMENTATION_VERSION = 5
+"""Part of the decoded-image cache's keys: raise it when a change to the segmentation changes its cut-outs or which
+images have a cell (2: a crop's red-cell diameter measured on it, its light source fitted over the whole crop; 3: a
+cut-out on black whose cell reaches the border is read as on black, and unlit pixels are never stain; 4: a photograph
+in a black frame, its lit part mostly pale background, is not on black; 5: a grey image on black has no stained
+cell)."""
 MAX_SEGMENT_PIXELS = 2_000_000
 """Largest image (pixels) a single cell is cut out of. Its cell must fit the 450 px C-NMC canvas at the photo's own
 scale, so a larger image is a field, not a crop around one cell; and segmentation peaks at
@@ -44,6 +45,12 @@ GREY_REASON = (
     "out onto black"
 )
 """The reason :class:`CellNotFoundError` gives for a grey image that would need segmenting (scans have their own)."""
+GREY_ON_BLACK_REASON = (
+    "no stained cell: what lies on the black background has no colour, and a cell of a stained smear has; give the "
+    "colour image, or --segment never to classify it as it is"
+)
+"""The reason for a grey image on black: no stained cell, e.g. a white square, which efficientnet_lite0_measured
+called HEM at p = 0.91 (session 23), or a cell converted to grey, unlike every cell a run was trained on."""
 
 
 class CellNotFoundError(BlastscopeError):
@@ -101,7 +108,8 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
         When segmentation is needed and finds no cell (with :func:`~blastscope.segmentation.segment_cell`'s reason),
         the cell is larger than the canvas, the image is over :data:`MAX_SEGMENT_PIXELS` or under 16 px a side, it is
         grey and not on black (:func:`is_grey`: no colour for the stains to be told apart by), or
-        (``auto``) an image on black has no cell pixel at all.
+        (``auto``) an image on black has no cell pixel at all, or an image on black is grey
+        (:data:`GREY_ON_BLACK_REASON`).
     BlastscopeError
         For an unknown mode, or a ``red_cell_diameter`` of 2 px or less.
     """
@@ -114,8 +122,11 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
     except ImageError as error:
         raise CellNotFoundError(f"cannot look for a cell: {error.reason}") from None
     on_black = is_on_black(rgb)
+    lit = bool((rgb.max(axis=2) >= CELL_LEVEL).any())
+    if on_black and lit and is_grey(rgb):
+        raise CellNotFoundError(GREY_ON_BLACK_REASON)
     if mode == "auto" and on_black:
-        if not (rgb.max(axis=2) >= CELL_LEVEL).any():
+        if not lit:
             raise CellNotFoundError("no cell: the image is black (on-black background and no bright pixels)")
         return CellImage(image, False)
     height, width = rgb.shape[:2]

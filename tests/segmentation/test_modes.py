@@ -19,7 +19,13 @@ from blastscope.segmentation import (
     segment_cell,
     segmenting_bytes,
 )
-from blastscope.segmentation.modes import GREY_REASON, MAX_SEGMENT_PIXELS, SEGMENT_PEAK_BYTES_PER_PIXEL, is_grey
+from blastscope.segmentation.modes import (
+    GREY_ON_BLACK_REASON,
+    GREY_REASON,
+    MAX_SEGMENT_PIXELS,
+    SEGMENT_PEAK_BYTES_PER_PIXEL,
+    is_grey,
+)
 
 
 def crop_around_cell(seed: int, side: int = 180) -> np.ndarray:
@@ -115,12 +121,23 @@ def test_a_grey_image_that_needs_segmenting_is_refused_not_guessed(mode: str, ji
     assert raised.value.reason == GREY_REASON and "--segment never" in GREY_REASON
 
 
-def test_grey_is_only_refused_where_stains_are_needed(on_black: np.ndarray) -> None:
+@pytest.mark.parametrize("mode", ["auto", "always"])
+def test_a_grey_image_on_black_holds_no_stained_cell_and_is_refused(mode: str, on_black: np.ndarray) -> None:
+    """Something grey on black is no cell of a stained smear (a white square was called HEM at p = 0.91)."""
+    white_square = np.zeros((450, 450, 3), np.uint8)
+    white_square[200:220, 200:220] = 255
+    for image in (grey(on_black), white_square):
+        assert is_on_black(image)
+        with pytest.raises(CellNotFoundError) as raised:
+            cell_for_model(image, mode)
+        assert raised.value.reason == GREY_ON_BLACK_REASON and "--segment never" in GREY_ON_BLACK_REASON
+    assert cell_for_model(on_black, mode).image.std(axis=2).max() > 10  # the coloured cell itself passes
+
+
+def test_never_classifies_a_grey_image_as_it_is(on_black: np.ndarray) -> None:
     assert not is_grey(grey(crop_around_cell(0), 3))
-    grey_on_black = grey(on_black)
-    assert cell_for_model(grey_on_black, "auto").image is grey_on_black
-    crop = grey(crop_around_cell(0))
-    assert cell_for_model(crop, "never").image is crop
+    for image in (grey(on_black), grey(crop_around_cell(0))):
+        assert cell_for_model(image, "never").image is image
 
 
 def test_images_too_large_for_one_cell_are_refused_before_segmenting() -> None:

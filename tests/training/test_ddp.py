@@ -10,12 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 
-def test_two_process_ddp_on_cpu_trains_one_run(synth_small: Path, tmp_path: Path) -> None:
+
+@pytest.mark.parametrize(("model", "size"), [("efficientnet_lite0", 32), ("efficientnet_lite0_measured", 64)])
+def test_two_process_ddp_on_cpu_trains_one_run(model: str, size: int, synth_small: Path, tmp_path: Path) -> None:
+    """The measured model's members are tempered on every rank's validation cells, gathered (no rank sees them all)."""
     out = tmp_path / "runs"
     command = [
         sys.executable, "-m", "blastscope", "train",
-        "--data", str(synth_small), "--model", "efficientnet_lite0", "--image-size", "32",
+        "--data", str(synth_small), "--model", model, "--image-size", str(size),
         "--epochs-frozen", "1", "--epochs-finetune", "1", "--batch-size", "4", "--num-workers", "0",
         "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out), "--no-progress",
         "--no-cached-features",  # phase 1 on sharded, augmented images through the frozen backbone
@@ -32,3 +37,7 @@ def test_two_process_ddp_on_cpu_trains_one_run(synth_small: Path, tmp_path: Path
     assert metrics["test"]["n"] == metrics["data"]["parts"]["test"]
     per_rank = math.ceil(metrics["data"]["parts"]["train"] / 2)  # each rank trains on its half of every epoch
     assert metrics["training"]["images_seen"] == 2 * per_rank * 2
+    if model == "efficientnet_lite0_measured":
+        checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+        temperatures = checkpoint["state_dict"]["model.head.member_temperatures"]
+        assert torch.isfinite(temperatures).all() and not torch.equal(temperatures, torch.ones(2))
