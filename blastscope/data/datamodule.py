@@ -29,8 +29,10 @@ from blastscope.data.dataset import CellDataset
 from blastscope.data.preprocessing import Preprocessing
 from blastscope.data.table import Cell
 from blastscope.data.transforms import eval_transform, train_transform
+from blastscope.errors import DataError
 
 log = logging.getLogger(__name__)
+FITTED_PARTS = ("train", "val")  # the parts a network is fitted and stopped on
 
 FeatureExtractor = Callable[[Dataset], TensorDataset]
 Key = tuple[int, ...]
@@ -259,6 +261,8 @@ class CellDataModule(L.LightningDataModule):
         cells the ``--crop-fraction`` window cuts into are counted in one warning."""
         transform = train_transform(self.augment, self.pre) if augment else eval_transform(self.pre, self.augment)
         dataset = CellDataset(self.parts[part], self.classes, self.pre, transform, self.cache)
+        if part in FITTED_PARTS:
+            _check_no_class_lost(part, self.parts[part], dataset)
         if dataset.clipped and part not in self.segmented:  # the first time this part is loaded
             log.warning(
                 "%d of %d %s cells extend beyond the --crop-fraction %g window (over 1%% of the cell outside it), "
@@ -371,3 +375,16 @@ class _KeyedTensors(Dataset):
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, ...]:
         return self.tensors[key[1]]
+
+
+def _check_no_class_lost(part: str, cells: Sequence[Cell], dataset: CellDataset) -> None:
+    """Refuse a part that the split gave every class but whose readable cells lack one: a network fitted or stopped on
+    it would never see that class, and score perfectly on the rest without saying so."""
+    lost = sorted({cell.label for cell in cells} - {cell.label for cell in dataset.cells})
+    if lost:
+        label_of = {cell.path: cell.label for cell in cells}
+        path, reason = next((path, reason) for path, reason in dataset.skipped if label_of.get(path) in lost)
+        raise DataError(
+            f"no {lost[0]} cell of the {part} part could be read (e.g. {path}: {reason}); a model cannot learn a class "
+            "it never sees: fix those files, or leave the class out"
+        )

@@ -69,6 +69,10 @@ class CellClassifier(nn.Module):
         (logits,) = member_logits
         return logits
 
+    def member_temperatures(self) -> tuple[float, ...] | None:
+        """Each member's temperature (:meth:`set_member_temperatures`); None for a network with one member."""
+        return None
+
     def set_member_temperatures(self, temperatures: Sequence[float]) -> None:
         """Divide each member's logits by its temperature before :meth:`combine_members` (fitted on the validation
         cells by training, kept in the weights).

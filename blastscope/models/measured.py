@@ -129,6 +129,9 @@ class MeasuredTimmClassifier(TimmClassifier):
     def combine_members(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.head.combine(member_logits)
 
+    def member_temperatures(self) -> tuple[float, ...]:
+        return tuple(self.head.member_temperatures.tolist())
+
     def set_member_temperatures(self, temperatures: Sequence[float]) -> None:
         self.head.member_temperatures.copy_(torch.as_tensor(temperatures, dtype=torch.float32))
 

@@ -22,7 +22,7 @@ from blastscope.data.datamodule import CellDataModule
 from blastscope.data.split import Split, SplitContentsMissing, read_split_csv
 from blastscope.data.table import CellTable
 from blastscope.errors import BlastscopeError, DataError
-from blastscope.inference.decision import decide
+from blastscope.inference.decision import decide, temperature_bound_warning
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.inference.runners import TorchRunner
 from blastscope.metrics import class_display_name, classification_metrics
@@ -401,6 +401,11 @@ def _write_metrics(
     }
     if module.head_fit_record is not None:
         metrics["training"]["head_fit"] = module.head_fit_record
+    if (temperatures := model.member_temperatures()) is not None:
+        metrics["training"]["member_temperatures"] = list(temperatures)
+        for number, temperature in enumerate(temperatures, start=1):
+            if warning := temperature_bound_warning(temperature, len(prepared.split.parts.get("val", []))):
+                _announce(f"warning: head member {number} of {len(temperatures)}: {warning}")
     metrics["data"] = {
         "subject_level": bool(prepared.split.subject_level),  # False: test people may have trained, scores optimistic
         "cells": len(table.cells),

@@ -28,6 +28,7 @@ from blastscope.data.datamodule import (
 )
 from blastscope.data.discover import scan_dataset
 from blastscope.data.preprocessing import Preprocessing
+from blastscope.errors import DataError
 
 
 def test_order_is_a_function_of_seed_and_epoch() -> None:
@@ -204,3 +205,21 @@ def test_cells_the_crop_window_cuts_into_are_warned_about_once_per_part(
         assert len(module.dataset(part, augment=False).clipped) == len(parts[part])
     assert [message.split(" cells extend")[0] for message in warned] == ["4 of 4 train", "2 of 2 val"]
     assert all("--crop-fraction 0.5 window" in message for message in warned)
+
+
+def test_a_part_whose_every_cell_of_one_class_is_unreadable_is_refused(tmp_path: Path) -> None:
+    """Every HEM cell grey: training on the rest would learn one class and score perfectly, silently."""
+    yy, xx = np.mgrid[:32, :32]
+    disc = ((yy - 15.5) ** 2 + (xx - 15.5) ** 2 < 12**2)[..., None]
+    for label, colour in (("all", (170, 120, 200)), ("hem", (150, 150, 150))):
+        (tmp_path / label).mkdir()
+        for index in range(2):
+            cell = (disc * (np.array(colour) + index)).astype(np.uint8)  # two different cells, not duplicates
+            Image.fromarray(cell).save(tmp_path / label / f"{index}.png")
+    table = scan_dataset(tmp_path)
+    pre = Preprocessing(32, (0.5,) * 3, (0.5,) * 3)
+    module = CellDataModule({"train": table.cells}, table.classes, pre, {}, batch_size=4, num_workers=0, seed=0)
+    with pytest.raises(DataError, match=r"no hem cell of the train part could be read \(e\.g\. .*hem.*no stained cell"):
+        module.dataset("train", augment=False)
+    scored = CellDataModule({"test": table.cells}, table.classes, pre, {}, batch_size=4, num_workers=0, seed=0)
+    assert len(scored.dataset("test", augment=False)) == 2  # a test part is scored, and its summary warns

@@ -41,3 +41,6 @@ def test_two_process_ddp_on_cpu_trains_one_run(model: str, size: int, synth_smal
         checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
         temperatures = checkpoint["state_dict"]["model.head.member_temperatures"]
         assert torch.isfinite(temperatures).all() and not torch.equal(temperatures, torch.ones(2))
+        assert metrics["training"]["member_temperatures"] == temperatures.tolist()  # reported where a person reads
+    else:
+        assert "member_temperatures" not in metrics["training"]
