@@ -16,6 +16,10 @@ CELL_LEVEL = 12
 """A pixel whose brightest channel reaches this (8-bit) is cell, below it the black canvas C-NMC cells are cut out
 onto: the one cut every step that tells cell from canvas uses (stain fits, crop checks, OD zeroing, the ONNX text)."""
 PALE_LEVEL = 160  # a pixel whose every channel reaches this is pale: a bright-field background, never C-NMC cell
+STAIN_CHROMA = 8
+"""Largest median chroma (8-bit levels) of a cut-out on black read as colourless, not a stained cell: over cnmc-dev's
+6,371 cells the lowest median is 35 levels (``benchmarks/RESULTS.md``, session 24), while a grey image's tint, white
+balance off by a few levels or JPEG chroma noise stays within 3-4."""
 GREY_TOLERANCE = 2
 """Largest channel difference (8-bit levels, |R-G| and |G-B| over the whole image) of an image taken as grey: colour
 deconvolution separates stains by their colour, so it has nothing to work on in such an image (JPEG chroma noise on a
@@ -88,6 +92,17 @@ def is_grey(rgb: np.ndarray) -> bool:
         np.abs(channels[..., 0] - channels[..., 1]).max() <= GREY_TOLERANCE
         and np.abs(channels[..., 1] - channels[..., 2]).max() <= GREY_TOLERANCE
     )
+
+
+def lacks_stain_colour(rgb: np.ndarray) -> bool:
+    """Whether what is lit in an HxWx3 uint8 image on black (brightest channel at least :data:`CELL_LEVEL`) is
+    colourless: its median chroma (largest minus smallest channel) is at most :data:`STAIN_CHROMA` levels, so a few
+    coloured pixels (a scale bar, an edge) or a slight tint do not make a grey image a stained cell. False when nothing
+    is lit."""
+    channels = rgb[..., :3]
+    lit = channels.max(axis=2) >= CELL_LEVEL
+    chroma = channels.max(axis=2).astype(np.int16) - channels.min(axis=2)
+    return bool(lit.any() and np.median(chroma[lit]) <= STAIN_CHROMA)
 
 
 def cell_on_black_mask(image: np.ndarray, level: int = CELL_LEVEL) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blastscope.errors import BlastscopeError, ImageError
-from blastscope.segmentation.background import CELL_LEVEL, is_grey, is_on_black
+from blastscope.segmentation.background import CELL_LEVEL, is_grey, is_on_black, lacks_stain_colour
 from blastscope.segmentation.canvas import CNMC_CANVAS
 from blastscope.segmentation.cell import segment_cell
 from blastscope.segmentation.stains import as_rgb
@@ -108,8 +108,8 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
         When segmentation is needed and finds no cell (with :func:`~blastscope.segmentation.segment_cell`'s reason),
         the cell is larger than the canvas, the image is over :data:`MAX_SEGMENT_PIXELS` or under 16 px a side, it is
         grey and not on black (:func:`is_grey`: no colour for the stains to be told apart by), or
-        (``auto``) an image on black has no cell pixel at all, or an image on black is grey
-        (:data:`GREY_ON_BLACK_REASON`).
+        (``auto``) an image on black has no cell pixel at all, or what an image on black shows lacks stain colour
+        (:func:`~blastscope.segmentation.background.lacks_stain_colour`, :data:`GREY_ON_BLACK_REASON`).
     BlastscopeError
         For an unknown mode, or a ``red_cell_diameter`` of 2 px or less.
     """
@@ -122,11 +122,10 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
     except ImageError as error:
         raise CellNotFoundError(f"cannot look for a cell: {error.reason}") from None
     on_black = is_on_black(rgb)
-    lit = bool((rgb.max(axis=2) >= CELL_LEVEL).any())
-    if on_black and lit and is_grey(rgb):
+    if on_black and lacks_stain_colour(rgb):
         raise CellNotFoundError(GREY_ON_BLACK_REASON)
     if mode == "auto" and on_black:
-        if not lit:
+        if not (rgb.max(axis=2) >= CELL_LEVEL).any():
             raise CellNotFoundError("no cell: the image is black (on-black background and no bright pixels)")
         return CellImage(image, False)
     height, width = rgb.shape[:2]

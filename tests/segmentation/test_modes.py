@@ -125,8 +125,18 @@ def test_a_grey_image_that_needs_segmenting_is_refused_not_guessed(mode: str, ji
 def test_a_grey_image_on_black_holds_no_stained_cell_and_is_refused(mode: str, on_black: np.ndarray) -> None:
     """Something grey on black is no cell of a stained smear (a white square was called HEM at p = 0.91)."""
     white_square = np.zeros((450, 450, 3), np.uint8)
+    white_square[199:221, 199:221] = (255, 200, 150)  # a warm one-pixel edge
     white_square[200:220, 200:220] = 255
-    for image in (grey(on_black), white_square):
+    scale_bar = grey(on_black)
+    scale_bar[-8:-4, 4:60] = (255, 0, 0)
+    noisy = np.random.default_rng(0).integers(-3, 4, on_black.shape)
+    for image in (
+        grey(on_black),
+        grey(on_black, jitter=4),
+        scale_bar,
+        white_square,
+        np.clip(grey(on_black) + noisy, 0, 255).astype(np.uint8),
+    ):
         assert is_on_black(image)
         with pytest.raises(CellNotFoundError) as raised:
             cell_for_model(image, mode)
