@@ -2,11 +2,11 @@
 
 ``bench_accuracy.py`` chooses each fold's threshold once on that fold's 5-6 validation people, for the best weighted
 F1 (``val``). This scores, on the same pooled out-of-fold test cells, three other rules: a fixed 0.5 (``half``), the
-median of the thresholds chosen on 100 bootstrap resamples of the validation people within each class (``bagged``),
-and one threshold chosen on every fold's validation cells together (``pooled``: only a cross-validated ensemble of the
-K fold runs has those). Each fold's validation cells are scored once (``runs/fold-i/evaluation-val``) and scaled with
-the temperature its test cells were. Prints pooled weighted F1 per rule and its paired subject-bootstrap difference
-to ``val``:
+median of the thresholds chosen (as ``evaluate --threshold val`` chooses) on 100 bootstrap resamples of the validation
+people within each class (``bagged``), and one threshold chosen on every fold's validation cells together
+(``pooled``: only a cross-validated ensemble of the K fold runs has those). Each fold's validation cells are scored
+once (``runs/fold-i/evaluation-val``) and scaled with the temperature its test cells were. Prints pooled weighted F1
+per rule and its paired subject-bootstrap difference to ``val``:
 
     python benchmarks/bench_threshold_rules.py results/frozen-448 results/measured-tempered-448
 """
@@ -22,9 +22,11 @@ import numpy as np
 from scipy.special import expit, logit
 from sklearn.metrics import f1_score
 
+from blastscope.evaluation.bootstrap import resample_indices
 from blastscope.evaluation.evaluate import evaluate_run, write_evaluation
+from blastscope.evaluation.threshold import threshold_for_weighted_f1
+from blastscope.inference.decision import OperatingPoint
 
-GRID = 257  # candidate thresholds: midpoints between this many validation quantiles
 BAGS = 100
 RESAMPLES = 1000
 
@@ -43,23 +45,18 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, fl
     )
 
 
-def weighted_f1(labels: np.ndarray, p: np.ndarray, threshold: float) -> float:
-    return float(f1_score(labels, (p >= threshold).astype(int), average="weighted"))
-
-
 def best_threshold(labels: np.ndarray, p: np.ndarray) -> float:
-    quantiles = np.unique(np.quantile(p, np.linspace(0, 1, GRID)))
-    candidates = (quantiles[:-1] + quantiles[1:]) / 2
-    return float(candidates[int(np.argmax([weighted_f1(labels, p, t) for t in candidates]))])
+    """The threshold ``evaluate --threshold val`` would choose on these cells (labels 1 = positive, p = p(positive))."""
+    point = OperatingPoint(classes=("negative", "positive"), positive_class="positive")
+    return threshold_for_weighted_f1(labels, np.stack([1 - p, p], axis=1), point).threshold
 
 
-def resample(subjects: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Cell indices of one bootstrap resample of the subjects, within each class."""
-    picked = []
-    for label in np.unique(labels):
-        people = np.unique(subjects[labels == label])
-        picked += [np.flatnonzero(subjects == person) for person in rng.choice(people, len(people))]
-    return np.concatenate(picked)
+def subject_resampler(subjects: np.ndarray, labels: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``resample_indices``' units (each subject's cell indices) and strata (the subjects of each class)."""
+    people = np.unique(subjects)
+    members = [np.flatnonzero(subjects == person) for person in people]
+    classes = np.array([labels[cells[0]] for cells in members])
+    return members, [np.flatnonzero(classes == label) for label in np.unique(classes)]
 
 
 def validation_cells(bench: Path, fold: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,7 +74,8 @@ def compare(bench: Path, rng: np.random.Generator) -> None:
     for fold in sorted((bench / "runs").glob("fold-*")):
         v_subjects, v_labels, v_p = validation_cells(bench, fold)
         subjects, labels, p, chosen = read_predictions(fold / "evaluation-test" / "predictions.csv")
-        bags = [best_threshold(v_labels[i], v_p[i]) for i in (resample(v_subjects, v_labels, rng) for _ in range(BAGS))]
+        units = subject_resampler(v_subjects, v_labels)
+        bags = [best_threshold(v_labels[i], v_p[i]) for i in (resample_indices(*units, rng) for _ in range(BAGS))]
         for rule, threshold in (("val", chosen), ("half", 0.5), ("bagged", float(np.median(bags)))):
             thresholds[rule].append(np.full(len(labels), threshold))
         print(f"  {fold.name}: val {chosen:.3f}, bagged {np.median(bags):.3f}")
@@ -90,8 +88,9 @@ def compare(bench: Path, rng: np.random.Generator) -> None:
     calls = {rule: (p >= threshold).astype(int) for rule, threshold in rules.items()}
     print(f"{bench}: {len(labels):,} out-of-fold cells; pooled validation threshold {pooled:.3f}")
     differences: dict[str, list[float]] = {rule: [] for rule in rules if rule != "val"}
+    units = subject_resampler(subjects, labels)
     for _ in range(RESAMPLES):
-        i = resample(subjects, labels, rng)
+        i = resample_indices(*units, rng)
         base = f1_score(labels[i], calls["val"][i], average="weighted")
         for rule, found in differences.items():
             found.append(f1_score(labels[i], calls[rule][i], average="weighted") - base)
