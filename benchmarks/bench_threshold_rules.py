@@ -4,7 +4,10 @@
 F1 (``val``). This scores, on the same pooled out-of-fold test cells, three other rules: a fixed 0.5 (``half``), the
 median of the thresholds chosen (as ``evaluate --threshold val`` chooses) on 100 bootstrap resamples of the validation
 people within each class (``bagged``), and one threshold chosen on every fold's validation cells together
-(``pooled``: only a cross-validated ensemble of the K fold runs has those). Each fold's validation cells are scored
+(``pooled``: only a cross-validated ensemble of the K fold runs has those). The pooled threshold for fold i's test
+cells leaves out every validation cell of fold i's test people: other folds validate on them (each fold validates on
+a share of the other folds' people), and a threshold chosen on the people it is scored on is tuned on the test set.
+Each fold's validation cells are scored
 once (``runs/fold-i/evaluation-val``) and scaled with the temperature its test cells were. Prints pooled weighted F1
 per rule and its paired subject-bootstrap difference to ``val``:
 
@@ -63,14 +66,16 @@ def validation_cells(bench: Path, fold: Path) -> tuple[np.ndarray, np.ndarray, n
     """The fold's validation cells, p(ALL) scaled with the temperature bench_accuracy fitted on them."""
     out = fold / "evaluation-val"
     if not (out / "predictions.csv").exists():
-        write_evaluation(evaluate_run(fold, split="val", threshold=0.5, bootstrap=0, chosen_by="threshold rules"), out)
+        # store=False: scoring the validation cells at 0.5 must not replace the run's own operating point
+        result = evaluate_run(fold, split="val", threshold=0.5, bootstrap=0, chosen_by="threshold rules", store=False)
+        write_evaluation(result, out)
     subjects, labels, p, _ = read_predictions(out / "predictions.csv")
     temperature = json.loads((bench / "scored" / f"{fold.name}.json").read_text())["fold"]["temperature"]
     return subjects, labels, expit(logit(np.clip(p, 1e-12, 1 - 1e-12)) / temperature)
 
 
 def compare(bench: Path, rng: np.random.Generator) -> None:
-    tests, thresholds, validation = [], {"val": [], "half": [], "bagged": []}, []
+    tests, thresholds, validation = [], {"val": [], "half": [], "bagged": [], "pooled": []}, []
     for fold in sorted((bench / "runs").glob("fold-*")):
         v_subjects, v_labels, v_p = validation_cells(bench, fold)
         subjects, labels, p, chosen = read_predictions(fold / "evaluation-test" / "predictions.csv")
@@ -80,13 +85,18 @@ def compare(bench: Path, rng: np.random.Generator) -> None:
             thresholds[rule].append(np.full(len(labels), threshold))
         print(f"  {fold.name}: val {chosen:.3f}, bagged {np.median(bags):.3f}")
         tests.append((subjects, labels, p))
-        validation.append((v_labels, v_p))
+        validation.append((v_subjects, v_labels, v_p))
+    v_subjects, v_labels, v_p = (np.concatenate(part) for part in zip(*validation, strict=True))
+    pooled = []
+    for test_subjects, test_labels, _ in tests:
+        kept = ~np.isin(v_subjects, test_subjects)  # never the test people's own cells, from any fold
+        pooled.append(best_threshold(v_labels[kept], v_p[kept]))
+        thresholds["pooled"].append(np.full(len(test_labels), pooled[-1]))
     subjects, labels, p = (np.concatenate(part) for part in zip(*tests, strict=True))
     rules = {rule: np.concatenate(values) for rule, values in thresholds.items()}
-    pooled = best_threshold(*(np.concatenate(part) for part in zip(*validation, strict=True)))
-    rules["pooled"] = np.full(len(labels), pooled)
     calls = {rule: (p >= threshold).astype(int) for rule, threshold in rules.items()}
-    print(f"{bench}: {len(labels):,} out-of-fold cells; pooled validation threshold {pooled:.3f}")
+    shown = ", ".join(f"{threshold:.3f}" for threshold in pooled)
+    print(f"{bench}: {len(labels):,} out-of-fold cells; pooled validation thresholds (test people left out) {shown}")
     differences: dict[str, list[float]] = {rule: [] for rule in rules if rule != "val"}
     units = subject_resampler(subjects, labels)
     for _ in range(RESAMPLES):
