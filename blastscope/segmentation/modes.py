@@ -40,25 +40,37 @@ scale, so a larger image is a field, not a crop around one cell; and segmentatio
 SEGMENT_PEAK_BYTES_PER_PIXEL = 260
 """Peak memory of :func:`~blastscope.segmentation.segment_cell` per input pixel: 243 bytes measured with tracemalloc
 on synthetic smear crops of 300-1000 px (float64 stain maps, labels, distance transforms), plus a margin."""
-GREY_REASON = (
-    "a grey image cannot be segmented by stain: give a colour image, or --segment never if the cell is already cut "
-    "out onto black"
-)
-"""The reason :class:`CellNotFoundError` gives for a grey image that would need segmenting (scans have their own)."""
+GREY_REASON = "a grey image cannot be segmented by stain: give a colour image"
+"""The reason :class:`CellNotFoundError` gives for a grey image that would need segmenting (scans have their own);
+with ``--segment never`` :data:`GREY_WITHOUT_SEGMENTING` it classifies as it is."""
+GREY_WITHOUT_SEGMENTING = "if the cell is already cut out onto black"
 GREY_ON_BLACK_REASON = (
     "no stained cell: what lies on the black background has no colour, and a cell of a stained smear has; give the "
-    "colour image, or --segment never to classify it as it is"
+    "colour image"
 )
 """The reason for a grey image on black: no stained cell, e.g. a white square, which efficientnet_lite0_measured
 called HEM at p = 0.91 (session 23), or a cell converted to grey, unlike every cell a run was trained on."""
+GREY_ON_BLACK_WITHOUT_SEGMENTING = "to classify it as it is"
 
 
 class CellNotFoundError(BlastscopeError):
-    """No white cell could be cut out of an image that needed it; ``reason`` says why in one line."""
+    """No white cell could be cut out of an image that needed it.
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
+    Attributes
+    ----------
+    cause : str
+        Why, in one line, with the fix anyone giving the image can apply.
+    without_segmenting : str or None
+        When classifying the image without segmentation (``--segment never``) is a fix, what for, e.g. "to classify
+        it as it is". Only whoever chose the segment mode can apply it: a web page's user cannot.
+    reason : str
+        ``cause``, and the ``--segment never`` fix where there is one: the line a command or the Python API shows.
+    """
+
+    def __init__(self, cause: str, without_segmenting: str | None = None) -> None:
+        self.cause, self.without_segmenting = cause, without_segmenting
+        self.reason = cause if without_segmenting is None else f"{cause}, or --segment never {without_segmenting}"
+        super().__init__(self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +135,7 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
         raise CellNotFoundError(f"cannot look for a cell: {error.reason}") from None
     on_black = is_on_black(rgb)
     if on_black and lacks_stain_colour(rgb):
-        raise CellNotFoundError(GREY_ON_BLACK_REASON)
+        raise CellNotFoundError(GREY_ON_BLACK_REASON, GREY_ON_BLACK_WITHOUT_SEGMENTING)
     if mode == "auto" and on_black:
         if not (rgb.max(axis=2) >= CELL_LEVEL).any():
             raise CellNotFoundError("no cell: the image is black (on-black background and no bright pixels)")
@@ -135,7 +147,7 @@ def cell_for_model(image: np.ndarray, mode: str, red_cell_diameter: float | None
             "crop the image around the cell, or scan it as a smear field"
         )
     if not on_black and is_grey(rgb):
-        raise CellNotFoundError(GREY_REASON)
+        raise CellNotFoundError(GREY_REASON, GREY_WITHOUT_SEGMENTING)
     canvas = max(height, width) if on_black else CNMC_CANVAS
     cell = segment_cell(rgb, canvas_size=canvas, red_cell_diameter=red_cell_diameter)
     if not cell.found:

@@ -311,7 +311,7 @@ def create_app(
         except DecodingBusy as busy:
             raise UploadRejected(503, str(busy), name) from None
         except CellNotFoundError as error:
-            raise UploadRejected(422, error.reason, name) from None
+            raise UploadRejected(422, served_reason(error, pre.segment), name) from None
 
     def classify(files: list[UploadFile], explain: bool) -> Any:
         if len(files) > limits.max_files:
@@ -427,6 +427,17 @@ def _none_done(entries: list[dict[str, Any]], body: dict[str, Any], capacity: Ca
         detail, file = f"none of the {len(entries)} files could be {done}: {listed}", None
     headers = {"Retry-After": str(capacity.retry_after_s)} if status == 503 else None
     return JSONResponse({"detail": detail, "file": file, **body}, status_code=status, headers=headers)
+
+
+def served_reason(error: CellNotFoundError, segment: str) -> str:
+    """The 422 reason for a cell that cannot be cut out: its cause, and a ``--segment never`` fix addressed to the
+    server's operator, who chose the mode (the page's user has no such switch)."""
+    if error.without_segmenting is None:
+        return error.cause
+    return (
+        f"{error.cause}; this server cuts cells out (--segment {segment}): its operator can serve with --segment never "
+        f"{error.without_segmenting}"
+    )
 
 
 def _read_capped(upload: UploadFile, name: str, limits: Limits) -> bytes:

@@ -25,7 +25,7 @@ from blastscope.data.synth import smear_field
 from blastscope.errors import BlastscopeError, DataError, ImageError, ImageTooLargeError
 from blastscope.inference.gradcam import Explanation
 from blastscope.runs import load_run
-from blastscope.segmentation.modes import CellNotFoundError
+from blastscope.segmentation.modes import GREY_ON_BLACK_REASON, GREY_ON_BLACK_WITHOUT_SEGMENTING, CellNotFoundError
 from blastscope.serving.app import Limits, create_app
 from blastscope.serving.limits import Capacity
 from blastscope.serving.memory import (
@@ -632,6 +632,19 @@ def test_cells_on_a_background_are_cut_out_and_one_not_found_is_answered_on_its_
     assert missing["error"].startswith("no white cell found")
     alone = api.post("/predict", files=upload(("blank.png", blank.getvalue())))
     assert alone.status_code == 422 and alone.json()["detail"].startswith("blank.png: no white cell found")
+
+
+def test_a_grey_cell_is_refused_with_a_fix_for_the_page_user_and_one_for_the_operator(classifier, good) -> None:
+    """``predict`` suggests ``--segment never`` for a grey image on black; a page's user has no such switch, so the
+    server names its own mode and leaves that fix to its operator."""
+    grey = io.BytesIO()
+    Image.open(io.BytesIO(good[1])).convert("L").convert("RGB").save(grey, format="PNG")
+    response = client(classifier).post("/predict", files=upload(("grey.png", grey.getvalue())))
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"grey.png: {GREY_ON_BLACK_REASON}; this server cuts cells out (--segment auto): its operator can serve with "
+        f"--segment never {GREY_ON_BLACK_WITHOUT_SEGMENTING}"
+    )
 
 
 def test_an_upload_is_prepared_as_predict_prepares_it_crop_and_red_cell_diameter_included(
