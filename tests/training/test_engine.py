@@ -18,6 +18,8 @@ from blastscope.data.discover import scan_dataset
 from blastscope.data.split import make_split, write_split_csv
 from blastscope.errors import DataError
 from blastscope.evaluation.run_evaluation import evaluate_run
+from blastscope.inference.decision import TEMPERATURE_BOUNDS, temperature_bound_warning
+from blastscope.models.measured import MeasuredTimmClassifier
 from blastscope.runs import load_run
 from blastscope.training import TrainConfig, train
 from blastscope.training import trainer as trainer_module
@@ -68,6 +70,19 @@ def test_a_run_directory_holds_everything_downstream_needs(tiny_config: Callable
     assert (trained.split.hash, trained.split.content_hash) == (config["split_hash"], config["split_content_hash"])
     with torch.no_grad():
         assert trained.model(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
+
+
+def test_a_head_member_tempered_to_a_bound_of_its_fit_is_announced(
+    tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A member at T = 20 is all but uniform: the average is then the other member alone, which the line says."""
+    monkeypatch.setattr(MeasuredTimmClassifier, "member_temperatures", lambda self: (TEMPERATURE_BOUNDS[1], 0.8))
+    run_dir = train(tiny_config(model="efficientnet_lite0_measured", epochs_finetune=0))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["member_temperatures"] == [TEMPERATURE_BOUNDS[1], 0.8]
+    upper = temperature_bound_warning(TEMPERATURE_BOUNDS[1], metrics["data"]["parts"]["val"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: head member")]
+    assert warnings == [f"warning: head member 1 of 2: {upper}"], warnings
 
 
 def test_random_init_trains_all_layers_in_one_phase(tiny_config: Callable[..., TrainConfig]) -> None:
