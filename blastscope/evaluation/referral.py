@@ -13,7 +13,10 @@ threshold, so a side that errs more can be referred further) and keeps the one t
 with an error rate among them at most the target, its edges then moved midway between the called and referred cells
 (so none sits on a cell's probability). Unlike Geifman & El-Yaniv's SGR it does not bound the risk with a binomial
 tail: cells of one person are not independent, so such a guarantee would not hold on new people anyway, and the band
-meets the target on validation only. Expect the test error a little above it; the evaluation measures it.
+meets the target on validation only, and on new people it errs more: in 5-fold subject-grouped cross-validation on
+C-NMC 2019 (``benchmarks/bench_referral.py``) a band asked for 5% left 11% errors among the cells it called, because
+whole people are called wrong with confidence and a few validation people do not show that. The evaluation of a test
+split measures it.
 :func:`referral_report` scores a band on the evaluated cells, with the risk-coverage curve.
 """
 
@@ -70,7 +73,7 @@ class ReferralChoice:
 
     def describe(self) -> str:
         """One line: ``refer when 0.3100 < p(ALL) < 0.7200: 12% of validation cells referred, 4.8% errors among the
-        rest (target 5%)``, or why there is no band."""
+        rest (target 5%, ...; met there only, new people may err more)``, or why there is no band."""
         if self.band is None:
             return f"no refer band stored: {self.reason}"
         name = class_display_name(self.positive_class)
@@ -84,7 +87,8 @@ class ReferralChoice:
         share = 100 * self.n_referred / self.n_cells
         return (
             f"refer when {low} < p({name}) < {high}: {share:.0f}% of validation cells referred, "
-            f"{errors} among the rest (target {100 * self.target:g}%, {self.n_cells} validation cells)"
+            f"{errors} among the rest (target {100 * self.target:g}%, {self.n_cells} validation cells; met there "
+            "only, new people may err more)"
         )
 
     def to_dict(self) -> dict[str, Any]:
