@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "smaller members). When all trained on one split, DIR keeps it: `evaluate DIR` "
             "scores its test cells and `evaluate DIR --threshold val` chooses the ensemble's own threshold and "
             "temperature on its validation cells. Members trained on different splits (e.g. cross-validation folds) "
-            "leave few or no held-out cells: score DIR with `evaluate DIR --data OTHER` on cells none of them "
-            "trained on."
+            "leave few or no held-out cells: DIR's threshold is then chosen on the members' validation cells pooled, "
+            "each scored by the member that validated on it; score DIR with `evaluate DIR --data OTHER` on cells "
+            "none of them trained on."
         ),
     )
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="two or more finished run folders")

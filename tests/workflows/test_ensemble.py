@@ -17,6 +17,7 @@ import blastscope
 from blastscope.api.classifier import Classifier
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.evaluate import evaluate_run
+from blastscope.evaluation.threshold import threshold_for_weighted_f1
 from blastscope.runs import load_run
 from blastscope.training import resume
 from blastscope.workflows.ensemble import make_ensemble
@@ -84,9 +85,45 @@ def test_members_on_different_splits_leave_no_held_out_cells(
     assert yaml.safe_load((out / "config.yaml").read_text())["split_hash"] is None
     assert not ensemble.split.parts["test"] and not ensemble.split.parts["val"]
     assert len(ensemble.split.parts["train"]) == 96  # train + val of one member and val of the other: every cell
-    assert ensemble.operating_point.describe().endswith("(default threshold, by ensemble)")  # not "by train"
     with pytest.raises(BlastscopeError, match="every cell is one the run trained or validated on"):
         evaluate_run(out, data=synth_small, bootstrap=0)
+
+
+def test_members_on_different_splits_choose_the_threshold_on_their_own_validation_cells_pooled(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    """The K fold models of a cross-validation: no cell is held out from all, but each member's validation cells are
+    held out from it, so the ensemble's threshold is read off all of them (not left at 0.5)."""
+    swap = {"val": "test", "test": "val"}
+    other, _ = _resplit(tiny_run_seed1, tmp_path, lambda row: row.update(split=swap.get(row["split"], row["split"])))
+    lines: list[str] = []
+    point = load_run(make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)).operating_point
+    scored = [evaluate_run(run, split="val", bootstrap=0, store=False).predictions for run in (tiny_run, other)]
+    rows = [row for member in scored for row in member]
+    y_true = np.array([row["label"] == "all" for row in rows], dtype=np.int64)
+    y_prob = np.array([[row["p_hem"], row["p_all"]] for row in rows])
+    expected = threshold_for_weighted_f1(y_true, y_prob, load_run(tiny_run).operating_point)
+    assert (point.split, point.n_cells, point.temperature) == ("members' val", len(rows), 1.0)
+    assert point.source == "val:weighted_f1" and point.chosen_by == "ensemble"
+    assert (point.threshold, point.score) == pytest.approx((expected.threshold, expected.score))
+    (line,) = [line for line in lines if line.startswith("threshold: ")]
+    assert line == (
+        f"threshold: {point.describe()}: each member scored its own validation cells ({len(rows)} in all, "
+        f"{len({row['subject'] for row in rows})} people) at its temperature, none it trained on"
+    )
+
+
+def test_a_member_without_validation_cells_leaves_the_threshold_at_its_default_and_says_so(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+) -> None:
+    other, _ = _resplit(tiny_run_seed1, tmp_path, lambda row: row.update(split=row["split"].replace("val", "train")))
+    lines: list[str] = []
+    point = load_run(make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)).operating_point
+    assert point.describe().endswith("(default threshold, by ensemble)")  # not "by train"
+    assert (
+        f"warning: {other} has no validation cells, so the ensemble decides at the default threshold 0.5"
+        in "\n".join(lines)
+    )
 
 
 def test_members_on_different_splits_that_all_held_out_some_cells_say_how_many(
