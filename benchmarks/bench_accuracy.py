@@ -27,6 +27,13 @@ with another training seed, the spread a recipe shows for nothing but its seed.
 (``blastscope ensemble``: the mean of their temperature-scaled probabilities; each must have trained on that fold's
 split) and scores it as a trained fold, its threshold and temperature chosen on the fold's validation part.
 
+``--kfold-ensemble K`` scores, per fold, what a user gets from ``blastscope ensemble`` of K fold models instead of
+one run: K members are trained on the fold's training and validation people only (nested: the fold's test people
+never train or validate any of them), member j validating on the j-th of K subject-grouped folds of those people and
+training on the rest. ``make_ensemble`` chooses the ensemble's threshold on the members' validation cells pooled (each
+scored by the member that validated on it), and the ensemble scores the fold's test cells there (``evaluate --data``:
+the cells none of its members saw). Same folds as the plain benchmark, so ``bench_accuracy_delta.py`` pairs them.
+
 Writes into ``--out``: ``results.json`` (every number, the recipe and the machine), ``predictions.csv`` (pooled
 out-of-fold cells), ``subject_accuracy.png``, ``splits/fold-<i>.csv``, ``runs/fold-<i>/`` (each a complete run) and
 ``scored/fold-<i>.json`` (its scores, with what they were scored with).
@@ -54,6 +61,7 @@ import torch
 from blastscope.cli import train as train_cli
 from blastscope.data.discover import scan_dataset
 from blastscope.data.split import Split, kfold_splits, write_split_csv
+from blastscope.data.table import CellTable
 from blastscope.data.text_table import text_table
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.bootstrap import bootstrap_ci
@@ -161,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         "same folds) into --out/runs/fold-i",
     )
     parser.add_argument(
+        "--kfold-ensemble",
+        type=int,
+        metavar="K",
+        help="score, per fold, the ensemble of K members trained on that fold's training and validation people, each "
+        "validating on one of K folds of them (nested cross-validation of `blastscope ensemble` of K fold models)",
+    )
+    parser.add_argument(
         "--train-folds",
         type=int,
         nargs="+",
@@ -213,6 +228,12 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
     if args.ensemble_of:
         args.ensemble_of = [member.resolve() for member in args.ensemble_of]
         plan["ensemble_of"] = [str(member) for member in args.ensemble_of]
+    if args.kfold_ensemble is not None:
+        if args.ensemble_of or args.kfold_ensemble < 3:
+            raise BlastscopeError("--kfold-ensemble K takes K >= 3 and excludes --ensemble-of")
+        if args.threshold != "val":
+            raise BlastscopeError("--kfold-ensemble scores at the threshold the ensemble chose; drop --threshold")
+        plan["kfold_ensemble"] = args.kfold_ensemble
     _claim(args.out, {**plan, "recipe": config.to_dict()})
     subjects = len({cell.subject for cell in table.cells})
     print(
@@ -233,6 +254,8 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
         elif args.ensemble_of:
             fold = _ensemble_fold(index, k, split, args.ensemble_of, args.out, threshold, args.tta,
                                   args.transductive_neighbours)  # fmt: skip
+        elif args.kfold_ensemble:
+            fold = _kfold_ensemble_fold(index, k, split, table, args.kfold_ensemble, config, args.out, args.data)
         else:
             _check_recipe(args.out / "runs" / f"fold-{index}", resolved)
             fold = _run_fold(index, k, split, config, args.out, threshold, args.tta, args.transductive_neighbours)
@@ -241,7 +264,8 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
     if missing:
         print(f"folds {', '.join(map(str, missing))} are not made yet: make them, then re-run without --train-folds")
         return 0
-    recorded = read_config(folds[0]["run_dir"])
+    first_run = args.out / "members" / "fold-1" / "member-1" if args.kfold_ensemble else folds[0]["run_dir"]
+    recorded = read_config(first_run)  # a K-fold ensemble's recipe is its members'
     recipe = {key: recorded.get(key) for key in RECIPE_KEYS}
     weights = str(recipe["weights_source"]).split(" (")[0]  # "ImageNet" or "random init"; the recipe line says whence
     tag = (
@@ -250,6 +274,8 @@ def run(args: argparse.Namespace, recipe_flags: list[str]) -> int:
     )
     if args.ensemble_of:
         tag = f"ensemble of {' + '.join(member.name for member in args.ensemble_of)}, {k}-fold {args.setting}"
+    if args.kfold_ensemble:
+        tag = f"{args.kfold_ensemble}-fold ensemble of {tag}, nested"
     pooled = _pool(folds, args.bootstrap, config.seed)
     for name, (suffix, _) in VARIANTS.items():
         if name in folds[0]:
@@ -404,11 +430,14 @@ def _score_fold(
     threshold: str | float | None,
     tta: bool = False,
     transductive_neighbours: int | None = None,
+    data: Path | None = None,
 ) -> dict[str, Any]:
     """Score fold ``index``'s run on its test fold at the point chosen on its validation; ``training`` holds its
-    ``epochs_run`` and ``train_seconds``, ``wall`` the seconds this invocation spent making it (None: reused)."""
+    ``epochs_run`` and ``train_seconds``, ``wall`` the seconds this invocation spent making it (None: reused).
+    ``data``: score the cells of it the run never saw instead (a K-fold ensemble's: the fold's test cells)."""
     result = evaluate_run(
         run_dir,
+        data=data,
         split="test",
         threshold=threshold,
         tta=tta,
@@ -491,6 +520,59 @@ def _ensemble_fold(
         "train_seconds": sum(fit["train_seconds"] for fit in fits),
     }
     return _score_fold(index, run_dir, sizes, training, wall, threshold, tta, transductive_neighbours)
+
+
+def _kfold_ensemble_fold(
+    index: int, k: int, split: Split, table: CellTable, members: int, config: TrainConfig, out: Path, data: Path
+) -> dict[str, Any]:
+    """Fold ``index`` scored by a ``members``-fold ensemble trained on its training and validation people only.
+
+    Member j validates on the j-th of ``members`` subject-grouped folds of those people (``kfold_splits``, the
+    recipe's seed) and trains on the others; the outer test cells are its test part, scored by nobody until the
+    ensemble is. Each member's temperature and threshold are chosen on its validation cells (``evaluate
+    --threshold val``), then ``make_ensemble`` chooses the ensemble's threshold on all of them pooled.
+    """
+    tested = {cell.digest for cell in split.parts["test"]}
+    inner = replace(table, cells=[cell for cell in table.cells if cell.digest not in tested])
+    folds = kfold_splits(inner, members, seed=config.seed)
+    sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
+    print(f"fold {index}/{k}: {members}-fold ensemble of members trained on its {len(inner.cells):,} train + val "
+          f"cells; test {sizes['test'][0]:,} cells / {sizes['test'][1]} subjects", flush=True)  # fmt: skip
+    runs, train_seconds, tick = [], 0.0, time.perf_counter()
+    for j, fold in enumerate(folds, start=1):
+        validating = fold.parts["test"]
+        held = {cell.digest for cell in validating}
+        member_split = replace(
+            fold,
+            parts={
+                "train": [cell for cell in inner.cells if cell.digest not in held],
+                "val": validating,
+                "test": split.parts["test"],
+            },
+            ratios=(),
+        )
+        run_dir = out / "members" / f"fold-{index}" / f"member-{j}"
+        split_csv = out / "splits" / f"fold-{index}-member-{j}.csv"
+        write_split_csv(member_split, split_csv)
+        if not (run_dir / "metrics.json").is_file():
+            if (run_dir / "config.yaml").is_file():
+                resume(run_dir)
+            else:
+                train(replace(config, split=SplitConfig(csv=str(split_csv))), run_dir=run_dir)
+        if read_config(run_dir).get("split_hash") != member_split.hash:
+            raise BlastscopeError(f"{run_dir} was trained on another split; use a fresh --out")
+        point = json.loads((run_dir / "operating_point.json").read_text())
+        if point.get("chosen_by") != "bench_accuracy":
+            evaluate_run(run_dir, split="test", threshold="val", bootstrap=0, chosen_by="bench_accuracy")
+        train_seconds += json.loads((run_dir / "metrics.json").read_text())["training"]["train_seconds"]
+        print(f"  member {j}: {len(member_split.parts['train']):,} train / {len(validating):,} val cells", flush=True)
+        runs.append(run_dir)
+    run_dir = out / "runs" / f"fold-{index}"
+    if not (run_dir / "config.yaml").is_file():
+        make_ensemble(runs, run_dir, log=lambda line: print(f"  {line}", flush=True))
+    wall = round(time.perf_counter() - tick, 1)
+    training = {"epochs_run": "ensemble", "train_seconds": train_seconds}
+    return _score_fold(index, run_dir, sizes, training, wall, None, data=data)
 
 
 def _pool(folds: list[dict[str, Any]], resamples: int, seed: int, variant: str = "") -> dict[str, Any]:
