@@ -82,7 +82,7 @@ class ReferralChoice:
         if self.n_referred == 0:
             return (
                 f"refer no cell: {errors} among all {self.n_cells} validation cells already meet the target of "
-                f"{100 * self.target:g}%"
+                f"{100 * self.target:g}% (met there only, new people may err more)"
             )
         share = 100 * self.n_referred / self.n_cells
         return (

@@ -50,7 +50,7 @@ from blastscope.evaluation.threshold import (
     parse_threshold,
 )
 from blastscope.evaluation.transductive import SUFFIX, transductive_section
-from blastscope.inference.decision import OperatingPoint, uncertain
+from blastscope.inference.decision import MEMBERS_VALIDATION, OperatingPoint, uncertain
 from blastscope.inference.predict import predict_features, predict_logits, probabilities
 from blastscope.metrics import class_display_name
 from blastscope.runs import TrainedRun, load_run
@@ -243,6 +243,11 @@ def evaluate_run(
         notes.append(
             f"{run.run_dir} has {len(run.classes)} classes, decided by the most probable class: --threshold val fits "
             "only the temperature on validation (there is no threshold to choose)"
+        )
+    if spec == "val" and not run.split.parts.get("val") and run.operating_point.split == MEMBERS_VALIDATION:
+        raise BlastscopeError(
+            f"{run.run_dir}: this ensemble has no validation cells of its own; its threshold was chosen on its "
+            "members' validation cells when it was made: evaluate it without --threshold, or give a number"
         )
     if refer_error is not None and not run.operating_point.binary:
         raise BlastscopeError(

@@ -21,6 +21,10 @@ from blastscope.errors import BlastscopeError
 from blastscope.metrics import class_display_name, format_band, format_threshold
 
 DEFAULT_THRESHOLD = 0.5
+MEMBERS_VALIDATION = "members' val"
+"""``OperatingPoint.split`` of an ensemble of members on different splits: its threshold was chosen on the members'
+validation cells pooled, each scored by the member that validated on it (``workflows.ensemble``); it has none of its
+own."""
 SOURCES = ("default", "given", "val:weighted_f1", "val:sensitivity")
 """How a threshold can come about; ``val:sensitivity`` is followed by ``>=S``, the target."""
 TEMPERATURE_BOUNDS = (0.05, 20.0)

@@ -35,7 +35,7 @@ from blastscope.data.table import Cell
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.cells import class_indices, readable_cells
 from blastscope.evaluation.threshold import choose_threshold
-from blastscope.inference.decision import OperatingPoint
+from blastscope.inference.decision import MEMBERS_VALIDATION, OperatingPoint
 from blastscope.inference.predict import predict_logits, probabilities
 from blastscope.runs import TrainedRun, load_run
 from blastscope.runs.ensemble import ENSEMBLE, SHARED_PREPROCESSING, EnsembleNetwork
@@ -153,7 +153,7 @@ def make_ensemble(
             write_split_csv(split, building / "split.csv")
         write_yaml(_config(runs, checkpoint, split, shared), building / "config.yaml")
         default = OperatingPoint.default(first.classes, first.operating_point.positive_class, chosen_by="ensemble")
-        write_operating_point(building, default if shared else members_validation_point(runs, default, log))
+        write_operating_point(building, default if shared else members_validation_point(runs, default, out, log))
         if out.exists():
             out.rmdir()  # empty, checked above
         building.rename(out)
@@ -168,7 +168,7 @@ def make_ensemble(
 
 
 def members_validation_point(
-    runs: Sequence[TrainedRun], default: OperatingPoint, log: Callable[[str], None] = print
+    runs: Sequence[TrainedRun], default: OperatingPoint, out: Path, log: Callable[[str], None] = print
 ) -> OperatingPoint:
     """The threshold of an ensemble of members on different splits, chosen on their validation cells pooled.
 
@@ -176,7 +176,8 @@ def members_validation_point(
     temperature, as ``evaluate`` scores them), never a cell it trained on; the threshold with the best weighted F1
     over all of them is kept, as ``evaluate --threshold val`` chooses one
     (:func:`~blastscope.evaluation.threshold.choose_threshold`). The ensemble averages the same tempered
-    probabilities, so the threshold carries over. A cell several members validated on counts once for each.
+    probabilities, so the threshold carries over, though not exactly: a mean of several members' probabilities lies
+    nearer the middle than one member's. A cell several members validated on counts once for each.
 
     Parameters
     ----------
@@ -184,13 +185,15 @@ def members_validation_point(
         The members.
     default : OperatingPoint
         The ensemble's default point (classes, positive class, ``chosen_by``), kept where no threshold can be chosen.
+    out : path
+        The ensemble's folder, named in the warning that keeps ``default``.
     log : callable
         Receives one line: the threshold and what it was chosen on, or why ``default`` is kept.
 
     Returns
     -------
     OperatingPoint
-        Temperature 1 (each member is tempered inside the ensemble), ``split="members' val"``, ``n_cells`` the
+        Temperature 1 (each member is tempered inside the ensemble), ``split=MEMBERS_VALIDATION``, ``n_cells`` the
         validation cells scored, ``score`` their weighted F1; or ``default`` for multi-class members, a member
         without validation cells, or validation files now missing or holding other images than when it trained.
     """
@@ -213,9 +216,10 @@ def members_validation_point(
             except BlastscopeError as error:
                 why = f"cannot read its validation cells ({error})"
         if why is not None:
+            mean = float(np.mean([member.operating_point.threshold for member in runs]))
             log(
-                f"warning: {run.run_dir} {why}, so the ensemble decides at the default threshold 0.5; give it one with "
-                "`blastscope evaluate ENSEMBLE --data DIR --threshold P`"
+                f"warning: {run.run_dir} {why}, so the ensemble decides at the default threshold 0.5; `blastscope "
+                f"evaluate {out} --data DIR --threshold P` sets another (e.g. the members' mean threshold, {mean:.4f})"
             )
             return default
         for note in notes:
@@ -227,7 +231,7 @@ def members_validation_point(
         positives.append(probabilities(logits, run.operating_point.temperature))
         subjects.update(str(cell.subject) for cell in cells if cell.subject is not None)
     y_true, y_prob = np.concatenate(labels), np.concatenate(positives)
-    point = replace(choose_threshold(default, "val", (y_true, y_prob)), split="members' val")
+    point = replace(choose_threshold(default, "val", (y_true, y_prob)), split=MEMBERS_VALIDATION)
     people = f", {len(subjects)} people" if subjects else ""
     log(
         f"threshold: {point.describe()}: each member scored its own validation cells ({len(y_true)} in all{people}) "

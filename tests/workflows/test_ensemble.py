@@ -18,6 +18,7 @@ from blastscope.api.classifier import Classifier
 from blastscope.errors import BlastscopeError
 from blastscope.evaluation.evaluate import evaluate_run
 from blastscope.evaluation.threshold import threshold_for_weighted_f1
+from blastscope.inference.decision import MEMBERS_VALIDATION
 from blastscope.runs import load_run
 from blastscope.training import resume
 from blastscope.workflows.ensemble import make_ensemble
@@ -90,7 +91,7 @@ def test_members_on_different_splits_leave_no_held_out_cells(
 
 
 def test_members_on_different_splits_choose_the_threshold_on_their_own_validation_cells_pooled(
-    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path, synth_small: Path
 ) -> None:
     """The K fold models of a cross-validation: no cell is held out from all, but each member's validation cells are
     held out from it, so the ensemble's threshold is read off all of them (not left at 0.5)."""
@@ -103,9 +104,11 @@ def test_members_on_different_splits_choose_the_threshold_on_their_own_validatio
     y_true = np.array([row["label"] == "all" for row in rows], dtype=np.int64)
     y_prob = np.array([[row["p_hem"], row["p_all"]] for row in rows])
     expected = threshold_for_weighted_f1(y_true, y_prob, load_run(tiny_run).operating_point)
-    assert (point.split, point.n_cells, point.temperature) == ("members' val", len(rows), 1.0)
+    assert (point.split, point.n_cells, point.temperature) == (MEMBERS_VALIDATION, len(rows), 1.0)
     assert point.source == "val:weighted_f1" and point.chosen_by == "ensemble"
     assert (point.threshold, point.score) == pytest.approx((expected.threshold, expected.score))
+    with pytest.raises(BlastscopeError, match="chosen on its members' validation cells when it was made"):
+        evaluate_run(tmp_path / "ens", data=synth_small, threshold="val", bootstrap=0)
     (line,) = [line for line in lines if line.startswith("threshold: ")]
     assert line == (
         f"threshold: {point.describe()}: each member scored its own validation cells ({len(rows)} in all, "
@@ -120,9 +123,10 @@ def test_a_member_without_validation_cells_leaves_the_threshold_at_its_default_a
     lines: list[str] = []
     point = load_run(make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)).operating_point
     assert point.describe().endswith("(default threshold, by ensemble)")  # not "by train"
-    assert (
-        f"warning: {other} has no validation cells, so the ensemble decides at the default threshold 0.5"
-        in "\n".join(lines)
+    (warning,) = [line for line in lines if line.startswith(f"warning: {other} has no validation cells")]
+    assert warning.endswith(
+        f"so the ensemble decides at the default threshold 0.5; `blastscope evaluate {tmp_path / 'ens'} --data DIR "
+        "--threshold P` sets another (e.g. the members' mean threshold, 0.5000)"
     )
 
 
