@@ -234,7 +234,7 @@ def members_validation_point(
     point = replace(choose_threshold(default, "val", (y_true, y_prob)), split=MEMBERS_VALIDATION)
     people = f", {len(subjects)} people" if subjects else ""
     log(
-        f"threshold: {point.describe()}: each member scored its own validation cells ({len(y_true)} in all{people}) "
+        f"threshold: {point.describe()}: each member scored its own validation cells ({len(y_true):,} in all{people}) "
         "at its temperature, none it trained on"
     )
     return point
