@@ -18,7 +18,6 @@ Data: C-NMC 2019 (CC BY 3.0), SBI Lab, IIIT-Delhi and AIIMS New Delhi, via TCIA 
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from dataclasses import replace
@@ -29,7 +28,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_threshold_rules import read_predictions, subject_resampler, validation_cells  # noqa: E402
+from bench_threshold_rules import (  # noqa: E402
+    benchmark_arguments,
+    read_predictions,
+    subject_resampler,
+    validation_cells,
+)
 
 from blastscope.evaluation.bootstrap import resample_indices  # noqa: E402
 from blastscope.evaluation.referral import choose_refer_band  # noqa: E402
@@ -144,12 +148,8 @@ def plot(bench: Path, rows: list[dict[str, object]]) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmarks", type=Path, nargs="+", help="bench_accuracy.py --out folders, all folds made")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    rng = np.random.default_rng(args.seed)
-    for bench in args.benchmarks:
+    benchmarks, rng = benchmark_arguments(__doc__)
+    for bench in benchmarks:
         rows = measure(bench, rng)
         show(bench, rows)
         print(f"  wrote {plot(bench, rows)}")

@@ -112,13 +112,18 @@ def compare(bench: Path, rng: np.random.Generator) -> None:
         print(f"  {shown}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_arguments(description: str) -> tuple[list[Path], np.random.Generator]:
+    """The finished ``bench_accuracy.py`` folders named on the command line, and a generator seeded by ``--seed``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmarks", type=Path, nargs="+", help="bench_accuracy.py --out folders, all folds made")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    rng = np.random.default_rng(args.seed)
-    for bench in args.benchmarks:
+    return args.benchmarks, np.random.default_rng(args.seed)
+
+
+def main() -> None:
+    benchmarks, rng = benchmark_arguments(__doc__)
+    for bench in benchmarks:
         compare(bench, rng)
 
 
