@@ -231,7 +231,11 @@ def members_validation_point(
         positives.append(probabilities(logits, run.operating_point.temperature))
         subjects.update(str(cell.subject) for cell in cells if cell.subject is not None)
     y_true, y_prob = np.concatenate(labels), np.concatenate(positives)
-    point = replace(choose_threshold(default, "val", (y_true, y_prob)), split=MEMBERS_VALIDATION)
+    try:
+        point = replace(choose_threshold(default, "val", (y_true, y_prob)), split=MEMBERS_VALIDATION)
+    except BlastscopeError as error:  # e.g. every validation cell of one class
+        log(f"warning: no threshold can be chosen on the members' validation cells ({error}); it decides at 0.5")
+        return default
     people = f", {len(subjects)} people" if subjects else ""
     log(
         f"threshold: {point.describe()}: each member scored its own validation cells ({len(y_true):,} in all{people}) "

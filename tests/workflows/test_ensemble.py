@@ -130,6 +130,23 @@ def test_a_member_without_validation_cells_leaves_the_threshold_at_its_default_a
     )
 
 
+def test_members_validation_cells_no_threshold_can_be_chosen_on_leave_it_at_its_default_and_say_so(
+    tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def one_class(*_: object) -> None:
+        raise BlastscopeError("the validation split holds one class only, so no threshold can be chosen on it")
+
+    monkeypatch.setattr("blastscope.workflows.ensemble.choose_threshold", one_class)
+    swap = {"val": "test", "test": "val"}
+    other, _ = _resplit(tiny_run_seed1, tmp_path, lambda row: row.update(split=swap.get(row["split"], row["split"])))
+    lines: list[str] = []
+    point = load_run(make_ensemble([tiny_run, other], tmp_path / "ens", log=lines.append)).operating_point
+    assert point.describe().endswith("(default threshold, by ensemble)")
+    assert "warning: no threshold can be chosen on the members' validation cells (the validation split holds one " in (
+        "\n".join(lines)
+    )
+
+
 def test_members_on_different_splits_that_all_held_out_some_cells_say_how_many(
     tiny_run: Path, tiny_run_seed1: Path, tmp_path: Path
 ) -> None:
