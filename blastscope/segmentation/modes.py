@@ -41,8 +41,8 @@ SEGMENT_PEAK_BYTES_PER_PIXEL = 260
 """Peak memory of :func:`~blastscope.segmentation.segment_cell` per input pixel: 243 bytes measured with tracemalloc
 on synthetic smear crops of 300-1000 px (float64 stain maps, labels, distance transforms), plus a margin."""
 GREY_REASON = "a grey image cannot be segmented by stain: give a colour image"
-"""The reason :class:`CellNotFoundError` gives for a grey image that would need segmenting (scans have their own);
-with ``--segment never`` :data:`GREY_WITHOUT_SEGMENTING` it classifies as it is."""
+"""The cause :class:`CellNotFoundError` gives for a grey image that would need segmenting (scans have their own);
+:data:`GREY_WITHOUT_SEGMENTING` says when ``--segment never`` is the fix instead."""
 GREY_WITHOUT_SEGMENTING = "if the cell is already cut out onto black"
 GREY_ON_BLACK_REASON = (
     "no stained cell: what lies on the black background has no colour, and a cell of a stained smear has; give the "

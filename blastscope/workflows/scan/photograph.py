@@ -48,8 +48,9 @@ GREY_PHOTOGRAPH_REASON = (
     "a grey photograph cannot be scanned (white cells are found by their stain's colour): give a colour photograph "
     "of the stained smear"
 )
-"""Why a grey field is not scanned, and the fix. Not ``segmentation.modes.GREY_REASON``: its ``--segment never`` is a
-``predict`` option, and no door to a scan (``blastscope scan``, ``Classifier.scan``, POST /scan) has it."""
+"""Why a grey field is not scanned, and the fix. Not ``segmentation.modes.GREY_REASON``, whose error adds a
+``--segment never`` fix: that is a ``predict`` option, and no door to a scan (``blastscope scan``, ``Classifier.scan``,
+POST /scan) has it."""
 ON_BLACK_REASON = (
     "a single cut-out cell on black, not a smear photograph: classify it with `blastscope predict` "
     "(POST /predict, Classifier.predict)"
