@@ -395,7 +395,26 @@ def _run_fold(
     transductive_neighbours: int | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse, or resume) fold ``index`` and score its test fold at the point chosen on its validation."""
-    split_csv, run_dir = out / "splits" / f"fold-{index}.csv", out / "runs" / f"fold-{index}"
+    run_dir, sizes = out / "runs" / f"fold-{index}", _part_sizes(split)
+    print(
+        f"fold {index}/{k}: " + ", ".join(f"{p} {n:,} cells / {s} subjects" for p, (n, s) in sizes.items()), flush=True
+    )
+    wall = _train_or_resume(config, split, out / "splits" / f"fold-{index}.csv", run_dir)
+    training = json.loads((run_dir / "metrics.json").read_text())["training"]
+    return _score_fold(index, run_dir, sizes, training, wall, threshold, tta, transductive_neighbours)
+
+
+def _part_sizes(split: Split) -> dict[str, tuple[int, int]]:
+    """Cells and subjects of each part of ``split``."""
+    return {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
+
+
+def _train_or_resume(config: TrainConfig, split: Split, split_csv: Path, run_dir: Path) -> float | None:
+    """Make ``run_dir`` a finished run of ``config`` on ``split`` (written to ``split_csv``): trained, resumed where
+    it was interrupted, or reused. Returns the seconds this call spent on it (None: reused).
+
+    Raises ``BlastscopeError`` for a ``run_dir`` begun on another split, before anything is trained.
+    """
     if (run_dir / "config.yaml").is_file():
         trained_on = _recorded_split(run_dir)
         if trained_on not in (split.hash, f"{split.hash}/{split.content_hash}"):
@@ -405,20 +424,14 @@ def _run_fold(
                 "use a fresh --out"
             )
     write_split_csv(split, split_csv)
-    sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
-    print(
-        f"fold {index}/{k}: " + ", ".join(f"{p} {n:,} cells / {s} subjects" for p, (n, s) in sizes.items()), flush=True
-    )
-    wall = None
-    if not (run_dir / "metrics.json").is_file():
-        tick = time.perf_counter()
-        if (run_dir / "config.yaml").is_file():
-            resume(run_dir)
-        else:
-            train(replace(config, split=SplitConfig(csv=str(split_csv))), run_dir=run_dir)
-        wall = round(time.perf_counter() - tick, 1)
-    training = json.loads((run_dir / "metrics.json").read_text())["training"]
-    return _score_fold(index, run_dir, sizes, training, wall, threshold, tta, transductive_neighbours)
+    if (run_dir / "metrics.json").is_file():
+        return None
+    tick = time.perf_counter()
+    if (run_dir / "config.yaml").is_file():
+        resume(run_dir)
+    else:
+        train(replace(config, split=SplitConfig(csv=str(split_csv))), run_dir=run_dir)
+    return round(time.perf_counter() - tick, 1)
 
 
 def _score_fold(
@@ -507,7 +520,7 @@ def _ensemble_fold(
                 "ensemble members must share every fold: give the --data, --setting, --folds, --val-ratio and --seed "
                 "(or --fold-seed) their benchmarks had"
             )
-    sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
+    sizes = _part_sizes(split)
     print(f"fold {index}/{k}: ensemble of {', '.join(map(str, runs))}", flush=True)
     wall = None
     if not made:
@@ -535,7 +548,7 @@ def _kfold_ensemble_fold(
     tested = {cell.digest for cell in split.parts["test"]}
     inner = replace(table, cells=[cell for cell in table.cells if cell.digest not in tested])
     folds = kfold_splits(inner, members, seed=config.seed)
-    sizes = {part: (len(cells), len({c.subject for c in cells})) for part, cells in split.parts.items()}
+    sizes = _part_sizes(split)
     print(f"fold {index}/{k}: {members}-fold ensemble of members trained on its {len(inner.cells):,} train + val "
           f"cells; test {sizes['test'][0]:,} cells / {sizes['test'][1]} subjects", flush=True)  # fmt: skip
     runs, train_seconds, tick = [], 0.0, time.perf_counter()
@@ -552,15 +565,7 @@ def _kfold_ensemble_fold(
             ratios=(),
         )
         run_dir = out / "members" / f"fold-{index}" / f"member-{j}"
-        split_csv = out / "splits" / f"fold-{index}-member-{j}.csv"
-        write_split_csv(member_split, split_csv)
-        if not (run_dir / "metrics.json").is_file():
-            if (run_dir / "config.yaml").is_file():
-                resume(run_dir)
-            else:
-                train(replace(config, split=SplitConfig(csv=str(split_csv))), run_dir=run_dir)
-        if read_config(run_dir).get("split_hash") != member_split.hash:
-            raise BlastscopeError(f"{run_dir} was trained on another split; use a fresh --out")
+        _train_or_resume(config, member_split, out / "splits" / f"fold-{index}-member-{j}.csv", run_dir)
         point = json.loads((run_dir / "operating_point.json").read_text())
         if point.get("chosen_by") != "bench_accuracy":
             evaluate_run(run_dir, split="test", threshold="val", bootstrap=0, chosen_by="bench_accuracy")
