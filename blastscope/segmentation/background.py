@@ -100,8 +100,9 @@ def lacks_stain_colour(rgb: np.ndarray) -> bool:
     coloured pixels (a scale bar, an edge) or a slight tint do not make a grey image a stained cell. False when nothing
     is lit."""
     channels = rgb[..., :3]
-    lit = channels.max(axis=2) >= CELL_LEVEL
-    chroma = channels.max(axis=2).astype(np.int16) - channels.min(axis=2)
+    brightest = channels.max(axis=2)
+    lit = brightest >= CELL_LEVEL
+    chroma = brightest.astype(np.int16) - channels.min(axis=2)
     return bool(lit.any() and np.median(chroma[lit]) <= STAIN_CHROMA)
 
 
