@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -49,25 +49,46 @@ def two_columns(p: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - p, p], axis=1)
 
 
-def refer_out_of_fold(bench: Path, target: float) -> dict[str, np.ndarray | int]:
-    """Every fold's test cells with the band chosen for ``target`` on its validation cells: subjects, labels,
-    whether each is called wrong, whether it is called at all, and how many folds found no band (all called)."""
-    parts: list[tuple[np.ndarray, ...]] = []
-    without_band = 0
+@dataclass(frozen=True)
+class Fold:
+    """One fold of a benchmark: its operating point, its validation cells (labels 1 = ALL, tempered p(ALL)) and its
+    test cells (subjects, labels, p(ALL) at the same temperature)."""
+
+    point: OperatingPoint
+    val_labels: np.ndarray
+    val_p: np.ndarray
+    subjects: np.ndarray
+    labels: np.ndarray
+    p: np.ndarray
+
+
+def read_folds(bench: Path) -> list[Fold]:
+    """Every fold of ``bench``, read once for all targets."""
+    folds = []
     for fold in sorted((bench / "runs").glob("fold-*")):
         recorded = json.loads((bench / "scored" / f"{fold.name}.json").read_text())["fold"]
         point = OperatingPoint(
             classes=CLASSES, positive_class="all", threshold=recorded["threshold"], temperature=recorded["temperature"]
         )
-        _, v_labels, v_p = validation_cells(bench, fold)
-        choice = choose_refer_band(v_labels, two_columns(v_p), point, target)
-        without_band += choice.band is None
-        banded = replace(point, refer_band=choice.band)
+        _, val_labels, val_p = validation_cells(bench, fold)
         subjects, labels, p, threshold = read_predictions(fold / "evaluation-test" / "predictions.csv")
         if abs(threshold - point.threshold) > 1e-9:
             raise SystemExit(f"{fold}: its test predictions were decided at {threshold}, not at its recorded threshold")
-        wrong = (p >= point.threshold).astype(int) != labels
-        parts.append((subjects, labels, wrong, ~uncertain(two_columns(p), banded)))
+        folds.append(Fold(point, val_labels, val_p, subjects, labels, p))
+    return folds
+
+
+def refer_out_of_fold(folds: list[Fold], target: float) -> dict[str, np.ndarray | int]:
+    """Every fold's test cells with the band chosen for ``target`` on its validation cells: subjects, labels,
+    whether each is called wrong, whether it is called at all, and how many folds found no band (all called)."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    without_band = 0
+    for fold in folds:
+        choice = choose_refer_band(fold.val_labels, two_columns(fold.val_p), fold.point, target)
+        without_band += choice.band is None
+        banded = replace(fold.point, refer_band=choice.band)
+        wrong = (fold.p >= fold.point.threshold).astype(int) != fold.labels
+        parts.append((fold.subjects, fold.labels, wrong, ~uncertain(two_columns(fold.p), banded)))
     subjects, labels, wrong, called = (np.concatenate(column) for column in zip(*parts, strict=True))
     return {"subjects": subjects, "labels": labels, "wrong": wrong, "called": called, "without_band": without_band}
 
@@ -78,9 +99,9 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 
 def measure(bench: Path, rng: np.random.Generator) -> list[dict[str, object]]:
-    rows = []
+    rows, folds = [], read_folds(bench)
     for target in TARGETS:
-        cells = refer_out_of_fold(bench, target)
+        cells = refer_out_of_fold(folds, target)
         wrong, called = cells["wrong"], cells["called"]
         units = subject_resampler(cells["subjects"], cells["labels"])
         errors, coverages = [], []
